@@ -1,0 +1,1 @@
+//! Tidewire browser client (npm package `tidewire`), built with wasm-bindgen.

@@ -1,0 +1,1 @@
+//! Tidewire end-to-end harness: a throwaway PostgreSQL cluster and a relay on port 0.
