@@ -1,1 +1,46 @@
-//! placeholder
+//! Tidewire's shared core: the event model, the wire codec, stream names and the merge rules.
+//!
+//! The relay and the browser client run this same code, so both sides agree byte for byte on
+//! the protocol and on how a collection converges. The crate is sans-IO (bytes in, values
+//! out): no runtime, no sockets, no wasm-bindgen; it builds for native targets and for
+//! `wasm32-unknown-unknown`.
+//!
+//! # Layout
+//!
+//! | module | concept |
+//! |---|---|
+//! | [`stream`] | [`StreamName`]: the naming rule and the mapping to PostgreSQL channels |
+//! | [`event`] | [`Event`], [`Op`], [`Position`], the key rule |
+//! | [`message`] | the JSON messages of the client protocol, both directions |
+//! | [`notify`] | the NOTIFY payload codec (inline event or pointer) |
+//! | [`cursor`] | the SSE `id:` cursor covering several streams |
+//! | [`collection`] | [`Collection`]: idempotent, order-independent application of events |
+//! | [`snapshot`] | [`Snapshot`] and reassembly of chunked snapshots |
+//! | [`pool`] | [`MergePool`]: ephemeral last-writer-wins state with TTL (presence) |
+//! | [`codes`] | error codes and WebSocket close codes |
+//! | [`limits`] | size and depth bounds applied before parsing untrusted input |
+//! | [`error`] | typed errors |
+#![warn(missing_docs)]
+
+pub mod codes;
+pub mod collection;
+pub mod cursor;
+pub mod error;
+pub mod event;
+pub mod limits;
+pub mod message;
+pub mod notify;
+pub mod pool;
+pub mod snapshot;
+pub mod stream;
+
+pub use codes::{CloseCode, ErrorCode};
+pub use collection::{Change, Collection, Gap, Outcome};
+pub use cursor::Cursor;
+pub use error::{DecodeError, KeyError, NameError};
+pub use event::{Event, Op, Position};
+pub use limits::DecodeLimits;
+pub use message::{ClientMessage, ServerMessage};
+pub use pool::MergePool;
+pub use snapshot::{Record, Snapshot};
+pub use stream::{StreamKind, StreamName};

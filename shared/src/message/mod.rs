@@ -1,0 +1,13 @@
+//! The JSON messages of the client protocol, in both directions (see docs/PROTOCOL.md).
+//!
+//! Every message is one JSON object with a `type` tag. [`client`] holds what browsers and
+//! services send to the relay; [`server`] holds what the relay sends back.
+
+pub mod client;
+pub mod server;
+
+pub use client::{decode_client, ClientMessage, Publish, Subscribe};
+pub use server::{decode_server, Advisory, AdvisoryKind, ServerMessage};
+
+/// Longest client operation id (`id` of publish and ping), in bytes.
+pub const MAX_OP_ID_LEN: usize = 64;

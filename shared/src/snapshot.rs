@@ -1,0 +1,165 @@
+//! Snapshots: a stream's records at one `(epoch, seq)`, and reassembly of chunked snapshots.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// One record of a snapshot: the current value of a key and the seq that last wrote it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// The record key.
+    pub key: String,
+    /// The seq of the last event that changed this record.
+    pub seq: u64,
+    /// The current value.
+    pub data: Value,
+}
+
+/// A consistent view of a durable stream: every live record as of `seq` in `epoch`,
+/// ordered by record seq (oldest write first).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// The stream's epoch.
+    pub epoch: u64,
+    /// The stream's seq at the time of the snapshot; events with a greater seq follow it.
+    pub seq: u64,
+    /// The records, ordered by `seq`.
+    pub records: Vec<Record>,
+}
+
+impl Snapshot {
+    /// Splits the snapshot into chunks of at most `records_per_chunk` records (at least one
+    /// chunk, even when empty). Used by the relay to send large collections.
+    pub fn chunks(&self, records_per_chunk: usize) -> impl Iterator<Item = &[Record]> {
+        let size = records_per_chunk.max(1);
+        let empty: &[Record] = &[];
+        let first_empty = self.records.is_empty().then_some(empty);
+        first_empty.into_iter().chain(self.records.chunks(size))
+    }
+}
+
+/// What feeding one chunk to a [`SnapshotAssembler`] produced.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Assembled {
+    /// More chunks are needed.
+    Partial,
+    /// The last chunk arrived: here is the whole snapshot.
+    Complete(Snapshot),
+    /// The chunk does not belong to the snapshot being assembled (different epoch or seq, or
+    /// out of order); the assembler restarted from this chunk if it was the first one.
+    Mismatch,
+}
+
+/// Reassembles a snapshot sent as several `snapshot` messages (`chunk` 0, 1, ..., `last`).
+#[derive(Debug, Default, Clone)]
+pub struct SnapshotAssembler {
+    pending: Option<(Snapshot, u32)>,
+}
+
+impl SnapshotAssembler {
+    /// A new, empty assembler.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Feeds one chunk.
+    pub fn push(
+        &mut self,
+        epoch: u64,
+        seq: u64,
+        chunk: u32,
+        last: bool,
+        records: Vec<Record>,
+    ) -> Assembled {
+        if chunk == 0 {
+            self.pending = Some((
+                Snapshot {
+                    epoch,
+                    seq,
+                    records,
+                },
+                0,
+            ));
+        } else {
+            match self.pending.as_mut() {
+                Some((snapshot, expected))
+                    if snapshot.epoch == epoch
+                        && snapshot.seq == seq
+                        && expected.checked_add(1) == Some(chunk) =>
+                {
+                    snapshot.records.extend(records);
+                    *expected = chunk;
+                }
+                _ => {
+                    self.pending = None;
+                    return Assembled::Mismatch;
+                }
+            }
+        }
+        if last {
+            match self.pending.take() {
+                Some((snapshot, _)) => Assembled::Complete(snapshot),
+                None => Assembled::Mismatch,
+            }
+        } else {
+            Assembled::Partial
+        }
+    }
+
+    /// Drops any partial snapshot (for example after a reconnect).
+    pub fn reset(&mut self) {
+        self.pending = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn record(seq: u64) -> Record {
+        Record {
+            key: format!("k{seq}"),
+            seq,
+            data: json!(seq),
+        }
+    }
+
+    #[test]
+    fn chunks_then_reassemble() {
+        let snapshot = Snapshot {
+            epoch: 3,
+            seq: 10,
+            records: (1..=10).map(record).collect(),
+        };
+        let chunks: Vec<&[Record]> = snapshot.chunks(4).collect();
+        assert_eq!(chunks.len(), 3);
+        let mut assembler = SnapshotAssembler::new();
+        let mut result = Assembled::Partial;
+        for (index, chunk) in chunks.iter().enumerate() {
+            let index = u32::try_from(index).expect("small");
+            let last = index == 2;
+            result = assembler.push(3, 10, index, last, chunk.to_vec());
+        }
+        assert_eq!(result, Assembled::Complete(snapshot));
+    }
+
+    #[test]
+    fn empty_snapshot_is_one_chunk() {
+        let snapshot = Snapshot::default();
+        assert_eq!(snapshot.chunks(10).count(), 1);
+    }
+
+    #[test]
+    fn out_of_order_chunk_is_a_mismatch() {
+        let mut assembler = SnapshotAssembler::new();
+        assert_eq!(
+            assembler.push(1, 5, 0, false, vec![record(1)]),
+            Assembled::Partial
+        );
+        assert_eq!(
+            assembler.push(1, 5, 2, true, vec![record(2)]),
+            Assembled::Mismatch
+        );
+        assert_eq!(assembler.push(1, 5, 1, true, vec![]), Assembled::Mismatch);
+    }
+}

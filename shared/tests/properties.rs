@@ -1,0 +1,196 @@
+//! Property tests of the merge laws and the codecs (native only; proptest needs std I/O).
+#![cfg(not(target_family = "wasm"))]
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+use serde_json::{json, Map, Value};
+use tidewire_shared::cursor::Cursor;
+use tidewire_shared::message::{decode_client, decode_server};
+use tidewire_shared::notify::{self, NotifyPayload};
+use tidewire_shared::{
+    ClientMessage, Collection, DecodeLimits, Event, Op, Position, ServerMessage, StreamName,
+};
+
+/// The relay's `records` table semantics, applied in seq order: the reference model.
+fn reference(events: &[Event]) -> BTreeMap<String, Value> {
+    let mut records = BTreeMap::new();
+    for event in events {
+        match event.op {
+            Op::Upsert => {
+                records.insert(event.key.clone(), event.data.clone());
+            }
+            Op::Delete => {
+                records.remove(&event.key);
+            }
+            Op::Patch => {
+                let mut object = match records.get(&event.key) {
+                    Some(Value::Object(map)) => map.clone(),
+                    _ => Map::new(),
+                };
+                if let Value::Object(patch) = &event.data {
+                    for (name, value) in patch {
+                        object.insert(name.clone(), value.clone());
+                    }
+                }
+                records.insert(event.key.clone(), Value::Object(object));
+            }
+            Op::Message => {}
+        }
+    }
+    records
+}
+
+fn state(collection: &Collection) -> BTreeMap<String, Value> {
+    collection
+        .iter()
+        .map(|(key, value)| (key.to_owned(), value))
+        .collect()
+}
+
+fn stream() -> StreamName {
+    StreamName::new("props").expect("valid")
+}
+
+/// Random writes on a few keys (so they collide), numbered 1..=n in order.
+fn events() -> impl Strategy<Value = Vec<Event>> {
+    let write = (0..4u8, 0..3u8, 0..3u8, 0..5i64);
+    prop::collection::vec(write, 0..40).prop_map(|writes| {
+        writes
+            .into_iter()
+            .enumerate()
+            .map(|(index, (key, op, field, value))| {
+                let (op, data) = match op {
+                    0 => (
+                        Op::Upsert,
+                        json!({ format!("f{field}"): value, "base": value }),
+                    ),
+                    1 => (Op::Delete, Value::Null),
+                    _ => (Op::Patch, json!({ format!("f{field}"): value })),
+                };
+                Event {
+                    stream: stream(),
+                    epoch: 1,
+                    seq: index as u64 + 1,
+                    key: format!("k{key}"),
+                    op,
+                    data,
+                    ts: None,
+                }
+            })
+            .collect()
+    })
+}
+
+/// The events shuffled, with some repeated.
+fn shuffled_with_duplicates() -> impl Strategy<Value = (Vec<Event>, Vec<Event>)> {
+    events().prop_flat_map(|events| {
+        let count = events.len();
+        let duplicates = prop::collection::vec(0..count.max(1), 0..count + 1);
+        (Just(events), duplicates).prop_flat_map(|(events, duplicates)| {
+            let mut delivered = events.clone();
+            if !events.is_empty() {
+                delivered.extend(duplicates.iter().map(|&index| events[index].clone()));
+            }
+            (Just(events), Just(delivered).prop_shuffle())
+        })
+    })
+}
+
+proptest! {
+    #[test]
+    fn any_order_and_duplication_converges((events, delivered) in shuffled_with_duplicates()) {
+        let mut in_order = Collection::new(1);
+        for event in &events {
+            in_order.apply(event);
+        }
+        let mut shuffled = Collection::new(1);
+        for event in &delivered {
+            shuffled.apply(event);
+        }
+        prop_assert_eq!(state(&in_order), reference(&events));
+        prop_assert_eq!(state(&shuffled), reference(&events));
+        prop_assert_eq!(shuffled.applied(), events.len() as u64);
+        prop_assert_eq!(shuffled.len(), reference(&events).len());
+        prop_assert!(shuffled.missing().is_empty());
+    }
+
+    #[test]
+    fn snapshot_plus_tail_equals_full_replay(events in events(), cut in 0usize..41) {
+        let cut = cut.min(events.len());
+        let mut head = Collection::new(1);
+        for event in &events[..cut] {
+            head.apply(event);
+        }
+        let mut resumed = Collection::from_snapshot(&head.snapshot());
+        for event in &events {
+            resumed.apply(event);
+        }
+        prop_assert_eq!(state(&resumed), reference(&events));
+        prop_assert_eq!(resumed.applied(), events.len() as u64);
+    }
+
+    #[test]
+    fn client_messages_round_trip(key in "[a-z]{1,10}", seq in 0u64..1u64 << 53, text in ".{0,20}") {
+        let text = text.replace('\0', "");
+        let messages = [
+            ClientMessage::Subscribe(tidewire_shared::message::Subscribe {
+                stream: stream(), since: Some(Position { epoch: seq, seq }), snapshot: false,
+            }),
+            ClientMessage::Publish(tidewire_shared::message::Publish {
+                id: key.clone(), stream: stream(), key: key.clone(), op: Op::Patch,
+                data: json!({ "text": text }),
+            }),
+            ClientMessage::Ping { id: Some(key.clone()) },
+            ClientMessage::Unsubscribe { stream: stream() },
+        ];
+        for message in messages {
+            let decoded = decode_client(message.encode().as_bytes(), &DecodeLimits::default());
+            prop_assert_eq!(decoded, Ok(message));
+        }
+    }
+
+    #[test]
+    fn server_and_notify_round_trip(key in "[a-z]{1,10}", seq in 1u64..1u64 << 53, text in ".{0,64}") {
+        let event = Event {
+            stream: stream(), epoch: seq, seq, key, op: Op::Upsert,
+            data: json!({ "text": text, "n": seq }), ts: Some(seq as i64),
+        };
+        let message = ServerMessage::Event(event.clone());
+        let encoded = message.encode();
+        prop_assert!(!encoded.contains('\n') && !encoded.contains('\r'));
+        prop_assert_eq!(decode_server(encoded.as_bytes(), &DecodeLimits::default()), Ok(message));
+        prop_assert_eq!(notify::decode(&notify::encode_event(&event)), Ok(NotifyPayload::Event(event)));
+    }
+
+    #[test]
+    fn cursor_round_trips(positions in prop::collection::vec((0u64..u64::MAX, 0u64..u64::MAX), 0..20)) {
+        let mut cursor = Cursor::default();
+        for (index, (epoch, seq)) in positions.iter().enumerate() {
+            let name = StreamName::new(&format!("s{index}:x/y")).expect("valid");
+            cursor.set(&name, Position { epoch: *epoch, seq: *seq });
+        }
+        let text = cursor.encode();
+        prop_assert!(!text.contains(['\r', '\n', '\0']));
+        prop_assert_eq!(Cursor::decode(&text), Ok(cursor));
+    }
+
+    #[test]
+    fn decoding_arbitrary_bytes_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        let limits = DecodeLimits::default();
+        let _ = decode_client(&bytes, &limits);
+        let _ = decode_server(&bytes, &limits);
+        let text = String::from_utf8_lossy(&bytes);
+        let _ = notify::decode(&text);
+        let _ = Cursor::decode(&text);
+        let _ = StreamName::new(&text);
+    }
+
+    #[test]
+    fn decoding_json_shaped_noise_never_panics(text in r#"\{("[a-z]{1,6}":("[a-z:]{0,8}"|-?[0-9]{1,22}|\[|\{|null|true),?){0,8}\}?"#) {
+        let limits = DecodeLimits::default();
+        let _ = decode_client(text.as_bytes(), &limits);
+        let _ = decode_server(text.as_bytes(), &limits);
+        let _ = notify::decode(&text);
+    }
+}
