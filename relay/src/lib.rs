@@ -3,3 +3,19 @@
 //! # Layout
 //!
 //! The Postgres side and the transports land in their own modules.
+
+pub mod auth;
+pub mod config;
+pub mod hub;
+pub mod janitor;
+pub mod metrics;
+pub mod pg;
+
+pub mod bus;
+pub mod registry;
+pub mod server;
+pub mod session;
+pub mod transport;
+
+pub use config::Config;
+pub use server::run;

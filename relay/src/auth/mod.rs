@@ -1,0 +1,8 @@
+//! Authentication and authorisation: stream patterns and permissions ([`pattern`]) and the
+//! [`Grant`] a connection holds.
+
+pub mod grant;
+pub mod pattern;
+
+pub use grant::Grant;
+pub use pattern::{Pattern, Permissions};

@@ -1,0 +1,360 @@
+//! Fan-out bus: hands each delivery, encoded once, to the bounded queue of every connection
+//! subscribed to its stream.
+//!
+//! Flow: the Postgres listener (or a raw-channel bridge) turns an event into one [`Delivery`]
+//! whose `json` is the finished server-to-client message, wraps it in an `Arc`, and calls
+//! [`Bus::publish`] from the stream's publisher task. The bus looks up the stream's subscriber
+//! snapshot in the [`Registry`] and `try_send`s the same `Arc` into each connection's queue. Each
+//! connection's task takes deliveries from its [`ConnReceiver`], passes them through its
+//! [`Cursor`] and writes them out.
+//!
+//! # Slow consumers
+//!
+//! `publish` never waits. A connection whose queue is full is marked *lagged* on that stream and
+//! further deliveries on that stream are dropped for it (and counted) until its task takes the
+//! lag with [`ConnReceiver::recv`] / [`ConnReceiver::take_lagged`]. The task then replays the
+//! stream from its cursor position (the outbox for a durable stream) or sends `gap` (a raw
+//! channel). Other connections are never delayed and memory per connection stays bounded by the
+//! queue capacity (see below). A connection whose receiver was
+//! dropped is unregistered the next time a publish reaches it.
+//!
+//! # Race-free subscribe (snapshot-then-live)
+//!
+//! 1. **Subscribe first** ([`Registry::subscribe`]): from now on every delivery on the stream
+//!    lands in the connection's queue. If the outcome says `first_for_stream`, make sure the
+//!    Postgres listener is listening before going on.
+//! 2. **Read the baseline**: the snapshot, or the replay from the client's `since`, together with
+//!    the `(epoch, seq)` it covers ([`Position`]). This is async (a Postgres query); deliveries
+//!    keep queueing meanwhile.
+//! 3. **Send the baseline** and [`Cursor::start`] the stream at its position.
+//! 4. **Flush**: keep draining the queue through [`Cursor::admit`], which drops every event with
+//!    `seq <=` the last one sent. The queue was the buffer, so nothing published after step 1 is
+//!    missed and nothing covered by the baseline is sent twice.
+//!
+//! Why no gap: an event with seq `s` is published after it is committed, so if the baseline did
+//! not include `s` then `s` was committed after the read began, hence published after step 1,
+//! hence queued. [`Bus::subscribe_with`] runs steps 1 to 3 (the caller sends the baseline it
+//! returns). Holding `&mut Cursor` across the read means the task cannot admit anything for the
+//! stream before the baseline is sent. If the queue fills during a slow read, the lag path above
+//! resumes from the cursor position like any other lag.
+//!
+//! # Memory per connection
+//!
+//! A queue holds `Arc<Delivery>` pointers, 8 bytes each; the encoded JSON is shared by every
+//! subscriber and not counted here. tokio's bounded `mpsc` stores slots in blocks of 32
+//! (32 × 8 bytes plus a 32-byte header, 288 bytes) allocated as the queue fills and recycled as it
+//! drains. An idle connection costs about 1 KiB: the channel (a few hundred bytes, cache-padded),
+//! its first block, the [`Subscriber`] and its lag state, the [`ConnReceiver`]. A full default
+//! queue of 1024 deliveries adds 32 blocks, about 9 KiB. Each subscription adds a map entry in
+//! both registry indexes (about 110 bytes measured; stream names are shared) and one in the
+//! [`Cursor`].
+//! A lagging connection also pins at most `capacity` shared deliveries alive until it drains.
+
+mod cursor;
+pub(crate) mod queue;
+mod stats;
+
+use std::future::Future;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+pub use self::cursor::{Admit, Cursor, Position};
+use self::queue::Offer;
+pub use self::queue::{ConnReceiver, Received, Subscriber};
+pub use self::stats::{BusStats, BusStatsSnapshot};
+use crate::registry::{ConnId, Registry, RegistryError, SubscribeOutcome};
+
+/// What a [`Delivery`] carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeliveryKind {
+    /// A durable or raw-channel event with a stream seq; deduped by [`Cursor::admit`].
+    Event,
+    /// An ephemeral message (seq 0), never stored and never deduped.
+    Message,
+    /// A supervisory notice (gap, resync, shutdown, ...), never deduped.
+    Advisory,
+}
+
+/// One server-to-client message for one stream, shared by every subscriber as `Arc<Delivery>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The stream it belongs to.
+    pub stream: Arc<str>,
+    /// The stream's epoch when it was produced.
+    pub epoch: u64,
+    /// The stream seq for an [`DeliveryKind::Event`]; 0 for a message.
+    pub seq: u64,
+    /// What it is.
+    pub kind: DeliveryKind,
+    /// The complete JSON message sent to clients, encoded once and shared by every subscriber.
+    pub json: Bytes,
+    /// Commit time in microseconds since the Unix epoch, when known, for latency metrics.
+    pub committed_at_micros: Option<i64>,
+}
+
+impl Delivery {
+    /// An event at `seq` of `epoch`.
+    pub fn event(stream: Arc<str>, epoch: u64, seq: u64, json: Bytes) -> Self {
+        Self {
+            stream,
+            epoch,
+            seq,
+            kind: DeliveryKind::Event,
+            json,
+            committed_at_micros: None,
+        }
+    }
+
+    /// An ephemeral message (epoch and seq 0).
+    pub fn message(stream: Arc<str>, json: Bytes) -> Self {
+        Self {
+            stream,
+            epoch: 0,
+            seq: 0,
+            kind: DeliveryKind::Message,
+            json,
+            committed_at_micros: None,
+        }
+    }
+
+    /// An advisory about the stream, stamped with the position it refers to.
+    pub fn advisory(stream: Arc<str>, epoch: u64, seq: u64, json: Bytes) -> Self {
+        Self {
+            stream,
+            epoch,
+            seq,
+            kind: DeliveryKind::Advisory,
+            json,
+            committed_at_micros: None,
+        }
+    }
+
+    /// Sets the commit time.
+    pub fn with_committed_at(mut self, micros: i64) -> Self {
+        self.committed_at_micros = Some(micros);
+        self
+    }
+
+    /// The delivery's `(epoch, seq)`.
+    pub fn position(&self) -> Position {
+        Position::new(self.epoch, self.seq)
+    }
+}
+
+/// Bus settings.
+///
+/// | field | default |
+/// |---|---|
+/// | `queue_capacity` | 1024 deliveries |
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BusConfig {
+    /// Deliveries each connection's queue holds before the connection is marked lagged. Each slot
+    /// is an 8-byte pointer; see [memory per connection](self#memory-per-connection).
+    /// Default: [`BusConfig::DEFAULT_QUEUE_CAPACITY`].
+    pub queue_capacity: NonZeroUsize,
+}
+
+impl BusConfig {
+    /// Default queue capacity: 1024 deliveries (about 9 KiB of slots when full).
+    pub const DEFAULT_QUEUE_CAPACITY: NonZeroUsize = match NonZeroUsize::new(1024) {
+        Some(capacity) => capacity,
+        None => panic!("1024 is not zero"),
+    };
+
+    /// Sets the queue capacity. Default: 1024.
+    pub fn with_queue_capacity(mut self, queue_capacity: NonZeroUsize) -> Self {
+        self.queue_capacity = queue_capacity;
+        self
+    }
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        Self {
+            queue_capacity: Self::DEFAULT_QUEUE_CAPACITY,
+        }
+    }
+}
+
+/// What one [`Bus::publish`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PublishStats {
+    /// Subscribers of the stream when it was published.
+    pub subscribers: usize,
+    /// Queues it was placed in.
+    pub delivered: usize,
+    /// Subscribers that did not get it because they were (or just became) lagged.
+    pub dropped: usize,
+    /// Subscribers that became lagged on the stream with this delivery.
+    pub newly_lagged: usize,
+    /// Subscribers found closed and unregistered.
+    pub reaped: usize,
+    /// Streams left with no subscriber by that reaping: stop listening for them.
+    pub emptied_streams: Vec<Arc<str>>,
+}
+
+/// The baseline a subscriber reads after subscribing: a snapshot or a replay, and the position
+/// it covers up to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Baseline<T> {
+    /// The `(epoch, seq)` the baseline covers: live events at or below it are duplicates.
+    pub position: Position,
+    /// The snapshot or replay to send, opaque to the bus.
+    pub value: T,
+}
+
+/// A subscription made by [`Bus::subscribe_with`], with the baseline to send first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Subscribed<T> {
+    /// What the registry did (including `first_for_stream`).
+    pub outcome: SubscribeOutcome,
+    /// The baseline to send before anything else on the stream; the cursor starts at its
+    /// position.
+    pub baseline: Baseline<T>,
+}
+
+/// Errors from [`Bus::subscribe_with`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SubscribeError<E> {
+    /// The connection is not registered.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// Reading the baseline failed; the subscription was rolled back if this call made it.
+    #[error("reading the subscription baseline failed")]
+    Baseline {
+        /// The reader's error.
+        #[source]
+        source: E,
+        /// The rollback left the stream with no subscriber: stop listening for it.
+        last_for_stream: bool,
+    },
+}
+
+/// The fan-out bus: a [`Registry`] plus counters. Share it as `Arc<Bus>`.
+#[derive(Debug)]
+pub struct Bus {
+    registry: Registry,
+    stats: BusStats,
+}
+
+impl Bus {
+    /// A bus with no connection.
+    pub fn new(config: BusConfig) -> Self {
+        Self {
+            registry: Registry::new(config.queue_capacity),
+            stats: BusStats::default(),
+        }
+    }
+
+    /// The connection registry: register, subscribe, unsubscribe, unregister.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Live counters.
+    pub fn stats(&self) -> &BusStats {
+        &self.stats
+    }
+
+    /// Offers `delivery` to every subscriber of its stream without waiting; see the
+    /// [module docs](self) for what happens to full and closed queues.
+    ///
+    /// Deliveries of one stream must be published in seq order from one task at a time.
+    pub fn publish(&self, delivery: Arc<Delivery>) -> PublishStats {
+        let mut publish = PublishStats::default();
+        let mut deepest_queue = 0;
+        if let Some(subscribers) = self.registry.subscribers(&delivery.stream) {
+            publish.subscribers = subscribers.len();
+            let mut closed: Vec<ConnId> = Vec::new();
+            for subscriber in subscribers.iter() {
+                match subscriber.offer(&delivery) {
+                    Offer::Queued { depth } => {
+                        publish.delivered += 1;
+                        deepest_queue = deepest_queue.max(depth);
+                    }
+                    Offer::Lagged => {
+                        publish.dropped += 1;
+                        publish.newly_lagged += 1;
+                    }
+                    Offer::Dropped => publish.dropped += 1,
+                    Offer::Closed => closed.push(subscriber.id()),
+                }
+            }
+            if !closed.is_empty() {
+                let removed = self.registry.unregister_all(&closed);
+                publish.reaped = removed.connections;
+                publish.emptied_streams = removed.emptied_streams;
+            }
+        }
+        self.stats.record(&publish, deepest_queue);
+        publish
+    }
+
+    /// Unregisters every connection whose receiver was dropped (see
+    /// [`Registry::reap_closed`]) and counts them. Returns the streams left with no subscriber.
+    pub fn reap_closed(&self) -> Vec<Arc<str>> {
+        let removed = self.registry.reap_closed();
+        self.stats.add_reaped(removed.connections);
+        removed.emptied_streams
+    }
+
+    /// Steps 1 to 3 of the race-free subscribe (see the [module docs](self)): subscribes `id` to
+    /// `stream`, then awaits `read_baseline` (given the subscribe outcome, so it can wait for the
+    /// listener when `first_for_stream`), then starts `cursor` at the baseline's position. The
+    /// caller sends the returned baseline, then keeps draining its queue through `cursor`.
+    ///
+    /// If this future is dropped during the read, the subscription stays and the cursor does not
+    /// track the stream (its queued deliveries are [`Admit::Untracked`]): unsubscribe or
+    /// unregister.
+    ///
+    /// # Errors
+    ///
+    /// [`SubscribeError::Registry`] if `id` is not registered; [`SubscribeError::Baseline`] if
+    /// `read_baseline` fails, after undoing the subscription if this call made it.
+    pub async fn subscribe_with<T, E, F, Fut>(
+        &self,
+        cursor: &mut Cursor,
+        id: ConnId,
+        stream: &str,
+        read_baseline: F,
+    ) -> Result<Subscribed<T>, SubscribeError<E>>
+    where
+        F: FnOnce(SubscribeOutcome) -> Fut,
+        Fut: Future<Output = Result<Baseline<T>, E>>,
+    {
+        let outcome = self.registry.subscribe(id, stream)?;
+        match read_baseline(outcome.clone()).await {
+            Ok(baseline) => {
+                cursor.start(Arc::clone(&outcome.stream), baseline.position);
+                Ok(Subscribed { outcome, baseline })
+            }
+            Err(source) => {
+                let last_for_stream = outcome.newly_subscribed
+                    && self
+                        .registry
+                        .unsubscribe(id, stream)
+                        .is_ok_and(|undone| undone.last_for_stream);
+                Err(SubscribeError::Baseline {
+                    source,
+                    last_for_stream,
+                })
+            }
+        }
+    }
+}
+
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Bus>();
+    assert_send_sync::<Delivery>();
+    assert_send_sync::<BusStats>();
+};
+
+#[cfg(test)]
+mod tests;

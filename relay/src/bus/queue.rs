@@ -1,0 +1,325 @@
+//! Per-connection bounded queue of [`Delivery`]s and its lag bookkeeping.
+//!
+//! The [`Registry`](crate::registry::Registry) keeps the sending half ([`Subscriber`]) in its
+//! indexes; the connection's task owns the receiving half ([`ConnReceiver`]). The bus only ever
+//! `try_send`s: a full queue marks the connection lagged on that stream instead of waiting, so one
+//! slow consumer never holds up the others and its memory stays bounded by the queue capacity.
+//!
+//! Memory per connection is described in the [`bus` module docs](super#memory-per-connection).
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio::sync::Notify;
+
+use super::Delivery;
+use crate::registry::ConnId;
+
+/// Creates a connection's queue with room for `capacity` deliveries.
+pub(crate) fn channel(id: ConnId, capacity: usize) -> (Subscriber, ConnReceiver) {
+    let (sender, receiver) = mpsc::channel(capacity);
+    let lag = Arc::new(LagState::default());
+    let subscriber = Subscriber(Arc::new(SubscriberInner {
+        id,
+        sender,
+        lag: Arc::clone(&lag),
+    }));
+    let receiver = ConnReceiver { id, receiver, lag };
+    (subscriber, receiver)
+}
+
+/// The registry's handle on one connection: the sending half of its queue.
+///
+/// Cheap to clone (one `Arc`); per-stream snapshots hold clones, so the queue's sender lives until
+/// the connection is unregistered and the last snapshot that still lists it is dropped.
+#[derive(Debug, Clone)]
+pub struct Subscriber(Arc<SubscriberInner>);
+
+#[derive(Debug)]
+struct SubscriberInner {
+    id: ConnId,
+    sender: mpsc::Sender<Arc<Delivery>>,
+    lag: Arc<LagState>,
+}
+
+/// Which streams a connection has lagged on since its task last asked.
+#[derive(Debug, Default)]
+struct LagState {
+    /// True while `streams` is non-empty. Lets the publish path skip the lock for connections that
+    /// are in step, which is nearly all of them. Written only with `streams` locked.
+    any: AtomicBool,
+    /// Streams on which at least one delivery was dropped. `std::sync::Mutex`: every critical
+    /// section is one set operation and never spans an `.await`.
+    streams: Mutex<HashSet<Arc<str>>>,
+    /// Wakes the connection's task when it is parked on an empty queue and a lag is recorded.
+    wake: Notify,
+}
+
+/// What happened when the bus offered a delivery to one subscriber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Offer {
+    /// Queued; `depth` is the queue length right after.
+    Queued { depth: usize },
+    /// The queue was full: dropped, and the connection is now lagged on the stream.
+    Lagged,
+    /// Dropped because the connection was already lagged on the stream and has not yet asked
+    /// for its lagged streams; whatever it missed comes back through its replay.
+    Dropped,
+    /// The receiver is gone; the subscriber should be reaped.
+    Closed,
+}
+
+impl Subscriber {
+    /// The connection this queue belongs to.
+    pub fn id(&self) -> ConnId {
+        self.0.id
+    }
+
+    /// Whether the connection dropped its [`ConnReceiver`].
+    pub fn is_closed(&self) -> bool {
+        self.0.sender.is_closed()
+    }
+
+    /// Deliveries waiting in the queue.
+    pub fn queued(&self) -> usize {
+        self.0.sender.max_capacity() - self.0.sender.capacity()
+    }
+
+    /// Whether both handles refer to the same connection queue.
+    pub(crate) fn same_queue(&self, other: &Subscriber) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
+    /// Offers `delivery` without waiting.
+    ///
+    /// Publishes for one stream must come from one task at a time (one publisher per stream), so
+    /// a connection's lag mark for that stream is always seen by the next offer on it.
+    pub(super) fn offer(&self, delivery: &Arc<Delivery>) -> Offer {
+        let inner = &*self.0;
+        if inner.lag.is_lagged_on(&delivery.stream) {
+            return Offer::Dropped;
+        }
+        match inner.sender.try_send(Arc::clone(delivery)) {
+            Ok(()) => Offer::Queued {
+                depth: self.queued(),
+            },
+            Err(TrySendError::Full(_)) => {
+                if inner.lag.mark(&delivery.stream) {
+                    Offer::Lagged
+                } else {
+                    Offer::Dropped
+                }
+            }
+            Err(TrySendError::Closed(_)) => Offer::Closed,
+        }
+    }
+
+    /// Forgets a lag on `stream` (the connection unsubscribed from it).
+    pub(crate) fn clear_lagged(&self, stream: &str) {
+        self.0.lag.clear(stream);
+    }
+}
+
+impl LagState {
+    fn lock(&self) -> MutexGuard<'_, HashSet<Arc<str>>> {
+        // Every critical section is a single set operation that cannot leave the set half
+        // updated, so a poisoned lock still guards a consistent set.
+        self.streams.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn is_lagged_on(&self, stream: &str) -> bool {
+        self.any.load(Ordering::Acquire) && self.lock().contains(stream)
+    }
+
+    /// Records a lag; true if the stream was not already lagged.
+    fn mark(&self, stream: &Arc<str>) -> bool {
+        let newly = {
+            let mut streams = self.lock();
+            let newly = streams.insert(Arc::clone(stream));
+            self.any.store(true, Ordering::Release);
+            newly
+        };
+        if newly {
+            self.wake.notify_one();
+        }
+        newly
+    }
+
+    fn clear(&self, stream: &str) {
+        if self.any.load(Ordering::Acquire) {
+            let mut streams = self.lock();
+            streams.remove(stream);
+            self.any.store(!streams.is_empty(), Ordering::Release);
+        }
+    }
+
+    fn take(&self) -> Vec<Arc<str>> {
+        if !self.any.load(Ordering::Acquire) {
+            return Vec::new();
+        }
+        let mut streams = self.lock();
+        self.any.store(false, Ordering::Release);
+        streams.drain().collect()
+    }
+}
+
+/// What a connection's task gets from its queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Received {
+    /// The next delivery, to pass through [`Cursor::admit`](super::Cursor::admit).
+    Delivery(Arc<Delivery>),
+    /// Deliveries on these streams were dropped because the queue was full. For each stream the
+    /// task replays from its cursor position (the outbox for a durable stream) or sends a `gap`
+    /// advisory (a raw channel), then carries on; deliveries for these streams still queued are
+    /// deduped by the cursor. May name streams the connection has since left: ignore those.
+    Lagged(Vec<Arc<str>>),
+}
+
+/// The receiving half of a connection's queue, owned by the connection's task.
+///
+/// Dropping it is enough to leave the bus: the next publish to one of its streams (or
+/// [`Registry::reap_closed`](crate::registry::Registry::reap_closed)) unregisters the connection.
+/// A task that ends normally should still call
+/// [`Registry::unregister`](crate::registry::Registry::unregister) to learn which streams emptied.
+#[derive(Debug)]
+pub struct ConnReceiver {
+    id: ConnId,
+    receiver: mpsc::Receiver<Arc<Delivery>>,
+    lag: Arc<LagState>,
+}
+
+impl ConnReceiver {
+    /// The connection's id, for [`Registry::subscribe`](crate::registry::Registry::subscribe) and
+    /// friends.
+    pub fn id(&self) -> ConnId {
+        self.id
+    }
+
+    /// Waits for the next delivery or lag report. Lags are reported first, as soon as they happen,
+    /// even while deliveries are queued.
+    ///
+    /// Returns `None` once the connection is unregistered and its queue is drained.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: if it is cancelled, nothing was taken from the queue or the lag set.
+    pub async fn recv(&mut self) -> Option<Received> {
+        loop {
+            let lagged = self.lag.take();
+            if !lagged.is_empty() {
+                return Some(Received::Lagged(lagged));
+            }
+            tokio::select! {
+                biased;
+                delivery = self.receiver.recv() => return delivery.map(Received::Delivery),
+                // A lag was recorded while the queue was empty: loop to report it.
+                () = self.lag.wake.notified() => {}
+            }
+        }
+    }
+
+    /// Takes the next lag report or queued delivery without waiting, for draining a burst into
+    /// one write. `None` when nothing is pending (or the connection is unregistered).
+    pub fn try_recv(&mut self) -> Option<Received> {
+        let lagged = self.lag.take();
+        if !lagged.is_empty() {
+            return Some(Received::Lagged(lagged));
+        }
+        self.receiver.try_recv().ok().map(Received::Delivery)
+    }
+
+    /// Takes the streams the connection has lagged on since the last call, clearing them so that
+    /// deliveries on those streams are queued again.
+    pub fn take_lagged(&self) -> Vec<Arc<str>> {
+        self.lag.take()
+    }
+
+    /// Whether any stream is lagged and not yet taken.
+    pub fn has_lagged(&self) -> bool {
+        self.lag.any.load(Ordering::Acquire)
+    }
+
+    /// Deliveries waiting in the queue.
+    pub fn len(&self) -> usize {
+        self.receiver.len()
+    }
+
+    /// Whether the queue is empty.
+    pub fn is_empty(&self) -> bool {
+        self.receiver.is_empty()
+    }
+
+    /// The queue's capacity in deliveries.
+    pub fn capacity(&self) -> usize {
+        self.receiver.max_capacity()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroUsize;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::registry::Registry;
+
+    fn test_channel(capacity: usize) -> (Subscriber, ConnReceiver) {
+        // Borrow a real id from a registry; the registry itself is not involved further.
+        let registry = Registry::new(NonZeroUsize::MIN);
+        let id = registry.register().id();
+        channel(id, capacity)
+    }
+
+    fn event(stream: &str, seq: u64) -> Arc<Delivery> {
+        Arc::new(Delivery::event(stream.into(), 1, seq, Bytes::new()))
+    }
+
+    #[test]
+    fn a_lagged_stream_is_suppressed_until_its_lag_is_taken() {
+        let (subscriber, mut receiver) = test_channel(2);
+        assert_eq!(subscriber.offer(&event("a", 1)), Offer::Queued { depth: 1 });
+        assert_eq!(subscriber.offer(&event("a", 2)), Offer::Queued { depth: 2 });
+        assert_eq!(subscriber.offer(&event("a", 3)), Offer::Lagged);
+        // Free a slot without taking the lag (the task has not looked yet).
+        let first = receiver.receiver.try_recv().expect("queued");
+        assert_eq!(first.seq, 1);
+        assert_eq!(
+            subscriber.offer(&event("a", 4)),
+            Offer::Dropped,
+            "no post-gap event is queued before the task has seen the lag"
+        );
+        assert_eq!(subscriber.offer(&event("b", 1)), Offer::Queued { depth: 2 });
+        assert_eq!(receiver.take_lagged(), vec![Arc::<str>::from("a")]);
+        assert!(!receiver.has_lagged());
+        drop(receiver.try_recv());
+        assert_eq!(subscriber.offer(&event("a", 5)), Offer::Queued { depth: 2 });
+    }
+
+    #[tokio::test]
+    async fn a_receiver_parked_on_an_empty_queue_wakes_for_a_lag() {
+        let (subscriber, mut receiver) = test_channel(1);
+        let parked = tokio::spawn(async move { receiver.recv().await });
+        tokio::task::yield_now().await;
+        // The publish path found the queue full, then the task drained it before the mark
+        // landed: only the wake-up can tell the parked task.
+        subscriber.0.lag.mark(&Arc::from("a"));
+        let received = tokio::time::timeout(Duration::from_secs(10), parked)
+            .await
+            .expect("woken in time")
+            .expect("task ran");
+        assert_eq!(received, Some(Received::Lagged(vec![Arc::from("a")])));
+    }
+
+    #[test]
+    fn a_dropped_receiver_is_reported_closed() {
+        let (subscriber, receiver) = test_channel(1);
+        assert!(!subscriber.is_closed());
+        drop(receiver);
+        assert!(subscriber.is_closed());
+        assert_eq!(subscriber.offer(&event("a", 1)), Offer::Closed);
+    }
+}

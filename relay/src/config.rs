@@ -1,0 +1,369 @@
+//! Relay configuration: command-line flags and `TIDEWIRE_*` environment variables (clap),
+//! validated into one [`Config`]. `tidewire-relay --help` prints every option with its default.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// The command line of `tidewire-relay`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "tidewire-relay",
+    version,
+    about = "Tidewire relay: keeps browser tabs in sync with PostgreSQL over WebSocket, SSE and HTTP",
+    long_about = "Tidewire relay: keeps browser tabs in sync with PostgreSQL.\n\n\
+        It bridges durable streams (a gap-free outbox written by tidewire.publish() or by \
+        triggers from tidewire.track_table()) and raw pg_notify channels to WebSocket \
+        (/v1/ws), Server-Sent Events (/v1/sse) and HTTP (/v1/streams/...).\n\n\
+        With no DATABASE_URL it starts and owns a private PostgreSQL cluster under --data-dir.\n\
+        Every option can also be set with the environment variable shown next to it."
+)]
+pub struct Cli {
+    /// What to run (default: `serve`).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Options of the relay.
+    #[command(flatten)]
+    pub options: Options,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the relay (the default).
+    Serve,
+    /// Create or upgrade the `tidewire` schema in the database, then exit.
+    Migrate,
+}
+
+/// Every relay option. Field docs become `--help` text.
+#[derive(Debug, Clone, Args)]
+pub struct Options {
+    /// Address to listen on for WebSocket, SSE and HTTP.
+    #[arg(long, env = "TIDEWIRE_LISTEN", default_value = "127.0.0.1:7300")]
+    pub listen: SocketAddr,
+
+    /// PostgreSQL connection string (e.g. postgres://user:pass@host/db). Unset: run an embedded
+    /// cluster under --data-dir.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Data directory of the embedded PostgreSQL cluster (only without DATABASE_URL).
+    /// Default: $XDG_DATA_HOME/tidewire/postgres, ~/.local/share/tidewire/postgres, or
+    /// /var/lib/tidewire/postgres when running as root.
+    #[arg(long, env = "TIDEWIRE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Serve the files of this directory at / (the demo site, for example).
+    #[arg(long, env = "TIDEWIRE_STATIC_DIR")]
+    pub static_dir: Option<PathBuf>,
+
+    /// Connections to PostgreSQL in the query pool (snapshots, replays, publishes).
+    #[arg(long, env = "TIDEWIRE_PG_POOL_SIZE", default_value_t = 8)]
+    pub pg_pool_size: usize,
+
+    /// Interval of the LISTEN connection's liveness query, in milliseconds.
+    #[arg(long, env = "TIDEWIRE_PG_HEALTH_INTERVAL_MS", default_value_t = 2000)]
+    pub pg_health_interval_ms: u64,
+
+    /// Timeout of the liveness query and of connecting to PostgreSQL, in milliseconds.
+    #[arg(long, env = "TIDEWIRE_PG_TIMEOUT_MS", default_value_t = 4000)]
+    pub pg_timeout_ms: u64,
+
+    /// Interval at which every listened durable stream's head is polled, so that a missed
+    /// notification delays an event by at most this long, in milliseconds.
+    #[arg(long, env = "TIDEWIRE_OUTBOX_POLL_MS", default_value_t = 1000)]
+    pub outbox_poll_ms: u64,
+
+    /// Largest backoff between reconnect attempts to PostgreSQL, in milliseconds (full jitter).
+    #[arg(long, env = "TIDEWIRE_PG_RECONNECT_MAX_MS", default_value_t = 5000)]
+    pub pg_reconnect_max_ms: u64,
+
+    /// Interval of the janitor (retention trimming, temp stream expiry), in milliseconds.
+    #[arg(long, env = "TIDEWIRE_JANITOR_INTERVAL_MS", default_value_t = 10_000)]
+    pub janitor_interval_ms: u64,
+
+    /// Deliveries a connection may have queued before it is marked lagged.
+    #[arg(long, env = "TIDEWIRE_QUEUE_CAPACITY", default_value_t = 1024)]
+    pub queue_capacity: usize,
+
+    /// Events per page when replaying from the outbox.
+    #[arg(long, env = "TIDEWIRE_REPLAY_PAGE", default_value_t = 1000)]
+    pub replay_page: usize,
+
+    /// Records per snapshot chunk.
+    #[arg(long, env = "TIDEWIRE_SNAPSHOT_CHUNK", default_value_t = 500)]
+    pub snapshot_chunk: usize,
+
+    /// Maximum concurrent client connections (WebSocket + SSE); beyond it: HTTP 503 or close 4503.
+    #[arg(long, env = "TIDEWIRE_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// Maximum subscriptions per connection (error too_many_subscriptions).
+    #[arg(long, env = "TIDEWIRE_MAX_SUBSCRIPTIONS", default_value_t = 100)]
+    pub max_subscriptions: usize,
+
+    /// Largest client message or WebSocket frame in bytes (close 1009, HTTP 413).
+    #[arg(long, env = "TIDEWIRE_MAX_MESSAGE_BYTES", default_value_t = 1024 * 1024)]
+    pub max_message_bytes: usize,
+
+    /// Largest `data` of one event in bytes (error too_large).
+    #[arg(long, env = "TIDEWIRE_MAX_DATA_BYTES", default_value_t = 1024 * 1024)]
+    pub max_data_bytes: usize,
+
+    /// Publishes per second allowed per connection (token bucket; error rate_limited).
+    #[arg(long, env = "TIDEWIRE_PUBLISH_RATE", default_value_t = 100)]
+    pub publish_rate: u32,
+
+    /// Burst size of the publish rate limit.
+    #[arg(long, env = "TIDEWIRE_PUBLISH_BURST", default_value_t = 200)]
+    pub publish_burst: u32,
+
+    /// Largest total size of request headers in bytes (HTTP 431).
+    #[arg(long, env = "TIDEWIRE_MAX_HEADER_BYTES", default_value_t = 16 * 1024)]
+    pub max_header_bytes: usize,
+
+    /// Time allowed to send the request headers, in milliseconds (slowloris protection).
+    #[arg(long, env = "TIDEWIRE_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_timeout_ms: u64,
+
+    /// WebSocket keepalive ping interval in milliseconds; a peer silent for two intervals is
+    /// closed (4009).
+    #[arg(long, env = "TIDEWIRE_KEEPALIVE_MS", default_value_t = 20_000)]
+    pub keepalive_ms: u64,
+
+    /// SSE comment heartbeat interval in milliseconds.
+    #[arg(long, env = "TIDEWIRE_SSE_HEARTBEAT_MS", default_value_t = 15_000)]
+    pub sse_heartbeat_ms: u64,
+
+    /// SSE `retry:` value sent to browsers, in milliseconds.
+    #[arg(long, env = "TIDEWIRE_SSE_RETRY_MS", default_value_t = 1000)]
+    pub sse_retry_ms: u64,
+
+    /// A connection whose writes stay blocked this long (a consumer that does not read) is
+    /// disconnected with close 4008 "slow consumer", in milliseconds.
+    #[arg(long, env = "TIDEWIRE_SLOW_CONSUMER_MS", default_value_t = 10_000)]
+    pub slow_consumer_ms: u64,
+
+    /// Time given to connections to drain on SIGINT/SIGTERM before they are cut, in ms.
+    #[arg(long, env = "TIDEWIRE_SHUTDOWN_GRACE_MS", default_value_t = 5_000)]
+    pub shutdown_grace_ms: u64,
+
+    /// HS256 shared secret for JWTs. Exactly one of --jwt-secret / --jwt-public-key may be set.
+    #[arg(long, env = "TIDEWIRE_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// PEM file with the RS256 or EdDSA public key that verifies JWTs (see --jwt-algorithm).
+    #[arg(long, env = "TIDEWIRE_JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<PathBuf>,
+
+    /// JWT algorithm accepted (fixed by config, never taken from the token): HS256, RS256 or
+    /// EdDSA. Default: HS256 with --jwt-secret, RS256 with --jwt-public-key.
+    #[arg(long, env = "TIDEWIRE_JWT_ALGORITHM")]
+    pub jwt_algorithm: Option<String>,
+
+    /// Required `aud` claim of JWTs, if set.
+    #[arg(long, env = "TIDEWIRE_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// Required `iss` claim of JWTs, if set.
+    #[arg(long, env = "TIDEWIRE_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// Stream patterns anyone may read without a token (comma-separated; `*` suffix = prefix
+    /// match, e.g. `demo:*`). Default: none. Without any JWT key, the default is `*` (open).
+    #[arg(long, env = "TIDEWIRE_ANON_READ", value_delimiter = ',')]
+    pub anon_read: Vec<String>,
+
+    /// Stream patterns anyone may write without a token (same syntax). Default: none; without
+    /// any JWT key, `*` (open).
+    #[arg(long, env = "TIDEWIRE_ANON_WRITE", value_delimiter = ',')]
+    pub anon_write: Vec<String>,
+
+    /// Origins allowed for WebSocket upgrades, SSE and CORS (comma-separated, e.g.
+    /// `https://app.example.com`); `*` allows any. Default: same-host origins only
+    /// (http(s)://localhost, 127.0.0.1 and the Host header's own origin); requests without an
+    /// Origin header (non-browser clients) are allowed.
+    #[arg(long, env = "TIDEWIRE_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
+    /// Log filter (tracing EnvFilter syntax), e.g. `info`, `tidewire_relay=debug`.
+    #[arg(long, env = "TIDEWIRE_LOG", default_value = "info")]
+    pub log: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        // Parsing an empty command line applies every documented default.
+        match Cli::try_parse_from(["tidewire-relay"]) {
+            Ok(cli) => cli.options,
+            Err(error) => unreachable!("bug: the defaults do not parse: {error}"),
+        }
+    }
+}
+
+/// The validated configuration the relay runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The raw options (every field documented in [`Options`]).
+    pub options: Options,
+}
+
+/// A configuration value that cannot work.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid option --{option}: {reason}")]
+pub struct ConfigError {
+    /// The flag's name.
+    pub option: &'static str,
+    /// Why its value cannot work.
+    pub reason: String,
+}
+
+impl Config {
+    /// Validates `options`.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the first option whose value cannot work.
+    pub fn new(options: Options) -> Result<Self, ConfigError> {
+        let positive = [
+            ("pg-pool-size", options.pg_pool_size),
+            ("queue-capacity", options.queue_capacity),
+            ("replay-page", options.replay_page),
+            ("snapshot-chunk", options.snapshot_chunk),
+            ("max-connections", options.max_connections),
+            ("max-subscriptions", options.max_subscriptions),
+            ("max-message-bytes", options.max_message_bytes),
+            ("max-data-bytes", options.max_data_bytes),
+            ("max-header-bytes", options.max_header_bytes),
+        ];
+        for (option, value) in positive {
+            if value == 0 {
+                return Err(ConfigError {
+                    option,
+                    reason: "must be at least 1".into(),
+                });
+            }
+        }
+        let millis = [
+            ("pg-health-interval-ms", options.pg_health_interval_ms),
+            ("pg-timeout-ms", options.pg_timeout_ms),
+            ("outbox-poll-ms", options.outbox_poll_ms),
+            ("janitor-interval-ms", options.janitor_interval_ms),
+            ("keepalive-ms", options.keepalive_ms),
+            ("sse-heartbeat-ms", options.sse_heartbeat_ms),
+        ];
+        for (option, value) in millis {
+            if value < 10 {
+                return Err(ConfigError {
+                    option,
+                    reason: "must be at least 10 ms".into(),
+                });
+            }
+        }
+        if options.jwt_secret.is_some() && options.jwt_public_key.is_some() {
+            return Err(ConfigError {
+                option: "jwt-secret",
+                reason: "set either --jwt-secret or --jwt-public-key, not both".into(),
+            });
+        }
+        if options.publish_rate == 0 || options.publish_burst == 0 {
+            return Err(ConfigError {
+                option: "publish-rate",
+                reason: "rate and burst must be at least 1".into(),
+            });
+        }
+        Ok(Self { options })
+    }
+
+    /// The configuration tests use: every default, listening anywhere (the caller binds).
+    pub fn for_tests(database_url: &str) -> Self {
+        let mut options = Options::default();
+        options.database_url = Some(database_url.to_owned());
+        options.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        Self { options }
+    }
+
+    /// `pg_health_interval_ms` as a duration.
+    pub fn pg_health_interval(&self) -> Duration {
+        Duration::from_millis(self.options.pg_health_interval_ms)
+    }
+
+    /// `pg_timeout_ms` as a duration.
+    pub fn pg_timeout(&self) -> Duration {
+        Duration::from_millis(self.options.pg_timeout_ms)
+    }
+
+    /// `outbox_poll_ms` as a duration.
+    pub fn outbox_poll(&self) -> Duration {
+        Duration::from_millis(self.options.outbox_poll_ms)
+    }
+
+    /// `pg_reconnect_max_ms` as a duration.
+    pub fn pg_reconnect_max(&self) -> Duration {
+        Duration::from_millis(self.options.pg_reconnect_max_ms.max(10))
+    }
+
+    /// `janitor_interval_ms` as a duration.
+    pub fn janitor_interval(&self) -> Duration {
+        Duration::from_millis(self.options.janitor_interval_ms)
+    }
+
+    /// `header_timeout_ms` as a duration.
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_millis(self.options.header_timeout_ms)
+    }
+
+    /// `keepalive_ms` as a duration.
+    pub fn keepalive(&self) -> Duration {
+        Duration::from_millis(self.options.keepalive_ms)
+    }
+
+    /// `sse_heartbeat_ms` as a duration.
+    pub fn sse_heartbeat(&self) -> Duration {
+        Duration::from_millis(self.options.sse_heartbeat_ms)
+    }
+
+    /// `slow_consumer_ms` as a duration.
+    pub fn slow_consumer(&self) -> Duration {
+        Duration::from_millis(self.options.slow_consumer_ms)
+    }
+
+    /// `shutdown_grace_ms` as a duration.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.options.shutdown_grace_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let config = Config::new(Options::default()).expect("defaults are valid");
+        assert_eq!(config.options.listen.to_string(), "127.0.0.1:7300");
+        assert_eq!(config.options.queue_capacity, 1024);
+    }
+
+    #[test]
+    fn zero_limits_are_rejected() {
+        let options = Options {
+            max_connections: 0,
+            ..Options::default()
+        };
+        let error = Config::new(options).expect_err("zero is invalid");
+        assert_eq!(error.option, "max-connections");
+    }
+
+    #[test]
+    fn help_documents_every_env_var() {
+        use clap::CommandFactory;
+        let help = Cli::command().render_long_help().to_string();
+        for var in ["TIDEWIRE_LISTEN", "DATABASE_URL", "TIDEWIRE_DATA_DIR", "TIDEWIRE_MAX_CONNECTIONS"] {
+            assert!(help.contains(var), "--help lacks {var}");
+        }
+    }
+}

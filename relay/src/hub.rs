@@ -1,0 +1,179 @@
+//! The hub: everything a connection needs, started once per relay (PostgreSQL, the query
+//! pool, the bus, the listener, the janitor), shared by every transport as `Arc<Hub>`.
+
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+
+use deadpool_postgres::Pool;
+use rand::Rng;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::Permissions;
+use crate::bus::{Bus, BusConfig};
+use crate::config::Config;
+use crate::pg::embedded::{EmbeddedConfig, EmbeddedPostgres};
+use crate::pg::listener::{self, ListenerConfig, ListenerHandle};
+use crate::pg::{outbox, pool, schema};
+
+/// Errors that stop the relay from starting.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The embedded cluster could not be started.
+    #[error("embedded postgres")]
+    Embedded(#[from] crate::pg::Error),
+    /// PostgreSQL could not be reached or the schema could not be migrated.
+    #[error("postgres")]
+    Outbox(#[from] outbox::OutboxError),
+    /// A configuration value is unusable.
+    #[error("{0}")]
+    Config(String),
+}
+
+/// Shared relay state. Cloning the `Arc` is how transports get it.
+#[derive(Debug)]
+pub struct Hub {
+    /// The configuration the relay runs with.
+    pub config: Config,
+    /// The fan-out bus and connection registry.
+    pub bus: Arc<Bus>,
+    /// The query pool (snapshots, replays, publishes).
+    pub pool: Pool,
+    /// The LISTEN side.
+    pub listener: ListenerHandle,
+    /// This relay's id (random, shown in `connect` advisories and used for presence).
+    pub relay_id: String,
+    /// The epoch of raw channels on this relay (random per boot, below 2^53).
+    pub boot_epoch: u64,
+    /// What anonymous connections may do (from --anon-read / --anon-write).
+    pub anonymous: Permissions,
+    /// Cancelled when the relay shuts down.
+    pub token: CancellationToken,
+    /// Every task of the relay, awaited on shutdown.
+    pub tracker: TaskTracker,
+    /// The embedded cluster, when the relay owns one; stopped when the hub is dropped.
+    pub embedded: Option<tokio::sync::Mutex<EmbeddedPostgres>>,
+    /// The connection string in use (the embedded cluster's, or DATABASE_URL).
+    pub database_url: String,
+}
+
+impl Hub {
+    /// Starts PostgreSQL (embedded if no DATABASE_URL), migrates the schema, and starts the
+    /// pool, bus, listener and janitor.
+    ///
+    /// # Errors
+    ///
+    /// [`StartError`] if PostgreSQL cannot be started or reached, or the schema migrated.
+    pub async fn start(
+        config: Config,
+        token: CancellationToken,
+        tracker: TaskTracker,
+    ) -> Result<Arc<Self>, StartError> {
+        let options = &config.options;
+        let (embedded, database_url) = match &options.database_url {
+            Some(url) => (None, url.clone()),
+            None => {
+                let mut embedded_config = EmbeddedConfig::default();
+                if let Some(dir) = &options.data_dir {
+                    embedded_config = embedded_config.with_data_dir(dir);
+                }
+                let cluster = EmbeddedPostgres::launch(embedded_config).await?;
+                tracing::info!(
+                    data_dir = %cluster.data_dir().display(),
+                    port = cluster.port(),
+                    "embedded postgres running"
+                );
+                let url = cluster.connection_string();
+                (Some(tokio::sync::Mutex::new(cluster)), url)
+            }
+        };
+        migrate(&database_url, config.pg_timeout()).await?;
+        let pool = pool::build(&database_url, options.pg_pool_size, config.pg_timeout())?;
+        let capacity = NonZeroUsize::new(options.queue_capacity).unwrap_or(BusConfig::DEFAULT_QUEUE_CAPACITY);
+        let bus = Arc::new(Bus::new(BusConfig::default().with_queue_capacity(capacity)));
+        let boot_epoch = rand::thread_rng().gen_range(1..(1u64 << 53));
+        let relay_id = format!("{:08x}", rand::thread_rng().gen::<u32>());
+        let listener = listener::spawn(
+            ListenerConfig {
+                database_url: database_url.clone(),
+                health_interval: config.pg_health_interval(),
+                timeout: config.pg_timeout(),
+                poll_interval: config.outbox_poll(),
+                reconnect_max: config.pg_reconnect_max(),
+                replay_page: options.replay_page,
+                boot_epoch,
+            },
+            Arc::clone(&bus),
+            pool.clone(),
+            token.clone(),
+            &tracker,
+        )?;
+        let anonymous = anonymous_permissions(&config).map_err(StartError::Config)?;
+        let hub = Arc::new(Self {
+            config,
+            bus,
+            pool,
+            listener,
+            relay_id,
+            boot_epoch,
+            anonymous,
+            token,
+            tracker,
+            embedded,
+            database_url,
+        });
+        crate::janitor::spawn(&hub);
+        Ok(hub)
+    }
+
+    /// Stops the embedded cluster, if any (fast shutdown). Call after every task ended.
+    pub async fn stop_embedded(&self) {
+        if let Some(embedded) = &self.embedded {
+            let mut cluster = embedded.lock().await;
+            if let Err(error) = cluster.stop(crate::pg::embedded::StopMode::Fast).await {
+                tracing::warn!(error = %error, "stopping the embedded postgres failed");
+            }
+        }
+    }
+}
+
+/// Without any JWT key, anonymous access defaults to everything (a local development relay);
+/// with a key, to exactly what --anon-read / --anon-write list.
+fn anonymous_permissions(config: &Config) -> Result<Permissions, String> {
+    let options = &config.options;
+    let has_key = options.jwt_secret.is_some() || options.jwt_public_key.is_some();
+    let default = |list: &Vec<String>| {
+        if list.is_empty() && !has_key {
+            vec!["*".to_owned()]
+        } else {
+            list.clone()
+        }
+    };
+    Permissions::parse(&default(&options.anon_read), &default(&options.anon_write))
+}
+
+/// Connects once and migrates the `tidewire` schema (safe when several relays start at once).
+///
+/// # Errors
+///
+/// [`outbox::OutboxError`] if PostgreSQL cannot be reached or a migration fails.
+pub async fn migrate(
+    database_url: &str,
+    timeout: std::time::Duration,
+) -> Result<u32, outbox::OutboxError> {
+    let config = pool::connection_config(database_url, "tidewire-relay migrate", timeout)?;
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+    let driver = tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, "migration connection ended");
+        }
+    });
+    let result = schema::migrate(&client)
+        .await
+        .map_err(|error| outbox::OutboxError::Config(format!("{error:#}")));
+    drop(client);
+    // The connection ends when the client is dropped; nothing to report.
+    let _ = driver.await;
+    result
+}

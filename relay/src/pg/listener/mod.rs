@@ -1,0 +1,356 @@
+//! The LISTEN side of the relay: one dedicated PostgreSQL connection that turns notifications
+//! into bus deliveries, in seq order, without losing durable events.
+//!
+//! # What it guarantees
+//!
+//! * **Durable streams** (channel `tw:<name>`): for every listened stream the listener knows
+//!   the last seq it handed to the bus and only ever hands over the next one. An inline event
+//!   that is exactly next goes straight to the bus; a pointer, a gap, a bad payload, a periodic
+//!   head poll (every `outbox_poll`) or a reconnect reads the missing events from the outbox in
+//!   pages. NOTIFY is only the doorbell, so a lost notification delays an event, never loses it.
+//! * **Raw channels** (`raw:<channel>`): each notification is stamped with a relay-local seq
+//!   and the relay's boot epoch. There is no history to replay, so after a lost connection
+//!   every raw subscriber gets a `gap` advisory.
+//! * **Health**: a liveness query every `health_interval` with a timeout, plus TCP keepalives.
+//!   On failure the connection is dropped and re-established with exponential backoff and
+//!   full jitter; every channel is listened again and durable streams are caught up.
+//!   [`PgStatus`] tells sessions so they can send `disconnect` / `reconnect` advisories.
+//!
+//! LISTEN is reference counted by the [`Registry`](crate::registry::Registry): a session asks
+//! [`ListenerHandle::ensure_listening`] before reading a baseline (so nothing committed after
+//! the baseline can be missed), and [`ListenerHandle::release`] when the last subscriber left;
+//! the listener re-checks the subscriber count before it UNLISTENs, so the two never race.
+
+mod connection;
+mod state;
+mod stats;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use rand::Rng;
+use tidewire_shared::notify::NotifyPayload;
+use tidewire_shared::StreamName;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use self::connection::ListenConnection;
+use self::state::{Lost, Streams};
+pub use self::stats::{ListenerStats, ListenerStatsSnapshot};
+use crate::bus::Bus;
+
+/// Whether the relay's LISTEN connection is up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PgStatus {
+    /// Connecting for the first time.
+    Connecting,
+    /// Connected and listening.
+    Up,
+    /// Lost; reconnecting. `reason` says what failed.
+    Down {
+        /// What failed.
+        reason: String,
+    },
+}
+
+/// Settings of the listener. Defaults come from [`crate::config::Options`].
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    /// The connection string.
+    pub database_url: String,
+    /// Interval of the liveness query.
+    pub health_interval: Duration,
+    /// Timeout of the liveness query and of connecting.
+    pub timeout: Duration,
+    /// Interval of the head poll of listened durable streams.
+    pub poll_interval: Duration,
+    /// Largest reconnect backoff.
+    pub reconnect_max: Duration,
+    /// Events per outbox read.
+    pub replay_page: usize,
+    /// Epoch stamped on raw-channel events: the relay's boot id.
+    pub boot_epoch: u64,
+}
+
+/// Why [`ListenerHandle::ensure_listening`] failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ListenError {
+    /// The listener is not connected to PostgreSQL (or stopped).
+    #[error("postgres is unavailable: {0}")]
+    Unavailable(String),
+}
+
+#[derive(Debug)]
+enum Command {
+    Listen {
+        stream: StreamName,
+        done: oneshot::Sender<Result<(), ListenError>>,
+    },
+    Release {
+        stream: StreamName,
+    },
+}
+
+/// The handle sessions use to talk to the listener. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ListenerHandle {
+    commands: mpsc::Sender<Command>,
+    status: watch::Receiver<PgStatus>,
+    stats: Arc<ListenerStats>,
+    presence: broadcast::Sender<NotifyPayload>,
+    timeout: Duration,
+}
+
+impl ListenerHandle {
+    /// Makes sure the listener listens on `stream`'s channel and knows its head, waiting until
+    /// it does. Call it *after* subscribing in the registry and *before* reading a baseline.
+    ///
+    /// # Errors
+    ///
+    /// [`ListenError::Unavailable`] if PostgreSQL cannot be reached within twice the timeout.
+    pub async fn ensure_listening(&self, stream: &StreamName) -> Result<(), ListenError> {
+        let (done, answer) = oneshot::channel();
+        let command = Command::Listen {
+            stream: stream.clone(),
+            done,
+        };
+        let unavailable = |what: &str| ListenError::Unavailable(what.to_owned());
+        let wait = async {
+            self.commands
+                .send(command)
+                .await
+                .map_err(|_| unavailable("the listener stopped"))?;
+            answer
+                .await
+                .map_err(|_| unavailable("the listener stopped"))?
+        };
+        match tokio::time::timeout(self.timeout * 2, wait).await {
+            Ok(result) => result,
+            Err(_) => Err(unavailable("timed out waiting for LISTEN")),
+        }
+    }
+
+    /// Tells the listener that `stream` may have no subscriber left; it UNLISTENs if the
+    /// registry confirms it.
+    pub fn release(&self, stream: &StreamName) {
+        let command = Command::Release {
+            stream: stream.clone(),
+        };
+        if let Err(mpsc::error::TrySendError::Full(command)) = self.commands.try_send(command) {
+            let commands = self.commands.clone();
+            tokio::spawn(async move {
+                // The listener may have stopped: then there is nothing to release.
+                let _ = commands.send(command).await;
+            });
+        }
+    }
+
+    /// The connection status, as a watch (sessions await changes).
+    pub fn status(&self) -> watch::Receiver<PgStatus> {
+        self.status.clone()
+    }
+
+    /// True if the LISTEN connection is up.
+    pub fn is_up(&self) -> bool {
+        *self.status.borrow() == PgStatus::Up
+    }
+
+    /// The listener's counters.
+    pub fn stats(&self) -> &ListenerStats {
+        &self.stats
+    }
+
+    /// Presence payloads received from any relay (see `notify::NotifyPayload::Presence`).
+    pub fn presence(&self) -> broadcast::Receiver<NotifyPayload> {
+        self.presence.subscribe()
+    }
+}
+
+/// Starts the listener task on `tracker`; it runs until `token` is cancelled.
+///
+/// # Errors
+///
+/// A message if `config.database_url` does not parse.
+pub fn spawn(
+    config: ListenerConfig,
+    bus: Arc<Bus>,
+    pool: Pool,
+    token: CancellationToken,
+    tracker: &TaskTracker,
+) -> Result<ListenerHandle, super::outbox::OutboxError> {
+    let pg_config = super::pool::connection_config(
+        &config.database_url,
+        "tidewire-relay listen",
+        config.timeout,
+    )?;
+    let (commands, command_receiver) = mpsc::channel(1024);
+    let (status_sender, status) = watch::channel(PgStatus::Connecting);
+    let stats = Arc::new(ListenerStats::default());
+    let (presence, _) = broadcast::channel(4096);
+    let handle = ListenerHandle {
+        commands,
+        status,
+        stats: Arc::clone(&stats),
+        presence: presence.clone(),
+        timeout: config.timeout,
+    };
+    let streams = Streams::new(bus, pool, Arc::clone(&stats), presence, &config);
+    let task = Task {
+        config,
+        pg_config,
+        commands: command_receiver,
+        status: status_sender,
+        stats,
+        streams,
+        token,
+    };
+    tracker.spawn(task.run());
+    Ok(handle)
+}
+
+struct Task {
+    config: ListenerConfig,
+    pg_config: tokio_postgres::Config,
+    commands: mpsc::Receiver<Command>,
+    status: watch::Sender<PgStatus>,
+    stats: Arc<ListenerStats>,
+    streams: Streams,
+    token: CancellationToken,
+}
+
+impl Task {
+    async fn run(mut self) {
+        let mut attempt: u32 = 0;
+        let mut connected_before = false;
+        loop {
+            if attempt > 0 && !self.backoff(attempt).await {
+                return;
+            }
+            attempt = attempt.saturating_add(1);
+            let connecting = ListenConnection::connect(&self.pg_config, self.config.timeout);
+            let connection = tokio::select! {
+                () = self.token.cancelled() => return,
+                connection = connecting => connection,
+            };
+            let mut connection = match connection {
+                Ok(connection) => connection,
+                Err(reason) => {
+                    self.set_down(reason);
+                    continue;
+                }
+            };
+            if let Err(lost) = self.streams.relisten_all(&connection.client).await {
+                self.set_down(lost.0);
+                continue;
+            }
+            if connected_before {
+                ListenerStats::add(&self.stats.reconnects, 1);
+                tracing::info!("LISTEN connection re-established; catching up");
+            }
+            self.status.send_replace(PgStatus::Up);
+            if let Err(lost) = self.streams.catch_up_all(connected_before).await {
+                self.set_down(lost.0);
+                continue;
+            }
+            connected_before = true;
+            match self.serve(&mut connection).await {
+                None => return,
+                Some(lost) => {
+                    ListenerStats::add(&self.stats.failures, 1);
+                    self.set_down(lost.0);
+                    attempt = 1;
+                }
+            }
+        }
+    }
+
+    fn set_down(&self, reason: String) {
+        tracing::warn!(%reason, "postgres LISTEN connection down");
+        self.status.send_replace(PgStatus::Down { reason });
+    }
+
+    /// Sleeps a full-jitter exponential backoff; false if cancelled meanwhile.
+    async fn backoff(&self, attempt: u32) -> bool {
+        let base = Duration::from_millis(100);
+        let ceiling = base
+            .saturating_mul(1u32 << attempt.min(16))
+            .min(self.config.reconnect_max);
+        let delay = rand::thread_rng().gen_range(Duration::ZERO..=ceiling);
+        tokio::select! {
+            () = self.token.cancelled() => false,
+            () = tokio::time::sleep(delay) => true,
+        }
+    }
+
+    /// Serves one connection until it is lost (`Some`) or the relay stops (`None`).
+    async fn serve(&mut self, connection: &mut ListenConnection) -> Option<Lost> {
+        let mut health = tokio::time::interval(self.config.health_interval);
+        let mut poll = tokio::time::interval(self.config.poll_interval);
+        health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let result = tokio::select! {
+                biased;
+                () = self.token.cancelled() => return None,
+                notification = connection.notifications.recv() => match notification {
+                    None => Err(Lost("the LISTEN connection closed".into())),
+                    Some(first) => {
+                        let depth = connection.notifications.len() as u64 + 1;
+                        self.stats.high_water(depth);
+                        let mut batch = vec![first];
+                        while batch.len() < 1024 {
+                            match connection.notifications.try_recv() {
+                                Ok(next) => batch.push(next),
+                                Err(_) => break,
+                            }
+                        }
+                        self.streams.on_notifications(batch, &connection.client).await
+                    }
+                },
+                command = self.commands.recv() => match command {
+                    None => return None,
+                    Some(command) => self.on_command(command, &connection.client).await,
+                },
+                _ = health.tick() => self.check_health(&connection.client).await,
+                _ = poll.tick() => self.streams.poll_heads(&connection.client).await,
+            };
+            if let Err(lost) = result {
+                return Some(lost);
+            }
+        }
+    }
+
+    async fn on_command(
+        &mut self,
+        command: Command,
+        client: &tokio_postgres::Client,
+    ) -> Result<(), Lost> {
+        match command {
+            Command::Listen { stream, done } => {
+                let result = self.streams.listen(&stream, client).await;
+                let answer = match &result {
+                    Ok(()) => Ok(()),
+                    Err(lost) => Err(ListenError::Unavailable(lost.0.clone())),
+                };
+                // The session may have given up waiting; then nobody needs the answer.
+                let _ = done.send(answer);
+                result
+            }
+            Command::Release { stream } => self.streams.release(&stream, client).await,
+        }
+    }
+
+    async fn check_health(&self, client: &tokio_postgres::Client) -> Result<(), Lost> {
+        match tokio::time::timeout(self.config.timeout, client.simple_query("select 1")).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => Err(Lost(format!("liveness query failed: {error}"))),
+            Err(_) => Err(Lost(format!(
+                "liveness query timed out after {:?}",
+                self.config.timeout
+            ))),
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! The PostgreSQL side of the relay: the `tidewire` schema and its migrations ([`schema`]),
+//! the embedded cluster the relay runs without `DATABASE_URL` ([`embedded`]) and their
+//! [`Error`].
+//!
+//! The SQL API that applications call is documented in `docs/SQL.md`.
+
+mod cluster;
+pub mod embedded;
+mod error;
+pub mod listener;
+pub mod outbox;
+pub mod pool;
+pub mod schema;
+
+pub use error::Error;

@@ -1,0 +1,248 @@
+//! Reads and writes of durable streams through the query pool: heads, snapshots, replays and
+//! publishes. Every function is one short transaction.
+
+use deadpool_postgres::Pool;
+use serde_json::Value;
+use tidewire_shared::{Event, Op, Position, Record, Snapshot, StreamName};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{IsolationLevel, Row};
+
+/// A durable stream's current state: where it is and what is still retained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    /// The stream's epoch.
+    pub epoch: u64,
+    /// The last committed seq (0 if none).
+    pub seq: u64,
+    /// Seqs up to and including this one are no longer retained.
+    pub min_seq: u64,
+}
+
+impl Head {
+    /// `(epoch, seq)`.
+    pub fn position(&self) -> Position {
+        Position {
+            epoch: self.epoch,
+            seq: self.seq,
+        }
+    }
+
+    /// Whether a client at `since` can be resumed by replay (same epoch, within retention, not
+    /// ahead of the head).
+    pub fn can_resume(&self, since: Position) -> bool {
+        since.epoch == self.epoch && since.seq >= self.min_seq && since.seq <= self.seq
+    }
+}
+
+/// Errors of outbox queries.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OutboxError {
+    /// The connection string or pool settings are invalid.
+    #[error("invalid database configuration: {0}")]
+    Config(String),
+    /// No pooled connection could be had (PostgreSQL down or the pool exhausted).
+    #[error("no database connection available")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    /// A query failed.
+    #[error("database query failed")]
+    Db(#[from] tokio_postgres::Error),
+    /// PostgreSQL refused the input (invalid stream, key, op, data): the caller's fault.
+    #[error("{0}")]
+    Rejected(String),
+    /// A row did not have the expected shape.
+    #[error("unexpected data in the outbox: {0}")]
+    Corrupt(String),
+}
+
+impl OutboxError {
+    /// True if the error says PostgreSQL is unreachable (retrying later may work), as opposed
+    /// to bad input or corrupt data.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, OutboxError::Pool(_))
+            || matches!(self, OutboxError::Db(error) if error.is_closed() || error.as_db_error().is_none())
+    }
+}
+
+fn to_u64(value: i64, what: &str) -> Result<u64, OutboxError> {
+    u64::try_from(value).map_err(|_| OutboxError::Corrupt(format!("negative {what}: {value}")))
+}
+
+fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn head_from_row(row: &Row) -> Result<Head, OutboxError> {
+    Ok(Head {
+        epoch: to_u64(row.try_get("epoch")?, "epoch")?,
+        seq: to_u64(row.try_get("seq")?, "seq")?,
+        min_seq: to_u64(row.try_get("min_seq")?, "min_seq")?,
+    })
+}
+
+/// The heads of `streams` that exist, by name.
+///
+/// # Errors
+///
+/// [`OutboxError`] if the query fails.
+pub async fn heads(pool: &Pool, streams: &[&str]) -> Result<Vec<(String, Head)>, OutboxError> {
+    let client = pool.get().await?;
+    let rows = client
+        .query(
+            "select name, epoch, seq, min_seq from tidewire.streams where name = any($1)",
+            &[&streams],
+        )
+        .await?;
+    rows.iter()
+        .map(|row| Ok((row.try_get::<_, String>("name")?, head_from_row(row)?)))
+        .collect()
+}
+
+/// The head of `stream`, creating the stream (permanent) if it does not exist yet, so that a
+/// subscriber's epoch stays valid when the first event is published.
+///
+/// # Errors
+///
+/// [`OutboxError`] if the query fails.
+pub async fn ensure_head(pool: &Pool, stream: &StreamName) -> Result<Head, OutboxError> {
+    let client = pool.get().await?;
+    client
+        .execute(
+            "insert into tidewire.streams (name) values ($1) on conflict (name) do nothing",
+            &[&stream.as_str()],
+        )
+        .await?;
+    let row = client
+        .query_one(
+            "select epoch, seq, min_seq from tidewire.streams where name = $1",
+            &[&stream.as_str()],
+        )
+        .await?;
+    head_from_row(&row)
+}
+
+/// A consistent snapshot of `stream`: its head and every record, read in one REPEATABLE READ
+/// transaction, records ordered by seq. Creates the stream if it does not exist.
+///
+/// # Errors
+///
+/// [`OutboxError`] if a query fails.
+pub async fn snapshot(pool: &Pool, stream: &StreamName) -> Result<Snapshot, OutboxError> {
+    ensure_head(pool, stream).await?;
+    let mut client = pool.get().await?;
+    let transaction = client
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?;
+    let head_row = transaction
+        .query_opt(
+            "select epoch, seq, min_seq from tidewire.streams where name = $1",
+            &[&stream.as_str()],
+        )
+        .await?;
+    let Some(head_row) = head_row else {
+        // Dropped between the two statements: an empty stream at epoch 0.
+        return Ok(Snapshot::default());
+    };
+    let head = head_from_row(&head_row)?;
+    let rows = transaction
+        .query(
+            "select key, seq, data from tidewire.records where stream = $1 order by seq, key",
+            &[&stream.as_str()],
+        )
+        .await?;
+    transaction.commit().await?;
+    let records = rows
+        .iter()
+        .map(|row| {
+            Ok(Record {
+                key: row.try_get("key")?,
+                seq: to_u64(row.try_get("seq")?, "seq")?,
+                data: row
+                    .try_get::<_, Option<Value>>("data")?
+                    .unwrap_or(Value::Null),
+            })
+        })
+        .collect::<Result<Vec<_>, OutboxError>>()?;
+    Ok(Snapshot {
+        epoch: head.epoch,
+        seq: head.seq,
+        records,
+    })
+}
+
+/// Up to `limit` events of `stream` with seq greater than `after`, in seq order, stamped with
+/// `epoch` (the caller checked it against the head).
+///
+/// # Errors
+///
+/// [`OutboxError`] if the query fails or a row is malformed.
+pub async fn replay(
+    pool: &Pool,
+    stream: &StreamName,
+    epoch: u64,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<Event>, OutboxError> {
+    let client = pool.get().await?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = client
+        .query(
+            "select seq, key, op, data, tidewire.micros(committed_at) as ts \
+             from tidewire.events where stream = $1 and seq > $2 order by seq limit $3",
+            &[&stream.as_str(), &to_i64(after), &limit],
+        )
+        .await?;
+    rows.iter()
+        .map(|row| {
+            let op: String = row.try_get("op")?;
+            Ok(Event {
+                stream: stream.clone(),
+                epoch,
+                seq: to_u64(row.try_get("seq")?, "seq")?,
+                key: row.try_get("key")?,
+                op: Op::parse(&op).ok_or_else(|| OutboxError::Corrupt(format!("op {op:?}")))?,
+                data: row
+                    .try_get::<_, Option<Value>>("data")?
+                    .unwrap_or(Value::Null),
+                ts: row.try_get("ts")?,
+            })
+        })
+        .collect()
+}
+
+/// Publishes one event through `tidewire.publish` and returns its seq (0 for an ephemeral
+/// message).
+///
+/// # Errors
+///
+/// [`OutboxError::Rejected`] when PostgreSQL refuses the input (the message says why);
+/// other variants when the database is unreachable.
+pub async fn publish(
+    pool: &Pool,
+    stream: &StreamName,
+    key: &str,
+    op: Op,
+    data: &Value,
+) -> Result<u64, OutboxError> {
+    let client = pool.get().await?;
+    let row = client
+        .query_one(
+            "select tidewire.publish($1, $2, $3, $4::jsonb) as seq",
+            &[&stream.as_str(), &key, &op.as_str(), data],
+        )
+        .await
+        .map_err(|error| match error.as_db_error() {
+            Some(db)
+                if *db.code() == SqlState::INVALID_PARAMETER_VALUE
+                    || *db.code() == SqlState::PROGRAM_LIMIT_EXCEEDED
+                    || db.code().code().starts_with("22") =>
+            {
+                OutboxError::Rejected(db.message().to_owned())
+            }
+            _ => OutboxError::Db(error),
+        })?;
+    to_u64(row.try_get("seq")?, "seq")
+}

@@ -1,0 +1,139 @@
+//! The accept loop and router: one hyper HTTP/1.1 connection per socket, routed to the
+//! transports; graceful shutdown of everything on SIGINT/SIGTERM (or the caller's future).
+
+use std::future::Future;
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tidewire_shared::ErrorCode;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::hub::{Hub, StartError};
+use crate::transport::{self, error_response, Body};
+
+/// Runs the relay on `listener` until `shutdown` completes: starts the hub (PostgreSQL,
+/// listener, janitor), serves connections, then drains within the configured grace period
+/// and stops the embedded cluster.
+///
+/// # Errors
+///
+/// [`StartError`] if the relay cannot start.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
+    let token = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let hub = Hub::start(config, token.clone(), tracker.clone()).await?;
+    serve(listener, Arc::clone(&hub), shutdown).await;
+    hub.stop_embedded().await;
+    Ok(())
+}
+
+/// Serves `hub` on `listener` until `shutdown` completes, then shuts down gracefully: the hub
+/// token is cancelled (sessions send `shutdown` and close), HTTP connections are drained, and
+/// everything gets `shutdown_grace` to finish.
+pub async fn serve(listener: TcpListener, hub: Arc<Hub>, shutdown: impl Future<Output = ()>) {
+    let options = &hub.config.options;
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(hub.config.header_timeout())
+        .max_buf_size(options.max_header_bytes.max(8192));
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (socket, _peer) = match accepted {
+            Ok(pair) => pair,
+            Err(error) => {
+                // Out of file descriptors and the like: back off briefly, keep serving.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        // Small writes (events) must not wait for Nagle.
+        let _ = socket.set_nodelay(true);
+        let hub_for_service = Arc::clone(&hub);
+        let service = service_fn(move |request| route(Arc::clone(&hub_for_service), request));
+        let connection = builder
+            .serve_connection(TokioIo::new(socket), service)
+            .with_upgrades();
+        let token = hub.token.clone();
+        hub.tracker.spawn(async move {
+            let mut connection = std::pin::pin!(connection);
+            let result = tokio::select! {
+                result = connection.as_mut() => result,
+                () = token.cancelled() => {
+                    // Finish the request in flight, then close; upgraded sockets (WebSocket)
+                    // and SSE bodies watch the same token and close themselves.
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(error) = result {
+                tracing::debug!(%error, "http connection ended with an error");
+            }
+        });
+    }
+    tracing::info!("shutting down: closing connections");
+    hub.token.cancel();
+    hub.tracker.close();
+    let grace = hub.config.shutdown_grace();
+    if tokio::time::timeout(grace, hub.tracker.wait()).await.is_err() {
+        tracing::warn!(?grace, "connections did not drain in time; closing them");
+    }
+}
+
+async fn route(hub: Arc<Hub>, request: Request<Incoming>) -> Result<Response<Body>, std::convert::Infallible> {
+    let path = request.uri().path().to_owned();
+    let response = match (request.method(), path.as_str()) {
+        (&Method::GET, "/healthz") => transport::http::healthz(),
+        (&Method::GET, "/readyz") => transport::http::readyz(&hub).await,
+        (&Method::GET, "/metrics") => crate::metrics::handle(&hub),
+        (&Method::GET, "/v1/ws") => transport::ws::handle(hub, request).await,
+        (&Method::GET, "/v1/sse") => transport::sse::handle(hub, request).await,
+        (_, path) if path.starts_with("/v1/streams") => transport::http::streams(hub, request).await,
+        (&Method::GET | &Method::HEAD, _) => transport::static_files::handle(hub, request).await,
+        _ => error_response(ErrorCode::NotFound, format!("no route for {path}")),
+    };
+    Ok(response)
+}
+
+/// Waits for SIGINT (ctrl-c) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::warn!(%error, "cannot listen for ctrl-c");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

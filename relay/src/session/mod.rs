@@ -1,0 +1,465 @@
+//! A client session: the transport-independent half of a WebSocket or SSE connection.
+//!
+//! The transport feeds client messages in ([`Session::handle`]) and writes what
+//! [`Session::next`] yields out. The session owns the connection's bus queue and its dedupe
+//! [`Cursor`], runs the race-free subscribe (register, ensure LISTEN, read snapshot or replay,
+//! then flush the queue through the cursor), turns lags and gaps into outbox replays (durable)
+//! or `gap` advisories (raw), turns epoch changes into `resync` + snapshot, and reports
+//! PostgreSQL outages as `disconnect` / `reconnect` advisories.
+//!
+//! # Cancel safety
+//!
+//! [`Session::next`] is cancel safe: a transport may `select!` on it together with reading
+//! the socket. Work that awaits PostgreSQL is only removed from the to-do list after it
+//! completed, and its output is queued all at once.
+
+mod publish;
+mod rate;
+mod subscribe;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tidewire_shared::message::{Advisory, AdvisoryKind};
+use tidewire_shared::{
+    ClientMessage, CloseCode, DecodeLimits, ErrorCode, Position, ServerMessage, StreamKind,
+    StreamName,
+};
+use tokio::sync::watch;
+
+pub use self::rate::TokenBucket;
+use crate::auth::Grant;
+use crate::bus::{self, Admit, ConnReceiver, Cursor, Delivery, DeliveryKind, Received};
+use crate::hub::Hub;
+use crate::pg::listener::PgStatus;
+use crate::registry::ConnId;
+
+/// One message for the transport to write.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outgoing {
+    /// A JSON server message. `position` is set on events and `subscribed` messages: the SSE
+    /// transport uses it to advance its `id:` cursor.
+    Frame {
+        /// The encoded message (shared with other connections for bus deliveries).
+        json: Bytes,
+        /// The stream and the position this frame brings the client to, if any.
+        position: Option<(StreamName, Position)>,
+    },
+    /// Close the connection with this code.
+    Close {
+        /// The close code.
+        code: CloseCode,
+        /// Human-readable detail.
+        reason: String,
+    },
+}
+
+impl Outgoing {
+    fn message(message: &ServerMessage) -> Self {
+        Outgoing::Frame {
+            json: Bytes::from(message.encode()),
+            position: None,
+        }
+    }
+}
+
+/// State of one subscription.
+#[derive(Debug, Clone)]
+struct Subscription {
+    kind: StreamKind,
+    /// Raw channels only: the cursor starts at the first delivery (its seq is only known
+    /// then). `Some(since)` if the client resumes and wants to know about missed seqs.
+    raw_pending: Option<RawStart>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum RawStart {
+    Fresh,
+    Since(Position),
+    AfterLag,
+}
+
+/// Work that reads PostgreSQL, done by [`Session::next`] before it reads the queue.
+#[derive(Debug, Clone)]
+enum Work {
+    /// Send events after `after` until `until` (or until a short page), then announce.
+    Replay {
+        stream: StreamName,
+        epoch: u64,
+        after: u64,
+        until: Option<u64>,
+        announce: Option<bool>,
+    },
+    /// Send a `resync` advisory and a fresh snapshot.
+    Resync { stream: StreamName, reason: String },
+}
+
+impl Work {
+    fn stream(&self) -> &StreamName {
+        match self {
+            Work::Replay { stream, .. } | Work::Resync { stream, .. } => stream,
+        }
+    }
+}
+
+/// The state of one client connection. Dropping it unregisters the connection.
+#[derive(Debug)]
+pub struct Session {
+    hub: Arc<Hub>,
+    receiver: ConnReceiver,
+    cursor: Cursor,
+    subscriptions: HashMap<StreamName, Subscription>,
+    grant: Grant,
+    pending: VecDeque<Work>,
+    out: VecDeque<Outgoing>,
+    status: watch::Receiver<PgStatus>,
+    was_down: bool,
+    rate: TokenBucket,
+    limits: DecodeLimits,
+    closed: bool,
+}
+
+impl Session {
+    /// Registers a new connection with `grant` and queues the `connect` advisory.
+    pub fn open(hub: Arc<Hub>, grant: Grant) -> Self {
+        let receiver = hub.bus.registry().register();
+        let options = &hub.config.options;
+        let rate = TokenBucket::new(options.publish_rate, options.publish_burst);
+        let limits = DecodeLimits {
+            max_bytes: options.max_message_bytes,
+            max_depth: DecodeLimits::DEFAULT_MAX_DEPTH,
+        };
+        let mut status = hub.listener.status();
+        let was_down = matches!(*status.borrow_and_update(), PgStatus::Down { .. });
+        let connect = Advisory::new(AdvisoryKind::Connect).reason(format!(
+            "relay={} connection={}",
+            hub.relay_id,
+            receiver.id()
+        ));
+        let mut session = Self {
+            hub,
+            receiver,
+            cursor: Cursor::new(),
+            subscriptions: HashMap::new(),
+            grant,
+            pending: VecDeque::new(),
+            out: VecDeque::new(),
+            status,
+            was_down,
+            rate,
+            limits,
+            closed: false,
+        };
+        session.push(&ServerMessage::Advisory(connect));
+        session
+    }
+
+    /// The connection's id.
+    pub fn id(&self) -> ConnId {
+        self.receiver.id()
+    }
+
+    /// The grant in force.
+    pub fn grant(&self) -> &Grant {
+        &self.grant
+    }
+
+    /// Replaces the grant (after an `auth` message with a fresh token).
+    pub fn set_grant(&mut self, grant: Grant) {
+        self.grant = grant;
+    }
+
+    /// The hub.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    /// The streams subscribed, with the last position sent on each (for SSE cursors).
+    pub fn positions(&self) -> Vec<(StreamName, Position)> {
+        self.subscriptions
+            .keys()
+            .filter_map(|stream| {
+                self.cursor
+                    .position(stream.as_str())
+                    .map(|position| (stream.clone(), Position { epoch: position.epoch, seq: position.seq }))
+            })
+            .collect()
+    }
+
+    fn push(&mut self, message: &ServerMessage) {
+        self.out.push_back(Outgoing::message(message));
+    }
+
+    fn push_error(&mut self, id: Option<String>, stream: Option<StreamName>, code: ErrorCode, message: impl Into<String>) {
+        self.push(&ServerMessage::Error {
+            id,
+            stream,
+            code,
+            message: message.into(),
+        });
+    }
+
+    /// Queues a close; nothing else is yielded after it.
+    pub fn close(&mut self, code: CloseCode, reason: impl Into<String>) {
+        self.out.push_back(Outgoing::Close {
+            code,
+            reason: reason.into(),
+        });
+    }
+
+    /// Decodes and handles one client text message; a bad one is answered with an `error`
+    /// (the connection stays open).
+    pub async fn handle_text(&mut self, text: &[u8]) {
+        match tidewire_shared::message::decode_client(text, &self.limits) {
+            Ok(message) => self.handle(message).await,
+            Err(error) => self.push_error(None, None, error.error_code(), error.to_string()),
+        }
+    }
+
+    /// Handles one decoded client message.
+    pub async fn handle(&mut self, message: ClientMessage) {
+        match message {
+            ClientMessage::Subscribe(subscribe) => self.subscribe(subscribe).await,
+            ClientMessage::Unsubscribe { stream } => self.unsubscribe(&stream, true),
+            ClientMessage::Publish(publish) => self.publish(publish).await,
+            ClientMessage::Ping { id } => self.push(&ServerMessage::Pong { id }),
+            ClientMessage::Presence { stream, .. } => self.push_error(
+                None,
+                Some(stream),
+                ErrorCode::BadMessage,
+                "presence is not available on this relay",
+            ),
+            ClientMessage::Auth { .. } => self.push_error(
+                None,
+                None,
+                ErrorCode::Unauthorized,
+                "token refresh is not available on this relay",
+            ),
+        }
+    }
+
+    /// The next message to write, or `None` once the session is closed. Cancel safe.
+    pub async fn next(&mut self) -> Option<Outgoing> {
+        loop {
+            if self.closed {
+                return None;
+            }
+            if let Some(outgoing) = self.out.pop_front() {
+                if matches!(outgoing, Outgoing::Close { .. }) {
+                    self.closed = true;
+                }
+                return Some(outgoing);
+            }
+            if let Some(work) = self.pending.front().cloned() {
+                self.do_work(work).await;
+                continue;
+            }
+            tokio::select! {
+                biased;
+                changed = self.status.changed() => {
+                    if changed.is_err() {
+                        self.close(CloseCode::GoingAway, "relay shutting down");
+                    } else {
+                        self.on_status();
+                    }
+                }
+                received = self.receiver.recv() => match received {
+                    Some(Received::Delivery(delivery)) => self.on_delivery(&delivery),
+                    Some(Received::Lagged(streams)) => self.on_lagged(&streams),
+                    None => self.close(CloseCode::InternalError, "connection unregistered"),
+                },
+            }
+        }
+    }
+
+    /// Takes every message that is ready without waiting (to coalesce a burst into one write).
+    pub fn ready(&mut self) -> Option<Outgoing> {
+        if self.closed {
+            return None;
+        }
+        if let Some(outgoing) = self.out.pop_front() {
+            if matches!(outgoing, Outgoing::Close { .. }) {
+                self.closed = true;
+            }
+            return Some(outgoing);
+        }
+        if !self.pending.is_empty() {
+            return None;
+        }
+        match self.receiver.try_recv()? {
+            Received::Delivery(delivery) => self.on_delivery(&delivery),
+            Received::Lagged(streams) => self.on_lagged(&streams),
+        }
+        self.ready_from_out()
+    }
+
+    fn ready_from_out(&mut self) -> Option<Outgoing> {
+        let outgoing = self.out.pop_front()?;
+        if matches!(outgoing, Outgoing::Close { .. }) {
+            self.closed = true;
+        }
+        Some(outgoing)
+    }
+
+    fn on_status(&mut self) {
+        let status = self.status.borrow_and_update().clone();
+        match status {
+            PgStatus::Down { reason } if !self.was_down => {
+                self.was_down = true;
+                self.push(&ServerMessage::Advisory(
+                    Advisory::new(AdvisoryKind::Disconnect).reason(format!(
+                        "the relay lost PostgreSQL ({reason}); live events pause, nothing durable is lost"
+                    )),
+                ));
+            }
+            PgStatus::Up if self.was_down => {
+                self.was_down = false;
+                self.push(&ServerMessage::Advisory(
+                    Advisory::new(AdvisoryKind::Reconnect)
+                        .reason("the relay reconnected to PostgreSQL and is catching up"),
+                ));
+            }
+            _ => {}
+        }
+    }
+
+    fn on_delivery(&mut self, delivery: &Arc<Delivery>) {
+        let Ok(stream) = StreamName::new(&delivery.stream) else {
+            return;
+        };
+        let Some(subscription) = self.subscriptions.get_mut(&stream) else {
+            return;
+        };
+        if let Some(start) = subscription.raw_pending {
+            if delivery.kind != DeliveryKind::Event {
+                self.forward(delivery, None);
+                return;
+            }
+            subscription.raw_pending = None;
+            self.start_raw(&stream, start, delivery);
+        }
+        match self.cursor.admit(delivery) {
+            Admit::Send => {
+                if delivery.kind == DeliveryKind::Advisory && self.on_advisory(&stream, delivery) {
+                    return;
+                }
+                let position = (delivery.kind == DeliveryKind::Event)
+                    .then(|| (stream, Position { epoch: delivery.epoch, seq: delivery.seq }));
+                self.forward(delivery, position);
+            }
+            Admit::Duplicate | Admit::Untracked => {}
+            Admit::Gap { last_sent, got } => match self.subscriptions.get(&stream).map(|s| s.kind) {
+                Some(StreamKind::Raw) => {
+                    self.push(&ServerMessage::Advisory(
+                        Advisory::new(AdvisoryKind::Gap)
+                            .stream(stream.clone())
+                            .epoch(last_sent.epoch)
+                            .range(last_sent.seq + 1, got - 1),
+                    ));
+                    self.cursor.start(Arc::clone(&delivery.stream), bus::Position::new(delivery.epoch, got - 1));
+                    self.on_delivery(delivery);
+                }
+                _ => self.schedule_replay(&stream, last_sent.epoch, last_sent.seq, Some(got)),
+            },
+            Admit::EpochChanged { .. } => self.schedule_resync(&stream, "the stream's epoch changed"),
+        }
+    }
+
+    /// Handles an advisory from the listener; true if it was consumed (not forwarded).
+    fn on_advisory(&mut self, stream: &StreamName, delivery: &Delivery) -> bool {
+        let limits = DecodeLimits::default();
+        let Ok(ServerMessage::Advisory(advisory)) =
+            tidewire_shared::message::decode_server(&delivery.json, &limits)
+        else {
+            return false;
+        };
+        if advisory.kind == AdvisoryKind::Resync {
+            let reason = advisory.reason.unwrap_or_else(|| "resync".into());
+            self.schedule_resync(stream, &reason);
+            return true;
+        }
+        false
+    }
+
+    fn forward(&mut self, delivery: &Delivery, position: Option<(StreamName, Position)>) {
+        self.out.push_back(Outgoing::Frame {
+            json: delivery.json.clone(),
+            position,
+        });
+    }
+
+    fn start_raw(&mut self, stream: &StreamName, start: RawStart, delivery: &Delivery) {
+        let previous = delivery.seq.saturating_sub(1);
+        let missed = match start {
+            RawStart::Since(since) if since.epoch != delivery.epoch => Some((
+                1,
+                previous,
+                "the relay restarted since your position; raw notifications sent meanwhile are gone",
+            )),
+            RawStart::Since(since) if since.seq < previous => {
+                Some((since.seq + 1, previous, "raw notifications sent while you were away are gone"))
+            }
+            RawStart::AfterLag => Some((0, 0, "")),
+            _ => None,
+        };
+        if let Some((from, to, reason)) = missed {
+            if from > 0 && from <= to {
+                self.push(&ServerMessage::Advisory(
+                    Advisory::new(AdvisoryKind::Gap)
+                        .stream(stream.clone())
+                        .epoch(delivery.epoch)
+                        .range(from, to)
+                        .reason(reason),
+                ));
+            }
+        }
+        self.cursor.start(Arc::clone(&delivery.stream), bus::Position::new(delivery.epoch, previous));
+    }
+
+    fn on_lagged(&mut self, streams: &[Arc<str>]) {
+        for name in streams {
+            let Ok(stream) = StreamName::new(name) else {
+                continue;
+            };
+            let Some(subscription) = self.subscriptions.get_mut(&stream) else {
+                continue;
+            };
+            let Some(position) = self.cursor.position(name) else {
+                continue;
+            };
+            self.out.push_back(Outgoing::message(&ServerMessage::Advisory(
+                Advisory::new(AdvisoryKind::Lagged)
+                    .stream(stream.clone())
+                    .epoch(position.epoch)
+                    .reason("your queue overflowed; resuming"),
+            )));
+            match subscription.kind {
+                StreamKind::Durable => self.schedule_replay(&stream, position.epoch, position.seq, None),
+                StreamKind::Raw => {
+                    subscription.raw_pending = Some(RawStart::AfterLag);
+                    let gap = Advisory::new(AdvisoryKind::Gap)
+                        .stream(stream.clone())
+                        .epoch(position.epoch)
+                        .reason("your queue overflowed; raw notifications were dropped");
+                    self.push(&ServerMessage::Advisory(Advisory {
+                        from: Some(position.seq + 1),
+                        ..gap
+                    }));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(emptied) = self.hub.bus.registry().unregister(self.receiver.id()) {
+            for stream in emptied {
+                if let Ok(stream) = StreamName::new(&stream) {
+                    self.hub.listener.release(&stream);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,368 @@
+//! Subscribing and unsubscribing, and the PostgreSQL work they schedule: replays from the
+//! outbox and resyncs (a `resync` advisory plus a fresh snapshot).
+
+use std::sync::Arc;
+
+use tidewire_shared::message::{Advisory, AdvisoryKind, Subscribe};
+use tidewire_shared::{ErrorCode, Position, ServerMessage, Snapshot, StreamKind, StreamName};
+
+use super::{Outgoing, RawStart, Session, Subscription, Work};
+use crate::bus::{self, Baseline, SubscribeError};
+use crate::pg::listener::ListenError;
+use crate::pg::outbox::{self, OutboxError};
+
+/// What the baseline read decided.
+#[derive(Debug)]
+enum Plan {
+    /// Replay from the client's `since` up to `until` (the head when the read happened).
+    Replay { until: u64 },
+    /// Send this snapshot.
+    Snapshot(Snapshot),
+    /// The client's position is unusable: say why, then send this snapshot.
+    Resync(Snapshot, String),
+    /// Start live at the head, without history.
+    Live,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum BaselineError {
+    #[error(transparent)]
+    Listen(#[from] ListenError),
+    #[error(transparent)]
+    Outbox(#[from] OutboxError),
+}
+
+impl Session {
+    pub(super) async fn subscribe(&mut self, subscribe: Subscribe) {
+        let stream = subscribe.stream.clone();
+        if !self.grant.permissions.can_read(&stream) {
+            self.push_error(None, Some(stream.clone()), ErrorCode::Forbidden, format!("no read access to {stream}"));
+            return;
+        }
+        let already = self.subscriptions.contains_key(&stream);
+        if !already && self.subscriptions.len() >= self.hub.config.options.max_subscriptions {
+            self.push_error(
+                None,
+                Some(stream),
+                ErrorCode::TooManySubscriptions,
+                format!("at most {} subscriptions per connection", self.hub.config.options.max_subscriptions),
+            );
+            return;
+        }
+        if already {
+            // A re-subscribe restarts the stream from the client's new position.
+            self.cursor.forget(stream.as_str());
+            self.pending.retain(|work| work.stream() != &stream);
+        }
+        match stream.kind() {
+            StreamKind::Durable => self.subscribe_durable(subscribe).await,
+            StreamKind::Raw => self.subscribe_raw(subscribe).await,
+        }
+    }
+
+    async fn subscribe_raw(&mut self, subscribe: Subscribe) {
+        let stream = subscribe.stream;
+        let id = self.receiver.id();
+        if let Err(error) = self.hub.bus.registry().subscribe(id, stream.as_str()) {
+            self.push_error(None, Some(stream), ErrorCode::Internal, error.to_string());
+            return;
+        }
+        if let Err(error) = self.hub.listener.ensure_listening(&stream).await {
+            self.rollback(&stream);
+            self.push_error(None, Some(stream), ErrorCode::Unavailable, error.to_string());
+            return;
+        }
+        let start = match subscribe.since {
+            Some(since) => RawStart::Since(since),
+            None => RawStart::Fresh,
+        };
+        self.subscriptions.insert(
+            stream.clone(),
+            Subscription {
+                kind: StreamKind::Raw,
+                raw_pending: Some(start),
+            },
+        );
+        self.push(&ServerMessage::Subscribed {
+            stream,
+            epoch: self.hub.boot_epoch,
+            seq: 0,
+            resumed: matches!(start, RawStart::Since(since) if since.epoch == self.hub.boot_epoch),
+        });
+    }
+
+    async fn subscribe_durable(&mut self, subscribe: Subscribe) {
+        let stream = subscribe.stream.clone();
+        let hub = Arc::clone(&self.hub);
+        let id = self.receiver.id();
+        let read = |_outcome| async {
+            hub.listener.ensure_listening(&stream).await?;
+            read_baseline(&hub.pool, &subscribe).await
+        };
+        let subscribed = hub.bus.subscribe_with(&mut self.cursor, id, stream.as_str(), read).await;
+        let baseline = match subscribed {
+            Ok(subscribed) => subscribed.baseline,
+            Err(SubscribeError::Baseline { source, last_for_stream }) => {
+                if last_for_stream {
+                    hub.listener.release(&stream);
+                }
+                let code = match &source {
+                    BaselineError::Outbox(OutboxError::Rejected(_)) => ErrorCode::BadStream,
+                    _ => ErrorCode::Unavailable,
+                };
+                tracing::debug!(%stream, error = %source, "subscribe failed");
+                self.push_error(None, Some(stream), code, source.to_string());
+                return;
+            }
+            Err(error) => {
+                self.push_error(None, Some(stream), ErrorCode::Internal, error.to_string());
+                return;
+            }
+        };
+        self.subscriptions.insert(
+            stream.clone(),
+            Subscription {
+                kind: StreamKind::Durable,
+                raw_pending: None,
+            },
+        );
+        let position = Position {
+            epoch: baseline.position.epoch,
+            seq: baseline.position.seq,
+        };
+        match baseline.value {
+            Plan::Replay { until } => {
+                self.pending.push_back(Work::Replay {
+                    stream,
+                    epoch: position.epoch,
+                    after: position.seq,
+                    until: Some(until),
+                    announce: Some(true),
+                });
+            }
+            Plan::Snapshot(snapshot) => self.send_snapshot(&stream, &snapshot),
+            Plan::Resync(snapshot, reason) => {
+                self.push(&ServerMessage::Advisory(
+                    Advisory::new(AdvisoryKind::Resync)
+                        .stream(stream.clone())
+                        .epoch(snapshot.epoch)
+                        .reason(reason),
+                ));
+                self.send_snapshot(&stream, &snapshot);
+            }
+            Plan::Live => self.announce(&stream, position, false),
+        }
+    }
+
+    fn rollback(&mut self, stream: &StreamName) {
+        let undone = self.hub.bus.registry().unsubscribe(self.receiver.id(), stream.as_str());
+        if undone.is_ok_and(|undone| undone.last_for_stream) {
+            self.hub.listener.release(stream);
+        }
+    }
+
+    /// Sends `snapshot` in chunks, then `subscribed`.
+    fn send_snapshot(&mut self, stream: &StreamName, snapshot: &Snapshot) {
+        let chunk_size = self.hub.config.options.snapshot_chunk;
+        let chunks: Vec<_> = snapshot.chunks(chunk_size).collect();
+        let last_index = chunks.len().saturating_sub(1);
+        for (index, records) in chunks.into_iter().enumerate() {
+            self.push(&ServerMessage::Snapshot {
+                stream: stream.clone(),
+                epoch: snapshot.epoch,
+                seq: snapshot.seq,
+                chunk: u32::try_from(index).unwrap_or(u32::MAX),
+                last: index == last_index,
+                records: records.to_vec(),
+            });
+        }
+        let position = Position {
+            epoch: snapshot.epoch,
+            seq: snapshot.seq,
+        };
+        self.announce(stream, position, false);
+    }
+
+    fn announce(&mut self, stream: &StreamName, position: Position, resumed: bool) {
+        let message = ServerMessage::Subscribed {
+            stream: stream.clone(),
+            epoch: position.epoch,
+            seq: position.seq,
+            resumed,
+        };
+        self.out.push_back(Outgoing::Frame {
+            json: message.encode().into(),
+            position: Some((stream.clone(), position)),
+        });
+    }
+
+    pub(super) fn unsubscribe(&mut self, stream: &StreamName, answer: bool) {
+        if self.subscriptions.remove(stream).is_none() {
+            if answer {
+                self.push_error(None, Some(stream.clone()), ErrorCode::NotSubscribed, format!("not subscribed to {stream}"));
+            }
+            return;
+        }
+        self.cursor.forget(stream.as_str());
+        self.pending.retain(|work| work.stream() != stream);
+        self.rollback(stream);
+        if answer {
+            self.push(&ServerMessage::Unsubscribed { stream: stream.clone() });
+        }
+    }
+
+    pub(super) fn schedule_replay(&mut self, stream: &StreamName, epoch: u64, after: u64, until: Option<u64>) {
+        let already = self.pending.iter().any(|work| work.stream() == stream);
+        if !already {
+            self.pending.push_back(Work::Replay {
+                stream: stream.clone(),
+                epoch,
+                after,
+                until,
+                announce: None,
+            });
+        }
+    }
+
+    pub(super) fn schedule_resync(&mut self, stream: &StreamName, reason: &str) {
+        self.pending.retain(|work| work.stream() != stream);
+        self.pending.push_back(Work::Resync {
+            stream: stream.clone(),
+            reason: reason.to_owned(),
+        });
+    }
+
+    /// Does the first pending work item. It is only removed once done, so a cancelled call
+    /// repeats it (cancel safety of [`Session::next`]).
+    pub(super) async fn do_work(&mut self, work: Work) {
+        if !self.subscriptions.contains_key(work.stream()) {
+            self.pending.pop_front();
+            return;
+        }
+        match work {
+            Work::Replay { stream, epoch, after, until, announce } => {
+                let page = self.hub.config.options.replay_page;
+                let read = outbox::replay(&self.hub.pool, &stream, epoch, after, page).await;
+                let events = match read {
+                    Ok(events) => events,
+                    Err(error) => {
+                        self.pending.pop_front();
+                        self.on_work_failed(&stream, &error);
+                        return;
+                    }
+                };
+                self.pending.pop_front();
+                let mut last = after;
+                for event in events.iter() {
+                    if event.seq != last + 1 {
+                        // Retention trimmed events the client still needs.
+                        self.schedule_resync(&stream, "your position is older than the stream's retention");
+                        return;
+                    }
+                    last = event.seq;
+                }
+                let count = events.len();
+                let already_sent = self.cursor.position(stream.as_str()).map_or(0, |position| position.seq);
+                for event in events {
+                    if event.seq <= already_sent {
+                        continue;
+                    }
+                    let position = Position { epoch, seq: event.seq };
+                    self.out.push_back(Outgoing::Frame {
+                        json: ServerMessage::Event(event).encode().into(),
+                        position: Some((stream.clone(), position)),
+                    });
+                }
+                if last > already_sent {
+                    self.cursor.start(Arc::clone(stream.as_arc()), bus::Position::new(epoch, last));
+                }
+                let done = count < page || until.is_some_and(|until| last >= until);
+                if done {
+                    if let Some(resumed) = announce {
+                        self.announce(&stream, Position { epoch, seq: last }, resumed);
+                    }
+                } else {
+                    self.pending.push_front(Work::Replay { stream, epoch, after: last, until, announce });
+                }
+            }
+            Work::Resync { stream, reason } => {
+                let read = outbox::snapshot(&self.hub.pool, &stream).await;
+                self.pending.pop_front();
+                match read {
+                    Ok(snapshot) => {
+                        self.cursor.start(
+                            Arc::clone(stream.as_arc()),
+                            bus::Position::new(snapshot.epoch, snapshot.seq),
+                        );
+                        self.push(&ServerMessage::Advisory(
+                            Advisory::new(AdvisoryKind::Resync)
+                                .stream(stream.clone())
+                                .epoch(snapshot.epoch)
+                                .reason(reason),
+                        ));
+                        self.send_snapshot(&stream, &snapshot);
+                    }
+                    Err(error) => self.on_work_failed(&stream, &error),
+                }
+            }
+        }
+    }
+
+    /// PostgreSQL failed during a replay or resync: drop the subscription and tell the client,
+    /// which resubscribes from its position (nothing is lost: the outbox still has it).
+    fn on_work_failed(&mut self, stream: &StreamName, error: &OutboxError) {
+        tracing::debug!(%stream, %error, "replay failed; dropping the subscription");
+        self.unsubscribe(stream, false);
+        self.push_error(
+            None,
+            Some(stream.clone()),
+            ErrorCode::Unavailable,
+            format!("catching up {stream} failed ({error}); subscribe again from your position"),
+        );
+        self.push(&ServerMessage::Unsubscribed { stream: stream.clone() });
+    }
+}
+
+/// Reads the baseline of a durable subscription: a replay plan, a snapshot, or the head.
+async fn read_baseline(
+    pool: &deadpool_postgres::Pool,
+    subscribe: &Subscribe,
+) -> Result<Baseline<Plan>, BaselineError> {
+    let stream = &subscribe.stream;
+    let snapshot_baseline = |snapshot: Snapshot, reason: Option<String>| {
+        let position = bus::Position::new(snapshot.epoch, snapshot.seq);
+        let value = match reason {
+            Some(reason) => Plan::Resync(snapshot, reason),
+            None => Plan::Snapshot(snapshot),
+        };
+        Baseline { position, value }
+    };
+    match subscribe.since {
+        Some(since) => {
+            let head = outbox::ensure_head(pool, stream).await?;
+            if head.can_resume(since) {
+                return Ok(Baseline {
+                    position: bus::Position::new(since.epoch, since.seq),
+                    value: Plan::Replay { until: head.seq },
+                });
+            }
+            let reason = if since.epoch != head.epoch {
+                "your epoch is not the stream's (dropped, recreated or another database)"
+            } else if since.seq > head.seq {
+                "your position is ahead of the stream's head"
+            } else {
+                "your position is older than the stream's retention"
+            };
+            let snapshot = outbox::snapshot(pool, stream).await?;
+            Ok(snapshot_baseline(snapshot, Some(reason.to_owned())))
+        }
+        None if subscribe.snapshot => Ok(snapshot_baseline(outbox::snapshot(pool, stream).await?, None)),
+        None => {
+            let head = outbox::ensure_head(pool, stream).await?;
+            Ok(Baseline {
+                position: bus::Position::new(head.epoch, head.seq),
+                value: Plan::Live,
+            })
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! End-to-end tests against real PostgreSQL clusters started by the harness (no mocks), one
+//! module per area. Each test owns its cluster, so they run in parallel.
+
+mod embedded;
+mod publish;
+mod retention;
+mod schema;
+mod streams;
+mod support;
+mod track;
