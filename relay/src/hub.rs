@@ -9,7 +9,7 @@ use rand::Rng;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::Permissions;
+use crate::auth::Authenticator;
 use crate::bus::{Bus, BusConfig};
 use crate::config::Config;
 use crate::pg::embedded::{EmbeddedConfig, EmbeddedPostgres};
@@ -46,8 +46,12 @@ pub struct Hub {
     pub relay_id: String,
     /// The epoch of raw channels on this relay (random per boot, below 2^53).
     pub boot_epoch: u64,
-    /// What anonymous connections may do (from --anon-read / --anon-write).
-    pub anonymous: Permissions,
+    /// Verifies tokens and origins.
+    pub auth: Authenticator,
+    /// Live counters and histograms for `/metrics`.
+    pub metrics: crate::metrics::Metrics,
+    /// Permits for client connections (WebSocket and SSE): `--max-connections`.
+    pub connections: Arc<tokio::sync::Semaphore>,
     /// Cancelled when the relay shuts down.
     pub token: CancellationToken,
     /// Every task of the relay, awaited on shutdown.
@@ -109,7 +113,8 @@ impl Hub {
             token.clone(),
             &tracker,
         )?;
-        let anonymous = anonymous_permissions(&config).map_err(StartError::Config)?;
+        let auth = Authenticator::from_config(&config).map_err(StartError::Config)?;
+        let connections = Arc::new(tokio::sync::Semaphore::new(config.options.max_connections));
         let hub = Arc::new(Self {
             config,
             bus,
@@ -117,7 +122,9 @@ impl Hub {
             listener,
             relay_id,
             boot_epoch,
-            anonymous,
+            auth,
+            metrics: crate::metrics::Metrics::default(),
+            connections,
             token,
             tracker,
             embedded,
@@ -136,21 +143,6 @@ impl Hub {
             }
         }
     }
-}
-
-/// Without any JWT key, anonymous access defaults to everything (a local development relay);
-/// with a key, to exactly what --anon-read / --anon-write list.
-fn anonymous_permissions(config: &Config) -> Result<Permissions, String> {
-    let options = &config.options;
-    let has_key = options.jwt_secret.is_some() || options.jwt_public_key.is_some();
-    let default = |list: &Vec<String>| {
-        if list.is_empty() && !has_key {
-            vec!["*".to_owned()]
-        } else {
-            list.clone()
-        }
-    };
-    Permissions::parse(&default(&options.anon_read), &default(&options.anon_write))
 }
 
 /// Connects once and migrates the `tidewire` schema (safe when several relays start at once).

@@ -3,6 +3,10 @@
 use hyper::Response;
 
 use crate::hub::Hub;
+
+/// Relay-wide counters and histograms that are not owned by the bus or the listener.
+#[derive(Debug, Default)]
+pub struct Metrics {}
 use crate::transport::{full, Body};
 
 /// Renders every metric.

@@ -554,7 +554,8 @@ impl EmbeddedPostgres {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            self.port = self.choose_port()?;
+            let failed_port = (attempt > 1).then_some(self.port);
+            self.port = self.choose_port(failed_port)?;
             self.write_server_conf()?;
             self.write_file(PORT_FILE, &format!("{}\n", self.port))?;
             let log_path = self.log_file();
@@ -600,7 +601,9 @@ impl EmbeddedPostgres {
         }
     }
 
-    fn choose_port(&self) -> Result<u16, Error> {
+    /// The configured port, else the persisted one if free (and not the one that just failed),
+    /// else a free one.
+    fn choose_port(&self, failed_port: Option<u16>) -> Result<u16, Error> {
         if let Some(port) = self.config.port {
             return Ok(port);
         }
@@ -609,7 +612,7 @@ impl EmbeddedPostgres {
             .and_then(|text| text.trim().parse::<u16>().ok());
         match persisted {
             // A retry after losing a race must not pick the same port again.
-            Some(port) if port != self.port && cluster::port_is_free(port) => Ok(port),
+            Some(port) if Some(port) != failed_port && cluster::port_is_free(port) => Ok(port),
             _ => cluster::free_port(),
         }
     }
