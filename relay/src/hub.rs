@@ -50,6 +50,8 @@ pub struct Hub {
     pub auth: Authenticator,
     /// Live counters and histograms for `/metrics`.
     pub metrics: crate::metrics::Metrics,
+    /// Presence sets of every stream, shared across relays through PostgreSQL.
+    pub presence: Arc<crate::presence::Presence>,
     /// Permits for client connections (WebSocket and SSE): `--max-connections`.
     pub connections: Arc<tokio::sync::Semaphore>,
     /// Cancelled when the relay shuts down.
@@ -115,6 +117,12 @@ impl Hub {
         )?;
         let auth = Authenticator::from_config(&config).map_err(StartError::Config)?;
         let connections = Arc::new(tokio::sync::Semaphore::new(config.options.max_connections));
+        let presence = Arc::new(crate::presence::Presence::new(
+            relay_id.clone(),
+            pool.clone(),
+            Arc::clone(&bus),
+        ));
+        presence.spawn(listener.presence(), token.clone(), &tracker);
         let hub = Arc::new(Self {
             config,
             bus,
@@ -123,6 +131,7 @@ impl Hub {
             relay_id,
             boot_epoch,
             auth,
+            presence,
             metrics: crate::metrics::Metrics::default(),
             connections,
             token,

@@ -10,6 +10,7 @@ pub mod hub;
 pub mod janitor;
 pub mod metrics;
 pub mod pg;
+pub mod presence;
 
 pub mod bus;
 pub mod registry;

@@ -10,7 +10,7 @@
 //! | `ptr` | a durable event too large to inline | `stream epoch seq` |
 //! | `msg` | an ephemeral message (never stored) | `stream key data ts`, optional `origin` |
 //! | `drop` | the stream was dropped or expired | `stream epoch` |
-//! | `presence` | a relay's presence change for a client | `stream relay client data ttl_ms` |
+//! | `presence` | a relay's presence change for a client | `stream relay client data ttl_ms version` |
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -79,6 +79,9 @@ pub enum NotifyPayload {
         data: Value,
         /// How long the entry lives without a refresh, in milliseconds.
         ttl_ms: u64,
+        /// Last-writer-wins version chosen by the sending relay (monotonic per relay).
+        #[serde(default)]
+        version: u64,
     },
 }
 

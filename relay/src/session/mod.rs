@@ -170,6 +170,32 @@ impl Session {
         self.grant = grant;
     }
 
+    /// This connection's id in presence sets: `<relay id>-<connection number>`.
+    pub fn presence_id(&self) -> String {
+        format!("{}-{}", self.hub.relay_id, self.receiver.id().get())
+    }
+
+    async fn set_presence(&mut self, stream: StreamName, data: serde_json::Value) {
+        if !self.subscriptions.contains_key(&stream) {
+            self.push_error(None, Some(stream.clone()), ErrorCode::NotSubscribed, format!("subscribe to {stream} before setting presence"));
+            return;
+        }
+        let size = serde_json::to_vec(&data).map_or(usize::MAX, |bytes| bytes.len());
+        if size > crate::presence::MAX_PRESENCE_BYTES {
+            self.push_error(
+                None,
+                Some(stream),
+                ErrorCode::TooLarge,
+                format!("presence state is {size} bytes, the limit is {}", crate::presence::MAX_PRESENCE_BYTES),
+            );
+            return;
+        }
+        let client = self.presence_id();
+        if let Err(error) = self.hub.presence.set(&stream, &client, data).await {
+            self.push_error(None, Some(stream), ErrorCode::Unavailable, format!("presence not sent: {error}"));
+        }
+    }
+
     /// The hub.
     pub fn hub(&self) -> &Arc<Hub> {
         &self.hub
@@ -224,18 +250,11 @@ impl Session {
             ClientMessage::Unsubscribe { stream } => self.unsubscribe(&stream, true),
             ClientMessage::Publish(publish) => self.publish(publish).await,
             ClientMessage::Ping { id } => self.push(&ServerMessage::Pong { id }),
-            ClientMessage::Presence { stream, .. } => self.push_error(
-                None,
-                Some(stream),
-                ErrorCode::BadMessage,
-                "presence is not available on this relay",
-            ),
-            ClientMessage::Auth { .. } => self.push_error(
-                None,
-                None,
-                ErrorCode::Unauthorized,
-                "token refresh is not available on this relay",
-            ),
+            ClientMessage::Presence { stream, data } => self.set_presence(stream, data).await,
+            ClientMessage::Auth { token } => match self.hub.auth.verify(&token) {
+                Ok(grant) => self.grant = grant,
+                Err(error) => self.push_error(None, None, ErrorCode::Unauthorized, error.to_string()),
+            },
         }
     }
 
@@ -454,6 +473,8 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
+        let presence_id = self.presence_id();
+        self.hub.presence.leave(&presence_id, None, &self.hub.tracker);
         if let Some(emptied) = self.hub.bus.registry().unregister(self.receiver.id()) {
             for stream in emptied {
                 if let Ok(stream) = StreamName::new(&stream) {

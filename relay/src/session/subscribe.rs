@@ -84,11 +84,12 @@ impl Session {
             },
         );
         self.push(&ServerMessage::Subscribed {
-            stream,
+            stream: stream.clone(),
             epoch: self.hub.boot_epoch,
             seq: 0,
             resumed: matches!(start, RawStart::Since(since) if since.epoch == self.hub.boot_epoch),
         });
+        self.push_presence(&stream);
     }
 
     async fn subscribe_durable(&mut self, subscribe: Subscribe) {
@@ -194,6 +195,17 @@ impl Session {
             json: message.encode().into(),
             position: Some((stream.clone(), position)),
         });
+        self.push_presence(stream);
+    }
+
+    /// Sends the stream's whole presence set (`full: true`) right after `subscribed`.
+    fn push_presence(&mut self, stream: &StreamName) {
+        self.push(&ServerMessage::Presence {
+            stream: stream.clone(),
+            present: self.hub.presence.members(stream),
+            left: Vec::new(),
+            full: true,
+        });
     }
 
     pub(super) fn unsubscribe(&mut self, stream: &StreamName, answer: bool) {
@@ -206,6 +218,7 @@ impl Session {
         self.cursor.forget(stream.as_str());
         self.pending.retain(|work| work.stream() != stream);
         self.rollback(stream);
+        self.hub.presence.leave(&self.presence_id(), Some(stream), &self.hub.tracker);
         if answer {
             self.push(&ServerMessage::Unsubscribed { stream: stream.clone() });
         }
