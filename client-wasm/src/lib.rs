@@ -1,1 +1,56 @@
 //! Tidewire browser client (npm package `tidewire`), built with wasm-bindgen.
+//!
+//! Keeps JavaScript collections in sync with PostgreSQL through a Tidewire relay. The
+//! merge rules are the shared crate's, the same code the relay runs; records stay in wasm
+//! and become JavaScript objects only when the application reads them.
+//!
+//! # Layout
+//!
+//! | module | concept |
+//! |---|---|
+//! | [`client`] | `TidewireClient`, the JavaScript entry point |
+//! | [`collection`] | `LiveCollection`: reads, writes, listeners, presence |
+//! | [`engine`] | the sans-IO sync engine: reconnection, resume, resync, dedupe, status |
+//! | `shell` | runs the engine's effects in the browser and calls the application back |
+//! | `transport` | WebSocket, SSE (fetch streaming) and HTTP |
+//! | `persist` | localStorage / IndexedDB persistence |
+//! | `options` | the constructor's options |
+//! | `listeners` | application callbacks and pending promises |
+//! | `wire` | lean decoding of the relay's messages |
+//! | `convert` | values between Rust and JavaScript (JSON text + `JSON.parse`) |
+//! | `browser` | timers, event listeners, clock (our own small gloo replacement) |
+//! | [`error`] | `TidewireError`: JavaScript `Error` objects with a `code` |
+#![warn(missing_docs)]
+
+pub mod client;
+pub mod collection;
+pub mod engine;
+pub mod error;
+
+#[cfg(feature = "bench")]
+mod bench;
+mod browser;
+mod convert;
+mod listeners;
+mod options;
+mod persist;
+mod shell;
+mod transport;
+mod wire;
+
+pub use client::TidewireClient;
+pub use collection::LiveCollection;
+pub use error::ClientError;
+
+use wasm_bindgen::prelude::wasm_bindgen;
+
+/// Runs when the module is instantiated: installs the panic hook in debug builds, so a bug
+/// shows a Rust message and stack in the console. Release builds leave it out (size).
+#[wasm_bindgen(start)]
+pub fn start() {
+    #[cfg(all(debug_assertions, feature = "console_error_panic_hook"))]
+    console_error_panic_hook::set_once();
+}
+
+#[wasm_bindgen(typescript_custom_section)]
+const TYPESCRIPT: &'static str = include_str!("types.d.ts");

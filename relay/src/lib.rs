@@ -13,6 +13,7 @@ pub mod pg;
 pub mod presence;
 
 pub mod bus;
+pub mod client;
 pub mod registry;
 pub mod server;
 pub mod session;

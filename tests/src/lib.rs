@@ -9,6 +9,8 @@
 
 pub mod notify;
 pub mod pg;
+pub mod proxy;
+pub mod relay;
 
 pub use notify::Notifications;
 pub use pg::TestPg;

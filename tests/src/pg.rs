@@ -142,6 +142,11 @@ impl TestPg {
 
     /// `pg_ctl stop -m immediate` then start (crash recovery on start).
     ///
+    /// Test clusters run with `synchronous_commit=off`, so the last few hundred milliseconds
+    /// of commits may be lost here and in [`TestPg::kill9_and_restart`]. A test that asserts
+    /// nothing committed is lost starts with
+    /// `TestPg::start_with_settings(&[("synchronous_commit", "on")])`.
+    ///
     /// # Panics
     ///
     /// When the restart fails.
@@ -152,7 +157,8 @@ impl TestPg {
             .expect("restart -m immediate");
     }
 
-    /// kill -9 of the postmaster, wait for its children to exit, start again.
+    /// kill -9 of the postmaster, wait for its children to exit, start again (see
+    /// [`TestPg::restart_immediate`] about `synchronous_commit`).
     ///
     /// # Panics
     ///

@@ -28,7 +28,9 @@ impl Pattern {
         match text.strip_suffix('*') {
             Some(prefix) if !prefix.contains('*') => Ok(Pattern::Prefix(prefix.to_owned())),
             Some(_) => Err(format!("`*` may only end a stream pattern: {text:?}")),
-            None if text.contains('*') => Err(format!("`*` may only end a stream pattern: {text:?}")),
+            None if text.contains('*') => {
+                Err(format!("`*` may only end a stream pattern: {text:?}"))
+            }
             None => Ok(Pattern::Exact(text.to_owned())),
         }
     }
@@ -81,12 +83,16 @@ impl Permissions {
 
     /// Whether `stream` may be read.
     pub fn can_read(&self, stream: &StreamName) -> bool {
-        self.read.iter().any(|pattern| pattern.matches(stream.as_str()))
+        self.read
+            .iter()
+            .any(|pattern| pattern.matches(stream.as_str()))
     }
 
     /// Whether `stream` may be written.
     pub fn can_write(&self, stream: &StreamName) -> bool {
-        self.write.iter().any(|pattern| pattern.matches(stream.as_str()))
+        self.write
+            .iter()
+            .any(|pattern| pattern.matches(stream.as_str()))
     }
 
     /// The union of two permission sets (a token's grants plus the anonymous ones).
@@ -108,9 +114,11 @@ mod tests {
 
     #[test]
     fn exact_and_prefix() {
-        let permissions =
-            Permissions::parse(&["todos".into(), "board:1/*".into()], &["board:1/chat".into()])
-                .expect("valid");
+        let permissions = Permissions::parse(
+            &["todos".into(), "board:1/*".into()],
+            &["board:1/chat".into()],
+        )
+        .expect("valid");
         assert!(permissions.can_read(&stream("todos")));
         assert!(!permissions.can_read(&stream("todos2")));
         assert!(permissions.can_read(&stream("board:1/x")));

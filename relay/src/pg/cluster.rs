@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::{self, Signal};
 use nix::unistd::{Gid, Pid, Uid, User};
@@ -124,7 +125,7 @@ fn versioned_dirs() -> Vec<PathBuf> {
             found.push((version, entry.path().join("bin")));
         }
     }
-    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found.sort_by_key(|(version, _)| std::cmp::Reverse(*version));
     found.into_iter().map(|(_, dir)| dir).collect()
 }
 
@@ -344,6 +345,18 @@ pub(crate) fn send_signal(pid: i32, sig: Signal) -> Result<(), Error> {
             source,
         }),
     }
+}
+
+/// Waits until none of `pids` is live; false on timeout.
+pub(crate) async fn wait_for_exit(pids: &[i32], timeout: Duration) -> bool {
+    let started = Instant::now();
+    while pids.iter().any(|pid| is_live(*pid)) {
+        if started.elapsed() > timeout {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
 }
 
 #[cfg(test)]

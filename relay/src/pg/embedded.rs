@@ -16,11 +16,21 @@
 //! relays never own one cluster. A cluster left running by a crashed relay is adopted on the
 //! next start; a stale `postmaster.pid` left by a crashed server is removed.
 //!
+//! # Layout
+//!
+//! This file holds the lifecycle ([`EmbeddedPostgres`]); `embedded/config.rs` the settings,
+//! `embedded/datadir.rs` the directory, its lock and files, `embedded/recovery.rs` crash
+//! cleanup and adoption; `pg/cluster.rs` the binaries, `runuser` and `/proc` plumbing.
+//!
 //! # Security
 //!
 //! Authentication is `trust` for TCP connections from 127.0.0.1 only, and Unix sockets are off:
 //! any local user can connect as the superuser `postgres`. Use `DATABASE_URL` with a managed
 //! server where that is not acceptable.
+
+mod config;
+mod datadir;
+mod recovery;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -28,153 +38,18 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
+use self::datadir::{
+    lock_dir, percent_encode, prepare_dir, quote_ident, read_from, read_pid_file, CONF_FILE,
+    INCLUDE_LINE, LOG_FILE, PORT_FILE,
+};
 use super::cluster::{self, RunAs};
 use super::Error;
 
+pub use self::config::{default_data_dir, EmbeddedConfig, StopMode};
 pub use super::cluster::PgBinaries;
 
 /// Name of the superuser created by initdb, whatever the OS user.
 pub const SUPERUSER: &str = "postgres";
-
-const PORT_FILE: &str = "tidewire.port";
-const CONF_FILE: &str = "tidewire.conf";
-const LOG_FILE: &str = "tidewire-server.log";
-const PID_FILE: &str = "postmaster.pid";
-const INCLUDE_LINE: &str = "include_if_exists 'tidewire.conf'";
-
-/// How `pg_ctl stop` shuts the server down (`-m`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum StopMode {
-    /// Wait for every client to disconnect.
-    Smart,
-    /// Disconnect clients, roll back open transactions, checkpoint, exit cleanly.
-    Fast,
-    /// Quit at once without a checkpoint; the next start runs crash recovery.
-    Immediate,
-}
-
-impl StopMode {
-    fn as_arg(self) -> &'static str {
-        match self {
-            StopMode::Smart => "smart",
-            StopMode::Fast => "fast",
-            StopMode::Immediate => "immediate",
-        }
-    }
-}
-
-/// Settings of an [`EmbeddedPostgres`]. Build with [`EmbeddedConfig::default`] and the `with_*`
-/// methods.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct EmbeddedConfig {
-    /// PGDATA. Default: [`default_data_dir`].
-    pub data_dir: Option<PathBuf>,
-    /// TCP port on 127.0.0.1. Default: the port persisted in the data directory if it is still
-    /// free, else a free one (and a start that loses a race for it retries on another).
-    pub port: Option<u16>,
-    /// Database created on start and named by [`EmbeddedPostgres::connection_string`].
-    /// Default: `tidewire`.
-    pub database: String,
-    /// OS user that runs PostgreSQL when the relay runs as root. Default: `postgres`.
-    pub os_user: String,
-    /// Directory of initdb/pg_ctl/postgres. Default: found by [`PgBinaries::locate`].
-    pub bin_dir: Option<PathBuf>,
-    /// When false: `initdb --no-sync`, `fsync=off`, `synchronous_commit=off`,
-    /// `full_page_writes=off`. Only for throwaway test clusters: an OS crash corrupts them, and
-    /// a server crash (kill -9, immediate stop) loses the last few hundred milliseconds of
-    /// commits unless a later setting turns `synchronous_commit` back on. Default: true.
-    pub durable: bool,
-    /// Extra `name = 'value'` server settings written to `tidewire.conf` after the ones above,
-    /// so they override them. Default: none.
-    pub settings: Vec<(String, String)>,
-    /// How long a start may take before [`Error::StartTimeout`]. Default: 60 s.
-    pub start_timeout: Duration,
-    /// How the server is stopped when the value is dropped while it runs; `None` leaves it
-    /// running. Default: `Some(StopMode::Fast)`.
-    pub stop_on_drop: Option<StopMode>,
-}
-
-impl Default for EmbeddedConfig {
-    fn default() -> Self {
-        Self {
-            data_dir: None,
-            port: None,
-            database: "tidewire".to_owned(),
-            os_user: "postgres".to_owned(),
-            bin_dir: None,
-            durable: true,
-            settings: Vec::new(),
-            start_timeout: Duration::from_secs(60),
-            stop_on_drop: Some(StopMode::Fast),
-        }
-    }
-}
-
-impl EmbeddedConfig {
-    /// Sets [`EmbeddedConfig::data_dir`].
-    pub fn with_data_dir(mut self, data_dir: impl Into<PathBuf>) -> Self {
-        self.data_dir = Some(data_dir.into());
-        self
-    }
-
-    /// Sets [`EmbeddedConfig::port`].
-    pub fn with_port(mut self, port: u16) -> Self {
-        self.port = Some(port);
-        self
-    }
-
-    /// Sets [`EmbeddedConfig::bin_dir`].
-    pub fn with_bin_dir(mut self, bin_dir: impl Into<PathBuf>) -> Self {
-        self.bin_dir = Some(bin_dir.into());
-        self
-    }
-
-    /// Sets [`EmbeddedConfig::durable`].
-    pub fn with_durable(mut self, durable: bool) -> Self {
-        self.durable = durable;
-        self
-    }
-
-    /// Adds one server setting (see [`EmbeddedConfig::settings`]).
-    pub fn with_setting(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.settings.push((name.into(), value.into()));
-        self
-    }
-
-    /// Sets [`EmbeddedConfig::stop_on_drop`].
-    pub fn with_stop_on_drop(mut self, mode: Option<StopMode>) -> Self {
-        self.stop_on_drop = mode;
-        self
-    }
-}
-
-/// The default data directory: `$TIDEWIRE_DATA_DIR`, else (as root) `/var/lib/tidewire/postgres`
-/// because the `postgres` user cannot enter `/root`, else `$XDG_DATA_HOME/tidewire/postgres`,
-/// else `~/.local/share/tidewire/postgres`.
-///
-/// # Errors
-///
-/// [`Error::DataDir`] when none of these can be determined.
-pub fn default_data_dir() -> Result<PathBuf, Error> {
-    let non_empty = |name: &str| std::env::var_os(name).filter(|value| !value.is_empty());
-    if let Some(dir) = non_empty("TIDEWIRE_DATA_DIR") {
-        return Ok(PathBuf::from(dir));
-    }
-    if nix::unistd::geteuid().is_root() {
-        return Ok(PathBuf::from("/var/lib/tidewire/postgres"));
-    }
-    if let Some(dir) = non_empty("XDG_DATA_HOME") {
-        return Ok(PathBuf::from(dir).join("tidewire/postgres"));
-    }
-    if let Some(home) = non_empty("HOME") {
-        return Ok(PathBuf::from(home).join(".local/share/tidewire/postgres"));
-    }
-    Err(Error::DataDir {
-        path: PathBuf::new(),
-        reason: "no default location: set TIDEWIRE_DATA_DIR, XDG_DATA_HOME or HOME".to_owned(),
-    })
-}
 
 /// A PostgreSQL cluster this process owns. See the module docs.
 ///
@@ -249,7 +124,7 @@ impl EmbeddedPostgres {
     /// pg_ctl failing (its output and the server log's tail are in the error) or the server
     /// not accepting connections within [`EmbeddedConfig::start_timeout`].
     pub async fn start(&mut self) -> Result<(), Error> {
-        if self.running {
+        if self.running && self.postmaster_pid().is_some() {
             return Ok(());
         }
         if self.adopt_running_server().await? {
@@ -307,8 +182,8 @@ impl EmbeddedPostgres {
     /// Kills the postmaster with SIGKILL, like a crash, then waits (up to 10 s, then kills them
     /// too) for its child processes to exit, because a new postmaster must not start while old
     /// backends still use the data directory. Removes the dead postmaster's `postmaster.pid`.
-    /// [`EmbeddedPostgres::start`] does the same cleanup after a crash it did not see.
-    /// Call [`EmbeddedPostgres::start`] afterwards to recover.
+    /// Call [`EmbeddedPostgres::start`] afterwards to recover; it does the same cleanup after a
+    /// crash it did not see.
     ///
     /// # Errors
     ///
@@ -318,7 +193,7 @@ impl EmbeddedPostgres {
         let pid = self.postmaster_pid().ok_or(Error::NotRunning)?;
         cluster::send_signal(pid, Signal::SIGKILL)?;
         self.running = false;
-        wait_for_exit(&[pid], Duration::from_secs(10)).await;
+        cluster::wait_for_exit(&[pid], Duration::from_secs(10)).await;
         self.clear_stale_server().await
     }
 
@@ -480,71 +355,6 @@ impl EmbeddedPostgres {
         match &self.run_as {
             Some(user) => user.chown(&path),
             None => Ok(()),
-        }
-    }
-
-    /// If a live postmaster of this data directory exists (a relay crashed and left it
-    /// running), takes it over and returns true; removes a stale `postmaster.pid` otherwise.
-    async fn adopt_running_server(&mut self) -> Result<bool, Error> {
-        if let Some((pid, Some(port))) = read_pid_file(&self.data_dir) {
-            if self.is_our_postmaster(pid) {
-                self.port = port;
-                return Ok(true);
-            }
-        }
-        self.clear_stale_server().await?;
-        Ok(false)
-    }
-
-    /// Whether `pid` is a live postgres process whose working directory is this data directory
-    /// (a postmaster runs in its data directory; an unreadable cwd counts as a match).
-    fn is_our_postmaster(&self, pid: i32) -> bool {
-        cluster::is_live(pid)
-            && cluster::proc_stat(pid).is_some_and(|stat| stat.comm == "postgres")
-            && cluster::cwd_of(pid).is_none_or(|cwd| cwd == self.data_dir)
-    }
-
-    /// After a crash of the postmaster: waits for leftover server processes (postgres
-    /// processes whose working directory is this data directory) to exit, killing them after
-    /// 10 s, then removes `postmaster.pid` if its process is dead or a zombie. Without this,
-    /// PostgreSQL refuses to start while a zombie (when PID 1 does not reap orphans) holds
-    /// the PID, and old backends must never share the data directory with a new postmaster.
-    async fn clear_stale_server(&self) -> Result<(), Error> {
-        let started = Instant::now();
-        let mut killed = false;
-        loop {
-            let leftovers = cluster::live_postgres_in(&self.data_dir);
-            if leftovers.is_empty() {
-                break;
-            }
-            let waited = started.elapsed();
-            if waited > Duration::from_secs(15) {
-                return Err(Error::DataDir {
-                    path: self.data_dir.clone(),
-                    reason: format!("old server processes {leftovers:?} still use it"),
-                });
-            }
-            if waited > Duration::from_secs(10) && !killed {
-                tracing::warn!(?leftovers, "killing leftover postgres processes");
-                for pid in &leftovers {
-                    cluster::send_signal(*pid, Signal::SIGKILL)?;
-                }
-                killed = true;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let Some((pid, _)) = read_pid_file(&self.data_dir) else {
-            return Ok(());
-        };
-        if self.is_our_postmaster(pid) {
-            return Ok(());
-        }
-        tracing::warn!(pid, data_dir = %self.data_dir.display(), "removing stale postmaster.pid");
-        let path = self.data_dir.join(PID_FILE);
-        match std::fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(Error::io(format!("removing {}", path.display()), source)),
         }
     }
 
@@ -727,128 +537,5 @@ impl Drop for EmbeddedPostgres {
                 }
             }
         }
-    }
-}
-
-/// Creates `dir` (and parents), makes it absolute, and when running as root gives it to the
-/// server's user with mode 0700 and checks that this user can reach it.
-fn prepare_dir(dir: &Path, run_as: Option<&RunAs>) -> Result<PathBuf, Error> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::create_dir_all(dir)
-        .map_err(|source| Error::io(format!("creating {}", dir.display()), source))?;
-    let dir = std::fs::canonicalize(dir)
-        .map_err(|source| Error::io(format!("resolving {}", dir.display()), source))?;
-    if let Some(user) = run_as {
-        user.chown(&dir)?;
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(
-            |source| Error::io(format!("setting the mode of {}", dir.display()), source),
-        )?;
-        let reachable = std::process::Command::new(cluster::runuser_path())
-            .args(["-u", &user.name, "--", "test", "-w"])
-            .arg(&dir)
-            .current_dir("/")
-            .status()
-            .map(|status| status.success())
-            .unwrap_or(true);
-        if !reachable {
-            return Err(Error::DataDir {
-                path: dir,
-                reason: format!(
-                    "user {} cannot reach it: every parent directory must be searchable by that user (chmod o+x)",
-                    user.name
-                ),
-            });
-        }
-    }
-    Ok(dir)
-}
-
-/// Takes the exclusive, non-blocking flock on the data directory.
-fn lock_dir(dir: &Path) -> Result<File, Error> {
-    let handle = File::open(dir)
-        .map_err(|source| Error::io(format!("opening {}", dir.display()), source))?;
-    match handle.try_lock() {
-        Ok(()) => Ok(handle),
-        Err(std::fs::TryLockError::WouldBlock) => Err(Error::DataDirBusy {
-            path: dir.to_path_buf(),
-        }),
-        Err(std::fs::TryLockError::Error(source)) => {
-            Err(Error::io(format!("locking {}", dir.display()), source))
-        }
-    }
-}
-
-/// PID (line 1) and port (line 4) from `postmaster.pid`.
-fn read_pid_file(data_dir: &Path) -> Option<(i32, Option<u16>)> {
-    let text = std::fs::read_to_string(data_dir.join(PID_FILE)).ok()?;
-    let mut lines = text.lines();
-    let pid = lines.next()?.trim().parse().ok()?;
-    let port = lines.nth(2).and_then(|line| line.trim().parse().ok());
-    Some((pid, port))
-}
-
-/// Waits until none of `pids` is live; false on timeout.
-async fn wait_for_exit(pids: &[i32], timeout: Duration) -> bool {
-    let started = Instant::now();
-    while pids.iter().any(|pid| cluster::is_live(*pid)) {
-        if started.elapsed() > timeout {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    true
-}
-
-/// The part of a file after `offset` (the server log of one start attempt).
-fn read_from(path: &Path, offset: u64) -> String {
-    let bytes = std::fs::read(path).unwrap_or_default();
-    let start = usize::try_from(offset).unwrap_or(0).min(bytes.len());
-    String::from_utf8_lossy(&bytes[start..]).into_owned()
-}
-
-fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-/// Percent-encodes everything but unreserved URL characters (database names in URLs).
-fn percent_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn encodes_database_names() {
-        assert_eq!(percent_encode("tidewire"), "tidewire");
-        assert_eq!(percent_encode("a b/c\""), "a%20b%2Fc%22");
-    }
-
-    #[test]
-    fn quotes_identifiers() {
-        assert_eq!(quote_ident("we\"ird"), "\"we\"\"ird\"");
-    }
-
-    #[test]
-    fn reads_pid_file() {
-        let dir =
-            std::env::temp_dir().join(format!("tidewire-pidfile-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        std::fs::write(
-            dir.join(PID_FILE),
-            "4242\n/data\n1700000000\n5433\n\n127.0.0.1\n",
-        )
-        .expect("write");
-        assert_eq!(read_pid_file(&dir), Some((4242, Some(5433))));
-        std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 }

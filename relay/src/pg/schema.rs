@@ -55,6 +55,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(2, "0002_publish.sql"),
     migration!(3, "0003_track_table.sql"),
     migration!(4, "0004_streams.sql"),
+    migration!(5, "0005_bulk_publish.sql"),
 ];
 
 /// The version [`migrate`] brings a database to.

@@ -1,17 +1,52 @@
 //! The HTTP API: health, readiness, and the stream endpoints under `/v1/streams/`.
+//!
+//! | method and path | answer |
+//! |---|---|
+//! | `GET /v1/streams/{stream}` | `{"stream","epoch","seq","min_seq","kind","ttl_seconds"?,"expires_at"?}`, 404 if missing |
+//! | `PUT /v1/streams/{stream}` | create (201) or update (200) with `{"kind","ttl_seconds"}` |
+//! | `DELETE /v1/streams/{stream}` | 204, 404 if missing |
+//! | `GET /v1/streams/{stream}/snapshot` | `{"stream","epoch","seq","records":[{key,seq,data}]}` |
+//! | `GET /v1/streams/{stream}/events?since=N[&epoch=E][&limit=L]` | `{"stream","epoch","events","next","more","head"}`; 409 `bad_since` + `"resync":true` |
+//! | `POST /v1/streams/{stream}/events` | 201 `{"stream","seq"}` |
+//!
+//! Every request is authenticated ([`Authenticator::authenticate`](crate::auth::Authenticator::authenticate))
+//! and checked against the grant's read or write patterns. Errors are the protocol's `error`
+//! message with the status of its code ([`error::ApiError`]). Requests are handled in this
+//! order: route (404), method (405), stream name (400), credentials (401/403), raw channel
+//! (400), permission (403), then the handler.
+//!
+//! # Layout
+//!
+//! - [`path`](self::path): routes, percent-decoding, query parameters
+//! - `body`: bounded body reading and JSON parsing
+//! - `error`: [`ApiError`](self::error::ApiError)
+//! - `read`: info, snapshot, replay
+//! - `write`: publish, create/update, drop
+
+mod body;
+mod error;
+pub(crate) mod path;
+mod read;
+mod write;
 
 use std::sync::Arc;
 
 use hyper::body::Incoming;
-use hyper::{Request, Response, StatusCode};
-use tidewire_shared::ErrorCode;
+use hyper::header::{HeaderValue, ALLOW};
+use hyper::{Method, Request, Response, StatusCode};
+use tidewire_shared::{ErrorCode, StreamKind, StreamName};
 
-use super::{error_response, full, Body};
+use self::error::ApiError;
+use self::path::{parse_route, percent_decode, Resource};
+use super::{full, Body};
+use crate::auth::AuthError;
 use crate::hub::Hub;
 
 /// `GET /healthz`: the process is up.
 pub fn healthz() -> Response<Body> {
-    Response::new(full("ok\n"))
+    let mut response = Response::new(full("ok\n"));
+    no_store(&mut response);
+    response
 }
 
 /// `GET /readyz`: PostgreSQL is reachable and the LISTEN connection is active.
@@ -21,7 +56,7 @@ pub async fn readyz(hub: &Hub) -> Response<Body> {
         Ok(client) => client.simple_query("select 1").await.is_ok(),
         Err(_) => false,
     };
-    if listening && queryable {
+    let mut response = if listening && queryable {
         Response::new(full("ready\n"))
     } else {
         let mut response = Response::new(full(format!(
@@ -29,10 +64,150 @@ pub async fn readyz(hub: &Hub) -> Response<Body> {
         )));
         *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
         response
+    };
+    no_store(&mut response);
+    response
+}
+
+fn no_store(response: &mut Response<Body>) {
+    response.headers_mut().insert(
+        hyper::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+}
+
+/// What a request asks for, once routed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Info,
+    Put,
+    Delete,
+    Snapshot,
+    Replay,
+    Publish,
+}
+
+impl Action {
+    fn writes(self) -> bool {
+        matches!(self, Action::Put | Action::Delete | Action::Publish)
     }
 }
 
 /// `/v1/streams/...`.
-pub async fn streams(_hub: Arc<Hub>, _request: Request<Incoming>) -> Response<Body> {
-    error_response(ErrorCode::Unavailable, "the HTTP stream API is being built")
+pub async fn streams(hub: Arc<Hub>, request: Request<Incoming>) -> Response<Body> {
+    match dispatch(&hub, request).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn dispatch(hub: &Hub, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let path = request.uri().path();
+    let Some((encoded_name, resource)) = parse_route(path) else {
+        let shown: String = path.chars().take(100).collect();
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            format!("no route for {shown}"),
+        ));
+    };
+    let method = request.method();
+    let action = match (resource, method) {
+        (_, &Method::OPTIONS) => {
+            let mut response = Response::new(full(""));
+            *response.status_mut() = StatusCode::NO_CONTENT;
+            response
+                .headers_mut()
+                .insert(ALLOW, HeaderValue::from_static(resource.allow()));
+            return Ok(response);
+        }
+        (Resource::Stream, &Method::GET | &Method::HEAD) => Action::Info,
+        (Resource::Stream, &Method::PUT) => Action::Put,
+        (Resource::Stream, &Method::DELETE) => Action::Delete,
+        (Resource::Snapshot, &Method::GET | &Method::HEAD) => Action::Snapshot,
+        (Resource::Events, &Method::GET | &Method::HEAD) => Action::Replay,
+        (Resource::Events, &Method::POST) => Action::Publish,
+        (resource, method) => return Err(ApiError::method_not_allowed(method, resource.allow())),
+    };
+    let stream = stream_name(encoded_name)?;
+    authorize(hub, &request, &stream, action).map_err(|error| error.stream(&stream))?;
+    let query = request.uri().query().map(str::to_owned);
+    let (parts, body) = request.into_parts();
+    let result = match action {
+        Action::Info => read::info(hub, &stream).await,
+        Action::Snapshot => read::snapshot(hub, &stream).await,
+        Action::Replay => read::events(hub, &stream, query.as_deref()).await,
+        Action::Publish => write::publish(hub, &stream, &parts.headers, body).await,
+        Action::Put => write::put(hub, &stream, &parts.headers, body).await,
+        Action::Delete => write::delete(hub, &stream).await,
+    };
+    result.map_err(|error| match error.stream {
+        Some(_) => error,
+        None => error.stream(&stream),
+    })
+}
+
+/// Decodes and validates the stream name of the path.
+fn stream_name(encoded: &str) -> Result<StreamName, ApiError> {
+    let shown = |text: &str| text.chars().take(80).collect::<String>();
+    let name = percent_decode(encoded).map_err(|error| {
+        ApiError::new(
+            ErrorCode::BadStream,
+            format!("invalid stream name {:?}: {error}", shown(encoded)),
+        )
+    })?;
+    StreamName::new(&name).map_err(|error| {
+        ApiError::new(
+            ErrorCode::BadStream,
+            format!("invalid stream name {:?}: {error}", shown(&name)),
+        )
+    })
+}
+
+/// Credentials, then the raw-channel rule, then the grant's patterns.
+fn authorize(
+    hub: &Hub,
+    request: &Request<Incoming>,
+    stream: &StreamName,
+    action: Action,
+) -> Result<(), ApiError> {
+    let grant = hub
+        .auth
+        .authenticate(request.headers(), request.uri().query())
+        .map_err(|error| {
+            hub.metrics.auth_failure();
+            match error {
+                AuthError::Origin(_) => ApiError::new(ErrorCode::Forbidden, error.to_string()),
+                _ => ApiError::new(ErrorCode::Unauthorized, error.to_string()),
+            }
+        })?;
+    if stream.kind() == StreamKind::Raw {
+        let message = match action {
+            Action::Publish => {
+                "raw channels are read-only through the relay; use pg_notify in PostgreSQL"
+            }
+            Action::Put | Action::Delete => {
+                "raw channels are PostgreSQL NOTIFY channels, not streams: they cannot be created or dropped"
+            }
+            Action::Info | Action::Snapshot | Action::Replay => {
+                "raw channels have no snapshot or history; subscribe over /v1/ws or /v1/sse"
+            }
+        };
+        return Err(ApiError::new(
+            ErrorCode::BadStream,
+            format!("{stream}: {message}"),
+        ));
+    }
+    let allowed = if action.writes() {
+        grant.permissions.can_write(stream)
+    } else {
+        grant.permissions.can_read(stream)
+    };
+    if !allowed {
+        let access = if action.writes() { "write" } else { "read" };
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!("no {access} access to {stream}"),
+        ));
+    }
+    Ok(())
 }

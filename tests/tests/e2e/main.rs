@@ -1,10 +1,16 @@
 //! End-to-end tests against real PostgreSQL clusters started by the harness (no mocks), one
 //! module per area. Each test owns its cluster, so they run in parallel.
 
+mod auth;
+mod client;
+mod contract;
 mod embedded;
+mod http_api;
 mod publish;
 mod retention;
 mod schema;
 mod streams;
 mod support;
 mod track;
+mod transport;
+mod relay_core;

@@ -57,8 +57,7 @@ async fn trim_by_count_and_age_moves_min_seq() {
         .get(0);
     assert_eq!(records, 3);
 
-    // By age: events older than max_age go, even under the count limit, and the window stays
-    // contiguous (an old event after a young one is not removed alone).
+    // By age: events older than max_age go even when the count limit would keep them.
     client
         .batch_execute(
             "select tidewire.set_retention('logs', 100, '1 hour');

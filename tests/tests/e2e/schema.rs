@@ -58,8 +58,7 @@ async fn four_concurrent_migrators_are_safe() {
     for _ in 0..4 {
         clients.push(pg.client().await);
     }
-    let results =
-        futures_util::future::join_all(clients.iter().map(|client| schema::migrate(client))).await;
+    let results = futures_util::future::join_all(clients.iter().map(schema::migrate)).await;
     for result in results {
         assert_eq!(
             result.expect("concurrent migration"),

@@ -49,6 +49,7 @@ end
 $$;
 
 -- Publishes one event and returns its seq (0 for an ephemeral 'message').
+-- (Migration 5 replaces this function with one that stays linear in big transactions.)
 --
 --   upsert  stores `data` as the key's value
 --   patch   merges the JSON object `data` into the key's object value (creating it)

@@ -1,0 +1,44 @@
+// IndexedDB helpers for the tidewire client (persist: "indexeddb"): one database
+// "tidewire" with one object store "state" mapping a key to the JSON text of a collection.
+// The database connection is opened once per page and shared by every client.
+let opening = null;
+
+function database() {
+  if (opening === null) {
+    opening = new Promise((resolve, reject) => {
+      const request = indexedDB.open("tidewire", 1);
+      request.onupgradeneeded = () => request.result.createObjectStore("state");
+      request.onsuccess = () => resolve(request.result);
+      request.onerror = () => {
+        opening = null;
+        reject(request.error);
+      };
+    });
+  }
+  return opening;
+}
+
+export function idbGet(key) {
+  return database().then(
+    (db) =>
+      new Promise((resolve, reject) => {
+        const request = db.transaction("state").objectStore("state").get(key);
+        request.onsuccess = () => resolve(typeof request.result === "string" ? request.result : null);
+        request.onerror = () => reject(request.error);
+      }),
+  );
+}
+
+export function idbPut(key, value) {
+  return database()
+    .then(
+    (db) =>
+      new Promise((resolve, reject) => {
+        const transaction = db.transaction("state", "readwrite");
+        transaction.objectStore("state").put(value, key);
+        transaction.oncomplete = () => resolve();
+        transaction.onerror = () => reject(transaction.error);
+      }),
+    )
+    .catch(() => {});
+}

@@ -1,0 +1,264 @@
+//! `LiveCollection`: one stream's records as a read-mostly map, plus writes, change
+//! listeners, ephemeral messages and presence.
+//!
+//! The records live in wasm (the shared crate's `Collection`); JavaScript objects are built
+//! only when asked for (`get`, iteration, `toJSON`, change callbacks), from JSON text in one
+//! `JSON.parse` call.
+
+use std::rc::Rc;
+
+use js_sys::{Array, Function, Promise};
+use serde_json::Value;
+use tidewire_shared::Op;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+
+use crate::client::add_listener;
+use crate::convert;
+use crate::error::ClientError;
+use crate::listeners::EventKind;
+use crate::shell::{drive, presence_js, Shared};
+
+/// The live collection of one stream. Get it with `client.collection(stream)`.
+#[wasm_bindgen]
+#[derive(Debug)]
+pub struct LiveCollection {
+    shared: Rc<Shared>,
+    stream: String,
+}
+
+impl LiveCollection {
+    pub(crate) fn new(shared: Rc<Shared>, stream: &str) -> Self {
+        Self {
+            shared,
+            stream: stream.to_owned(),
+        }
+    }
+
+    /// Runs `read` on the collection (an empty one if the client is busy or closed).
+    fn read<R>(&self, read: impl FnOnce(&tidewire_shared::Collection) -> R) -> R {
+        let empty = tidewire_shared::Collection::default();
+        match self.shared.inner.try_borrow() {
+            Ok(inner) => read(inner.engine.collection(&self.stream).unwrap_or(&empty)),
+            Err(_) => read(&empty),
+        }
+    }
+
+    fn write(&self, key: &str, op: Op, value: Result<Value, ClientError>) -> Promise {
+        let shared = Rc::clone(&self.shared);
+        let stream = self.stream.clone();
+        let mut value = Some(value);
+        Promise::new(&mut |resolve, reject| {
+            let Some(value) = value.take() else { return };
+            let result = value.and_then(|data| {
+                drive(&shared, |inner| {
+                    let id = inner.engine.write(&stream, key, op, data)?;
+                    shared
+                        .listeners
+                        .borrow_mut()
+                        .pending
+                        .insert(id, (resolve.clone(), reject.clone()));
+                    Ok(())
+                })
+                .unwrap_or(Err(ClientError::Argument("re-entrant call".into())))
+            });
+            if let Err(error) = result {
+                let _ = reject.call1(&JsValue::UNDEFINED, &error.into());
+            }
+        })
+    }
+}
+
+#[wasm_bindgen]
+impl LiveCollection {
+    /// The stream's name.
+    #[wasm_bindgen(getter)]
+    pub fn name(&self) -> String {
+        self.stream.clone()
+    }
+
+    /// The value of `key`, or `undefined`.
+    #[wasm_bindgen(unchecked_return_type = "any")]
+    pub fn get(&self, key: &str) -> JsValue {
+        self.read(|collection| convert::to_js(collection.get(key).as_ref()))
+    }
+
+    /// Whether `key` has a value.
+    pub fn has(&self, key: &str) -> bool {
+        self.read(|collection| collection.contains_key(key))
+    }
+
+    /// Number of records.
+    #[wasm_bindgen(getter)]
+    pub fn size(&self) -> u32 {
+        self.read(|collection| u32::try_from(collection.len()).unwrap_or(u32::MAX))
+    }
+
+    /// The last applied seq: every event up to it is reflected (0 before the snapshot).
+    #[wasm_bindgen(getter)]
+    pub fn seq(&self) -> f64 {
+        self.read(|collection| collection.applied() as f64)
+    }
+
+    /// The stream's epoch (changes when the stream is recreated or truncated).
+    #[wasm_bindgen(getter)]
+    pub fn epoch(&self) -> f64 {
+        self.read(|collection| collection.epoch() as f64)
+    }
+
+    /// Whether the collection is subscribed and up to date.
+    #[wasm_bindgen(getter)]
+    pub fn live(&self) -> bool {
+        self.shared
+            .inner
+            .try_borrow()
+            .is_ok_and(|inner| inner.engine.is_live(&self.stream))
+    }
+
+    /// The keys (a snapshot taken now, in no particular order).
+    #[wasm_bindgen(unchecked_return_type = "IterableIterator<string>")]
+    pub fn keys(&self) -> js_sys::Iterator {
+        let array: Array = self.read(|collection| {
+            let keys: Vec<&str> = collection.keys().collect();
+            convert::parse(&serde_json::to_string(&keys).unwrap_or_else(|_| "[]".into()))
+        })
+        .unchecked_into();
+        array.values()
+    }
+
+    /// The values (a snapshot taken now).
+    #[wasm_bindgen(unchecked_return_type = "IterableIterator<any>")]
+    pub fn values(&self) -> js_sys::Iterator {
+        let array: Array = self
+            .read(|collection| {
+                let values: Vec<Value> = collection.iter().map(|(_, value)| value).collect();
+                convert::parse(&Value::Array(values).to_string())
+            })
+            .unchecked_into();
+        array.values()
+    }
+
+    /// `[key, value]` pairs (a snapshot taken now). The collection itself is iterable the
+    /// same way: `for (const [key, value] of collection)`.
+    #[wasm_bindgen(unchecked_return_type = "IterableIterator<[string, any]>")]
+    pub fn entries(&self) -> js_sys::Iterator {
+        let array: Array = self
+            .read(|collection| convert::parse(&convert::entries_json(collection.iter(), false)))
+            .unchecked_into();
+        array.values()
+    }
+
+    /// The records as a plain object `{ [key]: value }` (so `JSON.stringify(collection)`
+    /// works).
+    #[wasm_bindgen(js_name = toJSON, unchecked_return_type = "Record<string, any>")]
+    pub fn to_json(&self) -> JsValue {
+        self.read(|collection| convert::parse(&convert::entries_json(collection.iter(), true)))
+    }
+
+    /// Replaces the value of `key`. Resolves with the committed seq; rejects with a
+    /// `TidewireError` (`code`: `forbidden`, `bad_key`, `bad_data`, `rate_limited`,
+    /// `unavailable`, `connection_lost`, `closed`, ...).
+    #[wasm_bindgen(unchecked_return_type = "Promise<number>")]
+    pub fn set(&self, key: &str, #[wasm_bindgen(unchecked_param_type = "unknown")] value: JsValue) -> Promise {
+        self.write(key, Op::Upsert, convert::from_js(&value))
+    }
+
+    /// Merges `fields` into the object at `key` (each field last-writer-wins).
+    #[wasm_bindgen(unchecked_return_type = "Promise<number>")]
+    pub fn patch(
+        &self,
+        key: &str,
+        #[wasm_bindgen(unchecked_param_type = "Record<string, unknown>")] fields: JsValue,
+    ) -> Promise {
+        self.write(key, Op::Patch, convert::from_js(&fields))
+    }
+
+    /// Deletes `key`. Resolves with the committed seq.
+    #[wasm_bindgen(unchecked_return_type = "Promise<number>")]
+    pub fn delete(&self, key: &str) -> Promise {
+        self.write(key, Op::Delete, Ok(Value::Null))
+    }
+
+    /// Sends an ephemeral message to everyone subscribed now (not stored; delivered to
+    /// `on("message")`, including our own).
+    #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
+    pub fn send(&self, key: &str, #[wasm_bindgen(unchecked_param_type = "unknown")] data: JsValue) -> Promise {
+        self.write(key, Op::Message, convert::from_js(&data))
+    }
+
+    /// Calls `callback` with every change (`{ key, op, seq, origin, oldValue, newValue }`).
+    /// Returns a function that removes the callback.
+    #[wasm_bindgen(unchecked_return_type = "() => void")]
+    pub fn subscribe(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "(change: Change) => void")] callback: Function,
+    ) -> JsValue {
+        add_listener(&self.shared, Some(&self.stream), EventKind::Change, callback)
+    }
+
+    /// Listens to `"change"`, `"message"`, `"presence"`, `"resync"` or `"error"`. Returns a
+    /// function that removes the listener.
+    #[wasm_bindgen(unchecked_return_type = "() => void")]
+    pub fn on(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "CollectionEvent")] event: &str,
+        callback: Function,
+    ) -> Result<JsValue, JsValue> {
+        let kind = EventKind::stream(event).ok_or_else(|| {
+            ClientError::Argument(format!(
+                "unknown collection event {event:?} (use change, message, presence, resync or error)"
+            ))
+        })?;
+        Ok(add_listener(&self.shared, Some(&self.stream), kind, callback))
+    }
+
+    /// Sets our presence state on this stream (`null` leaves). Kept across reconnections.
+    /// Presence needs the WebSocket transport.
+    #[wasm_bindgen(js_name = setPresence)]
+    pub fn set_presence(&self, #[wasm_bindgen(unchecked_param_type = "unknown")] data: JsValue) -> Result<(), JsValue> {
+        let data = convert::from_js(&data)?;
+        drive(&self.shared, |inner| inner.engine.set_presence(&self.stream, data))
+            .unwrap_or(Ok(()))?;
+        Ok(())
+    }
+
+    /// Who is present: `[{ client, data, self }]`.
+    #[wasm_bindgen(getter, unchecked_return_type = "PresenceMember[]")]
+    pub fn presence(&self) -> JsValue {
+        presence_js(&self.shared, &self.stream)
+    }
+
+    /// Resolves once this collection is subscribed and up to date; rejects with code
+    /// `closed` if the client is closed first.
+    #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
+    pub fn ready(&self) -> Promise {
+        ready_promise(&self.shared, Some(&self.stream))
+    }
+}
+
+/// A promise resolved when `stream` (or, with `None`, the client) is live.
+pub(crate) fn ready_promise(shared: &Rc<Shared>, stream: Option<&str>) -> Promise {
+    Promise::new(&mut |resolve, reject| {
+        let (closed, live) = match shared.inner.try_borrow() {
+            Ok(inner) => (
+                inner.engine.is_closed(),
+                match stream {
+                    Some(stream) => inner.engine.is_live(stream),
+                    None => inner.engine.status().state == crate::engine::status::State::Live,
+                },
+            ),
+            Err(_) => (false, false),
+        };
+        if closed {
+            let _ = reject.call1(&JsValue::UNDEFINED, &ClientError::Closed.into());
+        } else if live {
+            let _ = resolve.call0(&JsValue::UNDEFINED);
+        } else {
+            shared
+                .listeners
+                .borrow_mut()
+                .ready
+                .push((stream.map(str::to_owned), resolve, reject));
+        }
+    })
+}

@@ -1,0 +1,115 @@
+//! What the engine asks its shell to do: I/O (connect, send, post, timers, storage) and
+//! notifications for the application (changes, messages, presence, status, write results).
+//!
+//! The engine never performs I/O itself; the browser shell (`client.rs`) executes these in
+//! order. Keeping the decisions here makes the reconnection and dedupe rules testable natively.
+
+use serde_json::Value;
+use tidewire_shared::Change;
+
+use super::status::{Status, TransportKind};
+
+/// Why a batch of changes happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A live (or replayed) event.
+    Event,
+    /// A snapshot: the first one, or a reload after `resync` / an epoch change.
+    Snapshot,
+    /// State restored from persistent storage at startup.
+    Restore,
+}
+
+impl Origin {
+    /// The JavaScript name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Event => "event",
+            Origin::Snapshot => "snapshot",
+            Origin::Restore => "restore",
+        }
+    }
+}
+
+/// One thing for the shell to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Open a connection with this transport (closing any current one first).
+    Connect(TransportKind),
+    /// Close the current connection without reporting it back.
+    Disconnect,
+    /// Send one text frame on the WebSocket.
+    Send(String),
+    /// POST one write to `/v1/streams/{stream}/events` (SSE mode); report the answer with
+    /// `Engine::on_post_result`.
+    Post {
+        /// The write's operation id.
+        id: String,
+        /// The stream.
+        stream: String,
+        /// The request body `{key, op, data}`.
+        body: String,
+    },
+    /// (Re)arm the reconnect timer; call `Engine::on_retry_timer` when it fires.
+    RetryIn(u32),
+    /// Cancel the reconnect timer.
+    CancelRetry,
+    /// Start reading the persisted state of a stream; answer with `Engine::restored`.
+    Restore(String),
+    /// The stream's state changed: write it to storage (the shell debounces).
+    Persist(String),
+    /// Changes for the stream's change listeners.
+    Changes {
+        /// The stream.
+        stream: String,
+        /// What changed, in order.
+        changes: Vec<Change>,
+        /// Why.
+        origin: Origin,
+    },
+    /// An ephemeral message for the stream's message listeners.
+    Message {
+        /// The stream.
+        stream: String,
+        /// The message key.
+        key: String,
+        /// The payload.
+        data: Value,
+    },
+    /// The stream's presence set changed.
+    Presence(String),
+    /// The stream reloaded a snapshot instead of resuming (reported before its changes).
+    Resync {
+        /// The stream.
+        stream: String,
+        /// Why.
+        reason: String,
+    },
+    /// A stream-level error the application should hear about (for example `forbidden`).
+    StreamError {
+        /// The stream.
+        stream: String,
+        /// Machine-readable code.
+        code: String,
+        /// Explanation.
+        message: String,
+    },
+    /// The status changed.
+    Status(Status),
+    /// A write committed at `seq` (0 for ephemeral messages).
+    Resolve {
+        /// The write's operation id.
+        id: String,
+        /// The committed seq.
+        seq: u64,
+    },
+    /// A write failed.
+    Reject {
+        /// The write's operation id.
+        id: String,
+        /// Machine-readable code.
+        code: String,
+        /// Explanation.
+        message: String,
+    },
+}

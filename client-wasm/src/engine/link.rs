@@ -1,0 +1,352 @@
+//! The connection's life: choosing a transport, opening, subscribing, closing, retrying with
+//! backoff, and the keepalive watchdog.
+
+use tidewire_shared::message::{ClientMessage, Subscribe};
+
+use super::effect::Effect;
+use super::status::TransportKind;
+use super::stream::Phase;
+use super::{CloseInfo, Engine, Failure, Link, TransportChoice};
+
+impl Engine {
+    /// Opens a connection now, unless closed, refused, offline or paused while hidden.
+    pub(super) fn connect_now(&mut self) {
+        if self.closed || self.auth_failure.is_some() || !self.online {
+            return;
+        }
+        if self.retry_in.take().is_some() {
+            self.effects.push(Effect::CancelRetry);
+        }
+        if self.paused_hidden() && self.link == Link::Down && self.stats.connections > 0 {
+            // Reconnect when the page is visible again (`set_visible`). The very first
+            // connection is made even in a background tab.
+            return;
+        }
+        let kind = match self.config.transport {
+            TransportChoice::Manual => TransportKind::Manual,
+            TransportChoice::WebSocket => TransportKind::WebSocket,
+            TransportChoice::Sse => TransportKind::Sse,
+            TransportChoice::Auto if self.ws_blocked || self.ws_failed_this_round => {
+                TransportKind::Sse
+            }
+            TransportChoice::Auto => TransportKind::WebSocket,
+        };
+        if self.link != Link::Down {
+            self.effects.push(Effect::Disconnect);
+        }
+        self.link = Link::Connecting {
+            kind,
+            since_ms: self.now_ms,
+        };
+        self.effects.push(Effect::Connect(kind));
+        if kind == TransportKind::Manual {
+            self.on_open(self.now_ms);
+        }
+    }
+
+    /// The connection opened (WebSocket `open`, or a 200 answer to the SSE request).
+    pub fn on_open(&mut self, now_ms: f64) {
+        self.now_ms = now_ms;
+        let Link::Connecting { kind, .. } = self.link else {
+            return;
+        };
+        self.link = Link::Open { kind };
+        self.stats.connections += 1;
+        self.last_received_ms = now_ms;
+        if kind == TransportKind::Sse && self.ws_failed_this_round {
+            // Twice in a row a WebSocket could not open while SSE could: something between
+            // us and the relay blocks WebSockets, so stop trying them first.
+            self.ws_fallbacks += 1;
+            self.ws_blocked = self.ws_fallbacks >= 2;
+        } else if kind == TransportKind::WebSocket {
+            self.ws_fallbacks = 0;
+        }
+        self.ws_failed_this_round = false;
+        match kind {
+            TransportKind::Sse => {
+                // The request named every ready stream with its position.
+                for state in self.streams.values_mut() {
+                    if state.phase == Phase::Idle {
+                        state.phase = Phase::Subscribing;
+                        state.force_snapshot = false;
+                    }
+                }
+            }
+            TransportKind::WebSocket | TransportKind::Manual => {
+                let idle: Vec<String> = self
+                    .streams
+                    .values()
+                    .filter(|state| state.wants_subscription())
+                    .map(|state| state.name.to_string())
+                    .collect();
+                for stream in idle {
+                    self.subscribe(&stream);
+                }
+            }
+        }
+        while let Some(publish) = self.queued.pop_front() {
+            self.send_write(publish);
+        }
+        self.update_status();
+    }
+
+    /// Sends `subscribe` for `stream` (resuming from its position when it has one).
+    pub(super) fn subscribe(&mut self, stream: &str) {
+        let Some(state) = self.streams.get_mut(stream) else {
+            return;
+        };
+        let message = ClientMessage::Subscribe(Subscribe {
+            stream: state.name.clone(),
+            since: state.since(),
+            snapshot: true,
+        });
+        state.force_snapshot = false;
+        state.phase = Phase::Subscribing;
+        state.reset_assembler();
+        self.effects.push(Effect::Send(message.encode()));
+    }
+
+    /// Reopens the SSE request (to add a stream, replay or resync: its URL carries them).
+    pub(super) fn reconnect_sse(&mut self) {
+        if self.closed {
+            return;
+        }
+        for state in self.streams.values_mut() {
+            state.connection_lost();
+        }
+        self.fail_socket_writes();
+        self.effects.push(Effect::Disconnect);
+        self.link = Link::Down;
+        self.connect_now();
+    }
+
+    /// Asks the relay to replay `stream` from its applied position.
+    pub(super) fn request_replay(&mut self, stream: &str) {
+        let Some(state) = self.streams.get_mut(stream) else {
+            return;
+        };
+        if state.replay_requested {
+            return;
+        }
+        state.replay_requested = true;
+        self.stats.gaps += 1;
+        self.resubscribe(stream);
+    }
+
+    /// Asks the relay for a fresh snapshot of `stream`.
+    pub(super) fn request_resync(&mut self, stream: &str, reason: &str) {
+        let Some(state) = self.streams.get_mut(stream) else {
+            return;
+        };
+        if state.force_snapshot {
+            return;
+        }
+        state.force_snapshot = true;
+        state.resyncing = Some(reason.to_owned());
+        state.reset_assembler();
+        self.resubscribe(stream);
+    }
+
+    fn resubscribe(&mut self, stream: &str) {
+        match self.link {
+            Link::Open {
+                kind: TransportKind::Sse,
+            } => self.reconnect_sse(),
+            Link::Open { .. } => {
+                let replay_requested = self
+                    .streams
+                    .get(stream)
+                    .is_some_and(|state| state.replay_requested);
+                self.subscribe(stream);
+                if let Some(state) = self.streams.get_mut(stream) {
+                    state.replay_requested = replay_requested;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The connection closed or could not open. Ignored unless a connection was current.
+    pub fn on_closed(&mut self, mut info: CloseInfo, now_ms: f64) {
+        self.now_ms = now_ms;
+        info.opened |= matches!(self.link, Link::Open { .. });
+        let kind = match self.link {
+            Link::Down => return,
+            Link::Connecting { kind, .. } | Link::Open { kind } => kind,
+        };
+        self.link = Link::Down;
+        self.degraded = None;
+        self.fail_socket_writes();
+        for state in self.streams.values_mut() {
+            state.connection_lost();
+        }
+        let failure = describe(&info, kind);
+        if is_auth_failure(&info) {
+            self.auth_failure = Some(failure);
+            self.update_status();
+            return;
+        }
+        self.last_failure = Some(failure);
+        if self.closed {
+            return;
+        }
+        let fallback = self.config.transport == TransportChoice::Auto
+            && kind == TransportKind::WebSocket
+            && !info.opened
+            && !self.ws_blocked;
+        if fallback {
+            // The WebSocket could not even open (blocked by a proxy, or the relay is down):
+            // try SSE right away; the backoff applies to the round as a whole.
+            self.ws_failed_this_round = true;
+            self.connect_now();
+        } else {
+            self.ws_failed_this_round = false;
+            self.schedule_retry();
+        }
+        self.update_status();
+    }
+
+    /// Writes sent on a socket that closed: their outcome is unknown, so they are rejected
+    /// (re-sending could apply an upsert twice, over someone else's newer write).
+    fn fail_socket_writes(&mut self) {
+        let mut lost: Vec<String> = self
+            .inflight
+            .iter()
+            .filter(|(_, write)| write.on_socket)
+            .map(|(id, _)| id.clone())
+            .collect();
+        lost.sort_by_key(|id| id[1..].parse::<u64>().unwrap_or(0));
+        for id in lost {
+            let Some(write) = self.inflight.remove(&id) else {
+                continue;
+            };
+            self.effects.push(Effect::Reject {
+                id,
+                code: "connection_lost".into(),
+                message: format!(
+                    "the connection closed before the relay acknowledged the write to {}; \
+                     it may or may not have committed",
+                    write.publish.stream
+                ),
+            });
+        }
+    }
+
+    fn schedule_retry(&mut self) {
+        if self.closed || !self.online || self.auth_failure.is_some() {
+            return;
+        }
+        let random = self.random();
+        let delay = self.backoff.next_delay(random);
+        self.retry_in = Some(delay);
+        self.effects.push(Effect::RetryIn(delay));
+    }
+
+    /// The reconnect timer fired.
+    pub fn on_retry_timer(&mut self, now_ms: f64) {
+        self.now_ms = now_ms;
+        if self.retry_in.take().is_none() || self.link != Link::Down {
+            return;
+        }
+        self.connect_now();
+        self.update_status();
+    }
+
+    /// Periodic check (every few seconds): pings a quiet WebSocket, replaces a dead or stuck
+    /// connection, and retries subscriptions the relay could not serve.
+    pub fn tick(&mut self, now_ms: f64) {
+        self.now_ms = now_ms;
+        let keepalive = self.config.keepalive_ms.max(1000.0);
+        match self.link {
+            Link::Connecting { kind, since_ms }
+                if kind != TransportKind::Manual
+                    && now_ms - since_ms > self.config.connect_timeout_ms =>
+            {
+                self.effects.push(Effect::Disconnect);
+                let info = CloseInfo {
+                    reason: "connection attempt timed out".into(),
+                    code: Some("timeout".into()),
+                    ..CloseInfo::default()
+                };
+                self.on_closed(info, now_ms);
+            }
+            Link::Open { kind } if kind != TransportKind::Manual => {
+                let quiet = now_ms - self.last_received_ms;
+                let limit = if kind == TransportKind::Sse {
+                    keepalive * 3.0
+                } else {
+                    keepalive * 2.5
+                };
+                if quiet > limit {
+                    self.effects.push(Effect::Disconnect);
+                    let info = CloseInfo {
+                        opened: true,
+                        reason: "the connection went silent".into(),
+                        code: Some("keepalive_timeout".into()),
+                        ..CloseInfo::default()
+                    };
+                    self.on_closed(info, now_ms);
+                    return;
+                }
+                if kind == TransportKind::WebSocket {
+                    if quiet > keepalive {
+                        self.effects
+                            .push(Effect::Send(ClientMessage::Ping { id: None }.encode()));
+                    }
+                    let idle: Vec<String> = self
+                        .streams
+                        .values()
+                        .filter(|state| state.wants_subscription())
+                        .map(|state| state.name.to_string())
+                        .collect();
+                    for stream in idle {
+                        self.subscribe(&stream);
+                    }
+                }
+            }
+            _ => {}
+        }
+        self.update_status();
+    }
+}
+
+/// Close codes and HTTP statuses that mean "these credentials will not work".
+fn is_auth_failure(info: &CloseInfo) -> bool {
+    matches!(info.close_code, Some(4001 | 4003 | 4004))
+        || matches!(info.http_status, Some(401 | 403))
+        || matches!(info.code.as_deref(), Some("unauthorized" | "forbidden"))
+}
+
+fn describe(info: &CloseInfo, kind: TransportKind) -> Failure {
+    let code = info.code.clone().or_else(|| {
+        let named = match (info.close_code, info.http_status) {
+            (Some(4001), _) | (_, Some(401)) => "unauthorized",
+            (Some(4003), _) | (_, Some(403)) => "forbidden",
+            (Some(4004), _) => "token_expired",
+            (Some(1001), _) => "going_away",
+            (Some(4503), _) | (_, Some(503)) => "unavailable",
+            (Some(1009), _) => "too_large",
+            (Some(4008), _) => "slow",
+            (Some(4029), _) | (_, Some(429)) => "rate_limited",
+            (_, Some(_)) => "http_error",
+            (Some(1000), _) => "closed",
+            _ if info.opened => "connection_lost",
+            _ => "connect_failed",
+        };
+        Some(named.to_owned())
+    });
+    let mut reason = info.reason.clone();
+    if reason.is_empty() {
+        reason = match (info.opened, info.close_code, info.http_status) {
+            (_, _, Some(status)) => format!("{} request answered {status}", kind.as_str()),
+            (true, Some(close), _) => format!("{} closed with code {close}", kind.as_str()),
+            (true, None, _) => format!("{} connection lost", kind.as_str()),
+            (false, _, _) => format!("{} connection could not open", kind.as_str()),
+        };
+    }
+    Failure {
+        reason,
+        code,
+        close_code: info.close_code,
+    }
+}

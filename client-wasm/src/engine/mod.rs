@@ -1,0 +1,681 @@
+//! The sans-IO sync engine: every decision of the browser client, with no browser in sight.
+//!
+//! The shell (`client.rs`) feeds it inputs (connection opened or closed, message text,
+//! timers, online/visibility changes, application writes) and executes the [`Effect`]s it
+//! returns. Because nothing here touches the network, the rules are tested natively:
+//!
+//! * reconnection: exponential backoff with full jitter, forever, reset once live; paused
+//!   while the browser is offline (or the page hidden, by default) and resumed at once when
+//!   it comes back; stopped after an authentication refusal until a new token is set;
+//! * transports: WebSocket first; in `auto` mode a WebSocket that cannot even open is
+//!   followed at once by SSE, which is then kept (writes go over HTTP POST);
+//! * resume: each stream resubscribes with `since` = its last applied `(epoch, seq)`;
+//!   `resync` or an epoch change reloads a snapshot (reported as a resync plus changes); a
+//!   gap asks for a replay; events at or below the applied seq are dropped by the shared
+//!   [`Collection`](tidewire_shared::Collection), so a change is never reported twice.
+//!
+//! # Layout
+//!
+//! | module | concept |
+//! |---|---|
+//! | [`effect`] | what the shell must do |
+//! | [`status`] | the status shown to the application |
+//! | `stream` | one stream's state |
+//! | `backoff` | reconnection delays |
+//! | `link` | connecting, closing, retrying, keepalive |
+//! | `receive` | handling the relay's messages |
+
+pub mod effect;
+pub mod status;
+
+mod backoff;
+mod link;
+mod receive;
+mod stream;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use serde_json::Value;
+use tidewire_shared::message::{ClientMessage, Publish};
+use tidewire_shared::{Op, Position, Snapshot, StreamName};
+
+use self::backoff::Backoff;
+use self::effect::{Effect, Origin};
+use self::status::{State, Status, TransportKind};
+use self::stream::{Phase, StreamState};
+use crate::error::ClientError;
+
+/// Which transports the client may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TransportChoice {
+    /// WebSocket, falling back to SSE when a WebSocket cannot open. Default.
+    #[default]
+    Auto,
+    /// WebSocket only.
+    WebSocket,
+    /// SSE only (writes over HTTP).
+    Sse,
+    /// No network (tests and benchmarks inject messages).
+    Manual,
+}
+
+/// Engine settings. Every field has a default (see [`Config::default`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Transports allowed. Default: auto.
+    pub transport: TransportChoice,
+    /// Whether collections are persisted and restored. Default: false.
+    pub persist: bool,
+    /// Cap of the first reconnect delay, ms. Default: 500.
+    pub backoff_initial_ms: f64,
+    /// Largest reconnect delay, ms. Default: 15 000.
+    pub backoff_max_ms: f64,
+    /// Whether reconnect attempts wait while the page is hidden. Default: true. A live
+    /// connection is kept while hidden either way.
+    pub pause_when_hidden: bool,
+    /// Keepalive interval, ms: a ping is sent after this much silence on a WebSocket, and
+    /// a connection silent for 2.5 times as long (3 times on SSE) is replaced. Default: 20 000.
+    pub keepalive_ms: f64,
+    /// How long a connection attempt may take before it counts as failed, ms. Default: 10 000.
+    pub connect_timeout_ms: f64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            transport: TransportChoice::Auto,
+            persist: false,
+            backoff_initial_ms: Backoff::DEFAULT_INITIAL_MS,
+            backoff_max_ms: Backoff::DEFAULT_MAX_MS,
+            pause_when_hidden: true,
+            keepalive_ms: 20_000.0,
+            connect_timeout_ms: 10_000.0,
+        }
+    }
+}
+
+/// The state of the connection.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Link {
+    /// No connection; a retry may be scheduled.
+    Down,
+    /// An attempt is under way since `since_ms`.
+    Connecting {
+        kind: TransportKind,
+        since_ms: f64,
+    },
+    /// Open.
+    Open { kind: TransportKind },
+}
+
+/// The last failure, shown in the status while reconnecting.
+#[derive(Debug, Clone, PartialEq)]
+struct Failure {
+    reason: String,
+    code: Option<String>,
+    close_code: Option<u16>,
+}
+
+/// A write not yet answered.
+#[derive(Debug, Clone)]
+struct Write {
+    publish: Publish,
+    /// Sent on the current WebSocket (lost with it) rather than queued or posted.
+    on_socket: bool,
+}
+
+/// Counters for tests and diagnostics (`client.stats`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Events dropped because their seq was already applied.
+    pub duplicates: u64,
+    /// Gaps detected (each triggers a replay).
+    pub gaps: u64,
+    /// Snapshot reloads after the first snapshot of a stream.
+    pub resyncs: u64,
+    /// Connections opened.
+    pub connections: u64,
+    /// Messages that could not be decoded (ignored).
+    pub malformed: u64,
+}
+
+/// How a connection ended, as the shell observed it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CloseInfo {
+    /// Whether the connection had opened.
+    pub opened: bool,
+    /// The WebSocket close code, if one was received.
+    pub close_code: Option<u16>,
+    /// The HTTP status of a failed SSE request, if any.
+    pub http_status: Option<u16>,
+    /// An error code from the response body, if any.
+    pub code: Option<String>,
+    /// Human-readable reason.
+    pub reason: String,
+}
+
+/// The sync engine. See the module docs.
+#[derive(Debug)]
+pub struct Engine {
+    config: Config,
+    streams: BTreeMap<String, StreamState>,
+    link: Link,
+    online: bool,
+    visible: bool,
+    /// Set when the relay refused our credentials: no retry until `token_changed`.
+    auth_failure: Option<Failure>,
+    /// Set while the relay reports it lost PostgreSQL.
+    degraded: Option<String>,
+    last_failure: Option<Failure>,
+    backoff: Backoff,
+    retry_in: Option<u32>,
+    /// In auto mode, the last WebSocket attempt failed before opening: the next attempt of
+    /// this round is SSE.
+    ws_failed_this_round: bool,
+    /// In auto mode, how many rounds in a row a WebSocket could not open but SSE could.
+    ws_fallbacks: u32,
+    /// In auto mode, SSE worked twice in a row after a WebSocket could not open: stay on SSE.
+    ws_blocked: bool,
+    queued: VecDeque<Publish>,
+    inflight: HashMap<String, Write>,
+    next_op: u64,
+    status: Status,
+    closed: bool,
+    effects: Vec<Effect>,
+    rng: u64,
+    last_received_ms: f64,
+    now_ms: f64,
+    presence_id: Option<String>,
+    stats: Stats,
+}
+
+impl Engine {
+    /// A new engine; `seed` feeds the jitter (any value; the shell uses `Math.random`).
+    pub fn new(config: Config, seed: u64) -> Self {
+        let backoff = Backoff::new(config.backoff_initial_ms, config.backoff_max_ms);
+        Self {
+            config,
+            streams: BTreeMap::new(),
+            link: Link::Down,
+            online: true,
+            visible: true,
+            auth_failure: None,
+            degraded: None,
+            last_failure: None,
+            backoff,
+            retry_in: None,
+            ws_failed_this_round: false,
+            ws_fallbacks: 0,
+            ws_blocked: false,
+            queued: VecDeque::new(),
+            inflight: HashMap::new(),
+            next_op: 0,
+            status: Status::connecting(),
+            closed: false,
+            effects: Vec::new(),
+            rng: seed | 1,
+            last_received_ms: 0.0,
+            now_ms: 0.0,
+            presence_id: None,
+            stats: Stats::default(),
+        }
+    }
+
+    /// Takes the effects produced so far, in order.
+    pub fn take_effects(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.effects)
+    }
+
+    /// The current status.
+    pub fn status(&self) -> &Status {
+        &self.status
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Whether `close` was called.
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// The relay's presence id for this connection, once connected.
+    pub fn presence_id(&self) -> Option<&str> {
+        self.presence_id.as_deref()
+    }
+
+    /// The transport of the open connection or the attempt under way.
+    pub fn transport(&self) -> Option<TransportKind> {
+        match self.link {
+            Link::Down => None,
+            Link::Connecting { kind, .. } | Link::Open { kind } => Some(kind),
+        }
+    }
+
+    /// Starts connecting (call once, after construction).
+    pub fn start(&mut self, now_ms: f64) {
+        self.now_ms = now_ms;
+        self.connect_now();
+        self.update_status();
+    }
+
+    /// Adds a stream (idempotent). With persistence, its stored state is read first.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::BadStream`] for an invalid name; [`ClientError::Closed`] after `close`.
+    pub fn open_stream(&mut self, name: &str) -> Result<(), ClientError> {
+        if self.closed {
+            return Err(ClientError::Closed);
+        }
+        let stream = StreamName::new(name).map_err(|error| ClientError::BadStream {
+            stream: name.chars().take(80).collect(),
+            reason: error.to_string(),
+        })?;
+        if self.streams.contains_key(name) {
+            return Ok(());
+        }
+        let phase = if self.config.persist {
+            Phase::Restoring
+        } else {
+            Phase::Idle
+        };
+        self.streams
+            .insert(name.to_owned(), StreamState::new(stream, phase));
+        if self.config.persist {
+            self.effects.push(Effect::Restore(name.to_owned()));
+        } else {
+            self.subscribe_added(name);
+        }
+        self.update_status();
+        Ok(())
+    }
+
+    /// The persisted state of `stream` was read (`None`: nothing stored or unreadable).
+    pub fn restored(&mut self, stream: &str, snapshot: Option<Snapshot>) {
+        let Some(state) = self.streams.get_mut(stream) else {
+            return;
+        };
+        if state.phase != Phase::Restoring {
+            return;
+        }
+        state.phase = Phase::Idle;
+        if let Some(snapshot) = snapshot {
+            let changes = state.collection.load_snapshot(&snapshot);
+            state.has_baseline = true;
+            if !changes.is_empty() {
+                self.effects.push(Effect::Changes {
+                    stream: stream.to_owned(),
+                    changes,
+                    origin: Origin::Restore,
+                });
+            }
+        }
+        self.subscribe_added(stream);
+        self.update_status();
+    }
+
+    /// Subscribes a stream that just became ready, on whatever connection is open.
+    fn subscribe_added(&mut self, stream: &str) {
+        match self.link {
+            Link::Open {
+                kind: TransportKind::Sse,
+            } => self.reconnect_sse(),
+            Link::Open { .. } => self.subscribe(stream),
+            _ => {}
+        }
+    }
+
+    /// Whether `stream` is subscribed and up to date.
+    pub fn is_live(&self, stream: &str) -> bool {
+        self.streams
+            .get(stream)
+            .is_some_and(|state| state.phase == Phase::Live && state.resyncing.is_none())
+    }
+
+    /// Names of the streams, in order.
+    pub fn stream_names(&self) -> impl Iterator<Item = &str> {
+        self.streams.keys().map(String::as_str)
+    }
+
+    /// The collection of `stream`.
+    pub fn collection(&self, stream: &str) -> Option<&tidewire_shared::Collection> {
+        self.streams.get(stream).map(|state| &state.collection)
+    }
+
+    /// The presence set of `stream`: `(presence id, state)` pairs.
+    pub fn presence(&self, stream: &str) -> Option<&BTreeMap<String, Value>> {
+        self.streams.get(stream).map(|state| &state.presence)
+    }
+
+    /// The state of `stream` to persist, if it is complete.
+    pub fn persistable(&self, stream: &str) -> Option<Snapshot> {
+        self.streams.get(stream).and_then(StreamState::persistable)
+    }
+
+    /// Streams and resume positions for an SSE request (streams still restoring or refused
+    /// are left out; `None` asks for a snapshot).
+    pub fn sse_streams(&self) -> Vec<(String, Option<Position>)> {
+        self.streams
+            .values()
+            .filter(|state| !matches!(state.phase, Phase::Restoring | Phase::Failed))
+            .map(|state| (state.name.to_string(), state.since()))
+            .collect()
+    }
+
+    /// Queues a write and returns its operation id; the answer arrives as
+    /// [`Effect::Resolve`] or [`Effect::Reject`] with that id.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Closed`] after `close`, or [`ClientError::Invalid`] for a write the
+    /// relay would refuse (bad key, patch that is not an object, NUL in strings).
+    pub fn write(
+        &mut self,
+        stream: &str,
+        key: &str,
+        op: Op,
+        data: Value,
+    ) -> Result<String, ClientError> {
+        if self.closed {
+            return Err(ClientError::Closed);
+        }
+        let stream_name = StreamName::new(stream).map_err(|error| ClientError::BadStream {
+            stream: stream.chars().take(80).collect(),
+            reason: error.to_string(),
+        })?;
+        self.next_op += 1;
+        let publish = Publish {
+            id: format!("w{}", self.next_op),
+            stream: stream_name,
+            key: key.to_owned(),
+            op,
+            data,
+        };
+        publish.validate().map_err(ClientError::from)?;
+        let id = publish.id.clone();
+        match self.link {
+            Link::Open { .. } => self.send_write(publish),
+            _ => self.queued.push_back(publish),
+        }
+        Ok(id)
+    }
+
+    fn send_write(&mut self, publish: Publish) {
+        let id = publish.id.clone();
+        match self.link {
+            Link::Open {
+                kind: TransportKind::Sse,
+            } => {
+                let body = serde_json::json!({
+                    "key": publish.key,
+                    "op": publish.op,
+                    "data": publish.data,
+                })
+                .to_string();
+                self.effects.push(Effect::Post {
+                    id: id.clone(),
+                    stream: publish.stream.to_string(),
+                    body,
+                });
+                self.inflight.insert(
+                    id,
+                    Write {
+                        publish,
+                        on_socket: false,
+                    },
+                );
+            }
+            _ => {
+                let text = ClientMessage::Publish(publish.clone()).encode();
+                self.effects.push(Effect::Send(text));
+                self.inflight.insert(
+                    id,
+                    Write {
+                        publish,
+                        on_socket: true,
+                    },
+                );
+            }
+        }
+    }
+
+    /// The answer to an [`Effect::Post`].
+    pub fn on_post_result(&mut self, id: &str, result: Result<u64, (String, String)>) {
+        if self.inflight.remove(id).is_none() {
+            return;
+        }
+        self.effects.push(match result {
+            Ok(seq) => Effect::Resolve {
+                id: id.to_owned(),
+                seq,
+            },
+            Err((code, message)) => Effect::Reject {
+                id: id.to_owned(),
+                code,
+                message,
+            },
+        });
+    }
+
+    /// Sets (or with `Value::Null` clears) our presence state on `stream`.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Closed`] after `close`; [`ClientError::Invalid`] for NUL in strings.
+    pub fn set_presence(&mut self, stream: &str, data: Value) -> Result<(), ClientError> {
+        if self.closed {
+            return Err(ClientError::Closed);
+        }
+        let Some(state) = self.streams.get_mut(stream) else {
+            return Ok(());
+        };
+        let message = ClientMessage::Presence {
+            stream: state.name.clone(),
+            data: data.clone(),
+        };
+        message.validate().map_err(ClientError::from)?;
+        state.my_presence = (!data.is_null()).then_some(data);
+        let live = state.phase == Phase::Live;
+        if (live && self.link_is(TransportKind::WebSocket)) || self.link_is(TransportKind::Manual) {
+            self.effects.push(Effect::Send(message.encode()));
+        }
+        Ok(())
+    }
+
+    fn link_is(&self, wanted: TransportKind) -> bool {
+        matches!(self.link, Link::Open { kind } if kind == wanted)
+    }
+
+    /// The token changed: re-authenticate the open WebSocket, or retry at once after an
+    /// authentication failure.
+    pub fn token_changed(&mut self, token: &str) {
+        if self.closed {
+            return;
+        }
+        if self.link_is(TransportKind::WebSocket) && !token.is_empty() {
+            let auth = ClientMessage::Auth {
+                token: token.to_owned(),
+            };
+            self.effects.push(Effect::Send(auth.encode()));
+            // Streams refused with the old token get another chance.
+            let failed: Vec<String> = self
+                .streams
+                .values()
+                .filter(|state| state.phase == Phase::Failed)
+                .map(|state| state.name.to_string())
+                .collect();
+            for stream in failed {
+                if let Some(state) = self.streams.get_mut(&stream) {
+                    state.phase = Phase::Idle;
+                }
+                self.subscribe(&stream);
+            }
+        }
+        if self.auth_failure.take().is_some() {
+            for state in self.streams.values_mut() {
+                if state.phase == Phase::Failed {
+                    state.phase = Phase::Idle;
+                }
+            }
+            self.backoff.reset();
+            if self.link == Link::Down {
+                self.connect_now();
+            }
+        }
+        self.update_status();
+    }
+
+    /// The browser went online or offline.
+    pub fn set_online(&mut self, online: bool, now_ms: f64) {
+        self.now_ms = now_ms;
+        if self.online == online {
+            return;
+        }
+        self.online = online;
+        if online && self.link == Link::Down {
+            self.backoff.reset();
+            self.connect_now();
+        } else if !online && self.link == Link::Down && self.retry_in.take().is_some() {
+            self.effects.push(Effect::CancelRetry);
+        }
+        self.update_status();
+    }
+
+    /// The page became visible or hidden.
+    pub fn set_visible(&mut self, visible: bool, now_ms: f64) {
+        self.now_ms = now_ms;
+        if self.visible == visible {
+            return;
+        }
+        self.visible = visible;
+        if visible && self.link == Link::Down {
+            // Coming back to the page is a good moment to retry without waiting.
+            self.backoff.reset();
+            self.connect_now();
+        }
+        self.update_status();
+    }
+
+    /// Closes the client for good: disconnects, cancels timers, fails pending writes.
+    pub fn close(&mut self) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        if self.link != Link::Down {
+            self.effects.push(Effect::Disconnect);
+            self.link = Link::Down;
+        }
+        if self.retry_in.take().is_some() {
+            self.effects.push(Effect::CancelRetry);
+        }
+        let mut ids: Vec<String> = self.inflight.drain().map(|(id, _)| id).collect();
+        ids.extend(self.queued.drain(..).map(|publish| publish.id));
+        ids.sort_by_key(|id| id[1..].parse::<u64>().unwrap_or(0));
+        for id in ids {
+            self.effects.push(Effect::Reject {
+                id,
+                code: "closed".into(),
+                message: "the client was closed before the write was acknowledged".into(),
+            });
+        }
+        self.update_status();
+    }
+
+    /// Recomputes the status and emits it if it changed.
+    fn update_status(&mut self) {
+        let status = self.compute_status();
+        if status != self.status {
+            self.status = status.clone();
+            self.effects.push(Effect::Status(status));
+        }
+    }
+
+    fn compute_status(&self) -> Status {
+        let mut status = Status {
+            state: State::Connecting,
+            reason: String::new(),
+            code: None,
+            close_code: None,
+            transport: self.transport(),
+            attempt: self.backoff.attempt(),
+            retry_in_ms: None,
+        };
+        let failure = |status: &mut Status, failure: &Failure| {
+            status.reason.clone_from(&failure.reason);
+            status.code.clone_from(&failure.code);
+            status.close_code = failure.close_code;
+        };
+        if self.closed {
+            status.state = State::Closed;
+            status.reason = "closed by the application".into();
+            return status;
+        }
+        if let Some(auth) = &self.auth_failure {
+            status.state = State::Offline;
+            failure(&mut status, auth);
+            return status;
+        }
+        match self.link {
+            Link::Down | Link::Connecting { .. } => {
+                if !self.online {
+                    status.state = State::Offline;
+                    status.reason = "the browser is offline".into();
+                    status.code = Some("offline".into());
+                } else if let Some(last) = &self.last_failure {
+                    failure(&mut status, last);
+                } else {
+                    status.reason = "connecting".into();
+                }
+                if self.link == Link::Down && self.online && self.paused_hidden() {
+                    status.state = State::Offline;
+                    status.reason = "the page is hidden; reconnects when it is visible".into();
+                    status.code = Some("hidden".into());
+                }
+                status.retry_in_ms = self.retry_in;
+            }
+            Link::Open { .. } => {
+                if let Some(reason) = &self.degraded {
+                    status.reason.clone_from(reason);
+                    status.code = Some("unavailable".into());
+                } else if let Some(reason) = self
+                    .streams
+                    .values()
+                    .find_map(|state| state.resyncing.as_ref())
+                {
+                    status.state = State::Resyncing;
+                    status.reason.clone_from(reason);
+                } else if self
+                    .streams
+                    .values()
+                    .all(|state| matches!(state.phase, Phase::Live | Phase::Failed))
+                {
+                    status.state = State::Live;
+                    status.attempt = 0;
+                } else {
+                    status.reason = "subscribing".into();
+                }
+            }
+        }
+        status
+    }
+
+    fn paused_hidden(&self) -> bool {
+        self.config.pause_when_hidden && !self.visible
+    }
+
+    /// A uniform random number in `[0, 1)` (xorshift64*; quality is plenty for jitter).
+    fn random(&mut self) -> f64 {
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        let value = self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D);
+        (value >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+#[cfg(test)]
+mod tests;

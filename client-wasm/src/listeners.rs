@@ -1,0 +1,114 @@
+//! The application's callbacks: event listeners per client or stream, pending write
+//! promises and `ready()` waiters. Kept apart from the engine state so a callback may call
+//! back into the client (read a collection, write, close) while others are being notified.
+
+use std::collections::HashMap;
+
+use js_sys::Function;
+use wasm_bindgen::JsValue;
+
+use crate::browser::report_callback_error;
+
+/// The events an application can listen to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EventKind {
+    /// Client: the status changed.
+    Status,
+    /// Client or stream: an error the relay reported outside a write.
+    Error,
+    /// Stream: a record changed.
+    Change,
+    /// Stream: an ephemeral message arrived.
+    Message,
+    /// Stream: the presence set changed.
+    Presence,
+    /// Stream: a snapshot replaced the collection.
+    Resync,
+}
+
+impl EventKind {
+    /// Parses a client event name.
+    pub(crate) fn client(name: &str) -> Option<Self> {
+        match name {
+            "status" => Some(EventKind::Status),
+            "error" => Some(EventKind::Error),
+            _ => None,
+        }
+    }
+
+    /// Parses a collection event name.
+    pub(crate) fn stream(name: &str) -> Option<Self> {
+        match name {
+            "change" => Some(EventKind::Change),
+            "message" => Some(EventKind::Message),
+            "presence" => Some(EventKind::Presence),
+            "resync" => Some(EventKind::Resync),
+            "error" => Some(EventKind::Error),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    id: u32,
+    /// `None` for client events.
+    stream: Option<String>,
+    kind: EventKind,
+    callback: Function,
+}
+
+/// Everything the application handed us to call later. Cleared on `close()`.
+#[derive(Debug, Default)]
+pub(crate) struct Listeners {
+    next_id: u32,
+    entries: Vec<Entry>,
+    /// Write promises by operation id: `(resolve, reject)`.
+    pub(crate) pending: HashMap<String, (Function, Function)>,
+    /// `ready()` promises by stream (`None`: the whole client): `(resolve, reject)`.
+    pub(crate) ready: Vec<(Option<String>, Function, Function)>,
+}
+
+impl Listeners {
+    /// Adds a listener and returns its id.
+    pub(crate) fn add(&mut self, stream: Option<&str>, kind: EventKind, callback: Function) -> u32 {
+        self.next_id = self.next_id.wrapping_add(1);
+        self.entries.push(Entry {
+            id: self.next_id,
+            stream: stream.map(str::to_owned),
+            kind,
+            callback,
+        });
+        self.next_id
+    }
+
+    /// Removes a listener (no-op if already removed).
+    pub(crate) fn remove(&mut self, id: u32) {
+        self.entries.retain(|entry| entry.id != id);
+    }
+
+    /// The callbacks for `kind` on `stream` (or on the client), in registration order.
+    pub(crate) fn callbacks(&self, stream: Option<&str>, kind: EventKind) -> Vec<Function> {
+        self.entries
+            .iter()
+            .filter(|entry| entry.kind == kind && entry.stream.as_deref() == stream)
+            .map(|entry| entry.callback.clone())
+            .collect()
+    }
+
+    /// Forgets everything (after `close()`), returning the promises still pending so the
+    /// caller can reject them.
+    pub(crate) fn clear(&mut self) -> Vec<Function> {
+        self.entries.clear();
+        let mut rejects: Vec<Function> = self.pending.drain().map(|(_, (_, reject))| reject).collect();
+        rejects.extend(self.ready.drain(..).map(|(_, _, reject)| reject));
+        rejects
+    }
+}
+
+/// Calls an application callback; an exception is logged, not propagated.
+pub(crate) fn call(callback: &Function, what: &str, argument: &JsValue) {
+    if let Err(error) = callback.call1(&JsValue::UNDEFINED, argument) {
+        report_callback_error(what, &error);
+    }
+}

@@ -1,0 +1,122 @@
+//! Persistence of collections (`persist: "localstorage" | "indexeddb"`), so a reload resumes
+//! from the stored `(epoch, seq)` with a replay instead of a full snapshot.
+//!
+//! Each stream is stored as the JSON text `{"v":1,"snapshot":{epoch,seq,records}}` under
+//! `tidewire:v1:<relay http URL>:<stream>`. Writes are debounced by the shell and flushed on
+//! `close()` and `pagehide`. Anything unreadable is ignored (the client then starts from a
+//! snapshot), so storage can never break syncing.
+
+use js_sys::Promise;
+use tidewire_shared::Snapshot;
+use wasm_bindgen::prelude::wasm_bindgen;
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
+
+#[wasm_bindgen(module = "/js/idb.js")]
+extern "C" {
+    #[wasm_bindgen(js_name = idbGet, catch)]
+    fn idb_get(key: &str) -> Result<Promise, JsValue>;
+    #[wasm_bindgen(js_name = idbPut, catch)]
+    fn idb_put(key: &str, value: &str) -> Result<Promise, JsValue>;
+}
+
+/// Where collections are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PersistKind {
+    /// `window.localStorage` (synchronous, about 5 MB per origin).
+    LocalStorage,
+    /// IndexedDB (asynchronous, large quotas).
+    IndexedDb,
+}
+
+/// A store for one client.
+#[derive(Debug, Clone)]
+pub(crate) struct Store {
+    kind: PersistKind,
+    prefix: String,
+}
+
+impl Store {
+    /// A store whose keys start with `tidewire:v1:<relay>:`.
+    pub(crate) fn new(kind: PersistKind, relay: &str) -> Self {
+        Self {
+            kind,
+            prefix: format!("tidewire:v1:{relay}:"),
+        }
+    }
+
+    fn key(&self, stream: &str) -> String {
+        format!("{}{stream}", self.prefix)
+    }
+
+    /// Reads the stored snapshot of `stream` (`None` if absent or unreadable).
+    pub(crate) async fn load(&self, stream: &str) -> Option<Snapshot> {
+        let key = self.key(stream);
+        let text = match self.kind {
+            PersistKind::LocalStorage => local_storage()?.get_item(&key).ok()??,
+            PersistKind::IndexedDb => JsFuture::from(idb_get(&key).ok()?)
+                .await
+                .ok()?
+                .as_string()?,
+        };
+        decode(&text)
+    }
+
+    /// Writes `snapshot` for `stream` (best effort: quota errors are ignored).
+    pub(crate) fn save(&self, stream: &str, snapshot: &Snapshot) {
+        let key = self.key(stream);
+        let text = encode(snapshot);
+        match self.kind {
+            PersistKind::LocalStorage => {
+                if let Some(storage) = local_storage() {
+                    let _ = storage.set_item(&key, &text);
+                }
+            }
+            PersistKind::IndexedDb => {
+                // The helper swallows failures (quota, private mode): best effort.
+                let _ = idb_put(&key, &text);
+            }
+        }
+    }
+}
+
+fn local_storage() -> Option<web_sys::Storage> {
+    js_sys::global()
+        .dyn_into::<web_sys::Window>()
+        .ok()?
+        .local_storage()
+        .ok()?
+}
+
+/// The stored form of a snapshot.
+pub(crate) fn encode(snapshot: &Snapshot) -> String {
+    serde_json::json!({ "v": 1, "snapshot": snapshot }).to_string()
+}
+
+/// Reads the stored form; `None` for anything else.
+pub(crate) fn decode(text: &str) -> Option<Snapshot> {
+    crate::wire::decode_stored(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tidewire_shared::Record;
+
+    #[test]
+    fn round_trip_and_garbage() {
+        let snapshot = Snapshot {
+            epoch: 3,
+            seq: 9,
+            records: vec![Record {
+                key: "a".into(),
+                seq: 9,
+                data: serde_json::json!({"x": 1}),
+            }],
+        };
+        assert_eq!(decode(&encode(&snapshot)), Some(snapshot));
+        assert_eq!(decode("{}"), None);
+        assert_eq!(decode("{\"v\":2,\"snapshot\":{}}"), None);
+        assert_eq!(decode("not json"), None);
+    }
+}

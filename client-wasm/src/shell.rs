@@ -1,0 +1,537 @@
+//! The browser shell around the engine: executes its effects (sockets, fetch, timers,
+//! storage) and delivers its notifications to the application's callbacks.
+//!
+//! Every input goes through [`drive`]: borrow the state, feed the engine, run the I/O
+//! effects, release the borrow, then call the application. Callbacks therefore run with no
+//! borrow held and may call back into the client. Closures handed to the browser hold only a
+//! `Weak` reference plus the connection's generation number, so a replaced connection's late
+//! events are ignored and nothing keeps a closed client alive.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::{Rc, Weak};
+
+use js_sys::Array;
+use wasm_bindgen::{JsCast, JsValue};
+
+use crate::browser::{self, now, Listener, Timer};
+use crate::convert;
+use crate::engine::effect::Effect;
+use crate::engine::status::{State, TransportKind};
+use crate::engine::{CloseInfo, Engine};
+use crate::error::js_error;
+use crate::listeners::{call, EventKind, Listeners};
+use crate::persist::Store;
+use crate::transport::sse::{SseSignal, SseTransport};
+use crate::transport::ws::{WsSignal, WsTransport};
+use crate::transport::{http, Endpoints};
+
+/// How long writes to storage are delayed to batch bursts, in ms.
+const PERSIST_DEBOUNCE_MS: u32 = 250;
+
+/// State shared by the client object, its collections and the browser callbacks.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    /// Engine and I/O handles. Borrowed only inside [`drive`] and for short reads; never
+    /// while an application callback runs.
+    pub(crate) inner: RefCell<Inner>,
+    /// Application callbacks. Borrowed briefly; cloned out before calling.
+    pub(crate) listeners: RefCell<Listeners>,
+    /// The JavaScript `LiveCollection` objects handed out, so `collection(s)` returns the
+    /// same object each time. Cleared on close (these hold the shared state strongly).
+    pub(crate) collections: RefCell<BTreeMap<String, JsValue>>,
+}
+
+/// The current connection.
+#[derive(Debug)]
+enum Connection {
+    None,
+    WebSocket(WsTransport),
+    /// Held for its `Drop`, which aborts the request.
+    Sse { _request: SseTransport },
+    Manual,
+}
+
+/// Engine plus the I/O it drives.
+#[derive(Debug)]
+pub(crate) struct Inner {
+    /// The sync engine.
+    pub(crate) engine: Engine,
+    endpoints: Endpoints,
+    token: Option<String>,
+    store: Option<Store>,
+    connection: Connection,
+    /// Incremented on every connect and disconnect; callbacks of older connections carry an
+    /// older number and are ignored.
+    generation: u32,
+    retry: Option<Timer>,
+    ticker: Option<Timer>,
+    persist_timer: Option<Timer>,
+    dirty: BTreeSet<String>,
+    page: Vec<Listener>,
+    /// Frames "sent" on the manual transport, for tests.
+    pub(crate) sent: Vec<String>,
+}
+
+impl Shared {
+    /// Creates the shared state (not yet connected: call [`start`]).
+    pub(crate) fn new(engine: Engine, endpoints: Endpoints, token: Option<String>, store: Option<Store>) -> Rc<Self> {
+        Rc::new(Self {
+            inner: RefCell::new(Inner {
+                engine,
+                endpoints,
+                token,
+                store,
+                connection: Connection::None,
+                generation: 0,
+                retry: None,
+                ticker: None,
+                persist_timer: None,
+                dirty: BTreeSet::new(),
+                page: Vec::new(),
+                sent: Vec::new(),
+            }),
+            listeners: RefCell::new(Listeners::default()),
+            collections: RefCell::new(BTreeMap::new()),
+        })
+    }
+}
+
+/// Feeds one input to the engine, runs the resulting I/O, then notifies the application.
+/// Returns `None` if called re-entrantly (which the design prevents).
+pub(crate) fn drive<R>(shared: &Rc<Shared>, input: impl FnOnce(&mut Inner) -> R) -> Option<R> {
+    let (result, notes) = {
+        let Ok(mut inner) = shared.inner.try_borrow_mut() else {
+            return None;
+        };
+        let result = input(&mut inner);
+        let notes = inner.run_effects(&Rc::downgrade(shared));
+        (result, notes)
+    };
+    notify(shared, notes);
+    resolve_ready(shared);
+    Some(result)
+}
+
+/// Starts the client: page listeners, keepalive ticker, first connection.
+pub(crate) fn start(shared: &Rc<Shared>, manual: bool, tick_ms: u32) {
+    let weak = Rc::downgrade(shared);
+    drive(shared, |inner| {
+        inner.engine.set_online(browser::navigator_online(), now());
+        inner.engine.set_visible(browser::page_visible(), now());
+        if !manual {
+            inner.listen_to_page(&weak);
+            let tick = weak.clone();
+            inner.ticker = Some(Timer::every(tick_ms, move || {
+                if let Some(shared) = tick.upgrade() {
+                    drive(&shared, |inner| inner.engine.tick(now()));
+                }
+            }));
+        }
+        inner.engine.start(now());
+    });
+}
+
+/// Closes the client: engine, connection, timers, listeners, persistence flush; then
+/// notifies (status `closed`, rejected writes) and forgets every callback.
+pub(crate) fn close(shared: &Rc<Shared>) {
+    drive(shared, |inner| {
+        inner.engine.close();
+    });
+    if let Ok(mut inner) = shared.inner.try_borrow_mut() {
+        inner.flush_persist();
+        inner.connection = Connection::None;
+        inner.retry = None;
+        inner.ticker = None;
+        inner.persist_timer = None;
+        inner.page.clear();
+    }
+    let rejects = shared.listeners.borrow_mut().clear();
+    let error = js_error("closed", "the client was closed");
+    for reject in rejects {
+        call(&reject, "reject", &error);
+    }
+    shared.collections.borrow_mut().clear();
+}
+
+impl Inner {
+    /// The token in force.
+    pub(crate) fn set_token(&mut self, token: Option<String>) {
+        self.token = token;
+        let token = self.token.clone().unwrap_or_default();
+        self.engine.token_changed(&token);
+    }
+
+    fn listen_to_page(&mut self, weak: &Weak<Shared>) {
+        if let Some(global) = browser::global_target() {
+            for (kind, online) in [("online", true), ("offline", false)] {
+                let weak = weak.clone();
+                self.page.push(Listener::new(&global, kind, move |_| {
+                    if let Some(shared) = weak.upgrade() {
+                        drive(&shared, |inner| inner.engine.set_online(online, now()));
+                    }
+                }));
+            }
+            let weak_hide = weak.clone();
+            self.page.push(Listener::new(&global, "pagehide", move |_| {
+                if let Some(shared) = weak_hide.upgrade() {
+                    if let Ok(mut inner) = shared.inner.try_borrow_mut() {
+                        inner.flush_persist();
+                    }
+                }
+            }));
+        }
+        if let Some(document) = browser::document() {
+            let weak = weak.clone();
+            self.page.push(Listener::new(&document, "visibilitychange", move |_| {
+                if let Some(shared) = weak.upgrade() {
+                    drive(&shared, |inner| inner.engine.set_visible(browser::page_visible(), now()));
+                }
+            }));
+        }
+    }
+
+    /// Runs I/O effects until the engine has nothing more to say; returns the notifications.
+    fn run_effects(&mut self, weak: &Weak<Shared>) -> Vec<Effect> {
+        let mut notes = Vec::new();
+        loop {
+            let effects = self.engine.take_effects();
+            if effects.is_empty() {
+                return notes;
+            }
+            for effect in effects {
+                match effect {
+                    Effect::Connect(kind) => self.connect(kind, weak),
+                    Effect::Disconnect => {
+                        self.generation = self.generation.wrapping_add(1);
+                        self.connection = Connection::None;
+                    }
+                    Effect::Send(text) => match &self.connection {
+                        // A failed send means the socket is closing: its close event follows.
+                        Connection::WebSocket(socket) => {
+                            socket.send(&text);
+                        }
+                        Connection::Manual => self.sent.push(text),
+                        _ => {}
+                    },
+                    Effect::Post { id, stream, body } => self.post(id, &stream, body, weak),
+                    Effect::RetryIn(milliseconds) => {
+                        let weak = weak.clone();
+                        self.retry = Some(Timer::once(milliseconds, move || {
+                            if let Some(shared) = weak.upgrade() {
+                                drive(&shared, |inner| inner.engine.on_retry_timer(now()));
+                            }
+                        }));
+                    }
+                    Effect::CancelRetry => self.retry = None,
+                    Effect::Restore(stream) => self.restore(stream, weak),
+                    Effect::Persist(stream) => {
+                        self.dirty.insert(stream);
+                        if self.persist_timer.is_none() {
+                            let weak = weak.clone();
+                            self.persist_timer = Some(Timer::once(PERSIST_DEBOUNCE_MS, move || {
+                                if let Some(shared) = weak.upgrade() {
+                                    if let Ok(mut inner) = shared.inner.try_borrow_mut() {
+                                        inner.persist_timer = None;
+                                        inner.flush_persist();
+                                    }
+                                }
+                            }));
+                        }
+                    }
+                    note => notes.push(note),
+                }
+            }
+        }
+    }
+
+    fn connect(&mut self, kind: TransportKind, weak: &Weak<Shared>) {
+        self.generation = self.generation.wrapping_add(1);
+        self.connection = Connection::None;
+        let generation = self.generation;
+        match kind {
+            TransportKind::Manual => self.connection = Connection::Manual,
+            TransportKind::WebSocket => {
+                let mut url = format!("{}/v1/ws", self.endpoints.ws);
+                if let Some(token) = &self.token {
+                    url.push_str("?access_token=");
+                    url.push_str(&String::from(js_sys::encode_uri_component(token)));
+                }
+                let weak = weak.clone();
+                let sink = move |signal: WsSignal| {
+                    if let Some(shared) = weak.upgrade() {
+                        on_ws_signal(&shared, generation, signal);
+                    }
+                };
+                match WsTransport::open(&url, sink) {
+                    Ok(socket) => self.connection = Connection::WebSocket(socket),
+                    Err(reason) => {
+                        let info = CloseInfo {
+                            reason,
+                            code: Some("connect_failed".into()),
+                            ..CloseInfo::default()
+                        };
+                        self.engine.on_closed(info, now());
+                    }
+                }
+            }
+            TransportKind::Sse => {
+                let streams = self.engine.sse_streams();
+                let mut url = format!("{}/v1/sse", self.endpoints.http);
+                let mut cursor = tidewire_shared::Cursor::default();
+                for (index, (stream, position)) in streams.iter().enumerate() {
+                    url.push(if index == 0 { '?' } else { '&' });
+                    url.push_str("stream=");
+                    url.push_str(&String::from(js_sys::encode_uri_component(stream)));
+                    if let (Some(position), Ok(name)) = (position, tidewire_shared::StreamName::new(stream)) {
+                        cursor.set(&name, *position);
+                    }
+                }
+                let cursor = (!cursor.entries.is_empty()).then(|| cursor.encode());
+                let weak = weak.clone();
+                let sink = move |signal: SseSignal| {
+                    if let Some(shared) = weak.upgrade() {
+                        on_sse_signal(&shared, generation, signal);
+                    }
+                };
+                let transport = SseTransport::open(url, self.token.clone(), cursor, Rc::new(sink));
+                self.connection = Connection::Sse {
+                    _request: transport,
+                };
+            }
+        }
+    }
+
+    fn post(&mut self, id: String, stream: &str, body: String, weak: &Weak<Shared>) {
+        let url = format!(
+            "{}/v1/streams/{}/events",
+            self.endpoints.http,
+            String::from(js_sys::encode_uri_component(stream))
+        );
+        let token = self.token.clone();
+        let weak = weak.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            let result = http::post_event(&url, token.as_deref(), &body).await;
+            if let Some(shared) = weak.upgrade() {
+                drive(&shared, |inner| inner.engine.on_post_result(&id, result));
+            }
+        });
+    }
+
+    fn restore(&mut self, stream: String, weak: &Weak<Shared>) {
+        let Some(store) = self.store.clone() else {
+            self.engine.restored(&stream, None);
+            return;
+        };
+        let weak = weak.clone();
+        // Always asynchronous, even for localStorage, so the application can attach its
+        // listeners right after `collection()` and still see the restored records.
+        wasm_bindgen_futures::spawn_local(async move {
+            let snapshot = store.load(&stream).await;
+            if let Some(shared) = weak.upgrade() {
+                drive(&shared, |inner| inner.engine.restored(&stream, snapshot));
+            }
+        });
+    }
+
+    /// Writes every changed stream to storage now.
+    pub(crate) fn flush_persist(&mut self) {
+        let Some(store) = &self.store else {
+            self.dirty.clear();
+            return;
+        };
+        for stream in std::mem::take(&mut self.dirty) {
+            if let Some(snapshot) = self.engine.persistable(&stream) {
+                store.save(&stream, &snapshot);
+            }
+        }
+    }
+}
+
+fn on_ws_signal(shared: &Rc<Shared>, generation: u32, signal: WsSignal) {
+    drive(shared, |inner| {
+        if inner.generation != generation {
+            return;
+        }
+        match signal {
+            WsSignal::Open => inner.engine.on_open(now()),
+            WsSignal::Text(text) => inner.engine.on_text(&text, now()),
+            WsSignal::Closed { code, reason } => {
+                inner.connection = Connection::None;
+                let info = CloseInfo {
+                    close_code: Some(code),
+                    reason,
+                    ..CloseInfo::default()
+                };
+                inner.engine.on_closed(info, now());
+            }
+        }
+    });
+}
+
+fn on_sse_signal(shared: &Rc<Shared>, generation: u32, signal: SseSignal) {
+    drive(shared, |inner| {
+        if inner.generation != generation {
+            return;
+        }
+        match signal {
+            SseSignal::Open => inner.engine.on_open(now()),
+            SseSignal::Messages(messages) => {
+                let time = now();
+                inner.engine.on_activity(time);
+                for text in messages {
+                    inner.engine.on_text(&text, time);
+                }
+            }
+            SseSignal::Closed(info) => {
+                inner.connection = Connection::None;
+                inner.engine.on_closed(info, now());
+            }
+        }
+    });
+}
+
+/// Delivers notifications to the application's callbacks (no state borrowed).
+fn notify(shared: &Rc<Shared>, notes: Vec<Effect>) {
+    for note in notes {
+        match note {
+            Effect::Changes {
+                stream,
+                changes,
+                origin,
+            } => {
+                let callbacks = shared.listeners.borrow().callbacks(Some(&stream), EventKind::Change);
+                if callbacks.is_empty() {
+                    continue;
+                }
+                let Ok(array) = convert::parse(&convert::changes_json(&changes, origin)).dyn_into::<Array>() else {
+                    continue;
+                };
+                for change in array.iter() {
+                    for callback in &callbacks {
+                        call(callback, "change", &change);
+                    }
+                }
+            }
+            Effect::Message { stream, key, data } => {
+                let callbacks = shared.listeners.borrow().callbacks(Some(&stream), EventKind::Message);
+                if callbacks.is_empty() {
+                    continue;
+                }
+                let text = serde_json::json!({ "key": key, "data": data }).to_string();
+                let message = convert::parse(&text);
+                for callback in &callbacks {
+                    call(callback, "message", &message);
+                }
+            }
+            Effect::Presence(stream) => {
+                let callbacks = shared.listeners.borrow().callbacks(Some(&stream), EventKind::Presence);
+                if callbacks.is_empty() {
+                    continue;
+                }
+                let members = presence_js(shared, &stream);
+                for callback in &callbacks {
+                    call(callback, "presence", &members);
+                }
+            }
+            Effect::Resync { stream, reason } => {
+                let callbacks = shared.listeners.borrow().callbacks(Some(&stream), EventKind::Resync);
+                let event = convert::parse(&serde_json::json!({ "reason": reason }).to_string());
+                for callback in &callbacks {
+                    call(callback, "resync", &event);
+                }
+            }
+            Effect::StreamError {
+                stream,
+                code,
+                message,
+            } => {
+                let scope = (!stream.is_empty()).then_some(stream.as_str());
+                let mut callbacks = shared.listeners.borrow().callbacks(scope, EventKind::Error);
+                if callbacks.is_empty() && scope.is_some() {
+                    callbacks = shared.listeners.borrow().callbacks(None, EventKind::Error);
+                }
+                let error = js_error(&code, &message);
+                if let Some(name) = scope {
+                    let _ = js_sys::Reflect::set(&error, &"stream".into(), &name.into());
+                }
+                if callbacks.is_empty() {
+                    browser::report_callback_error("no error", &error);
+                }
+                for callback in &callbacks {
+                    call(callback, "error", &error);
+                }
+            }
+            Effect::Status(status) => {
+                let callbacks = shared.listeners.borrow().callbacks(None, EventKind::Status);
+                if callbacks.is_empty() {
+                    continue;
+                }
+                let info = convert::parse(&status.to_json());
+                for callback in &callbacks {
+                    call(callback, "status", &info);
+                }
+            }
+            Effect::Resolve { id, seq } => {
+                let pending = shared.listeners.borrow_mut().pending.remove(&id);
+                if let Some((resolve, _)) = pending {
+                    call(&resolve, "resolve", &JsValue::from_f64(seq as f64));
+                }
+            }
+            Effect::Reject { id, code, message } => {
+                let pending = shared.listeners.borrow_mut().pending.remove(&id);
+                if let Some((_, reject)) = pending {
+                    call(&reject, "reject", &js_error(&code, &message));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Resolves the `ready()` promises whose stream (or client) is now live.
+fn resolve_ready(shared: &Rc<Shared>) {
+    if shared.listeners.borrow().ready.is_empty() {
+        return;
+    }
+    let Ok(inner) = shared.inner.try_borrow() else {
+        return;
+    };
+    let live = |scope: &Option<String>| match scope {
+        Some(stream) => inner.engine.is_live(stream),
+        None => inner.engine.status().state == State::Live,
+    };
+    let mut resolved = Vec::new();
+    shared.listeners.borrow_mut().ready.retain(|(scope, resolve, _)| {
+        let done = live(scope);
+        if done {
+            resolved.push(resolve.clone());
+        }
+        !done
+    });
+    drop(inner);
+    for resolve in resolved {
+        call(&resolve, "ready", &JsValue::UNDEFINED);
+    }
+}
+
+/// The presence set as `[{client, data, self}]`.
+pub(crate) fn presence_js(shared: &Rc<Shared>, stream: &str) -> JsValue {
+    let Ok(inner) = shared.inner.try_borrow() else {
+        return Array::new().into();
+    };
+    let me = inner.engine.presence_id();
+    let members: Vec<serde_json::Value> = inner
+        .engine
+        .presence(stream)
+        .map(|members| {
+            members
+                .iter()
+                .map(|(client, data)| {
+                    serde_json::json!({ "client": client, "data": data, "self": Some(client.as_str()) == me })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    convert::parse(&serde_json::Value::Array(members).to_string())
+}

@@ -1,0 +1,116 @@
+/** Options of `new TidewireClient(url, options)`. Every field is optional. */
+export interface TidewireOptions {
+  /** Bearer token (JWT). Sent as `?access_token=` on the WebSocket and as an
+   * `Authorization` header over HTTP/SSE. Replace it later with `client.setToken()`. */
+  token?: string;
+  /** `"auto"` (default): WebSocket, falling back to SSE when a WebSocket cannot open.
+   * `"websocket"` or `"sse"` force one transport. Writes go over HTTP POST on SSE. */
+  transport?: "auto" | "websocket" | "sse";
+  /** Store collections so a reload resumes from the stored position instead of loading a
+   * full snapshot. Default: no persistence. */
+  persist?: "indexeddb" | "localstorage" | false;
+  /** Reconnect delays: full jitter between 0 and `min(maxMs, initialMs * 2^attempt)`.
+   * Defaults: `initialMs` 500, `maxMs` 15000. Attempts never stop. */
+  backoff?: { initialMs?: number; maxMs?: number };
+  /** Wait for the page to be visible before reconnecting. Default: true. A live
+   * connection stays open while the page is hidden either way. */
+  pauseWhenHidden?: boolean;
+  /** Ping after this much silence; replace a connection silent 2.5x as long. Default: 20000. */
+  keepaliveMs?: number;
+  /** Give up on a connection attempt after this long. Default: 10000. */
+  connectTimeoutMs?: number;
+}
+
+/** The coarse connection state. */
+export type ConnectionState = "connecting" | "live" | "resyncing" | "offline" | "closed";
+
+/** The status with its reason, passed to `client.on("status")` and `client.statusInfo`. */
+export interface StatusInfo {
+  status: ConnectionState;
+  /** Human-readable reason (empty when live). */
+  reason: string;
+  /** Machine-readable code of the last problem: `"unauthorized"`, `"forbidden"`,
+   * `"token_expired"`, `"unavailable"`, `"connection_lost"`, `"connect_failed"`,
+   * `"offline"`, `"hidden"`, `"timeout"`, ... */
+  code?: string;
+  /** The WebSocket close code behind it, if any (4001 unauthorized, 4004 token expired,
+   * 1001 going away, 1006 dropped, ...). */
+  closeCode?: number;
+  transport?: "websocket" | "sse";
+  /** Failed attempts since the client was last live. */
+  attempt: number;
+  /** Milliseconds until the next attempt, when one is scheduled. */
+  retryInMs?: number;
+}
+
+/** One change of a record, passed to `collection.subscribe()` / `on("change")`. */
+export interface Change<T = any> {
+  key: string;
+  /** What happened to the record. A snapshot reports `"upsert"` and `"delete"`. */
+  op: "upsert" | "patch" | "delete";
+  /** The seq of the event (or snapshot) that caused the change. */
+  seq: number;
+  /** `"event"`: live or replayed; `"snapshot"`: first load or a resync;
+   * `"restore"`: read from persistent storage. */
+  origin: "event" | "snapshot" | "restore";
+  /** The value before (absent if the key was absent). */
+  oldValue?: T;
+  /** The value after (absent if the key was deleted). */
+  newValue?: T;
+}
+
+/** An ephemeral message, passed to `collection.on("message")`. */
+export interface EphemeralMessage<T = any> {
+  key: string;
+  data: T;
+}
+
+/** One member of a presence set. */
+export interface PresenceMember<T = any> {
+  /** The member's presence id (see `client.presenceId`). */
+  client: string;
+  data: T;
+  /** True for this client's own entry. */
+  self: boolean;
+}
+
+/** Events of a live collection. */
+export type CollectionEvent = "change" | "message" | "presence" | "resync" | "error";
+
+/** Counters of `client.stats`. */
+export interface ClientStats {
+  /** Events dropped because their seq was already applied (never reported twice). */
+  duplicates: number;
+  /** Gaps detected (each asked the relay for a replay). */
+  gaps: number;
+  /** Snapshot reloads after the first snapshot of a stream. */
+  resyncs: number;
+  /** Connections opened. */
+  connections: number;
+  /** Messages that could not be decoded (ignored). */
+  malformed: number;
+}
+
+/** Every error from this package: a plain `Error` with `name === "TidewireError"` and a
+ * machine-readable `code` (`"closed"`, `"bad_stream"`, `"bad_key"`, `"bad_data"`,
+ * `"forbidden"`, `"unauthorized"`, `"rate_limited"`, `"unavailable"`, `"connection_lost"`,
+ * `"network"`, ...). Stream errors also carry `stream`. */
+export interface TidewireError extends Error {
+  name: "TidewireError";
+  code: string;
+  stream?: string;
+}
+
+export interface TidewireClient {
+  on(event: "status", callback: (status: StatusInfo) => void): () => void;
+  on(event: "error", callback: (error: TidewireError) => void): () => void;
+}
+
+export interface LiveCollection {
+  [Symbol.iterator](): IterableIterator<[string, any]>;
+  on(event: "change", callback: (change: Change) => void): () => void;
+  on(event: "message", callback: (message: EphemeralMessage) => void): () => void;
+  on(event: "presence", callback: (members: PresenceMember[]) => void): () => void;
+  on(event: "resync", callback: (info: { reason: string }) => void): () => void;
+  on(event: "error", callback: (error: TidewireError) => void): () => void;
+}

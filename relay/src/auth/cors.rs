@@ -1,0 +1,210 @@
+//! CORS for the HTTP API and SSE: answers for allowed origins only (the
+//! [`OriginPolicy`](super::OriginPolicy) of `--allowed-origins`), and the `OPTIONS` preflight
+//! responder. The router calls these; transports do not.
+//!
+//! Wiring (in `server::route`):
+//!
+//! ```text
+//! let request_headers = request.headers().clone();      // before the request is moved
+//! let mut response = match (method, path) {
+//!     (&Method::OPTIONS, _) => hub.auth.preflight(&request_headers),
+//!     ...                                                // every other route as today
+//! };
+//! hub.auth.apply_cors(&request_headers, response.headers_mut());
+//! ```
+//!
+//! Credentials (cookies) are never allowed: tokens travel in `Authorization` or the query,
+//! so `Access-Control-Allow-Credentials` is not sent and the origin is echoed rather than `*`.
+
+use hyper::header::{
+    ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN,
+    ACCESS_CONTROL_MAX_AGE, ALLOW, VARY,
+};
+use hyper::http::HeaderValue;
+use hyper::{HeaderMap, Response, StatusCode};
+use tidewire_shared::ErrorCode;
+
+use super::OriginPolicy;
+use crate::transport::{error_response, full, Body};
+
+/// Methods allowed cross-origin.
+pub const ALLOW_METHODS: &str = "GET, HEAD, POST, PUT, DELETE, OPTIONS";
+
+/// Request headers allowed cross-origin (`Last-Event-ID` for EventSource resumes).
+pub const ALLOW_HEADERS: &str = "Authorization, Content-Type, Last-Event-ID";
+
+/// How long browsers may cache a preflight answer, in seconds.
+pub const MAX_AGE_SECS: u32 = 600;
+
+/// The CORS headers for a response to a request from an allowed origin:
+/// `Access-Control-Allow-Origin` (the request's origin, echoed), `Vary: Origin`,
+/// `Access-Control-Allow-Headers` and `Access-Control-Allow-Methods`. `None` if the request
+/// has no `Origin` (not a CORS request) or its origin is not allowed.
+pub fn cors_headers(policy: &OriginPolicy, request_headers: &HeaderMap) -> Option<HeaderMap> {
+    let origin = policy.check(request_headers).ok()??;
+    let mut headers = HeaderMap::with_capacity(4);
+    headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+    headers.insert(VARY, HeaderValue::from_static("Origin"));
+    headers.insert(
+        ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static(ALLOW_HEADERS),
+    );
+    headers.insert(
+        ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static(ALLOW_METHODS),
+    );
+    Some(headers)
+}
+
+/// Adds the CORS headers to `response_headers` when the origin is allowed, and always
+/// `Vary: Origin` (so a cache never serves one origin's answer to another).
+pub fn apply(policy: &OriginPolicy, request_headers: &HeaderMap, response_headers: &mut HeaderMap) {
+    let vary_origin = response_headers.get_all(VARY).iter().any(|value| {
+        value
+            .to_str()
+            .is_ok_and(|text| text.to_ascii_lowercase().contains("origin"))
+    });
+    if !vary_origin {
+        response_headers.append(VARY, HeaderValue::from_static("Origin"));
+    }
+    if let Some(cors) = cors_headers(policy, request_headers) {
+        for (name, value) in &cors {
+            if name != VARY {
+                response_headers.insert(name, value.clone());
+            }
+        }
+    }
+}
+
+/// The answer to an `OPTIONS` request on any path:
+///
+/// - allowed origin (a CORS preflight): 204 with the CORS headers and
+///   `Access-Control-Max-Age`;
+/// - disallowed origin: 403 with an `error` body (code `forbidden`) and no CORS headers, so
+///   the browser blocks the real request;
+/// - no `Origin` (a plain `OPTIONS`): 204 with `Allow`.
+pub fn preflight(policy: &OriginPolicy, request_headers: &HeaderMap) -> Response<Body> {
+    let mut response = match policy.check(request_headers) {
+        Ok(Some(_)) => {
+            let mut response = no_content();
+            let headers = response.headers_mut();
+            if let Some(cors) = cors_headers(policy, request_headers) {
+                headers.extend(cors);
+            }
+            headers.insert(ACCESS_CONTROL_MAX_AGE, HeaderValue::from(MAX_AGE_SECS));
+            response
+        }
+        Ok(None) => {
+            let mut response = no_content();
+            response
+                .headers_mut()
+                .insert(ALLOW, HeaderValue::from_static(ALLOW_METHODS));
+            response
+        }
+        Err(error) => error_response(ErrorCode::Forbidden, error.to_string()),
+    };
+    let headers = response.headers_mut();
+    if !headers.contains_key(VARY) {
+        headers.insert(VARY, HeaderValue::from_static("Origin"));
+    }
+    response
+}
+
+fn no_content() -> Response<Body> {
+    let mut response = Response::new(full(""));
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use hyper::header::{CONTENT_TYPE, ORIGIN};
+
+    use super::*;
+
+    fn request(origin: Option<&str>) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        if let Some(origin) = origin {
+            headers.insert(ORIGIN, HeaderValue::from_str(origin).expect("ascii"));
+        }
+        headers
+    }
+
+    fn policy() -> OriginPolicy {
+        OriginPolicy::from_list(&["https://app.example.com".to_owned()]).expect("valid")
+    }
+
+    #[test]
+    fn allowed_origin_gets_cors_headers() {
+        let headers =
+            cors_headers(&policy(), &request(Some("https://app.example.com"))).expect("allowed");
+        assert_eq!(
+            headers[ACCESS_CONTROL_ALLOW_ORIGIN],
+            "https://app.example.com"
+        );
+        assert_eq!(headers[VARY], "Origin");
+        assert_eq!(headers[ACCESS_CONTROL_ALLOW_HEADERS], ALLOW_HEADERS);
+        assert_eq!(headers[ACCESS_CONTROL_ALLOW_METHODS], ALLOW_METHODS);
+    }
+
+    #[test]
+    fn disallowed_or_missing_origin_gets_none() {
+        assert_eq!(
+            cors_headers(&policy(), &request(Some("https://evil.example.com"))),
+            None
+        );
+        assert_eq!(cors_headers(&policy(), &request(None)), None);
+        assert_eq!(cors_headers(&policy(), &request(Some("null"))), None);
+    }
+
+    #[test]
+    fn apply_always_varies_on_origin() {
+        let mut response = HeaderMap::new();
+        response.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        apply(
+            &policy(),
+            &request(Some("https://evil.example.com")),
+            &mut response,
+        );
+        assert_eq!(response[VARY], "Origin");
+        assert!(!response.contains_key(ACCESS_CONTROL_ALLOW_ORIGIN));
+
+        let mut response = HeaderMap::new();
+        response.insert(VARY, HeaderValue::from_static("Accept-Encoding"));
+        apply(
+            &policy(),
+            &request(Some("https://app.example.com")),
+            &mut response,
+        );
+        let vary: Vec<_> = response.get_all(VARY).iter().collect();
+        assert_eq!(vary, ["Accept-Encoding", "Origin"]);
+        assert_eq!(
+            response[ACCESS_CONTROL_ALLOW_ORIGIN],
+            "https://app.example.com"
+        );
+    }
+
+    #[test]
+    fn preflight_answers() {
+        let allowed = preflight(&policy(), &request(Some("https://app.example.com")));
+        assert_eq!(allowed.status(), StatusCode::NO_CONTENT);
+        assert_eq!(
+            allowed.headers()[ACCESS_CONTROL_ALLOW_ORIGIN],
+            "https://app.example.com"
+        );
+        assert_eq!(allowed.headers()[ACCESS_CONTROL_MAX_AGE], "600");
+        assert_eq!(
+            allowed.headers()[ACCESS_CONTROL_ALLOW_METHODS],
+            ALLOW_METHODS
+        );
+
+        let refused = preflight(&policy(), &request(Some("https://evil.example.com")));
+        assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+        assert!(!refused.headers().contains_key(ACCESS_CONTROL_ALLOW_ORIGIN));
+        assert_eq!(refused.headers()[VARY], "Origin");
+
+        let plain = preflight(&policy(), &request(None));
+        assert_eq!(plain.status(), StatusCode::NO_CONTENT);
+        assert_eq!(plain.headers()[ALLOW], ALLOW_METHODS);
+    }
+}

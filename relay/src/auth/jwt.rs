@@ -1,0 +1,968 @@
+//! JWT verification: turns a bearer token into the permissions, expiry and subject it carries,
+//! or a typed refusal. Called by the [`Authenticator`](super::Authenticator) for every
+//! connection that presents a token and for every `auth` (token refresh) message.
+//!
+//! # Rules
+//!
+//! - The algorithm is fixed by configuration (`HS256`, `RS256` or `EdDSA`); the token's `alg`
+//!   header must name exactly that algorithm (case-sensitive), so `none` in any spelling, a
+//!   HS256 token signed with an RSA public key (algorithm confusion) or an RS256 token on a
+//!   HS256 relay are all refused before any cryptography runs.
+//! - One key per relay: `kid`, `jku`, `jwk`, `x5u` and `x5c` headers are ignored (never
+//!   fetched, never used to pick a key); a token signed by another key fails its signature. A
+//!   `crit` header is refused (RFC 7515 §4.1.11: we understand no extension).
+//! - Tokens longer than [`MAX_TOKEN_BYTES`] are refused unparsed.
+//! - `exp` is required and has **no leeway**: a token is accepted while `now < exp`, which is
+//!   exactly the time a live connection is kept open (closed with 4004 at `exp`, see
+//!   [`until_expired`]). `nbf` is honoured with [`NBF_LEEWAY_SECS`] (5 s) of leeway, so an
+//!   issuer whose clock runs slightly ahead does not produce tokens that fail at first use.
+//! - `aud` (string or array) must contain `--jwt-audience` and `iss` must equal
+//!   `--jwt-issuer` when those are configured; otherwise they are not checked.
+//! - Claims are only looked at after the signature verified. Error messages never contain the
+//!   token.
+//!
+//! # Claims
+//!
+//! ```json
+//! { "sub": "user-42", "exp": 1767225600, "nbf": 1767222000,
+//!   "aud": "tidewire", "iss": "https://auth.example.com",
+//!   "tidewire": { "read": ["board:42/*", "todos"], "write": ["board:42/chat"] } }
+//! ```
+//!
+//! Top-level `read` / `write` arrays are accepted too (and united with the `tidewire` ones).
+//! Pattern syntax: see [`Pattern`](super::Pattern).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde_json::{Map, Value};
+
+use super::Permissions;
+use crate::config::Options;
+
+/// Longest token accepted, in bytes. Longer ones are refused before any parsing.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+/// Leeway on `nbf`, in seconds: a token whose `nbf` is at most this far in the future is
+/// already accepted.
+pub const NBF_LEEWAY_SECS: u64 = 5;
+
+/// Leeway on `exp`, in seconds: none (see the module docs).
+pub const EXP_LEEWAY_SECS: u64 = 0;
+
+/// HMAC secrets shorter than this are accepted with a warning (RFC 7518 §3.2 asks for at least
+/// the hash size).
+const MIN_SECRET_BYTES: usize = 32;
+
+/// The JWT algorithms a relay can be configured with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum JwtAlgorithm {
+    /// HMAC-SHA256 with a shared secret (`--jwt-secret`).
+    Hs256,
+    /// RSASSA-PKCS1-v1_5 with SHA-256, verified with an RSA public key (`--jwt-public-key`).
+    Rs256,
+    /// Ed25519, verified with an Ed25519 public key (`--jwt-public-key`).
+    EdDsa,
+}
+
+impl JwtAlgorithm {
+    /// Parses the `--jwt-algorithm` value (`HS256`, `RS256`, `EdDSA`; case-insensitive).
+    ///
+    /// # Errors
+    ///
+    /// [`JwtKeyError::UnknownAlgorithm`] for anything else.
+    pub fn parse(text: &str) -> Result<Self, JwtKeyError> {
+        match text.trim().to_ascii_uppercase().as_str() {
+            "HS256" => Ok(Self::Hs256),
+            "RS256" => Ok(Self::Rs256),
+            "EDDSA" => Ok(Self::EdDsa),
+            _ => Err(JwtKeyError::UnknownAlgorithm(text.to_owned())),
+        }
+    }
+
+    /// The name in the JOSE header (`alg`), exactly as a token must spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hs256 => "HS256",
+            Self::Rs256 => "RS256",
+            Self::EdDsa => "EdDSA",
+        }
+    }
+
+    fn jsonwebtoken(self) -> Algorithm {
+        match self {
+            Self::Hs256 => Algorithm::HS256,
+            Self::Rs256 => Algorithm::RS256,
+            Self::EdDsa => Algorithm::EdDSA,
+        }
+    }
+}
+
+/// The JWT options cannot work (reported at startup).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JwtKeyError {
+    /// `--jwt-algorithm` names no supported algorithm.
+    #[error("unknown JWT algorithm {0:?} (expected HS256, RS256 or EdDSA)")]
+    UnknownAlgorithm(String),
+    /// `--jwt-secret` is empty.
+    #[error("--jwt-secret is empty")]
+    EmptySecret,
+    /// Both a secret and a public key are configured.
+    #[error("set either --jwt-secret or --jwt-public-key, not both")]
+    BothKeys,
+    /// The algorithm does not fit the kind of key configured.
+    #[error("--jwt-algorithm {algorithm} needs {needs}")]
+    Mismatch {
+        /// The configured algorithm.
+        algorithm: &'static str,
+        /// The option it needs instead.
+        needs: &'static str,
+    },
+    /// A JWT option is set but no key is, so it would have no effect.
+    #[error("--{0} needs --jwt-secret or --jwt-public-key")]
+    WithoutKey(&'static str),
+    /// The public key file cannot be read.
+    #[error("cannot read --jwt-public-key {path}: {source}")]
+    Read {
+        /// The configured path.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The public key file is not a PEM public key of the algorithm's kind.
+    #[error("--jwt-public-key is not a PEM {algorithm} public key: {reason}")]
+    Pem {
+        /// The configured algorithm.
+        algorithm: &'static str,
+        /// What the PEM parser said.
+        reason: String,
+    },
+}
+
+/// Why a token was refused. Every variant maps to `unauthorized` (HTTP 401, close 4001).
+/// Messages never contain the token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum JwtError {
+    /// The token is longer than [`MAX_TOKEN_BYTES`].
+    #[error("token is longer than {max} bytes")]
+    TooLong {
+        /// The limit.
+        max: usize,
+    },
+    /// Not three base64url parts, or a part that does not decode.
+    #[error("malformed token: {0}")]
+    Malformed(&'static str),
+    /// The `alg` header is not the configured algorithm (this covers `none`).
+    #[error("token algorithm is not accepted: this relay accepts {expected} only")]
+    Algorithm {
+        /// The configured algorithm.
+        expected: &'static str,
+    },
+    /// The header has a `crit` parameter.
+    #[error("token has a crit header parameter this relay does not understand")]
+    Critical,
+    /// The signature does not verify with the configured key.
+    #[error("token signature does not verify")]
+    Signature,
+    /// There is no `exp` claim.
+    #[error("token has no exp claim")]
+    MissingExpiry,
+    /// `exp` has passed.
+    #[error("token expired")]
+    Expired,
+    /// `nbf` is in the future.
+    #[error("token is not valid yet (nbf)")]
+    NotYetValid,
+    /// `aud` does not contain the configured audience.
+    #[error("token audience does not match")]
+    Audience,
+    /// `iss` is not the configured issuer.
+    #[error("token issuer does not match")]
+    Issuer,
+    /// A claim has the wrong type or a stream pattern does not parse.
+    #[error("invalid token claims: {0}")]
+    Claims(String),
+    /// Signing failed (only [`sign_hs256`]).
+    #[error("cannot sign token: {0}")]
+    Sign(String),
+}
+
+/// What a verified token grants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedToken {
+    /// The token's read and write patterns (without the anonymous ones).
+    pub permissions: Permissions,
+    /// The token's `exp`, in seconds since the Unix epoch.
+    pub expires_at: u64,
+    /// The token's `sub`, if any.
+    pub subject: Option<String>,
+}
+
+/// Verifies tokens with the one configured key and algorithm.
+///
+/// `Debug` shows the algorithm, audience and issuer, never the key.
+#[derive(Clone)]
+pub struct JwtVerifier {
+    algorithm: JwtAlgorithm,
+    /// The secret or public key; private to this struct so nothing can print it.
+    key: DecodingKey,
+    /// Signature-only validation: every claim check is done here, against an explicit `now`.
+    validation: Validation,
+    audience: Option<String>,
+    issuer: Option<String>,
+}
+
+impl std::fmt::Debug for JwtVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtVerifier")
+            .field("algorithm", &self.algorithm)
+            .field("key", &"<redacted>")
+            .field("audience", &self.audience)
+            .field("issuer", &self.issuer)
+            .finish()
+    }
+}
+
+impl JwtVerifier {
+    /// A HS256 verifier with this shared secret.
+    ///
+    /// # Errors
+    ///
+    /// [`JwtKeyError::EmptySecret`] if the secret is empty.
+    pub fn hs256(secret: &[u8]) -> Result<Self, JwtKeyError> {
+        if secret.is_empty() {
+            return Err(JwtKeyError::EmptySecret);
+        }
+        if secret.len() < MIN_SECRET_BYTES {
+            tracing::warn!(
+                bytes = secret.len(),
+                "--jwt-secret is shorter than {MIN_SECRET_BYTES} bytes; use a longer random secret"
+            );
+        }
+        Ok(Self::new(
+            JwtAlgorithm::Hs256,
+            DecodingKey::from_secret(secret),
+        ))
+    }
+
+    /// A RS256 or EdDSA verifier with this PEM public key (`-----BEGIN PUBLIC KEY-----`).
+    ///
+    /// # Errors
+    ///
+    /// [`JwtKeyError::Mismatch`] for HS256 (a public key is never an HMAC secret), and
+    /// [`JwtKeyError::Pem`] if the PEM is not a public key of the algorithm's kind.
+    pub fn public_key(algorithm: JwtAlgorithm, pem: &[u8]) -> Result<Self, JwtKeyError> {
+        let pem_error = |error: jsonwebtoken::errors::Error| JwtKeyError::Pem {
+            algorithm: algorithm.as_str(),
+            reason: error.to_string(),
+        };
+        let key = match algorithm {
+            JwtAlgorithm::Hs256 => {
+                return Err(JwtKeyError::Mismatch {
+                    algorithm: algorithm.as_str(),
+                    needs: "--jwt-secret (a public key is never used as an HMAC secret)",
+                })
+            }
+            JwtAlgorithm::Rs256 => DecodingKey::from_rsa_pem(pem).map_err(pem_error)?,
+            JwtAlgorithm::EdDsa => DecodingKey::from_ed_pem(pem).map_err(pem_error)?,
+        };
+        Ok(Self::new(algorithm, key))
+    }
+
+    fn new(algorithm: JwtAlgorithm, key: DecodingKey) -> Self {
+        let mut validation = Validation::new(algorithm.jsonwebtoken());
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.validate_aud = false;
+        validation.required_spec_claims.clear();
+        validation.leeway = 0;
+        Self {
+            algorithm,
+            key,
+            validation,
+            audience: None,
+            issuer: None,
+        }
+    }
+
+    /// Requires `aud` to contain `audience` (`None`: `aud` is not checked).
+    #[must_use]
+    pub fn with_audience(mut self, audience: Option<String>) -> Self {
+        self.audience = audience;
+        self
+    }
+
+    /// Requires `iss` to equal `issuer` (`None`: `iss` is not checked).
+    #[must_use]
+    pub fn with_issuer(mut self, issuer: Option<String>) -> Self {
+        self.issuer = issuer;
+        self
+    }
+
+    /// The verifier the options ask for: `None` when no key is configured.
+    ///
+    /// Defaults: HS256 with `--jwt-secret`, RS256 with `--jwt-public-key`.
+    ///
+    /// # Errors
+    ///
+    /// [`JwtKeyError`] naming the option that cannot work: an unknown algorithm, an
+    /// algorithm that does not fit the key, both keys, an unreadable or wrong PEM file, or
+    /// `--jwt-algorithm` / `--jwt-audience` / `--jwt-issuer` without any key.
+    pub fn from_options(options: &Options) -> Result<Option<Self>, JwtKeyError> {
+        let algorithm = options
+            .jwt_algorithm
+            .as_deref()
+            .map(JwtAlgorithm::parse)
+            .transpose()?;
+        let verifier = match (&options.jwt_secret, &options.jwt_public_key) {
+            (Some(_), Some(_)) => return Err(JwtKeyError::BothKeys),
+            (None, None) => {
+                let stray = [
+                    ("jwt-algorithm", options.jwt_algorithm.is_some()),
+                    ("jwt-audience", options.jwt_audience.is_some()),
+                    ("jwt-issuer", options.jwt_issuer.is_some()),
+                ];
+                return match stray.iter().find(|(_, set)| *set) {
+                    Some((option, _)) => Err(JwtKeyError::WithoutKey(option)),
+                    None => Ok(None),
+                };
+            }
+            (Some(secret), None) => match algorithm.unwrap_or(JwtAlgorithm::Hs256) {
+                JwtAlgorithm::Hs256 => Self::hs256(secret.as_bytes())?,
+                other => {
+                    return Err(JwtKeyError::Mismatch {
+                        algorithm: other.as_str(),
+                        needs: "--jwt-public-key",
+                    })
+                }
+            },
+            (None, Some(path)) => {
+                let pem = std::fs::read(path).map_err(|source| JwtKeyError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                Self::public_key(algorithm.unwrap_or(JwtAlgorithm::Rs256), &pem)?
+            }
+        };
+        Ok(Some(
+            verifier
+                .with_audience(options.jwt_audience.clone())
+                .with_issuer(options.jwt_issuer.clone()),
+        ))
+    }
+
+    /// The configured algorithm.
+    pub fn algorithm(&self) -> JwtAlgorithm {
+        self.algorithm
+    }
+
+    /// Verifies `token` now.
+    ///
+    /// # Errors
+    ///
+    /// The first [`JwtError`] the token runs into.
+    pub fn verify(&self, token: &str) -> Result<VerifiedToken, JwtError> {
+        self.verify_at(token, now_unix())
+    }
+
+    /// Verifies `token` as if the time were `now` (seconds since the Unix epoch).
+    ///
+    /// # Errors
+    ///
+    /// The first [`JwtError`] the token runs into, checked in this order: size, shape,
+    /// header (`alg`, `crit`), signature, then claims (`exp`, `nbf`, `aud`, `iss`, patterns).
+    pub fn verify_at(&self, token: &str, now: u64) -> Result<VerifiedToken, JwtError> {
+        check_shape(token)?;
+        self.check_header(token)?;
+        let data = jsonwebtoken::decode::<Value>(token, &self.key, &self.validation)
+            .map_err(|error| self.map_decode_error(error.kind()))?;
+        let Value::Object(claims) = data.claims else {
+            return Err(JwtError::Malformed("payload is not a JSON object"));
+        };
+        self.check_claims(&claims, now)
+    }
+
+    fn check_header(&self, token: &str) -> Result<(), JwtError> {
+        // `check_shape` proved there are three non-empty base64url parts.
+        let encoded = token.split('.').next().unwrap_or_default();
+        let bytes = URL_SAFE_NO_PAD
+            .decode(encoded)
+            .map_err(|_| JwtError::Malformed("header is not base64url"))?;
+        let header: Map<String, Value> = serde_json::from_slice(&bytes)
+            .map_err(|_| JwtError::Malformed("header is not a JSON object"))?;
+        if header.get("alg").and_then(Value::as_str) != Some(self.algorithm.as_str()) {
+            return Err(JwtError::Algorithm {
+                expected: self.algorithm.as_str(),
+            });
+        }
+        if header.contains_key("crit") {
+            return Err(JwtError::Critical);
+        }
+        Ok(())
+    }
+
+    fn map_decode_error(&self, kind: &ErrorKind) -> JwtError {
+        match kind {
+            ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => JwtError::Algorithm {
+                expected: self.algorithm.as_str(),
+            },
+            ErrorKind::Base64(_) | ErrorKind::Utf8(_) | ErrorKind::InvalidToken => {
+                JwtError::Malformed("a part does not decode")
+            }
+            ErrorKind::Json(_) => JwtError::Malformed("header or payload is not valid JSON"),
+            // Wrong signature, a signature of the wrong length, or a key ring cannot use.
+            _ => JwtError::Signature,
+        }
+    }
+
+    fn check_claims(
+        &self,
+        claims: &Map<String, Value>,
+        now: u64,
+    ) -> Result<VerifiedToken, JwtError> {
+        let expires_at = numeric_date(claims, "exp")?.ok_or(JwtError::MissingExpiry)?;
+        if now >= expires_at.saturating_add(EXP_LEEWAY_SECS) {
+            return Err(JwtError::Expired);
+        }
+        if let Some(not_before) = numeric_date(claims, "nbf")? {
+            if not_before > now.saturating_add(NBF_LEEWAY_SECS) {
+                return Err(JwtError::NotYetValid);
+            }
+        }
+        if let Some(audience) = &self.audience {
+            let matches = match claims.get("aud") {
+                Some(Value::String(aud)) => aud == audience,
+                Some(Value::Array(auds)) => auds.iter().any(|aud| aud.as_str() == Some(audience)),
+                _ => false,
+            };
+            if !matches {
+                return Err(JwtError::Audience);
+            }
+        }
+        if let Some(issuer) = &self.issuer {
+            if claims.get("iss").and_then(Value::as_str) != Some(issuer.as_str()) {
+                return Err(JwtError::Issuer);
+            }
+        }
+        let subject = match claims.get("sub") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(subject)) => Some(subject.clone()),
+            Some(_) => return Err(JwtError::Claims("sub is not a string".into())),
+        };
+        Ok(VerifiedToken {
+            permissions: permissions(claims)?,
+            expires_at,
+            subject,
+        })
+    }
+}
+
+/// Size and shape: three non-empty base64url parts (no padding).
+fn check_shape(token: &str) -> Result<(), JwtError> {
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(JwtError::TooLong {
+            max: MAX_TOKEN_BYTES,
+        });
+    }
+    let parts: Vec<&str> = token.split('.').collect();
+    match parts.as_slice() {
+        [header, payload, signature] => {
+            if header.is_empty() || payload.is_empty() {
+                return Err(JwtError::Malformed("empty header or payload"));
+            }
+            if signature.is_empty() {
+                return Err(JwtError::Malformed("empty signature"));
+            }
+            let base64url = |part: &&str| {
+                part.bytes()
+                    .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_')
+            };
+            if parts.iter().all(base64url) {
+                Ok(())
+            } else {
+                Err(JwtError::Malformed("a part is not base64url"))
+            }
+        }
+        _ => Err(JwtError::Malformed("expected three dot-separated parts")),
+    }
+}
+
+/// A NumericDate claim (RFC 7519 §2): a non-negative number of seconds; fractions are cut.
+fn numeric_date(claims: &Map<String, Value>, name: &'static str) -> Result<Option<u64>, JwtError> {
+    match claims.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(number)) => match (number.as_u64(), number.as_f64()) {
+            (Some(seconds), _) => Ok(Some(seconds)),
+            // `as` saturates: 1e300 becomes u64::MAX, which is fine for a date.
+            (None, Some(seconds)) if seconds.is_finite() && seconds >= 0.0 => {
+                Ok(Some(seconds as u64))
+            }
+            _ => Err(JwtError::Claims(format!("{name} is not a NumericDate"))),
+        },
+        Some(_) => Err(JwtError::Claims(format!("{name} is not a NumericDate"))),
+    }
+}
+
+/// The read and write patterns of `tidewire.read/write` and top-level `read/write`.
+fn permissions(claims: &Map<String, Value>) -> Result<Permissions, JwtError> {
+    let namespaced = match claims.get("tidewire") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(object)) => Some(object),
+        Some(_) => return Err(JwtError::Claims("tidewire is not an object".into())),
+    };
+    let mut read = Vec::new();
+    let mut write = Vec::new();
+    for source in namespaced.into_iter().chain(std::iter::once(claims)) {
+        read.extend(pattern_list(source, "read")?);
+        write.extend(pattern_list(source, "write")?);
+    }
+    Permissions::parse(&read, &write)
+        .map_err(|error| JwtError::Claims(format!("bad stream pattern: {error}")))
+}
+
+fn pattern_list(object: &Map<String, Value>, name: &'static str) -> Result<Vec<String>, JwtError> {
+    let not_a_list = || JwtError::Claims(format!("{name} is not an array of stream patterns"));
+    match object.get(name) {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|item| item.as_str().map(str::to_owned).ok_or_else(not_a_list))
+            .collect(),
+        Some(_) => Err(not_a_list()),
+    }
+}
+
+/// Seconds since the Unix epoch (0 if the clock is before 1970).
+pub fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
+}
+
+/// Time left before `expires_at` (seconds since the Unix epoch, a grant's
+/// [`expires_at`](super::Grant::expires_at)); `None` when it never expires, zero when it has.
+pub fn time_left(expires_at: Option<u64>) -> Option<Duration> {
+    let expires_at = UNIX_EPOCH.checked_add(Duration::from_secs(expires_at?))?;
+    Some(
+        expires_at
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+/// Completes when a grant that ends at `expires_at` has expired; never for `None`.
+///
+/// Transports `select!` on it next to the socket and close with 4004 (`token_expired`) when it
+/// fires. Recreate it after an `auth` message replaced the grant.
+///
+/// ```no_run
+/// # async fn demo(grant: tidewire_relay::auth::Grant) {
+/// tokio::select! {
+///     () = tidewire_relay::auth::until_expired(grant.expires_at) => { /* close 4004 */ }
+///     // ... the socket, the session ...
+/// }
+/// # }
+/// ```
+pub async fn until_expired(expires_at: Option<u64>) {
+    match time_left(expires_at) {
+        // A deadline too far away to represent is the same as none.
+        Some(left) => match tokio::time::Instant::now().checked_add(left) {
+            Some(deadline) => tokio::time::sleep_until(deadline).await,
+            None => std::future::pending().await,
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// Signs `claims` with HS256 and `secret`: for tests and development tooling (the relay itself
+/// only verifies).
+///
+/// # Errors
+///
+/// [`JwtError::Sign`] if the claims cannot be encoded.
+pub fn sign_hs256(secret: &[u8], claims: &Value) -> Result<String, JwtError> {
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(secret),
+    )
+    .map_err(|error| JwtError::Sign(error.to_string()))
+}
+
+/// Test keys and token forging, shared with the authenticator's tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+    use jsonwebtoken::{Algorithm, EncodingKey};
+    use serde_json::{json, Value};
+
+    /// The fixed "now" of the tables (2023-11-14).
+    pub(crate) const NOW: u64 = 1_700_000_000;
+    /// The HS256 test secret.
+    pub(crate) const SECRET: &[u8] = b"test-only-secret-0123456789abcdef";
+    /// Test-only key pairs (tests/fixtures/keys/README.md).
+    pub(crate) const RSA_PUBLIC: &[u8] =
+        include_bytes!("../../../tests/fixtures/keys/test-only-rsa-public.pem");
+    pub(crate) const RSA_PRIVATE: &[u8] =
+        include_bytes!("../../../tests/fixtures/keys/test-only-rsa-private.pem");
+    pub(crate) const RSA_OTHER_PRIVATE: &[u8] =
+        include_bytes!("../../../tests/fixtures/keys/test-only-rsa-other-private.pem");
+    pub(crate) const ED_PUBLIC: &[u8] =
+        include_bytes!("../../../tests/fixtures/keys/test-only-ed25519-public.pem");
+    pub(crate) const ED_PRIVATE: &[u8] =
+        include_bytes!("../../../tests/fixtures/keys/test-only-ed25519-private.pem");
+
+    pub(crate) fn b64(text: &str) -> String {
+        URL_SAFE_NO_PAD.encode(text)
+    }
+
+    /// `header.payload.signature` from raw JSON texts and a raw signature part.
+    pub(crate) fn forge(header: &str, payload: &str, signature: &str) -> String {
+        format!("{}.{}.{signature}", b64(header), b64(payload))
+    }
+
+    /// Signs any header and claims with `key` under `algorithm` (the header is not checked).
+    pub(crate) fn sign_raw(
+        header: &Value,
+        claims: &Value,
+        key: &EncodingKey,
+        algorithm: Algorithm,
+    ) -> String {
+        let message = format!("{}.{}", b64(&header.to_string()), b64(&claims.to_string()));
+        let signature =
+            jsonwebtoken::crypto::sign(message.as_bytes(), key, algorithm).expect("test key signs");
+        format!("{message}.{signature}")
+    }
+
+    pub(crate) fn hs256(claims: &Value) -> String {
+        sign_raw(
+            &json!({"alg": "HS256", "typ": "JWT"}),
+            claims,
+            &EncodingKey::from_secret(SECRET),
+            Algorithm::HS256,
+        )
+    }
+
+    pub(crate) fn rs256(claims: &Value) -> String {
+        let key = EncodingKey::from_rsa_pem(RSA_PRIVATE).expect("test rsa key");
+        sign_raw(
+            &json!({"alg": "RS256", "typ": "JWT"}),
+            claims,
+            &key,
+            Algorithm::RS256,
+        )
+    }
+
+    pub(crate) fn eddsa(claims: &Value) -> String {
+        let key = EncodingKey::from_ed_pem(ED_PRIVATE).expect("test ed25519 key");
+        sign_raw(
+            &json!({"alg": "EdDSA", "typ": "JWT"}),
+            claims,
+            &key,
+            Algorithm::EdDSA,
+        )
+    }
+
+    /// Claims valid at [`NOW`]: reads stream `a` and `room:*`, writes `a`.
+    pub(crate) fn claims() -> Value {
+        json!({"sub": "user-1", "exp": NOW + 60, "tidewire": {"read": ["a", "room:*"], "write": ["a"]}})
+    }
+
+    /// [`claims`] with `changes` merged in (a `null` removes the claim).
+    pub(crate) fn claims_with(changes: Value) -> Value {
+        let mut claims = claims();
+        if let (Some(object), Value::Object(changes)) = (claims.as_object_mut(), changes) {
+            for (name, value) in changes {
+                if value.is_null() {
+                    object.remove(&name);
+                } else {
+                    object.insert(name, value);
+                }
+            }
+        }
+        claims
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use jsonwebtoken::{Algorithm, EncodingKey};
+    use serde_json::json;
+    use tidewire_shared::StreamName;
+
+    use super::testing::*;
+    use super::*;
+
+    /// Which configured verifier a row runs against.
+    #[derive(Debug, Clone, Copy)]
+    enum Relay {
+        Hs256,
+        Rs256,
+        EdDsa,
+        /// HS256 with `--jwt-audience tidewire --jwt-issuer https://auth.test`.
+        Hs256AudIss,
+    }
+
+    fn verifier(relay: Relay) -> JwtVerifier {
+        match relay {
+            Relay::Hs256 => JwtVerifier::hs256(SECRET),
+            Relay::Rs256 => JwtVerifier::public_key(JwtAlgorithm::Rs256, RSA_PUBLIC),
+            Relay::EdDsa => JwtVerifier::public_key(JwtAlgorithm::EdDsa, ED_PUBLIC),
+            Relay::Hs256AudIss => JwtVerifier::hs256(SECRET).map(|verifier| {
+                verifier
+                    .with_audience(Some("tidewire".into()))
+                    .with_issuer(Some("https://auth.test".into()))
+            }),
+        }
+        .expect("test verifier")
+    }
+
+    fn malformed(reason: &'static str) -> Result<(), JwtError> {
+        Err(JwtError::Malformed(reason))
+    }
+
+    fn algorithm(expected: &'static str) -> Result<(), JwtError> {
+        Err(JwtError::Algorithm { expected })
+    }
+
+    /// One row per bad-input case of TESTING.md (plus the valid tokens), each with its answer.
+    #[test]
+    fn token_table() {
+        let hs_header = r#"{"alg":"HS256","typ":"JWT"}"#;
+        let payload = claims().to_string();
+        let valid_signature = hs256(&claims())
+            .rsplit('.')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        let other_rsa = EncodingKey::from_rsa_pem(RSA_OTHER_PRIVATE).expect("other rsa key");
+        let tampered = {
+            let mut parts: Vec<String> = hs256(&claims()).split('.').map(str::to_owned).collect();
+            parts[1] =
+                b64(&claims_with(json!({"tidewire": {"read": ["*"], "write": ["*"]}})).to_string());
+            parts.join(".")
+        };
+        let padded = format!("{}=", hs256(&claims()));
+        let huge = hs256(&claims_with(json!({"pad": "x".repeat(16 * 1024)})));
+        let aud_iss = |aud: Value, iss: &str| claims_with(json!({"aud": aud, "iss": iss}));
+
+        #[rustfmt::skip]
+        let rows: Vec<(&str, Relay, String, Result<(), JwtError>)> = vec![
+            ("valid HS256", Relay::Hs256, hs256(&claims()), Ok(())),
+            ("valid RS256", Relay::Rs256, rs256(&claims()), Ok(())),
+            ("valid EdDSA", Relay::EdDsa, eddsa(&claims()), Ok(())),
+            ("alg none, empty signature", Relay::Hs256, forge(r#"{"alg":"none"}"#, &payload, ""), malformed("empty signature")),
+            ("alg none with a signature", Relay::Hs256, forge(r#"{"alg":"none"}"#, &payload, &valid_signature), algorithm("HS256")),
+            ("alg None", Relay::Hs256, forge(r#"{"alg":"None"}"#, &payload, &valid_signature), algorithm("HS256")),
+            ("alg NONE", Relay::Rs256, forge(r#"{"alg":"NONE"}"#, &payload, "AAAA"), algorithm("RS256")),
+            ("alg nOnE on EdDSA", Relay::EdDsa, forge(r#"{"alg":"nOnE"}"#, &payload, "AAAA"), algorithm("EdDSA")),
+            ("no alg header", Relay::Hs256, forge(r#"{"typ":"JWT"}"#, &payload, &valid_signature), algorithm("HS256")),
+            ("alg hs256 (wrong case)", Relay::Hs256, forge(r#"{"alg":"hs256"}"#, &payload, &valid_signature), algorithm("HS256")),
+            ("empty signature", Relay::Hs256, forge(hs_header, &payload, ""), malformed("empty signature")),
+            ("HS256 signed with the RSA public key (confusion)", Relay::Rs256,
+                sign_raw(&json!({"alg": "HS256"}), &claims(), &EncodingKey::from_secret(RSA_PUBLIC), Algorithm::HS256), algorithm("RS256")),
+            ("RS256 token on a HS256 relay", Relay::Hs256, rs256(&claims()), algorithm("HS256")),
+            ("EdDSA token on a RS256 relay", Relay::Rs256, eddsa(&claims()), algorithm("RS256")),
+            ("HS256 token on an EdDSA relay", Relay::EdDsa, hs256(&claims()), algorithm("EdDSA")),
+            ("unknown kid, other key", Relay::Rs256,
+                sign_raw(&json!({"alg": "RS256", "kid": "attacker"}), &claims(), &other_rsa, Algorithm::RS256), Err(JwtError::Signature)),
+            ("kid with the right key (kid ignored)", Relay::Rs256,
+                sign_raw(&json!({"alg": "RS256", "kid": "../../etc/passwd"}), &claims(), &EncodingKey::from_rsa_pem(RSA_PRIVATE).expect("key"), Algorithm::RS256), Ok(())),
+            ("wrong HS256 secret", Relay::Hs256,
+                sign_raw(&json!({"alg": "HS256"}), &claims(), &EncodingKey::from_secret(b"another-secret"), Algorithm::HS256), Err(JwtError::Signature)),
+            ("tampered payload", Relay::Hs256, tampered, Err(JwtError::Signature)),
+            ("truncated signature", Relay::Hs256, forge(hs_header, &payload, &valid_signature[..10]), Err(JwtError::Signature)),
+            ("crit header", Relay::Hs256,
+                sign_raw(&json!({"alg": "HS256", "crit": ["b64"], "b64": false}), &claims(), &EncodingKey::from_secret(SECRET), Algorithm::HS256), Err(JwtError::Critical)),
+            ("missing exp", Relay::Hs256, hs256(&claims_with(json!({"exp": null}))), Err(JwtError::MissingExpiry)),
+            ("exp as a string", Relay::Hs256, hs256(&claims_with(json!({"exp": "tomorrow"}))), Err(JwtError::Claims("exp is not a NumericDate".into()))),
+            ("negative exp", Relay::Hs256, hs256(&claims_with(json!({"exp": -1}))), Err(JwtError::Claims("exp is not a NumericDate".into()))),
+            ("expired exp", Relay::Hs256, hs256(&claims_with(json!({"exp": NOW - 1}))), Err(JwtError::Expired)),
+            ("exp equal to now (no leeway)", Relay::Hs256, hs256(&claims_with(json!({"exp": NOW}))), Err(JwtError::Expired)),
+            ("exp one second ahead", Relay::Hs256, hs256(&claims_with(json!({"exp": NOW + 1}))), Ok(())),
+            ("fractional exp", Relay::Hs256, hs256(&claims_with(json!({"exp": NOW as f64 + 30.5}))), Ok(())),
+            ("future nbf", Relay::Hs256, hs256(&claims_with(json!({"nbf": NOW + 60}))), Err(JwtError::NotYetValid)),
+            ("nbf just past the leeway", Relay::Hs256, hs256(&claims_with(json!({"nbf": NOW + NBF_LEEWAY_SECS + 1}))), Err(JwtError::NotYetValid)),
+            ("nbf within the leeway", Relay::Hs256, hs256(&claims_with(json!({"nbf": NOW + NBF_LEEWAY_SECS}))), Ok(())),
+            ("past nbf", Relay::Hs256, hs256(&claims_with(json!({"nbf": NOW - 60}))), Ok(())),
+            ("right aud and iss", Relay::Hs256AudIss, hs256(&aud_iss(json!("tidewire"), "https://auth.test")), Ok(())),
+            ("aud array containing ours", Relay::Hs256AudIss, hs256(&aud_iss(json!(["other", "tidewire"]), "https://auth.test")), Ok(())),
+            ("wrong aud", Relay::Hs256AudIss, hs256(&aud_iss(json!("other"), "https://auth.test")), Err(JwtError::Audience)),
+            ("missing aud", Relay::Hs256AudIss, hs256(&claims_with(json!({"iss": "https://auth.test"}))), Err(JwtError::Audience)),
+            ("wrong iss", Relay::Hs256AudIss, hs256(&aud_iss(json!("tidewire"), "https://evil.test")), Err(JwtError::Issuer)),
+            ("aud ignored when not configured", Relay::Hs256, hs256(&aud_iss(json!("anything"), "anyone")), Ok(())),
+            ("bad base64 in the header", Relay::Hs256, format!("eyJ!bGc.{}.{valid_signature}", b64(&payload)), malformed("a part is not base64url")),
+            ("base64 padding", Relay::Hs256, padded, malformed("a part is not base64url")),
+            ("header is not JSON", Relay::Hs256, forge("not json", &payload, &valid_signature), malformed("header is not a JSON object")),
+            ("payload is a JSON array", Relay::Hs256,
+                sign_raw(&json!({"alg": "HS256"}), &json!([1, 2]), &EncodingKey::from_secret(SECRET), Algorithm::HS256), malformed("header or payload is not valid JSON")),
+            ("2-part token", Relay::Hs256, format!("{}.{}", b64(hs_header), b64(&payload)), malformed("expected three dot-separated parts")),
+            ("4-part token", Relay::Hs256, format!("{}.{valid_signature}", hs256(&claims())), malformed("expected three dot-separated parts")),
+            ("16 KiB token", Relay::Hs256, huge, Err(JwtError::TooLong { max: MAX_TOKEN_BYTES })),
+            ("garbage", Relay::Hs256, "hello world".into(), malformed("expected three dot-separated parts")),
+            ("garbage with dots", Relay::Hs256, "..".into(), malformed("empty header or payload")),
+            ("empty token", Relay::Hs256, String::new(), malformed("expected three dot-separated parts")),
+            ("NUL and newline", Relay::Hs256, format!("{}.\n\0.x", b64(hs_header)), malformed("a part is not base64url")),
+            ("tidewire claim not an object", Relay::Hs256, hs256(&claims_with(json!({"tidewire": ["a"]}))), Err(JwtError::Claims("tidewire is not an object".into()))),
+            ("read claim not an array", Relay::Hs256, hs256(&claims_with(json!({"read": "a"}))), Err(JwtError::Claims("read is not an array of stream patterns".into()))),
+            ("bad stream pattern", Relay::Hs256, hs256(&claims_with(json!({"write": ["a*b"]}))), Err(JwtError::Claims("bad stream pattern: `*` may only end a stream pattern: \"a*b\"".into()))),
+            ("sub is a number", Relay::Hs256, hs256(&claims_with(json!({"sub": 42}))), Err(JwtError::Claims("sub is not a string".into()))),
+        ];
+        assert!(rows.len() >= 25, "the table has {} rows", rows.len());
+        let mut failures = Vec::new();
+        for (name, relay, token, expected) in &rows {
+            let outcome = verifier(*relay).verify_at(token, NOW).map(|_| ());
+            if &outcome != expected {
+                failures.push(format!("{name}: expected {expected:?}, got {outcome:?}"));
+            }
+            if let Err(error) = &outcome {
+                // Messages never echo the token (the 16 KiB one would be obvious).
+                assert!(
+                    token.len() < 8 || !error.to_string().contains(token.as_str()),
+                    "{name} leaks the token"
+                );
+            }
+        }
+        assert!(
+            failures.is_empty(),
+            "{} of {} rows failed:\n{}",
+            failures.len(),
+            rows.len(),
+            failures.join("\n")
+        );
+    }
+
+    fn stream(name: &str) -> StreamName {
+        StreamName::new(name).expect("valid stream name")
+    }
+
+    #[test]
+    fn verified_token_carries_permissions_expiry_and_subject() {
+        let verified = verifier(Relay::Hs256)
+            .verify_at(&hs256(&claims_with(json!({"write": ["b"]}))), NOW)
+            .expect("valid token");
+        assert_eq!(verified.expires_at, NOW + 60);
+        assert_eq!(verified.subject.as_deref(), Some("user-1"));
+        let permissions = &verified.permissions;
+        assert!(permissions.can_read(&stream("a")));
+        assert!(permissions.can_read(&stream("room:7")));
+        assert!(!permissions.can_read(&stream("b")));
+        // Top-level `write` is united with `tidewire.write`.
+        assert!(permissions.can_write(&stream("a")));
+        assert!(permissions.can_write(&stream("b")));
+        assert!(!permissions.can_write(&stream("room:7")));
+    }
+
+    #[test]
+    fn debug_never_prints_the_secret() {
+        let text = format!("{:?}", verifier(Relay::Hs256));
+        assert!(text.contains("<redacted>"), "{text}");
+        assert!(!text.contains("test-only-secret"), "{text}");
+    }
+
+    #[test]
+    fn options_pick_and_check_the_algorithm() {
+        let with = |change: &dyn Fn(&mut Options)| {
+            let mut options = Options::default();
+            change(&mut options);
+            JwtVerifier::from_options(&options)
+        };
+        let secret = |options: &mut Options| options.jwt_secret = Some("s3cret".into());
+        let key_file = |name: &str| {
+            std::path::PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../tests/fixtures/keys"
+            ))
+            .join(name)
+        };
+        assert!(matches!(with(&|_| {}), Ok(None)));
+        let hs = with(&secret).expect("secret").expect("verifier");
+        assert_eq!(hs.algorithm(), JwtAlgorithm::Hs256);
+        let rsa =
+            with(&|options| options.jwt_public_key = Some(key_file("test-only-rsa-public.pem")));
+        assert_eq!(
+            rsa.expect("rsa").expect("verifier").algorithm(),
+            JwtAlgorithm::Rs256
+        );
+        let ed = with(&|options| {
+            options.jwt_public_key = Some(key_file("test-only-ed25519-public.pem"));
+            options.jwt_algorithm = Some("eddsa".into());
+        });
+        assert_eq!(
+            ed.expect("ed").expect("verifier").algorithm(),
+            JwtAlgorithm::EdDsa
+        );
+        let errors = [
+            with(&|options| options.jwt_secret = Some(String::new())),
+            with(&|options| {
+                secret(options);
+                options.jwt_algorithm = Some("RS256".into());
+            }),
+            with(&|options| {
+                options.jwt_public_key = Some(key_file("test-only-rsa-public.pem"));
+                options.jwt_algorithm = Some("HS256".into());
+            }),
+            with(&|options| {
+                options.jwt_public_key = Some(key_file("test-only-rsa-public.pem"));
+                options.jwt_algorithm = Some("EdDSA".into());
+            }),
+            with(&|options| options.jwt_public_key = Some(key_file("missing.pem"))),
+            with(&|options| {
+                secret(options);
+                options.jwt_algorithm = Some("none".into());
+            }),
+            with(&|options| options.jwt_audience = Some("tidewire".into())),
+            with(&|options| {
+                secret(options);
+                options.jwt_public_key = Some(key_file("test-only-rsa-public.pem"));
+            }),
+        ];
+        for (index, result) in errors.iter().enumerate() {
+            assert!(
+                result.is_err(),
+                "case {index} should be refused: {result:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn signed_helper_round_trips() {
+        let token = sign_hs256(SECRET, &claims()).expect("signs");
+        assert!(verifier(Relay::Hs256).verify_at(&token, NOW).is_ok());
+    }
+
+    #[tokio::test]
+    async fn until_expired_fires_at_exp() {
+        assert_eq!(time_left(None), None);
+        assert_eq!(time_left(Some(0)), Some(Duration::ZERO));
+        let left = time_left(Some(now_unix() + 100)).expect("finite");
+        assert!(
+            left > Duration::from_secs(98) && left <= Duration::from_secs(100),
+            "{left:?}"
+        );
+        // Already expired: completes at once.
+        let expired =
+            tokio::time::timeout(Duration::from_secs(5), until_expired(Some(now_unix() - 1)));
+        assert!(expired.await.is_ok());
+        // Far future (not representable as an instant) and never: still pending.
+        let short = Duration::from_millis(20);
+        assert!(tokio::time::timeout(short, until_expired(Some(u64::MAX)))
+            .await
+            .is_err());
+        assert!(
+            tokio::time::timeout(short, until_expired(Some(now_unix() + 3600)))
+                .await
+                .is_err()
+        );
+        assert!(tokio::time::timeout(short, until_expired(None))
+            .await
+            .is_err());
+    }
+}

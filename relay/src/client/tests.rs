@@ -1,0 +1,604 @@
+//! Tests of the whole client (socket, driver, state, handles) against a scripted fake relay:
+//! a real fastwebsockets server whose connections the test drives message by message, so
+//! drops, reconnects, refusals and silence can be staged exactly.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fastwebsockets::{FragmentCollector, Frame, OpCode, Payload};
+use futures_util::StreamExt;
+use http_body_util::Empty;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::upgrade::Upgraded;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use tidewire_shared::message::{decode_client, Advisory, AdvisoryKind};
+use tidewire_shared::{
+    ClientMessage, DecodeLimits, Event, Op, Position, Record, ServerMessage, StreamName,
+};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::{
+    BackoffConfig, Client, ClientConfig, ClientError, CollectionEvent, ConnectionStatus,
+    SubscribeOptions, Subscription, SubscriptionEvent,
+};
+
+/// Generous bound for anything the tests wait for.
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A WebSocket server that hands each accepted connection to the test.
+struct FakeRelay {
+    addr: SocketAddr,
+    connections: mpsc::UnboundedReceiver<FakeConn>,
+    accept: JoinHandle<()>,
+}
+
+impl Drop for FakeRelay {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+impl FakeRelay {
+    async fn start() -> Self {
+        Self::bind("127.0.0.1:0".parse().expect("valid address"), None).await
+    }
+
+    /// Listens on `addr`; answers every upgrade with `reject` instead, if given.
+    async fn bind(addr: SocketAddr, reject: Option<StatusCode>) -> Self {
+        let listener = TcpListener::bind(addr).await.expect("bind the fake relay");
+        let addr = listener.local_addr().expect("bound address");
+        let (sender, connections) = mpsc::unbounded_channel();
+        let accept = tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let sender = sender.clone();
+                let service = service_fn(move |request: Request<Incoming>| {
+                    let sender = sender.clone();
+                    async move { Ok::<_, Infallible>(upgrade(request, &sender, reject)) }
+                });
+                tokio::spawn(async move {
+                    let connection = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), service)
+                        .with_upgrades();
+                    let _ = connection.await;
+                });
+            }
+        });
+        Self {
+            addr,
+            connections,
+            accept,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("ws://{}", self.addr)
+    }
+
+    async fn next_connection(&mut self) -> FakeConn {
+        let mut connection = tokio::time::timeout(WAIT, self.connections.recv())
+            .await
+            .expect("a connection in time")
+            .expect("the accept loop runs");
+        connection
+            .send(&ServerMessage::Advisory(
+                Advisory::new(AdvisoryKind::Connect).reason("relay=fake connection=1"),
+            ))
+            .await;
+        connection
+    }
+}
+
+fn upgrade(
+    mut request: Request<Incoming>,
+    connections: &mpsc::UnboundedSender<FakeConn>,
+    reject: Option<StatusCode>,
+) -> Response<Empty<Bytes>> {
+    let refusal = |status| {
+        let mut response = Response::new(Empty::new());
+        *response.status_mut() = status;
+        response
+    };
+    if let Some(status) = reject {
+        return refusal(status);
+    }
+    assert_eq!(request.uri().path(), "/v1/ws");
+    let Ok((response, upgrade)) = fastwebsockets::upgrade::upgrade(&mut request) else {
+        return refusal(StatusCode::BAD_REQUEST);
+    };
+    let connections = connections.clone();
+    tokio::spawn(async move {
+        if let Ok(websocket) = upgrade.await {
+            let _ = connections.send(FakeConn {
+                websocket: FragmentCollector::new(websocket),
+            });
+        }
+    });
+    response
+}
+
+/// One accepted connection, driven by the test. Dropping it resets the connection.
+struct FakeConn {
+    websocket: FragmentCollector<TokioIo<Upgraded>>,
+}
+
+impl FakeConn {
+    /// The next client message other than a keepalive ping.
+    async fn recv(&mut self) -> ClientMessage {
+        loop {
+            let frame = tokio::time::timeout(WAIT, self.websocket.read_frame())
+                .await
+                .expect("a client message in time")
+                .expect("a frame");
+            assert_eq!(frame.opcode, OpCode::Text, "the client sends text frames");
+            let message =
+                decode_client(&frame.payload, &DecodeLimits::default()).expect("a valid message");
+            if !matches!(message, ClientMessage::Ping { .. }) {
+                return message;
+            }
+        }
+    }
+
+    async fn send(&mut self, message: &ServerMessage) {
+        self.websocket
+            .write_frame(Frame::text(Payload::Owned(message.encode().into_bytes())))
+            .await
+            .expect("write to the client");
+    }
+
+    async fn close(&mut self, code: u16, reason: &str) {
+        self.websocket
+            .write_frame(Frame::close(code, reason.as_bytes()))
+            .await
+            .expect("write the close frame");
+    }
+}
+
+fn name(stream: &str) -> StreamName {
+    StreamName::new(stream).expect("valid stream name")
+}
+
+fn fast_config(url: String) -> ClientConfig {
+    ClientConfig {
+        reconnect: BackoffConfig {
+            initial: Duration::from_millis(20),
+            max: Duration::from_millis(200),
+            max_attempts: None,
+        },
+        request_timeout: WAIT,
+        ..ClientConfig::new(url)
+    }
+}
+
+fn event(stream: &str, epoch: u64, seq: u64) -> ServerMessage {
+    ServerMessage::Event(Event {
+        stream: name(stream),
+        epoch,
+        seq,
+        key: format!("k{seq}"),
+        op: Op::Upsert,
+        data: json!({ "seq": seq }),
+        ts: None,
+    })
+}
+
+fn snapshot(stream: &str, epoch: u64, seq: u64) -> ServerMessage {
+    ServerMessage::Snapshot {
+        stream: name(stream),
+        epoch,
+        seq,
+        chunk: 0,
+        last: true,
+        records: (1..=seq)
+            .map(|seq| Record {
+                key: format!("k{seq}"),
+                seq,
+                data: json!({ "seq": seq }),
+            })
+            .collect(),
+    }
+}
+
+fn subscribed(stream: &str, epoch: u64, seq: u64, resumed: bool) -> ServerMessage {
+    ServerMessage::Subscribed {
+        stream: name(stream),
+        epoch,
+        seq,
+        resumed,
+    }
+}
+
+/// The next subscription event that is not an advisory.
+async fn next_event(subscription: &mut Subscription) -> SubscriptionEvent {
+    loop {
+        let event = tokio::time::timeout(WAIT, subscription.next())
+            .await
+            .expect("an event in time")
+            .expect("the subscription is open");
+        if !matches!(event, SubscriptionEvent::Advisory(_)) {
+            return event;
+        }
+    }
+}
+
+/// Expects a subscribe for `stream`; returns its `since`.
+async fn expect_subscribe(connection: &mut FakeConn, stream: &str) -> Option<Position> {
+    match connection.recv().await {
+        ClientMessage::Subscribe(subscribe) if subscribe.stream.as_str() == stream => subscribe.since,
+        other => panic!("expected a subscribe to {stream}, got {other:?}"),
+    }
+}
+
+/// Connects, subscribes to `todos`, and serves a snapshot at (7, 2).
+async fn live_subscription(relay: &mut FakeRelay) -> (Client, Subscription, FakeConn) {
+    let client = Client::connect(fast_config(relay.url()))
+        .await
+        .expect("connects");
+    let mut connection = relay.next_connection().await;
+    let mut subscription = client
+        .subscribe("todos", SubscribeOptions::default())
+        .await
+        .expect("subscribes");
+    assert_eq!(expect_subscribe(&mut connection, "todos").await, None);
+    connection.send(&snapshot("todos", 7, 2)).await;
+    connection.send(&subscribed("todos", 7, 2, false)).await;
+    assert!(matches!(next_event(&mut subscription).await, SubscriptionEvent::Snapshot(snapshot) if snapshot.records.len() == 2));
+    assert_eq!(
+        next_event(&mut subscription).await,
+        SubscriptionEvent::Live {
+            epoch: 7,
+            seq: 2,
+            resumed: false
+        }
+    );
+    (client, subscription, connection)
+}
+
+#[tokio::test]
+async fn subscribe_and_publish_round_trip() {
+    let mut relay = FakeRelay::start().await;
+    let (client, mut subscription, mut connection) = live_subscription(&mut relay).await;
+    assert_eq!(client.status(), ConnectionStatus::Connected);
+
+    let publisher = client.clone();
+    let publish = tokio::spawn(async move {
+        publisher
+            .upsert("todos", "k3", json!({ "seq": 3 }))
+            .await
+    });
+    let ClientMessage::Publish(request) = connection.recv().await else {
+        panic!("expected a publish");
+    };
+    assert_eq!((request.key.as_str(), request.op), ("k3", Op::Upsert));
+    connection
+        .send(&ServerMessage::Ack {
+            id: request.id.clone(),
+            stream: name("todos"),
+            seq: 3,
+        })
+        .await;
+    connection.send(&event("todos", 7, 3)).await;
+    assert_eq!(publish.await.expect("joins"), Ok(3));
+    assert!(matches!(next_event(&mut subscription).await, SubscriptionEvent::Event(event) if event.seq == 3));
+    assert_eq!(subscription.position(), Some(Position { epoch: 7, seq: 3 }));
+
+    // A refused publish carries the relay's code.
+    let publisher = client.clone();
+    let refused = tokio::spawn(async move { publisher.delete("todos", "k1").await });
+    let ClientMessage::Publish(request) = connection.recv().await else {
+        panic!("expected a publish");
+    };
+    connection
+        .send(&ServerMessage::error(
+            Some(request.id),
+            tidewire_shared::ErrorCode::Forbidden,
+            "no write access to todos",
+        ))
+        .await;
+    let error = refused.await.expect("joins").expect_err("refused");
+    assert_eq!(error.code(), Some(tidewire_shared::ErrorCode::Forbidden));
+
+    // Invalid requests never leave the client.
+    assert!(matches!(
+        client.patch("todos", "k1", json!([1])).await,
+        Err(ClientError::Invalid(_))
+    ));
+    assert!(matches!(
+        client.upsert("bad name", "k", json!(1)).await,
+        Err(ClientError::StreamName(_))
+    ));
+    let stats = client.stats();
+    assert_eq!((stats.publishes_sent, stats.acks, stats.publish_errors), (2, 1, 1));
+}
+
+#[tokio::test]
+async fn reconnect_resumes_without_loss_or_duplicates() {
+    let mut relay = FakeRelay::start().await;
+    let (client, mut subscription, mut connection) = live_subscription(&mut relay).await;
+    connection.send(&event("todos", 7, 3)).await;
+    assert!(matches!(next_event(&mut subscription).await, SubscriptionEvent::Event(event) if event.seq == 3));
+
+    // A publish is in flight when the connection is reset.
+    let publisher = client.clone();
+    let publish = tokio::spawn(async move { publisher.upsert("todos", "x", json!(1)).await });
+    assert!(matches!(connection.recv().await, ClientMessage::Publish(_)));
+    drop(connection);
+    let error = publish.await.expect("joins").expect_err("lost");
+    assert_eq!(error, ClientError::ConnectionLost);
+    assert!(error.is_retryable() && error.outcome_unknown());
+    assert!(matches!(
+        next_event(&mut subscription).await,
+        SubscriptionEvent::Disconnected { .. }
+    ));
+
+    // The client comes back on its own and resumes from seq 3; the relay over-replays.
+    let mut connection = relay.next_connection().await;
+    assert_eq!(
+        expect_subscribe(&mut connection, "todos").await,
+        Some(Position { epoch: 7, seq: 3 })
+    );
+    for seq in [2, 3, 4, 5] {
+        connection.send(&event("todos", 7, seq)).await;
+    }
+    connection.send(&subscribed("todos", 7, 5, true)).await;
+    connection.send(&event("todos", 7, 6)).await;
+    let mut delivered = Vec::new();
+    while delivered.last() != Some(&6) {
+        match next_event(&mut subscription).await {
+            SubscriptionEvent::Event(event) => delivered.push(event.seq),
+            SubscriptionEvent::Live { resumed, seq, .. } => assert!(resumed && seq == 5),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(delivered, vec![4, 5, 6]);
+    let stats = client.stats();
+    assert_eq!(stats.reconnects, 1);
+    assert_eq!(stats.duplicates_dropped, 2);
+    assert_eq!(stats.publishes_lost, 1);
+    assert_eq!(stats.events, 4);
+}
+
+#[tokio::test]
+async fn a_relay_shutdown_close_is_followed_by_a_reconnect() {
+    let mut relay = FakeRelay::start().await;
+    let (client, mut subscription, mut connection) = live_subscription(&mut relay).await;
+    connection
+        .send(&ServerMessage::Advisory(Advisory::new(AdvisoryKind::Shutdown)))
+        .await;
+    connection.close(1001, "shutdown").await;
+    assert!(matches!(
+        next_event(&mut subscription).await,
+        SubscriptionEvent::Disconnected { .. }
+    ));
+    let mut connection = relay.next_connection().await;
+    assert_eq!(
+        expect_subscribe(&mut connection, "todos").await,
+        Some(Position { epoch: 7, seq: 2 })
+    );
+    client.close().await;
+    assert!(matches!(client.status(), ConnectionStatus::Closed { .. }));
+    assert_eq!(
+        client.upsert("todos", "k", json!(1)).await,
+        Err(ClientError::Closed)
+    );
+}
+
+#[tokio::test]
+async fn unauthorized_close_stops_the_client() {
+    let mut relay = FakeRelay::start().await;
+    let (client, mut subscription, mut connection) = live_subscription(&mut relay).await;
+    connection.close(4001, "unauthorized").await;
+    loop {
+        match tokio::time::timeout(WAIT, subscription.next()).await {
+            Ok(None) => break,
+            Ok(Some(_)) => continue,
+            Err(_) => panic!("the subscription should end"),
+        }
+    }
+    assert!(matches!(client.status(), ConnectionStatus::Closed { reason } if reason.contains("4001")));
+}
+
+#[tokio::test]
+async fn a_refused_upgrade_fails_connect() {
+    let relay = FakeRelay::bind(
+        "127.0.0.1:0".parse().expect("valid"),
+        Some(StatusCode::UNAUTHORIZED),
+    )
+    .await;
+    let result = Client::connect(fast_config(relay.url())).await;
+    assert!(matches!(result, Err(ClientError::Refused { .. })), "{result:?}");
+
+    let nobody = {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        listener.local_addr().expect("bound")
+    };
+    let result = Client::connect(fast_config(format!("ws://{nobody}"))).await;
+    assert!(matches!(result, Err(ClientError::Connect { .. })), "{result:?}");
+    assert!(matches!(
+        Client::connect(ClientConfig::new("wss://example.invalid")).await,
+        Err(ClientError::Config(_))
+    ));
+}
+
+#[tokio::test]
+async fn lazy_clients_queue_publishes_until_the_relay_appears() {
+    let addr = {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        listener.local_addr().expect("bound")
+    };
+    let client = Client::connect_lazy(fast_config(format!("ws://{addr}"))).expect("valid config");
+    let publisher = client.clone();
+    let publish = tokio::spawn(async move { publisher.upsert("todos", "k", json!(1)).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(matches!(client.status(), ConnectionStatus::Reconnecting { .. }));
+
+    let mut relay = FakeRelay::bind(addr, None).await;
+    let mut connection = relay.next_connection().await;
+    let ClientMessage::Publish(request) = connection.recv().await else {
+        panic!("expected the queued publish");
+    };
+    connection
+        .send(&ServerMessage::Ack {
+            id: request.id,
+            stream: name("todos"),
+            seq: 1,
+        })
+        .await;
+    assert_eq!(publish.await.expect("joins"), Ok(1));
+    assert!(client.stats().connect_failures >= 1);
+}
+
+#[tokio::test]
+async fn a_silent_relay_is_detected_by_the_keepalive() {
+    let mut relay = FakeRelay::start().await;
+    let config = ClientConfig {
+        keepalive: Duration::from_millis(150),
+        ..fast_config(relay.url())
+    };
+    let client = Client::connect(config).await.expect("connects");
+    let mut connection = relay.next_connection().await;
+    // The client pings after one quiet interval; this relay never answers.
+    let ping = tokio::time::timeout(WAIT, connection.websocket.read_frame())
+        .await
+        .expect("a ping in time")
+        .expect("a frame");
+    let ping = decode_client(&ping.payload, &DecodeLimits::default()).expect("valid");
+    assert_eq!(ping, ClientMessage::Ping { id: None });
+    let _second = relay.next_connection().await;
+    tokio::time::timeout(WAIT, async {
+        while client.stats().reconnects != 1 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the client counts the reconnect");
+    drop(connection);
+}
+
+#[tokio::test]
+async fn a_live_collection_follows_snapshots_events_and_resyncs() {
+    let mut relay = FakeRelay::start().await;
+    let client = Client::connect(fast_config(relay.url()))
+        .await
+        .expect("connects");
+    let mut connection = relay.next_connection().await;
+    let todos = client.collection("todos").await.expect("subscribes");
+    let mut changes = todos.changes();
+    assert_eq!(expect_subscribe(&mut connection, "todos").await, None);
+    connection.send(&snapshot("todos", 7, 2)).await;
+    connection.send(&subscribed("todos", 7, 2, false)).await;
+    connection.send(&event("todos", 7, 3)).await;
+    connection
+        .send(&ServerMessage::Event(Event {
+            stream: name("todos"),
+            epoch: 7,
+            seq: 4,
+            key: "k1".into(),
+            op: Op::Delete,
+            data: serde_json::Value::Null,
+            ts: None,
+        }))
+        .await;
+    tokio::time::timeout(WAIT, todos.wait_for_seq(4))
+        .await
+        .expect("in time")
+        .expect("open");
+    assert_eq!(todos.len(), 2);
+    assert_eq!(todos.get("k3"), Some(json!({ "seq": 3 })));
+    assert_eq!(todos.get("k1"), None);
+    assert_eq!(todos.position(), Position { epoch: 7, seq: 4 });
+
+    // A resync replaces everything with the new snapshot.
+    connection
+        .send(&ServerMessage::Advisory(
+            Advisory::new(AdvisoryKind::Resync)
+                .stream(name("todos"))
+                .reason("epoch changed"),
+        ))
+        .await;
+    connection.send(&snapshot("todos", 8, 1)).await;
+    connection.send(&subscribed("todos", 8, 1, false)).await;
+    tokio::time::timeout(WAIT, async {
+        while todos.position().epoch != 8 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("resynced in time");
+    assert_eq!(todos.entries(), vec![("k1".to_owned(), json!({ "seq": 1 }))]);
+    assert_eq!(todos.snapshot().records.len(), 1);
+
+    let mut seen = Vec::new();
+    while let Ok(Some(event)) = tokio::time::timeout(Duration::from_millis(200), changes.next()).await {
+        seen.push(event);
+    }
+    let changed_keys: Vec<&str> = seen
+        .iter()
+        .filter_map(|event| match event {
+            CollectionEvent::Change(change) => Some(change.key.as_str()),
+            _ => None,
+        })
+        .collect();
+    // Snapshot (k1, k2), event k3, delete k1, then the resync: k1 back, k2 and k3 gone.
+    assert_eq!(changed_keys, vec!["k1", "k2", "k3", "k1", "k1", "k2", "k3"]);
+    assert!(seen.contains(&CollectionEvent::Live(Position { epoch: 8, seq: 1 })));
+
+    // One subscription per stream: the collection holds it.
+    assert!(matches!(
+        client.subscribe("todos", SubscribeOptions::default()).await,
+        Err(ClientError::AlreadySubscribed(_))
+    ));
+    drop(todos);
+    assert_eq!(
+        connection.recv().await,
+        ClientMessage::Unsubscribe {
+            stream: name("todos")
+        }
+    );
+}
+
+#[tokio::test]
+async fn callbacks_receive_events_until_dropped() {
+    let mut relay = FakeRelay::start().await;
+    let client = Client::connect(fast_config(relay.url()))
+        .await
+        .expect("connects");
+    let mut connection = relay.next_connection().await;
+    let (sender, mut seen) = mpsc::unbounded_channel();
+    let handle = client
+        .subscribe_with(
+            "todos",
+            SubscribeOptions {
+                since: None,
+                snapshot: false,
+            },
+            move |event| {
+                let _ = sender.send(event);
+            },
+        )
+        .await
+        .expect("subscribes");
+    expect_subscribe(&mut connection, "todos").await;
+    connection.send(&subscribed("todos", 7, 10, false)).await;
+    connection.send(&event("todos", 7, 11)).await;
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let event = tokio::time::timeout(WAIT, seen.recv())
+            .await
+            .expect("in time")
+            .expect("open");
+        if !matches!(event, SubscriptionEvent::Advisory(_)) {
+            got.push(event);
+        }
+    }
+    assert!(matches!(got[1], SubscriptionEvent::Event(ref event) if event.seq == 11));
+    assert_eq!(handle.position(), Some(Position { epoch: 7, seq: 11 }));
+    drop(handle);
+    assert!(matches!(connection.recv().await, ClientMessage::Unsubscribe { .. }));
+}

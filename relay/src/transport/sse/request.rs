@@ -1,0 +1,173 @@
+//! What an SSE request asks for: the streams (`stream=` parameters, URL-decoded, duplicates
+//! ignored) and where to resume them (`Last-Event-ID`, else `since=`), checked before any
+//! byte of the event stream is sent.
+
+use hyper::HeaderMap;
+use tidewire_shared::cursor::MAX_CURSOR_STREAMS;
+use tidewire_shared::{Cursor, ErrorCode, StreamName};
+
+use crate::transport::ws::Refusal;
+
+/// A valid SSE request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct SseRequest {
+    /// The streams, in the order first asked for.
+    pub(super) streams: Vec<StreamName>,
+    /// Resume positions of those streams (only streams in `streams`, in their order).
+    pub(super) cursor: Cursor,
+}
+
+impl SseRequest {
+    /// Parses the query and the `Last-Event-ID` header; at most `max_streams` streams.
+    ///
+    /// # Errors
+    ///
+    /// A [`Refusal`] with `bad_stream` (no stream, a bad name), `too_many_subscriptions`, or
+    /// `bad_since` (a cursor that does not decode).
+    pub(super) fn parse(query: Option<&str>, headers: &HeaderMap, max_streams: usize) -> Result<Self, Refusal> {
+        let mut streams: Vec<StreamName> = Vec::new();
+        let mut since = None;
+        for (key, value) in pairs(query.unwrap_or("")) {
+            match key.as_str() {
+                "stream" => {
+                    let stream = StreamName::new(&value).map_err(|error| {
+                        Refusal::new(ErrorCode::BadStream, format!("bad stream {value:?}: {error}"))
+                    })?;
+                    if !streams.contains(&stream) {
+                        streams.push(stream);
+                    }
+                }
+                "since" => since = Some(value),
+                _ => {}
+            }
+        }
+        if streams.is_empty() {
+            return Err(Refusal::new(ErrorCode::BadStream, "name at least one stream: /v1/sse?stream=NAME"));
+        }
+        let limit = max_streams.min(MAX_CURSOR_STREAMS);
+        if streams.len() > limit {
+            return Err(Refusal::new(
+                ErrorCode::TooManySubscriptions,
+                format!("at most {limit} streams per connection"),
+            ));
+        }
+        let last_event_id = match headers.get("last-event-id") {
+            Some(value) => Some(value.to_str().map_err(|_| {
+                Refusal::new(ErrorCode::BadSince, "Last-Event-ID is not a cursor")
+            })?),
+            None => None,
+        };
+        // An EventSource that saw no id yet sends no header (or an empty one).
+        let resume = last_event_id.filter(|id| !id.is_empty()).or(since.as_deref().filter(|since| !since.is_empty()));
+        let mut cursor = Cursor::default();
+        if let Some(text) = resume {
+            let decoded = Cursor::decode(text)
+                .map_err(|error| Refusal::new(ErrorCode::BadSince, format!("bad cursor: {error}")))?;
+            for stream in &streams {
+                if let Some(position) = decoded.get(stream) {
+                    cursor.set(stream, position);
+                }
+            }
+        }
+        Ok(Self { streams, cursor })
+    }
+}
+
+/// `application/x-www-form-urlencoded` pairs of a query string (`+` is a space; bad escapes
+/// are kept literally; invalid UTF-8 becomes U+FFFD, which no stream name accepts).
+fn pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    query.split('&').filter(|pair| !pair.is_empty()).map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (decode(key), decode(value))
+    })
+}
+
+fn decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        match bytes[index] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = bytes
+                    .get(index + 1..index + 3)
+                    .filter(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+                    .and_then(|hex| std::str::from_utf8(hex).ok());
+                match hex.and_then(|hex| u8::from_str_radix(hex, 16).ok()) {
+                    Some(byte) => {
+                        out.push(byte);
+                        index += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            byte => out.push(byte),
+        }
+        index += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use hyper::header::HeaderValue;
+    use tidewire_shared::Position;
+
+    use super::*;
+
+    fn parse(query: &str, last_event_id: Option<&str>) -> Result<SseRequest, Refusal> {
+        let mut headers = HeaderMap::new();
+        if let Some(id) = last_event_id {
+            headers.insert("last-event-id", HeaderValue::from_str(id).expect("test header"));
+        }
+        SseRequest::parse(Some(query), &headers, 100)
+    }
+
+    fn names(request: &SseRequest) -> Vec<&str> {
+        request.streams.iter().map(StreamName::as_str).collect()
+    }
+
+    #[test]
+    fn streams_are_decoded_and_deduplicated() {
+        let request = parse("stream=todos&stream=raw%3Aorders&access_token=x&stream=todos", None).expect("valid");
+        assert_eq!(names(&request), ["todos", "raw:orders"]);
+        assert!(request.cursor.entries.is_empty());
+    }
+
+    #[test]
+    fn bad_streams_are_refused() {
+        for query in ["", "since=1", "stream=", "stream=a%20b", "stream=%FF", "stream=a+b"] {
+            let error = parse(query, None).expect_err(query);
+            assert_eq!(error.code, ErrorCode::BadStream, "{query}");
+        }
+        let many: Vec<String> = (0..101).map(|index| format!("stream=s{index}")).collect();
+        let error = parse(&many.join("&"), None).expect_err("too many");
+        assert_eq!(error.code, ErrorCode::TooManySubscriptions);
+    }
+
+    #[test]
+    fn the_header_wins_over_since_and_unknown_streams_are_ignored() {
+        let request = parse("stream=a&stream=b&since=1%3Ba%2C1%2C1", Some("1;zzz,9,9;b,2,20;a,1,10")).expect("valid");
+        let positions: Vec<_> = request.cursor.entries.iter().map(|(name, position)| (name.as_str(), *position)).collect();
+        assert_eq!(
+            positions,
+            [("a", Position { epoch: 1, seq: 10 }), ("b", Position { epoch: 2, seq: 20 })]
+        );
+        let request = parse("stream=a&since=1;a,1,1", Some("")).expect("valid");
+        assert_eq!(request.cursor.get(&StreamName::new("a").expect("name")), Some(Position { epoch: 1, seq: 1 }));
+    }
+
+    #[test]
+    fn bad_cursors_are_refused() {
+        for (query, header) in [
+            ("stream=a&since=garbage", None),
+            ("stream=a&since=1;a,1", None),
+            ("stream=a", Some("2;a,1,1")),
+            ("stream=a&since=1;a,1,1", Some("nope")),
+        ] {
+            let error = parse(query, header).expect_err(query);
+            assert_eq!(error.code, ErrorCode::BadSince, "{query} {header:?}");
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! One SSE connection: a task on the hub's tracker subscribes the requested streams, then
+//! turns the session's output into SSE events and hands them, a burst per chunk, to a bounded
+//! channel that the response body ([`EventBody`]) drains as hyper writes.
+//!
+//! The channel is the backpressure: a reader that does not read fills the socket, hyper stops
+//! polling the body, the channel fills and the task waits; a chunk that cannot be handed over
+//! for `--slow-consumer-ms` ends the connection. The task keeps the connection's [`Cursor`]
+//! and stamps every event that moves a position with `id: <cursor>`.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use hyper::body::{Body, Frame};
+use tidewire_shared::message::{Advisory, AdvisoryKind, Subscribe};
+use tidewire_shared::{ClientMessage, CloseCode, Cursor, ServerMessage};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::frame;
+use super::request::SseRequest;
+use crate::hub::Hub;
+use crate::registry::ConnId;
+use crate::session::{Outgoing, Session};
+use crate::transport::ws::{expiry, is_expired, Admission};
+
+/// Chunks (bursts) that may wait between the task and hyper.
+const CHANNEL_CHUNKS: usize = 4;
+
+/// Stop adding ready messages to a chunk past this many bytes.
+const MAX_CHUNK_BYTES: usize = 32 * 1024;
+
+/// How long the last words (shutdown advisory, close event) may wait for a slow reader.
+const LAST_WORDS: Duration = Duration::from_secs(1);
+
+/// The response body: the chunks the connection's task produces, until it ends.
+#[derive(Debug)]
+pub(super) struct EventBody {
+    receiver: mpsc::Receiver<Bytes>,
+}
+
+impl Body for EventBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.get_mut()
+            .receiver
+            .poll_recv(context)
+            .map(|chunk| chunk.map(|bytes| Ok(Frame::data(bytes))))
+    }
+}
+
+/// The channel between the task and the body.
+pub(super) fn channel() -> (mpsc::Sender<Bytes>, EventBody) {
+    let (sender, receiver) = mpsc::channel(CHANNEL_CHUNKS);
+    (sender, EventBody { receiver })
+}
+
+/// Why a chunk could not be handed over.
+#[derive(Debug, thiserror::Error)]
+enum SendError {
+    #[error("the reader did not take a chunk for {0:?}")]
+    Stalled(Duration),
+    #[error("the response body was dropped (client gone)")]
+    Gone,
+}
+
+/// Subscribes the request's streams and streams the session until it ends.
+pub(super) async fn run(hub: Arc<Hub>, request: SseRequest, admission: Admission, sender: mpsc::Sender<Bytes>) {
+    let Admission { grant, permit } = admission;
+    let mut chunk = BytesMut::new();
+    frame::retry(&mut chunk, hub.config.options.sse_retry_ms);
+    let stall = hub.config.slow_consumer();
+    if send(&sender, std::mem::take(&mut chunk).freeze(), stall).await.is_err() {
+        return;
+    }
+    let mut session = Session::open(Arc::clone(&hub), grant);
+    let SseRequest { streams, cursor } = request;
+    for stream in streams {
+        if hub.token.is_cancelled() || sender.is_closed() {
+            break;
+        }
+        let since = cursor.get(&stream);
+        let subscribe = Subscribe {
+            stream,
+            since,
+            snapshot: true,
+        };
+        session.handle(ClientMessage::Subscribe(subscribe)).await;
+    }
+    let mut events = Events {
+        id: session.id(),
+        hub,
+        session,
+        cursor,
+        sender,
+        chunk,
+        stall,
+    };
+    tracing::debug!(connection = %events.id, "sse open");
+    events.serve().await;
+    drop(permit);
+}
+
+/// The state of the streaming loop.
+struct Events {
+    hub: Arc<Hub>,
+    id: ConnId,
+    session: Session,
+    /// Every stream's last position sent; its encoding is the `id:` of each positioned event.
+    cursor: Cursor,
+    sender: mpsc::Sender<Bytes>,
+    /// The chunk being built (empty between bursts).
+    chunk: BytesMut,
+    /// `--slow-consumer-ms`.
+    stall: Duration,
+}
+
+impl Events {
+    async fn serve(&mut self) {
+        let every = self.hub.config.sse_heartbeat();
+        let heartbeat = tokio::time::sleep(every);
+        tokio::pin!(heartbeat);
+        // The grant of an SSE connection cannot change (the client sends nothing).
+        let expiry = expiry(self.session.grant());
+        let expired = tokio::time::sleep_until(expiry.unwrap_or_else(Instant::now));
+        tokio::pin!(expired);
+        let token = self.hub.token.clone();
+        loop {
+            let result = tokio::select! {
+                () = token.cancelled() => {
+                    self.shutdown_event();
+                    let _ = self.flush_within(LAST_WORDS).await;
+                    return;
+                }
+                () = self.sender.closed() => return,
+                () = &mut expired, if expiry.is_some() => {
+                    if !is_expired(self.session.grant()) {
+                        expired.as_mut().reset(Instant::now() + Duration::from_millis(100));
+                        continue;
+                    }
+                    self.close_event(CloseCode::TokenExpired, "token expired; reconnect with a fresh token");
+                    let _ = self.flush_within(LAST_WORDS).await;
+                    return;
+                }
+                () = &mut heartbeat => {
+                    frame::heartbeat(&mut self.chunk);
+                    self.flush().await
+                }
+                outgoing = self.session.next() => match self.burst(outgoing) {
+                    // The session closes (going away) when the listener stops at shutdown.
+                    Some(_) if token.is_cancelled() => {
+                        self.shutdown_event();
+                        let _ = self.flush_within(LAST_WORDS).await;
+                        return;
+                    }
+                    Some((code, reason)) => {
+                        self.close_event(code, &reason);
+                        let _ = self.flush_within(LAST_WORDS).await;
+                        return;
+                    }
+                    None => self.flush().await,
+                },
+            };
+            if let Err(error) = result {
+                match error {
+                    SendError::Stalled(stall) => tracing::warn!(
+                        connection = %self.id,
+                        ?stall,
+                        "slow consumer: sse writes blocked; dropping the connection"
+                    ),
+                    SendError::Gone => tracing::debug!(connection = %self.id, "sse client gone"),
+                }
+                return;
+            }
+            heartbeat.as_mut().reset(Instant::now() + every);
+        }
+    }
+
+    /// Adds `first` and everything else ready to the chunk; returns a close if one came.
+    fn burst(&mut self, first: Option<Outgoing>) -> Option<(CloseCode, String)> {
+        let mut next = first;
+        if next.is_none() {
+            return Some((CloseCode::Normal, "session ended".into()));
+        }
+        while let Some(outgoing) = next {
+            match outgoing {
+                Outgoing::Frame { json, position } => {
+                    let moved = match position {
+                        Some((stream, position)) => {
+                            self.cursor.set(&stream, position);
+                            true
+                        }
+                        None => false,
+                    };
+                    self.push(&json, moved);
+                }
+                Outgoing::Close { code, reason } => return Some((code, reason)),
+            }
+            if self.chunk.len() >= MAX_CHUNK_BYTES {
+                break;
+            }
+            next = self.session.ready();
+        }
+        None
+    }
+
+    /// Adds one message as an event; `moved` says a position changed (the event gets an id).
+    fn push(&mut self, json: &[u8], moved: bool) {
+        let id = moved.then(|| self.cursor.encode());
+        frame::event(&mut self.chunk, &frame::message_type(json), id.as_deref(), json);
+    }
+
+    /// The `shutdown` advisory, the last event before the body ends at shutdown.
+    fn shutdown_event(&mut self) {
+        let advisory = Advisory::new(AdvisoryKind::Shutdown).reason("the relay is shutting down; reconnect and resume");
+        self.push(ServerMessage::Advisory(advisory).encode().as_bytes(), false);
+    }
+
+    /// The SSE stand-in for a WebSocket close frame: `event: close` with the code and reason.
+    fn close_event(&mut self, code: CloseCode, reason: &str) {
+        tracing::debug!(connection = %self.id, code = code.code(), reason, "closing sse stream");
+        let json = serde_json::json!({ "type": "close", "code": code.code(), "reason": reason });
+        frame::event(&mut self.chunk, "close", None, json.to_string().as_bytes());
+    }
+
+    async fn flush(&mut self) -> Result<(), SendError> {
+        self.flush_within(self.stall).await
+    }
+
+    async fn flush_within(&mut self, stall: Duration) -> Result<(), SendError> {
+        if self.chunk.is_empty() {
+            return Ok(());
+        }
+        // A fresh buffer per burst: an idle connection holds no chunk memory.
+        let chunk = std::mem::take(&mut self.chunk).freeze();
+        send(&self.sender, chunk, stall).await
+    }
+}
+
+async fn send(sender: &mpsc::Sender<Bytes>, chunk: Bytes, stall: Duration) -> Result<(), SendError> {
+    match tokio::time::timeout(stall, sender.send(chunk)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(SendError::Gone),
+        Err(_) => Err(SendError::Stalled(stall)),
+    }
+}

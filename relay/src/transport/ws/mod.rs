@@ -1,0 +1,56 @@
+//! WebSocket transport (`GET /v1/ws`): admission (Origin, token, connection permit), the
+//! fastwebsockets upgrade, and one task per connection on the hub's tracker that runs a
+//! [`Session`](crate::session::Session) over the socket.
+//!
+//! | module | role |
+//! |---|---|
+//! | `admission` | Origin, token and connection permit checks shared with SSE |
+//! | `connection` | the per-connection loop: reads, writes, keepalive, token expiry, shutdown |
+//! | `reader` | whole messages from frames: fragments, the size limit, UTF-8 |
+//! | `writer` | coalesced frame writes under the slow-consumer deadline |
+//!
+//! Why fastwebsockets, and how per-connection memory stays small: docs/ARCHITECTURE.md,
+//! section "WebSocket implementation".
+
+mod admission;
+mod connection;
+mod reader;
+mod writer;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, UPGRADE};
+use hyper::{Request, Response, StatusCode};
+use tidewire_shared::{ErrorCode, ServerMessage};
+
+pub(crate) use self::admission::{acquire_permit, admit, authenticate, expiry, is_expired, Admission, Refusal};
+use super::{error_response, full, json_response, Body};
+use crate::hub::Hub;
+
+/// Upgrades the request and runs a session over the WebSocket.
+///
+/// Answers without upgrading: 426 if the request is not a WebSocket upgrade, 400 for a bad
+/// handshake (`Sec-WebSocket-Key`/`Version`), 403 for a refused Origin, 401 for a bad token,
+/// 503 `overloaded` at `--max-connections` or while shutting down.
+pub async fn handle(hub: Arc<Hub>, mut request: Request<Incoming>) -> Response<Body> {
+    if !fastwebsockets::upgrade::is_upgrade_request(&request) {
+        let body = ServerMessage::error(None, ErrorCode::BadMessage, "expected a WebSocket upgrade").encode();
+        let mut response = json_response(StatusCode::UPGRADE_REQUIRED, body);
+        response.headers_mut().insert(UPGRADE, HeaderValue::from_static("websocket"));
+        return response;
+    }
+    let admission = match admit(&hub, request.headers(), request.uri().query()) {
+        Ok(admission) => admission,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let (response, upgrade) = match fastwebsockets::upgrade::upgrade(&mut request) {
+        Ok(pair) => pair,
+        Err(error) => {
+            return error_response(ErrorCode::BadMessage, format!("bad websocket handshake: {error}"));
+        }
+    };
+    hub.tracker.spawn(connection::run(Arc::clone(&hub), upgrade, admission));
+    response.map(|_| full(Bytes::new()))
+}

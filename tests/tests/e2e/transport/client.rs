@@ -1,0 +1,323 @@
+//! Test clients for the transports: a WebSocket client on fastwebsockets (with access to raw
+//! frames and bytes), an SSE client on hyper's HTTP/1 connection API that parses the event
+//! stream as a browser would, and a plain HTTP GET.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fastwebsockets::{FragmentCollector, Frame, OpCode, WebSocket, WebSocketError};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use hyper::upgrade::Upgraded;
+use hyper::{HeaderMap, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use tokio::net::TcpStream;
+
+use crate::support::WAIT;
+
+/// Runs hyper's connection futures on tokio.
+struct SpawnExecutor;
+
+impl<F> hyper::rt::Executor<F> for SpawnExecutor
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, future: F) {
+        tokio::spawn(future);
+    }
+}
+
+/// What the WebSocket client read.
+#[derive(Debug, PartialEq)]
+pub(crate) enum WsItem {
+    /// A text message, parsed.
+    Json(Value),
+    /// A WebSocket ping from the relay (only seen with auto-pong off).
+    Ping,
+    /// A WebSocket pong from the relay.
+    Pong,
+    /// A close frame: code and reason.
+    Close(u16, String),
+    /// The connection ended without a close frame, or failed.
+    Gone(String),
+}
+
+/// A WebSocket client on a real socket.
+pub(crate) struct WsClient {
+    ws: FragmentCollector<TokioIo<Upgraded>>,
+}
+
+/// The upgrade request for `/v1/ws` on `addr`.
+fn ws_request(addr: SocketAddr) -> Request<Empty<Bytes>> {
+    Request::get(format!("http://{addr}/v1/ws"))
+        .header("host", addr.to_string())
+        .header("upgrade", "websocket")
+        .header("connection", "upgrade")
+        .header("sec-websocket-key", fastwebsockets::handshake::generate_key())
+        .header("sec-websocket-version", "13")
+        .body(Empty::new())
+        .expect("a valid upgrade request")
+}
+
+/// Opens the raw upgraded WebSocket (no fragment collection, auto-pong on).
+pub(crate) async fn ws_raw(addr: SocketAddr) -> WebSocket<TokioIo<Upgraded>> {
+    let socket = TcpStream::connect(addr).await.expect("connect to the relay");
+    let (ws, _response) = fastwebsockets::handshake::client(&SpawnExecutor, ws_request(addr), socket)
+        .await
+        .expect("websocket handshake");
+    ws
+}
+
+impl WsClient {
+    /// Connects to `/v1/ws`.
+    pub(crate) async fn connect(addr: SocketAddr) -> Self {
+        Self::from_raw(ws_raw(addr).await)
+    }
+
+    /// Wraps an upgraded socket.
+    pub(crate) fn from_raw(ws: WebSocket<TokioIo<Upgraded>>) -> Self {
+        Self {
+            ws: FragmentCollector::new(ws),
+        }
+    }
+
+    /// Connects and reads the `connect` advisory that opens every connection.
+    pub(crate) async fn connected(addr: SocketAddr) -> Self {
+        let mut client = Self::connect(addr).await;
+        let first = client.json().await;
+        assert_eq!(first["type"], "advisory", "first message: {first}");
+        assert_eq!(first["kind"], "connect", "first message: {first}");
+        client
+    }
+
+    /// Sends one frame.
+    pub(crate) async fn send_frame(&mut self, frame: Frame<'_>) {
+        self.try_send_frame(frame).await.expect("write a frame");
+    }
+
+    /// Sends one frame; the relay may have closed the connection meanwhile.
+    pub(crate) async fn try_send_frame(&mut self, frame: Frame<'_>) -> Result<(), WebSocketError> {
+        self.ws.write_frame(frame).await
+    }
+
+    /// Sends a JSON message as a text frame.
+    pub(crate) async fn send(&mut self, message: Value) {
+        let text = message.to_string().into_bytes();
+        self.send_frame(Frame::text(text.into())).await;
+    }
+
+    /// Reads the next item, waiting at most [`WAIT`].
+    pub(crate) async fn item(&mut self) -> WsItem {
+        self.item_within(WAIT).await.expect("a websocket frame in time")
+    }
+
+    /// Reads the next item, `None` if nothing came within `wait`.
+    pub(crate) async fn item_within(&mut self, wait: Duration) -> Option<WsItem> {
+        let frame = tokio::time::timeout(wait, self.ws.read_frame()).await.ok()?;
+        Some(match frame {
+            Err(error) => WsItem::Gone(error.to_string()),
+            Ok(frame) => match frame.opcode {
+                OpCode::Text => WsItem::Json(serde_json::from_slice(&frame.payload).expect("relay sends JSON")),
+                OpCode::Ping => WsItem::Ping,
+                OpCode::Pong => WsItem::Pong,
+                OpCode::Close if frame.payload.len() >= 2 => WsItem::Close(
+                    u16::from_be_bytes([frame.payload[0], frame.payload[1]]),
+                    String::from_utf8_lossy(&frame.payload[2..]).into_owned(),
+                ),
+                OpCode::Close => WsItem::Close(1005, String::new()),
+                other => panic!("unexpected {other:?} frame from the relay"),
+            },
+        })
+    }
+
+    /// The next JSON message, skipping `presence` (not this module's concern).
+    pub(crate) async fn json(&mut self) -> Value {
+        loop {
+            match self.item().await {
+                WsItem::Json(value) if value["type"] == "presence" => continue,
+                WsItem::Json(value) => return value,
+                WsItem::Ping | WsItem::Pong => continue,
+                other => panic!("expected a JSON message, got {other:?}"),
+            }
+        }
+    }
+
+    /// The next JSON message, which must have this `type`.
+    pub(crate) async fn expect(&mut self, kind: &str) -> Value {
+        let message = self.json().await;
+        assert_eq!(message["type"], kind, "expected {kind}, got {message}");
+        message
+    }
+
+    /// Reads until the close frame (skipping messages); returns its code and reason.
+    pub(crate) async fn closed(&mut self) -> (u16, String) {
+        loop {
+            match self.item().await {
+                WsItem::Close(code, reason) => return (code, reason),
+                WsItem::Gone(error) => panic!("connection ended without a close frame: {error}"),
+                _ => continue,
+            }
+        }
+    }
+
+    /// Subscribes to a fresh stream and reads the snapshot and `subscribed`; returns the latter.
+    pub(crate) async fn subscribe(&mut self, stream: &str) -> Value {
+        self.send(serde_json::json!({"type": "subscribe", "stream": stream})).await;
+        let snapshot = self.expect("snapshot").await;
+        assert_eq!(snapshot["stream"], stream);
+        assert_eq!(snapshot["last"], true, "one chunk for a small stream");
+        let subscribed = self.expect("subscribed").await;
+        assert_eq!(subscribed["stream"], stream);
+        subscribed
+    }
+}
+
+/// One parsed block of an event stream.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub(crate) struct SseEvent {
+    /// The `event:` field.
+    pub(crate) event: String,
+    /// The `id:` field, if the block had one.
+    pub(crate) id: Option<String>,
+    /// The `data:` lines joined with LF.
+    pub(crate) data: String,
+    /// The `retry:` field.
+    pub(crate) retry: Option<u64>,
+    /// Comment lines (without the colon).
+    pub(crate) comments: Vec<String>,
+}
+
+impl SseEvent {
+    /// The data as JSON.
+    pub(crate) fn json(&self) -> Value {
+        serde_json::from_str(&self.data).unwrap_or_else(|error| panic!("data of {self:?} is not JSON: {error}"))
+    }
+}
+
+/// An open `/v1/sse` response.
+pub(crate) struct SseClient {
+    body: Incoming,
+    /// Bytes received and not yet parsed into blocks.
+    buffer: Vec<u8>,
+    /// Every byte received, for byte-exact checks.
+    pub(crate) raw: Vec<u8>,
+}
+
+/// Sends `GET path` with `headers`; returns the status, the headers and the body.
+pub(crate) async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (StatusCode, HeaderMap, Incoming) {
+    let socket = TcpStream::connect(addr).await.expect("connect to the relay");
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(socket))
+        .await
+        .expect("http handshake");
+    tokio::spawn(connection);
+    let mut request = Request::get(path).header("host", addr.to_string());
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(Empty::<Bytes>::new()).expect("a valid request");
+    let response = sender.send_request(request).await.expect("an http response");
+    let (parts, body) = response.into_parts();
+    (parts.status, parts.headers, body)
+}
+
+/// `GET path` and the whole body as JSON (for refusals).
+pub(crate) async fn get_json(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (StatusCode, Value) {
+    let (status, _headers, body) = get(addr, path, headers).await;
+    let bytes = tokio::time::timeout(WAIT, body.collect()).await.expect("body in time").expect("body").to_bytes();
+    (status, serde_json::from_slice(&bytes).expect("a JSON body"))
+}
+
+impl SseClient {
+    /// Opens `path` (e.g. `/v1/sse?stream=todos`); the answer must be 200.
+    pub(crate) async fn open(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (HeaderMap, Self) {
+        let (status, headers, body) = get(addr, path, headers).await;
+        assert_eq!(status, StatusCode::OK, "GET {path}");
+        let client = Self {
+            body,
+            buffer: Vec::new(),
+            raw: Vec::new(),
+        };
+        (headers, client)
+    }
+
+    /// The next block, `None` when the stream ended; waits at most [`WAIT`].
+    pub(crate) async fn block(&mut self) -> Option<SseEvent> {
+        self.block_within(WAIT).await.expect("an sse block in time")
+    }
+
+    /// The next block; the outer `None` if nothing came within `wait`.
+    pub(crate) async fn block_within(&mut self, wait: Duration) -> Option<Option<SseEvent>> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(end) = self.buffer.windows(2).position(|pair| pair == b"\n\n") {
+                let block: Vec<u8> = self.buffer.drain(..end + 2).collect();
+                return Some(Some(parse_block(&block[..end])));
+            }
+            let frame = match tokio::time::timeout_at(deadline, self.body.frame()).await {
+                Err(_) => return None,
+                Ok(None) => return Some(None),
+                Ok(Some(frame)) => frame.expect("the sse body"),
+            };
+            if let Ok(data) = frame.into_data() {
+                self.raw.extend_from_slice(&data);
+                self.buffer.extend_from_slice(&data);
+            }
+        }
+    }
+
+    /// The next event (skipping comments and `presence`); panics if the stream ended.
+    pub(crate) async fn event(&mut self) -> SseEvent {
+        loop {
+            let block = self.block().await.expect("the event stream ended early");
+            if block.event.is_empty() || block.event == "presence" {
+                continue;
+            }
+            return block;
+        }
+    }
+
+    /// Skips events until one named `name`.
+    pub(crate) async fn until(&mut self, name: &str) -> SseEvent {
+        loop {
+            let event = self.event().await;
+            if event.event == name {
+                return event;
+            }
+        }
+    }
+
+    /// The next event, which must be named `name`.
+    pub(crate) async fn expect(&mut self, name: &str) -> SseEvent {
+        let event = self.event().await;
+        assert_eq!(event.event, name, "expected {name}, got {event:?}");
+        event
+    }
+}
+
+/// Parses one block (the text between blank lines) the WHATWG way; the relay writes LF only.
+fn parse_block(block: &[u8]) -> SseEvent {
+    let text = std::str::from_utf8(block).expect("the event stream is UTF-8");
+    let mut event = SseEvent::default();
+    let mut data: Vec<&str> = Vec::new();
+    for line in text.split('\n') {
+        if let Some(comment) = line.strip_prefix(':') {
+            event.comments.push(comment.trim_start().to_owned());
+            continue;
+        }
+        let (field, value) = line.split_once(':').unwrap_or((line, ""));
+        let value = value.strip_prefix(' ').unwrap_or(value);
+        match field {
+            "event" => event.event = value.to_owned(),
+            "id" => event.id = Some(value.to_owned()),
+            "data" => data.push(value),
+            "retry" => event.retry = Some(value.parse().expect("retry is a number")),
+            other => panic!("unknown sse field {other:?} in {text:?}"),
+        }
+    }
+    event.data = data.join("\n");
+    event
+}

@@ -1,0 +1,185 @@
+//! SSE end to end: `retry:` first, snapshot then live events whose `id:` is the cursor of all
+//! the connection's streams, exact resume from `Last-Event-ID` and from `?since=`, comment
+//! heartbeats, refusals before streaming, and the shutdown advisory.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::Value;
+use tidewire_tests::relay::TestRelay;
+use tidewire_tests::TestPg;
+use tokio_postgres::Client;
+
+use super::client::{get_json, SseClient, SseEvent};
+use crate::support::publish;
+
+async fn put(client: &Client, stream: &str, key: &str) -> i64 {
+    publish(client, stream, key, "upsert", r#"{"v":1}"#).await.expect("publish")
+}
+
+/// Reads events until every stream in `streams` sent `subscribed`; returns the events per
+/// stream (as `(seq, id)`), the `subscribed` messages, and whether a snapshot came.
+async fn until_subscribed(
+    sse: &mut SseClient,
+    streams: &[&str],
+) -> (BTreeMap<String, Vec<(u64, String)>>, Vec<Value>, bool) {
+    let (mut events, mut subscribed, mut snapshot) = (BTreeMap::new(), Vec::new(), false);
+    while subscribed.len() < streams.len() {
+        let event = sse.event().await;
+        let json = event.json();
+        match event.event.as_str() {
+            "advisory" => assert_eq!(json["kind"], "connect", "{json}"),
+            "snapshot" => snapshot = true,
+            "event" => {
+                let stream = json["stream"].as_str().expect("stream").to_owned();
+                let id = event.id.clone().expect("events carry an id");
+                events.entry(stream).or_insert_with(Vec::new).push((json["seq"].as_u64().expect("seq"), id));
+            }
+            "subscribed" => subscribed.push(json),
+            other => panic!("unexpected {other}: {event:?}"),
+        }
+    }
+    (events, subscribed, snapshot)
+}
+
+fn epoch(subscribed: &Value) -> u64 {
+    subscribed["epoch"].as_u64().expect("epoch")
+}
+
+#[tokio::test]
+async fn retry_first_then_snapshot_and_live_events_with_cursor_ids() {
+    let pg = TestPg::start().await;
+    let db = pg.client().await;
+    put(&db, "todos", "a").await;
+    put(&db, "todos", "b").await;
+    let relay = TestRelay::spawn(&pg).await;
+    let (headers, mut sse) = SseClient::open(relay.addr(), "/v1/sse?stream=todos", &[]).await;
+    assert_eq!(headers["content-type"], "text/event-stream");
+    assert_eq!(headers["cache-control"], "no-cache");
+    assert_eq!(headers["x-accel-buffering"], "no");
+
+    let first = sse.block().await.expect("a first block");
+    assert_eq!(first.retry, Some(1000));
+    assert!(sse.raw.starts_with(b"retry: 1000\n\n"), "{:?}", String::from_utf8_lossy(&sse.raw));
+    assert_eq!(sse.expect("advisory").await.json()["kind"], "connect");
+    let snapshot = sse.expect("snapshot").await;
+    assert_eq!((snapshot.id.as_ref(), snapshot.json()["records"].as_array().map(Vec::len)), (None, Some(2)));
+    let subscribed = sse.expect("subscribed").await;
+    let epoch = epoch(&subscribed.json());
+    assert_eq!(subscribed.id, Some(format!("1;todos,{epoch},2")));
+
+    put(&db, "todos", "c").await;
+    let event = sse.expect("event").await;
+    assert_eq!(event.json()["seq"], 3);
+    let id = format!("1;todos,{epoch},3");
+    assert_eq!(event.id.as_deref(), Some(id.as_str()));
+    let exact = format!("event: event\nid: {id}\ndata: {}\n\n", event.data);
+    let raw = String::from_utf8_lossy(&sse.raw);
+    assert!(raw.contains(&exact), "byte-exact event framing: {raw}");
+}
+
+/// Disconnect, miss events on two streams, reconnect with `Last-Event-ID` (and, from the same
+/// cursor, with `?since=`): exactly the missed events arrive, once each, with no snapshot.
+#[tokio::test]
+async fn resume_with_last_event_id_or_since_gets_exactly_the_missed_events() {
+    let pg = TestPg::start().await;
+    let db = pg.client().await;
+    put(&db, "a", "a1").await;
+    put(&db, "b", "b1").await;
+    let relay = TestRelay::spawn(&pg).await;
+    let path = "/v1/sse?stream=a&stream=b";
+
+    let (_, mut sse) = SseClient::open(relay.addr(), path, &[]).await;
+    let (_, subscribed, snapshot) = until_subscribed(&mut sse, &["a", "b"]).await;
+    assert!(snapshot, "a fresh connection gets snapshots");
+    let (epoch_a, epoch_b) = (epoch(&subscribed[0]), epoch(&subscribed[1]));
+    put(&db, "a", "a2").await;
+    let live = sse.expect("event").await;
+    let cursor = format!("1;a,{epoch_a},2;b,{epoch_b},1");
+    assert_eq!(live.id.as_deref(), Some(cursor.as_str()), "the id covers every stream");
+    drop(sse);
+
+    for (stream, key) in [("a", "a3"), ("b", "b2"), ("a", "a4")] {
+        put(&db, stream, key).await;
+    }
+    // An unknown stream in the cursor is ignored.
+    let last_event_id = format!("{cursor};zzz,5,5");
+    let (_, mut sse) = SseClient::open(relay.addr(), path, &[("last-event-id", &last_event_id)]).await;
+    let (events, subscribed, snapshot) = until_subscribed(&mut sse, &["a", "b"]).await;
+    assert!(!snapshot, "a resume sends no snapshot");
+    assert!(subscribed.iter().all(|message| message["resumed"] == true), "{subscribed:?}");
+    let expected_a = vec![
+        (3, format!("1;a,{epoch_a},3;b,{epoch_b},1")),
+        (4, format!("1;a,{epoch_a},4;b,{epoch_b},1")),
+    ];
+    assert_eq!(events.get("a"), Some(&expected_a));
+    assert_eq!(events.get("b").map(|b| b.iter().map(|(seq, _)| *seq).collect::<Vec<_>>()), Some(vec![2]));
+    put(&db, "a", "a5").await;
+    let live = sse.expect("event").await;
+    assert_eq!(live.id, Some(format!("1;a,{epoch_a},5;b,{epoch_b},2")));
+    drop(sse);
+
+    // The same old cursor as `since` (percent-encoded as URLSearchParams would).
+    let encoded = cursor.replace(';', "%3B").replace(',', "%2C");
+    let (_, mut sse) = SseClient::open(relay.addr(), &format!("{path}&since={encoded}"), &[]).await;
+    let (events, _, snapshot) = until_subscribed(&mut sse, &["a", "b"]).await;
+    assert!(!snapshot);
+    let seqs: BTreeMap<_, Vec<u64>> =
+        events.into_iter().map(|(stream, list)| (stream, list.into_iter().map(|(seq, _)| seq).collect())).collect();
+    assert_eq!(seqs, BTreeMap::from([("a".to_owned(), vec![3, 4, 5]), ("b".to_owned(), vec![2])]));
+    let quiet = sse.block_within(Duration::from_millis(300)).await;
+    assert!(
+        quiet.is_none() || quiet.as_ref().is_some_and(|block| block.as_ref().is_some_and(|b| b.event == "presence")),
+        "nothing more: {quiet:?}"
+    );
+}
+
+#[tokio::test]
+async fn heartbeat_comments_arrive_when_idle() {
+    let pg = TestPg::start().await;
+    let relay = TestRelay::spawn_with(&pg, |options| options.sse_heartbeat_ms = 100).await;
+    let (_, mut sse) = SseClient::open(relay.addr(), "/v1/sse?stream=todos", &[]).await;
+    sse.until("subscribed").await;
+    let heartbeat = loop {
+        let block = sse.block().await.expect("the stream stays open");
+        if !block.comments.is_empty() {
+            break block;
+        }
+    };
+    assert_eq!(heartbeat, SseEvent { comments: vec!["hb".into()], ..SseEvent::default() });
+    assert!(sse.raw.windows(8).any(|window| window == b"\n\n: hb\n\n"));
+}
+
+#[tokio::test]
+async fn bad_requests_are_refused_before_streaming() {
+    let pg = TestPg::start().await;
+    let relay = TestRelay::spawn(&pg).await;
+    let cases: &[(&str, &[(&str, &str)], u16, &str)] = &[
+        ("/v1/sse", &[], 400, "bad_stream"),
+        ("/v1/sse?stream=bad%20name", &[], 400, "bad_stream"),
+        ("/v1/sse?stream=ok&stream=-bad", &[], 400, "bad_stream"),
+        ("/v1/sse?stream=a&since=garbage", &[], 400, "bad_since"),
+        ("/v1/sse?stream=a", &[("last-event-id", "1;a,x,1")], 400, "bad_since"),
+    ];
+    for (path, headers, status, code) in cases {
+        let (got_status, body) = get_json(relay.addr(), path, headers).await;
+        assert_eq!((got_status.as_u16(), body["code"].as_str()), (*status, Some(*code)), "{path}: {body}");
+        assert_eq!(body["type"], "error");
+    }
+}
+
+#[tokio::test]
+async fn shutdown_sends_an_advisory_and_ends_the_stream() {
+    let pg = TestPg::start().await;
+    let relay = TestRelay::spawn(&pg).await;
+    let (_, mut sse) = SseClient::open(relay.addr(), "/v1/sse?stream=todos", &[]).await;
+    sse.until("subscribed").await;
+    let shutdown = tokio::spawn(relay.shutdown());
+    let advisory = sse.expect("advisory").await;
+    assert_eq!(advisory.json()["kind"], "shutdown");
+    assert_eq!(sse.block().await, None, "the body ends after the advisory");
+    tokio::time::timeout(Duration::from_secs(10), shutdown)
+        .await
+        .expect("the relay drains in time")
+        .expect("shutdown task");
+}
