@@ -280,9 +280,11 @@ impl Config {
 
     /// The configuration tests use: every default, listening anywhere (the caller binds).
     pub fn for_tests(database_url: &str) -> Self {
-        let mut options = Options::default();
-        options.database_url = Some(database_url.to_owned());
-        options.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        let options = Options {
+            database_url: Some(database_url.to_owned()),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ..Options::default()
+        };
         Self { options }
     }
 

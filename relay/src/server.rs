@@ -97,7 +97,14 @@ pub async fn serve(listener: TcpListener, hub: Arc<Hub>, shutdown: impl Future<O
 
 async fn route(hub: Arc<Hub>, request: Request<Incoming>) -> Result<Response<Body>, std::convert::Infallible> {
     let path = request.uri().path().to_owned();
-    let response = match (request.method(), path.as_str()) {
+    let request_headers = request.headers().clone();
+    let cors_hub = Arc::clone(&hub);
+    let mut response = match (request.method(), path.as_str()) {
+        // A CORS preflight (an OPTIONS with an Origin); a plain OPTIONS reaches the API's own
+        // `Allow` answer.
+        (&Method::OPTIONS, _) if request_headers.contains_key(hyper::header::ORIGIN) => {
+            cors_hub.auth.preflight(&request_headers)
+        }
         (&Method::GET, "/healthz") => transport::http::healthz(),
         (&Method::GET, "/readyz") => transport::http::readyz(&hub).await,
         (&Method::GET, "/metrics") => crate::metrics::handle(&hub),
@@ -107,6 +114,7 @@ async fn route(hub: Arc<Hub>, request: Request<Incoming>) -> Result<Response<Bod
         (&Method::GET | &Method::HEAD, _) => transport::static_files::handle(hub, request).await,
         _ => error_response(ErrorCode::NotFound, format!("no route for {path}")),
     };
+    cors_hub.auth.apply_cors(&request_headers, response.headers_mut());
     Ok(response)
 }
 

@@ -6,11 +6,16 @@
 //!
 //! ```text
 //! let request_headers = request.headers().clone();      // before the request is moved
-//! let mut response = match (method, path) {
-//!     (&Method::OPTIONS, _) => hub.auth.preflight(&request_headers),
+//! let cors_hub = Arc::clone(&hub);                       // handlers take `hub` by value
+//! let mut response = match (request.method(), path.as_str()) {
+//!     // CORS preflights (they carry Origin); a plain OPTIONS still reaches the HTTP API's
+//!     // own per-resource `Allow` answer.
+//!     (&Method::OPTIONS, _) if request_headers.contains_key(ORIGIN) => {
+//!         cors_hub.auth.preflight(&request_headers)
+//!     }
 //!     ...                                                // every other route as today
 //! };
-//! hub.auth.apply_cors(&request_headers, response.headers_mut());
+//! cors_hub.auth.apply_cors(&request_headers, response.headers_mut());
 //! ```
 //!
 //! Credentials (cookies) are never allowed: tokens travel in `Authorization` or the query,
