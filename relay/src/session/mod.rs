@@ -28,6 +28,7 @@ use tidewire_shared::{
 };
 use tokio::sync::watch;
 
+pub(crate) use self::publish::publish_error;
 pub use self::rate::TokenBucket;
 use crate::auth::Grant;
 use crate::bus::{self, Admit, ConnReceiver, Cursor, Delivery, DeliveryKind, Received};

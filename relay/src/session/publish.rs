@@ -18,7 +18,9 @@ impl Session {
                 return;
             }
         }
+        let started = std::time::Instant::now();
         let result = outbox::publish(&self.hub.pool, &stream, &publish.key, publish.op, &publish.data).await;
+        self.hub.metrics.observe_publish(started.elapsed());
         match result {
             Ok(seq) => self.push(&ServerMessage::Ack {
                 id: publish.id,
@@ -75,7 +77,7 @@ pub(crate) fn publish_error(error: &OutboxError) -> (ErrorCode, String) {
         OutboxError::Rejected(message) => (ErrorCode::BadData, message.clone()),
         error if error.is_unavailable() => (
             ErrorCode::Unavailable,
-            "postgres is unavailable; retry the publish".into(),
+            "postgres is unavailable; retry the request".into(),
         ),
         error => {
             tracing::warn!(%error, "publish failed");

@@ -143,6 +143,7 @@ impl Session {
             }
             Plan::Snapshot(snapshot) => self.send_snapshot(&stream, &snapshot),
             Plan::Resync(snapshot, reason) => {
+                self.hub.metrics.resync();
                 self.push(&ServerMessage::Advisory(
                     Advisory::new(AdvisoryKind::Resync)
                         .stream(stream.clone())

@@ -68,21 +68,10 @@ impl ApiError {
     }
 
     /// The error of a failed PostgreSQL call: the same answers as a WebSocket publish
-    /// (`session::publish::publish_error`).
-    // That function is private to `session` (its module is not re-exported); once
-    // `session/mod.rs` has `pub(crate) use self::publish::publish_error;`, call it here instead.
+    /// (`session::publish_error`).
     pub(crate) fn outbox(error: &OutboxError) -> Self {
-        match error {
-            OutboxError::Rejected(message) => Self::new(ErrorCode::BadData, message.clone()),
-            error if error.is_unavailable() => Self::new(
-                ErrorCode::Unavailable,
-                "postgres is unavailable; retry the request",
-            ),
-            error => {
-                tracing::warn!(%error, "http api: database call failed");
-                Self::new(ErrorCode::Internal, "the database call failed")
-            }
-        }
+        let (code, message) = crate::session::publish_error(error);
+        Self::new(code, message)
     }
 
     /// Names the stream in the body.
