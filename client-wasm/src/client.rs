@@ -174,7 +174,7 @@ impl TidewireClient {
         callback: Function,
     ) -> Result<JsValue, JsValue> {
         let kind = EventKind::client(event).ok_or_else(|| {
-            ClientError::Argument(format!("unknown client event {event:?} (use \"status\" or \"error\")"))
+            ClientError::Argument(format!("unknown client event \"{event}\" (use \"status\" or \"error\")"))
         })?;
         Ok(add_listener(&self.shared, None, kind, callback))
     }

@@ -206,7 +206,7 @@ impl LiveCollection {
     ) -> Result<JsValue, JsValue> {
         let kind = EventKind::stream(event).ok_or_else(|| {
             ClientError::Argument(format!(
-                "unknown collection event {event:?} (use change, message, presence, resync or error)"
+                "unknown collection event \"{event}\" (use change, message, presence, resync or error)"
             ))
         })?;
         Ok(add_listener(&self.shared, Some(&self.stream), kind, callback))

@@ -17,7 +17,7 @@ pub enum ClientError {
     #[error("the client is closed")]
     Closed,
     /// The stream name breaks the naming rule.
-    #[error("invalid stream name {stream:?}: {reason}")]
+    #[error("invalid stream name \"{stream}\": {reason}")]
     BadStream {
         /// The name given (at most 80 characters of it).
         stream: String,

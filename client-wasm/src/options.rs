@@ -70,7 +70,7 @@ impl Options {
             Some("manual") => TransportChoice::Manual,
             Some(other) => {
                 return Err(ClientError::Argument(format!(
-                    "option transport must be \"auto\", \"websocket\" or \"sse\", not {other:?}"
+                    "option transport must be \"auto\", \"websocket\" or \"sse\", not \"{other}\""
                 )))
             }
         };

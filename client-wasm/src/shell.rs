@@ -224,6 +224,7 @@ impl Inner {
                         }));
                     }
                     Effect::CancelRetry => self.retry = None,
+                    Effect::Probe(stream) => self.probe(&stream, weak),
                     Effect::Restore(stream) => self.restore(stream, weak),
                     Effect::Persist(stream) => {
                         self.dirty.insert(stream);
@@ -314,6 +315,22 @@ impl Inner {
             let result = http::post_event(&url, token.as_deref(), &body).await;
             if let Some(shared) = weak.upgrade() {
                 drive(&shared, |inner| inner.engine.on_post_result(&id, result));
+            }
+        });
+    }
+
+    fn probe(&mut self, stream: &str, weak: &Weak<Shared>) {
+        let url = format!(
+            "{}/v1/sse?stream={}",
+            self.endpoints.http,
+            String::from(js_sys::encode_uri_component(stream))
+        );
+        let token = self.token.clone();
+        let weak = weak.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            let (status, code, reason) = http::probe(&url, token.as_deref()).await;
+            if let Some(shared) = weak.upgrade() {
+                drive(&shared, |inner| inner.engine.on_probe(status, code, reason));
             }
         });
     }

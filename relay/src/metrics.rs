@@ -6,7 +6,7 @@
 //!
 //! - this file: [`Metrics`] (the API other modules call), [`Transport`], [`ConnectionGuard`]
 //! - [`histogram`]: the lock-free fixed-bucket [`Histogram`]
-//! - [`render`]: `GET /metrics`, every family with its HELP and TYPE
+//! - `render`: `GET /metrics`, every family with its HELP and TYPE
 //! - [`text`]: the text-format writer
 
 pub mod histogram;

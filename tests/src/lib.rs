@@ -7,6 +7,7 @@
 //! - [`notify`]: [`Notifications`], a LISTEN connection that collects NOTIFY payloads.
 //! - [`sqlstate`]: the SQLSTATE of a failed statement, for asserting on errors.
 
+pub mod load;
 pub mod notify;
 pub mod pg;
 pub mod proxy;

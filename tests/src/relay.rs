@@ -67,7 +67,11 @@ impl TestRelay {
             // A dropped sender means the same as a sent stop.
             let _ = stopped.await;
         };
-        let served = tokio::spawn(tidewire_relay::server::serve(listener, Arc::clone(&hub), shutdown));
+        let served = tokio::spawn(tidewire_relay::server::serve(
+            listener,
+            Arc::clone(&hub),
+            shutdown,
+        ));
         Self {
             addr,
             hub,

@@ -50,6 +50,10 @@ pub enum Effect {
         /// The request body `{key, op, data}`.
         body: String,
     },
+    /// Ask the relay over HTTP why a WebSocket could not open (browsers hide the HTTP
+    /// status of a refused upgrade): `GET /v1/sse?stream=<stream>` with the token, reading
+    /// the status only. Answer with `Engine::on_probe`.
+    Probe(String),
     /// (Re)arm the reconnect timer; call `Engine::on_retry_timer` when it fires.
     RetryIn(u32),
     /// Cancel the reconnect timer.

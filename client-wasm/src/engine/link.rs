@@ -33,6 +33,12 @@ impl Engine {
         };
         if self.link != Link::Down {
             self.effects.push(Effect::Disconnect);
+            self.link = Link::Down;
+        }
+        if kind == TransportKind::Sse && self.sse_streams().is_empty() {
+            // An SSE request must name a stream: wait for the first collection
+            // (`subscribe_added` connects then).
+            return;
         }
         self.link = Link::Connecting {
             kind,
@@ -201,25 +207,41 @@ impl Engine {
             self.connect_now();
         } else {
             self.ws_failed_this_round = false;
+            if kind == TransportKind::WebSocket && !info.opened {
+                // Forced WebSocket: find out whether the token was the reason.
+                if let Some(stream) = self.streams.keys().next() {
+                    self.effects.push(Effect::Probe(stream.clone()));
+                }
+            }
             self.schedule_retry();
         }
         self.update_status();
     }
 
+    /// The answer to an [`Effect::Probe`]: the HTTP status and error code, if any.
+    pub fn on_probe(&mut self, http_status: Option<u16>, code: Option<String>, reason: String) {
+        if self.closed || self.link != Link::Down {
+            return;
+        }
+        let info = CloseInfo {
+            http_status,
+            code,
+            reason,
+            ..CloseInfo::default()
+        };
+        if is_auth_failure(&info) {
+            if self.retry_in.take().is_some() {
+                self.effects.push(Effect::CancelRetry);
+            }
+            self.auth_failure = Some(describe(&info, TransportKind::WebSocket));
+            self.update_status();
+        }
+    }
+
     /// Writes sent on a socket that closed: their outcome is unknown, so they are rejected
     /// (re-sending could apply an upsert twice, over someone else's newer write).
     fn fail_socket_writes(&mut self) {
-        let mut lost: Vec<String> = self
-            .inflight
-            .iter()
-            .filter(|(_, write)| write.on_socket)
-            .map(|(id, _)| id.clone())
-            .collect();
-        lost.sort_by_key(|id| id[1..].parse::<u64>().unwrap_or(0));
-        for id in lost {
-            let Some(write) = self.inflight.remove(&id) else {
-                continue;
-            };
+        for (id, write) in self.inflight.take_where(|write| write.on_socket) {
             self.effects.push(Effect::Reject {
                 id,
                 code: "connection_lost".into(),

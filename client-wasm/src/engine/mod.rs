@@ -33,7 +33,7 @@ mod link;
 mod receive;
 mod stream;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 use serde_json::Value;
 use tidewire_shared::message::{ClientMessage, Publish};
@@ -124,6 +124,31 @@ struct Write {
     on_socket: bool,
 }
 
+/// Writes awaiting their answer, in the order they were made (few at a time, so a vector
+/// beats a map in code size and speed).
+#[derive(Debug, Default)]
+struct Inflight(Vec<(String, Write)>);
+
+impl Inflight {
+    fn insert(&mut self, id: String, write: Write) {
+        self.0.push((id, write));
+    }
+
+    fn remove(&mut self, id: &str) -> Option<Write> {
+        let index = self.0.iter().position(|(pending, _)| pending == id)?;
+        Some(self.0.remove(index).1)
+    }
+
+    /// Removes and returns the writes matching `lost`, oldest first.
+    fn take_where(&mut self, lost: impl Fn(&Write) -> bool) -> Vec<(String, Write)> {
+        let (taken, kept) = std::mem::take(&mut self.0)
+            .into_iter()
+            .partition(|(_, write)| lost(write));
+        self.0 = kept;
+        taken
+    }
+}
+
 /// Counters for tests and diagnostics (`client.stats`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -177,7 +202,7 @@ pub struct Engine {
     /// In auto mode, SSE worked twice in a row after a WebSocket could not open: stay on SSE.
     ws_blocked: bool,
     queued: VecDeque<Publish>,
-    inflight: HashMap<String, Write>,
+    inflight: Inflight,
     next_op: u64,
     status: Status,
     closed: bool,
@@ -208,7 +233,7 @@ impl Engine {
             ws_fallbacks: 0,
             ws_blocked: false,
             queued: VecDeque::new(),
-            inflight: HashMap::new(),
+            inflight: Inflight::default(),
             next_op: 0,
             status: Status::connecting(),
             closed: false,
@@ -324,6 +349,7 @@ impl Engine {
                 kind: TransportKind::Sse,
             } => self.reconnect_sse(),
             Link::Open { .. } => self.subscribe(stream),
+            Link::Down if self.retry_in.is_none() => self.connect_now(),
             _ => {}
         }
     }
@@ -572,9 +598,13 @@ impl Engine {
         if self.retry_in.take().is_some() {
             self.effects.push(Effect::CancelRetry);
         }
-        let mut ids: Vec<String> = self.inflight.drain().map(|(id, _)| id).collect();
+        let mut ids: Vec<String> = self
+            .inflight
+            .take_where(|_| true)
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
         ids.extend(self.queued.drain(..).map(|publish| publish.id));
-        ids.sort_by_key(|id| id[1..].parse::<u64>().unwrap_or(0));
         for id in ids {
             self.effects.push(Effect::Reject {
                 id,

@@ -112,7 +112,9 @@ impl Engine {
         state.has_baseline = true;
         state.force_snapshot = false;
         state.replay_requested = false;
-        let reason = state.resyncing.take();
+        // `resyncing` stays set until `subscribed`: the status shows "resyncing" until the
+        // stream is live again.
+        let reason = state.resyncing.clone();
         if had_baseline {
             self.stats.resyncs += 1;
             self.effects.push(Effect::Resync {
@@ -175,6 +177,7 @@ impl Engine {
             return;
         };
         state.phase = Phase::Live;
+        state.resyncing = None;
         if !state.has_baseline {
             // No snapshot was sent (an empty stream, or none asked for): start empty here.
             state.collection = Collection::new(epoch);

@@ -534,3 +534,30 @@ fn close_rejects_everything_and_is_final() {
     engine.on_closed(CloseInfo::default(), 1.0);
     assert!(engine.take_effects().is_empty());
 }
+
+#[test]
+fn sse_waits_for_a_stream_before_connecting() {
+    let mut engine = engine(TransportChoice::Sse);
+    engine.start(0.0);
+    assert!(io(engine.take_effects()).is_empty());
+    engine.open_stream("todos").expect("valid");
+    assert_eq!(
+        io(engine.take_effects()),
+        vec![Effect::Connect(TransportKind::Sse)]
+    );
+}
+
+#[test]
+fn forced_websocket_probes_why_it_could_not_open() {
+    let mut engine = engine(TransportChoice::WebSocket);
+    engine.start(0.0);
+    engine.open_stream("todos").expect("valid");
+    engine.take_effects();
+    engine.on_closed(CloseInfo::default(), 1.0);
+    let effects = io(engine.take_effects());
+    assert!(effects.contains(&Effect::Probe("todos".into())), "{effects:?}");
+    engine.on_probe(Some(401), Some("unauthorized".into()), "bad token".into());
+    assert!(io(engine.take_effects()).contains(&Effect::CancelRetry));
+    assert_eq!(engine.status().state, State::Offline);
+    assert_eq!(engine.status().code.as_deref(), Some("unauthorized"));
+}

@@ -117,6 +117,31 @@ pub(crate) async fn post_event(
         .ok_or_else(|| ("bad_message".to_owned(), "the answer has no seq".to_owned()))
 }
 
+/// Requests `url` and reads only the status (and the error body of a refusal); the
+/// request is aborted as soon as the answer's headers are in. `(status, code, message)`.
+pub(crate) async fn probe(url: &str, token: Option<&str>) -> (Option<u16>, Option<String>, String) {
+    let abort = web_sys::AbortController::new().ok();
+    let signal = abort.as_ref().map(web_sys::AbortController::signal);
+    let request = match request("GET", url, token, "text/event-stream", None, signal.as_ref()) {
+        Ok(request) => request,
+        Err(reason) => return (None, None, reason),
+    };
+    let response = match fetch(&request).await {
+        Ok(response) => response,
+        Err(reason) => return (None, None, reason),
+    };
+    let status = response.status();
+    if response.ok() {
+        if let Some(abort) = abort {
+            abort.abort();
+        }
+        return (Some(status), None, String::new());
+    }
+    let body = text(&response).await;
+    let (code, message) = error_from_body(status, &body);
+    (Some(status), Some(code), message)
+}
+
 /// Copies a `Uint8Array` chunk into Rust.
 pub(crate) fn bytes(chunk: &JsValue) -> Vec<u8> {
     chunk

@@ -33,7 +33,7 @@ impl Endpoints {
             Some(base) => web_sys::Url::new_with_base(url, base),
             None => web_sys::Url::new(url),
         }
-        .map_err(|error| format!("invalid relay URL {url:?}: {}", http::describe(&error)))?;
+        .map_err(|error| format!("invalid relay URL \"{url}\": {}", http::describe(&error)))?;
         let href = absolute.href();
         Self::from_absolute(&href)
     }
@@ -42,11 +42,11 @@ impl Endpoints {
     pub(crate) fn from_absolute(href: &str) -> Result<Self, String> {
         let (scheme, rest) = href
             .split_once("://")
-            .ok_or_else(|| format!("invalid relay URL {href:?}"))?;
+            .ok_or_else(|| format!("invalid relay URL \"{href}\""))?;
         let (http_scheme, ws_scheme) = match scheme.to_ascii_lowercase().as_str() {
             "http" | "ws" => ("http", "ws"),
             "https" | "wss" => ("https", "wss"),
-            other => return Err(format!("unsupported URL scheme {other:?} (use http(s) or ws(s))")),
+            other => return Err(format!("unsupported URL scheme \"{other}\" (use http(s) or ws(s))")),
         };
         let rest = rest.split(['?', '#']).next().unwrap_or_default();
         let mut rest = rest.trim_end_matches('/');

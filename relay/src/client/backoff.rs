@@ -121,7 +121,10 @@ mod tests {
         let delays: std::collections::HashSet<Duration> = (0..20)
             .map(|_| backoff.clone().next_delay().expect("retries forever"))
             .collect();
-        assert!(delays.len() > 10, "full jitter should rarely repeat a delay");
+        assert!(
+            delays.len() > 10,
+            "full jitter should rarely repeat a delay"
+        );
     }
 
     #[test]

@@ -81,7 +81,11 @@ impl Shared {
             .watchers
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        watchers.retain(|watcher| events.iter().all(|event| watcher.send(event.clone()).is_ok()));
+        watchers.retain(|watcher| {
+            events
+                .iter()
+                .all(|event| watcher.send(event.clone()).is_ok())
+        });
     }
 
     fn set_status(&self, status: CollectionStatus) {
@@ -129,7 +133,8 @@ impl Shared {
             epoch: snapshot.epoch,
             seq: snapshot.seq,
         };
-        let mut events: Vec<CollectionEvent> = changes.into_iter().map(CollectionEvent::Change).collect();
+        let mut events: Vec<CollectionEvent> =
+            changes.into_iter().map(CollectionEvent::Change).collect();
         events.push(CollectionEvent::Loaded(position));
         self.notify(events);
         let status = self.state.borrow().0;
@@ -181,7 +186,11 @@ impl LiveCollection {
             }
             applier.set_status(CollectionStatus::Closed);
         });
-        Self { shared, client, task }
+        Self {
+            shared,
+            client,
+            task,
+        }
     }
 
     /// The stream.
@@ -246,7 +255,8 @@ impl LiveCollection {
     ///
     /// [`ClientError::Closed`] if the subscription ended first.
     pub async fn wait_live(&self) -> Result<(), ClientError> {
-        self.wait(|status, _| status == CollectionStatus::Live).await
+        self.wait(|status, _| status == CollectionStatus::Live)
+            .await
     }
 
     /// Waits until every event up to `seq` is applied.
@@ -258,10 +268,15 @@ impl LiveCollection {
         self.wait(|_, position| position.seq >= seq).await
     }
 
-    async fn wait(&self, done: impl Fn(CollectionStatus, Position) -> bool) -> Result<(), ClientError> {
+    async fn wait(
+        &self,
+        done: impl Fn(CollectionStatus, Position) -> bool,
+    ) -> Result<(), ClientError> {
         let mut state = self.shared.state.subscribe();
         let reached = state
-            .wait_for(|(status, position)| done(*status, *position) || *status == CollectionStatus::Closed)
+            .wait_for(|(status, position)| {
+                done(*status, *position) || *status == CollectionStatus::Closed
+            })
             .await
             .map_err(|_| ClientError::Closed)?;
         let (status, position) = *reached;
@@ -303,7 +318,8 @@ impl LiveCollection {
                 callback(event);
                 *reached
                     .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(shared.read().position());
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                    Some(shared.read().position());
             }
         });
         CallbackHandle::new(self.shared.stream.clone(), position, task)
@@ -315,7 +331,9 @@ impl LiveCollection {
     ///
     /// As [`Client::publish`].
     pub async fn upsert(&self, key: &str, data: Value) -> Result<u64, ClientError> {
-        self.client.upsert(self.shared.stream.as_str(), key, data).await
+        self.client
+            .upsert(self.shared.stream.as_str(), key, data)
+            .await
     }
 
     /// Patches fields of `key` on this stream. See [`Client::patch`].
@@ -324,7 +342,9 @@ impl LiveCollection {
     ///
     /// As [`Client::publish`].
     pub async fn patch(&self, key: &str, fields: Value) -> Result<u64, ClientError> {
-        self.client.patch(self.shared.stream.as_str(), key, fields).await
+        self.client
+            .patch(self.shared.stream.as_str(), key, fields)
+            .await
     }
 
     /// Deletes `key` on this stream. See [`Client::delete`].

@@ -40,8 +40,8 @@ pub struct ClientConfig {
     /// Bearer token sent in the `Authorization` header of the upgrade and of HTTP requests.
     /// Default: none (anonymous access, if the relay allows it).
     pub token: Option<String>,
-    /// Reconnect policy: exponential backoff with full jitter, reset after every successful
-    /// connection. Default: [`BackoffConfig::default`] (forever). Also paces retried
+    /// Reconnect policy: exponential backoff with full jitter, reset once a connection
+    /// stayed up for a second (a connection dropped at once counts as a failure). Default: [`BackoffConfig::default`] (forever). Also paces retried
     /// subscribes after a transient `error`.
     pub reconnect: BackoffConfig,
     /// Limit for the TCP connect plus the WebSocket handshake. Default: 10 s.

@@ -15,6 +15,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tidewire_shared::message::Publish;
 use tidewire_shared::{ClientMessage, CloseCode, StreamName};
@@ -28,6 +29,11 @@ use super::socket::{self, Inbound, Socket, Writer};
 use super::state::{Output, PublishReply, State};
 use super::stats::{bump, Counters};
 use super::subscription::{SubscribeOptions, SubscriptionEvent};
+
+/// How long a connection must stay up before the reconnect backoff starts over. A relay
+/// that accepts connections and drops them at once keeps growing the delay instead of
+/// being hammered at the initial one.
+const STABLE_AFTER: Duration = Duration::from_secs(1);
 
 /// The state of the client's connection to the relay.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,7 +144,7 @@ impl Driver {
             };
             let reason = match connected {
                 Ok(socket) => {
-                    backoff.reset();
+                    let opened = Instant::now();
                     bump(&self.counters.connects);
                     if ever_connected {
                         bump(&self.counters.reconnects);
@@ -150,6 +156,9 @@ impl Driver {
                     self.status.send_replace(ConnectionStatus::Connected);
                     let ended = self.serve(socket).await;
                     self.retries.clear();
+                    if opened.elapsed() >= STABLE_AFTER {
+                        backoff.reset();
+                    }
                     match ended {
                         Ended::Stop => return self.stop(&ClientError::Closed),
                         Ended::Lost(reason) => {
@@ -311,7 +320,9 @@ impl Driver {
             Command::Unsubscribe { stream, id } => {
                 self.state.unsubscribe(&stream, id, &mut self.out);
             }
-            Command::Publish { message, reply } => self.state.publish(message, reply, &mut self.out),
+            Command::Publish { message, reply } => {
+                self.state.publish(message, reply, &mut self.out)
+            }
             Command::Close { reply } => {
                 // Handled by the loops; keep the reply so the caller is answered on stop.
                 self.close_reply = Some(reply);
@@ -329,20 +340,36 @@ impl Driver {
         }
     }
 
-    /// Writes the state's outputs; schedules retries.
+    /// Writes the state's outputs and schedules retries. A relay that stops reading for
+    /// two keepalive intervals counts as lost, so a stalled write cannot hang the client.
     async fn flush(&mut self, writer: &mut Writer) -> Result<(), String> {
         if self.out.is_empty() {
             return Ok(());
         }
-        for output in std::mem::take(&mut self.out) {
+        let outputs = std::mem::take(&mut self.out);
+        let mut messages = Vec::with_capacity(outputs.len());
+        for output in outputs {
             match output {
-                Output::Send(message) => writer.send(&message).await.map_err(|error| error.to_string())?,
+                Output::Send(message) => messages.push(message),
                 Output::RetryLater { stream, id, delay } => {
                     self.retries.push((Instant::now() + delay, stream, id));
                 }
             }
         }
-        writer.flush().await.map_err(|error| error.to_string())
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let write = async {
+            for message in &messages {
+                writer.send(message).await?;
+            }
+            writer.flush().await
+        };
+        let limit = self.config.keepalive * 2;
+        match tokio::time::timeout(limit, write).await {
+            Ok(written) => written.map_err(|error| error.to_string()),
+            Err(_) => Err(format!("the relay read nothing for {limit:?}")),
+        }
     }
 
     /// Fails and ends everything, publishes the final status.
@@ -397,7 +424,10 @@ mod tests {
         assert!(matches!(closed(Some(1001), "shutdown"), Ended::Lost(_)));
         assert!(matches!(closed(Some(4008), "slow"), Ended::Lost(_)));
         assert!(matches!(closed(Some(4999), "unknown"), Ended::Lost(_)));
-        assert!(matches!(closed(Some(4001), "unauthorized"), Ended::Refused(_)));
+        assert!(matches!(
+            closed(Some(4001), "unauthorized"),
+            Ended::Refused(_)
+        ));
         assert!(matches!(closed(Some(1008), "origin"), Ended::Refused(_)));
     }
 }

@@ -71,8 +71,11 @@ impl HttpApi {
     /// The relay's `error` answer as [`ClientError::Server`], or a transport failure.
     pub async fn snapshot(&self, stream: &str) -> Result<Snapshot, ClientError> {
         let stream = StreamName::new(stream)?;
-        let body = self.get(&format!("/v1/streams/{}/snapshot", path_segment(&stream))).await?;
-        serde_json::from_slice(&body).map_err(|error| ClientError::Malformed(format!("snapshot: {error}")))
+        let body = self
+            .get(&format!("/v1/streams/{}/snapshot", path_segment(&stream)))
+            .await?;
+        serde_json::from_slice(&body)
+            .map_err(|error| ClientError::Malformed(format!("snapshot: {error}")))
     }
 
     /// The events of `stream` after seq `since` (`GET /v1/streams/{s}/events?since=N`),
@@ -94,7 +97,9 @@ impl HttpApi {
                 Ok(EventsBody::List(events)) => (events, None, false),
                 Err(error) => return Err(ClientError::Malformed(format!("events: {error}"))),
             };
-            let next = next.or(events.last().map(|event| event.seq)).unwrap_or(since);
+            let next = next
+                .or(events.last().map(|event| event.seq))
+                .unwrap_or(since);
             all.extend(events);
             if !more || next <= since {
                 break;
@@ -136,7 +141,10 @@ impl HttpApi {
         let request = request
             .body(Empty::<Bytes>::new())
             .map_err(|error| http(&error))?;
-        let response = sender.send_request(request).await.map_err(|error| http(&error))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|error| http(&error))?;
         let status = response.status();
         let body = Limited::new(response.into_body(), self.max_body)
             .collect()
@@ -150,7 +158,10 @@ impl HttpApi {
         if let Ok(ServerMessage::Error { code, message, .. }) = serde_json::from_slice(&body) {
             return Err(ClientError::Server(ServerError { code, message }));
         }
-        let excerpt: String = String::from_utf8_lossy(&body).chars().take(BODY_EXCERPT).collect();
+        let excerpt: String = String::from_utf8_lossy(&body)
+            .chars()
+            .take(BODY_EXCERPT)
+            .collect();
         Err(ClientError::HttpStatus {
             status: status.as_u16(),
             body: excerpt,
@@ -177,9 +188,13 @@ mod tests {
     #[test]
     fn both_event_body_shapes_decode() {
         let event = r#"{"stream":"s","epoch":1,"seq":2,"key":"k","op":"upsert","data":1}"#;
-        let page = format!(r#"{{"stream":"s","epoch":1,"events":[{event}],"next":2,"more":true,"head":9}}"#);
+        let page = format!(
+            r#"{{"stream":"s","epoch":1,"events":[{event}],"next":2,"more":true,"head":9}}"#
+        );
         let decoded: EventsBody = serde_json::from_str(&page).expect("decodes");
-        assert!(matches!(decoded, EventsBody::Page { ref events, next: Some(2), more: true } if events.len() == 1));
+        assert!(
+            matches!(decoded, EventsBody::Page { ref events, next: Some(2), more: true } if events.len() == 1)
+        );
         let decoded: EventsBody = serde_json::from_str(&format!("[{event}]")).expect("decodes");
         assert!(matches!(decoded, EventsBody::List(ref events) if events.len() == 1));
     }

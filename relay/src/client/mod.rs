@@ -39,7 +39,8 @@
 //! * A background task owns the socket; [`Client`] is a handle (clone it freely). The task
 //!   lives while any handle, subscription or collection does, or until [`Client::close`].
 //! * Reconnects use exponential backoff with full jitter, forever by default, reset after
-//!   every successful connection. On reconnect every subscription is re-sent with `since` =
+//!   every successful connection (one that stayed up for a second: a relay that drops
+//!   connections at once is not hammered). On reconnect every subscription is re-sent with `since` =
 //!   the last position it delivered, so the relay replays what was missed; events already
 //!   delivered are dropped client-side, so the application sees each seq once, in order.
 //! * Publishes made while disconnected wait (up to the request timeout) and are sent after

@@ -10,7 +10,9 @@
 use std::future::Future;
 
 use bytes::Bytes;
-use fastwebsockets::{FragmentCollectorRead, Frame, OpCode, Payload, WebSocketError, WebSocketWrite};
+use fastwebsockets::{
+    FragmentCollectorRead, Frame, OpCode, Payload, WebSocketError, WebSocketWrite,
+};
 use http_body_util::Empty;
 use hyper::header::{AUTHORIZATION, CONNECTION, HOST, UPGRADE};
 use hyper::upgrade::Upgraded;
@@ -92,7 +94,11 @@ impl Writer {
     }
 
     /// Writes a control frame the reader was obliged to answer.
-    pub(crate) async fn reply(&mut self, opcode: OpCode, payload: Vec<u8>) -> Result<(), WebSocketError> {
+    pub(crate) async fn reply(
+        &mut self,
+        opcode: OpCode,
+        payload: Vec<u8>,
+    ) -> Result<(), WebSocketError> {
         if self.inner.is_closed() {
             return Ok(());
         }
@@ -139,14 +145,22 @@ where
 ///
 /// [`ClientError::Refused`] for HTTP 401/403 (the token is not accepted: retrying cannot
 /// help), [`ClientError::Connect`] for everything else (including the timeout).
-pub(crate) async fn connect(endpoint: &Endpoint, config: &ClientConfig) -> Result<Socket, ClientError> {
+pub(crate) async fn connect(
+    endpoint: &Endpoint,
+    config: &ClientConfig,
+) -> Result<Socket, ClientError> {
     let connect_error = |reason: String| ClientError::Connect {
         url: config.url.clone(),
         reason,
     };
     let handshake = handshake(endpoint, config.token.as_deref());
     let upgraded = match tokio::time::timeout(config.connect_timeout, handshake).await {
-        Err(_) => return Err(connect_error(format!("timed out after {:?}", config.connect_timeout))),
+        Err(_) => {
+            return Err(connect_error(format!(
+                "timed out after {:?}",
+                config.connect_timeout
+            )))
+        }
         Ok(Err(HandshakeError::Io(error))) => return Err(connect_error(error.to_string())),
         Ok(Err(HandshakeError::WebSocket(WebSocketError::InvalidStatusCode(status))))
             if status == 401 || status == 403 =>
@@ -198,7 +212,10 @@ async fn handshake(
         .header(HOST, endpoint.authority.as_str())
         .header(UPGRADE, "websocket")
         .header(CONNECTION, "upgrade")
-        .header("Sec-WebSocket-Key", fastwebsockets::handshake::generate_key())
+        .header(
+            "Sec-WebSocket-Key",
+            fastwebsockets::handshake::generate_key(),
+        )
         .header("Sec-WebSocket-Version", "13");
     if let Some(token) = token {
         request = request.header(AUTHORIZATION, format!("Bearer {token}"));

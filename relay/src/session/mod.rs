@@ -46,6 +46,9 @@ pub enum Outgoing {
         json: Bytes,
         /// The stream and the position this frame brings the client to, if any.
         position: Option<(StreamName, Position)>,
+        /// Commit time of the event (microseconds since the Unix epoch), if it is one; the
+        /// session records the delivery latency when it hands the frame over.
+        committed_at: Option<i64>,
     },
     /// Close the connection with this code.
     Close {
@@ -61,6 +64,7 @@ impl Outgoing {
         Outgoing::Frame {
             json: Bytes::from(message.encode()),
             position: None,
+            committed_at: None,
         }
     }
 }
@@ -265,10 +269,7 @@ impl Session {
             if self.closed {
                 return None;
             }
-            if let Some(outgoing) = self.out.pop_front() {
-                if matches!(outgoing, Outgoing::Close { .. }) {
-                    self.closed = true;
-                }
+            if let Some(outgoing) = self.ready_from_out() {
                 return Some(outgoing);
             }
             if let Some(work) = self.pending.front().cloned() {
@@ -298,10 +299,7 @@ impl Session {
         if self.closed {
             return None;
         }
-        if let Some(outgoing) = self.out.pop_front() {
-            if matches!(outgoing, Outgoing::Close { .. }) {
-                self.closed = true;
-            }
+        if let Some(outgoing) = self.ready_from_out() {
             return Some(outgoing);
         }
         if !self.pending.is_empty() {
@@ -316,8 +314,12 @@ impl Session {
 
     fn ready_from_out(&mut self) -> Option<Outgoing> {
         let outgoing = self.out.pop_front()?;
-        if matches!(outgoing, Outgoing::Close { .. }) {
-            self.closed = true;
+        match &outgoing {
+            Outgoing::Close { .. } => self.closed = true,
+            Outgoing::Frame { committed_at: Some(micros), .. } => {
+                self.hub.metrics.observe_delivery_since(*micros);
+            }
+            Outgoing::Frame { .. } => {}
         }
         Some(outgoing)
     }
@@ -406,6 +408,7 @@ impl Session {
         self.out.push_back(Outgoing::Frame {
             json: delivery.json.clone(),
             position,
+            committed_at: delivery.committed_at_micros,
         });
     }
 

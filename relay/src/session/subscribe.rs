@@ -195,6 +195,7 @@ impl Session {
         self.out.push_back(Outgoing::Frame {
             json: message.encode().into(),
             position: Some((stream.clone(), position)),
+            committed_at: None,
         });
         self.push_presence(stream);
     }
@@ -282,9 +283,11 @@ impl Session {
                         continue;
                     }
                     let position = Position { epoch, seq: event.seq };
+                    let committed_at = event.ts;
                     self.out.push_back(Outgoing::Frame {
                         json: ServerMessage::Event(event).encode().into(),
                         position: Some((stream.clone(), position)),
+                        committed_at,
                     });
                 }
                 if last > already_sent {

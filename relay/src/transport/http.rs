@@ -11,15 +11,15 @@
 //!
 //! Every request is authenticated ([`Authenticator::authenticate`](crate::auth::Authenticator::authenticate))
 //! and checked against the grant's read or write patterns. Errors are the protocol's `error`
-//! message with the status of its code ([`error::ApiError`]). Requests are handled in this
+//! message with the status of its code (`error::ApiError`). Requests are handled in this
 //! order: route (404), method (405), stream name (400), credentials (401/403), raw channel
 //! (400), permission (403), then the handler.
 //!
 //! # Layout
 //!
-//! - [`path`](self::path): routes, percent-decoding, query parameters
+//! - `path`: routes, percent-decoding, query parameters
 //! - `body`: bounded body reading and JSON parsing
-//! - `error`: [`ApiError`](self::error::ApiError)
+//! - `error`: `ApiError`
 //! - `read`: info, snapshot, replay
 //! - `write`: publish, create/update, drop
 

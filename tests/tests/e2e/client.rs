@@ -171,7 +171,9 @@ async fn subscribe_and_publish_round_trip() {
         .subscribe("todos", SubscribeOptions::default())
         .await
         .expect("subscribes");
-    let snapshot = until_live(&mut todos).await.expect("a fresh subscription starts with a snapshot");
+    let snapshot = until_live(&mut todos)
+        .await
+        .expect("a fresh subscription starts with a snapshot");
     assert!(snapshot.records.is_empty());
 
     let first = client
@@ -202,7 +204,9 @@ async fn subscribe_and_publish_round_trip() {
         .await
         .expect("message acked");
     match next_event(&mut todos).await {
-        SubscriptionEvent::Event(event) => assert_eq!((event.seq, event.key.as_str()), (0, "cursor")),
+        SubscriptionEvent::Event(event) => {
+            assert_eq!((event.seq, event.key.as_str()), (0, "cursor"))
+        }
         other => panic!("expected the message, got {other:?}"),
     }
 
@@ -239,7 +243,11 @@ async fn live_collection_converges_with_concurrent_writers() {
     // Some history before the collection exists, so it starts from a real snapshot.
     for index in 0..10 {
         reader
-            .upsert("board", &format!("card{index}"), json!({"column": "todo", "index": index}))
+            .upsert(
+                "board",
+                &format!("card{index}"),
+                json!({"column": "todo", "index": index}),
+            )
             .await
             .expect("seeded");
     }
@@ -260,8 +268,20 @@ async fn live_collection_converges_with_concurrent_writers() {
                 let key = format!("card{}", (index * 7 + writer) % 25);
                 let result = match index % 5 {
                     0 => client.delete("board", &key).await,
-                    1 | 2 => client.patch("board", &key, json!({"column": format!("w{writer}"), "touched": index})).await,
-                    _ => client.upsert("board", &key, json!({"writer": writer, "index": index})).await,
+                    1 | 2 => {
+                        client
+                            .patch(
+                                "board",
+                                &key,
+                                json!({"column": format!("w{writer}"), "touched": index}),
+                            )
+                            .await
+                    }
+                    _ => {
+                        client
+                            .upsert("board", &key, json!({"writer": writer, "index": index}))
+                            .await
+                    }
                 };
                 last = last.max(result.expect("write acked"));
             }
@@ -305,9 +325,15 @@ fn sql_writer(pg: &TestPg, stream: &'static str, count: usize) -> JoinHandle<i64
         let mut last = 0;
         for index in 0..count {
             let data = json!({"index": index}).to_string();
-            last = publish(&client, stream, &format!("k{}", index % 40), "upsert", &data)
-                .await
-                .expect("publish through SQL");
+            last = publish(
+                &client,
+                stream,
+                &format!("k{}", index % 40),
+                "upsert",
+                &data,
+            )
+            .await
+            .expect("publish through SQL");
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         last
@@ -361,7 +387,10 @@ async fn resumes_without_loss_or_duplicates_when_the_relay_is_killed_and_restart
     let stats = client.stats();
     assert!(stats.reconnects >= 1, "{stats:?}");
     assert_eq!(stats.events, last_seq);
-    assert_eq!(subscription.position().map(|position| position.seq), Some(last_seq));
+    assert_eq!(
+        subscription.position().map(|position| position.seq),
+        Some(last_seq)
+    );
 
     // No late duplicate trails behind.
     let late = tokio::time::timeout(Duration::from_millis(300), subscription.next()).await;
@@ -394,9 +423,15 @@ async fn resumes_after_a_graceful_relay_restart_on_the_same_port() {
     relay.shutdown().await;
     let db = pg.client().await;
     for index in 20..40 {
-        publish(&db, "notes", &format!("n{index}"), "upsert", &json!({"index": index}).to_string())
-            .await
-            .expect("publish through SQL");
+        publish(
+            &db,
+            "notes",
+            &format!("n{index}"),
+            "upsert",
+            &json!({"index": index}).to_string(),
+        )
+        .await
+        .expect("publish through SQL");
     }
     let (relay, restarted) = GracefulRelay::start(&pg, addr).await;
     assert_eq!(restarted, addr);
@@ -404,11 +439,17 @@ async fn resumes_after_a_graceful_relay_restart_on_the_same_port() {
         .await
         .expect("caught up");
     // Writes through the client work again after the reconnect.
-    let seq = collection.upsert("n40", json!({"index": 40})).await.expect("acked");
-    assert_eq!(seq, 41);
-    within("the collection to see its own write", collection.wait_for_seq(41))
+    let seq = collection
+        .upsert("n40", json!({"index": 40}))
         .await
-        .expect("caught up");
+        .expect("acked");
+    assert_eq!(seq, 41);
+    within(
+        "the collection to see its own write",
+        collection.wait_for_seq(41),
+    )
+    .await
+    .expect("caught up");
     assert_eq!(collection.len(), 41);
     let relay_snapshot = client.snapshot("notes").await.expect("snapshot over http");
     assert_eq!(by_key(&collection.snapshot()), by_key(&relay_snapshot));

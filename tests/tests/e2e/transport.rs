@@ -7,10 +7,12 @@
 //! | `client` | WebSocket (fastwebsockets) and SSE (hyper) test clients |
 //! | `ws` | protocol round trips, bad input, keepalive, shutdown, refusals |
 //! | `interop` | the relay driven by tokio-tungstenite, a WebSocket stack it does not use |
+//! | `slow` | readers that stop reading are dropped, others are served |
 //! | `sse` | `retry:` first, snapshot and live events with cursor ids, resume, heartbeat |
 
 mod client;
 mod interop;
+mod slow;
 mod sse;
 mod ws;
 mod ws_limits;

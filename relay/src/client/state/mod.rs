@@ -174,7 +174,11 @@ impl State {
 
     /// Ends subscription `id` of `stream` (a later subscription on the stream is kept).
     pub(crate) fn unsubscribe(&mut self, stream: &StreamName, id: u64, out: &mut Vec<Output>) {
-        if self.subscriptions.get(stream).is_none_or(|sub| sub.id != id) {
+        if self
+            .subscriptions
+            .get(stream)
+            .is_none_or(|sub| sub.id != id)
+        {
             return;
         }
         self.subscriptions.remove(stream);

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use serde_json::json;
 use tidewire_shared::message::{Advisory, AdvisoryKind, Publish, Subscribe};
-use tidewire_shared::{ClientMessage, ErrorCode, Event, Op, Position, Record, ServerMessage, StreamName};
+use tidewire_shared::{
+    ClientMessage, ErrorCode, Event, Op, Position, Record, ServerMessage, StreamName,
+};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Output, State};
@@ -20,7 +22,10 @@ fn name(stream: &str) -> StreamName {
 
 fn new_state() -> (State, Arc<Counters>) {
     let counters = Arc::new(Counters::default());
-    (State::new(BackoffConfig::default(), Arc::clone(&counters)), counters)
+    (
+        State::new(BackoffConfig::default(), Arc::clone(&counters)),
+        counters,
+    )
 }
 
 /// The messages among `out`, draining it.
@@ -110,7 +115,12 @@ fn publish(id: &str) -> Publish {
 }
 
 /// A connected state with a live subscription to `todos` at (7, 2) after a snapshot.
-fn live_todos() -> (State, Arc<Counters>, mpsc::UnboundedReceiver<SubscriptionEvent>, Vec<Output>) {
+fn live_todos() -> (
+    State,
+    Arc<Counters>,
+    mpsc::UnboundedReceiver<SubscriptionEvent>,
+    Vec<Output>,
+) {
     let (mut state, counters) = new_state();
     let mut out = Vec::new();
     let (_, mut events) = state
@@ -122,7 +132,9 @@ fn live_todos() -> (State, Arc<Counters>, mpsc::UnboundedReceiver<SubscriptionEv
     state.on_message(snapshot("todos", 7, 2), &mut out);
     state.on_message(subscribed("todos", 7, 2, false), &mut out);
     let first = received(&mut events);
-    assert!(matches!(&first[0], SubscriptionEvent::Snapshot(snapshot) if snapshot.seq == 2 && snapshot.records.len() == 2));
+    assert!(
+        matches!(&first[0], SubscriptionEvent::Snapshot(snapshot) if snapshot.seq == 2 && snapshot.records.len() == 2)
+    );
     assert_eq!(
         first[1],
         SubscriptionEvent::Live {
@@ -180,7 +192,10 @@ fn acks_and_errors_are_matched_by_id() {
     );
     assert!(!error.is_retryable());
     let stats = counters.snapshot();
-    assert_eq!((stats.publishes_sent, stats.acks, stats.publish_errors), (2, 1, 1));
+    assert_eq!(
+        (stats.publishes_sent, stats.acks, stats.publish_errors),
+        (2, 1, 1)
+    );
 }
 
 #[test]
@@ -203,7 +218,10 @@ fn reconnect_resumes_from_the_position_and_drops_duplicates() {
 
     // The subscription is re-sent from seq 4; the relay (over-)replays from 3.
     state.on_connected(&mut out);
-    assert_eq!(sent(&mut out), vec![subscribe_message("todos", Some((7, 4)))]);
+    assert_eq!(
+        sent(&mut out),
+        vec![subscribe_message("todos", Some((7, 4)))]
+    );
     for seq in [3, 4, 5, 6] {
         state.on_message(event("todos", 7, seq), &mut out);
     }
@@ -229,7 +247,10 @@ fn a_gap_asks_for_a_replay_and_nothing_is_skipped() {
     let (mut state, counters, mut events, mut out) = live_todos();
     state.on_message(event("todos", 7, 3), &mut out);
     state.on_message(event("todos", 7, 5), &mut out);
-    assert_eq!(sent(&mut out), vec![subscribe_message("todos", Some((7, 3)))]);
+    assert_eq!(
+        sent(&mut out),
+        vec![subscribe_message("todos", Some((7, 3)))]
+    );
     // Later events that do not continue seq 3 are dropped until the replay arrives.
     state.on_message(event("todos", 7, 6), &mut out);
     assert!(out.is_empty(), "one replay request is enough");
@@ -238,11 +259,20 @@ fn a_gap_asks_for_a_replay_and_nothing_is_skipped() {
     }
     state.on_message(subscribed("todos", 7, 6, true), &mut out);
     let delivered = received(&mut events);
-    assert_eq!(delivered[0], SubscriptionEvent::Event(match event("todos", 7, 3) {
-        ServerMessage::Event(event) => event,
-        _ => unreachable!("built as an event"),
-    }));
-    assert_eq!(delivered[1], SubscriptionEvent::Gap { from: 4, to: Some(4) });
+    assert_eq!(
+        delivered[0],
+        SubscriptionEvent::Event(match event("todos", 7, 3) {
+            ServerMessage::Event(event) => event,
+            _ => unreachable!("built as an event"),
+        })
+    );
+    assert_eq!(
+        delivered[1],
+        SubscriptionEvent::Gap {
+            from: 4,
+            to: Some(4)
+        }
+    );
     assert_eq!(seqs(&delivered), vec![3, 4, 5, 6]);
     let stats = counters.snapshot();
     assert_eq!((stats.gaps, stats.out_of_order_dropped), (1, 1));
@@ -256,7 +286,10 @@ fn a_subscribed_ahead_of_the_position_is_not_trusted() {
     sent(&mut out);
     // The relay claims seq 5 but sent nothing after 2: ask again from 2.
     state.on_message(subscribed("todos", 7, 5, true), &mut out);
-    assert_eq!(sent(&mut out), vec![subscribe_message("todos", Some((7, 2)))]);
+    assert_eq!(
+        sent(&mut out),
+        vec![subscribe_message("todos", Some((7, 2)))]
+    );
     assert!(!received(&mut events)
         .iter()
         .any(|event| matches!(event, SubscriptionEvent::Live { .. })));
@@ -289,7 +322,10 @@ fn resync_replaces_the_position_with_the_snapshot() {
     assert_eq!(counters.snapshot().resyncs, 1);
     // An event of the old epoch makes the client ask again rather than apply it.
     state.on_message(event("todos", 7, 3), &mut out);
-    assert_eq!(sent(&mut out), vec![subscribe_message("todos", Some((8, 2)))]);
+    assert_eq!(
+        sent(&mut out),
+        vec![subscribe_message("todos", Some((8, 2)))]
+    );
 }
 
 #[test]
@@ -346,14 +382,19 @@ fn messages_of_an_ended_subscription_are_not_delivered_to_the_next() {
     let delivered = received(&mut events);
     assert!(matches!(&delivered[0], SubscriptionEvent::Snapshot(snapshot) if snapshot.seq == 3));
     assert!(seqs(&delivered).is_empty());
-    assert!(out.is_empty(), "the expected `unsubscribed` triggers no retry");
+    assert!(
+        out.is_empty(),
+        "the expected `unsubscribed` triggers no retry"
+    );
 }
 
 #[test]
 fn one_subscription_per_stream() {
     let (mut state, _counters, _events, mut out) = live_todos();
     let again = state.subscribe(name("todos"), SubscribeOptions::default(), &mut out);
-    assert!(matches!(again, Err(ClientError::AlreadySubscribed(stream)) if stream.as_str() == "todos"));
+    assert!(
+        matches!(again, Err(ClientError::AlreadySubscribed(stream)) if stream.as_str() == "todos")
+    );
     // Unsubscribing with a stale id leaves the live subscription alone.
     state.unsubscribe(&name("todos"), 999, &mut out);
     assert!(out.is_empty());
@@ -386,10 +427,15 @@ fn subscribe_errors_retry_when_transient_and_end_otherwise() {
     out.clear();
     state.retry(&name("busy"), busy_id, &mut out);
     assert_eq!(sent(&mut out), vec![subscribe_message("busy", None)]);
-    assert!(matches!(received(&mut busy).as_slice(), [SubscriptionEvent::Error(error)] if error.code == ErrorCode::Unavailable));
+    assert!(
+        matches!(received(&mut busy).as_slice(), [SubscriptionEvent::Error(error)] if error.code == ErrorCode::Unavailable)
+    );
     // The refused subscription ended: its channel is closed after the error.
     assert!(matches!(secret.try_recv(), Ok(SubscriptionEvent::Error(_))));
-    assert_eq!(secret.try_recv(), Err(mpsc::error::TryRecvError::Disconnected));
+    assert_eq!(
+        secret.try_recv(),
+        Err(mpsc::error::TryRecvError::Disconnected)
+    );
 }
 
 #[test]
@@ -406,7 +452,10 @@ fn an_unexpected_unsubscribed_is_retried_from_the_position() {
         panic!("expected a retry, got {out:?}");
     };
     state.retry(&stream, id, &mut out);
-    assert_eq!(sent(&mut out), vec![subscribe_message("todos", Some((7, 3)))]);
+    assert_eq!(
+        sent(&mut out),
+        vec![subscribe_message("todos", Some((7, 3)))]
+    );
 }
 
 #[test]
@@ -439,7 +488,10 @@ fn raw_channels_deduplicate_and_report_relay_gaps() {
     state.on_message(event("raw:orders", 901, 1), &mut out);
     let delivered = received(&mut events);
     assert_eq!(seqs(&delivered), vec![10, 11, 13, 1]);
-    assert!(delivered.contains(&SubscriptionEvent::Gap { from: 14, to: Some(20) }));
+    assert!(delivered.contains(&SubscriptionEvent::Gap {
+        from: 14,
+        to: Some(20)
+    }));
     assert!(out.is_empty(), "raw channels never ask for replays");
     assert_eq!(counters.snapshot().duplicates_dropped, 1);
 }
@@ -465,7 +517,9 @@ fn ephemeral_messages_and_connection_advisories_reach_every_subscriber() {
     let delivered = received(&mut events);
     assert_eq!(delivered.len(), 3);
     assert_eq!(delivered[0], SubscriptionEvent::Event(message));
-    assert!(matches!(&delivered[2], SubscriptionEvent::Advisory(advisory) if advisory.kind == AdvisoryKind::Disconnect));
+    assert!(
+        matches!(&delivered[2], SubscriptionEvent::Advisory(advisory) if advisory.kind == AdvisoryKind::Disconnect)
+    );
 }
 
 #[test]
@@ -494,7 +548,9 @@ fn chunked_snapshots_are_reassembled() {
         );
     }
     let delivered = received(&mut events);
-    assert!(matches!(delivered.as_slice(), [SubscriptionEvent::Snapshot(snapshot)] if snapshot.records.len() == 3 && snapshot.seq == 30));
+    assert!(
+        matches!(delivered.as_slice(), [SubscriptionEvent::Snapshot(snapshot)] if snapshot.records.len() == 3 && snapshot.seq == 30)
+    );
 }
 
 #[test]
@@ -509,5 +565,8 @@ fn closing_fails_everything_waiting() {
     assert_eq!(sent_answer.try_recv(), Ok(Err(ClientError::ConnectionLost)));
     assert_eq!(queued_answer.try_recv(), Ok(Err(ClientError::Closed)));
     received(&mut events);
-    assert_eq!(events.try_recv(), Err(mpsc::error::TryRecvError::Disconnected));
+    assert_eq!(
+        events.try_recv(),
+        Err(mpsc::error::TryRecvError::Disconnected)
+    );
 }

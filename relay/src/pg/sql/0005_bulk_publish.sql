@@ -1,9 +1,9 @@
 -- Tidewire migration 5: tidewire.publish stays linear in big transactions (a bulk INSERT
 -- into a tracked table, many publishes before one COMMIT). Same contract as migration 2.
 
--- Fired at COMMIT for the events a transaction published after its first one to a stream
--- (see tidewire.publish): stores the stream's final seq in its row. The first firing writes
--- the maximum; the others find nothing left to do.
+-- Fired at COMMIT for a stream that a transaction published to more than once (see
+-- tidewire.publish): stores the stream's final seq, the maximum in the outbox, in its row.
+-- Should it fire more than once for a stream, the later firings find nothing to do.
 create function tidewire.sync_stream_seq() returns trigger
 language plpgsql
 as $$
@@ -15,7 +15,8 @@ begin
 end
 $$;
 
--- Queued only while tidewire.publish sets the transaction-local flag tidewire.sync_seq.
+-- Queued only while tidewire.publish sets the transaction-local flag tidewire.sync_seq, for
+-- the second event of a stream in a transaction.
 create constraint trigger tidewire_sync_seq
     after insert on tidewire.events
     deferrable initially deferred
@@ -42,6 +43,7 @@ declare
     v_at      timestamptz;
     v_payload text;
     v_sync    boolean := false;
+    v_bucket  text;
 begin
     perform tidewire.check_stream(publish.stream);
     perform tidewire.check_key(publish.key);
@@ -81,32 +83,45 @@ begin
     -- Take the stream row's lock and the next seq; create the stream on first use.
     --
     -- The first publish to the stream in this transaction increments streams.seq with an
-    -- UPDATE, which takes the row lock until the transaction ends. Repeating that UPDATE for
-    -- every event of a big transaction would be quadratic: each new row version is found by
-    -- walking the chain of all earlier versions of this transaction. So once the row is ours
-    -- (its xmin is our transaction id, hence we hold its lock), the next seq comes from our own
-    -- events in the outbox, and the deferred trigger tidewire_sync_seq stores the final seq in
-    -- the row at COMMIT. Other sessions see streams.seq and the events change together.
+    -- UPDATE, which takes the row lock until the transaction ends, and notes the stream in a
+    -- transaction-local setting (tidewire.lock_<bucket> = stream name). Repeating that UPDATE
+    -- for every event of a big transaction would be quadratic: each new row version is found
+    -- by walking the chain of all earlier versions of this transaction. So while the setting
+    -- says we hold the lock, the next seq comes from our own events in the outbox, and the
+    -- deferred trigger tidewire_sync_seq stores the final seq in the row at COMMIT: other
+    -- sessions see streams.seq and the events change together. A subtransaction that rolls
+    -- back releases the row lock and reverts the setting together. Two streams of one
+    -- transaction that share a bucket only cost an extra UPDATE: the full name is compared.
     --
     -- A drop committed while we waited for the lock makes the UPDATE find nothing: create the
     -- stream anew.
+    v_bucket := (hashtext(publish.stream) & 1023)::text;
     for attempt in 1..3 loop
-        update tidewire.streams as s
-           set seq = s.seq + 1
-         where s.name = publish.stream
-           and s.xmin is distinct from pg_current_xact_id_if_assigned()::xid
-        returning s.seq, s.epoch into v_seq, v_epoch;
-        exit when found;
-        select s.seq, s.epoch into v_seq, v_epoch
-          from tidewire.streams as s
-         where s.name = publish.stream
-           and s.xmin = pg_current_xact_id_if_assigned()::xid;
-        if found then
-            v_seq := greatest(v_seq, (select max(e.seq) from tidewire.events as e
-                                       where e.stream = publish.stream and e.seq > v_seq)) + 1;
-            v_sync := true;
-            perform set_config('tidewire.sync_seq', 'on', true);
-            exit;
+        if current_setting('tidewire.lock_' || v_bucket, true) is not distinct from publish.stream then
+            select s.seq, s.epoch into v_seq, v_epoch
+              from tidewire.streams as s
+             where s.name = publish.stream;
+            if found then
+                v_seq := greatest(v_seq, (select max(e.seq) from tidewire.events as e
+                                           where e.stream = publish.stream and e.seq > v_seq)) + 1;
+                -- One deferred sync per stream and transaction is enough: it stores the
+                -- maximum seq found at COMMIT (tidewire.sync_<bucket> remembers it is queued).
+                if current_setting('tidewire.sync_' || v_bucket, true) is distinct from publish.stream then
+                    v_sync := true;
+                    perform set_config('tidewire.sync_seq', 'on', true);
+                    perform set_config('tidewire.sync_' || v_bucket, publish.stream, true);
+                end if;
+                exit;
+            end if;
+        else
+            update tidewire.streams as s
+               set seq = s.seq + 1
+             where s.name = publish.stream
+            returning s.seq, s.epoch into v_seq, v_epoch;
+            if found then
+                perform set_config('tidewire.lock_' || v_bucket, publish.stream, true);
+                exit;
+            end if;
         end if;
         v_seq := null;
         insert into tidewire.streams as s (name) values (publish.stream) on conflict do nothing;

@@ -27,7 +27,11 @@ pub(super) fn retry(out: &mut BytesMut, millis: u64) {
 
 /// One event: `event: <name>`, `id: <id>` when given, `data:` lines, then a blank line.
 pub(super) fn event(out: &mut BytesMut, name: &str, id: Option<&str>, data: &[u8]) {
-    let name = if is_event_name(name) { name } else { FALLBACK_EVENT };
+    let name = if is_event_name(name) {
+        name
+    } else {
+        FALLBACK_EVENT
+    };
     out.reserve(name.len() + id.map_or(0, str::len) + data.len() + 24);
     out.put_slice(b"event: ");
     out.put_slice(name.as_bytes());
@@ -70,7 +74,9 @@ pub(super) fn heartbeat(out: &mut BytesMut) {
 fn is_event_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= MAX_EVENT_NAME
-        && name.bytes().all(|byte| byte.is_ascii_lowercase() || byte == b'_')
+        && name
+            .bytes()
+            .all(|byte| byte.is_ascii_lowercase() || byte == b'_')
 }
 
 /// The `type` of a JSON server message, used as the event name.
@@ -80,7 +86,11 @@ fn is_event_name(name: &str) -> bool {
 pub(super) fn message_type(json: &[u8]) -> String {
     const PREFIX: &[u8] = b"{\"type\":\"";
     if let Some(rest) = json.strip_prefix(PREFIX) {
-        if let Some(end) = rest.iter().take(MAX_EVENT_NAME + 1).position(|&byte| byte == b'"') {
+        if let Some(end) = rest
+            .iter()
+            .take(MAX_EVENT_NAME + 1)
+            .position(|&byte| byte == b'"')
+        {
             if let Ok(name) = std::str::from_utf8(&rest[..end]) {
                 if is_event_name(name) {
                     return name.to_owned();

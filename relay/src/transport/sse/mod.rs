@@ -49,16 +49,25 @@ pub async fn handle(hub: Arc<Hub>, request: Request<Incoming>) -> Response<Body>
         Ok(sse_request) => sse_request,
         Err(refusal) => return refusal.into_response(),
     };
-    if let Some(stream) = sse_request.streams.iter().find(|stream| !grant.permissions.can_read(stream)) {
+    if let Some(stream) = sse_request
+        .streams
+        .iter()
+        .find(|stream| !grant.permissions.can_read(stream))
+    {
         return error_response(ErrorCode::Forbidden, format!("no read access to {stream}"));
     }
-    let permit = match acquire_permit(&hub) {
+    let permit = match acquire_permit(&hub, crate::metrics::Transport::Sse) {
         Ok(permit) => permit,
         Err(refusal) => return refusal.into_response(),
     };
     let (sender, body) = stream::channel();
     let admission = Admission { grant, permit };
-    hub.tracker.spawn(stream::run(Arc::clone(&hub), sse_request, admission, sender));
+    hub.tracker.spawn(stream::run(
+        Arc::clone(&hub),
+        sse_request,
+        admission,
+        sender,
+    ));
     let mut response = Response::new(body.boxed());
     let response_headers = response.headers_mut();
     response_headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));

@@ -24,14 +24,21 @@ impl SseRequest {
     ///
     /// A [`Refusal`] with `bad_stream` (no stream, a bad name), `too_many_subscriptions`, or
     /// `bad_since` (a cursor that does not decode).
-    pub(super) fn parse(query: Option<&str>, headers: &HeaderMap, max_streams: usize) -> Result<Self, Refusal> {
+    pub(super) fn parse(
+        query: Option<&str>,
+        headers: &HeaderMap,
+        max_streams: usize,
+    ) -> Result<Self, Refusal> {
         let mut streams: Vec<StreamName> = Vec::new();
         let mut since = None;
         for (key, value) in pairs(query.unwrap_or("")) {
             match key.as_str() {
                 "stream" => {
                     let stream = StreamName::new(&value).map_err(|error| {
-                        Refusal::new(ErrorCode::BadStream, format!("bad stream {value:?}: {error}"))
+                        Refusal::new(
+                            ErrorCode::BadStream,
+                            format!("bad stream {value:?}: {error}"),
+                        )
                     })?;
                     if !streams.contains(&stream) {
                         streams.push(stream);
@@ -42,7 +49,10 @@ impl SseRequest {
             }
         }
         if streams.is_empty() {
-            return Err(Refusal::new(ErrorCode::BadStream, "name at least one stream: /v1/sse?stream=NAME"));
+            return Err(Refusal::new(
+                ErrorCode::BadStream,
+                "name at least one stream: /v1/sse?stream=NAME",
+            ));
         }
         let limit = max_streams.min(MAX_CURSOR_STREAMS);
         if streams.len() > limit {
@@ -51,18 +61,22 @@ impl SseRequest {
                 format!("at most {limit} streams per connection"),
             ));
         }
-        let last_event_id = match headers.get("last-event-id") {
-            Some(value) => Some(value.to_str().map_err(|_| {
-                Refusal::new(ErrorCode::BadSince, "Last-Event-ID is not a cursor")
-            })?),
-            None => None,
-        };
+        let last_event_id =
+            match headers.get("last-event-id") {
+                Some(value) => Some(value.to_str().map_err(|_| {
+                    Refusal::new(ErrorCode::BadSince, "Last-Event-ID is not a cursor")
+                })?),
+                None => None,
+            };
         // An EventSource that saw no id yet sends no header (or an empty one).
-        let resume = last_event_id.filter(|id| !id.is_empty()).or(since.as_deref().filter(|since| !since.is_empty()));
+        let resume = last_event_id
+            .filter(|id| !id.is_empty())
+            .or(since.as_deref().filter(|since| !since.is_empty()));
         let mut cursor = Cursor::default();
         if let Some(text) = resume {
-            let decoded = Cursor::decode(text)
-                .map_err(|error| Refusal::new(ErrorCode::BadSince, format!("bad cursor: {error}")))?;
+            let decoded = Cursor::decode(text).map_err(|error| {
+                Refusal::new(ErrorCode::BadSince, format!("bad cursor: {error}"))
+            })?;
             for stream in &streams {
                 if let Some(position) = decoded.get(stream) {
                     cursor.set(stream, position);
@@ -76,10 +90,13 @@ impl SseRequest {
 /// `application/x-www-form-urlencoded` pairs of a query string (`+` is a space; bad escapes
 /// are kept literally; invalid UTF-8 becomes U+FFFD, which no stream name accepts).
 fn pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
-    query.split('&').filter(|pair| !pair.is_empty()).map(|pair| {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        (decode(key), decode(value))
-    })
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (decode(key), decode(value))
+        })
 }
 
 fn decode(text: &str) -> String {
@@ -119,7 +136,10 @@ mod tests {
     fn parse(query: &str, last_event_id: Option<&str>) -> Result<SseRequest, Refusal> {
         let mut headers = HeaderMap::new();
         if let Some(id) = last_event_id {
-            headers.insert("last-event-id", HeaderValue::from_str(id).expect("test header"));
+            headers.insert(
+                "last-event-id",
+                HeaderValue::from_str(id).expect("test header"),
+            );
         }
         SseRequest::parse(Some(query), &headers, 100)
     }
@@ -130,14 +150,25 @@ mod tests {
 
     #[test]
     fn streams_are_decoded_and_deduplicated() {
-        let request = parse("stream=todos&stream=raw%3Aorders&access_token=x&stream=todos", None).expect("valid");
+        let request = parse(
+            "stream=todos&stream=raw%3Aorders&access_token=x&stream=todos",
+            None,
+        )
+        .expect("valid");
         assert_eq!(names(&request), ["todos", "raw:orders"]);
         assert!(request.cursor.entries.is_empty());
     }
 
     #[test]
     fn bad_streams_are_refused() {
-        for query in ["", "since=1", "stream=", "stream=a%20b", "stream=%FF", "stream=a+b"] {
+        for query in [
+            "",
+            "since=1",
+            "stream=",
+            "stream=a%20b",
+            "stream=%FF",
+            "stream=a+b",
+        ] {
             let error = parse(query, None).expect_err(query);
             assert_eq!(error.code, ErrorCode::BadStream, "{query}");
         }
@@ -148,14 +179,29 @@ mod tests {
 
     #[test]
     fn the_header_wins_over_since_and_unknown_streams_are_ignored() {
-        let request = parse("stream=a&stream=b&since=1%3Ba%2C1%2C1", Some("1;zzz,9,9;b,2,20;a,1,10")).expect("valid");
-        let positions: Vec<_> = request.cursor.entries.iter().map(|(name, position)| (name.as_str(), *position)).collect();
+        let request = parse(
+            "stream=a&stream=b&since=1%3Ba%2C1%2C1",
+            Some("1;zzz,9,9;b,2,20;a,1,10"),
+        )
+        .expect("valid");
+        let positions: Vec<_> = request
+            .cursor
+            .entries
+            .iter()
+            .map(|(name, position)| (name.as_str(), *position))
+            .collect();
         assert_eq!(
             positions,
-            [("a", Position { epoch: 1, seq: 10 }), ("b", Position { epoch: 2, seq: 20 })]
+            [
+                ("a", Position { epoch: 1, seq: 10 }),
+                ("b", Position { epoch: 2, seq: 20 })
+            ]
         );
         let request = parse("stream=a&since=1;a,1,1", Some("")).expect("valid");
-        assert_eq!(request.cursor.get(&StreamName::new("a").expect("name")), Some(Position { epoch: 1, seq: 1 }));
+        assert_eq!(
+            request.cursor.get(&StreamName::new("a").expect("name")),
+            Some(Position { epoch: 1, seq: 1 })
+        );
     }
 
     #[test]

@@ -46,7 +46,10 @@ impl Body for EventBody {
     type Data = Bytes;
     type Error = Infallible;
 
-    fn poll_frame(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         self.get_mut()
             .receiver
             .poll_recv(context)
@@ -70,12 +73,21 @@ enum SendError {
 }
 
 /// Subscribes the request's streams and streams the session until it ends.
-pub(super) async fn run(hub: Arc<Hub>, request: SseRequest, admission: Admission, sender: mpsc::Sender<Bytes>) {
+pub(super) async fn run(
+    hub: Arc<Hub>,
+    request: SseRequest,
+    admission: Admission,
+    sender: mpsc::Sender<Bytes>,
+) {
     let Admission { grant, permit } = admission;
+    let _counted = crate::metrics::ConnectionGuard::new(&hub, crate::metrics::Transport::Sse);
     let mut chunk = BytesMut::new();
     frame::retry(&mut chunk, hub.config.options.sse_retry_ms);
     let stall = hub.config.slow_consumer();
-    if send(&sender, std::mem::take(&mut chunk).freeze(), stall).await.is_err() {
+    if send(&sender, std::mem::take(&mut chunk).freeze(), stall)
+        .await
+        .is_err()
+    {
         return;
     }
     let mut session = Session::open(Arc::clone(&hub), grant);
@@ -189,7 +201,7 @@ impl Events {
         }
         while let Some(outgoing) = next {
             match outgoing {
-                Outgoing::Frame { json, position } => {
+                Outgoing::Frame { json, position, .. } => {
                     let moved = match position {
                         Some((stream, position)) => {
                             self.cursor.set(&stream, position);
@@ -212,12 +224,18 @@ impl Events {
     /// Adds one message as an event; `moved` says a position changed (the event gets an id).
     fn push(&mut self, json: &[u8], moved: bool) {
         let id = moved.then(|| self.cursor.encode());
-        frame::event(&mut self.chunk, &frame::message_type(json), id.as_deref(), json);
+        frame::event(
+            &mut self.chunk,
+            &frame::message_type(json),
+            id.as_deref(),
+            json,
+        );
     }
 
     /// The `shutdown` advisory, the last event before the body ends at shutdown.
     fn shutdown_event(&mut self) {
-        let advisory = Advisory::new(AdvisoryKind::Shutdown).reason("the relay is shutting down; reconnect and resume");
+        let advisory = Advisory::new(AdvisoryKind::Shutdown)
+            .reason("the relay is shutting down; reconnect and resume");
         self.push(ServerMessage::Advisory(advisory).encode().as_bytes(), false);
     }
 
@@ -242,7 +260,11 @@ impl Events {
     }
 }
 
-async fn send(sender: &mpsc::Sender<Bytes>, chunk: Bytes, stall: Duration) -> Result<(), SendError> {
+async fn send(
+    sender: &mpsc::Sender<Bytes>,
+    chunk: Bytes,
+    stall: Duration,
+) -> Result<(), SendError> {
     match tokio::time::timeout(stall, sender.send(chunk)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err(SendError::Gone),

@@ -14,6 +14,7 @@ use tokio::time::Instant;
 
 use crate::auth::{AuthError, Grant};
 use crate::hub::Hub;
+use crate::metrics::Transport;
 use crate::transport::{error_response, Body};
 
 /// A request refused before any upgrade or streaming: the error code (its HTTP status) and
@@ -51,11 +52,22 @@ pub(crate) struct Admission {
 
 /// Checks the Origin and the token: 403 for a refused Origin (no upgrade happens), 401 with an
 /// `error` body for a bad token, 503 once the relay is shutting down.
-pub(crate) fn authenticate(hub: &Hub, headers: &HeaderMap, query: Option<&str>) -> Result<Grant, Refusal> {
+pub(crate) fn authenticate(
+    hub: &Hub,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<Grant, Refusal> {
     if hub.token.is_cancelled() {
-        return Err(Refusal::new(ErrorCode::Unavailable, "the relay is shutting down"));
+        return Err(Refusal::new(
+            ErrorCode::Unavailable,
+            "the relay is shutting down",
+        ));
     }
-    match hub.auth.authenticate(headers, query) {
+    let result = hub.auth.authenticate(headers, query);
+    if result.is_err() {
+        hub.metrics.auth_failure();
+    }
+    match result {
         Ok(grant) => Ok(grant),
         Err(AuthError::Origin(origin)) => Err(Refusal::new(
             ErrorCode::Forbidden,
@@ -65,35 +77,50 @@ pub(crate) fn authenticate(hub: &Hub, headers: &HeaderMap, query: Option<&str>) 
     }
 }
 
-/// Takes a connection permit, or answers 503 `overloaded`.
-pub(crate) fn acquire_permit(hub: &Hub) -> Result<OwnedSemaphorePermit, Refusal> {
-    Arc::clone(&hub.connections).try_acquire_owned().map_err(|_| {
-        Refusal::new(
-            ErrorCode::Overloaded,
-            format!(
-                "the relay is at its connection limit ({}); retry later",
-                hub.config.options.max_connections
-            ),
-        )
-    })
+/// Takes a connection permit, or answers 503 `overloaded` (counted per transport).
+pub(crate) fn acquire_permit(
+    hub: &Hub,
+    transport: Transport,
+) -> Result<OwnedSemaphorePermit, Refusal> {
+    Arc::clone(&hub.connections)
+        .try_acquire_owned()
+        .map_err(|_| {
+            hub.metrics.connection_refused(transport);
+            Refusal::new(
+                ErrorCode::Overloaded,
+                format!(
+                    "the relay is at its connection limit ({}); retry later",
+                    hub.config.options.max_connections
+                ),
+            )
+        })
 }
 
 /// [`authenticate`] then [`acquire_permit`].
-pub(crate) fn admit(hub: &Hub, headers: &HeaderMap, query: Option<&str>) -> Result<Admission, Refusal> {
+pub(crate) fn admit(
+    hub: &Hub,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<Admission, Refusal> {
     let grant = authenticate(hub, headers, query)?;
-    let permit = acquire_permit(hub)?;
+    let permit = acquire_permit(hub, Transport::WebSocket)?;
     Ok(Admission { grant, permit })
 }
 
 /// When `grant` expires, as an `Instant`; `None` if it does not (or too far away to matter).
 pub(crate) fn expiry(grant: &Grant) -> Option<Instant> {
     let expires_at = UNIX_EPOCH.checked_add(Duration::from_secs(grant.expires_at?))?;
-    let left = expires_at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO);
+    let left = expires_at
+        .duration_since(SystemTime::now())
+        .unwrap_or(Duration::ZERO);
     Instant::now().checked_add(left)
 }
 
 /// Whether `grant` has expired (JWT `exp`: expired from that second on).
 pub(crate) fn is_expired(grant: &Grant) -> bool {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs();
     grant.expires_at.is_some_and(|expires_at| now >= expires_at)
 }

@@ -80,9 +80,11 @@ pub(super) async fn run(hub: Arc<Hub>, upgrade: UpgradeFut, admission: Admission
         }
     };
     let Admission { grant, permit } = admission;
+    let _counted = crate::metrics::ConnectionGuard::new(&hub, crate::metrics::Transport::WebSocket);
     let (mut read_half, write_half) = tokio::io::split(websocket.into_inner());
     // Only the read side of fastwebsockets' split is used; writes go through `FrameWriter`.
-    let (mut reader, _) = fastwebsockets::after_handshake_split(&mut read_half, tokio::io::sink(), Role::Server);
+    let (mut reader, _) =
+        fastwebsockets::after_handshake_split(&mut read_half, tokio::io::sink(), Role::Server);
     let limit = hub.config.options.max_message_bytes;
     // fastwebsockets refuses a frame whose length is >= its maximum.
     reader.set_max_message_size(limit.saturating_add(1));
@@ -114,7 +116,9 @@ pub(super) async fn run(hub: Arc<Hub>, upgrade: UpgradeFut, admission: Admission
         async move { sender.send(obligation).await.map_err(|_| LoopGone) }
     };
     let mut assembler = Assembler::new(limit);
-    let ending = connection.serve(&mut reader, &mut assembler, &mut send).await;
+    let ending = connection
+        .serve(&mut reader, &mut assembler, &mut send)
+        .await;
     drop(reader);
     connection.finish(ending, &mut read_half).await;
     drop(permit);
@@ -246,7 +250,9 @@ impl Connection {
             match outgoing {
                 Outgoing::Frame { json, .. } => self.writer.text(&json),
                 // The session closes (going away) when the listener stops at shutdown.
-                Outgoing::Close { .. } if self.hub.token.is_cancelled() => return Some(self.on_shutdown()),
+                Outgoing::Close { .. } if self.hub.token.is_cancelled() => {
+                    return Some(self.on_shutdown())
+                }
                 Outgoing::Close { code, reason } => return Some(Ending::Close(code, reason)),
             }
             if self.writer.pending() >= MAX_BURST_BYTES {
@@ -296,16 +302,23 @@ impl Connection {
                 ?stall,
                 "slow consumer: websocket writes blocked; dropping the connection"
             ),
-            other => tracing::debug!(connection = %self.id, error = %other, "websocket write failed"),
+            other => {
+                tracing::debug!(connection = %self.id, error = %other, "websocket write failed")
+            }
         }
         Ending::Drop
     }
 
     /// The relay is stopping: a `shutdown` advisory, then close 1001.
     fn on_shutdown(&mut self) -> Ending {
-        let advisory = Advisory::new(AdvisoryKind::Shutdown).reason("the relay is shutting down; reconnect and resume");
-        self.writer.text(ServerMessage::Advisory(advisory).encode().as_bytes());
-        Ending::Close(CloseCode::GoingAway, CloseCode::GoingAway.reason().to_owned())
+        let advisory = Advisory::new(AdvisoryKind::Shutdown)
+            .reason("the relay is shutting down; reconnect and resume");
+        self.writer
+            .text(ServerMessage::Advisory(advisory).encode().as_bytes());
+        Ending::Close(
+            CloseCode::GoingAway,
+            CloseCode::GoingAway.reason().to_owned(),
+        )
     }
 
     /// Sends the close frame (or the echo), half-closes, and waits briefly for the peer to
@@ -316,6 +329,7 @@ impl Connection {
             Ending::Drop => return,
             Ending::Close(code, reason) => {
                 tracing::debug!(connection = %self.id, code = code.code(), %reason, "closing websocket");
+                self.hub.metrics.disconnect(code);
                 self.writer.close(code.code(), &reason);
             }
             Ending::PeerClosed => {
@@ -323,7 +337,8 @@ impl Connection {
                     self.writer.push(obligation.opcode, &obligation.payload);
                 }
                 if !self.writer.is_closed() {
-                    self.writer.close(CloseCode::Normal.code(), CloseCode::Normal.reason());
+                    self.writer
+                        .close(CloseCode::Normal.code(), CloseCode::Normal.reason());
                 }
             }
         }
@@ -339,10 +354,7 @@ impl Connection {
 /// Reads and discards until EOF, an error, or [`LINGER`].
 async fn linger(read_half: &mut ReadHalf<Io>) {
     let mut scratch = vec![0u8; 4096];
-    let drain = async {
-        while let Ok(1..) = read_half.read(&mut scratch).await {}
-    };
+    let drain = async { while let Ok(1..) = read_half.read(&mut scratch).await {} };
     // Timing out just means the peer kept the socket open; we close it now.
     let _: Result<(), _> = tokio::time::timeout(LINGER, drain).await;
 }
-

@@ -25,7 +25,9 @@ use hyper::header::{HeaderValue, UPGRADE};
 use hyper::{Request, Response, StatusCode};
 use tidewire_shared::{ErrorCode, ServerMessage};
 
-pub(crate) use self::admission::{acquire_permit, admit, authenticate, expiry, is_expired, Admission, Refusal};
+pub(crate) use self::admission::{
+    acquire_permit, admit, authenticate, expiry, is_expired, Admission, Refusal,
+};
 use super::{error_response, full, json_response, Body};
 use crate::hub::Hub;
 
@@ -36,9 +38,13 @@ use crate::hub::Hub;
 /// 503 `overloaded` at `--max-connections` or while shutting down.
 pub async fn handle(hub: Arc<Hub>, mut request: Request<Incoming>) -> Response<Body> {
     if !fastwebsockets::upgrade::is_upgrade_request(&request) {
-        let body = ServerMessage::error(None, ErrorCode::BadMessage, "expected a WebSocket upgrade").encode();
+        let body =
+            ServerMessage::error(None, ErrorCode::BadMessage, "expected a WebSocket upgrade")
+                .encode();
         let mut response = json_response(StatusCode::UPGRADE_REQUIRED, body);
-        response.headers_mut().insert(UPGRADE, HeaderValue::from_static("websocket"));
+        response
+            .headers_mut()
+            .insert(UPGRADE, HeaderValue::from_static("websocket"));
         return response;
     }
     let admission = match admit(&hub, request.headers(), request.uri().query()) {
@@ -48,9 +54,13 @@ pub async fn handle(hub: Arc<Hub>, mut request: Request<Incoming>) -> Response<B
     let (response, upgrade) = match fastwebsockets::upgrade::upgrade(&mut request) {
         Ok(pair) => pair,
         Err(error) => {
-            return error_response(ErrorCode::BadMessage, format!("bad websocket handshake: {error}"));
+            return error_response(
+                ErrorCode::BadMessage,
+                format!("bad websocket handshake: {error}"),
+            );
         }
     };
-    hub.tracker.spawn(connection::run(Arc::clone(&hub), upgrade, admission));
+    hub.tracker
+        .spawn(connection::run(Arc::clone(&hub), upgrade, admission));
     response.map(|_| full(Bytes::new()))
 }

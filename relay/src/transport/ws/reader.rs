@@ -100,7 +100,12 @@ impl Assembler {
         }
     }
 
-    fn push(&mut self, fin: bool, opcode: OpCode, payload: Payload<'_>) -> Result<Message, ReadError> {
+    fn push(
+        &mut self,
+        fin: bool,
+        opcode: OpCode,
+        payload: Payload<'_>,
+    ) -> Result<Message, ReadError> {
         match opcode {
             OpCode::Text | OpCode::Binary => {
                 if self.opcode.is_some() {
@@ -120,7 +125,9 @@ impl Assembler {
             }
             OpCode::Continuation => {
                 let Some(started) = self.opcode else {
-                    return Err(ReadError::Protocol(WebSocketError::InvalidContinuationFrame));
+                    return Err(ReadError::Protocol(
+                        WebSocketError::InvalidContinuationFrame,
+                    ));
                 };
                 self.append(&payload)?;
                 if !fin {
@@ -216,9 +223,15 @@ mod tests {
         let mut assembler = Assembler::new(100);
         assert!(assembler.push(false, OpCode::Text, text(b"a")).is_ok());
         let error = assembler.push(true, OpCode::Continuation, text(b"\xff"));
-        assert_eq!(error.map(|_| ()).map_err(|e| e.close_code()), Err(Some(CloseCode::InvalidData)));
+        assert_eq!(
+            error.map(|_| ()).map_err(|e| e.close_code()),
+            Err(Some(CloseCode::InvalidData))
+        );
         assert!(assembler.push(false, OpCode::Text, text(b"a")).is_ok());
         let error = assembler.push(true, OpCode::Text, text(b"b"));
-        assert_eq!(error.map(|_| ()).map_err(|e| e.close_code()), Err(Some(CloseCode::ProtocolError)));
+        assert_eq!(
+            error.map(|_| ()).map_err(|e| e.close_code()),
+            Err(Some(CloseCode::ProtocolError))
+        );
     }
 }

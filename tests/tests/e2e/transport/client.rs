@@ -57,7 +57,10 @@ fn ws_request(addr: SocketAddr) -> Request<Empty<Bytes>> {
         .header("host", addr.to_string())
         .header("upgrade", "websocket")
         .header("connection", "upgrade")
-        .header("sec-websocket-key", fastwebsockets::handshake::generate_key())
+        .header(
+            "sec-websocket-key",
+            fastwebsockets::handshake::generate_key(),
+        )
         .header("sec-websocket-version", "13")
         .body(Empty::new())
         .expect("a valid upgrade request")
@@ -65,10 +68,21 @@ fn ws_request(addr: SocketAddr) -> Request<Empty<Bytes>> {
 
 /// Opens the raw upgraded WebSocket (no fragment collection, auto-pong on).
 pub(crate) async fn ws_raw(addr: SocketAddr) -> WebSocket<TokioIo<Upgraded>> {
-    let socket = TcpStream::connect(addr).await.expect("connect to the relay");
-    let (ws, _response) = fastwebsockets::handshake::client(&SpawnExecutor, ws_request(addr), socket)
+    let socket = TcpStream::connect(addr)
         .await
-        .expect("websocket handshake");
+        .expect("connect to the relay");
+    ws_handshake(addr, socket).await
+}
+
+/// Upgrades `socket` (connected to `addr`) to a WebSocket on `/v1/ws`.
+pub(crate) async fn ws_handshake(
+    addr: SocketAddr,
+    socket: TcpStream,
+) -> WebSocket<TokioIo<Upgraded>> {
+    let (ws, _response) =
+        fastwebsockets::handshake::client(&SpawnExecutor, ws_request(addr), socket)
+            .await
+            .expect("websocket handshake");
     ws
 }
 
@@ -112,16 +126,22 @@ impl WsClient {
 
     /// Reads the next item, waiting at most [`WAIT`].
     pub(crate) async fn item(&mut self) -> WsItem {
-        self.item_within(WAIT).await.expect("a websocket frame in time")
+        self.item_within(WAIT)
+            .await
+            .expect("a websocket frame in time")
     }
 
     /// Reads the next item, `None` if nothing came within `wait`.
     pub(crate) async fn item_within(&mut self, wait: Duration) -> Option<WsItem> {
-        let frame = tokio::time::timeout(wait, self.ws.read_frame()).await.ok()?;
+        let frame = tokio::time::timeout(wait, self.ws.read_frame())
+            .await
+            .ok()?;
         Some(match frame {
             Err(error) => WsItem::Gone(error.to_string()),
             Ok(frame) => match frame.opcode {
-                OpCode::Text => WsItem::Json(serde_json::from_slice(&frame.payload).expect("relay sends JSON")),
+                OpCode::Text => {
+                    WsItem::Json(serde_json::from_slice(&frame.payload).expect("relay sends JSON"))
+                }
                 OpCode::Ping => WsItem::Ping,
                 OpCode::Pong => WsItem::Pong,
                 OpCode::Close if frame.payload.len() >= 2 => WsItem::Close(
@@ -166,7 +186,8 @@ impl WsClient {
 
     /// Subscribes to a fresh stream and reads the snapshot and `subscribed`; returns the latter.
     pub(crate) async fn subscribe(&mut self, stream: &str) -> Value {
-        self.send(serde_json::json!({"type": "subscribe", "stream": stream})).await;
+        self.send(serde_json::json!({"type": "subscribe", "stream": stream}))
+            .await;
         let snapshot = self.expect("snapshot").await;
         assert_eq!(snapshot["stream"], stream);
         assert_eq!(snapshot["last"], true, "one chunk for a small stream");
@@ -194,7 +215,8 @@ pub(crate) struct SseEvent {
 impl SseEvent {
     /// The data as JSON.
     pub(crate) fn json(&self) -> Value {
-        serde_json::from_str(&self.data).unwrap_or_else(|error| panic!("data of {self:?} is not JSON: {error}"))
+        serde_json::from_str(&self.data)
+            .unwrap_or_else(|error| panic!("data of {self:?} is not JSON: {error}"))
     }
 }
 
@@ -208,8 +230,14 @@ pub(crate) struct SseClient {
 }
 
 /// Sends `GET path` with `headers`; returns the status, the headers and the body.
-pub(crate) async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (StatusCode, HeaderMap, Incoming) {
-    let socket = TcpStream::connect(addr).await.expect("connect to the relay");
+pub(crate) async fn get(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, HeaderMap, Incoming) {
+    let socket = TcpStream::connect(addr)
+        .await
+        .expect("connect to the relay");
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(socket))
         .await
         .expect("http handshake");
@@ -218,22 +246,39 @@ pub(crate) async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) 
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
-    let request = request.body(Empty::<Bytes>::new()).expect("a valid request");
-    let response = sender.send_request(request).await.expect("an http response");
+    let request = request
+        .body(Empty::<Bytes>::new())
+        .expect("a valid request");
+    let response = sender
+        .send_request(request)
+        .await
+        .expect("an http response");
     let (parts, body) = response.into_parts();
     (parts.status, parts.headers, body)
 }
 
 /// `GET path` and the whole body as JSON (for refusals).
-pub(crate) async fn get_json(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (StatusCode, Value) {
+pub(crate) async fn get_json(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, Value) {
     let (status, _headers, body) = get(addr, path, headers).await;
-    let bytes = tokio::time::timeout(WAIT, body.collect()).await.expect("body in time").expect("body").to_bytes();
+    let bytes = tokio::time::timeout(WAIT, body.collect())
+        .await
+        .expect("body in time")
+        .expect("body")
+        .to_bytes();
     (status, serde_json::from_slice(&bytes).expect("a JSON body"))
 }
 
 impl SseClient {
     /// Opens `path` (e.g. `/v1/sse?stream=todos`); the answer must be 200.
-    pub(crate) async fn open(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (HeaderMap, Self) {
+    pub(crate) async fn open(
+        addr: SocketAddr,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> (HeaderMap, Self) {
         let (status, headers, body) = get(addr, path, headers).await;
         assert_eq!(status, StatusCode::OK, "GET {path}");
         let client = Self {

@@ -38,21 +38,29 @@ async fn next_json(socket: &mut Tungstenite) -> Value {
 }
 
 async fn send(socket: &mut Tungstenite, message: Value) {
-    socket.send(Message::text(message.to_string())).await.expect("send");
+    socket
+        .send(Message::text(message.to_string()))
+        .await
+        .expect("send");
 }
 
 #[tokio::test]
 async fn tungstenite_client_subscribes_publishes_and_closes() {
     let pg = TestPg::start().await;
     let relay = TestRelay::spawn(&pg).await;
-    let (mut socket, response) = tokio_tungstenite::connect_async(relay.ws_url()).await.expect("connect");
+    let (mut socket, response) = tokio_tungstenite::connect_async(relay.ws_url())
+        .await
+        .expect("connect");
     assert_eq!(response.status().as_u16(), 101);
     assert_eq!(next_json(&mut socket).await["kind"], "connect");
 
     send(&mut socket, json!({"type": "subscribe", "stream": "chat"})).await;
     assert_eq!(next_json(&mut socket).await["type"], "snapshot");
     let subscribed = next_json(&mut socket).await;
-    assert_eq!((subscribed["type"].as_str(), subscribed["seq"].as_u64()), (Some("subscribed"), Some(0)));
+    assert_eq!(
+        (subscribed["type"].as_str(), subscribed["seq"].as_u64()),
+        (Some("subscribed"), Some(0))
+    );
 
     // A second client (fastwebsockets) sees what the tungstenite client publishes.
     let mut other = WsClient::connected(relay.addr()).await;
@@ -60,9 +68,16 @@ async fn tungstenite_client_subscribes_publishes_and_closes() {
     let publish = json!({"type": "publish", "id": "t-1", "stream": "chat", "key": "m1", "op": "upsert", "data": {"text": "hi"}});
     send(&mut socket, publish).await;
     let ack = next_json(&mut socket).await;
-    assert_eq!((ack["type"].as_str(), ack["seq"].as_u64()), (Some("ack"), Some(1)), "{ack}");
+    assert_eq!(
+        (ack["type"].as_str(), ack["seq"].as_u64()),
+        (Some("ack"), Some(1)),
+        "{ack}"
+    );
     let own = next_json(&mut socket).await;
-    assert_eq!((own["type"].as_str(), own["key"].as_str()), (Some("event"), Some("m1")));
+    assert_eq!(
+        (own["type"].as_str(), own["key"].as_str()),
+        (Some("event"), Some("m1"))
+    );
     let seen = other.expect("event").await;
     assert_eq!(seen, own);
 
@@ -72,7 +87,10 @@ async fn tungstenite_client_subscribes_publishes_and_closes() {
     };
     socket.close(Some(close)).await.expect("send close");
     let echo = loop {
-        match tokio::time::timeout(WAIT, socket.next()).await.expect("close in time") {
+        match tokio::time::timeout(WAIT, socket.next())
+            .await
+            .expect("close in time")
+        {
             Some(Ok(Message::Close(frame))) => break frame,
             Some(Ok(_)) => continue,
             other => panic!("expected the close echo, got {other:?}"),

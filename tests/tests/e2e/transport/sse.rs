@@ -14,7 +14,9 @@ use super::client::{get_json, SseClient, SseEvent};
 use crate::support::publish;
 
 async fn put(client: &Client, stream: &str, key: &str) -> i64 {
-    publish(client, stream, key, "upsert", r#"{"v":1}"#).await.expect("publish")
+    publish(client, stream, key, "upsert", r#"{"v":1}"#)
+        .await
+        .expect("publish")
 }
 
 /// Reads events until every stream in `streams` sent `subscribed`; returns the events per
@@ -33,7 +35,10 @@ async fn until_subscribed(
             "event" => {
                 let stream = json["stream"].as_str().expect("stream").to_owned();
                 let id = event.id.clone().expect("events carry an id");
-                events.entry(stream).or_insert_with(Vec::new).push((json["seq"].as_u64().expect("seq"), id));
+                events
+                    .entry(stream)
+                    .or_insert_with(Vec::new)
+                    .push((json["seq"].as_u64().expect("seq"), id));
             }
             "subscribed" => subscribed.push(json),
             other => panic!("unexpected {other}: {event:?}"),
@@ -60,10 +65,20 @@ async fn retry_first_then_snapshot_and_live_events_with_cursor_ids() {
 
     let first = sse.block().await.expect("a first block");
     assert_eq!(first.retry, Some(1000));
-    assert!(sse.raw.starts_with(b"retry: 1000\n\n"), "{:?}", String::from_utf8_lossy(&sse.raw));
+    assert!(
+        sse.raw.starts_with(b"retry: 1000\n\n"),
+        "{:?}",
+        String::from_utf8_lossy(&sse.raw)
+    );
     assert_eq!(sse.expect("advisory").await.json()["kind"], "connect");
     let snapshot = sse.expect("snapshot").await;
-    assert_eq!((snapshot.id.as_ref(), snapshot.json()["records"].as_array().map(Vec::len)), (None, Some(2)));
+    assert_eq!(
+        (
+            snapshot.id.as_ref(),
+            snapshot.json()["records"].as_array().map(Vec::len)
+        ),
+        (None, Some(2))
+    );
     let subscribed = sse.expect("subscribed").await;
     let epoch = epoch(&subscribed.json());
     assert_eq!(subscribed.id, Some(format!("1;todos,{epoch},2")));
@@ -96,7 +111,11 @@ async fn resume_with_last_event_id_or_since_gets_exactly_the_missed_events() {
     put(&db, "a", "a2").await;
     let live = sse.expect("event").await;
     let cursor = format!("1;a,{epoch_a},2;b,{epoch_b},1");
-    assert_eq!(live.id.as_deref(), Some(cursor.as_str()), "the id covers every stream");
+    assert_eq!(
+        live.id.as_deref(),
+        Some(cursor.as_str()),
+        "the id covers every stream"
+    );
     drop(sse);
 
     for (stream, key) in [("a", "a3"), ("b", "b2"), ("a", "a4")] {
@@ -104,16 +123,25 @@ async fn resume_with_last_event_id_or_since_gets_exactly_the_missed_events() {
     }
     // An unknown stream in the cursor is ignored.
     let last_event_id = format!("{cursor};zzz,5,5");
-    let (_, mut sse) = SseClient::open(relay.addr(), path, &[("last-event-id", &last_event_id)]).await;
+    let (_, mut sse) =
+        SseClient::open(relay.addr(), path, &[("last-event-id", &last_event_id)]).await;
     let (events, subscribed, snapshot) = until_subscribed(&mut sse, &["a", "b"]).await;
     assert!(!snapshot, "a resume sends no snapshot");
-    assert!(subscribed.iter().all(|message| message["resumed"] == true), "{subscribed:?}");
+    assert!(
+        subscribed.iter().all(|message| message["resumed"] == true),
+        "{subscribed:?}"
+    );
     let expected_a = vec![
         (3, format!("1;a,{epoch_a},3;b,{epoch_b},1")),
         (4, format!("1;a,{epoch_a},4;b,{epoch_b},1")),
     ];
     assert_eq!(events.get("a"), Some(&expected_a));
-    assert_eq!(events.get("b").map(|b| b.iter().map(|(seq, _)| *seq).collect::<Vec<_>>()), Some(vec![2]));
+    assert_eq!(
+        events
+            .get("b")
+            .map(|b| b.iter().map(|(seq, _)| *seq).collect::<Vec<_>>()),
+        Some(vec![2])
+    );
     put(&db, "a", "a5").await;
     let live = sse.expect("event").await;
     assert_eq!(live.id, Some(format!("1;a,{epoch_a},5;b,{epoch_b},2")));
@@ -124,12 +152,20 @@ async fn resume_with_last_event_id_or_since_gets_exactly_the_missed_events() {
     let (_, mut sse) = SseClient::open(relay.addr(), &format!("{path}&since={encoded}"), &[]).await;
     let (events, _, snapshot) = until_subscribed(&mut sse, &["a", "b"]).await;
     assert!(!snapshot);
-    let seqs: BTreeMap<_, Vec<u64>> =
-        events.into_iter().map(|(stream, list)| (stream, list.into_iter().map(|(seq, _)| seq).collect())).collect();
-    assert_eq!(seqs, BTreeMap::from([("a".to_owned(), vec![3, 4, 5]), ("b".to_owned(), vec![2])]));
+    let seqs: BTreeMap<_, Vec<u64>> = events
+        .into_iter()
+        .map(|(stream, list)| (stream, list.into_iter().map(|(seq, _)| seq).collect()))
+        .collect();
+    assert_eq!(
+        seqs,
+        BTreeMap::from([("a".to_owned(), vec![3, 4, 5]), ("b".to_owned(), vec![2])])
+    );
     let quiet = sse.block_within(Duration::from_millis(300)).await;
     assert!(
-        quiet.is_none() || quiet.as_ref().is_some_and(|block| block.as_ref().is_some_and(|b| b.event == "presence")),
+        quiet.is_none()
+            || quiet
+                .as_ref()
+                .is_some_and(|block| block.as_ref().is_some_and(|b| b.event == "presence")),
         "nothing more: {quiet:?}"
     );
 }
@@ -146,24 +182,42 @@ async fn heartbeat_comments_arrive_when_idle() {
             break block;
         }
     };
-    assert_eq!(heartbeat, SseEvent { comments: vec!["hb".into()], ..SseEvent::default() });
+    assert_eq!(
+        heartbeat,
+        SseEvent {
+            comments: vec!["hb".into()],
+            ..SseEvent::default()
+        }
+    );
     assert!(sse.raw.windows(8).any(|window| window == b"\n\n: hb\n\n"));
 }
+
+/// Request headers: `(name, value)` pairs.
+type Headers<'a> = &'a [(&'a str, &'a str)];
 
 #[tokio::test]
 async fn bad_requests_are_refused_before_streaming() {
     let pg = TestPg::start().await;
     let relay = TestRelay::spawn(&pg).await;
-    let cases: &[(&str, &[(&str, &str)], u16, &str)] = &[
+    let cases: &[(&str, Headers<'_>, u16, &str)] = &[
         ("/v1/sse", &[], 400, "bad_stream"),
         ("/v1/sse?stream=bad%20name", &[], 400, "bad_stream"),
         ("/v1/sse?stream=ok&stream=-bad", &[], 400, "bad_stream"),
         ("/v1/sse?stream=a&since=garbage", &[], 400, "bad_since"),
-        ("/v1/sse?stream=a", &[("last-event-id", "1;a,x,1")], 400, "bad_since"),
+        (
+            "/v1/sse?stream=a",
+            &[("last-event-id", "1;a,x,1")],
+            400,
+            "bad_since",
+        ),
     ];
     for (path, headers, status, code) in cases {
         let (got_status, body) = get_json(relay.addr(), path, headers).await;
-        assert_eq!((got_status.as_u16(), body["code"].as_str()), (*status, Some(*code)), "{path}: {body}");
+        assert_eq!(
+            (got_status.as_u16(), body["code"].as_str()),
+            (*status, Some(*code)),
+            "{path}: {body}"
+        );
         assert_eq!(body["type"], "error");
     }
 }

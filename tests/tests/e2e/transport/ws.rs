@@ -21,7 +21,10 @@ async fn subscribe_publish_ack_fan_out_and_unsubscribe() {
     let mut reader = WsClient::connected(relay.addr()).await;
 
     let subscribed = writer.subscribe("todos").await;
-    assert_eq!((subscribed["seq"].as_u64(), subscribed["resumed"].as_bool()), (Some(0), Some(false)));
+    assert_eq!(
+        (subscribed["seq"].as_u64(), subscribed["resumed"].as_bool()),
+        (Some(0), Some(false))
+    );
     reader.subscribe("todos").await;
 
     let publish = json!({"type": "publish", "id": "op-1", "stream": "todos", "key": "t1", "op": "upsert", "data": {"title": "milk"}});
@@ -36,13 +39,25 @@ async fn subscribe_publish_ack_fan_out_and_unsubscribe() {
         }
     }
     let ack = ack.expect("ack");
-    assert_eq!((ack["id"].as_str(), ack["stream"].as_str(), ack["seq"].as_u64()), (Some("op-1"), Some("todos"), Some(1)));
+    assert_eq!(
+        (
+            ack["id"].as_str(),
+            ack["stream"].as_str(),
+            ack["seq"].as_u64()
+        ),
+        (Some("op-1"), Some("todos"), Some(1))
+    );
     let event = reader.expect("event").await;
     assert_eq!(event, echoed.expect("event on the writer"));
-    assert_eq!((event["seq"].as_u64(), event["key"].as_str()), (Some(1), Some("t1")));
+    assert_eq!(
+        (event["seq"].as_u64(), event["key"].as_str()),
+        (Some(1), Some("t1"))
+    );
     assert_eq!(event["data"], json!({"title": "milk"}));
 
-    reader.send(json!({"type": "unsubscribe", "stream": "todos"})).await;
+    reader
+        .send(json!({"type": "unsubscribe", "stream": "todos"}))
+        .await;
     assert_eq!(reader.expect("unsubscribed").await["stream"], "todos");
     writer
         .send(json!({"type": "publish", "id": "op-2", "stream": "todos", "key": "t2", "op": "upsert", "data": 2}))
@@ -52,7 +67,13 @@ async fn subscribe_publish_ack_fan_out_and_unsubscribe() {
     // The reader gets nothing for the stream: the answer to its ping comes first.
     reader.send(json!({"type": "ping", "id": "after"})).await;
     assert_eq!(reader.expect("pong").await["id"], "after");
-    assert!(reader.item_within(Duration::from_millis(300)).await.is_none(), "no event after unsubscribe");
+    assert!(
+        reader
+            .item_within(Duration::from_millis(300))
+            .await
+            .is_none(),
+        "no event after unsubscribe"
+    );
 }
 
 /// Application `ping` is answered by `pong` with the same id; a protocol ping by a pong frame.
@@ -62,8 +83,18 @@ async fn application_and_protocol_pings_are_answered() {
     let relay = TestRelay::spawn(&pg).await;
     let mut client = WsClient::connected(relay.addr()).await;
     client.send(json!({"type": "ping", "id": "p-1"})).await;
-    assert_eq!(client.expect("pong").await, json!({"type": "pong", "id": "p-1"}));
-    client.send_frame(Frame::new(true, OpCode::Ping, None, b"hello".to_vec().into())).await;
+    assert_eq!(
+        client.expect("pong").await,
+        json!({"type": "pong", "id": "p-1"})
+    );
+    client
+        .send_frame(Frame::new(
+            true,
+            OpCode::Ping,
+            None,
+            b"hello".to_vec().into(),
+        ))
+        .await;
     assert_eq!(client.item().await, WsItem::Pong);
 }
 
@@ -76,12 +107,21 @@ async fn binary_frames_and_bad_json_get_errors_not_closes() {
     client.send_frame(Frame::binary(vec![1, 2, 3].into())).await;
     let error = client.expect("error").await;
     assert_eq!(error["code"], "bad_message", "{error}");
-    for garbage in ["not json", "{}", r#"{"type":"launch"}"#, r#"{"type":"subscribe","stream":"bad name"}"#] {
-        client.send_frame(Frame::text(garbage.as_bytes().to_vec().into())).await;
+    for garbage in [
+        "not json",
+        "{}",
+        r#"{"type":"launch"}"#,
+        r#"{"type":"subscribe","stream":"bad name"}"#,
+    ] {
+        client
+            .send_frame(Frame::text(garbage.as_bytes().to_vec().into()))
+            .await;
         let error = client.expect("error").await;
         assert!(error["code"].is_string(), "{garbage}: {error}");
     }
-    client.send(json!({"type": "ping", "id": "still-here"})).await;
+    client
+        .send(json!({"type": "ping", "id": "still-here"}))
+        .await;
     assert_eq!(client.expect("pong").await["id"], "still-here");
 }
 
@@ -114,7 +154,10 @@ async fn refusals_before_upgrade_and_the_connection_limit() {
     let pg = TestPg::start().await;
     let relay = TestRelay::spawn_with(&pg, |options| options.max_connections = 1).await;
     let (status, body) = get_json(relay.addr(), "/v1/ws", &[]).await;
-    assert_eq!((status.as_u16(), body["code"].as_str()), (426, Some("bad_message")));
+    assert_eq!(
+        (status.as_u16(), body["code"].as_str()),
+        (426, Some("bad_message"))
+    );
 
     let mut only = WsClient::connected(relay.addr()).await;
     let upgrade = [
@@ -124,16 +167,27 @@ async fn refusals_before_upgrade_and_the_connection_limit() {
         ("sec-websocket-version", "13"),
     ];
     let (status, body) = get_json(relay.addr(), "/v1/ws", &upgrade).await;
-    assert_eq!((status.as_u16(), body["code"].as_str()), (503, Some("overloaded")), "{body}");
+    assert_eq!(
+        (status.as_u16(), body["code"].as_str()),
+        (503, Some("overloaded")),
+        "{body}"
+    );
     let (status, body) = get_json(relay.addr(), "/v1/sse?stream=todos", &[]).await;
-    assert_eq!((status.as_u16(), body["code"].as_str()), (503, Some("overloaded")), "{body}");
+    assert_eq!(
+        (status.as_u16(), body["code"].as_str()),
+        (503, Some("overloaded")),
+        "{body}"
+    );
 
     only.send_frame(Frame::close(1000, b"bye")).await;
     assert_eq!(only.closed().await.0, 1000);
     drop(only);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while relay.hub().connections.available_permits() == 0 {
-        assert!(tokio::time::Instant::now() < deadline, "the permit was not released");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the permit was not released"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let mut again = WsClient::connected(relay.addr()).await;

@@ -22,7 +22,8 @@ struct Parsed {
 /// The WHATWG "interpret an event stream" algorithm, minus `retry` handling.
 fn parse(stream: &[u8]) -> Vec<Parsed> {
     let text = String::from_utf8_lossy(stream);
-    let (mut events, mut event, mut data, mut last_id) = (Vec::new(), String::new(), String::new(), String::new());
+    let (mut events, mut event, mut data, mut last_id) =
+        (Vec::new(), String::new(), String::new(), String::new());
     let normalised = text.replace("\r\n", "\n").replace('\r', "\n");
     let mut lines: Vec<&str> = normalised.split('\n').collect();
     // The text after the last line break is an incomplete line; it is never processed.
@@ -31,8 +32,16 @@ fn parse(stream: &[u8]) -> Vec<Parsed> {
         if line.is_empty() {
             if !data.is_empty() {
                 data.pop();
-                let name = if event.is_empty() { "message".to_owned() } else { event.clone() };
-                events.push(Parsed { event: name, data: data.clone(), last_event_id: last_id.clone() });
+                let name = if event.is_empty() {
+                    "message".to_owned()
+                } else {
+                    event.clone()
+                };
+                events.push(Parsed {
+                    event: name,
+                    data: data.clone(),
+                    last_event_id: last_id.clone(),
+                });
             }
             data.clear();
             event.clear();
@@ -87,16 +96,34 @@ fn event_with_id_is_exact() {
 #[test]
 fn event_without_id_is_exact() {
     let bytes = encode("advisory", None, br#"{"type":"advisory","kind":"connect"}"#);
-    assert_eq!(bytes, b"event: advisory\ndata: {\"type\":\"advisory\",\"kind\":\"connect\"}\n\n".to_vec());
+    assert_eq!(
+        bytes,
+        b"event: advisory\ndata: {\"type\":\"advisory\",\"kind\":\"connect\"}\n\n".to_vec()
+    );
 }
 
 #[test]
 fn line_breaks_in_data_become_data_lines() {
-    assert_eq!(encode("event", None, b"a\nb"), b"event: event\ndata: a\ndata: b\n\n".to_vec());
-    assert_eq!(encode("event", None, b"a\rb"), b"event: event\ndata: a\ndata: b\n\n".to_vec());
-    assert_eq!(encode("event", None, b"a\r\nb"), b"event: event\ndata: a\ndata: b\n\n".to_vec());
-    assert_eq!(encode("event", None, b"a\n\rb"), b"event: event\ndata: a\ndata: \ndata: b\n\n".to_vec());
-    assert_eq!(encode("event", None, b"a\n"), b"event: event\ndata: a\ndata: \n\n".to_vec());
+    assert_eq!(
+        encode("event", None, b"a\nb"),
+        b"event: event\ndata: a\ndata: b\n\n".to_vec()
+    );
+    assert_eq!(
+        encode("event", None, b"a\rb"),
+        b"event: event\ndata: a\ndata: b\n\n".to_vec()
+    );
+    assert_eq!(
+        encode("event", None, b"a\r\nb"),
+        b"event: event\ndata: a\ndata: b\n\n".to_vec()
+    );
+    assert_eq!(
+        encode("event", None, b"a\n\rb"),
+        b"event: event\ndata: a\ndata: \ndata: b\n\n".to_vec()
+    );
+    assert_eq!(
+        encode("event", None, b"a\n"),
+        b"event: event\ndata: a\ndata: \n\n".to_vec()
+    );
 }
 
 #[test]
@@ -114,18 +141,31 @@ fn injection_attempts_cannot_create_fields_or_events() {
     for data in attempts {
         let bytes = encode("event", Some("1;todos,7,1"), data);
         let parsed = parse(&bytes);
-        let text = String::from_utf8_lossy(data).replace("\r\n", "\n").replace('\r', "\n");
+        let text = String::from_utf8_lossy(data)
+            .replace("\r\n", "\n")
+            .replace('\r', "\n");
         assert_eq!(
             parsed,
-            vec![Parsed { event: "event".into(), data: text, last_event_id: "1;todos,7,1".into() }],
+            vec![Parsed {
+                event: "event".into(),
+                data: text,
+                last_event_id: "1;todos,7,1".into()
+            }],
             "data {:?} framed as {:?}",
             String::from_utf8_lossy(data),
             String::from_utf8_lossy(&bytes)
         );
-        let data_lines = bytes.split(|&byte| byte == b'\n').filter(|line| line.starts_with(b"data: ")).count();
+        let data_lines = bytes
+            .split(|&byte| byte == b'\n')
+            .filter(|line| line.starts_with(b"data: "))
+            .count();
         let lines = bytes.split(|&byte| byte == b'\n').count();
         // event + data lines + id, then the blank line and the empty remainder.
-        assert_eq!(lines, data_lines + 4, "only data lines were added for {data:?}");
+        assert_eq!(
+            lines,
+            data_lines + 4,
+            "only data lines were added for {data:?}"
+        );
     }
 }
 
@@ -141,8 +181,14 @@ fn bad_ids_and_names_are_not_written() {
 
 #[test]
 fn message_types_are_read_from_the_json() {
-    assert_eq!(message_type(br#"{"type":"snapshot","stream":"a"}"#), "snapshot");
-    assert_eq!(message_type(br#"{"stream":"a","type":"subscribed"}"#), "subscribed");
+    assert_eq!(
+        message_type(br#"{"type":"snapshot","stream":"a"}"#),
+        "snapshot"
+    );
+    assert_eq!(
+        message_type(br#"{"stream":"a","type":"subscribed"}"#),
+        "subscribed"
+    );
     assert_eq!(message_type(br#"{"type":"Evil\nid: 1"}"#), "message");
     assert_eq!(message_type(br#"{"type":"evil\u000aid"}"#), "message");
     assert_eq!(message_type(b"not json"), "message");
@@ -153,11 +199,31 @@ fn message_types_are_read_from_the_json() {
 fn a_stream_of_events_parses_back() {
     let mut out = BytesMut::new();
     retry(&mut out, 500);
-    event(&mut out, "advisory", None, br#"{"type":"advisory","kind":"connect"}"#);
+    event(
+        &mut out,
+        "advisory",
+        None,
+        br#"{"type":"advisory","kind":"connect"}"#,
+    );
     heartbeat(&mut out);
-    event(&mut out, "subscribed", Some("1;a,1,5"), br#"{"type":"subscribed"}"#);
+    event(
+        &mut out,
+        "subscribed",
+        Some("1;a,1,5"),
+        br#"{"type":"subscribed"}"#,
+    );
     event(&mut out, "event", Some("1;a,1,6"), br#"{"type":"event"}"#);
     let parsed = parse(&out);
-    let summary: Vec<_> = parsed.iter().map(|p| (p.event.as_str(), p.last_event_id.as_str())).collect();
-    assert_eq!(summary, [("advisory", ""), ("subscribed", "1;a,1,5"), ("event", "1;a,1,6")]);
+    let summary: Vec<_> = parsed
+        .iter()
+        .map(|p| (p.event.as_str(), p.last_event_id.as_str()))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("advisory", ""),
+            ("subscribed", "1;a,1,5"),
+            ("event", "1;a,1,6")
+        ]
+    );
 }

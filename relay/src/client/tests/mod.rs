@@ -1,20 +1,12 @@
-//! Tests of the whole client (socket, driver, state, handles) against a scripted fake relay:
-//! a real fastwebsockets server whose connections the test drives message by message, so
-//! drops, reconnects, refusals and silence can be staged exactly.
+//! Tests of the whole client (socket, driver, state, handles) against a scripted fake relay
+//! ([`fake_relay`]), so drops, reconnects, refusals and silence can be staged exactly.
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
+mod fake_relay;
+
 use std::time::Duration;
 
-use bytes::Bytes;
-use fastwebsockets::{FragmentCollector, Frame, OpCode, Payload};
 use futures_util::StreamExt;
-use http_body_util::Empty;
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper::upgrade::Upgraded;
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper::StatusCode;
 use serde_json::json;
 use tidewire_shared::message::{decode_client, Advisory, AdvisoryKind};
 use tidewire_shared::{
@@ -22,143 +14,12 @@ use tidewire_shared::{
 };
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
+use self::fake_relay::{FakeConn, FakeRelay, WAIT};
 use super::{
     BackoffConfig, Client, ClientConfig, ClientError, CollectionEvent, ConnectionStatus,
     SubscribeOptions, Subscription, SubscriptionEvent,
 };
-
-/// Generous bound for anything the tests wait for.
-const WAIT: Duration = Duration::from_secs(10);
-
-/// A WebSocket server that hands each accepted connection to the test.
-struct FakeRelay {
-    addr: SocketAddr,
-    connections: mpsc::UnboundedReceiver<FakeConn>,
-    accept: JoinHandle<()>,
-}
-
-impl Drop for FakeRelay {
-    fn drop(&mut self) {
-        self.accept.abort();
-    }
-}
-
-impl FakeRelay {
-    async fn start() -> Self {
-        Self::bind("127.0.0.1:0".parse().expect("valid address"), None).await
-    }
-
-    /// Listens on `addr`; answers every upgrade with `reject` instead, if given.
-    async fn bind(addr: SocketAddr, reject: Option<StatusCode>) -> Self {
-        let listener = TcpListener::bind(addr).await.expect("bind the fake relay");
-        let addr = listener.local_addr().expect("bound address");
-        let (sender, connections) = mpsc::unbounded_channel();
-        let accept = tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                let sender = sender.clone();
-                let service = service_fn(move |request: Request<Incoming>| {
-                    let sender = sender.clone();
-                    async move { Ok::<_, Infallible>(upgrade(request, &sender, reject)) }
-                });
-                tokio::spawn(async move {
-                    let connection = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tcp), service)
-                        .with_upgrades();
-                    let _ = connection.await;
-                });
-            }
-        });
-        Self {
-            addr,
-            connections,
-            accept,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("ws://{}", self.addr)
-    }
-
-    async fn next_connection(&mut self) -> FakeConn {
-        let mut connection = tokio::time::timeout(WAIT, self.connections.recv())
-            .await
-            .expect("a connection in time")
-            .expect("the accept loop runs");
-        connection
-            .send(&ServerMessage::Advisory(
-                Advisory::new(AdvisoryKind::Connect).reason("relay=fake connection=1"),
-            ))
-            .await;
-        connection
-    }
-}
-
-fn upgrade(
-    mut request: Request<Incoming>,
-    connections: &mpsc::UnboundedSender<FakeConn>,
-    reject: Option<StatusCode>,
-) -> Response<Empty<Bytes>> {
-    let refusal = |status| {
-        let mut response = Response::new(Empty::new());
-        *response.status_mut() = status;
-        response
-    };
-    if let Some(status) = reject {
-        return refusal(status);
-    }
-    assert_eq!(request.uri().path(), "/v1/ws");
-    let Ok((response, upgrade)) = fastwebsockets::upgrade::upgrade(&mut request) else {
-        return refusal(StatusCode::BAD_REQUEST);
-    };
-    let connections = connections.clone();
-    tokio::spawn(async move {
-        if let Ok(websocket) = upgrade.await {
-            let _ = connections.send(FakeConn {
-                websocket: FragmentCollector::new(websocket),
-            });
-        }
-    });
-    response
-}
-
-/// One accepted connection, driven by the test. Dropping it resets the connection.
-struct FakeConn {
-    websocket: FragmentCollector<TokioIo<Upgraded>>,
-}
-
-impl FakeConn {
-    /// The next client message other than a keepalive ping.
-    async fn recv(&mut self) -> ClientMessage {
-        loop {
-            let frame = tokio::time::timeout(WAIT, self.websocket.read_frame())
-                .await
-                .expect("a client message in time")
-                .expect("a frame");
-            assert_eq!(frame.opcode, OpCode::Text, "the client sends text frames");
-            let message =
-                decode_client(&frame.payload, &DecodeLimits::default()).expect("a valid message");
-            if !matches!(message, ClientMessage::Ping { .. }) {
-                return message;
-            }
-        }
-    }
-
-    async fn send(&mut self, message: &ServerMessage) {
-        self.websocket
-            .write_frame(Frame::text(Payload::Owned(message.encode().into_bytes())))
-            .await
-            .expect("write to the client");
-    }
-
-    async fn close(&mut self, code: u16, reason: &str) {
-        self.websocket
-            .write_frame(Frame::close(code, reason.as_bytes()))
-            .await
-            .expect("write the close frame");
-    }
-}
 
 fn name(stream: &str) -> StreamName {
     StreamName::new(stream).expect("valid stream name")
@@ -230,7 +91,9 @@ async fn next_event(subscription: &mut Subscription) -> SubscriptionEvent {
 /// Expects a subscribe for `stream`; returns its `since`.
 async fn expect_subscribe(connection: &mut FakeConn, stream: &str) -> Option<Position> {
     match connection.recv().await {
-        ClientMessage::Subscribe(subscribe) if subscribe.stream.as_str() == stream => subscribe.since,
+        ClientMessage::Subscribe(subscribe) if subscribe.stream.as_str() == stream => {
+            subscribe.since
+        }
         other => panic!("expected a subscribe to {stream}, got {other:?}"),
     }
 }
@@ -248,7 +111,9 @@ async fn live_subscription(relay: &mut FakeRelay) -> (Client, Subscription, Fake
     assert_eq!(expect_subscribe(&mut connection, "todos").await, None);
     connection.send(&snapshot("todos", 7, 2)).await;
     connection.send(&subscribed("todos", 7, 2, false)).await;
-    assert!(matches!(next_event(&mut subscription).await, SubscriptionEvent::Snapshot(snapshot) if snapshot.records.len() == 2));
+    assert!(
+        matches!(next_event(&mut subscription).await, SubscriptionEvent::Snapshot(snapshot) if snapshot.records.len() == 2)
+    );
     assert_eq!(
         next_event(&mut subscription).await,
         SubscriptionEvent::Live {
@@ -267,11 +132,8 @@ async fn subscribe_and_publish_round_trip() {
     assert_eq!(client.status(), ConnectionStatus::Connected);
 
     let publisher = client.clone();
-    let publish = tokio::spawn(async move {
-        publisher
-            .upsert("todos", "k3", json!({ "seq": 3 }))
-            .await
-    });
+    let publish =
+        tokio::spawn(async move { publisher.upsert("todos", "k3", json!({ "seq": 3 })).await });
     let ClientMessage::Publish(request) = connection.recv().await else {
         panic!("expected a publish");
     };
@@ -285,7 +147,9 @@ async fn subscribe_and_publish_round_trip() {
         .await;
     connection.send(&event("todos", 7, 3)).await;
     assert_eq!(publish.await.expect("joins"), Ok(3));
-    assert!(matches!(next_event(&mut subscription).await, SubscriptionEvent::Event(event) if event.seq == 3));
+    assert!(
+        matches!(next_event(&mut subscription).await, SubscriptionEvent::Event(event) if event.seq == 3)
+    );
     assert_eq!(subscription.position(), Some(Position { epoch: 7, seq: 3 }));
 
     // A refused publish carries the relay's code.
@@ -314,7 +178,10 @@ async fn subscribe_and_publish_round_trip() {
         Err(ClientError::StreamName(_))
     ));
     let stats = client.stats();
-    assert_eq!((stats.publishes_sent, stats.acks, stats.publish_errors), (2, 1, 1));
+    assert_eq!(
+        (stats.publishes_sent, stats.acks, stats.publish_errors),
+        (2, 1, 1)
+    );
 }
 
 #[tokio::test]
@@ -322,7 +189,9 @@ async fn reconnect_resumes_without_loss_or_duplicates() {
     let mut relay = FakeRelay::start().await;
     let (client, mut subscription, mut connection) = live_subscription(&mut relay).await;
     connection.send(&event("todos", 7, 3)).await;
-    assert!(matches!(next_event(&mut subscription).await, SubscriptionEvent::Event(event) if event.seq == 3));
+    assert!(
+        matches!(next_event(&mut subscription).await, SubscriptionEvent::Event(event) if event.seq == 3)
+    );
 
     // A publish is in flight when the connection is reset.
     let publisher = client.clone();
@@ -369,7 +238,9 @@ async fn a_relay_shutdown_close_is_followed_by_a_reconnect() {
     let mut relay = FakeRelay::start().await;
     let (client, mut subscription, mut connection) = live_subscription(&mut relay).await;
     connection
-        .send(&ServerMessage::Advisory(Advisory::new(AdvisoryKind::Shutdown)))
+        .send(&ServerMessage::Advisory(Advisory::new(
+            AdvisoryKind::Shutdown,
+        )))
         .await;
     connection.close(1001, "shutdown").await;
     assert!(matches!(
@@ -401,7 +272,9 @@ async fn unauthorized_close_stops_the_client() {
             Err(_) => panic!("the subscription should end"),
         }
     }
-    assert!(matches!(client.status(), ConnectionStatus::Closed { reason } if reason.contains("4001")));
+    assert!(
+        matches!(client.status(), ConnectionStatus::Closed { reason } if reason.contains("4001"))
+    );
 }
 
 #[tokio::test]
@@ -412,14 +285,20 @@ async fn a_refused_upgrade_fails_connect() {
     )
     .await;
     let result = Client::connect(fast_config(relay.url())).await;
-    assert!(matches!(result, Err(ClientError::Refused { .. })), "{result:?}");
+    assert!(
+        matches!(result, Err(ClientError::Refused { .. })),
+        "{result:?}"
+    );
 
     let nobody = {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         listener.local_addr().expect("bound")
     };
     let result = Client::connect(fast_config(format!("ws://{nobody}"))).await;
-    assert!(matches!(result, Err(ClientError::Connect { .. })), "{result:?}");
+    assert!(
+        matches!(result, Err(ClientError::Connect { .. })),
+        "{result:?}"
+    );
     assert!(matches!(
         Client::connect(ClientConfig::new("wss://example.invalid")).await,
         Err(ClientError::Config(_))
@@ -436,7 +315,10 @@ async fn lazy_clients_queue_publishes_until_the_relay_appears() {
     let publisher = client.clone();
     let publish = tokio::spawn(async move { publisher.upsert("todos", "k", json!(1)).await });
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(matches!(client.status(), ConnectionStatus::Reconnecting { .. }));
+    assert!(matches!(
+        client.status(),
+        ConnectionStatus::Reconnecting { .. }
+    ));
 
     let mut relay = FakeRelay::bind(addr, None).await;
     let mut connection = relay.next_connection().await;
@@ -531,11 +413,16 @@ async fn a_live_collection_follows_snapshots_events_and_resyncs() {
     })
     .await
     .expect("resynced in time");
-    assert_eq!(todos.entries(), vec![("k1".to_owned(), json!({ "seq": 1 }))]);
+    assert_eq!(
+        todos.entries(),
+        vec![("k1".to_owned(), json!({ "seq": 1 }))]
+    );
     assert_eq!(todos.snapshot().records.len(), 1);
 
     let mut seen = Vec::new();
-    while let Ok(Some(event)) = tokio::time::timeout(Duration::from_millis(200), changes.next()).await {
+    while let Ok(Some(event)) =
+        tokio::time::timeout(Duration::from_millis(200), changes.next()).await
+    {
         seen.push(event);
     }
     let changed_keys: Vec<&str> = seen
@@ -600,5 +487,8 @@ async fn callbacks_receive_events_until_dropped() {
     assert!(matches!(got[1], SubscriptionEvent::Event(ref event) if event.seq == 11));
     assert_eq!(handle.position(), Some(Position { epoch: 7, seq: 11 }));
     drop(handle);
-    assert!(matches!(connection.recv().await, ClientMessage::Unsubscribe { .. }));
+    assert!(matches!(
+        connection.recv().await,
+        ClientMessage::Unsubscribe { .. }
+    ));
 }

@@ -1,0 +1,470 @@
+//! One load-generator client: a WebSocket or SSE connection subscribed to some streams,
+//! reconnecting with full-jitter backoff and resuming from its positions, feeding every
+//! message to the invariant checker ([`Track`]) and every live event's end-to-end latency
+//! (receive time minus the event's `ts`) to the process-wide histograms.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fastwebsockets::OpCode;
+use rand::Rng;
+use serde::Serialize;
+use serde_json::json;
+use tidewire_shared::cursor::Cursor;
+use tidewire_shared::{Position, StreamName};
+use tokio_util::sync::CancellationToken;
+
+use super::checker::{Action, Kind, Track};
+use super::histogram::Histogram;
+use super::transport::{self, ConnectError};
+use super::wire::{now_micros, Wire};
+
+/// Which transport a client uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// `GET /v1/ws`.
+    Ws,
+    /// `GET /v1/sse`.
+    Sse,
+}
+
+/// What one client does.
+#[derive(Debug, Clone)]
+pub struct ClientSpec {
+    /// Index within the process (for reports).
+    pub id: usize,
+    /// WebSocket or SSE.
+    pub transport: Transport,
+    /// The relay to connect to.
+    pub addr: SocketAddr,
+    /// Streams to subscribe (raw channels are `raw:<channel>`).
+    pub streams: Vec<String>,
+    /// Ask for a snapshot on a fresh subscribe (WebSocket only; SSE always sends one).
+    pub snapshot: bool,
+    /// Resume from these positions on the first connect (catch-up benchmark).
+    pub since: Vec<(String, Position)>,
+    /// Reconnect after losing the connection (else the client ends).
+    pub reconnect: bool,
+    /// Where the client stores each stream's applied seq (slot `progress_slot + j` for its
+    /// `j`-th stream), read by the engine to know when everything is drained.
+    pub progress: Arc<[AtomicU64]>,
+    /// The client's first slot in `progress`.
+    pub progress_slot: usize,
+    /// Largest backoff between reconnect attempts (full jitter from 100 ms doubling).
+    pub backoff_max: Duration,
+    /// Limit for TCP connect plus handshake.
+    pub connect_timeout: Duration,
+}
+
+/// Counters and histograms shared by every client of a process.
+#[derive(Debug, Default)]
+pub struct Shared {
+    /// Live events: receive time minus commit time (`ts`), microseconds.
+    pub latency: Histogram,
+    /// Replayed events (before `subscribed` of a resume): receive minus commit time.
+    pub catchup_latency: Histogram,
+    /// Time from starting a connection attempt to every stream live, microseconds.
+    pub connect_to_live: Histogram,
+    /// Backoff delays chosen before reconnects, milliseconds (the jitter histogram).
+    pub reconnect_delay_ms: Histogram,
+    /// Time from losing a connection to every stream live again, milliseconds.
+    pub outage_ms: Histogram,
+    /// Events received over all clients (for rates sampled while running).
+    pub events: AtomicU64,
+    /// Clients whose streams were all live at least once.
+    pub clients_live: AtomicU64,
+    /// Connection attempts that failed (refused, timeout, reset).
+    pub connect_failures: AtomicU64,
+    /// Established connections that ended before the run did.
+    pub disconnects: AtomicU64,
+    /// Messages that did not parse.
+    pub malformed: AtomicU64,
+    /// `error` messages received.
+    pub errors: AtomicU64,
+    /// Refusals by HTTP status (503 overloaded mostly).
+    pub refused: AtomicU64,
+}
+
+/// What a client reports when it ends.
+#[derive(Debug, Clone)]
+pub struct ClientOutcome {
+    /// The spec's id.
+    pub id: usize,
+    /// Per stream: its name and track.
+    pub tracks: Vec<(String, Track)>,
+    /// Successful connections (the first included).
+    pub connects: u64,
+    /// When every stream first went live, measured from the client's start.
+    pub time_to_live: Option<Duration>,
+    /// Close codes received from the relay (WebSocket) with counts.
+    pub close_codes: Vec<u16>,
+}
+
+/// Runs one client until `stop` is cancelled.
+pub async fn run(spec: ClientSpec, shared: Arc<Shared>, stop: CancellationToken) -> ClientOutcome {
+    let mut state = State {
+        tracks: spec
+            .streams
+            .iter()
+            .map(|stream| {
+                let kind = if stream.starts_with("raw:") {
+                    Kind::Raw
+                } else {
+                    Kind::Durable
+                };
+                (stream.clone(), Track::new(kind))
+            })
+            .collect(),
+        resume: spec.since.clone(),
+        shared: Arc::clone(&shared),
+        progress: Arc::clone(&spec.progress),
+        progress_slot: spec.progress_slot,
+        ever_live: false,
+        started: Instant::now(),
+        time_to_live: None,
+    };
+    let mut outcome = ClientOutcome {
+        id: spec.id,
+        tracks: Vec::new(),
+        connects: 0,
+        time_to_live: None,
+        close_codes: Vec::new(),
+    };
+    let mut attempt: u32 = 0;
+    let mut lost_at: Option<Instant> = None;
+    loop {
+        if stop.is_cancelled() {
+            break;
+        }
+        let attempt_started = Instant::now();
+        let result = tokio::select! {
+            () = stop.cancelled() => break,
+            result = connect_and_serve(&spec, &mut state, &mut outcome, attempt_started, &mut lost_at) => result,
+        };
+        match result {
+            Served::Lost { was_live } => {
+                shared.disconnects.fetch_add(1, Ordering::Relaxed);
+                lost_at.get_or_insert_with(Instant::now);
+                if was_live {
+                    attempt = 0;
+                }
+            }
+            Served::Failed => {
+                shared.connect_failures.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if !spec.reconnect {
+            break;
+        }
+        // Full jitter: uniform in [0, min(cap, 100 ms * 2^attempt)].
+        let cap = spec
+            .backoff_max
+            .min(Duration::from_millis(100).saturating_mul(1u32 << attempt.min(16)));
+        let delay = rand::thread_rng().gen_range(Duration::ZERO..=cap);
+        shared
+            .reconnect_delay_ms
+            .record(delay.as_millis() as u64);
+        attempt = attempt.saturating_add(1);
+        tokio::select! {
+            () = stop.cancelled() => break,
+            () = tokio::time::sleep(delay) => {}
+        }
+    }
+    outcome.time_to_live = state.time_to_live;
+    outcome.tracks = state.tracks;
+    outcome
+}
+
+/// How a connection ended.
+enum Served {
+    /// It was established and then lost (or closed by the relay).
+    Lost { was_live: bool },
+    /// It could not be established.
+    Failed,
+}
+
+/// The client's subscription state across connections.
+struct State {
+    tracks: Vec<(String, Track)>,
+    /// Positions to resume from on the first connect (then the tracks' own positions).
+    resume: Vec<(String, Position)>,
+    shared: Arc<Shared>,
+    progress: Arc<[AtomicU64]>,
+    progress_slot: usize,
+    ever_live: bool,
+    /// When the client started.
+    started: Instant,
+    /// How long after `started` every stream was first live.
+    time_to_live: Option<Duration>,
+}
+
+impl State {
+    fn since(&self, stream: &str, track: &Track) -> Option<Position> {
+        track
+            .position()
+            .map(|(epoch, seq)| Position { epoch, seq })
+            .or_else(|| {
+                self.resume
+                    .iter()
+                    .find(|(name, _)| name == stream)
+                    .map(|(_, position)| *position)
+            })
+    }
+
+    fn all_live(&self) -> bool {
+        self.tracks.iter().all(|(_, track)| track.live)
+    }
+
+    /// Handles one message; returns a resubscribe request if the checker found a gap.
+    fn handle(&mut self, json: &[u8]) -> Option<(String, Position)> {
+        let Ok(wire) = Wire::parse(json) else {
+            self.shared.malformed.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
+        let stream = wire.stream.as_deref().unwrap_or_default();
+        let kind = wire.kind.as_ref();
+        if kind == "error" {
+            self.shared.errors.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        let Some(index) = self.tracks.iter().position(|(name, _)| name == stream) else {
+            return None;
+        };
+        let track = &mut self.tracks[index].1;
+        let mut request = None;
+        match kind {
+            "event" => {
+                self.shared.events.fetch_add(1, Ordering::Relaxed);
+                let raw = track.kind() == Kind::Raw;
+                let seq = if raw {
+                    wire.data.and_then(|data| data.n)
+                } else {
+                    wire.seq
+                };
+                let sent = if raw {
+                    wire.data.and_then(|data| data.sent)
+                } else {
+                    wire.ts
+                };
+                if let Some(sent) = sent {
+                    let latency = u64::try_from(now_micros() - sent).unwrap_or(0);
+                    if track.live {
+                        self.shared.latency.record(latency);
+                    } else {
+                        self.shared.catchup_latency.record(latency);
+                    }
+                }
+                if let Some(seq) = seq {
+                    if let Action::Resubscribe { epoch, seq } = track.event(wire.epoch.unwrap_or(0), seq) {
+                        request = Some((stream.to_owned(), Position { epoch, seq }));
+                    }
+                    if let Some(slot) = self.progress.get(self.progress_slot + index) {
+                        slot.store(track.applied(), Ordering::Relaxed);
+                    }
+                }
+            }
+            "snapshot" if wire.last == Some(true) => {
+                if let (Some(epoch), Some(seq)) = (wire.epoch, wire.seq) {
+                    track.snapshot(epoch, seq);
+                }
+            }
+            "subscribed" => {
+                if let (Some(epoch), Some(seq)) = (wire.epoch, wire.seq) {
+                    track.subscribed(epoch, seq);
+                }
+            }
+            "advisory" => {
+                track.advisory(wire.advisory.as_deref().unwrap_or_default(), wire.from, wire.to);
+            }
+            "unsubscribed" => {
+                // A failed catch-up: resubscribe from the position (docs/PROTOCOL.md).
+                track.live = false;
+                if let Some((epoch, seq)) = track.position() {
+                    request = Some((stream.to_owned(), Position { epoch, seq }));
+                }
+            }
+            _ => {}
+        }
+        if !self.ever_live && self.all_live() {
+            self.ever_live = true;
+            self.time_to_live = Some(self.started.elapsed());
+            self.shared.clients_live.fetch_add(1, Ordering::Relaxed);
+        }
+        if kind != "event" {
+            // Baselines move `applied` too (snapshots, `subscribed`).
+            if let (Some(slot), Some((_, track))) = (
+                self.progress.get(self.progress_slot + index),
+                self.tracks.get(index),
+            ) {
+                slot.store(track.applied(), Ordering::Relaxed);
+            }
+        }
+        request
+    }
+}
+
+async fn connect_and_serve(
+    spec: &ClientSpec,
+    state: &mut State,
+    outcome: &mut ClientOutcome,
+    attempt_started: Instant,
+    lost_at: &mut Option<Instant>,
+) -> Served {
+    match spec.transport {
+        Transport::Ws => serve_ws(spec, state, outcome, attempt_started, lost_at).await,
+        Transport::Sse => serve_sse(spec, state, outcome, attempt_started, lost_at).await,
+    }
+}
+
+fn subscribe_message(stream: &str, since: Option<Position>, snapshot: bool) -> String {
+    match since {
+        Some(position) => json!({
+            "type": "subscribe",
+            "stream": stream,
+            "since": {"epoch": position.epoch, "seq": position.seq},
+        })
+        .to_string(),
+        None => json!({"type": "subscribe", "stream": stream, "snapshot": snapshot}).to_string(),
+    }
+}
+
+fn note_refusal(shared: &Shared, error: &ConnectError) {
+    if matches!(error, ConnectError::Status(_)) {
+        shared.refused.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Records the connect-to-live time and the outage once every stream is live.
+fn note_live(state: &State, attempt_started: Instant, lost_at: &mut Option<Instant>, noted: &mut bool) {
+    if *noted || !state.all_live() {
+        return;
+    }
+    *noted = true;
+    state
+        .shared
+        .connect_to_live
+        .record(attempt_started.elapsed().as_micros() as u64);
+    if let Some(lost) = lost_at.take() {
+        state
+            .shared
+            .outage_ms
+            .record(lost.elapsed().as_millis() as u64);
+    }
+}
+
+async fn serve_ws(
+    spec: &ClientSpec,
+    state: &mut State,
+    outcome: &mut ClientOutcome,
+    attempt_started: Instant,
+    lost_at: &mut Option<Instant>,
+) -> Served {
+    let mut websocket = match transport::websocket(spec.addr, "/v1/ws", None, spec.connect_timeout).await {
+        Ok(websocket) => websocket,
+        Err(error) => {
+            note_refusal(&state.shared, &error);
+            return Served::Failed;
+        }
+    };
+    outcome.connects += 1;
+    for (stream, track) in &mut state.tracks {
+        track.resubscribed();
+        let since = state
+            .resume
+            .iter()
+            .find(|(name, _)| name == stream)
+            .map(|(_, position)| *position);
+        let since = track
+            .position()
+            .map(|(epoch, seq)| Position { epoch, seq })
+            .or(since);
+        let message = subscribe_message(stream, since, spec.snapshot);
+        if transport::send_text(&mut websocket, &message).await.is_err() {
+            return Served::Lost { was_live: false };
+        }
+    }
+    let mut noted = false;
+    loop {
+        let frame = match websocket.read_frame().await {
+            Ok(frame) => frame,
+            Err(_) => return Served::Lost { was_live: noted },
+        };
+        match frame.opcode {
+            OpCode::Text => {
+                let request = state.handle(&frame.payload);
+                note_live(state, attempt_started, lost_at, &mut noted);
+                if let Some((stream, position)) = request {
+                    if let Some((_, track)) = state.tracks.iter_mut().find(|(name, _)| *name == stream) {
+                        track.resubscribed();
+                    }
+                    let message = subscribe_message(&stream, Some(position), spec.snapshot);
+                    if transport::send_text(&mut websocket, &message).await.is_err() {
+                        return Served::Lost { was_live: noted };
+                    }
+                }
+            }
+            OpCode::Close => {
+                if frame.payload.len() >= 2 {
+                    outcome
+                        .close_codes
+                        .push(u16::from_be_bytes([frame.payload[0], frame.payload[1]]));
+                }
+                return Served::Lost { was_live: noted };
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn serve_sse(
+    spec: &ClientSpec,
+    state: &mut State,
+    outcome: &mut ClientOutcome,
+    attempt_started: Instant,
+    lost_at: &mut Option<Instant>,
+) -> Served {
+    let mut query = String::from("/v1/sse?");
+    for (index, (stream, _)) in state.tracks.iter().enumerate() {
+        if index > 0 {
+            query.push('&');
+        }
+        query.push_str("stream=");
+        query.push_str(stream);
+    }
+    // Resume every durable stream from its position: the SSE cursor (docs/PROTOCOL.md).
+    let mut cursor = Cursor::default();
+    for (stream, track) in &state.tracks {
+        if let (Some(position), Ok(name)) = (state.since(stream, track), StreamName::new(stream)) {
+            cursor.set(&name, position);
+        }
+    }
+    let last_event_id = (!cursor.entries.is_empty()).then(|| cursor.encode());
+    let mut events = match transport::sse(spec.addr, &query, last_event_id.as_deref(), spec.connect_timeout).await {
+        Ok(events) => events,
+        Err(error) => {
+            note_refusal(&state.shared, &error);
+            return Served::Failed;
+        }
+    };
+    outcome.connects += 1;
+    for (_, track) in &mut state.tracks {
+        track.resubscribed();
+    }
+    let mut noted = false;
+    loop {
+        let event = match events.next_event().await {
+            Ok(Some(event)) => event,
+            Ok(None) | Err(_) => return Served::Lost { was_live: noted },
+        };
+        let request = state.handle(&event.data);
+        note_live(state, attempt_started, lost_at, &mut noted);
+        if request.is_some() {
+            // SSE cannot resubscribe one stream: reconnect with the cursor of what was
+            // applied, which replays the gap.
+            return Served::Lost { was_live: noted };
+        }
+    }
+}

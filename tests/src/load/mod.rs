@@ -1,0 +1,28 @@
+//! Load, benchmark and invariant tools shared by the binaries in `src/bin/` (`loadgen`,
+//! `pg_ingest`, `fanout_baseline`, `ws_echo`) and the fault tests in `tests/e2e/load.rs`.
+//!
+//! # Layout
+//!
+//! | module | concept |
+//! |---|---|
+//! | [`histogram`] | lock-free latency histogram, p50/p99/p99.9/max |
+//! | [`report`] | human tables and JSON reports stamped with the machine and date |
+//! | [`procstat`] | CPU and RSS of a process from `/proc` |
+//! | [`wire`] | the fields of server messages the checker reads |
+//! | [`checker`] | the invariant checker: lost, dup_app, dup_wire, ooo, silent_loss |
+//! | [`transport`] | lean WebSocket and SSE client connections |
+//! | [`client`] | one reconnecting, resuming client feeding the checker |
+//! | [`stalled`] | consumers that never read, and when the relay dropped them |
+//! | [`publish`] | paced publishers through the SQL function, tracked tables, pg_notify |
+//! | [`run`] | the engine: start, wait live, publish, drain, judge |
+
+pub mod checker;
+pub mod client;
+pub mod histogram;
+pub mod procstat;
+pub mod publish;
+pub mod report;
+pub mod run;
+pub mod stalled;
+pub mod transport;
+pub mod wire;

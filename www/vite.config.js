@@ -1,0 +1,25 @@
+// Vite builds the demo into dist/ (served by `tidewire-relay --static-dir www/dist`), and
+// `npm run dev` serves it with hot reload, proxying the relay's API and WebSocket to
+// TIDEWIRE_URL (default http://127.0.0.1:7300, where scripts/demo starts the relay).
+import { defineConfig } from "vite";
+
+const relay = process.env.TIDEWIRE_URL ?? "http://127.0.0.1:7300";
+
+export default defineConfig({
+  build: {
+    // The package initialises its wasm with top-level await: every target that has ES
+    // modules and WebAssembly has it too (Chrome 89, Firefox 89, Safari 15).
+    target: "es2022",
+    outDir: "dist",
+    emptyOutDir: true,
+  },
+  // The package finds its .wasm next to itself with `new URL(..., import.meta.url)`; Vite's
+  // dev pre-bundling would move the JS away from it, so it is served as is.
+  optimizeDeps: { exclude: ["tidewire"] },
+  server: {
+    proxy: {
+      "/v1": { target: relay, ws: true },
+      "/readyz": relay,
+    },
+  },
+});
