@@ -2,6 +2,7 @@
 //! moments while events commit concurrently; each must see every event after its baseline
 //! exactly once, in order.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,10 +22,15 @@ async fn a_thousand_subscribes_during_commits_each_see_every_later_event_once() 
     let writer = pg.client().await;
     let stream = "race";
     publish(&writer, stream, "k0", "upsert", json!({"n": 0})).await;
+    // Joiners wait for a random point of the publishing, so joins are spread over it
+    // whatever the machine's speed.
+    let published = Arc::new(AtomicU64::new(1));
+    let progress = Arc::clone(&published);
     let publisher = tokio::spawn(async move {
         for n in 2..=EVENTS {
             let key = format!("k{}", n % 17);
             publish(&writer, stream, &key, "upsert", json!({"n": n})).await;
+            progress.store(n, Ordering::Release);
             if n % 8 == 0 {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
@@ -33,9 +39,12 @@ async fn a_thousand_subscribes_during_commits_each_see_every_later_event_once() 
     let mut joiners = Vec::new();
     for index in 0..SUBSCRIBERS {
         let hub = Arc::clone(&hub);
-        let delay = rand::thread_rng().gen_range(0..1500);
+        let published = Arc::clone(&published);
+        let join_at = rand::thread_rng().gen_range(1..EVENTS - 20);
         joiners.push(tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(delay)).await;
+            while published.load(Ordering::Acquire) < join_at {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
             let mut probe = Probe::open(&hub);
             probe.subscribe(stream).await;
             probe.until_seq(stream, EVENTS, Duration::from_secs(60)).await;
