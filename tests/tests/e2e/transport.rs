@@ -10,7 +10,7 @@
 //! | `slow` | readers that stop reading are dropped, others are served |
 //! | `sse` | `retry:` first, snapshot and live events with cursor ids, resume, heartbeat |
 
-mod client;
+pub(crate) mod client;
 mod interop;
 mod slow;
 mod sse;
