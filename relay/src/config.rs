@@ -364,7 +364,12 @@ mod tests {
     fn help_documents_every_env_var() {
         use clap::CommandFactory;
         let help = Cli::command().render_long_help().to_string();
-        for var in ["TIDEWIRE_LISTEN", "DATABASE_URL", "TIDEWIRE_DATA_DIR", "TIDEWIRE_MAX_CONNECTIONS"] {
+        for var in [
+            "TIDEWIRE_LISTEN",
+            "DATABASE_URL",
+            "TIDEWIRE_DATA_DIR",
+            "TIDEWIRE_MAX_CONNECTIONS",
+        ] {
             assert!(help.contains(var), "--help lacks {var}");
         }
     }

@@ -54,7 +54,9 @@ pub struct Presence {
 fn now_millis() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
+        .map_or(0, |elapsed| {
+            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+        })
 }
 
 impl Presence {
@@ -75,7 +77,9 @@ impl Presence {
         let now = now_millis().saturating_mul(1000);
         let previous = self
             .version
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |last| Some(last.max(now - 1) + 1))
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |last| {
+                Some(last.max(now - 1) + 1)
+            })
             .unwrap_or(now);
         previous.max(now - 1) + 1
     }
@@ -85,7 +89,12 @@ impl Presence {
     /// # Errors
     ///
     /// [`OutboxError`] if the NOTIFY cannot be sent.
-    pub async fn set(&self, stream: &StreamName, client: &str, data: Value) -> Result<(), OutboxError> {
+    pub async fn set(
+        &self,
+        stream: &StreamName,
+        client: &str,
+        data: Value,
+    ) -> Result<(), OutboxError> {
         {
             let mut local = self.lock_local();
             let key = (stream.clone(), client.to_owned());
@@ -100,12 +109,19 @@ impl Presence {
 
     /// Removes `client` from `stream`, or from every stream when `None` (its connection
     /// closed), if it had joined. Runs in the background.
-    pub fn leave(self: &Arc<Self>, client: &str, stream: Option<&StreamName>, tracker: &TaskTracker) {
+    pub fn leave(
+        self: &Arc<Self>,
+        client: &str,
+        stream: Option<&StreamName>,
+        tracker: &TaskTracker,
+    ) {
         let streams: Vec<StreamName> = {
             let mut local = self.lock_local();
             let streams: Vec<StreamName> = local
                 .keys()
-                .filter(|(joined, owner)| owner == client && stream.is_none_or(|stream| stream == joined))
+                .filter(|(joined, owner)| {
+                    owner == client && stream.is_none_or(|stream| stream == joined)
+                })
                 .map(|(stream, _)| stream.clone())
                 .collect();
             for stream in &streams {
@@ -127,7 +143,12 @@ impl Presence {
         });
     }
 
-    async fn announce(&self, stream: &StreamName, client: &str, data: Value) -> Result<(), OutboxError> {
+    async fn announce(
+        &self,
+        stream: &StreamName,
+        client: &str,
+        data: Value,
+    ) -> Result<(), OutboxError> {
         let payload = NotifyPayload::Presence {
             stream: stream.clone(),
             relay: self.relay_id.clone(),
@@ -138,7 +159,10 @@ impl Presence {
         };
         let connection = self.pool.get().await?;
         connection
-            .execute("select pg_notify($1, $2)", &[&stream.pg_channel(), &payload.encode()])
+            .execute(
+                "select pg_notify($1, $2)",
+                &[&stream.pg_channel(), &payload.encode()],
+            )
             .await?;
         Ok(())
     }
@@ -163,7 +187,15 @@ impl Presence {
 
     /// Applies a presence notification (from any relay) and tells local subscribers.
     fn apply(&self, payload: &NotifyPayload) {
-        let NotifyPayload::Presence { stream, relay, client, data, ttl_ms, version } = payload else {
+        let NotifyPayload::Presence {
+            stream,
+            relay,
+            client,
+            data,
+            ttl_ms,
+            version,
+        } = payload
+        else {
             return;
         };
         let now = now_millis();
@@ -173,12 +205,25 @@ impl Presence {
             if data.is_null() {
                 pool.remove(client, *version)
             } else {
-                pool.set(client, (data.clone(), relay.clone()), *version, now, *ttl_ms)
+                pool.set(
+                    client,
+                    (data.clone(), relay.clone()),
+                    *version,
+                    now,
+                    *ttl_ms,
+                )
             }
         };
         let message = match change {
             PoolChange::Joined((data, _)) | PoolChange::Updated { new: (data, _), .. } => {
-                presence_message(stream, vec![PresenceEntry { client: client.clone(), data }], Vec::new())
+                presence_message(
+                    stream,
+                    vec![PresenceEntry {
+                        client: client.clone(),
+                        data,
+                    }],
+                    Vec::new(),
+                )
             }
             PoolChange::Left(_) => presence_message(stream, Vec::new(), vec![client.clone()]),
             PoolChange::Ignored => return,
@@ -192,7 +237,15 @@ impl Presence {
             let mut pools = self.lock_pools();
             let expired = pools
                 .iter_mut()
-                .map(|(stream, pool)| (stream.clone(), pool.expire(now).into_iter().map(|(client, _)| client).collect::<Vec<_>>()))
+                .map(|(stream, pool)| {
+                    (
+                        stream.clone(),
+                        pool.expire(now)
+                            .into_iter()
+                            .map(|(client, _)| client)
+                            .collect::<Vec<_>>(),
+                    )
+                })
                 .filter(|(_, clients)| !clients.is_empty())
                 .collect();
             pools.retain(|_, pool| !pool.is_empty());
@@ -218,15 +271,22 @@ impl Presence {
 
     fn deliver(&self, stream: &StreamName, message: &ServerMessage) {
         let json = Bytes::from(message.encode());
-        self.bus.publish(Arc::new(Delivery::message(Arc::clone(stream.as_arc()), json)));
+        self.bus.publish(Arc::new(Delivery::message(
+            Arc::clone(stream.as_arc()),
+            json,
+        )));
     }
 
     fn lock_pools(&self) -> std::sync::MutexGuard<'_, HashMap<StreamName, MergePool<Entry>>> {
-        self.pools.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.pools
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn lock_local(&self) -> std::sync::MutexGuard<'_, HashMap<(StreamName, String), Value>> {
-        self.local.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.local
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Starts the presence task: applies notifications, refreshes local clients, expires
@@ -259,7 +319,11 @@ impl Presence {
 }
 
 /// A `presence` server message.
-pub fn presence_message(stream: &StreamName, present: Vec<PresenceEntry>, left: Vec<String>) -> ServerMessage {
+pub fn presence_message(
+    stream: &StreamName,
+    present: Vec<PresenceEntry>,
+    left: Vec<String>,
+) -> ServerMessage {
     ServerMessage::Presence {
         stream: stream.clone(),
         present,

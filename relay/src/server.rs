@@ -90,12 +90,18 @@ pub async fn serve(listener: TcpListener, hub: Arc<Hub>, shutdown: impl Future<O
     hub.token.cancel();
     hub.tracker.close();
     let grace = hub.config.shutdown_grace();
-    if tokio::time::timeout(grace, hub.tracker.wait()).await.is_err() {
+    if tokio::time::timeout(grace, hub.tracker.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!(?grace, "connections did not drain in time; closing them");
     }
 }
 
-async fn route(hub: Arc<Hub>, request: Request<Incoming>) -> Result<Response<Body>, std::convert::Infallible> {
+async fn route(
+    hub: Arc<Hub>,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, std::convert::Infallible> {
     let path = request.uri().path().to_owned();
     let request_headers = request.headers().clone();
     let cors_hub = Arc::clone(&hub);
@@ -110,11 +116,15 @@ async fn route(hub: Arc<Hub>, request: Request<Incoming>) -> Result<Response<Bod
         (&Method::GET, "/metrics") => crate::metrics::handle(&hub),
         (&Method::GET, "/v1/ws") => transport::ws::handle(hub, request).await,
         (&Method::GET, "/v1/sse") => transport::sse::handle(hub, request).await,
-        (_, path) if path.starts_with("/v1/streams") => transport::http::streams(hub, request).await,
+        (_, path) if path.starts_with("/v1/streams") => {
+            transport::http::streams(hub, request).await
+        }
         (&Method::GET | &Method::HEAD, _) => transport::static_files::handle(hub, request).await,
         _ => error_response(ErrorCode::NotFound, format!("no route for {path}")),
     };
-    cors_hub.auth.apply_cors(&request_headers, response.headers_mut());
+    cors_hub
+        .auth
+        .apply_cors(&request_headers, response.headers_mut());
     Ok(response)
 }
 

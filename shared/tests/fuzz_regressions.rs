@@ -9,7 +9,9 @@ use tidewire_shared::message::{decode_client, decode_server};
 use tidewire_shared::{notify, DecodeLimits};
 
 fn inputs(target: &str) -> Vec<(String, Vec<u8>)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/crashers").join(target);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/crashers")
+        .join(target);
     let mut inputs: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
         .unwrap_or_else(|error| panic!("{}: {error}", dir.display()))
         .filter_map(Result::ok)
@@ -28,7 +30,11 @@ fn decode_client_regressions() {
     let limits = DecodeLimits::default();
     for (name, input) in inputs("decode_client") {
         if let Ok(message) = decode_client(&input, &limits) {
-            assert_eq!(decode_client(message.encode().as_bytes(), &limits), Ok(message), "{name}");
+            assert_eq!(
+                decode_client(message.encode().as_bytes(), &limits),
+                Ok(message),
+                "{name}"
+            );
         }
     }
 }
@@ -38,7 +44,11 @@ fn decode_server_regressions() {
     let limits = DecodeLimits::default();
     for (name, input) in inputs("decode_server") {
         if let Ok(message) = decode_server(&input, &limits) {
-            assert_eq!(decode_server(message.encode().as_bytes(), &limits), Ok(message), "{name}");
+            assert_eq!(
+                decode_server(message.encode().as_bytes(), &limits),
+                Ok(message),
+                "{name}"
+            );
         }
     }
 }

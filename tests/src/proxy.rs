@@ -59,7 +59,10 @@ impl ProxyHandle {
 
     /// Connections accepted so far.
     pub fn accepted(&self) -> u64 {
-        *self.connections.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        *self
+            .connections
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -70,7 +73,9 @@ impl ProxyHandle {
 ///
 /// If no local port can be bound.
 pub async fn start(upstream: SocketAddr) -> ProxyHandle {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the proxy");
     let address = listener.local_addr().expect("proxy address");
     let (faults, faults_receiver) = watch::channel(Faults::default());
     let (resets, resets_receiver) = watch::channel(0u64);
@@ -83,7 +88,9 @@ pub async fn start(upstream: SocketAddr) -> ProxyHandle {
     };
     tokio::spawn(async move {
         while let Ok((client, _)) = listener.accept().await {
-            *connections.lock().unwrap_or_else(std::sync::PoisonError::into_inner) += 1;
+            *connections
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) += 1;
             let faults = faults_receiver.clone();
             let mut resets = resets_receiver.clone();
             resets.borrow_and_update();
@@ -132,7 +139,9 @@ async fn pipe(
             if !current.latency.is_zero() {
                 tokio::time::sleep(current.latency).await;
             }
-            let piece = current.slice.map_or(chunk.len(), |slice| slice.max(1).min(chunk.len()));
+            let piece = current
+                .slice
+                .map_or(chunk.len(), |slice| slice.max(1).min(chunk.len()));
             if to.write_all(&chunk[..piece]).await.is_err() {
                 return;
             }
@@ -177,23 +186,38 @@ mod tests {
         socket.read_exact(&mut reply).await.expect("echo");
         assert_eq!(&reply, b"hello");
 
-        proxy.set(Faults { latency: Duration::from_millis(100), slice: Some(1), ..Faults::default() });
+        proxy.set(Faults {
+            latency: Duration::from_millis(100),
+            slice: Some(1),
+            ..Faults::default()
+        });
         let started = std::time::Instant::now();
         socket.write_all(b"again").await.expect("write");
         socket.read_exact(&mut reply).await.expect("echo");
-        assert!(started.elapsed() >= Duration::from_millis(200), "latency applied both ways");
+        assert!(
+            started.elapsed() >= Duration::from_millis(200),
+            "latency applied both ways"
+        );
 
-        proxy.set(Faults { blackhole: true, ..Faults::default() });
+        proxy.set(Faults {
+            blackhole: true,
+            ..Faults::default()
+        });
         socket.write_all(b"lost?").await.expect("write");
-        let silent = tokio::time::timeout(Duration::from_millis(300), socket.read_exact(&mut reply)).await;
+        let silent =
+            tokio::time::timeout(Duration::from_millis(300), socket.read_exact(&mut reply)).await;
         assert!(silent.is_err(), "nothing comes back through a blackhole");
         proxy.heal();
-        socket.read_exact(&mut reply).await.expect("held bytes arrive after healing");
+        socket
+            .read_exact(&mut reply)
+            .await
+            .expect("held bytes arrive after healing");
         assert_eq!(&reply, b"lost?");
 
         proxy.reset_all();
         let mut rest = Vec::new();
-        let closed = tokio::time::timeout(Duration::from_secs(2), socket.read_to_end(&mut rest)).await;
+        let closed =
+            tokio::time::timeout(Duration::from_secs(2), socket.read_to_end(&mut rest)).await;
         assert!(closed.is_ok(), "a reset closes the connection");
         assert_eq!(proxy.accepted(), 1);
     }

@@ -193,8 +193,7 @@ fn options_pick_and_check_the_algorithm() {
     assert!(matches!(with(&|_| {}), Ok(None)));
     let hs = with(&secret).expect("secret").expect("verifier");
     assert_eq!(hs.algorithm(), JwtAlgorithm::Hs256);
-    let rsa =
-        with(&|options| options.jwt_public_key = Some(key_file("test-only-rsa-public.pem")));
+    let rsa = with(&|options| options.jwt_public_key = Some(key_file("test-only-rsa-public.pem")));
     assert_eq!(
         rsa.expect("rsa").expect("verifier").algorithm(),
         JwtAlgorithm::Rs256
@@ -256,8 +255,7 @@ async fn until_expired_fires_at_exp() {
         "{left:?}"
     );
     // Already expired: completes at once.
-    let expired =
-        tokio::time::timeout(Duration::from_secs(5), until_expired(Some(now_unix() - 1)));
+    let expired = tokio::time::timeout(Duration::from_secs(5), until_expired(Some(now_unix() - 1)));
     assert!(expired.await.is_ok());
     // Far future (not representable as an instant) and never: still pending.
     let short = Duration::from_millis(20);

@@ -55,7 +55,9 @@ pub fn build(database_url: &str, size: usize, timeout: Duration) -> Result<Pool,
         .runtime(Runtime::Tokio1)
         // Waiting for a free connection is not a failure of PostgreSQL: a subscribe storm
         // queues here, so this wait is much longer than the connect timeout.
-        .wait_timeout(Some(timeout.saturating_mul(10).max(Duration::from_secs(30))))
+        .wait_timeout(Some(
+            timeout.saturating_mul(10).max(Duration::from_secs(30)),
+        ))
         .create_timeout(Some(timeout))
         .recycle_timeout(Some(timeout))
         .build()

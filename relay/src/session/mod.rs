@@ -182,7 +182,12 @@ impl Session {
 
     async fn set_presence(&mut self, stream: StreamName, data: serde_json::Value) {
         if !self.subscriptions.contains_key(&stream) {
-            self.push_error(None, Some(stream.clone()), ErrorCode::NotSubscribed, format!("subscribe to {stream} before setting presence"));
+            self.push_error(
+                None,
+                Some(stream.clone()),
+                ErrorCode::NotSubscribed,
+                format!("subscribe to {stream} before setting presence"),
+            );
             return;
         }
         let size = serde_json::to_vec(&data).map_or(usize::MAX, |bytes| bytes.len());
@@ -191,13 +196,21 @@ impl Session {
                 None,
                 Some(stream),
                 ErrorCode::TooLarge,
-                format!("presence state is {size} bytes, the limit is {}", crate::presence::MAX_PRESENCE_BYTES),
+                format!(
+                    "presence state is {size} bytes, the limit is {}",
+                    crate::presence::MAX_PRESENCE_BYTES
+                ),
             );
             return;
         }
         let client = self.presence_id();
         if let Err(error) = self.hub.presence.set(&stream, &client, data).await {
-            self.push_error(None, Some(stream), ErrorCode::Unavailable, format!("presence not sent: {error}"));
+            self.push_error(
+                None,
+                Some(stream),
+                ErrorCode::Unavailable,
+                format!("presence not sent: {error}"),
+            );
         }
     }
 
@@ -211,9 +224,15 @@ impl Session {
         self.subscriptions
             .keys()
             .filter_map(|stream| {
-                self.cursor
-                    .position(stream.as_str())
-                    .map(|position| (stream.clone(), Position { epoch: position.epoch, seq: position.seq }))
+                self.cursor.position(stream.as_str()).map(|position| {
+                    (
+                        stream.clone(),
+                        Position {
+                            epoch: position.epoch,
+                            seq: position.seq,
+                        },
+                    )
+                })
             })
             .collect()
     }
@@ -222,7 +241,13 @@ impl Session {
         self.out.push_back(Outgoing::message(message));
     }
 
-    fn push_error(&mut self, id: Option<String>, stream: Option<StreamName>, code: ErrorCode, message: impl Into<String>) {
+    fn push_error(
+        &mut self,
+        id: Option<String>,
+        stream: Option<StreamName>,
+        code: ErrorCode,
+        message: impl Into<String>,
+    ) {
         self.push(&ServerMessage::Error {
             id,
             stream,
@@ -258,7 +283,9 @@ impl Session {
             ClientMessage::Presence { stream, data } => self.set_presence(stream, data).await,
             ClientMessage::Auth { token } => match self.hub.auth.verify(&token) {
                 Ok(grant) => self.grant = grant,
-                Err(error) => self.push_error(None, None, ErrorCode::Unauthorized, error.to_string()),
+                Err(error) => {
+                    self.push_error(None, None, ErrorCode::Unauthorized, error.to_string())
+                }
             },
         }
     }
@@ -316,7 +343,10 @@ impl Session {
         let outgoing = self.out.pop_front()?;
         match &outgoing {
             Outgoing::Close { .. } => self.closed = true,
-            Outgoing::Frame { committed_at: Some(micros), .. } => {
+            Outgoing::Frame {
+                committed_at: Some(micros),
+                ..
+            } => {
                 self.hub.metrics.observe_delivery_since(*micros);
             }
             Outgoing::Frame { .. } => {}
@@ -366,25 +396,39 @@ impl Session {
                 if delivery.kind == DeliveryKind::Advisory && self.on_advisory(&stream, delivery) {
                     return;
                 }
-                let position = (delivery.kind == DeliveryKind::Event)
-                    .then(|| (stream, Position { epoch: delivery.epoch, seq: delivery.seq }));
+                let position = (delivery.kind == DeliveryKind::Event).then(|| {
+                    (
+                        stream,
+                        Position {
+                            epoch: delivery.epoch,
+                            seq: delivery.seq,
+                        },
+                    )
+                });
                 self.forward(delivery, position);
             }
             Admit::Duplicate | Admit::Untracked => {}
-            Admit::Gap { last_sent, got } => match self.subscriptions.get(&stream).map(|s| s.kind) {
-                Some(StreamKind::Raw) => {
-                    self.push(&ServerMessage::Advisory(
-                        Advisory::new(AdvisoryKind::Gap)
-                            .stream(stream.clone())
-                            .epoch(last_sent.epoch)
-                            .range(last_sent.seq + 1, got - 1),
-                    ));
-                    self.cursor.start(Arc::clone(&delivery.stream), bus::Position::new(delivery.epoch, got - 1));
-                    self.on_delivery(delivery);
+            Admit::Gap { last_sent, got } => {
+                match self.subscriptions.get(&stream).map(|s| s.kind) {
+                    Some(StreamKind::Raw) => {
+                        self.push(&ServerMessage::Advisory(
+                            Advisory::new(AdvisoryKind::Gap)
+                                .stream(stream.clone())
+                                .epoch(last_sent.epoch)
+                                .range(last_sent.seq + 1, got - 1),
+                        ));
+                        self.cursor.start(
+                            Arc::clone(&delivery.stream),
+                            bus::Position::new(delivery.epoch, got - 1),
+                        );
+                        self.on_delivery(delivery);
+                    }
+                    _ => self.schedule_replay(&stream, last_sent.epoch, last_sent.seq, Some(got)),
                 }
-                _ => self.schedule_replay(&stream, last_sent.epoch, last_sent.seq, Some(got)),
-            },
-            Admit::EpochChanged { .. } => self.schedule_resync(&stream, "the stream's epoch changed"),
+            }
+            Admit::EpochChanged { .. } => {
+                self.schedule_resync(&stream, "the stream's epoch changed")
+            }
         }
     }
 
@@ -437,7 +481,10 @@ impl Session {
                 ));
             }
         }
-        self.cursor.start(Arc::clone(&delivery.stream), bus::Position::new(delivery.epoch, previous));
+        self.cursor.start(
+            Arc::clone(&delivery.stream),
+            bus::Position::new(delivery.epoch, previous),
+        );
     }
 
     fn on_lagged(&mut self, streams: &[Arc<str>]) {
@@ -451,14 +498,17 @@ impl Session {
             let Some(position) = self.cursor.position(name) else {
                 continue;
             };
-            self.out.push_back(Outgoing::message(&ServerMessage::Advisory(
-                Advisory::new(AdvisoryKind::Lagged)
-                    .stream(stream.clone())
-                    .epoch(position.epoch)
-                    .reason("your queue overflowed; resuming"),
-            )));
+            self.out
+                .push_back(Outgoing::message(&ServerMessage::Advisory(
+                    Advisory::new(AdvisoryKind::Lagged)
+                        .stream(stream.clone())
+                        .epoch(position.epoch)
+                        .reason("your queue overflowed; resuming"),
+                )));
             match subscription.kind {
-                StreamKind::Durable => self.schedule_replay(&stream, position.epoch, position.seq, None),
+                StreamKind::Durable => {
+                    self.schedule_replay(&stream, position.epoch, position.seq, None)
+                }
                 StreamKind::Raw => {
                     subscription.raw_pending = Some(RawStart::AfterLag);
                     let gap = Advisory::new(AdvisoryKind::Gap)
@@ -478,7 +528,9 @@ impl Session {
 impl Drop for Session {
     fn drop(&mut self) {
         let presence_id = self.presence_id();
-        self.hub.presence.leave(&presence_id, None, &self.hub.tracker);
+        self.hub
+            .presence
+            .leave(&presence_id, None, &self.hub.tracker);
         if let Some(emptied) = self.hub.bus.registry().unregister(self.receiver.id()) {
             for stream in emptied {
                 if let Ok(stream) = StreamName::new(&stream) {

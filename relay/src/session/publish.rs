@@ -19,7 +19,14 @@ impl Session {
             }
         }
         let started = std::time::Instant::now();
-        let result = outbox::publish(&self.hub.pool, &stream, &publish.key, publish.op, &publish.data).await;
+        let result = outbox::publish(
+            &self.hub.pool,
+            &stream,
+            &publish.key,
+            publish.op,
+            &publish.data,
+        )
+        .await;
         self.hub.metrics.observe_publish(started.elapsed());
         match result {
             Ok(seq) => self.push(&ServerMessage::Ack {
@@ -64,7 +71,10 @@ impl Session {
         if size > limit {
             return Err((
                 ErrorCode::TooLarge,
-                format!("data is {size} bytes, the limit for {} is {limit}", publish.op.as_str()),
+                format!(
+                    "data is {size} bytes, the limit for {} is {limit}",
+                    publish.op.as_str()
+                ),
             ));
         }
         Ok(())

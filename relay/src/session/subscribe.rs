@@ -36,7 +36,12 @@ impl Session {
     pub(super) async fn subscribe(&mut self, subscribe: Subscribe) {
         let stream = subscribe.stream.clone();
         if !self.grant.permissions.can_read(&stream) {
-            self.push_error(None, Some(stream.clone()), ErrorCode::Forbidden, format!("no read access to {stream}"));
+            self.push_error(
+                None,
+                Some(stream.clone()),
+                ErrorCode::Forbidden,
+                format!("no read access to {stream}"),
+            );
             return;
         }
         let already = self.subscriptions.contains_key(&stream);
@@ -45,7 +50,10 @@ impl Session {
                 None,
                 Some(stream),
                 ErrorCode::TooManySubscriptions,
-                format!("at most {} subscriptions per connection", self.hub.config.options.max_subscriptions),
+                format!(
+                    "at most {} subscriptions per connection",
+                    self.hub.config.options.max_subscriptions
+                ),
             );
             return;
         }
@@ -69,7 +77,12 @@ impl Session {
         }
         if let Err(error) = self.hub.listener.ensure_listening(&stream).await {
             self.rollback(&stream);
-            self.push_error(None, Some(stream), ErrorCode::Unavailable, error.to_string());
+            self.push_error(
+                None,
+                Some(stream),
+                ErrorCode::Unavailable,
+                error.to_string(),
+            );
             return;
         }
         let start = match subscribe.since {
@@ -100,10 +113,16 @@ impl Session {
             hub.listener.ensure_listening(&stream).await?;
             read_baseline(&hub.pool, &subscribe).await
         };
-        let subscribed = hub.bus.subscribe_with(&mut self.cursor, id, stream.as_str(), read).await;
+        let subscribed = hub
+            .bus
+            .subscribe_with(&mut self.cursor, id, stream.as_str(), read)
+            .await;
         let baseline = match subscribed {
             Ok(subscribed) => subscribed.baseline,
-            Err(SubscribeError::Baseline { source, last_for_stream }) => {
+            Err(SubscribeError::Baseline {
+                source,
+                last_for_stream,
+            }) => {
                 if last_for_stream {
                     hub.listener.release(&stream);
                 }
@@ -157,7 +176,11 @@ impl Session {
     }
 
     fn rollback(&mut self, stream: &StreamName) {
-        let undone = self.hub.bus.registry().unsubscribe(self.receiver.id(), stream.as_str());
+        let undone = self
+            .hub
+            .bus
+            .registry()
+            .unsubscribe(self.receiver.id(), stream.as_str());
         if undone.is_ok_and(|undone| undone.last_for_stream) {
             self.hub.listener.release(stream);
         }
@@ -213,20 +236,35 @@ impl Session {
     pub(super) fn unsubscribe(&mut self, stream: &StreamName, answer: bool) {
         if self.subscriptions.remove(stream).is_none() {
             if answer {
-                self.push_error(None, Some(stream.clone()), ErrorCode::NotSubscribed, format!("not subscribed to {stream}"));
+                self.push_error(
+                    None,
+                    Some(stream.clone()),
+                    ErrorCode::NotSubscribed,
+                    format!("not subscribed to {stream}"),
+                );
             }
             return;
         }
         self.cursor.forget(stream.as_str());
         self.pending.retain(|work| work.stream() != stream);
         self.rollback(stream);
-        self.hub.presence.leave(&self.presence_id(), Some(stream), &self.hub.tracker);
+        self.hub
+            .presence
+            .leave(&self.presence_id(), Some(stream), &self.hub.tracker);
         if answer {
-            self.push(&ServerMessage::Unsubscribed { stream: stream.clone() });
+            self.push(&ServerMessage::Unsubscribed {
+                stream: stream.clone(),
+            });
         }
     }
 
-    pub(super) fn schedule_replay(&mut self, stream: &StreamName, epoch: u64, after: u64, until: Option<u64>) {
+    pub(super) fn schedule_replay(
+        &mut self,
+        stream: &StreamName,
+        epoch: u64,
+        after: u64,
+        until: Option<u64>,
+    ) {
         let already = self.pending.iter().any(|work| work.stream() == stream);
         if !already {
             self.pending.push_back(Work::Replay {
@@ -255,7 +293,13 @@ impl Session {
             return;
         }
         match work {
-            Work::Replay { stream, epoch, after, until, announce } => {
+            Work::Replay {
+                stream,
+                epoch,
+                after,
+                until,
+                announce,
+            } => {
                 let page = self.hub.config.options.replay_page;
                 let read = outbox::replay(&self.hub.pool, &stream, epoch, after, page).await;
                 let events = match read {
@@ -271,18 +315,27 @@ impl Session {
                 for event in events.iter() {
                     if event.seq != last + 1 {
                         // Retention trimmed events the client still needs.
-                        self.schedule_resync(&stream, "your position is older than the stream's retention");
+                        self.schedule_resync(
+                            &stream,
+                            "your position is older than the stream's retention",
+                        );
                         return;
                     }
                     last = event.seq;
                 }
                 let count = events.len();
-                let already_sent = self.cursor.position(stream.as_str()).map_or(0, |position| position.seq);
+                let already_sent = self
+                    .cursor
+                    .position(stream.as_str())
+                    .map_or(0, |position| position.seq);
                 for event in events {
                     if event.seq <= already_sent {
                         continue;
                     }
-                    let position = Position { epoch, seq: event.seq };
+                    let position = Position {
+                        epoch,
+                        seq: event.seq,
+                    };
                     let committed_at = event.ts;
                     self.out.push_back(Outgoing::Frame {
                         json: ServerMessage::Event(event).encode().into(),
@@ -291,7 +344,8 @@ impl Session {
                     });
                 }
                 if last > already_sent {
-                    self.cursor.start(Arc::clone(stream.as_arc()), bus::Position::new(epoch, last));
+                    self.cursor
+                        .start(Arc::clone(stream.as_arc()), bus::Position::new(epoch, last));
                 }
                 let done = count < page || until.is_some_and(|until| last >= until);
                 if done {
@@ -299,7 +353,13 @@ impl Session {
                         self.announce(&stream, Position { epoch, seq: last }, resumed);
                     }
                 } else {
-                    self.pending.push_front(Work::Replay { stream, epoch, after: last, until, announce });
+                    self.pending.push_front(Work::Replay {
+                        stream,
+                        epoch,
+                        after: last,
+                        until,
+                        announce,
+                    });
                 }
             }
             Work::Resync { stream, reason } => {
@@ -336,7 +396,9 @@ impl Session {
             ErrorCode::Unavailable,
             format!("catching up {stream} failed ({error}); subscribe again from your position"),
         );
-        self.push(&ServerMessage::Unsubscribed { stream: stream.clone() });
+        self.push(&ServerMessage::Unsubscribed {
+            stream: stream.clone(),
+        });
     }
 }
 
@@ -373,7 +435,10 @@ async fn read_baseline(
             let snapshot = outbox::snapshot(pool, stream).await?;
             Ok(snapshot_baseline(snapshot, Some(reason.to_owned())))
         }
-        None if subscribe.snapshot => Ok(snapshot_baseline(outbox::snapshot(pool, stream).await?, None)),
+        None if subscribe.snapshot => Ok(snapshot_baseline(
+            outbox::snapshot(pool, stream).await?,
+            None,
+        )),
         None => {
             let head = outbox::ensure_head(pool, stream).await?;
             Ok(Baseline {

@@ -27,7 +27,12 @@ enum Input {
     /// A raw WebSocket frame.
     WsFrame(OpCode, Vec<u8>),
     /// A raw HTTP request (the bytes after the request line's method and path are built here).
-    Http { method: &'static str, path: String, headers: Vec<(String, String)>, body: Vec<u8> },
+    Http {
+        method: &'static str,
+        path: String,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    },
     /// Bytes sent on a fresh TCP connection, then silence.
     Slow(Vec<u8>),
 }
@@ -54,7 +59,11 @@ struct Row {
 }
 
 fn row(name: impl Into<String>, input: Input, expect: Expect) -> Row {
-    Row { name: name.into(), input, expect }
+    Row {
+        name: name.into(),
+        input,
+        expect,
+    }
 }
 
 fn ws(name: &str, message: Value, expect: Expect) -> Row {
@@ -66,13 +75,34 @@ fn ws_text(name: &str, text: &str, expect: Expect) -> Row {
 }
 
 fn get(name: impl Into<String>, path: &str, headers: &[(&str, &str)], expect: Expect) -> Row {
-    let headers = headers.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())).collect();
-    row(name, Input::Http { method: "GET", path: path.to_owned(), headers, body: Vec::new() }, expect)
+    let headers = headers
+        .iter()
+        .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+        .collect();
+    row(
+        name,
+        Input::Http {
+            method: "GET",
+            path: path.to_owned(),
+            headers,
+            body: Vec::new(),
+        },
+        expect,
+    )
 }
 
 fn post(name: &str, path: &str, body: &str, expect: Expect) -> Row {
     let headers = vec![("content-type".to_owned(), "application/json".to_owned())];
-    row(name, Input::Http { method: "POST", path: path.to_owned(), headers, body: body.as_bytes().to_vec() }, expect)
+    row(
+        name,
+        Input::Http {
+            method: "POST",
+            path: path.to_owned(),
+            headers,
+            body: body.as_bytes().to_vec(),
+        },
+        expect,
+    )
 }
 
 fn upgrade_headers(extra: &[(&str, &str)]) -> Vec<(&'static str, String)> {
@@ -93,15 +123,30 @@ fn leak(text: &str) -> &'static str {
 }
 
 fn ws_upgrade(name: &str, extra: &[(&str, &str)], expect: Expect) -> Row {
-    let headers = upgrade_headers(extra).into_iter().map(|(n, v)| (n.to_owned(), v)).collect();
-    row(name, Input::Http { method: "GET", path: "/v1/ws".into(), headers, body: Vec::new() }, expect)
+    let headers = upgrade_headers(extra)
+        .into_iter()
+        .map(|(n, v)| (n.to_owned(), v))
+        .collect();
+    row(
+        name,
+        Input::Http {
+            method: "GET",
+            path: "/v1/ws".into(),
+            headers,
+            body: Vec::new(),
+        },
+        expect,
+    )
 }
 
 fn b64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
         for i in 0..=chunk.len() {
             out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
         }
@@ -118,7 +163,11 @@ fn token(claims: &Value) -> String {
 }
 
 fn unsigned(header: &Value, claims: &Value, signature: &str) -> String {
-    format!("{}.{}.{signature}", b64(header.to_string().as_bytes()), b64(claims.to_string().as_bytes()))
+    format!(
+        "{}.{}.{signature}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    )
 }
 
 fn bearer(name: &str, token: &str, expect: Expect) -> Row {
@@ -224,12 +273,26 @@ fn rows(epoch: u64) -> Vec<Row> {
         post("publish patch with an array", "/v1/streams/t/events", "{\"key\":\"k\",\"op\":\"patch\",\"data\":[1]}", Expect::Status(400, Some("bad_data"))),
         post("publish to a raw channel", "/v1/streams/raw:x/events", "{\"key\":\"k\",\"op\":\"upsert\",\"data\":1}", Expect::Status(400, Some("bad_stream"))),
     ];
-    let big = format!("{{\"key\":\"k\",\"op\":\"upsert\",\"data\":\"{}\"}}", "x".repeat(300 * 1024));
-    rows.push(post("publish body too large", "/v1/streams/t/events", &big, Expect::Status(413, Some("too_large"))));
+    let big = format!(
+        "{{\"key\":\"k\",\"op\":\"upsert\",\"data\":\"{}\"}}",
+        "x".repeat(300 * 1024)
+    );
+    rows.push(post(
+        "publish body too large",
+        "/v1/streams/t/events",
+        &big,
+        Expect::Status(413, Some("too_large")),
+    ));
     rows
 }
 
-async fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(String, String)], body: &[u8]) -> (u16, Value) {
+async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> (u16, Value) {
     let mut socket = TcpStream::connect(addr).await.expect("connect");
     let mut request = format!("{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n");
     for (name, value) in headers {
@@ -246,23 +309,38 @@ async fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(String, St
     let mut response = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut response)).await;
     let text = String::from_utf8_lossy(&response);
-    let status = text.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
     let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
     // Chunked bodies: the JSON object is the first line that parses.
-    let json = body.lines().find_map(|line| serde_json::from_str::<Value>(line).ok()).unwrap_or(Value::Null);
+    let json = body
+        .lines()
+        .find_map(|line| serde_json::from_str::<Value>(line).ok())
+        .unwrap_or(Value::Null);
     (status, json)
 }
 
 async fn run_row(addr: SocketAddr, row: &Row, victim: &mut WsClient) -> Result<(), String> {
     match (&row.input, &row.expect) {
         (Input::Ws(text), Expect::Error(code)) => {
-            victim.send_frame(Frame::text(Payload::Owned(text.clone().into_bytes()))).await;
+            victim
+                .send_frame(Frame::text(Payload::Owned(text.clone().into_bytes())))
+                .await;
             let answer = next_json(victim, |m| m["type"] == "error").await?;
-            (answer["code"] == *code).then_some(()).ok_or(format!("got {answer}"))
+            (answer["code"] == *code)
+                .then_some(())
+                .ok_or(format!("got {answer}"))
         }
         (Input::Ws(text), Expect::Advisory(kind)) => {
-            victim.send_frame(Frame::text(Payload::Owned(text.clone().into_bytes()))).await;
-            next_json(victim, |m| m["type"] == "advisory" && m["kind"] == *kind).await.map(|_| ())
+            victim
+                .send_frame(Frame::text(Payload::Owned(text.clone().into_bytes())))
+                .await;
+            next_json(victim, |m| m["type"] == "advisory" && m["kind"] == *kind)
+                .await
+                .map(|_| ())
         }
         (Input::WsFrame(opcode, payload), expect) => {
             let mut fresh = WsClient::connected(addr).await;
@@ -271,7 +349,9 @@ async fn run_row(addr: SocketAddr, row: &Row, victim: &mut WsClient) -> Result<(
             match expect {
                 Expect::Error(code) => {
                     let answer = next_json(&mut fresh, |m| m["type"] == "error").await?;
-                    (answer["code"] == *code).then_some(()).ok_or(format!("got {answer}"))
+                    (answer["code"] == *code)
+                        .then_some(())
+                        .ok_or(format!("got {answer}"))
                 }
                 Expect::Close(code) => loop {
                     match fresh.item().await {
@@ -284,13 +364,23 @@ async fn run_row(addr: SocketAddr, row: &Row, victim: &mut WsClient) -> Result<(
                 other => Err(format!("bad row {other:?}")),
             }
         }
-        (Input::Http { method, path, headers, body }, Expect::Status(status, code)) => {
+        (
+            Input::Http {
+                method,
+                path,
+                headers,
+                body,
+            },
+            Expect::Status(status, code),
+        ) => {
             let (got, json) = http(addr, method, path, headers, body).await;
             if got != *status {
                 return Err(format!("status {got}, body {json}"));
             }
             match code {
-                Some(code) if json["code"] != *code => Err(format!("code {}, body {json}", json["code"])),
+                Some(code) if json["code"] != *code => {
+                    Err(format!("code {}, body {json}", json["code"]))
+                }
                 _ => Ok(()),
             }
         }
@@ -298,7 +388,8 @@ async fn run_row(addr: SocketAddr, row: &Row, victim: &mut WsClient) -> Result<(
             let mut socket = TcpStream::connect(addr).await.expect("connect");
             socket.write_all(bytes).await.map_err(|e| e.to_string())?;
             let mut rest = Vec::new();
-            match tokio::time::timeout(Duration::from_secs(5), socket.read_to_end(&mut rest)).await {
+            match tokio::time::timeout(Duration::from_secs(5), socket.read_to_end(&mut rest)).await
+            {
                 Ok(_) => Ok(()),
                 Err(_) => Err("the relay kept a slow socket open past the header timeout".into()),
             }
@@ -307,7 +398,10 @@ async fn run_row(addr: SocketAddr, row: &Row, victim: &mut WsClient) -> Result<(
     }
 }
 
-async fn next_json(client: &mut WsClient, wanted: impl Fn(&Value) -> bool) -> Result<Value, String> {
+async fn next_json(
+    client: &mut WsClient,
+    wanted: impl Fn(&Value) -> bool,
+) -> Result<Value, String> {
     for _ in 0..50 {
         match client.item_within(Duration::from_secs(10)).await {
             Some(WsItem::Json(message)) if wanted(&message) => return Ok(message),
@@ -346,14 +440,34 @@ async fn every_bad_input_gets_its_answer_and_a_healthy_client_keeps_being_served
     let mut failures = Vec::new();
     for (index, row) in table.iter().enumerate() {
         if let Err(why) = run_row(addr, row, &mut victim).await {
-            failures.push(format!("row {index} {:?}: expected {:?}: {why}", row.name, row.expect));
+            failures.push(format!(
+                "row {index} {:?}: expected {:?}: {why}",
+                row.name, row.expect
+            ));
         }
         // The healthy client is still served: a ping is answered and an event arrives.
-        healthy.send(json!({"type": "ping", "id": format!("after-{index}")})).await;
+        healthy
+            .send(json!({"type": "ping", "id": format!("after-{index}")}))
+            .await;
         let pong = next_json(&mut healthy, |m| m["type"] == "pong").await;
-        assert_eq!(pong.map(|m| m["id"].clone()), Ok(json!(format!("after-{index}"))), "healthy after row {index} {:?}", row.name);
+        assert_eq!(
+            pong.map(|m| m["id"].clone()),
+            Ok(json!(format!("after-{index}"))),
+            "healthy after row {index} {:?}",
+            row.name
+        );
     }
     healthy.send(json!({"type": "publish", "id": "last", "stream": "healthy", "key": "k", "op": "upsert", "data": 1})).await;
-    next_json(&mut healthy, |m| m["type"] == "event" && m["stream"] == "healthy").await.expect("healthy still gets events");
-    assert!(failures.is_empty(), "{} of {} rows failed:\n{}", failures.len(), table.len(), failures.join("\n"));
+    next_json(&mut healthy, |m| {
+        m["type"] == "event" && m["stream"] == "healthy"
+    })
+    .await
+    .expect("healthy still gets events");
+    assert!(
+        failures.is_empty(),
+        "{} of {} rows failed:\n{}",
+        failures.len(),
+        table.len(),
+        failures.join("\n")
+    );
 }

@@ -2,17 +2,17 @@
 //! module per area. Each test owns its cluster, so they run in parallel.
 
 mod auth;
+mod bad_input;
 mod client;
 mod contract;
 mod embedded;
 mod http_api;
 mod load;
 mod publish;
+mod relay_core;
 mod retention;
 mod schema;
 mod streams;
 mod support;
 mod track;
 mod transport;
-mod relay_core;
-mod bad_input;

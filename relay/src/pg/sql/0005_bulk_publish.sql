@@ -3,14 +3,21 @@
 
 -- Fired at COMMIT for a stream that a transaction published to more than once (see
 -- tidewire.publish): stores the stream's final seq, the maximum in the outbox, in its row.
--- Should it fire more than once for a stream, the later firings find nothing to do.
+-- Should it fire more than once for a stream, the later firings find nothing to do. It may
+-- also fire before COMMIT (SET CONSTRAINTS ... IMMEDIATE): then it clears the "queued" mark
+-- so that the stream's next publish in the transaction queues a new sync.
 create function tidewire.sync_stream_seq() returns trigger
 language plpgsql
 as $$
+declare
+    v_mark text := 'tidewire.sync_' || (hashtext(NEW.stream) & 1023)::text;
 begin
     update tidewire.streams as s
        set seq = (select max(e.seq) from tidewire.events as e where e.stream = NEW.stream)
      where s.name = NEW.stream and s.seq < NEW.seq;
+    if current_setting(v_mark, true) is not distinct from NEW.stream then
+        perform set_config(v_mark, '', true);
+    end if;
     return null;
 end
 $$;

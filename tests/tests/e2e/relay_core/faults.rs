@@ -29,7 +29,11 @@ fn spawn_publisher(url: String, stop: Arc<AtomicBool>) -> tokio::task::JoinHandl
                 let published = client
                     .query_one(
                         "select tidewire.publish($1, $2, 'upsert', $3::jsonb)",
-                        &[&STREAM, &format!("k{}", attempts % 50), &json!({"attempt": attempts})],
+                        &[
+                            &STREAM,
+                            &format!("k{}", attempts % 50),
+                            &json!({"attempt": attempts}),
+                        ],
                     )
                     .await;
                 if published.is_err() {
@@ -51,7 +55,9 @@ async fn probes(hub: &Arc<tidewire_relay::hub::Hub>, count: usize) -> Vec<Probe>
     for _ in 0..count {
         let mut probe = Probe::open(hub);
         probe.subscribe(STREAM).await;
-        probe.until(Duration::from_secs(10), |m| m["type"] == "subscribed").await;
+        probe
+            .until(Duration::from_secs(10), |m| m["type"] == "subscribed")
+            .await;
         probes.push(probe);
     }
     probes
@@ -61,7 +67,9 @@ async fn run_fault_scenario(faults: &[&str]) {
     let mut pg = TestPg::start_with_settings(&[("synchronous_commit", "on")]).await;
     {
         let client = pg.client().await;
-        tidewire_relay::pg::schema::migrate(&client).await.expect("migrate");
+        tidewire_relay::pg::schema::migrate(&client)
+            .await
+            .expect("migrate");
     }
     let hub = hub(&pg.url(), |_| {}).await;
     let mut probes = probes(&hub, 3).await;
@@ -105,7 +113,10 @@ async fn run_fault_scenario(faults: &[&str]) {
     let attempts = publisher.await.expect("publisher");
     let client = pg.client().await;
     let committed = head(&client, STREAM).await;
-    assert!(committed > 100, "too few events committed ({committed} of {attempts} attempts)");
+    assert!(
+        committed > 100,
+        "too few events committed ({committed} of {attempts} attempts)"
+    );
     target.store(committed, Ordering::Release);
     let mut finished = Vec::new();
     for drainer in drainers {
@@ -113,10 +124,20 @@ async fn run_fault_scenario(faults: &[&str]) {
     }
     for (index, probe) in finished.iter().enumerate() {
         let baseline = probe.baseline(STREAM).expect("subscribed");
-        assert_exactly(&probe.seqs(STREAM), baseline + 1, committed, &format!("probe {index} after {faults:?}"));
+        assert_exactly(
+            &probe.seqs(STREAM),
+            baseline + 1,
+            committed,
+            &format!("probe {index} after {faults:?}"),
+        );
     }
     let stats = hub.listener.stats().snapshot();
-    assert!(stats.reconnects >= faults.len() as u64, "reconnects {} < faults {}", stats.reconnects, faults.len());
+    assert!(
+        stats.reconnects >= faults.len() as u64,
+        "reconnects {} < faults {}",
+        stats.reconnects,
+        faults.len()
+    );
     let disconnects = finished[0].advisories("disconnect").len();
     assert!(disconnects >= 1, "clients were told about the outage");
 }

@@ -43,11 +43,14 @@ impl Probe {
     }
 
     pub(crate) async fn send(&mut self, message: Value) {
-        self.session.handle_text(message.to_string().as_bytes()).await;
+        self.session
+            .handle_text(message.to_string().as_bytes())
+            .await;
     }
 
     pub(crate) async fn subscribe(&mut self, stream: &str) {
-        self.send(json!({"type": "subscribe", "stream": stream})).await;
+        self.send(json!({"type": "subscribe", "stream": stream}))
+            .await;
     }
 
     /// The next message, or `None` after `wait` of silence.
@@ -66,7 +69,11 @@ impl Probe {
     }
 
     /// Receives until a message matches `predicate`; panics after `wait` without one.
-    pub(crate) async fn until(&mut self, wait: Duration, predicate: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) async fn until(
+        &mut self,
+        wait: Duration,
+        predicate: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -87,7 +94,9 @@ impl Probe {
             return;
         }
         self.until(wait, |message| {
-            message["type"] == "event" && message["stream"] == stream && message["seq"].as_u64() >= Some(seq)
+            message["type"] == "event"
+                && message["stream"] == stream
+                && message["seq"].as_u64() >= Some(seq)
         })
         .await;
     }
@@ -125,7 +134,12 @@ pub(crate) fn assert_exactly(seqs: &[u64], from: u64, to: u64, who: &str) {
     if seqs != expected.as_slice() {
         let duplicates = seqs.windows(2).filter(|pair| pair[0] == pair[1]).count();
         let reordered = seqs.windows(2).filter(|pair| pair[0] > pair[1]).count();
-        let missing: Vec<u64> = expected.iter().filter(|seq| !seqs.contains(seq)).copied().take(10).collect();
+        let missing: Vec<u64> = expected
+            .iter()
+            .filter(|seq| !seqs.contains(seq))
+            .copied()
+            .take(10)
+            .collect();
         panic!(
             "{who}: expected seqs {from}..={to} ({} events), got {} (duplicates {duplicates}, \
              reordered {reordered}, first missing {missing:?})",
@@ -136,9 +150,18 @@ pub(crate) fn assert_exactly(seqs: &[u64], from: u64, to: u64, who: &str) {
 }
 
 /// Publishes through the SQL function on its own connection, returns the seq.
-pub(crate) async fn publish(client: &tokio_postgres::Client, stream: &str, key: &str, op: &str, data: Value) -> u64 {
+pub(crate) async fn publish(
+    client: &tokio_postgres::Client,
+    stream: &str,
+    key: &str,
+    op: &str,
+    data: Value,
+) -> u64 {
     let row = client
-        .query_one("select tidewire.publish($1, $2, $3, $4::jsonb)", &[&stream, &key, &op, &data])
+        .query_one(
+            "select tidewire.publish($1, $2, $3, $4::jsonb)",
+            &[&stream, &key, &op, &data],
+        )
         .await
         .expect("publish");
     u64::try_from(row.get::<_, i64>(0)).expect("positive seq")
@@ -147,7 +170,10 @@ pub(crate) async fn publish(client: &tokio_postgres::Client, stream: &str, key: 
 /// The committed head of `stream`.
 pub(crate) async fn head(client: &tokio_postgres::Client, stream: &str) -> u64 {
     let row = client
-        .query_one("select coalesce(max(seq), 0) from tidewire.events where stream = $1", &[&stream])
+        .query_one(
+            "select coalesce(max(seq), 0) from tidewire.events where stream = $1",
+            &[&stream],
+        )
         .await
         .expect("read head");
     u64::try_from(row.get::<_, i64>(0)).expect("positive seq")

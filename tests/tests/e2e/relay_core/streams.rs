@@ -20,7 +20,14 @@ async fn inline_pointer_and_one_mebibyte_events_reach_subscribers() {
     let client = pg.client().await;
     let sizes = [7_900usize, 7_999, 8_000, 1024 * 1024];
     for (index, size) in sizes.iter().enumerate() {
-        publish(&client, "big", &format!("k{index}"), "upsert", json!("x".repeat(*size))).await;
+        publish(
+            &client,
+            "big",
+            &format!("k{index}"),
+            "upsert",
+            json!("x".repeat(*size)),
+        )
+        .await;
     }
     probe.until_seq("big", sizes.len() as u64, WAIT).await;
     assert_exactly(&probe.seqs("big"), 1, sizes.len() as u64, "big");
@@ -32,7 +39,10 @@ async fn inline_pointer_and_one_mebibyte_events_reach_subscribers() {
         .collect();
     assert_eq!(lengths, sizes);
     let stats = hub.listener.stats().snapshot();
-    assert!(stats.outbox_reads >= 1, "pointer payloads were read from the outbox");
+    assert!(
+        stats.outbox_reads >= 1,
+        "pointer payloads were read from the outbox"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -46,24 +56,52 @@ async fn raw_channels_listen_on_demand_and_report_gaps() {
     second.subscribe("raw:orders").await;
     first.until(WAIT, |m| m["type"] == "subscribed").await;
     second.until(WAIT, |m| m["type"] == "subscribed").await;
-    assert_eq!(hub.listener.stats().snapshot().listens, 1, "one LISTEN for two subscribers");
-    client.execute("select pg_notify('orders', '{\"id\": 1}')", &[]).await.expect("notify");
-    client.execute("select pg_notify('orders', 'not json')", &[]).await.expect("notify");
+    assert_eq!(
+        hub.listener.stats().snapshot().listens,
+        1,
+        "one LISTEN for two subscribers"
+    );
+    client
+        .execute("select pg_notify('orders', '{\"id\": 1}')", &[])
+        .await
+        .expect("notify");
+    client
+        .execute("select pg_notify('orders', 'not json')", &[])
+        .await
+        .expect("notify");
     for probe in [&mut first, &mut second] {
         probe.until_seq("raw:orders", 2, WAIT).await;
-        let data: Vec<_> = probe.received.iter().filter(|m| m["type"] == "event").map(|m| m["data"].clone()).collect();
+        let data: Vec<_> = probe
+            .received
+            .iter()
+            .filter(|m| m["type"] == "event")
+            .map(|m| m["data"].clone())
+            .collect();
         assert_eq!(data, vec![json!({"id": 1}), json!("not json")]);
     }
     // The LISTEN connection dies: raw subscribers are told about the gap.
-    let killed = pg.terminate_backends_where("application_name = 'tidewire-relay listen'").await;
+    let killed = pg
+        .terminate_backends_where("application_name = 'tidewire-relay listen'")
+        .await;
     assert_eq!(killed, 1);
-    first.until(WAIT, |m| m["type"] == "advisory" && m["kind"] == "gap").await;
-    client.execute("select pg_notify('orders', '3')", &[]).await.expect("notify");
+    first
+        .until(WAIT, |m| m["type"] == "advisory" && m["kind"] == "gap")
+        .await;
+    client
+        .execute("select pg_notify('orders', '3')", &[])
+        .await
+        .expect("notify");
     first.until_seq("raw:orders", 3, WAIT).await;
     // Last subscriber leaves: UNLISTEN exactly once.
-    first.send(json!({"type": "unsubscribe", "stream": "raw:orders"})).await;
+    first
+        .send(json!({"type": "unsubscribe", "stream": "raw:orders"}))
+        .await;
     first.until(WAIT, |m| m["type"] == "unsubscribed").await;
-    assert_eq!(hub.listener.stats().snapshot().unlistens, 0, "one subscriber is left");
+    assert_eq!(
+        hub.listener.stats().snapshot().unlistens,
+        0,
+        "one subscriber is left"
+    );
     drop(second);
     tokio::time::timeout(WAIT, async {
         while hub.listener.stats().snapshot().unlistens < 1 {
@@ -79,8 +117,15 @@ async fn hostile_and_aliasing_names_are_refused_or_kept_apart() {
     let pg = TestPg::start().await;
     let hub = hub(&pg.url(), |_| {}).await;
     let mut probe = Probe::open(&hub);
-    for name in ["raw:a\";drop table x;--", "a b", "raw:tw:secret", &"a".repeat(61)] {
-        probe.send(json!({"type": "subscribe", "stream": name})).await;
+    for name in [
+        "raw:a\";drop table x;--",
+        "a b",
+        "raw:tw:secret",
+        &"a".repeat(61),
+    ] {
+        probe
+            .send(json!({"type": "subscribe", "stream": name}))
+            .await;
         let answer = probe.until(WAIT, |m| m["type"] == "error").await;
         assert_eq!(answer["code"], "bad_message", "{name:?} -> {answer}");
     }
@@ -92,7 +137,10 @@ async fn hostile_and_aliasing_names_are_refused_or_kept_apart() {
     publish(&client, &long_b, "k", "upsert", json!(1)).await;
     publish(&client, &long_a, "k", "upsert", json!(2)).await;
     probe.until_seq(&long_a, 1, WAIT).await;
-    assert!(probe.seqs(&long_b).is_empty(), "a 63-byte-prefix sibling never leaks in");
+    assert!(
+        probe.seqs(&long_b).is_empty(),
+        "a 63-byte-prefix sibling never leaks in"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -102,23 +150,58 @@ async fn dropped_and_expired_streams_tell_subscribers() {
     let client = pg.client().await;
     publish(&client, "doomed", "k", "upsert", json!(1)).await;
     client
-        .execute("select tidewire.create_stream('fleeting', 'temp', interval '1 second')", &[])
+        .execute(
+            "select tidewire.create_stream('fleeting', 'temp', interval '1 second')",
+            &[],
+        )
         .await
         .expect("temp stream");
     let mut probe = Probe::open(&hub);
     probe.subscribe("doomed").await;
     probe.subscribe("fleeting").await;
-    probe.until(WAIT, |m| m["type"] == "subscribed" && m["stream"] == "fleeting").await;
-    let old_epoch = probe.received.iter().find(|m| m["type"] == "subscribed" && m["stream"] == "doomed").map(|m| m["epoch"].clone());
-    client.execute("select tidewire.drop_stream('doomed')", &[]).await.expect("drop");
-    probe.until(WAIT, |m| m["type"] == "advisory" && m["kind"] == "dropped" && m["stream"] == "doomed").await;
+    probe
+        .until(WAIT, |m| {
+            m["type"] == "subscribed" && m["stream"] == "fleeting"
+        })
+        .await;
+    let old_epoch = probe
+        .received
+        .iter()
+        .find(|m| m["type"] == "subscribed" && m["stream"] == "doomed")
+        .map(|m| m["epoch"].clone());
+    client
+        .execute("select tidewire.drop_stream('doomed')", &[])
+        .await
+        .expect("drop");
+    probe
+        .until(WAIT, |m| {
+            m["type"] == "advisory" && m["kind"] == "dropped" && m["stream"] == "doomed"
+        })
+        .await;
     publish(&client, "doomed", "k2", "upsert", json!(2)).await;
-    let resync = probe.until(WAIT, |m| m["type"] == "advisory" && m["kind"] == "resync" && m["stream"] == "doomed").await;
-    assert_ne!(Some(resync["epoch"].clone()), old_epoch, "a recreated stream has a new epoch");
-    let snapshot = probe.until(WAIT, |m| m["type"] == "snapshot" && m["stream"] == "doomed").await;
-    assert_eq!(snapshot["records"], json!([{"key": "k2", "seq": 1, "data": 2}]));
+    let resync = probe
+        .until(WAIT, |m| {
+            m["type"] == "advisory" && m["kind"] == "resync" && m["stream"] == "doomed"
+        })
+        .await;
+    assert_ne!(
+        Some(resync["epoch"].clone()),
+        old_epoch,
+        "a recreated stream has a new epoch"
+    );
+    let snapshot = probe
+        .until(WAIT, |m| m["type"] == "snapshot" && m["stream"] == "doomed")
+        .await;
+    assert_eq!(
+        snapshot["records"],
+        json!([{"key": "k2", "seq": 1, "data": 2}])
+    );
     // The janitor expires the temp stream and tells its subscribers.
-    probe.until(WAIT, |m| m["type"] == "advisory" && m["kind"] == "dropped" && m["stream"] == "fleeting").await;
+    probe
+        .until(WAIT, |m| {
+            m["type"] == "advisory" && m["kind"] == "dropped" && m["stream"] == "fleeting"
+        })
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -143,6 +226,9 @@ async fn a_lagged_consumer_resumes_from_the_outbox_without_loss() {
     slow.until_seq("busy", 200, WAIT).await;
     assert_exactly(&healthy.seqs("busy"), 1, 200, "healthy");
     assert_exactly(&slow.seqs("busy"), 1, 200, "slow");
-    assert!(!slow.advisories("lagged").is_empty(), "the slow consumer was told it lagged");
+    assert!(
+        !slow.advisories("lagged").is_empty(),
+        "the slow consumer was told it lagged"
+    );
     assert!(hub.bus.stats().snapshot().dropped_lagged > 0);
 }

@@ -47,11 +47,26 @@ async fn a_thousand_subscribes_during_commits_each_see_every_later_event_once() 
             }
             let mut probe = Probe::open(&hub);
             probe.subscribe(stream).await;
-            probe.until_seq(stream, EVENTS, Duration::from_secs(60)).await;
+            probe
+                .until_seq(stream, EVENTS, Duration::from_secs(60))
+                .await;
             let baseline = probe.baseline(stream).expect("subscribed");
-            let snapshot_seq = probe.received.iter().find(|m| m["type"] == "snapshot").and_then(|m| m["seq"].as_u64());
-            assert_eq!(snapshot_seq, Some(baseline), "subscriber {index}: subscribed matches the snapshot");
-            assert_exactly(&probe.seqs(stream), baseline + 1, EVENTS, &format!("subscriber {index}"));
+            let snapshot_seq = probe
+                .received
+                .iter()
+                .find(|m| m["type"] == "snapshot")
+                .and_then(|m| m["seq"].as_u64());
+            assert_eq!(
+                snapshot_seq,
+                Some(baseline),
+                "subscriber {index}: subscribed matches the snapshot"
+            );
+            assert_exactly(
+                &probe.seqs(stream),
+                baseline + 1,
+                EVENTS,
+                &format!("subscriber {index}"),
+            );
             baseline
         }));
     }
@@ -63,6 +78,9 @@ async fn a_thousand_subscribes_during_commits_each_see_every_later_event_once() 
     // The joins really were spread over the publishing, so the race was exercised.
     let early = baselines.iter().filter(|&&seq| seq < EVENTS / 2).count();
     let late = baselines.iter().filter(|&&seq| seq >= EVENTS / 2).count();
-    assert!(early > 0 && late > 0, "baselines not spread: {early} early, {late} late");
+    assert!(
+        early > 0 && late > 0,
+        "baselines not spread: {early} early, {late} late"
+    );
     assert!(hub.bus.registry().check_invariants().is_ok());
 }
