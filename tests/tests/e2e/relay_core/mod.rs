@@ -4,6 +4,7 @@
 //! reference counting and gaps, drops, temp-stream expiry and lagged consumers.
 
 mod faults;
+mod presence;
 mod probe;
 mod streams;
 mod subscribe_race;

@@ -1,0 +1,64 @@
+//! Presence across two relays on one PostgreSQL: a join on one relay shows on the other, a
+//! late subscriber gets the full set, and a closed connection leaves everywhere.
+
+use std::time::Duration;
+
+use serde_json::json;
+use tidewire_tests::TestPg;
+
+use super::probe::{hub, Probe};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_is_shared_between_relays_and_drops_on_close() {
+    let pg = TestPg::start().await;
+    let first_relay = hub(&pg.url(), |_| {}).await;
+    let second_relay = hub(&pg.url(), |_| {}).await;
+    assert_ne!(first_relay.relay_id, second_relay.relay_id);
+
+    let mut ann = Probe::open(&first_relay);
+    let mut bob = Probe::open(&second_relay);
+    for probe in [&mut ann, &mut bob] {
+        probe.subscribe("room").await;
+        probe
+            .until(WAIT, |m| m["type"] == "presence" && m["full"] == true)
+            .await;
+    }
+    let ann_id = ann.session.presence_id();
+    ann.send(json!({"type": "presence", "stream": "room", "data": {"name": "Ann"}}))
+        .await;
+    let seen = bob
+        .until(WAIT, |m| {
+            m["type"] == "presence" && m["present"][0]["client"] == ann_id.as_str()
+        })
+        .await;
+    assert_eq!(seen["present"][0]["data"], json!({"name": "Ann"}));
+
+    // A subscriber arriving later on the second relay gets Ann in its full set.
+    let mut carol = Probe::open(&second_relay);
+    carol.subscribe("room").await;
+    let full = carol
+        .until(WAIT, |m| m["type"] == "presence" && m["full"] == true)
+        .await;
+    assert_eq!(
+        full["present"],
+        json!([{"client": ann_id, "data": {"name": "Ann"}}])
+    );
+
+    // Ann's connection closes: she leaves on every relay.
+    drop(ann);
+    bob.until(WAIT, |m| {
+        m["type"] == "presence" && m["left"][0] == ann_id.as_str()
+    })
+    .await;
+    carol
+        .until(WAIT, |m| {
+            m["type"] == "presence" && m["left"][0] == ann_id.as_str()
+        })
+        .await;
+    assert!(second_relay
+        .presence
+        .members(&"room".parse().expect("valid"))
+        .is_empty());
+}
