@@ -1,6 +1,7 @@
 // Vite builds the demo into dist/ (served by `tidewire-relay --static-dir www/dist`), and
 // `npm run dev` serves it with hot reload, proxying the relay's API and WebSocket to
 // TIDEWIRE_URL (default http://127.0.0.1:7300, where scripts/demo starts the relay).
+import { fileURLToPath } from "node:url";
 import { defineConfig } from "vite";
 
 const relay = process.env.TIDEWIRE_URL ?? "http://127.0.0.1:7300";
@@ -17,6 +18,9 @@ export default defineConfig({
   // dev pre-bundling would move the JS away from it, so it is served as is.
   optimizeDeps: { exclude: ["tidewire"] },
   server: {
+    // `tidewire` is a link to ../client-wasm/pkg (a `file:` dependency): let the dev server
+    // read it, as it would any package under node_modules.
+    fs: { allow: [".", fileURLToPath(new URL("../client-wasm/pkg", import.meta.url))] },
     proxy: {
       "/v1": { target: relay, ws: true },
       "/readyz": relay,

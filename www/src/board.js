@@ -249,13 +249,19 @@ export class Board {
     input.addEventListener("blur", () => {
       if (!this.reordering) finish(true);
     });
-    input.addEventListener("input", () => {
-      // Ephemeral "typing" preview for the others, at most 8 per second.
-      const now = Date.now();
-      if (now - lastDraft < 125) return;
-      lastDraft = now;
+    let draftTimer = null;
+    const sendDraft = () => {
+      draftTimer = null;
+      if (finished) return;
+      lastDraft = Date.now();
       const { name, color } = this.identity;
       this.tasks.send(key, { draft: input.value.slice(0, 200), from: this.tabId, name, color }).catch(() => {});
+    };
+    input.addEventListener("input", () => {
+      // Ephemeral "typing" preview for the others: at most 8 per second, always ending on
+      // the latest text.
+      if (draftTimer !== null) return;
+      draftTimer = setTimeout(sendDraft, Math.max(0, lastDraft + 125 - Date.now()));
     });
   }
 

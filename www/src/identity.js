@@ -23,7 +23,13 @@ export function loadIdentity() {
   if (!identity || typeof identity.name !== "string" || typeof identity.color !== "string") {
     identity = { name: `${pick(ADJECTIVES)} ${pick(ANIMALS)}`, color: pick(COLORS) };
   }
-  if (fromUrl) identity.name = fromUrl.slice(0, 32);
+  if (fromUrl) {
+    // A name from the URL (shared links, tests) gets a colour derived from it.
+    identity.name = fromUrl.slice(0, 32);
+    let hash = 0;
+    for (const char of identity.name) hash = (Math.imul(hash, 33) + char.charCodeAt(0)) >>> 0;
+    identity.color = COLORS[hash % COLORS.length];
+  }
   saveIdentity(identity);
   return identity;
 }

@@ -1,7 +1,7 @@
 // The "Write from SQL" card: the exact psql command for this machine's database, read from
 // /demo-config.json (written by scripts/demo next to the site), with a copy button.
 
-const EXAMPLE = "insert into demo_tasks (title) values ('Hello from SQL')";
+const EXAMPLE = "insert into demo_tasks (title)\n      values ('Hello from SQL')";
 
 export class SqlCard {
   constructor() {

@@ -13,8 +13,8 @@ const LABELS = {
 };
 const MAX_ROWS = 150;
 
-function time() {
-  return new Date().toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+function time(at = Date.now()) {
+  return new Date(at).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23" });
 }
 
 function cell(text, className) {
@@ -51,7 +51,7 @@ export class WirePanel {
   status(info) {
     const state = WirePanel.display(info, this.everLive);
     if (state === "live") this.everLive = true;
-    const reason = state === "live" ? "" : info.reason ?? "";
+    const reason = state === "live" || info.reason === info.status ? "" : info.reason ?? "";
     const retry = info.retryInMs ? ` · retry in ${(info.retryInMs / 1000).toFixed(1)} s` : "";
     const pill = this.element("status-pill");
     pill.dataset.state = state;
@@ -61,11 +61,16 @@ export class WirePanel {
     this.element("status-reason").textContent = reason ? `${reason}${info.code ? ` (${info.code})` : ""}${retry}` : "";
     pill.title = reason || "Connected: changes arrive as they commit";
     this.element("transport").textContent = info.transport ? `over ${info.transport === "sse" ? "SSE" : "WebSocket"}` : "";
-    if (state !== this.state || reason !== this.reason) {
+    if (state !== this.state || this.history.length === 0) {
       this.history.push({ state, reason, at: Date.now() });
       if (this.history.length > 200) this.history.shift();
-      if (state !== this.state) this.system(reason ? `${state}: ${reason}` : state, `state-${state}`);
+      this.system(reason ? `${state}: ${reason}` : state, `state-${state}`);
       this.state = state;
+      this.reason = reason;
+      this.renderTimeline();
+    } else if (reason !== this.reason && reason) {
+      // Same state, newer reason (subscribing, retry delays): update the latest entry.
+      this.history.at(-1).reason = reason;
       this.reason = reason;
       this.renderTimeline();
     }
@@ -77,7 +82,7 @@ export class WirePanel {
       const item = document.createElement("li");
       item.dataset.state = entry.state;
       const when = document.createElement("time");
-      when.textContent = new Date(entry.at).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+      when.textContent = time(entry.at);
       const what = document.createElement("span");
       what.textContent = entry.reason ? `${entry.state} — ${entry.reason}` : entry.state;
       item.append(when, what);
