@@ -33,6 +33,9 @@ pub async fn run(
     let tracker = TaskTracker::new();
     let hub = Hub::start(config, token.clone(), tracker.clone()).await?;
     serve(listener, Arc::clone(&hub), shutdown).await;
+    // Close pooled connections before the embedded server goes away, so its shutdown is not
+    // logged as a stream of connection errors.
+    hub.pool.close();
     hub.stop_embedded().await;
     Ok(())
 }
