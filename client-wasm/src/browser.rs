@@ -36,6 +36,14 @@ pub(crate) fn report_callback_error(what: &str, error: &JsValue) {
     console_error2(&format!("tidewire: {what} callback threw"), error);
 }
 
+/// Logs an error nobody listens to (no `"error"` listener on the collection or client).
+pub(crate) fn report_unhandled(error: &JsValue) {
+    console_error2(
+        "tidewire: unhandled error (add an \"error\" listener)",
+        error,
+    );
+}
+
 /// A one-shot or repeating timer; dropping it cancels it and frees its closure.
 #[derive(Debug)]
 pub(crate) struct Timer {
@@ -135,7 +143,8 @@ pub(crate) fn document() -> Option<web_sys::Document> {
 
 /// Whether the page is visible (true without a document).
 pub(crate) fn page_visible() -> bool {
-    document().is_none_or(|document| document.visibility_state() != web_sys::VisibilityState::Hidden)
+    document()
+        .is_none_or(|document| document.visibility_state() != web_sys::VisibilityState::Hidden)
 }
 
 /// The global object as an event target (window or worker scope).

@@ -61,7 +61,9 @@ impl TidewireClient {
         let options = Options::from_js(&options)?;
         let base = page_href();
         let endpoints = Endpoints::parse(url, base.as_deref()).map_err(ClientError::Argument)?;
-        let store = options.persist.map(|kind| Store::new(kind, &endpoints.http));
+        let store = options
+            .persist
+            .map(|kind| Store::new(kind, &endpoints.http));
         let seed = (js_sys::Math::random() * 9_007_199_254_740_991.0) as u64;
         let config = options.config.clone();
         let manual = config.transport == TransportChoice::Manual;
@@ -174,7 +176,9 @@ impl TidewireClient {
         callback: Function,
     ) -> Result<JsValue, JsValue> {
         let kind = EventKind::client(event).ok_or_else(|| {
-            ClientError::Argument(format!("unknown client event \"{event}\" (use \"status\" or \"error\")"))
+            ClientError::Argument(format!(
+                "unknown client event \"{event}\" (use \"status\" or \"error\")"
+            ))
         })?;
         Ok(add_listener(&self.shared, None, kind, callback))
     }
@@ -189,7 +193,9 @@ impl TidewireClient {
     /// Test hook: handles `text` as if the relay had sent it (transport `"manual"`).
     #[wasm_bindgen(js_name = _inject, skip_typescript)]
     pub fn inject(&self, text: &str) {
-        drive(&self.shared, |inner| inner.engine.on_text(text, crate::browser::now()));
+        drive(&self.shared, |inner| {
+            inner.engine.on_text(text, crate::browser::now())
+        });
     }
 
     /// Test hook: the frames sent so far on the manual transport, emptied.
@@ -224,5 +230,7 @@ pub(crate) fn add_listener(
 fn page_href() -> Option<String> {
     let global = js_sys::global();
     let location = js_sys::Reflect::get(&global, &"location".into()).ok()?;
-    js_sys::Reflect::get(&location, &"href".into()).ok()?.as_string()
+    js_sys::Reflect::get(&location, &"href".into())
+        .ok()?
+        .as_string()
 }

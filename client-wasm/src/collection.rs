@@ -118,11 +118,12 @@ impl LiveCollection {
     /// The keys (a snapshot taken now, in no particular order).
     #[wasm_bindgen(unchecked_return_type = "IterableIterator<string>")]
     pub fn keys(&self) -> js_sys::Iterator {
-        let array: Array = self.read(|collection| {
-            let keys: Vec<&str> = collection.keys().collect();
-            convert::parse(&serde_json::to_string(&keys).unwrap_or_else(|_| "[]".into()))
-        })
-        .unchecked_into();
+        let array: Array = self
+            .read(|collection| {
+                let keys: Vec<&str> = collection.keys().collect();
+                convert::parse(&serde_json::to_string(&keys).unwrap_or_else(|_| "[]".into()))
+            })
+            .unchecked_into();
         array.values()
     }
 
@@ -159,7 +160,11 @@ impl LiveCollection {
     /// `TidewireError` (`code`: `forbidden`, `bad_key`, `bad_data`, `rate_limited`,
     /// `unavailable`, `connection_lost`, `closed`, ...).
     #[wasm_bindgen(unchecked_return_type = "Promise<number>")]
-    pub fn set(&self, key: &str, #[wasm_bindgen(unchecked_param_type = "unknown")] value: JsValue) -> Promise {
+    pub fn set(
+        &self,
+        key: &str,
+        #[wasm_bindgen(unchecked_param_type = "unknown")] value: JsValue,
+    ) -> Promise {
         self.write(key, Op::Upsert, convert::from_js(&value))
     }
 
@@ -180,9 +185,14 @@ impl LiveCollection {
     }
 
     /// Sends an ephemeral message to everyone subscribed now (not stored; delivered to
-    /// `on("message")`, including our own).
-    #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
-    pub fn send(&self, key: &str, #[wasm_bindgen(unchecked_param_type = "unknown")] data: JsValue) -> Promise {
+    /// `on("message")`, including our own). Resolves with 0 once the relay accepted it
+    /// (messages have no seq).
+    #[wasm_bindgen(unchecked_return_type = "Promise<number>")]
+    pub fn send(
+        &self,
+        key: &str,
+        #[wasm_bindgen(unchecked_param_type = "unknown")] data: JsValue,
+    ) -> Promise {
         self.write(key, Op::Message, convert::from_js(&data))
     }
 
@@ -193,7 +203,12 @@ impl LiveCollection {
         &self,
         #[wasm_bindgen(unchecked_param_type = "(change: Change) => void")] callback: Function,
     ) -> JsValue {
-        add_listener(&self.shared, Some(&self.stream), EventKind::Change, callback)
+        add_listener(
+            &self.shared,
+            Some(&self.stream),
+            EventKind::Change,
+            callback,
+        )
     }
 
     /// Listens to `"change"`, `"message"`, `"presence"`, `"resync"` or `"error"`. Returns a
@@ -209,16 +224,26 @@ impl LiveCollection {
                 "unknown collection event \"{event}\" (use change, message, presence, resync or error)"
             ))
         })?;
-        Ok(add_listener(&self.shared, Some(&self.stream), kind, callback))
+        Ok(add_listener(
+            &self.shared,
+            Some(&self.stream),
+            kind,
+            callback,
+        ))
     }
 
     /// Sets our presence state on this stream (`null` leaves). Kept across reconnections.
     /// Presence needs the WebSocket transport.
     #[wasm_bindgen(js_name = setPresence)]
-    pub fn set_presence(&self, #[wasm_bindgen(unchecked_param_type = "unknown")] data: JsValue) -> Result<(), JsValue> {
+    pub fn set_presence(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "unknown")] data: JsValue,
+    ) -> Result<(), JsValue> {
         let data = convert::from_js(&data)?;
-        drive(&self.shared, |inner| inner.engine.set_presence(&self.stream, data))
-            .unwrap_or(Ok(()))?;
+        drive(&self.shared, |inner| {
+            inner.engine.set_presence(&self.stream, data)
+        })
+        .unwrap_or(Ok(()))?;
         Ok(())
     }
 

@@ -3,8 +3,8 @@
 //! Values cross the boundary as JSON text: Rust serialises, JavaScript's native `JSON.parse`
 //! builds the objects in one call. The benchmark (`scripts/bench.d/client-wasm`) compares
 //! this with serde-wasm-bindgen, which builds objects one field at a time through the
-//! boundary; JSON text won by a wide margin for objects (see client-wasm/README.md), so it is
-//! the only path in the package. Scalars skip JSON altogether.
+//! boundary; JSON text won (1.7x for one record, 3.3x for a 100-record value; numbers in
+//! client-wasm/README.md), so it is the only path in the package. Scalars skip JSON.
 
 use js_sys::JSON;
 use serde::Serialize;

@@ -28,7 +28,8 @@ pub mod engine;
 pub mod error;
 
 #[cfg(feature = "bench")]
-mod bench;
+pub mod bench;
+
 mod browser;
 mod convert;
 mod listeners;

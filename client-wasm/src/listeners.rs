@@ -100,7 +100,11 @@ impl Listeners {
     /// caller can reject them.
     pub(crate) fn clear(&mut self) -> Vec<Function> {
         self.entries.clear();
-        let mut rejects: Vec<Function> = self.pending.drain().map(|(_, (_, reject))| reject).collect();
+        let mut rejects: Vec<Function> = self
+            .pending
+            .drain()
+            .map(|(_, (_, reject))| reject)
+            .collect();
         rejects.extend(self.ready.drain(..).map(|(_, _, reject)| reject));
         rejects
     }

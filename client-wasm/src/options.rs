@@ -75,19 +75,20 @@ impl Options {
             }
         };
         let persist = get(object, "persist");
-        options.persist = if persist.is_undefined() || persist.is_null() || persist.as_bool() == Some(false) {
-            None
-        } else {
-            match persist.as_string().as_deref() {
-                Some("indexeddb") => Some(PersistKind::IndexedDb),
-                Some("localstorage") => Some(PersistKind::LocalStorage),
-                _ => {
-                    return Err(ClientError::Argument(
-                        "option persist must be \"indexeddb\" or \"localstorage\"".into(),
-                    ))
+        options.persist =
+            if persist.is_undefined() || persist.is_null() || persist.as_bool() == Some(false) {
+                None
+            } else {
+                match persist.as_string().as_deref() {
+                    Some("indexeddb") => Some(PersistKind::IndexedDb),
+                    Some("localstorage") => Some(PersistKind::LocalStorage),
+                    _ => {
+                        return Err(ClientError::Argument(
+                            "option persist must be \"indexeddb\" or \"localstorage\"".into(),
+                        ))
+                    }
                 }
-            }
-        };
+            };
         config.persist = options.persist.is_some();
         let backoff = get(object, "backoff");
         if backoff.is_object() {

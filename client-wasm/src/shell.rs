@@ -48,7 +48,9 @@ enum Connection {
     None,
     WebSocket(WsTransport),
     /// Held for its `Drop`, which aborts the request.
-    Sse { _request: SseTransport },
+    Sse {
+        _request: SseTransport,
+    },
     Manual,
 }
 
@@ -75,7 +77,12 @@ pub(crate) struct Inner {
 
 impl Shared {
     /// Creates the shared state (not yet connected: call [`start`]).
-    pub(crate) fn new(engine: Engine, endpoints: Endpoints, token: Option<String>, store: Option<Store>) -> Rc<Self> {
+    pub(crate) fn new(
+        engine: Engine,
+        endpoints: Endpoints,
+        token: Option<String>,
+        store: Option<Store>,
+    ) -> Rc<Self> {
         Rc::new(Self {
             inner: RefCell::new(Inner {
                 engine,
@@ -183,11 +190,14 @@ impl Inner {
         }
         if let Some(document) = browser::document() {
             let weak = weak.clone();
-            self.page.push(Listener::new(&document, "visibilitychange", move |_| {
-                if let Some(shared) = weak.upgrade() {
-                    drive(&shared, |inner| inner.engine.set_visible(browser::page_visible(), now()));
-                }
-            }));
+            self.page
+                .push(Listener::new(&document, "visibilitychange", move |_| {
+                    if let Some(shared) = weak.upgrade() {
+                        drive(&shared, |inner| {
+                            inner.engine.set_visible(browser::page_visible(), now())
+                        });
+                    }
+                }));
         }
     }
 
@@ -230,14 +240,15 @@ impl Inner {
                         self.dirty.insert(stream);
                         if self.persist_timer.is_none() {
                             let weak = weak.clone();
-                            self.persist_timer = Some(Timer::once(PERSIST_DEBOUNCE_MS, move || {
-                                if let Some(shared) = weak.upgrade() {
-                                    if let Ok(mut inner) = shared.inner.try_borrow_mut() {
-                                        inner.persist_timer = None;
-                                        inner.flush_persist();
+                            self.persist_timer =
+                                Some(Timer::once(PERSIST_DEBOUNCE_MS, move || {
+                                    if let Some(shared) = weak.upgrade() {
+                                        if let Ok(mut inner) = shared.inner.try_borrow_mut() {
+                                            inner.persist_timer = None;
+                                            inner.flush_persist();
+                                        }
                                     }
-                                }
-                            }));
+                                }));
                         }
                     }
                     note => notes.push(note),
@@ -284,7 +295,9 @@ impl Inner {
                     url.push(if index == 0 { '?' } else { '&' });
                     url.push_str("stream=");
                     url.push_str(&String::from(js_sys::encode_uri_component(stream)));
-                    if let (Some(position), Ok(name)) = (position, tidewire_shared::StreamName::new(stream)) {
+                    if let (Some(position), Ok(name)) =
+                        (position, tidewire_shared::StreamName::new(stream))
+                    {
                         cursor.set(&name, *position);
                     }
                 }
@@ -417,11 +430,16 @@ fn notify(shared: &Rc<Shared>, notes: Vec<Effect>) {
                 changes,
                 origin,
             } => {
-                let callbacks = shared.listeners.borrow().callbacks(Some(&stream), EventKind::Change);
+                let callbacks = shared
+                    .listeners
+                    .borrow()
+                    .callbacks(Some(&stream), EventKind::Change);
                 if callbacks.is_empty() {
                     continue;
                 }
-                let Ok(array) = convert::parse(&convert::changes_json(&changes, origin)).dyn_into::<Array>() else {
+                let Ok(array) =
+                    convert::parse(&convert::changes_json(&changes, origin)).dyn_into::<Array>()
+                else {
                     continue;
                 };
                 for change in array.iter() {
@@ -431,7 +449,10 @@ fn notify(shared: &Rc<Shared>, notes: Vec<Effect>) {
                 }
             }
             Effect::Message { stream, key, data } => {
-                let callbacks = shared.listeners.borrow().callbacks(Some(&stream), EventKind::Message);
+                let callbacks = shared
+                    .listeners
+                    .borrow()
+                    .callbacks(Some(&stream), EventKind::Message);
                 if callbacks.is_empty() {
                     continue;
                 }
@@ -442,7 +463,10 @@ fn notify(shared: &Rc<Shared>, notes: Vec<Effect>) {
                 }
             }
             Effect::Presence(stream) => {
-                let callbacks = shared.listeners.borrow().callbacks(Some(&stream), EventKind::Presence);
+                let callbacks = shared
+                    .listeners
+                    .borrow()
+                    .callbacks(Some(&stream), EventKind::Presence);
                 if callbacks.is_empty() {
                     continue;
                 }
@@ -452,7 +476,10 @@ fn notify(shared: &Rc<Shared>, notes: Vec<Effect>) {
                 }
             }
             Effect::Resync { stream, reason } => {
-                let callbacks = shared.listeners.borrow().callbacks(Some(&stream), EventKind::Resync);
+                let callbacks = shared
+                    .listeners
+                    .borrow()
+                    .callbacks(Some(&stream), EventKind::Resync);
                 let event = convert::parse(&serde_json::json!({ "reason": reason }).to_string());
                 for callback in &callbacks {
                     call(callback, "resync", &event);
@@ -473,7 +500,7 @@ fn notify(shared: &Rc<Shared>, notes: Vec<Effect>) {
                     let _ = js_sys::Reflect::set(&error, &"stream".into(), &name.into());
                 }
                 if callbacks.is_empty() {
-                    browser::report_callback_error("no error", &error);
+                    browser::report_unhandled(&error);
                 }
                 for callback in &callbacks {
                     call(callback, "error", &error);
@@ -519,13 +546,17 @@ fn resolve_ready(shared: &Rc<Shared>) {
         None => inner.engine.status().state == State::Live,
     };
     let mut resolved = Vec::new();
-    shared.listeners.borrow_mut().ready.retain(|(scope, resolve, _)| {
-        let done = live(scope);
-        if done {
-            resolved.push(resolve.clone());
-        }
-        !done
-    });
+    shared
+        .listeners
+        .borrow_mut()
+        .ready
+        .retain(|(scope, resolve, _)| {
+            let done = live(scope);
+            if done {
+                resolved.push(resolve.clone());
+            }
+            !done
+        });
     drop(inner);
     for resolve in resolved {
         call(&resolve, "ready", &JsValue::UNDEFINED);

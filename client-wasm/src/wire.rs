@@ -33,7 +33,11 @@ pub(crate) enum Incoming {
     /// One event (durable or ephemeral).
     Event(Event),
     /// The subscription is live.
-    Subscribed { stream: String, epoch: u64, seq: u64 },
+    Subscribed {
+        stream: String,
+        epoch: u64,
+        seq: u64,
+    },
     /// The stream is no longer sent.
     Unsubscribed { stream: String },
     /// An advisory; `kind` is kept as text so unknown kinds are simply ignored.
@@ -214,7 +218,9 @@ mod tests {
         let event = decode(
             r#"{"type":"event","stream":"todos","epoch":7,"seq":42,"key":"a","op":"patch","data":{"done":true}}"#,
         );
-        assert!(matches!(event, Some(Incoming::Event(event)) if event.seq == 42 && event.op == Op::Patch));
+        assert!(
+            matches!(event, Some(Incoming::Event(event)) if event.seq == 42 && event.op == Op::Patch)
+        );
         let snapshot = decode(
             r#"{"type":"snapshot","stream":"todos","epoch":7,"seq":42,"chunk":0,"last":true,"records":[{"key":"a","seq":40,"data":1}]}"#,
         );
@@ -227,6 +233,96 @@ mod tests {
             })
         );
         assert_eq!(decode(r#"{"type":"pong"}"#), Some(Incoming::Pong));
+    }
+
+    /// Every valid message of the shared vectors decodes to the same content as the shared
+    /// crate's `decode_server` gives.
+    #[test]
+    fn agrees_with_the_shared_decoder_on_the_vectors() {
+        use tidewire_shared::message::{decode_server, ServerMessage};
+        let cases: Vec<Value> =
+            serde_json::from_str(include_str!("../../shared/vectors/server_messages.json"))
+                .expect("vectors");
+        for case in &cases {
+            let input = case["input"].as_str().expect("input");
+            let ours = decode(input);
+            let Ok(theirs) = decode_server(input.as_bytes(), &DecodeLimits::default()) else {
+                continue;
+            };
+            let ours = ours.unwrap_or_else(|| panic!("{input} was refused"));
+            match (ours, theirs) {
+                (Incoming::Event(ours), ServerMessage::Event(theirs)) => assert_eq!(ours, theirs),
+                (
+                    Incoming::Snapshot {
+                        epoch,
+                        seq,
+                        chunk,
+                        last,
+                        records,
+                        ..
+                    },
+                    ServerMessage::Snapshot {
+                        epoch: e,
+                        seq: s,
+                        chunk: c,
+                        last: l,
+                        records: r,
+                        ..
+                    },
+                ) => assert_eq!((epoch, seq, chunk, last, records), (e, s, c, l, r)),
+                (
+                    Incoming::Subscribed { epoch, seq, .. },
+                    ServerMessage::Subscribed {
+                        epoch: e, seq: s, ..
+                    },
+                ) => {
+                    assert_eq!((epoch, seq), (e, s));
+                }
+                (Incoming::Advisory { kind, reason, .. }, ServerMessage::Advisory(advisory)) => {
+                    let expected = serde_json::to_value(advisory.kind).expect("kind");
+                    assert_eq!(Some(kind.as_str()), expected.as_str());
+                    assert_eq!(reason, advisory.reason);
+                }
+                (Incoming::Ack { id, seq }, ServerMessage::Ack { id: i, seq: s, .. }) => {
+                    assert_eq!((id, seq), (i, s));
+                }
+                (
+                    Incoming::Error {
+                        id, code, message, ..
+                    },
+                    ServerMessage::Error {
+                        id: i,
+                        code: c,
+                        message: m,
+                        ..
+                    },
+                ) => {
+                    assert_eq!((id, code.as_str(), message), (i, c.as_str(), m));
+                }
+                (
+                    Incoming::Presence {
+                        present,
+                        left,
+                        full,
+                        ..
+                    },
+                    ServerMessage::Presence {
+                        present: p,
+                        left: l,
+                        full: f,
+                        ..
+                    },
+                ) => {
+                    let p: Vec<(String, Value)> = p
+                        .into_iter()
+                        .map(|entry| (entry.client, entry.data))
+                        .collect();
+                    assert_eq!((present, left, full), (p, l, f));
+                }
+                (Incoming::Pong, ServerMessage::Pong { .. }) => {}
+                (ours, theirs) => panic!("{input}: {ours:?} vs {theirs:?}"),
+            }
+        }
     }
 
     #[test]

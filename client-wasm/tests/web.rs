@@ -70,8 +70,13 @@ fn live_todos() -> (TidewireClient, JsValue) {
     let todos = client.collection("todos").expect("collection");
     inject(
         &client,
-        &snapshot("todos", 1, 2, json!([{"key": "a", "seq": 1, "data": {"title": "milk"}},
-                                        {"key": "b", "seq": 2, "data": 2}])),
+        &snapshot(
+            "todos",
+            1,
+            2,
+            json!([{"key": "a", "seq": 1, "data": {"title": "milk"}},
+                                        {"key": "b", "seq": 2, "data": 2}]),
+        ),
     );
     inject(&client, &subscribed("todos", 1, 2));
     (client, todos)
@@ -80,7 +85,8 @@ fn live_todos() -> (TidewireClient, JsValue) {
 #[wasm_bindgen_test]
 fn collection_vectors_through_the_bindings() {
     let cases: Vec<Value> =
-        serde_json::from_str(include_str!("../../shared/vectors/collection.json")).expect("vectors");
+        serde_json::from_str(include_str!("../../shared/vectors/collection.json"))
+            .expect("vectors");
     assert!(cases.len() >= 8);
     for case in &cases {
         let name = case["name"].as_str().unwrap_or("?");
@@ -95,15 +101,30 @@ fn collection_vectors_through_the_bindings() {
             .get("snapshot")
             .cloned()
             .unwrap_or_else(|| json!({"epoch": epoch, "seq": 0, "records": []}));
-        let mut first = snapshot("vectors", start["epoch"].as_u64().expect("epoch"),
-                                 start["seq"].as_u64().expect("seq"), start["records"].clone());
+        let mut first = snapshot(
+            "vectors",
+            start["epoch"].as_u64().expect("epoch"),
+            start["seq"].as_u64().expect("seq"),
+            start["records"].clone(),
+        );
         first["records"] = start["records"].clone();
         inject(&client, &first);
-        inject(&client, &subscribed("vectors", first["epoch"].as_u64().expect("epoch"),
-                                    first["seq"].as_u64().expect("seq")));
+        inject(
+            &client,
+            &subscribed(
+                "vectors",
+                first["epoch"].as_u64().expect("epoch"),
+                first["seq"].as_u64().expect("seq"),
+            ),
+        );
         changes.set_length(0);
         let outcomes = case["expect"]["outcomes"].as_array().expect("outcomes");
-        for (raw, outcome) in case["events"].as_array().expect("events").iter().zip(outcomes) {
+        for (raw, outcome) in case["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .zip(outcomes)
+        {
             let mut message = raw.clone();
             message["type"] = json!("event");
             message["stream"] = json!("vectors");
@@ -121,7 +142,10 @@ fn collection_vectors_through_the_bindings() {
             } else {
                 before
             };
-            assert_eq!(after, expected, "case {name:?}, event {raw}, outcome {outcome}");
+            assert_eq!(
+                after, expected,
+                "case {name:?}, event {raw}, outcome {outcome}"
+            );
             if outcome.starts_with("applied") {
                 let change = to_json(&changes.get(before.0));
                 assert_eq!(change["seq"], raw["seq"], "case {name:?}");
@@ -129,9 +153,21 @@ fn collection_vectors_through_the_bindings() {
             }
         }
         let expect = &case["expect"];
-        assert_eq!(to_json(&call(&collection, "toJSON", &[]).expect("toJSON")), expect["records"], "case {name:?}");
-        assert_eq!(get(&collection, "seq").as_f64(), expect["applied"].as_f64(), "case {name:?}");
-        assert_eq!(get(&collection, "epoch").as_f64(), expect["epoch"].as_f64(), "case {name:?}");
+        assert_eq!(
+            to_json(&call(&collection, "toJSON", &[]).expect("toJSON")),
+            expect["records"],
+            "case {name:?}"
+        );
+        assert_eq!(
+            get(&collection, "seq").as_f64(),
+            expect["applied"].as_f64(),
+            "case {name:?}"
+        );
+        assert_eq!(
+            get(&collection, "epoch").as_f64(),
+            expect["epoch"].as_f64(),
+            "case {name:?}"
+        );
         client.close();
     }
 }
@@ -139,10 +175,19 @@ fn collection_vectors_through_the_bindings() {
 #[wasm_bindgen_test]
 fn server_message_vectors_never_break_the_client() {
     let cases: Vec<Value> =
-        serde_json::from_str(include_str!("../../shared/vectors/server_messages.json")).expect("vectors");
+        serde_json::from_str(include_str!("../../shared/vectors/server_messages.json"))
+            .expect("vectors");
     let client = manual();
     let todos = client.collection("todos").expect("collection");
-    inject(&client, &snapshot("todos", 7, 41, json!([{"key": "a", "seq": 40, "data": {"title": "x"}}])));
+    inject(
+        &client,
+        &snapshot(
+            "todos",
+            7,
+            41,
+            json!([{"key": "a", "seq": 40, "data": {"title": "x"}}]),
+        ),
+    );
     inject(&client, &subscribed("todos", 7, 41));
     for case in &cases {
         client.inject(case["input"].as_str().expect("input"));
@@ -167,10 +212,21 @@ fn server_message_vectors_never_break_the_client() {
 #[wasm_bindgen_test]
 fn reads_and_iteration() {
     let (client, todos) = live_todos();
-    assert_eq!(to_json(&call(&todos, "get", &["a".into()]).expect("get")), json!({"title": "milk"}));
-    assert_eq!(to_json(&call(&todos, "get", &["b".into()]).expect("get")), json!(2));
-    assert!(call(&todos, "get", &["zz".into()]).expect("get").is_undefined());
-    assert_eq!(call(&todos, "has", &["a".into()]).expect("has").as_bool(), Some(true));
+    assert_eq!(
+        to_json(&call(&todos, "get", &["a".into()]).expect("get")),
+        json!({"title": "milk"})
+    );
+    assert_eq!(
+        to_json(&call(&todos, "get", &["b".into()]).expect("get")),
+        json!(2)
+    );
+    assert!(call(&todos, "get", &["zz".into()])
+        .expect("get")
+        .is_undefined());
+    assert_eq!(
+        call(&todos, "has", &["a".into()]).expect("has").as_bool(),
+        Some(true)
+    );
     assert_eq!(get(&todos, "size").as_f64(), Some(2.0));
     assert_eq!(get(&todos, "name").as_string().as_deref(), Some("todos"));
     assert_eq!(get(&todos, "live").as_bool(), Some(true));
@@ -180,11 +236,20 @@ fn reads_and_iteration() {
         .collect();
     keys.sort();
     assert_eq!(keys, vec!["a", "b"]);
-    assert_eq!(Array::from(&call(&todos, "values", &[]).expect("values")).length(), 2);
+    assert_eq!(
+        Array::from(&call(&todos, "values", &[]).expect("values")).length(),
+        2
+    );
     // `Array.from(collection)` uses `[Symbol.iterator]`, which yields [key, value] pairs.
-    let mut pairs: Vec<Value> = Array::from(&todos).iter().map(|pair| to_json(&pair)).collect();
+    let mut pairs: Vec<Value> = Array::from(&todos)
+        .iter()
+        .map(|pair| to_json(&pair))
+        .collect();
     pairs.sort_by_key(|pair| pair[0].as_str().unwrap_or_default().to_owned());
-    assert_eq!(pairs, vec![json!(["a", {"title": "milk"}]), json!(["b", 2])]);
+    assert_eq!(
+        pairs,
+        vec![json!(["a", {"title": "milk"}]), json!(["b", 2])]
+    );
     let text = JSON::stringify(&todos).expect("stringify");
     assert_eq!(
         serde_json::from_str::<Value>(&String::from(text)).expect("json"),
@@ -203,24 +268,41 @@ fn change_callbacks_and_unsubscribe() {
         .expect("subscribe")
         .dyn_into()
         .expect("function");
-    inject(&client, &json!({"type": "event", "stream": "todos", "epoch": 1, "seq": 3, "key": "a",
-                            "op": "patch", "data": {"done": true}}));
-    inject(&client, &json!({"type": "event", "stream": "todos", "epoch": 1, "seq": 3, "key": "a",
-                            "op": "patch", "data": {"done": true}}));
-    inject(&client, &json!({"type": "event", "stream": "todos", "epoch": 1, "seq": 4, "key": "b",
-                            "op": "delete"}));
+    inject(
+        &client,
+        &json!({"type": "event", "stream": "todos", "epoch": 1, "seq": 3, "key": "a",
+                            "op": "patch", "data": {"done": true}}),
+    );
+    inject(
+        &client,
+        &json!({"type": "event", "stream": "todos", "epoch": 1, "seq": 3, "key": "a",
+                            "op": "patch", "data": {"done": true}}),
+    );
+    inject(
+        &client,
+        &json!({"type": "event", "stream": "todos", "epoch": 1, "seq": 4, "key": "b",
+                            "op": "delete"}),
+    );
     assert_eq!(calls.length(), 2, "the duplicate is not reported");
     assert_eq!(
         to_json(&calls.get(0)),
         json!({"key": "a", "op": "patch", "seq": 3, "origin": "event",
                "oldValue": {"title": "milk"}, "newValue": {"title": "milk", "done": true}})
     );
-    assert_eq!(to_json(&calls.get(1)), json!({"key": "b", "op": "delete", "seq": 4, "origin": "event", "oldValue": 2}));
+    assert_eq!(
+        to_json(&calls.get(1)),
+        json!({"key": "b", "op": "delete", "seq": 4, "origin": "event", "oldValue": 2})
+    );
     assert_eq!(to_json(&get(&client.stats(), "duplicates")), json!(1));
     unsubscribe.call0(&JsValue::UNDEFINED).expect("unsubscribe");
-    unsubscribe.call0(&JsValue::UNDEFINED).expect("unsubscribing twice is harmless");
-    inject(&client, &json!({"type": "event", "stream": "todos", "epoch": 1, "seq": 5, "key": "c",
-                            "op": "upsert", "data": 5}));
+    unsubscribe
+        .call0(&JsValue::UNDEFINED)
+        .expect("unsubscribing twice is harmless");
+    inject(
+        &client,
+        &json!({"type": "event", "stream": "todos", "epoch": 1, "seq": 5, "key": "c",
+                            "op": "upsert", "data": 5}),
+    );
     assert_eq!(calls.length(), 2);
     client.close();
 }
@@ -235,12 +317,25 @@ fn resync_reports_what_changed() {
     let (on_status, statuses) = recorder();
     client.on("status", on_status).expect("on status");
     // An event of another epoch: the client asks for a fresh snapshot.
-    inject(&client, &json!({"type": "event", "stream": "todos", "epoch": 2, "seq": 1, "key": "x",
-                            "op": "upsert", "data": 1}));
+    inject(
+        &client,
+        &json!({"type": "event", "stream": "todos", "epoch": 2, "seq": 1, "key": "x",
+                            "op": "upsert", "data": 1}),
+    );
     assert_eq!(client.status(), "resyncing");
-    let sent: Vec<Value> = client.take_sent().iter().map(|text| serde_json::from_str(text).expect("json")).collect();
-    assert_eq!(sent.last(), Some(&json!({"type": "subscribe", "stream": "todos", "snapshot": true})));
-    inject(&client, &snapshot("todos", 2, 1, json!([{"key": "x", "seq": 1, "data": 1}])));
+    let sent: Vec<Value> = client
+        .take_sent()
+        .iter()
+        .map(|text| serde_json::from_str(text).expect("json"))
+        .collect();
+    assert_eq!(
+        sent.last(),
+        Some(&json!({"type": "subscribe", "stream": "todos", "snapshot": true}))
+    );
+    inject(
+        &client,
+        &snapshot("todos", 2, 1, json!([{"key": "x", "seq": 1, "data": 1}])),
+    );
     inject(&client, &subscribed("todos", 2, 1));
     assert_eq!(client.status(), "live");
     assert_eq!(resyncs.length(), 1);
@@ -248,12 +343,30 @@ fn resync_reports_what_changed() {
         .iter()
         .map(|change| {
             let change = to_json(&change);
-            (change["key"].as_str().unwrap_or_default().into(), change["op"].as_str().unwrap_or_default().into())
+            (
+                change["key"].as_str().unwrap_or_default().into(),
+                change["op"].as_str().unwrap_or_default().into(),
+            )
         })
         .collect();
     keys.sort();
-    assert_eq!(keys, vec![("a".into(), "delete".into()), ("b".into(), "delete".into()), ("x".into(), "upsert".into())]);
-    let states: Vec<String> = statuses.iter().map(|status| to_json(&status)["status"].as_str().unwrap_or_default().into()).collect();
+    assert_eq!(
+        keys,
+        vec![
+            ("a".into(), "delete".into()),
+            ("b".into(), "delete".into()),
+            ("x".into(), "upsert".into())
+        ]
+    );
+    let states: Vec<String> = statuses
+        .iter()
+        .map(|status| {
+            to_json(&status)["status"]
+                .as_str()
+                .unwrap_or_default()
+                .into()
+        })
+        .collect();
     assert_eq!(states, vec!["resyncing", "live"]);
     assert_eq!(get(&todos, "epoch").as_f64(), Some(2.0));
     client.close();
@@ -271,22 +384,48 @@ async fn writes_resolve_with_the_committed_seq() {
     assert_eq!(sent["type"], "publish");
     assert_eq!(sent["op"], "upsert");
     assert_eq!(sent["data"], json!({"x": [1, 2]}));
-    inject(&client, &json!({"type": "ack", "id": sent["id"], "stream": "todos", "seq": 9}));
-    assert_eq!(JsFuture::from(set).await.expect("resolved").as_f64(), Some(9.0));
+    inject(
+        &client,
+        &json!({"type": "ack", "id": sent["id"], "stream": "todos", "seq": 9}),
+    );
+    assert_eq!(
+        JsFuture::from(set).await.expect("resolved").as_f64(),
+        Some(9.0)
+    );
 
-    let patch: js_sys::Promise = call(&todos, "patch", &["c".into(), JsValue::from(5)]).expect("patch").dyn_into().expect("promise");
-    let error = JsFuture::from(patch).await.expect_err("a patch must be an object");
+    let patch: js_sys::Promise = call(&todos, "patch", &["c".into(), JsValue::from(5)])
+        .expect("patch")
+        .dyn_into()
+        .expect("promise");
+    let error = JsFuture::from(patch)
+        .await
+        .expect_err("a patch must be an object");
     assert!(error.is_instance_of::<js_sys::Error>());
     assert_eq!(get(&error, "code").as_string().as_deref(), Some("bad_data"));
-    assert_eq!(get(&error, "name").as_string().as_deref(), Some("TidewireError"));
+    assert_eq!(
+        get(&error, "name").as_string().as_deref(),
+        Some("TidewireError")
+    );
 
-    let delete: js_sys::Promise = call(&todos, "delete", &["a".into()]).expect("delete").dyn_into().expect("promise");
+    let delete: js_sys::Promise = call(&todos, "delete", &["a".into()])
+        .expect("delete")
+        .dyn_into()
+        .expect("promise");
     let sent: Value = serde_json::from_str(&client.take_sent()[0]).expect("json");
-    inject(&client, &json!({"type": "error", "id": sent["id"], "code": "forbidden", "message": "no write access"}));
+    inject(
+        &client,
+        &json!({"type": "error", "id": sent["id"], "code": "forbidden", "message": "no write access"}),
+    );
     let error = JsFuture::from(delete).await.expect_err("refused");
-    assert_eq!(get(&error, "code").as_string().as_deref(), Some("forbidden"));
+    assert_eq!(
+        get(&error, "code").as_string().as_deref(),
+        Some("forbidden")
+    );
 
-    let pending: js_sys::Promise = call(&todos, "set", &["d".into(), JsValue::from(1)]).expect("set").dyn_into().expect("promise");
+    let pending: js_sys::Promise = call(&todos, "set", &["d".into(), JsValue::from(1)])
+        .expect("set")
+        .dyn_into()
+        .expect("promise");
     client.close();
     let error = JsFuture::from(pending).await.expect_err("closed");
     assert_eq!(get(&error, "code").as_string().as_deref(), Some("closed"));
@@ -297,7 +436,10 @@ async fn writes_resolve_with_the_committed_seq() {
 async fn ready_resolves_when_live() {
     let client = manual();
     let todos = client.collection("todos").expect("collection");
-    let ready: js_sys::Promise = call(&todos, "ready", &[]).expect("ready").dyn_into().expect("promise");
+    let ready: js_sys::Promise = call(&todos, "ready", &[])
+        .expect("ready")
+        .dyn_into()
+        .expect("promise");
     let client_ready = client.ready();
     inject(&client, &snapshot("todos", 1, 0, json!([])));
     inject(&client, &subscribed("todos", 1, 0));
@@ -311,14 +453,28 @@ fn errors_are_error_objects_with_codes() {
     let bad_option = JSON::parse(r#"{"transport":"pigeon"}"#).expect("json");
     let error = TidewireClient::new("http://localhost:1", bad_option).expect_err("bad option");
     assert!(error.is_instance_of::<js_sys::Error>());
-    assert_eq!(get(&error, "code").as_string().as_deref(), Some("bad_argument"));
+    assert_eq!(
+        get(&error, "code").as_string().as_deref(),
+        Some("bad_argument")
+    );
     let error = TidewireClient::new("ftp://x", JsValue::UNDEFINED).expect_err("bad url");
-    assert_eq!(get(&error, "code").as_string().as_deref(), Some("bad_argument"));
+    assert_eq!(
+        get(&error, "code").as_string().as_deref(),
+        Some("bad_argument")
+    );
     let client = manual();
     let error = client.collection("no spaces").expect_err("bad stream");
-    assert_eq!(get(&error, "code").as_string().as_deref(), Some("bad_stream"));
-    let error = client.on("nope", Function::new_no_args("")).expect_err("bad event");
-    assert_eq!(get(&error, "code").as_string().as_deref(), Some("bad_argument"));
+    assert_eq!(
+        get(&error, "code").as_string().as_deref(),
+        Some("bad_stream")
+    );
+    let error = client
+        .on("nope", Function::new_no_args(""))
+        .expect_err("bad event");
+    assert_eq!(
+        get(&error, "code").as_string().as_deref(),
+        Some("bad_argument")
+    );
     client.close();
     client.close();
     let error = client.collection("todos").expect_err("closed");
@@ -328,24 +484,49 @@ fn errors_are_error_objects_with_codes() {
 #[wasm_bindgen_test]
 fn presence_and_ephemeral_messages() {
     let (client, todos) = live_todos();
-    inject(&client, &json!({"type": "advisory", "kind": "connect", "reason": "relay=r1 connection=conn-7"}));
+    inject(
+        &client,
+        &json!({"type": "advisory", "kind": "connect", "reason": "relay=r1 connection=conn-7"}),
+    );
     assert_eq!(client.presence_id().as_deref(), Some("r1-7"));
     client.take_sent();
     call(&todos, "setPresence", &[js(&json!({"name": "ann"}))]).expect("setPresence");
     let sent: Value = serde_json::from_str(&client.take_sent()[0]).expect("json");
-    assert_eq!(sent, json!({"type": "presence", "stream": "todos", "data": {"name": "ann"}}));
+    assert_eq!(
+        sent,
+        json!({"type": "presence", "stream": "todos", "data": {"name": "ann"}})
+    );
     let (on_presence, presence) = recorder();
     call(&todos, "on", &["presence".into(), on_presence.into()]).expect("on");
-    inject(&client, &json!({"type": "presence", "stream": "todos", "full": true,
-                            "present": [{"client": "r1-7", "data": {"name": "ann"}}, {"client": "r2-1", "data": {"name": "bob"}}]}));
-    inject(&client, &json!({"type": "presence", "stream": "todos", "left": ["r2-1"]}));
+    inject(
+        &client,
+        &json!({"type": "presence", "stream": "todos", "full": true,
+                            "present": [{"client": "r1-7", "data": {"name": "ann"}}, {"client": "r2-1", "data": {"name": "bob"}}]}),
+    );
+    inject(
+        &client,
+        &json!({"type": "presence", "stream": "todos", "left": ["r2-1"]}),
+    );
     assert_eq!(presence.length(), 2);
-    assert_eq!(to_json(&get(&todos, "presence")), json!([{"client": "r1-7", "data": {"name": "ann"}, "self": true}]));
+    assert_eq!(
+        to_json(&get(&todos, "presence")),
+        json!([{"client": "r1-7", "data": {"name": "ann"}, "self": true}])
+    );
     let (on_message, messages) = recorder();
     call(&todos, "on", &["message".into(), on_message.into()]).expect("on");
-    inject(&client, &json!({"type": "event", "stream": "todos", "epoch": 1, "seq": 0, "key": "cursor",
-                            "op": "message", "data": {"x": 3}}));
-    assert_eq!(to_json(&messages.get(0)), json!({"key": "cursor", "data": {"x": 3}}));
-    assert_eq!(get(&todos, "seq").as_f64(), Some(2.0), "messages are not stored");
+    inject(
+        &client,
+        &json!({"type": "event", "stream": "todos", "epoch": 1, "seq": 0, "key": "cursor",
+                            "op": "message", "data": {"x": 3}}),
+    );
+    assert_eq!(
+        to_json(&messages.get(0)),
+        json!({"key": "cursor", "data": {"x": 3}})
+    );
+    assert_eq!(
+        get(&todos, "seq").as_f64(),
+        Some(2.0),
+        "messages are not stored"
+    );
     client.close();
 }

@@ -310,7 +310,14 @@ impl Engine {
                     self.on_closed(info, now_ms);
                     return;
                 }
-                if kind == TransportKind::WebSocket {
+                let idle = self
+                    .streams
+                    .values()
+                    .any(|state| state.wants_subscription());
+                if kind == TransportKind::Sse && idle {
+                    // A stream the relay could not serve: the SSE request must be made again.
+                    self.reconnect_sse();
+                } else if kind == TransportKind::WebSocket {
                     if quiet > keepalive {
                         self.effects
                             .push(Effect::Send(ClientMessage::Ping { id: None }.encode()));

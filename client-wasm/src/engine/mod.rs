@@ -100,10 +100,7 @@ enum Link {
     /// No connection; a retry may be scheduled.
     Down,
     /// An attempt is under way since `since_ms`.
-    Connecting {
-        kind: TransportKind,
-        since_ms: f64,
-    },
+    Connecting { kind: TransportKind, since_ms: f64 },
     /// Open.
     Open { kind: TransportKind },
 }
@@ -345,8 +342,13 @@ impl Engine {
     /// Subscribes a stream that just became ready, on whatever connection is open.
     fn subscribe_added(&mut self, stream: &str) {
         match self.link {
+            // The SSE request names its streams: restart it to add this one.
             Link::Open {
                 kind: TransportKind::Sse,
+            }
+            | Link::Connecting {
+                kind: TransportKind::Sse,
+                ..
             } => self.reconnect_sse(),
             Link::Open { .. } => self.subscribe(stream),
             Link::Down if self.retry_in.is_none() => self.connect_now(),

@@ -220,9 +220,8 @@ impl Engine {
                 }
             }
             "disconnect" => {
-                self.degraded = Some(
-                    reason.unwrap_or_else(|| "the relay lost its database connection".into()),
-                );
+                self.degraded =
+                    Some(reason.unwrap_or_else(|| "the relay lost its database connection".into()));
             }
             "reconnect" => self.degraded = None,
             "resync" => {

@@ -78,7 +78,11 @@ fn live_engine() -> Engine {
     engine.open_stream("todos").expect("valid");
     engine.on_open(1.0);
     engine.on_text(
-        &snapshot(1, 2, json!([{"key": "a", "seq": 1, "data": 1}, {"key": "b", "seq": 2, "data": 2}])),
+        &snapshot(
+            1,
+            2,
+            json!([{"key": "a", "seq": 1, "data": 1}, {"key": "b", "seq": 2, "data": 2}]),
+        ),
         2.0,
     );
     engine.on_text(&subscribed(1, 2, false), 3.0);
@@ -104,7 +108,11 @@ fn snapshot_then_live_then_dedupe() {
         vec![json!({"type": "subscribe", "stream": "todos", "snapshot": true})]
     );
     engine.on_text(
-        &snapshot(1, 2, json!([{"key": "a", "seq": 1, "data": 1}, {"key": "b", "seq": 2, "data": 2}])),
+        &snapshot(
+            1,
+            2,
+            json!([{"key": "a", "seq": 1, "data": 1}, {"key": "b", "seq": 2, "data": 2}]),
+        ),
         2.0,
     );
     assert_eq!(engine.status().state, State::Connecting);
@@ -167,7 +175,9 @@ fn reconnect_resumes_from_applied_position_with_backoff() {
     let effects = engine.take_effects();
     assert_eq!(
         sent(&effects),
-        vec![json!({"type": "subscribe", "stream": "todos", "since": {"epoch": 1, "seq": 3}, "snapshot": true})]
+        vec![
+            json!({"type": "subscribe", "stream": "todos", "since": {"epoch": 1, "seq": 3}, "snapshot": true})
+        ]
     );
     // The replay repeats seq 3 (dropped) and brings seq 4.
     engine.on_text(&event(1, 3, "c", json!(3)), 520.0);
@@ -190,7 +200,9 @@ fn gap_asks_for_a_replay_once() {
     let effects = engine.take_effects();
     assert_eq!(
         sent(&effects),
-        vec![json!({"type": "subscribe", "stream": "todos", "since": {"epoch": 1, "seq": 2}, "snapshot": true})]
+        vec![
+            json!({"type": "subscribe", "stream": "todos", "since": {"epoch": 1, "seq": 2}, "snapshot": true})
+        ]
     );
     assert_eq!(engine.stats().gaps, 1);
     // The replay fills 3 and 4, repeats 5 and 6.
@@ -215,7 +227,10 @@ fn epoch_change_reloads_the_snapshot_and_reports_it() {
         vec![json!({"type": "subscribe", "stream": "todos", "snapshot": true})]
     );
     assert_eq!(engine.status().state, State::Resyncing);
-    engine.on_text(&snapshot(2, 1, json!([{"key": "a", "seq": 1, "data": 10}])), 6.0);
+    engine.on_text(
+        &snapshot(2, 1, json!([{"key": "a", "seq": 1, "data": 10}])),
+        6.0,
+    );
     engine.on_text(&subscribed(2, 1, false), 7.0);
     let effects = engine.take_effects();
     assert!(effects
@@ -241,7 +256,10 @@ fn resync_advisory_shows_resyncing_until_the_snapshot() {
     );
     assert_eq!(engine.status().state, State::Resyncing);
     assert_eq!(engine.status().reason, "outside retention");
-    engine.on_text(&snapshot(1, 9, json!([{"key": "a", "seq": 1, "data": 1}])), 6.0);
+    engine.on_text(
+        &snapshot(1, 9, json!([{"key": "a", "seq": 1, "data": 1}])),
+        6.0,
+    );
     engine.on_text(&subscribed(1, 9, false), 7.0);
     assert_eq!(engine.status().state, State::Live);
     let effects = engine.take_effects();
@@ -271,7 +289,10 @@ fn auto_falls_back_to_sse_then_backs_off() {
     assert_eq!(engine.sse_streams(), vec![("todos".to_owned(), None)]);
     engine.on_closed(CloseInfo::default(), 2.0);
     let effects = engine.take_effects();
-    assert!(matches!(effects.as_slice(), [Effect::RetryIn(_), ..]), "{effects:?}");
+    assert!(
+        matches!(effects.as_slice(), [Effect::RetryIn(_), ..]),
+        "{effects:?}"
+    );
     // The next round starts with a WebSocket again.
     engine.on_retry_timer(1000.0);
     assert_eq!(
@@ -365,7 +386,11 @@ fn offline_pauses_and_online_resumes_at_once() {
 fn hidden_page_waits_for_visibility_before_reconnecting() {
     let mut engine = live_engine();
     engine.set_visible(false, 5.0);
-    assert_eq!(engine.status().state, State::Live, "a live connection stays");
+    assert_eq!(
+        engine.status().state,
+        State::Live,
+        "a live connection stays"
+    );
     engine.on_closed(CloseInfo::default(), 6.0);
     engine.take_effects();
     engine.on_retry_timer(1000.0);
@@ -384,15 +409,21 @@ fn hidden_page_waits_for_visibility_before_reconnecting() {
 fn writes_queue_while_down_and_fail_when_lost() {
     let mut engine = engine(TransportChoice::WebSocket);
     engine.start(0.0);
-    let queued = engine.write("todos", "a", Op::Upsert, json!(1)).expect("valid");
+    let queued = engine
+        .write("todos", "a", Op::Upsert, json!(1))
+        .expect("valid");
     assert!(sent(&engine.take_effects()).is_empty());
     engine.on_open(1.0);
     let effects = engine.take_effects();
     assert_eq!(
         sent(&effects),
-        vec![json!({"type": "publish", "id": queued, "stream": "todos", "key": "a", "op": "upsert", "data": 1})]
+        vec![
+            json!({"type": "publish", "id": queued, "stream": "todos", "key": "a", "op": "upsert", "data": 1})
+        ]
     );
-    let acked = engine.write("todos", "b", Op::Delete, json!(null)).expect("valid");
+    let acked = engine
+        .write("todos", "b", Op::Delete, json!(null))
+        .expect("valid");
     engine.on_text(
         &json!({"type": "ack", "id": acked, "stream": "todos", "seq": 5}).to_string(),
         2.0,
@@ -413,7 +444,9 @@ fn writes_queue_while_down_and_fail_when_lost() {
 #[test]
 fn relay_errors_reject_writes_and_fail_subscriptions() {
     let mut engine = live_engine();
-    let id = engine.write("todos", "a", Op::Upsert, json!(1)).expect("valid");
+    let id = engine
+        .write("todos", "a", Op::Upsert, json!(1))
+        .expect("valid");
     engine.on_text(
         &json!({"type": "error", "id": id, "code": "forbidden", "message": "no"}).to_string(),
         5.0,
@@ -428,13 +461,20 @@ fn relay_errors_reject_writes_and_fail_subscriptions() {
         Effect::Reject { code, .. } if code == "forbidden")));
     assert!(effects.iter().any(|effect| matches!(effect,
         Effect::StreamError { stream, code, .. } if stream == "secret" && code == "forbidden")));
-    assert_eq!(engine.status().state, State::Live, "a refused stream does not block");
+    assert_eq!(
+        engine.status().state,
+        State::Live,
+        "a refused stream does not block"
+    );
 }
 
 #[test]
 fn degraded_relay_and_ephemeral_messages() {
     let mut engine = live_engine();
-    engine.on_text(r#"{"type":"advisory","kind":"disconnect","reason":"pg down"}"#, 5.0);
+    engine.on_text(
+        r#"{"type":"advisory","kind":"disconnect","reason":"pg down"}"#,
+        5.0,
+    );
     assert_eq!(engine.status().state, State::Connecting);
     assert_eq!(engine.status().code.as_deref(), Some("unavailable"));
     engine.on_text(r#"{"type":"advisory","kind":"reconnect"}"#, 6.0);
@@ -453,10 +493,7 @@ fn degraded_relay_and_ephemeral_messages() {
 fn keepalive_pings_then_replaces_a_silent_socket() {
     let mut engine = live_engine();
     engine.tick(3.0 + 21_000.0);
-    assert_eq!(
-        sent(&engine.take_effects()),
-        vec![json!({"type": "ping"})]
-    );
+    assert_eq!(sent(&engine.take_effects()), vec![json!({"type": "ping"})]);
     engine.tick(3.0 + 51_000.0);
     let effects = engine.take_effects();
     assert!(effects.contains(&Effect::Disconnect));
@@ -497,7 +534,9 @@ fn persistence_restores_then_resumes() {
     );
     assert_eq!(
         sent(&effects),
-        vec![json!({"type": "subscribe", "stream": "todos", "since": {"epoch": 4, "seq": 10}, "snapshot": true})]
+        vec![
+            json!({"type": "subscribe", "stream": "todos", "since": {"epoch": 4, "seq": 10}, "snapshot": true})
+        ]
     );
     engine.on_text(&subscribed(4, 10, true), 2.0);
     engine.on_text(
@@ -523,7 +562,9 @@ fn persistence_restores_then_resumes() {
 fn close_rejects_everything_and_is_final() {
     let mut engine = engine(TransportChoice::WebSocket);
     engine.start(0.0);
-    let id = engine.write("todos", "a", Op::Upsert, json!(1)).expect("valid");
+    let id = engine
+        .write("todos", "a", Op::Upsert, json!(1))
+        .expect("valid");
     engine.close();
     let effects = engine.take_effects();
     assert!(effects.contains(&Effect::Disconnect));
@@ -555,9 +596,27 @@ fn forced_websocket_probes_why_it_could_not_open() {
     engine.take_effects();
     engine.on_closed(CloseInfo::default(), 1.0);
     let effects = io(engine.take_effects());
-    assert!(effects.contains(&Effect::Probe("todos".into())), "{effects:?}");
+    assert!(
+        effects.contains(&Effect::Probe("todos".into())),
+        "{effects:?}"
+    );
     engine.on_probe(Some(401), Some("unauthorized".into()), "bad token".into());
     assert!(io(engine.take_effects()).contains(&Effect::CancelRetry));
     assert_eq!(engine.status().state, State::Offline);
     assert_eq!(engine.status().code.as_deref(), Some("unauthorized"));
+}
+
+#[test]
+fn a_stream_added_while_sse_connects_restarts_the_request() {
+    let mut engine = engine(TransportChoice::Sse);
+    engine.start(0.0);
+    engine.open_stream("todos").expect("valid");
+    engine.take_effects();
+    engine.open_stream("notes").expect("valid");
+    let effects = io(engine.take_effects());
+    assert_eq!(
+        effects,
+        vec![Effect::Disconnect, Effect::Connect(TransportKind::Sse)]
+    );
+    assert_eq!(engine.sse_streams().len(), 2);
 }

@@ -19,7 +19,9 @@ pub(crate) async fn fetch(request: &Request) -> Result<Response, String> {
     } else {
         return Err("fetch is not available here".into());
     };
-    let response = JsFuture::from(promise).await.map_err(|error| describe(&error))?;
+    let response = JsFuture::from(promise)
+        .await
+        .map_err(|error| describe(&error))?;
     response
         .dyn_into::<Response>()
         .map_err(|_| "fetch did not return a Response".into())
@@ -104,7 +106,8 @@ pub(crate) async fn post_event(
     body: &str,
 ) -> Result<u64, (String, String)> {
     let network = |message: String| ("network".to_owned(), message);
-    let request = request("POST", url, token, "application/json", Some(body), None).map_err(network)?;
+    let request =
+        request("POST", url, token, "application/json", Some(body), None).map_err(network)?;
     let response = fetch(&request).await.map_err(network)?;
     let text = text(&response).await;
     if !response.ok() {
@@ -122,7 +125,14 @@ pub(crate) async fn post_event(
 pub(crate) async fn probe(url: &str, token: Option<&str>) -> (Option<u16>, Option<String>, String) {
     let abort = web_sys::AbortController::new().ok();
     let signal = abort.as_ref().map(web_sys::AbortController::signal);
-    let request = match request("GET", url, token, "text/event-stream", None, signal.as_ref()) {
+    let request = match request(
+        "GET",
+        url,
+        token,
+        "text/event-stream",
+        None,
+        signal.as_ref(),
+    ) {
         Ok(request) => request,
         Err(reason) => return (None, None, reason),
     };

@@ -46,7 +46,11 @@ impl Endpoints {
         let (http_scheme, ws_scheme) = match scheme.to_ascii_lowercase().as_str() {
             "http" | "ws" => ("http", "ws"),
             "https" | "wss" => ("https", "wss"),
-            other => return Err(format!("unsupported URL scheme \"{other}\" (use http(s) or ws(s))")),
+            other => {
+                return Err(format!(
+                    "unsupported URL scheme \"{other}\" (use http(s) or ws(s))"
+                ))
+            }
         };
         let rest = rest.split(['?', '#']).next().unwrap_or_default();
         let mut rest = rest.trim_end_matches('/');

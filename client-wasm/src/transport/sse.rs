@@ -46,7 +46,14 @@ impl SseTransport {
         let abort = AbortController::new().ok();
         let signal = abort.as_ref().map(AbortController::signal);
         wasm_bindgen_futures::spawn_local(async move {
-            let info = run(&url, token.as_deref(), cursor.as_deref(), signal.as_ref(), &*sink).await;
+            let info = run(
+                &url,
+                token.as_deref(),
+                cursor.as_deref(),
+                signal.as_ref(),
+                &*sink,
+            )
+            .await;
             sink(SseSignal::Closed(info));
         });
         Self { abort }

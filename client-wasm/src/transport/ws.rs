@@ -38,15 +38,20 @@ impl WsTransport {
     /// # Errors
     ///
     /// The browser's message when the URL is refused (bad scheme, blocked port).
-    pub(crate) fn open(url: &str, sink: impl Fn(WsSignal) + Clone + 'static) -> Result<Self, String> {
+    pub(crate) fn open(
+        url: &str,
+        sink: impl Fn(WsSignal) + Clone + 'static,
+    ) -> Result<Self, String> {
         let socket = WebSocket::new(url).map_err(|error| {
-            error
-                .dyn_ref::<js_sys::Error>()
-                .map_or_else(|| "WebSocket refused the URL".into(), |e| String::from(e.message()))
+            error.dyn_ref::<js_sys::Error>().map_or_else(
+                || "WebSocket refused the URL".into(),
+                |e| String::from(e.message()),
+            )
         })?;
         socket.set_binary_type(BinaryType::Arraybuffer);
         let open_sink = sink.clone();
-        let on_open = Closure::<dyn FnMut(JsValue)>::new(move |_event: JsValue| open_sink(WsSignal::Open));
+        let on_open =
+            Closure::<dyn FnMut(JsValue)>::new(move |_event: JsValue| open_sink(WsSignal::Open));
         let message_sink = sink.clone();
         let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |event: MessageEvent| {
             // Binary frames are not part of the protocol; ignore them.
@@ -85,7 +90,9 @@ impl Drop for WsTransport {
         let state = self.socket.ready_state();
         if state == WebSocket::CONNECTING || state == WebSocket::OPEN {
             // 1000 is always a valid code for the client to send.
-            let _ = self.socket.close_with_code_and_reason(1000, "client closed");
+            let _ = self
+                .socket
+                .close_with_code_and_reason(1000, "client closed");
         }
     }
 }

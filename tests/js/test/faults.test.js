@@ -123,3 +123,48 @@ test("relay kill -9 + restart, then PostgreSQL restart: exact state, no duplicat
   );
   await page.close();
 });
+
+test("no reconnect attempts while offline or hidden; back at once on online / visibilitychange", async () => {
+  const stream = "faults_pause";
+  await relay.publish(stream, "a", "upsert", 1);
+  const page = await openPage(browser.context, relay.url);
+  await page.evaluate((stream) => {
+    // Let the test flip the page's visibility (headless pages are always visible).
+    let hidden = false;
+    Object.defineProperty(document, "visibilityState", { get: () => (hidden ? "hidden" : "visible") });
+    Object.defineProperty(document, "hidden", { get: () => hidden });
+    window.setHidden = (value) => {
+      hidden = value;
+      document.dispatchEvent(new Event("visibilitychange"));
+    };
+    return harness.get(harness.open(stream, { backoff: { initialMs: 100, maxMs: 200 } })).collection.ready();
+  }, stream);
+
+  // Offline: the relay goes away while the browser reports being offline.
+  await browser.context.setOffline(true);
+  await relay.kill();
+  await page.waitForFunction(() => harness.get().client.status === "offline", null, { timeout: 30_000 });
+  assert.equal((await page.evaluate(() => harness.get().client.statusInfo)).code, "offline");
+  const attempts = await page.evaluate(() => harness.get().log.statuses.length);
+  await sleep(1000);
+  assert.equal(await page.evaluate(() => harness.get().log.statuses.length), attempts, "no attempts while offline");
+  await relay.start();
+  const seq = await relay.publish(stream, "b", "upsert", 2);
+  await browser.context.setOffline(false);
+  await page.waitForFunction((seq) => harness.get().client.status === "live" && harness.get().collection.seq >= seq, seq, {
+    timeout: 30_000,
+  });
+
+  // Hidden: same, with the page in the background.
+  await page.evaluate(() => window.setHidden(true));
+  await relay.kill();
+  await page.waitForFunction(() => harness.get().client.statusInfo.code === "hidden", null, { timeout: 30_000 });
+  assert.equal(await page.evaluate(() => harness.get().client.status), "offline");
+  const connections = await page.evaluate(() => harness.get().client.stats.connections);
+  await relay.start();
+  await sleep(1000);
+  assert.equal(await page.evaluate(() => harness.get().client.stats.connections), connections, "no reconnect while hidden");
+  await page.evaluate(() => window.setHidden(false));
+  await page.waitForFunction(() => harness.get().client.status === "live", null, { timeout: 30_000 });
+  await page.close();
+});

@@ -1,0 +1,145 @@
+// Browser micro-benchmark of the tidewire client in headless Chromium (prints numbers; not a
+// timed test). Run by scripts/bench.d/client-wasm with the benchmark build of the package.
+//
+//   1. apply a 10,000-record snapshot (20 chunks of 500, as the relay sends it);
+//   2. apply 10,000 live events (one message each, as they arrive);
+//   3. change-callback overhead: the same events with a no-op listener;
+//   4. values handed to JavaScript: JSON text + JSON.parse vs serde-wasm-bindgen.
+// Each number is the median of several runs; the baseline is JSON.parse of the same texts
+// in JavaScript (what any client must at least pay).
+import { once } from "node:events";
+import fs from "node:fs";
+import http from "node:http";
+import path from "node:path";
+
+import { launch } from "../lib/browser.js";
+
+const pkg = process.argv[2];
+if (!pkg) throw new Error("usage: node bench/client-wasm.js <package dir>");
+
+const types = { ".js": "text/javascript", ".wasm": "application/wasm", ".html": "text/html" };
+const server = http.createServer((request, response) => {
+  const url = new URL(request.url, "http://x");
+  const file = url.pathname === "/" ? null : path.join(pkg, path.normalize(url.pathname));
+  if (!file || !file.startsWith(pkg) || !fs.existsSync(file)) {
+    response.writeHead(url.pathname === "/" ? 200 : 404, { "content-type": "text/html" });
+    response.end('<!doctype html><link rel="icon" href="data:,"><script type="module">import * as t from "/index.js"; window.t = t;</script>');
+    return;
+  }
+  response.writeHead(200, { "content-type": types[path.extname(file)] ?? "application/octet-stream" });
+  fs.createReadStream(file).pipe(response);
+});
+server.listen(0, "127.0.0.1");
+await once(server, "listening");
+
+const browser = await launch();
+const page = await browser.context.newPage();
+await page.goto(`http://127.0.0.1:${server.address().port}/`);
+await page.waitForFunction(() => window.t !== undefined);
+
+const results = await page.evaluate(async () => {
+  const { TidewireClient, benchConvert } = window.t;
+  const RECORDS = 10_000;
+  const CHUNK = 500;
+  const RUNS = 7;
+  const record = (n) => ({ title: `todo number ${n}`, done: n % 3 === 0, priority: n % 5, tags: ["home", `t${n % 7}`], owner: { id: n % 100, name: "ann" } });
+  const chunks = [];
+  for (let chunk = 0; chunk * CHUNK < RECORDS; chunk += 1) {
+    const records = [];
+    for (let n = chunk * CHUNK; n < (chunk + 1) * CHUNK; n += 1) records.push({ key: `k${n}`, seq: n + 1, data: record(n) });
+    chunks.push(JSON.stringify({ type: "snapshot", stream: "bench", epoch: 1, seq: RECORDS, chunk, last: (chunk + 1) * CHUNK >= RECORDS, records }));
+  }
+  const subscribed = JSON.stringify({ type: "subscribed", stream: "bench", epoch: 1, seq: RECORDS, resumed: false });
+  const events = [];
+  for (let n = 0; n < RECORDS; n += 1) {
+    const seq = RECORDS + 1 + n;
+    events.push(
+      JSON.stringify(
+        n % 2 === 0
+          ? { type: "event", stream: "bench", epoch: 1, seq, key: `k${n}`, op: "patch", data: { done: true, priority: n % 4 } }
+          : { type: "event", stream: "bench", epoch: 1, seq, key: `k${n}`, op: "upsert", data: record(n + 1) },
+      ),
+    );
+  }
+  const median = (values) => values.sort((a, b) => a - b)[Math.floor(values.length / 2)];
+  const time = (body) => {
+    const start = performance.now();
+    body();
+    return performance.now() - start;
+  };
+  const live = (listener) => {
+    const client = new TidewireClient("http://127.0.0.1:1", { transport: "manual" });
+    const collection = client.collection("bench");
+    if (listener) collection.subscribe(listener);
+    return { client, collection };
+  };
+
+  const out = {};
+  const snapshotRuns = [];
+  const snapshotWithListener = [];
+  const eventRuns = [];
+  const eventWithListener = [];
+  const baselineSnapshot = [];
+  const baselineEvents = [];
+  let calls = 0;
+  for (let run = 0; run < RUNS; run += 1) {
+    for (const listener of [null, () => (calls += 1)]) {
+      const { client, collection } = live(listener);
+      const snapshotMs = time(() => {
+        for (const text of chunks) client._inject(text);
+        client._inject(subscribed);
+      });
+      if (collection.size !== RECORDS) throw new Error(`snapshot applied ${collection.size} records`);
+      const eventsMs = time(() => {
+        for (const text of events) client._inject(text);
+      });
+      if (collection.seq !== 2 * RECORDS) throw new Error(`events applied up to ${collection.seq}`);
+      (listener ? snapshotWithListener : snapshotRuns).push(snapshotMs);
+      (listener ? eventWithListener : eventRuns).push(eventsMs);
+      client.close();
+    }
+    baselineSnapshot.push(time(() => chunks.forEach((text) => JSON.parse(text))));
+    baselineEvents.push(time(() => events.forEach((text) => JSON.parse(text))));
+  }
+  out.snapshotMs = median(snapshotRuns);
+  out.snapshotWithListenerMs = median(snapshotWithListener);
+  out.eventsMs = median(eventRuns);
+  out.eventsWithListenerMs = median(eventWithListener);
+  out.baselineSnapshotParseMs = median(baselineSnapshot);
+  out.baselineEventsParseMs = median(baselineEvents);
+  out.callbacks = calls;
+
+  // Reads: get() of every key, and a full iteration.
+  const { client, collection } = live(null);
+  for (const text of chunks) client._inject(text);
+  client._inject(subscribed);
+  out.get10kMs = median(Array.from({ length: RUNS }, () => time(() => { for (let n = 0; n < RECORDS; n += 1) collection.get(`k${n}`); })));
+  out.entries10kMs = median(Array.from({ length: RUNS }, () => time(() => { let count = 0; for (const _ of collection) count += 1; if (count !== RECORDS) throw new Error("iteration"); })));
+  client.close();
+
+  const convert = [];
+  for (let run = 0; run < RUNS; run += 1) convert.push(benchConvert(JSON.stringify(record(42)), 10_000));
+  out.convertJsonParseMs = median(convert.map((result) => result.jsonParseMs));
+  out.convertSerdeWasmBindgenMs = median(convert.map((result) => result.serdeWasmBindgenMs));
+  const big = { items: Array.from({ length: 100 }, (_, n) => record(n)) };
+  const convertBig = [];
+  for (let run = 0; run < RUNS; run += 1) convertBig.push(benchConvert(JSON.stringify(big), 200));
+  out.convertBigJsonParseMs = median(convertBig.map((result) => result.jsonParseMs));
+  out.convertBigSerdeWasmBindgenMs = median(convertBig.map((result) => result.serdeWasmBindgenMs));
+  return out;
+});
+
+const fixed = (value) => value.toFixed(1).padStart(8);
+const callbackOverhead = results.eventsWithListenerMs - results.eventsMs;
+console.log(`tidewire client micro-benchmark (headless Chromium ${browser.context.browser()?.version() ?? ""}, median of 7 runs)`);
+console.log(`  apply 10,000-record snapshot (20 chunks)     ${fixed(results.snapshotMs)} ms   (JSON.parse baseline ${results.baselineSnapshotParseMs.toFixed(1)} ms)`);
+console.log(`    with a change listener (10,000 callbacks)  ${fixed(results.snapshotWithListenerMs)} ms`);
+console.log(`  apply 10,000 live events (one message each)  ${fixed(results.eventsMs)} ms   (JSON.parse baseline ${results.baselineEventsParseMs.toFixed(1)} ms)`);
+console.log(`    with a change listener                     ${fixed(results.eventsWithListenerMs)} ms`);
+console.log(`  change-callback overhead                     ${fixed(callbackOverhead)} ms per 10,000 events (${((callbackOverhead / 10_000) * 1000).toFixed(2)} µs each)`);
+console.log(`  get() of 10,000 keys                         ${fixed(results.get10kMs)} ms`);
+console.log(`  iterate 10,000 entries                       ${fixed(results.entries10kMs)} ms`);
+console.log(`  value -> JS, one record x10,000: JSON text + JSON.parse ${results.convertJsonParseMs.toFixed(1)} ms, serde-wasm-bindgen ${results.convertSerdeWasmBindgenMs.toFixed(1)} ms`);
+console.log(`  value -> JS, 100 records x200:   JSON text + JSON.parse ${results.convertBigJsonParseMs.toFixed(1)} ms, serde-wasm-bindgen ${results.convertBigSerdeWasmBindgenMs.toFixed(1)} ms`);
+await browser.close();
+server.close();
