@@ -1,3 +1,271 @@
-//! Placeholder, replaced below.
+//! `fanout_baseline`: the physical fan-out limit of this machine, the baseline of benchmark 1.
+//! A minimal tokio program that accepts WebSocket connections like the relay (`GET /v1/ws`,
+//! one `subscribe`, answered with `subscribed`) and then writes the same pre-encoded event
+//! frames to every socket: each event is encoded once into one `Bytes` (frame header and the
+//! relay's JSON shape, `ts` = encoding time) and shared through a broadcast channel; one task
+//! per socket drains everything queued and writes it in one `write_vectored` burst. No
+//! PostgreSQL, no registry, no per-connection state beyond the socket.
+//!
+//! The same `loadgen` reads from it as from the relay (`--no-publish`), so the reader's cost
+//! is identical and relay/limit compares the relay with this program only.
+//!
+//! ```text
+//! fanout_baseline --listen 127.0.0.1:7400 --rate 0 --payload-bytes 64
+//! ```
 
-fn main() {}
+use std::io::IoSlice;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use clap::Parser;
+use fastwebsockets::upgrade::UpgradeFut;
+use fastwebsockets::{Frame, OpCode, Payload};
+use http_body_util::Empty;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio::sync::broadcast;
+use tidewire_tests::load::wire::now_micros;
+
+/// Command line.
+#[derive(Debug, Parser)]
+#[command(about = "Physical fan-out limit: pre-encoded WebSocket frames to N sockets")]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:7400")]
+    listen: SocketAddr,
+    /// Events per second (0: as fast as the slowest socket drains, with backpressure).
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// Bytes of padding in each event (as loadgen --payload-bytes).
+    #[arg(long, default_value_t = 64)]
+    payload_bytes: usize,
+    /// Start producing once this many sockets subscribed.
+    #[arg(long, default_value_t = 1)]
+    wait_for: u64,
+    /// Events buffered per socket before the producer waits (backpressure at rate 0).
+    #[arg(long, default_value_t = 1024)]
+    queue: usize,
+    /// Print a line with the rate every this many seconds.
+    #[arg(long, default_value_t = 5)]
+    report_seconds: u64,
+}
+
+/// Counters printed while running.
+#[derive(Debug, Default)]
+struct Counters {
+    subscribed: AtomicU64,
+    frames_written: AtomicU64,
+    lagged: AtomicU64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let listener = TcpListener::bind(args.listen).await?;
+    println!("fanout_baseline listening on {}", listener.local_addr()?);
+    let (sender, _) = broadcast::channel::<Bytes>(args.queue);
+    let counters = Arc::new(Counters::default());
+    let seq = Arc::new(AtomicU64::new(0));
+    tokio::spawn(produce(sender.clone(), Arc::clone(&counters), Arc::clone(&seq), args.rate, args.payload_bytes, args.wait_for, args.queue));
+    let reporter = Arc::clone(&counters);
+    let every = Duration::from_secs(args.report_seconds.max(1));
+    tokio::spawn(async move {
+        let mut last = reporter.frames_written.load(Ordering::Relaxed);
+        loop {
+            tokio::time::sleep(every).await;
+            let now = reporter.frames_written.load(Ordering::Relaxed);
+            println!(
+                "sockets {} frames/s {:.0} lagged {}",
+                reporter.subscribed.load(Ordering::Relaxed),
+                (now - last) as f64 / every.as_secs_f64(),
+                reporter.lagged.load(Ordering::Relaxed)
+            );
+            last = now;
+        }
+    });
+    loop {
+        let (socket, _) = match listener.accept().await {
+            Ok(pair) => pair,
+            Err(error) => {
+                eprintln!("accept failed: {error}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = socket.set_nodelay(true);
+        let sender = sender.clone();
+        let counters = Arc::clone(&counters);
+        let seq = Arc::clone(&seq);
+        tokio::spawn(async move {
+            let service = service_fn(move |request| {
+                upgrade(request, sender.clone(), Arc::clone(&counters), Arc::clone(&seq))
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(socket), service)
+                .with_upgrades();
+            // A failed connection only concerns its client.
+            let _ = connection.await;
+        });
+    }
+}
+
+/// Encodes event `seq` once: the frame header and the relay's event JSON.
+fn encode(seq: u64, pad: &str) -> Bytes {
+    let json = format!(
+        r#"{{"type":"event","stream":"load-0","epoch":1,"seq":{seq},"key":"k{}","op":"upsert","data":{{"pad":"{pad}","t":0}},"ts":{}}}"#,
+        seq % 1000,
+        now_micros()
+    );
+    let mut frame = Frame::new(true, OpCode::Text, None, Payload::Borrowed(json.as_bytes()));
+    let mut head = [0u8; 14];
+    let size = frame.fmt_head(&mut head);
+    let mut bytes = BytesMut::with_capacity(size + json.len());
+    bytes.put_slice(&head[..size]);
+    bytes.put_slice(json.as_bytes());
+    bytes.freeze()
+}
+
+async fn produce(
+    sender: broadcast::Sender<Bytes>,
+    counters: Arc<Counters>,
+    seq: Arc<AtomicU64>,
+    rate: f64,
+    payload_bytes: usize,
+    wait_for: u64,
+    queue: usize,
+) {
+    while counters.subscribed.load(Ordering::Relaxed) < wait_for {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pad = "x".repeat(payload_bytes);
+    let started = Instant::now();
+    let mut produced = 0u64;
+    loop {
+        if rate > 0.0 {
+            let due = started + Duration::from_secs_f64(produced as f64 / rate);
+            let now = Instant::now();
+            if due > now {
+                tokio::time::sleep(due - now).await;
+            }
+        } else {
+            // Backpressure: wait while the slowest socket is more than half a queue behind.
+            while sender.len() >= queue / 2 {
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            }
+        }
+        let next = seq.fetch_add(1, Ordering::Relaxed) + 1;
+        // No receivers is fine: nobody subscribed yet or everyone left.
+        let _ = sender.send(encode(next, &pad));
+        produced += 1;
+    }
+}
+
+async fn upgrade(
+    mut request: Request<Incoming>,
+    sender: broadcast::Sender<Bytes>,
+    counters: Arc<Counters>,
+    seq: Arc<AtomicU64>,
+) -> Result<Response<Empty<Bytes>>, std::convert::Infallible> {
+    match fastwebsockets::upgrade::upgrade(&mut request) {
+        Ok((response, upgrade)) => {
+            tokio::spawn(serve(upgrade, sender, counters, seq));
+            Ok(response)
+        }
+        Err(_) => {
+            let mut response = Response::new(Empty::new());
+            *response.status_mut() = StatusCode::BAD_REQUEST;
+            Ok(response)
+        }
+    }
+}
+
+/// One socket: read the subscribe, answer `subscribed`, then write every event.
+async fn serve(upgrade: UpgradeFut, sender: broadcast::Sender<Bytes>, counters: Arc<Counters>, seq: Arc<AtomicU64>) {
+    let Ok(mut websocket) = upgrade.await else {
+        return;
+    };
+    websocket.set_auto_pong(true);
+    let stream = loop {
+        let Ok(frame) = websocket.read_frame().await else {
+            return;
+        };
+        if frame.opcode != OpCode::Text {
+            continue;
+        }
+        let Ok(message) = serde_json::from_slice::<serde_json::Value>(&frame.payload) else {
+            continue;
+        };
+        if message["type"] == "subscribe" {
+            break message["stream"].as_str().unwrap_or("load-0").to_owned();
+        }
+    };
+    // Subscribe to the broadcast before reading the head, so nothing after it is missed.
+    let mut events = sender.subscribe();
+    let head = seq.load(Ordering::Relaxed);
+    let subscribed = format!(r#"{{"type":"subscribed","stream":"{stream}","epoch":1,"seq":{head},"resumed":false}}"#);
+    let mut socket = websocket.into_inner();
+    let mut frame = Frame::new(true, OpCode::Text, None, Payload::Borrowed(subscribed.as_bytes()));
+    let mut head_bytes = [0u8; 14];
+    let size = frame.fmt_head(&mut head_bytes);
+    if socket.write_all(&head_bytes[..size]).await.is_err() || socket.write_all(subscribed.as_bytes()).await.is_err() {
+        return;
+    }
+    counters.subscribed.fetch_add(1, Ordering::Relaxed);
+    let mut burst: Vec<Bytes> = Vec::with_capacity(64);
+    loop {
+        match events.recv().await {
+            Ok(first) => burst.push(first),
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                counters.lagged.fetch_add(missed, Ordering::Relaxed);
+                continue;
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+        while burst.len() < 256 {
+            match events.try_recv() {
+                Ok(next) => burst.push(next),
+                Err(broadcast::error::TryRecvError::Lagged(missed)) => {
+                    counters.lagged.fetch_add(missed, Ordering::Relaxed);
+                }
+                Err(_) => break,
+            }
+        }
+        if write_burst(&mut socket, &burst).await.is_err() {
+            counters.subscribed.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        counters
+            .frames_written
+            .fetch_add(burst.len() as u64, Ordering::Relaxed);
+        burst.clear();
+    }
+}
+
+/// Writes every frame of `burst` with vectored writes.
+async fn write_burst<S: tokio::io::AsyncWrite + Unpin>(socket: &mut S, burst: &[Bytes]) -> std::io::Result<()> {
+    let mut frame = 0;
+    let mut offset = 0;
+    while frame < burst.len() {
+        let slices: Vec<IoSlice<'_>> = std::iter::once(IoSlice::new(&burst[frame][offset..]))
+            .chain(burst[frame + 1..].iter().map(|bytes| IoSlice::new(bytes)))
+            .collect();
+        let mut written = socket.write_vectored(&slices).await?;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while frame < burst.len() && written >= burst[frame].len() - offset {
+            written -= burst[frame].len() - offset;
+            frame += 1;
+            offset = 0;
+        }
+        offset += written;
+    }
+    Ok(())
+}

@@ -98,6 +98,9 @@ struct Args {
     /// Largest reconnect backoff, ms.
     #[arg(long, default_value_t = 5000)]
     backoff_max_ms: u64,
+    /// Reconnect after this many ms without hearing anything (pings, heartbeats, messages).
+    #[arg(long)]
+    silence_ms: Option<u64>,
     /// Relay process ids to sample for CPU and RSS.
     #[arg(long)]
     relay_pid: Vec<u32>,
@@ -152,6 +155,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         backoff_max: Duration::from_millis(args.backoff_max_ms),
         connect_timeout: Duration::from_secs(30),
         relay_pids: args.relay_pid.clone(),
+        silence_timeout: args.silence_ms.map(Duration::from_millis),
     };
     let mut run = LoadRun::start(spec).await?;
     let live = run.wait_live(Duration::from_secs_f64(args.live_timeout)).await;

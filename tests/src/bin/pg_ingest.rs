@@ -89,7 +89,8 @@ impl Method {
                 "select tidewire.publish($1, $2, 'upsert', $3::jsonb)"
             }
             Method::Table => {
-                "insert into bench_tracked (id, data) values ($2, $3::jsonb) \
+                // $1 (the stream) is fixed by the tracking; it is only typed here.
+                "insert into bench_tracked (id, data) select $2, $3::jsonb where $1::text is not null \
                  on conflict (id) do update set data = excluded.data"
             }
             Method::Plain => {

@@ -172,6 +172,9 @@ pub struct Track {
     gap_open: bool,
     /// True while a resubscribe for a gap is in flight (events until it lands are dropped).
     repairing: bool,
+    /// Raw channels: the relay's `(epoch, seq)` of the last event, to resume from (the relay
+    /// then announces what it cannot replay with `gap`).
+    raw_position: Option<(u64, u64)>,
     /// Whether the subscription is live (events after `subscribed` count for latency).
     pub live: bool,
     counts: Counts,
@@ -262,6 +265,7 @@ impl Track {
             announced: RangeSet::default(),
             gap_open: false,
             repairing: false,
+            raw_position: None,
             live: false,
             counts: Counts::default(),
         }
@@ -276,8 +280,14 @@ impl Track {
     pub fn position(&self) -> Option<(u64, u64)> {
         match self.kind {
             Kind::Durable => Some((self.epoch?, self.applied)),
-            Kind::Raw => None,
+            Kind::Raw => self.raw_position,
         }
+    }
+
+    /// Raw channels: the relay-local position of the event just received (the checker itself
+    /// follows the publisher's numbers).
+    pub fn raw_wire_position(&mut self, epoch: u64, seq: u64) {
+        self.raw_position = Some((epoch, seq));
     }
 
     /// Highest seq applied.

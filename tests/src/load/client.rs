@@ -38,8 +38,12 @@ pub struct ClientSpec {
     pub id: usize,
     /// WebSocket or SSE.
     pub transport: Transport,
-    /// The relay to connect to.
-    pub addr: SocketAddr,
+    /// Relays to connect to: the first one, then the next after each failed attempt (so a
+    /// client of a dead relay moves to another one).
+    pub addrs: Vec<SocketAddr>,
+    /// Reconnect when nothing at all (not even a keepalive ping or SSE heartbeat) arrived for
+    /// this long; `None` waits forever.
+    pub silence_timeout: Option<Duration>,
     /// Streams to subscribe (raw channels are `raw:<channel>`).
     pub streams: Vec<String>,
     /// Ask for a snapshot on a fresh subscribe (WebSocket only; SSE always sends one).
@@ -135,6 +139,7 @@ pub async fn run(spec: ClientSpec, shared: Arc<Shared>, stop: CancellationToken)
     };
     let mut attempt: u32 = 0;
     let mut lost_at: Option<Instant> = None;
+    let mut relay = 0usize;
     loop {
         if stop.is_cancelled() {
             break;
@@ -142,7 +147,7 @@ pub async fn run(spec: ClientSpec, shared: Arc<Shared>, stop: CancellationToken)
         let attempt_started = Instant::now();
         let result = tokio::select! {
             () = stop.cancelled() => break,
-            result = connect_and_serve(&spec, &mut state, &mut outcome, attempt_started, &mut lost_at) => result,
+            result = connect_and_serve(&spec, spec.addrs[relay % spec.addrs.len()], &mut state, &mut outcome, attempt_started, &mut lost_at) => result,
         };
         match result {
             Served::Lost { was_live } => {
@@ -154,6 +159,7 @@ pub async fn run(spec: ClientSpec, shared: Arc<Shared>, stop: CancellationToken)
             }
             Served::Failed => {
                 shared.connect_failures.fetch_add(1, Ordering::Relaxed);
+                relay += 1;
             }
         }
         if !spec.reconnect {
@@ -230,9 +236,7 @@ impl State {
             self.shared.errors.fetch_add(1, Ordering::Relaxed);
             return None;
         }
-        let Some(index) = self.tracks.iter().position(|(name, _)| name == stream) else {
-            return None;
-        };
+        let index = self.tracks.iter().position(|(name, _)| name == stream)?;
         let track = &mut self.tracks[index].1;
         let mut request = None;
         match kind {
@@ -256,6 +260,9 @@ impl State {
                     } else {
                         self.shared.catchup_latency.record(latency);
                     }
+                }
+                if let (true, Some(epoch), Some(relay_seq)) = (raw, wire.epoch, wire.seq) {
+                    track.raw_wire_position(epoch, relay_seq);
                 }
                 if let Some(seq) = seq {
                     if let Action::Resubscribe { epoch, seq } = track.event(wire.epoch.unwrap_or(0), seq) {
@@ -308,14 +315,15 @@ impl State {
 
 async fn connect_and_serve(
     spec: &ClientSpec,
+    addr: SocketAddr,
     state: &mut State,
     outcome: &mut ClientOutcome,
     attempt_started: Instant,
     lost_at: &mut Option<Instant>,
 ) -> Served {
     match spec.transport {
-        Transport::Ws => serve_ws(spec, state, outcome, attempt_started, lost_at).await,
-        Transport::Sse => serve_sse(spec, state, outcome, attempt_started, lost_at).await,
+        Transport::Ws => serve_ws(spec, addr, state, outcome, attempt_started, lost_at).await,
+        Transport::Sse => serve_sse(spec, addr, state, outcome, attempt_started, lost_at).await,
     }
 }
 
@@ -357,12 +365,13 @@ fn note_live(state: &State, attempt_started: Instant, lost_at: &mut Option<Insta
 
 async fn serve_ws(
     spec: &ClientSpec,
+    addr: SocketAddr,
     state: &mut State,
     outcome: &mut ClientOutcome,
     attempt_started: Instant,
     lost_at: &mut Option<Instant>,
 ) -> Served {
-    let mut websocket = match transport::websocket(spec.addr, "/v1/ws", None, spec.connect_timeout).await {
+    let mut websocket = match transport::websocket(addr, "/v1/ws", None, spec.connect_timeout).await {
         Ok(websocket) => websocket,
         Err(error) => {
             note_refusal(&state.shared, &error);
@@ -387,12 +396,30 @@ async fn serve_ws(
         }
     }
     let mut noted = false;
+    // Pings are answered here (not by fastwebsockets) so that they count as signs of life.
+    websocket.set_auto_pong(false);
     loop {
-        let frame = match websocket.read_frame().await {
+        let read = websocket.read_frame();
+        let frame = match spec.silence_timeout {
+            // Not cancel safe, but a timeout abandons the connection anyway.
+            Some(silence) => match tokio::time::timeout(silence, read).await {
+                Ok(read) => read,
+                Err(_) => return Served::Lost { was_live: noted },
+            },
+            None => read.await,
+        };
+        let frame = match frame {
             Ok(frame) => frame,
             Err(_) => return Served::Lost { was_live: noted },
         };
         match frame.opcode {
+            OpCode::Ping => {
+                let payload = frame.payload.to_vec();
+                let pong = fastwebsockets::Frame::pong(fastwebsockets::Payload::Owned(payload));
+                if websocket.write_frame(pong).await.is_err() {
+                    return Served::Lost { was_live: noted };
+                }
+            }
             OpCode::Text => {
                 let request = state.handle(&frame.payload);
                 note_live(state, attempt_started, lost_at, &mut noted);
@@ -421,6 +448,7 @@ async fn serve_ws(
 
 async fn serve_sse(
     spec: &ClientSpec,
+    addr: SocketAddr,
     state: &mut State,
     outcome: &mut ClientOutcome,
     attempt_started: Instant,
@@ -442,7 +470,7 @@ async fn serve_sse(
         }
     }
     let last_event_id = (!cursor.entries.is_empty()).then(|| cursor.encode());
-    let mut events = match transport::sse(spec.addr, &query, last_event_id.as_deref(), spec.connect_timeout).await {
+    let mut events = match transport::sse(addr, &query, last_event_id.as_deref(), spec.connect_timeout).await {
         Ok(events) => events,
         Err(error) => {
             note_refusal(&state.shared, &error);
@@ -455,7 +483,16 @@ async fn serve_sse(
     }
     let mut noted = false;
     loop {
-        let event = match events.next_event().await {
+        let next = match spec.silence_timeout {
+            // `next_event` is cancel safe: a timeout loses nothing already read.
+            Some(silence) => match tokio::time::timeout(silence, events.next_event()).await {
+                Ok(next) => next,
+                Err(_) if events.silent_for() < silence => continue,
+                Err(_) => return Served::Lost { was_live: noted },
+            },
+            None => events.next_event().await,
+        };
+        let event = match next {
             Ok(Some(event)) => event,
             Ok(None) | Err(_) => return Served::Lost { was_live: noted },
         };

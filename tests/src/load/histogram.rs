@@ -106,6 +106,16 @@ impl Histogram {
         self.max.load(Ordering::Relaxed)
     }
 
+    /// Values recorded in `[low, high)` (by bucket: exact below 128, within 1% above).
+    pub fn count_between(&self, low: u64, high: u64) -> u64 {
+        self.counts
+            .iter()
+            .enumerate()
+            .filter(|(bucket, _)| (low..high).contains(&lower_bound(*bucket)))
+            .map(|(_, count)| count.load(Ordering::Relaxed))
+            .sum()
+    }
+
     /// Count, mean, p50, p90, p99, p99.9 and max.
     pub fn summary(&self) -> Summary {
         let count = self.count();
@@ -206,5 +216,7 @@ mod tests {
         assert_eq!(one.count(), 3);
         assert_eq!(one.summary().max, 1000);
         assert_eq!(one.quantile(0.0), 3);
+        assert_eq!(one.count_between(0, 11), 2);
+        assert_eq!(one.count_between(11, 2000), 1);
     }
 }

@@ -15,14 +15,18 @@
 //! | [`stalled`] | consumers that never read, and when the relay dropped them |
 //! | [`publish`] | paced publishers through the SQL function, tracked tables, pg_notify |
 //! | [`run`] | the engine: start, wait live, publish, drain, judge |
+//! | [`relay_process`] | a relay as a child process, for kill -9 and restart |
+//! | [`scenario`] | the fault scenarios, short in the tests and long in `fault_soak` |
 
 pub mod checker;
 pub mod client;
 pub mod histogram;
 pub mod procstat;
 pub mod publish;
+pub mod relay_process;
 pub mod report;
 pub mod run;
+pub mod scenario;
 pub mod stalled;
 pub mod transport;
 pub mod wire;

@@ -214,6 +214,12 @@ async fn publisher(task: usize, tasks: usize, spec: Arc<PublishSpec>, stats: Arc
                 }
             },
         };
+        // Raw channels are published by the first publisher only: their order is only
+        // defined per connection, and the checker follows one publisher's numbers.
+        if target >= spec.streams.len() && task != 0 {
+            target = (target + 1) % targets;
+            continue;
+        }
         let began = Instant::now();
         let result = if target < spec.streams.len() {
             counter += u64::from(batch);

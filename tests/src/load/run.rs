@@ -58,6 +58,9 @@ pub struct LoadSpec {
     pub connect_timeout: Duration,
     /// Relay processes to sample for CPU and RSS.
     pub relay_pids: Vec<u32>,
+    /// Clients reconnect after this long without hearing anything (keepalive pings, SSE
+    /// heartbeats or messages); `None`: never.
+    pub silence_timeout: Option<Duration>,
 }
 
 impl Default for LoadSpec {
@@ -78,6 +81,7 @@ impl Default for LoadSpec {
             backoff_max: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(30),
             relay_pids: Vec::new(),
+            silence_timeout: None,
         }
     }
 }
@@ -193,7 +197,11 @@ impl LoadRun {
             let client_spec = ClientSpec {
                 id,
                 transport: if id < spec.ws { Transport::Ws } else { Transport::Sse },
-                addr: spec.relays[id % spec.relays.len()],
+                // Client `i` starts on relay `i % len` and fails over to the next ones.
+                addrs: (0..spec.relays.len())
+                    .map(|offset| spec.relays[(id + offset) % spec.relays.len()])
+                    .collect(),
+                silence_timeout: spec.silence_timeout,
                 streams,
                 snapshot: spec.snapshot,
                 since: client_since,
@@ -277,14 +285,17 @@ impl LoadRun {
         self.relay_live = sample(&self.spec.relay_pids);
     }
 
-    /// Starts the publishers of the spec (nothing if it has none).
+    /// Starts the publishers of the spec (if it has any) and the measurement window.
     pub fn start_publishing(&mut self) {
-        let Some(publish) = self.spec.publish.clone() else {
-            return;
-        };
         let stop = CancellationToken::new();
-        let (stats, tasks) = publish::spawn(publish, stop.clone());
-        self.publish_stats = Some(stats);
+        let tasks = match self.spec.publish.clone() {
+            Some(publish) => {
+                let (stats, tasks) = publish::spawn(publish, stop.clone());
+                self.publish_stats = Some(stats);
+                tasks
+            }
+            None => Vec::new(),
+        };
         self.events_at_publish_start = self.shared.events.load(Ordering::Relaxed);
         self.relay_publish_start = sample(&self.spec.relay_pids);
         self.publishing = Some(Publishing {
@@ -307,7 +318,7 @@ impl LoadRun {
         }
     }
 
-    /// Stops the publishers and waits for them.
+    /// Stops the publishers (if any), waits for them, and ends the measurement window.
     pub async fn stop_publishing(&mut self) {
         if let Some(publishing) = self.publishing.take() {
             publishing.stop.cancel();

@@ -1,7 +1,9 @@
 //! Stalled consumers: WebSocket clients with a tiny receive buffer that subscribe and then
 //! never read. The relay must disconnect each within its slow-consumer deadline; whether and
-//! when it did is read from the kernel's socket table (`/proc/net/tcp`): a connection the
-//! relay closed is in CLOSE_WAIT or gone, without this side reading a byte.
+//! when it did is read from the kernel's socket table (`/proc/net/tcp`, loopback shows both
+//! ends): the relay's end of the connection leaves ESTABLISHED when the relay closes it. The
+//! client's end may stay ESTABLISHED: the relay's FIN waits behind megabytes of unsent data
+//! that a zero receive window never lets through.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -115,7 +117,7 @@ async fn watch(ports: Vec<u16>, relay_port: u16, opened_at: Instant, stop: Cance
             if closed.contains_key(port) {
                 continue;
             }
-            // 0x01 ESTABLISHED; anything else (CLOSE_WAIT 0x08, gone) means the relay closed.
+            // 0x01 ESTABLISHED; anything else (FIN_WAIT1 0x04, gone) means the relay closed.
             let open = states.get(port).is_some_and(|&state| state == 0x01);
             if !open {
                 closed.insert(*port, opened_at.elapsed());
@@ -131,8 +133,9 @@ async fn watch(ports: Vec<u16>, relay_port: u16, opened_at: Instant, stop: Cance
     }
 }
 
-/// Local port -> TCP state of this host's IPv4 and IPv6 sockets connected to `remote_port`.
-fn socket_states(remote_port: u16) -> HashMap<u16, u8> {
+/// Client port -> TCP state of the relay's end of each connection (local port
+/// `relay_port`), from this host's IPv4 and IPv6 socket tables.
+fn socket_states(relay_port: u16) -> HashMap<u16, u8> {
     let mut states = HashMap::new();
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
         let Ok(text) = std::fs::read_to_string(table) else {
@@ -148,15 +151,11 @@ fn socket_states(remote_port: u16) -> HashMap<u16, u8> {
                     .rsplit_once(':')
                     .and_then(|(_, port)| u16::from_str_radix(port, 16).ok())
             };
-            if port(remote) != Some(remote_port) {
+            if port(local) != Some(relay_port) {
                 continue;
             }
-            if let (Some(local_port), Ok(state)) = (port(local), u8::from_str_radix(state, 16)) {
-                // A local port may appear twice (server side of loopback); keep ESTABLISHED.
-                let entry = states.entry(local_port).or_insert(state);
-                if state == 0x01 {
-                    *entry = state;
-                }
+            if let (Some(client_port), Ok(state)) = (port(remote), u8::from_str_radix(state, 16)) {
+                states.insert(client_port, state);
             }
         }
     }

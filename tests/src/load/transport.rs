@@ -216,8 +216,12 @@ pub struct Sse {
     chunked: bool,
     /// Bytes left in the current chunk.
     chunk_left: usize,
+    /// The terminating zero-size chunk arrived.
+    ended: bool,
     /// The event being assembled.
     event: SseEvent,
+    /// When bytes (events or heartbeat comments) last arrived.
+    last_activity: std::time::Instant,
 }
 
 /// One SSE event.
@@ -264,7 +268,9 @@ pub async fn sse(
             body: BytesMut::new(),
             chunked,
             chunk_left: 0,
+            ended: false,
             event: SseEvent::default(),
+            last_activity: std::time::Instant::now(),
         })
     };
     tokio::time::timeout(timeout, attempt)
@@ -273,6 +279,11 @@ pub async fn sse(
 }
 
 impl Sse {
+    /// How long since any byte arrived (heartbeat comments included).
+    pub fn silent_for(&self) -> Duration {
+        self.last_activity.elapsed()
+    }
+
     /// The next complete event; `Ok(None)` at the end of the stream. Comments (heartbeats)
     /// and `retry:` are skipped. Cancel safe: partial input stays buffered.
     ///
@@ -292,15 +303,19 @@ impl Sse {
                 }
             }
             if !self.decode_chunks()? {
-                if self.stream.read_buf(&mut self.raw).await? == 0 {
+                if self.ended || self.stream.read_buf(&mut self.raw).await? == 0 {
                     return Ok(None);
                 }
+                self.last_activity = std::time::Instant::now();
             }
         }
     }
 
     /// Moves decoded body bytes from `raw` to `body`; false if more input is needed.
     fn decode_chunks(&mut self) -> io::Result<bool> {
+        if self.ended {
+            return Ok(false);
+        }
         if !self.chunked {
             if self.raw.is_empty() {
                 return Ok(false);
@@ -336,7 +351,8 @@ impl Sse {
                 .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad chunk size"))?;
             self.raw.advance(end + 2);
             if size == 0 {
-                return Err(io::ErrorKind::UnexpectedEof.into());
+                self.ended = true;
+                return Ok(progressed);
             }
             self.chunk_left = size;
         }
@@ -411,7 +427,7 @@ mod tests {
         assert_eq!(first.data, b"{\"a\":1}");
         let second = events.next_event().await.expect("reads").expect("an event");
         assert_eq!(second.data, b"x\ny");
-        assert!(events.next_event().await.is_err(), "the terminating chunk ends the stream");
+        assert_eq!(events.next_event().await.expect("reads"), None, "the last chunk ends the stream");
         let request = server.await.expect("server");
         assert!(request.contains("Last-Event-ID: 1;s,7,2\r\n"), "{request}");
     }
@@ -428,9 +444,7 @@ mod tests {
                 .write_all(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n")
                 .await;
         });
-        let error = websocket(addr, "/v1/ws", None, Duration::from_secs(5))
-            .await
-            .expect_err("refused");
-        assert!(matches!(error, ConnectError::Status(503)), "{error}");
+        let result = websocket(addr, "/v1/ws", None, Duration::from_secs(5)).await;
+        assert!(matches!(result, Err(ConnectError::Status(503))), "a 503 refusal");
     }
 }
