@@ -28,10 +28,10 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use tidewire_tests::load::wire::now_micros;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
-use tidewire_tests::load::wire::now_micros;
 
 /// Command line.
 #[derive(Debug, Parser)]
@@ -73,7 +73,15 @@ async fn main() -> anyhow::Result<()> {
     let (sender, _) = broadcast::channel::<Bytes>(args.queue);
     let counters = Arc::new(Counters::default());
     let seq = Arc::new(AtomicU64::new(0));
-    tokio::spawn(produce(sender.clone(), Arc::clone(&counters), Arc::clone(&seq), args.rate, args.payload_bytes, args.wait_for, args.queue));
+    tokio::spawn(produce(
+        sender.clone(),
+        Arc::clone(&counters),
+        Arc::clone(&seq),
+        args.rate,
+        args.payload_bytes,
+        args.wait_for,
+        args.queue,
+    ));
     let reporter = Arc::clone(&counters);
     let every = Duration::from_secs(args.report_seconds.max(1));
     tokio::spawn(async move {
@@ -105,7 +113,12 @@ async fn main() -> anyhow::Result<()> {
         let seq = Arc::clone(&seq);
         tokio::spawn(async move {
             let service = service_fn(move |request| {
-                upgrade(request, sender.clone(), Arc::clone(&counters), Arc::clone(&seq))
+                upgrade(
+                    request,
+                    sender.clone(),
+                    Arc::clone(&counters),
+                    Arc::clone(&seq),
+                )
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(socket), service)
@@ -187,7 +200,12 @@ async fn upgrade(
 }
 
 /// One socket: read the subscribe, answer `subscribed`, then write every event.
-async fn serve(upgrade: UpgradeFut, sender: broadcast::Sender<Bytes>, counters: Arc<Counters>, seq: Arc<AtomicU64>) {
+async fn serve(
+    upgrade: UpgradeFut,
+    sender: broadcast::Sender<Bytes>,
+    counters: Arc<Counters>,
+    seq: Arc<AtomicU64>,
+) {
     let Ok(mut websocket) = upgrade.await else {
         return;
     };
@@ -209,12 +227,21 @@ async fn serve(upgrade: UpgradeFut, sender: broadcast::Sender<Bytes>, counters: 
     // Subscribe to the broadcast before reading the head, so nothing after it is missed.
     let mut events = sender.subscribe();
     let head = seq.load(Ordering::Relaxed);
-    let subscribed = format!(r#"{{"type":"subscribed","stream":"{stream}","epoch":1,"seq":{head},"resumed":false}}"#);
+    let subscribed = format!(
+        r#"{{"type":"subscribed","stream":"{stream}","epoch":1,"seq":{head},"resumed":false}}"#
+    );
     let mut socket = websocket.into_inner();
-    let mut frame = Frame::new(true, OpCode::Text, None, Payload::Borrowed(subscribed.as_bytes()));
+    let mut frame = Frame::new(
+        true,
+        OpCode::Text,
+        None,
+        Payload::Borrowed(subscribed.as_bytes()),
+    );
     let mut head_bytes = [0u8; 14];
     let size = frame.fmt_head(&mut head_bytes);
-    if socket.write_all(&head_bytes[..size]).await.is_err() || socket.write_all(subscribed.as_bytes()).await.is_err() {
+    if socket.write_all(&head_bytes[..size]).await.is_err()
+        || socket.write_all(subscribed.as_bytes()).await.is_err()
+    {
         return;
     }
     counters.subscribed.fetch_add(1, Ordering::Relaxed);
@@ -249,7 +276,10 @@ async fn serve(upgrade: UpgradeFut, sender: broadcast::Sender<Bytes>, counters: 
 }
 
 /// Writes every frame of `burst` with vectored writes.
-async fn write_burst<S: tokio::io::AsyncWrite + Unpin>(socket: &mut S, burst: &[Bytes]) -> std::io::Result<()> {
+async fn write_burst<S: tokio::io::AsyncWrite + Unpin>(
+    socket: &mut S,
+    burst: &[Bytes],
+) -> std::io::Result<()> {
     let mut frame = 0;
     let mut offset = 0;
     while frame < burst.len() {

@@ -62,22 +62,36 @@ async fn main() -> anyhow::Result<ExitCode> {
     let relay = sibling_binary("relay_proc");
     let mut reports: Vec<ScenarioReport> = Vec::new();
     let mut failed = Vec::new();
-    let mut record = |name: &str, result: Result<ScenarioReport, scenario::ScenarioError>| match result {
-        Ok(report) => {
-            println!("{}", report.describe());
-            if !report.load.invariants.pass() || report.cycles.iter().any(|cycle| cycle.catch_up_ms.is_none()) {
+    let mut record =
+        |name: &str, result: Result<ScenarioReport, scenario::ScenarioError>| match result {
+            Ok(report) => {
+                println!("{}", report.describe());
+                if !report.load.invariants.pass()
+                    || report
+                        .cycles
+                        .iter()
+                        .any(|cycle| cycle.catch_up_ms.is_none())
+                {
+                    failed.push(name.to_owned());
+                }
+                reports.push(report);
+            }
+            Err(error) => {
+                println!("{name}: could not run: {error}");
                 failed.push(name.to_owned());
             }
-            reports.push(report);
-        }
-        Err(error) => {
-            println!("{name}: could not run: {error}");
-            failed.push(name.to_owned());
-        }
-    };
+        };
     if wanted("restarts") {
-        let faults = [PgFault::Fast, PgFault::Immediate, PgFault::Kill9, PgFault::TerminateListen];
-        record("restarts", scenario::pg_restarts(&load, &faults, args.restarts).await);
+        let faults = [
+            PgFault::Fast,
+            PgFault::Immediate,
+            PgFault::Kill9,
+            PgFault::TerminateListen,
+        ];
+        record(
+            "restarts",
+            scenario::pg_restarts(&load, &faults, args.restarts).await,
+        );
     }
     if wanted("freeze") {
         record(
@@ -88,7 +102,8 @@ async fn main() -> anyhow::Result<ExitCode> {
     if wanted("kills") {
         record(
             "kills",
-            scenario::relay_kills(&load, relay.clone(), args.kills, Duration::from_millis(500)).await,
+            scenario::relay_kills(&load, relay.clone(), args.kills, Duration::from_millis(500))
+                .await,
         );
     }
     if wanted("three") {
@@ -110,7 +125,8 @@ async fn main() -> anyhow::Result<ExitCode> {
         for side in [Hole::Clients, Hole::Postgres] {
             record(
                 "blackholes",
-                scenario::blackhole(&load, side, Duration::from_secs(2), Duration::from_secs(10)).await,
+                scenario::blackhole(&load, side, Duration::from_secs(2), Duration::from_secs(10))
+                    .await,
             );
         }
     }

@@ -158,13 +158,22 @@ async fn main() -> anyhow::Result<ExitCode> {
         silence_timeout: args.silence_ms.map(Duration::from_millis),
     };
     let mut run = LoadRun::start(spec).await?;
-    let live = run.wait_live(Duration::from_secs_f64(args.live_timeout)).await;
+    let live = run
+        .wait_live(Duration::from_secs_f64(args.live_timeout))
+        .await;
     match live {
-        Some(after) => println!("{}: {} clients live after {:.0} ms", args.label, run.clients(), after.as_secs_f64() * 1000.0),
+        Some(after) => println!(
+            "{}: {} clients live after {:.0} ms",
+            args.label,
+            run.clients(),
+            after.as_secs_f64() * 1000.0
+        ),
         None => println!(
             "{}: only {} of {} clients live after {} s",
             args.label,
-            run.shared().clients_live.load(std::sync::atomic::Ordering::Relaxed),
+            run.shared()
+                .clients_live
+                .load(std::sync::atomic::Ordering::Relaxed),
             run.clients(),
             args.live_timeout
         ),
@@ -179,9 +188,14 @@ async fn main() -> anyhow::Result<ExitCode> {
     run.stop_publishing().await;
     // Let the last commits land before reading the heads.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let drained = run.drain(Duration::from_secs_f64(args.drain_timeout)).await?;
+    let drained = run
+        .drain(Duration::from_secs_f64(args.drain_timeout))
+        .await?;
     if drained.is_none() {
-        println!("{}: not every client reached the heads within {} s", args.label, args.drain_timeout);
+        println!(
+            "{}: not every client reached the heads within {} s",
+            args.label, args.drain_timeout
+        );
     }
     let report = run.finish().await?;
     print!("{}", render(&args.label, &report));
@@ -203,8 +217,14 @@ async fn main() -> anyhow::Result<ExitCode> {
 fn render(label: &str, report: &LoadReport) -> String {
     let mut table = Table::new(&[label, "value"]);
     let mut row = |name: &str, value: String| table.row(vec![name.to_owned(), value]);
-    row("clients (ws + sse)", format!("{} + {}", report.ws, report.sse));
-    row("streams x per client", format!("{} x {}", report.streams, report.streams_per_client));
+    row(
+        "clients (ws + sse)",
+        format!("{} + {}", report.ws, report.sse),
+    );
+    row(
+        "streams x per client",
+        format!("{} x {}", report.streams, report.streams_per_client),
+    );
     row(
         "time to all live",
         report
@@ -221,15 +241,30 @@ fn render(label: &str, report: &LoadReport) -> String {
     if let Some(publish) = &report.publish {
         row(
             "published events/s (errors)",
-            format!("{} ({})", thousands(publish.events_per_second), publish.errors),
+            format!(
+                "{} ({})",
+                thousands(publish.events_per_second),
+                publish.errors
+            ),
         );
     }
-    row("deliveries/s while publishing", thousands(report.deliveries_per_second));
-    row("e2e latency ms p50/p99/p99.9/max", report.latency_us.millis());
-    row("catch-up latency ms p50/p99/p99.9/max", report.catchup_latency_us.millis());
+    row(
+        "deliveries/s while publishing",
+        thousands(report.deliveries_per_second),
+    );
+    row(
+        "e2e latency ms p50/p99/p99.9/max",
+        report.latency_us.millis(),
+    );
+    row(
+        "catch-up latency ms p50/p99/p99.9/max",
+        report.catchup_latency_us.millis(),
+    );
     row(
         "drain after publishing",
-        report.drain_ms.map_or("timed out".into(), |ms| format!("{ms:.0} ms")),
+        report
+            .drain_ms
+            .map_or("timed out".into(), |ms| format!("{ms:.0} ms")),
     );
     let invariants = &report.invariants;
     row(
@@ -280,7 +315,10 @@ fn render(label: &str, report: &LoadReport) -> String {
             ),
         );
         if let Some(bytes) = relay.rss_per_connection_bytes {
-            row("relay RSS per connection", format!("{:.1} KiB", bytes / 1024.0));
+            row(
+                "relay RSS per connection",
+                format!("{:.1} KiB", bytes / 1024.0),
+            );
         }
     }
     if let Some(stalled) = &report.stalled {
@@ -304,7 +342,11 @@ fn render(label: &str, report: &LoadReport) -> String {
             &format!("FAIL client {client} {stream}"),
             format!(
                 "expected {} lost {} silent {} dup_app {} ooo {}",
-                verdict.expected, verdict.lost, verdict.silent_loss, verdict.counts.dup_app, verdict.counts.ooo
+                verdict.expected,
+                verdict.lost,
+                verdict.silent_loss,
+                verdict.counts.dup_app,
+                verdict.counts.ooo
             ),
         );
     }

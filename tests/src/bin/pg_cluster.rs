@@ -53,7 +53,10 @@ async fn main() -> anyhow::Result<()> {
         std::fs::write(path, format!("{url}\n")).context("write --url-file")?;
     }
     if let Some(path) = &args.pid_file {
-        let pid = pg.cluster().postmaster_pid().context("the postmaster's pid")?;
+        let pid = pg
+            .cluster()
+            .postmaster_pid()
+            .context("the postmaster's pid")?;
         std::fs::write(path, format!("{pid}\n")).context("write --pid-file")?;
     }
     println!("DATABASE_URL={url}");

@@ -210,7 +210,10 @@ async fn main() -> anyhow::Result<()> {
             "latency_us": result.latency,
         }));
     }
-    println!("\nPublish rate (one autocommit statement per event, {} s each)", args.seconds);
+    println!(
+        "\nPublish rate (one autocommit statement per event, {} s each)",
+        args.seconds
+    );
     print!("{}", table.render());
 
     let bare = receive.median("bare LISTEN (count)");
@@ -367,12 +370,17 @@ async fn receive_rates(url: &str, events: u64, rounds: usize) -> anyhow::Result<
             client.batch_execute("vacuum analyze").await?;
             let stream = format!("recv-{round}");
             let measured = match receiver {
-                Receiver::Bare { decode } => bare_round(url, &client, &stream, events, decode).await?,
+                Receiver::Bare { decode } => {
+                    bare_round(url, &client, &stream, events, decode).await?
+                }
                 Receiver::Relay => relay_round(url, &client, &stream, events).await?,
             };
             for (name, seconds) in measured {
                 let rate = events as f64 / seconds;
-                println!("  round {round}: {name:<28} {:>9} events/s ({seconds:.3} s)", thousands(rate));
+                println!(
+                    "  round {round}: {name:<28} {:>9} events/s ({seconds:.3} s)",
+                    thousands(rate)
+                );
                 rates.rounds.push((name, rate));
             }
             // A fresh stream per receiver keeps the rounds independent.
@@ -419,7 +427,8 @@ async fn bare_round(
     let first = Arc::new(std::sync::Mutex::new(None::<Instant>));
     let first_seen = Arc::clone(&first);
     let reader = tokio::spawn(async move {
-        let mut messages = futures_util::stream::poll_fn(move |context| connection.poll_message(context));
+        let mut messages =
+            futures_util::stream::poll_fn(move |context| connection.poll_message(context));
         let mut received = 0u64;
         let mut bad = 0u64;
         let mut done_sender = Some(done_sender);
@@ -460,7 +469,11 @@ async fn bare_round(
     if bad > 0 {
         bail!("{bad} notifications did not decode");
     }
-    let first = first.lock().ok().and_then(|slot| *slot).unwrap_or(committed);
+    let first = first
+        .lock()
+        .ok()
+        .and_then(|slot| *slot)
+        .unwrap_or(committed);
     let seconds = last.duration_since(first.min(committed)).as_secs_f64();
     let name = if decode {
         "bare LISTEN (count + decode)"
@@ -490,7 +503,11 @@ async fn relay_round(
     session.handle_text(subscribe.as_bytes()).await;
     loop {
         match tokio::time::timeout(Duration::from_secs(30), session.next()).await {
-            Ok(Some(Outgoing::Frame { json, .. })) if json.starts_with(b"{\"type\":\"subscribed\"") => break,
+            Ok(Some(Outgoing::Frame { json, .. }))
+                if json.starts_with(b"{\"type\":\"subscribed\"") =>
+            {
+                break
+            }
             Ok(Some(Outgoing::Frame { .. })) => {}
             other => bail!("no subscribed message: {other:?}"),
         }

@@ -262,7 +262,12 @@ impl Assembler {
         }
     }
 
-    fn push(&mut self, fin: bool, opcode: OpCode, payload: Payload<'_>) -> Result<Message, ReadError> {
+    fn push(
+        &mut self,
+        fin: bool,
+        opcode: OpCode,
+        payload: Payload<'_>,
+    ) -> Result<Message, ReadError> {
         match opcode {
             OpCode::Text | OpCode::Binary => {
                 if self.opcode.is_some() {
@@ -283,7 +288,9 @@ impl Assembler {
             }
             OpCode::Continuation => {
                 let Some(started) = self.opcode else {
-                    return Err(ReadError::Protocol(WebSocketError::InvalidContinuationFrame));
+                    return Err(ReadError::Protocol(
+                        WebSocketError::InvalidContinuationFrame,
+                    ));
                 };
                 self.append(&payload)?;
                 if !fin {

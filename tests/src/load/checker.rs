@@ -374,7 +374,8 @@ impl Track {
                 if self.kind == Kind::Raw {
                     self.gap_open = true;
                 } else if let Some(from) = from {
-                    self.announced.insert_range(from, to.unwrap_or(u64::MAX / 2));
+                    self.announced
+                        .insert_range(from, to.unwrap_or(u64::MAX / 2));
                 }
             }
             "resync" => self.counts.resyncs += 1,
@@ -525,7 +526,10 @@ mod tests {
             assert_eq!(track.event(7, seq), Action::None);
         }
         let verdict = track.verdict(20);
-        assert_eq!((verdict.expected, verdict.lost, verdict.counts.delivered), (10, 0, 10));
+        assert_eq!(
+            (verdict.expected, verdict.lost, verdict.counts.delivered),
+            (10, 0, 10)
+        );
         assert!(verdict.passes(Kind::Durable));
         // The relay failing to deliver 21 and 22 is a silent loss.
         let verdict = track.verdict(22);

@@ -170,9 +170,7 @@ pub async fn run(spec: ClientSpec, shared: Arc<Shared>, stop: CancellationToken)
             .backoff_max
             .min(Duration::from_millis(100).saturating_mul(1u32 << attempt.min(16)));
         let delay = rand::thread_rng().gen_range(Duration::ZERO..=cap);
-        shared
-            .reconnect_delay_ms
-            .record(delay.as_millis() as u64);
+        shared.reconnect_delay_ms.record(delay.as_millis() as u64);
         attempt = attempt.saturating_add(1);
         tokio::select! {
             () = stop.cancelled() => break,
@@ -265,7 +263,9 @@ impl State {
                     track.raw_wire_position(epoch, relay_seq);
                 }
                 if let Some(seq) = seq {
-                    if let Action::Resubscribe { epoch, seq } = track.event(wire.epoch.unwrap_or(0), seq) {
+                    if let Action::Resubscribe { epoch, seq } =
+                        track.event(wire.epoch.unwrap_or(0), seq)
+                    {
                         request = Some((stream.to_owned(), Position { epoch, seq }));
                     }
                     if let Some(slot) = self.progress.get(self.progress_slot + index) {
@@ -284,7 +284,11 @@ impl State {
                 }
             }
             "advisory" => {
-                track.advisory(wire.advisory.as_deref().unwrap_or_default(), wire.from, wire.to);
+                track.advisory(
+                    wire.advisory.as_deref().unwrap_or_default(),
+                    wire.from,
+                    wire.to,
+                );
             }
             "unsubscribed" => {
                 // A failed catch-up: resubscribe from the position (docs/PROTOCOL.md).
@@ -346,7 +350,12 @@ fn note_refusal(shared: &Shared, error: &ConnectError) {
 }
 
 /// Records the connect-to-live time and the outage once every stream is live.
-fn note_live(state: &State, attempt_started: Instant, lost_at: &mut Option<Instant>, noted: &mut bool) {
+fn note_live(
+    state: &State,
+    attempt_started: Instant,
+    lost_at: &mut Option<Instant>,
+    noted: &mut bool,
+) {
     if *noted || !state.all_live() {
         return;
     }
@@ -371,7 +380,8 @@ async fn serve_ws(
     attempt_started: Instant,
     lost_at: &mut Option<Instant>,
 ) -> Served {
-    let mut websocket = match transport::websocket(addr, "/v1/ws", None, spec.connect_timeout).await {
+    let mut websocket = match transport::websocket(addr, "/v1/ws", None, spec.connect_timeout).await
+    {
         Ok(websocket) => websocket,
         Err(error) => {
             note_refusal(&state.shared, &error);
@@ -391,7 +401,10 @@ async fn serve_ws(
             .map(|(epoch, seq)| Position { epoch, seq })
             .or(since);
         let message = subscribe_message(stream, since, spec.snapshot);
-        if transport::send_text(&mut websocket, &message).await.is_err() {
+        if transport::send_text(&mut websocket, &message)
+            .await
+            .is_err()
+        {
             return Served::Lost { was_live: false };
         }
     }
@@ -424,11 +437,16 @@ async fn serve_ws(
                 let request = state.handle(&frame.payload);
                 note_live(state, attempt_started, lost_at, &mut noted);
                 if let Some((stream, position)) = request {
-                    if let Some((_, track)) = state.tracks.iter_mut().find(|(name, _)| *name == stream) {
+                    if let Some((_, track)) =
+                        state.tracks.iter_mut().find(|(name, _)| *name == stream)
+                    {
                         track.resubscribed();
                     }
                     let message = subscribe_message(&stream, Some(position), spec.snapshot);
-                    if transport::send_text(&mut websocket, &message).await.is_err() {
+                    if transport::send_text(&mut websocket, &message)
+                        .await
+                        .is_err()
+                    {
                         return Served::Lost { was_live: noted };
                     }
                 }
@@ -470,13 +488,14 @@ async fn serve_sse(
         }
     }
     let last_event_id = (!cursor.entries.is_empty()).then(|| cursor.encode());
-    let mut events = match transport::sse(addr, &query, last_event_id.as_deref(), spec.connect_timeout).await {
-        Ok(events) => events,
-        Err(error) => {
-            note_refusal(&state.shared, &error);
-            return Served::Failed;
-        }
-    };
+    let mut events =
+        match transport::sse(addr, &query, last_event_id.as_deref(), spec.connect_timeout).await {
+            Ok(events) => events,
+            Err(error) => {
+                note_refusal(&state.shared, &error);
+                return Served::Failed;
+            }
+        };
     outcome.connects += 1;
     for (_, track) in &mut state.tracks {
         track.resubscribed();

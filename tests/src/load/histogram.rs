@@ -197,7 +197,11 @@ mod tests {
         let summary = histogram.summary();
         assert_eq!(summary.count, 100_000);
         assert_eq!(summary.max, 100_000);
-        for (got, want) in [(summary.p50, 50_000.0), (summary.p99, 99_000.0), (summary.p999, 99_900.0)] {
+        for (got, want) in [
+            (summary.p50, 50_000.0),
+            (summary.p99, 99_000.0),
+            (summary.p999, 99_900.0),
+        ] {
             let error = (got as f64 - want).abs() / want;
             assert!(error < 0.01, "got {got}, want {want}");
         }

@@ -128,7 +128,10 @@ fn uses_table(via: Via, index: usize) -> bool {
 }
 
 /// Runs the publishers until `stop`; returns their counters (also live in the `Arc`).
-pub fn spawn(spec: PublishSpec, stop: CancellationToken) -> (Arc<PublishStats>, Vec<tokio::task::JoinHandle<()>>) {
+pub fn spawn(
+    spec: PublishSpec,
+    stop: CancellationToken,
+) -> (Arc<PublishStats>, Vec<tokio::task::JoinHandle<()>>) {
     let stats = Arc::new(PublishStats::default());
     if let Ok(mut raw) = stats.raw.lock() {
         *raw = spec
@@ -168,11 +171,19 @@ async fn connect(url: &str) -> Result<Client, tokio_postgres::Error> {
 }
 
 /// One publisher connection: paced batches round-robin over the targets.
-async fn publisher(task: usize, tasks: usize, spec: Arc<PublishSpec>, stats: Arc<PublishStats>, stop: CancellationToken) {
+async fn publisher(
+    task: usize,
+    tasks: usize,
+    spec: Arc<PublishSpec>,
+    stats: Arc<PublishStats>,
+    stop: CancellationToken,
+) {
     let targets = spec.streams.len() + spec.raw_channels.len();
     let batch = spec.batch.max(1);
     let interval = if spec.rate > 0.0 {
-        Some(Duration::from_secs_f64(f64::from(batch) * tasks as f64 / spec.rate))
+        Some(Duration::from_secs_f64(
+            f64::from(batch) * tasks as f64 / spec.rate,
+        ))
     } else {
         None
     };
@@ -225,13 +236,18 @@ async fn publisher(task: usize, tasks: usize, spec: Arc<PublishSpec>, stats: Arc
             counter += u64::from(batch);
             publish_durable(&connected, &spec, target, batch, &pad, task, counter).await
         } else {
-            publish_raw(&connected, &spec, &stats, target - spec.streams.len(), batch).await
+            publish_raw(
+                &connected,
+                &spec,
+                &stats,
+                target - spec.streams.len(),
+                batch,
+            )
+            .await
         };
         match result {
             Ok(()) => {
-                stats
-                    .latency
-                    .record(began.elapsed().as_micros() as u64);
+                stats.latency.record(began.elapsed().as_micros() as u64);
                 stats
                     .committed
                     .fetch_add(u64::from(batch), Ordering::Relaxed);
@@ -350,7 +366,10 @@ impl PublishStats {
 /// # Errors
 ///
 /// When the query fails.
-pub async fn heads(client: &Client, streams: &[String]) -> Result<Vec<(String, u64, u64)>, tokio_postgres::Error> {
+pub async fn heads(
+    client: &Client,
+    streams: &[String],
+) -> Result<Vec<(String, u64, u64)>, tokio_postgres::Error> {
     let rows = client
         .query(
             "select name, epoch, seq from tidewire.streams where name = any($1)",

@@ -156,10 +156,7 @@ impl Table {
         let mut out = format!("| {} |\n", self.header.join(" | "));
         out.push_str(&format!(
             "|{}\n",
-            self.header
-                .iter()
-                .map(|_| "---|")
-                .collect::<String>()
+            self.header.iter().map(|_| "---|").collect::<String>()
         ));
         for row in &self.rows {
             out.push_str(&format!("| {} |\n", row.join(" | ")));
@@ -196,9 +193,8 @@ pub fn write_json(path: &Path, mut document: Value) -> std::io::Result<PathBuf> 
         map.entry("machine")
             .or_insert_with(|| serde_json::to_value(Machine::detect()).unwrap_or(Value::Null));
         map.entry("date").or_insert_with(|| Value::from(utc_now()));
-        map.entry("command").or_insert_with(|| {
-            Value::from(std::env::args().collect::<Vec<_>>().join(" "))
-        });
+        map.entry("command")
+            .or_insert_with(|| Value::from(std::env::args().collect::<Vec<_>>().join(" ")));
     }
     if let Some(directory) = path.parent() {
         std::fs::create_dir_all(directory)?;

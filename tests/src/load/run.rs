@@ -172,7 +172,9 @@ impl LoadRun {
                 }
             }
         } else if spec.publish.is_some() || spec.resume_behind.is_some() {
-            return Err(RunError::Spec("publishing and resuming need --database-url".into()));
+            return Err(RunError::Spec(
+                "publishing and resuming need --database-url".into(),
+            ));
         }
         let relay_before = sample(&spec.relay_pids);
         let shared = Arc::new(Shared::default());
@@ -185,18 +187,27 @@ impl LoadRun {
             .map(|_| std::sync::atomic::AtomicU64::new(0))
             .collect();
         let mut assignment = Vec::with_capacity(total);
-        let pace = (spec.connect_rate > 0.0).then(|| Duration::from_secs_f64(1.0 / spec.connect_rate));
+        let pace =
+            (spec.connect_rate > 0.0).then(|| Duration::from_secs_f64(1.0 / spec.connect_rate));
         for id in 0..total {
             let streams: Vec<String> = (0..per_client)
                 .map(|offset| spec.streams[(id + offset) % spec.streams.len()].clone())
                 .collect();
             let client_since = streams
                 .iter()
-                .filter_map(|stream| since.get(stream).map(|position| (stream.clone(), *position)))
+                .filter_map(|stream| {
+                    since
+                        .get(stream)
+                        .map(|position| (stream.clone(), *position))
+                })
                 .collect();
             let client_spec = ClientSpec {
                 id,
-                transport: if id < spec.ws { Transport::Ws } else { Transport::Sse },
+                transport: if id < spec.ws {
+                    Transport::Ws
+                } else {
+                    Transport::Sse
+                },
                 // Client `i` starts on relay `i % len` and fails over to the next ones.
                 addrs: (0..spec.relays.len())
                     .map(|offset| spec.relays[(id + offset) % spec.relays.len()])
@@ -222,7 +233,15 @@ impl LoadRun {
             }
         }
         let stalled = if spec.stalled > 0 {
-            Some(stalled::open(spec.relays[0], &spec.streams[0], spec.stalled, spec.connect_timeout).await)
+            Some(
+                stalled::open(
+                    spec.relays[0],
+                    &spec.streams[0],
+                    spec.stalled,
+                    spec.connect_timeout,
+                )
+                .await,
+            )
         } else {
             None
         };
@@ -366,7 +385,8 @@ impl LoadRun {
                     .enumerate()
                     .filter(|(offset, stream)| {
                         let head = heads.get(stream.as_str()).copied().unwrap_or(0);
-                        let applied = self.progress[client * per_client + offset].load(Ordering::Relaxed);
+                        let applied =
+                            self.progress[client * per_client + offset].load(Ordering::Relaxed);
                         applied < head
                     })
                     .count()
@@ -442,7 +462,8 @@ impl LoadRun {
             for (stream, track) in &outcome.tracks {
                 let head = heads.get(stream).copied().unwrap_or(0);
                 let empty = RangeSet::default();
-                let verdict = track.verdict_excluding(head, uncertain.get(stream).unwrap_or(&empty));
+                let verdict =
+                    track.verdict_excluding(head, uncertain.get(stream).unwrap_or(&empty));
                 invariants.add(outcome.id, stream, track.kind(), &verdict);
             }
         }

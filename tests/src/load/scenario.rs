@@ -184,7 +184,12 @@ fn spec(load: &Load, relays: Vec<SocketAddr>, url: &str, name: &str) -> LoadSpec
 }
 
 /// Waits until every client has every event committed by now; the time it took.
-pub async fn caught_up(run: &LoadRun, url: &str, streams: &[String], timeout: Duration) -> Result<Option<Duration>, RunError> {
+pub async fn caught_up(
+    run: &LoadRun,
+    url: &str,
+    streams: &[String],
+    timeout: Duration,
+) -> Result<Option<Duration>, RunError> {
     let began = Instant::now();
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
     tokio::spawn(async move {
@@ -268,7 +273,11 @@ pub enum PgFault {
 /// # Errors
 ///
 /// When the cluster, the relay or the load cannot be set up.
-pub async fn pg_restarts(load: &Load, faults: &[PgFault], cycles: usize) -> Result<ScenarioReport, ScenarioError> {
+pub async fn pg_restarts(
+    load: &Load,
+    faults: &[PgFault],
+    cycles: usize,
+) -> Result<ScenarioReport, ScenarioError> {
     // Commits acknowledged to the publisher must survive an immediate stop or a kill -9.
     let mut pg = TestPg::try_start(&[("synchronous_commit", "on")]).await?;
     let relay = TestRelay::spawn_with(&pg, fast_relay).await;
@@ -276,7 +285,9 @@ pub async fn pg_restarts(load: &Load, faults: &[PgFault], cycles: usize) -> Resu
     let spec = spec(load, vec![relay.addr()], &pg.url(), "restarts");
     let streams = spec.streams.clone();
     let mut run = LoadRun::start(spec).await?;
-    run.wait_live(Duration::from_secs(60)).await.ok_or("clients did not go live")?;
+    run.wait_live(Duration::from_secs(60))
+        .await
+        .ok_or("clients did not go live")?;
     run.start_publishing();
     run.run_for(Duration::from_secs_f64(load.settle)).await;
     let mut report_cycles = Vec::new();
@@ -323,14 +334,20 @@ pub async fn pg_restarts(load: &Load, faults: &[PgFault], cycles: usize) -> Resu
 /// # Errors
 ///
 /// When the cluster, the relay or the load cannot be set up.
-pub async fn pg_freeze(load: &Load, freeze: Duration, cycles: usize) -> Result<ScenarioReport, ScenarioError> {
+pub async fn pg_freeze(
+    load: &Load,
+    freeze: Duration,
+    cycles: usize,
+) -> Result<ScenarioReport, ScenarioError> {
     let mut pg = TestPg::try_start(&[]).await?;
     let relay = TestRelay::spawn_with(&pg, fast_relay).await;
     let hub = Arc::clone(relay.hub());
     let spec = spec(load, vec![relay.addr()], &pg.url(), "freeze");
     let streams = spec.streams.clone();
     let mut run = LoadRun::start(spec).await?;
-    run.wait_live(Duration::from_secs(60)).await.ok_or("clients did not go live")?;
+    run.wait_live(Duration::from_secs(60))
+        .await
+        .ok_or("clients did not go live")?;
     run.start_publishing();
     run.run_for(Duration::from_secs_f64(load.settle)).await;
     let rss_before = procstat::sample("self").map_or(0, |sample| sample.rss_kib);
@@ -345,7 +362,8 @@ pub async fn pg_freeze(load: &Load, freeze: Duration, cycles: usize) -> Result<S
             if detected.is_none() && failures(&hub) > before {
                 detected = Some(began.elapsed());
             }
-            rss_frozen_max = rss_frozen_max.max(procstat::sample("self").map_or(0, |sample| sample.rss_kib));
+            rss_frozen_max =
+                rss_frozen_max.max(procstat::sample("self").map_or(0, |sample| sample.rss_kib));
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         pg.thaw();
@@ -391,14 +409,22 @@ pub fn buckets(histogram: &Histogram, width: u64, limit: u64) -> Vec<(u64, u64)>
 /// # Errors
 ///
 /// When the cluster, the relay or the load cannot be set up.
-pub async fn relay_kills(load: &Load, binary: PathBuf, cycles: usize, down: Duration) -> Result<ScenarioReport, ScenarioError> {
+pub async fn relay_kills(
+    load: &Load,
+    binary: PathBuf,
+    cycles: usize,
+    down: Duration,
+) -> Result<ScenarioReport, ScenarioError> {
     let pg = TestPg::try_start(&[]).await?;
     let any_port: SocketAddr = ([127, 0, 0, 1], 0).into();
-    let mut relay = RelayProcess::spawn(&binary, &pg.url(), any_port, &fast_relay_args(), None).await?;
+    let mut relay =
+        RelayProcess::spawn(&binary, &pg.url(), any_port, &fast_relay_args(), None).await?;
     let spec = spec(load, vec![relay.addr()], &pg.url(), "kills");
     let streams = spec.streams.clone();
     let mut run = LoadRun::start(spec).await?;
-    run.wait_live(Duration::from_secs(60)).await.ok_or("clients did not go live")?;
+    run.wait_live(Duration::from_secs(60))
+        .await
+        .ok_or("clients did not go live")?;
     run.start_publishing();
     run.run_for(Duration::from_secs_f64(load.settle)).await;
     let mut report_cycles = Vec::new();
@@ -442,12 +468,21 @@ pub async fn three_relays(load: &Load, binary: PathBuf) -> Result<ScenarioReport
     let any_port: SocketAddr = ([127, 0, 0, 1], 0).into();
     let mut relays = Vec::new();
     for _ in 0..3 {
-        relays.push(RelayProcess::spawn(&binary, &pg.url(), any_port, &fast_relay_args(), None).await?);
+        relays.push(
+            RelayProcess::spawn(&binary, &pg.url(), any_port, &fast_relay_args(), None).await?,
+        );
     }
-    let spec = spec(load, relays.iter().map(RelayProcess::addr).collect(), &pg.url(), "three");
+    let spec = spec(
+        load,
+        relays.iter().map(RelayProcess::addr).collect(),
+        &pg.url(),
+        "three",
+    );
     let streams = spec.streams.clone();
     let mut run = LoadRun::start(spec).await?;
-    run.wait_live(Duration::from_secs(60)).await.ok_or("clients did not go live")?;
+    run.wait_live(Duration::from_secs(60))
+        .await
+        .ok_or("clients did not go live")?;
     run.start_publishing();
     run.run_for(Duration::from_secs_f64(load.settle)).await;
     let began = Instant::now();
@@ -478,7 +513,12 @@ pub async fn three_relays(load: &Load, binary: PathBuf) -> Result<ScenarioReport
 /// # Errors
 ///
 /// When the cluster, the relay or the load cannot be set up.
-pub async fn stalled_consumers(load: &Load, stalled: usize, payload_bytes: usize, seconds: f64) -> Result<ScenarioReport, ScenarioError> {
+pub async fn stalled_consumers(
+    load: &Load,
+    stalled: usize,
+    payload_bytes: usize,
+    seconds: f64,
+) -> Result<ScenarioReport, ScenarioError> {
     let pg = TestPg::try_start(&[]).await?;
     let relay = TestRelay::spawn_with(&pg, |options| {
         fast_relay(options);
@@ -487,13 +527,20 @@ pub async fn stalled_consumers(load: &Load, stalled: usize, payload_bytes: usize
     .await;
     let mut reports = Vec::new();
     for phase in 0..2 {
-        let mut spec = spec(load, vec![relay.addr()], &pg.url(), &format!("stall{phase}"));
+        let mut spec = spec(
+            load,
+            vec![relay.addr()],
+            &pg.url(),
+            &format!("stall{phase}"),
+        );
         spec.stalled = if phase == 0 { 0 } else { stalled };
         if let Some(publish) = &mut spec.publish {
             publish.payload_bytes = payload_bytes;
         }
         let mut run = LoadRun::start(spec).await?;
-        run.wait_live(Duration::from_secs(60)).await.ok_or("clients did not go live")?;
+        run.wait_live(Duration::from_secs(60))
+            .await
+            .ok_or("clients did not go live")?;
         run.start_publishing();
         run.run_for(Duration::from_secs_f64(seconds)).await;
         reports.push(conclude(run, load.catch_up_timeout).await?);
@@ -532,11 +579,19 @@ pub enum Hole {
 /// # Errors
 ///
 /// When the cluster, the relay or the load cannot be set up.
-pub async fn blackhole(load: &Load, side: Hole, keepalive: Duration, hole: Duration) -> Result<ScenarioReport, ScenarioError> {
+pub async fn blackhole(
+    load: &Load,
+    side: Hole,
+    keepalive: Duration,
+    hole: Duration,
+) -> Result<ScenarioReport, ScenarioError> {
     let pg = TestPg::try_start(&[]).await?;
     let pg_port = pg.cluster().port();
     let pg_proxy = proxy::start(([127, 0, 0, 1], pg_port).into()).await;
-    let proxied_url = pg.url().replace(&format!(":{pg_port}/"), &format!(":{}/", pg_proxy.address().port()));
+    let proxied_url = pg.url().replace(
+        &format!(":{pg_port}/"),
+        &format!(":{}/", pg_proxy.address().port()),
+    );
     let mut config = tidewire_relay::Config::for_tests(&proxied_url);
     fast_relay(&mut config.options);
     config.options.keepalive_ms = u64::try_from(keepalive.as_millis()).unwrap_or(u64::MAX);
@@ -549,7 +604,9 @@ pub async fn blackhole(load: &Load, side: Hole, keepalive: Duration, hole: Durat
     spec.connect_timeout = keepalive * 2;
     let streams = spec.streams.clone();
     let mut run = LoadRun::start(spec).await?;
-    run.wait_live(Duration::from_secs(60)).await.ok_or("clients did not go live")?;
+    run.wait_live(Duration::from_secs(60))
+        .await
+        .ok_or("clients did not go live")?;
     run.start_publishing();
     run.run_for(Duration::from_secs_f64(load.settle)).await;
     let began = Instant::now();
@@ -571,7 +628,8 @@ pub async fn blackhole(load: &Load, side: Hole, keepalive: Duration, hole: Durat
                 ..Faults::default()
             });
             let detector_hub = Arc::clone(&hub);
-            let detected = until(Duration::from_secs(15), || failures(&detector_hub) > before).await;
+            let detected =
+                until(Duration::from_secs(15), || failures(&detector_hub) > before).await;
             (&pg_proxy, detected)
         }
     };

@@ -48,7 +48,8 @@ pub struct StalledReport {
 pub async fn open(relay: SocketAddr, stream: &str, count: usize, timeout: Duration) -> Stalled {
     let mut sockets = Vec::with_capacity(count);
     let mut failed = 0;
-    let subscribe = serde_json::json!({"type": "subscribe", "stream": stream, "snapshot": false}).to_string();
+    let subscribe =
+        serde_json::json!({"type": "subscribe", "stream": stream, "snapshot": false}).to_string();
     let frame = masked_text_frame(subscribe.as_bytes());
     for _ in 0..count {
         match open_one(relay, &frame, timeout).await {
@@ -72,7 +73,11 @@ pub async fn open(relay: SocketAddr, stream: &str, count: usize, timeout: Durati
     }
 }
 
-async fn open_one(relay: SocketAddr, frame: &[u8], timeout: Duration) -> std::io::Result<TcpStream> {
+async fn open_one(
+    relay: SocketAddr,
+    frame: &[u8],
+    timeout: Duration,
+) -> std::io::Result<TcpStream> {
     let attempt = async {
         let mut stream = transport::tcp(relay, Some(RECV_BUFFER)).await?;
         let request = format!(
@@ -109,7 +114,12 @@ fn masked_text_frame(payload: &[u8]) -> Vec<u8> {
 }
 
 /// Polls the socket table until `stop`; returns when each local port was seen closed.
-async fn watch(ports: Vec<u16>, relay_port: u16, opened_at: Instant, stop: CancellationToken) -> HashMap<u16, Duration> {
+async fn watch(
+    ports: Vec<u16>,
+    relay_port: u16,
+    opened_at: Instant,
+    stop: CancellationToken,
+) -> HashMap<u16, Duration> {
     let mut closed = HashMap::new();
     loop {
         let states = socket_states(relay_port);
@@ -143,7 +153,9 @@ fn socket_states(relay_port: u16) -> HashMap<u16, u8> {
         };
         for line in text.lines().skip(1) {
             let fields: Vec<&str> = line.split_whitespace().collect();
-            let (Some(local), Some(remote), Some(state)) = (fields.get(1), fields.get(2), fields.get(3)) else {
+            let (Some(local), Some(remote), Some(state)) =
+                (fields.get(1), fields.get(2), fields.get(3))
+            else {
                 continue;
             };
             let port = |address: &str| {
@@ -197,9 +209,13 @@ mod tests {
 
     #[tokio::test]
     async fn closed_peers_are_seen_in_the_socket_table() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let port = listener.local_addr().expect("addr").port();
-        let client = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+        let client = TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
         let local = client.local_addr().expect("local").port();
         let (server, _) = listener.accept().await.expect("accept");
         assert_eq!(socket_states(port).get(&local), Some(&0x01));

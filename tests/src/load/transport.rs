@@ -111,7 +111,9 @@ pub async fn tcp(addr: SocketAddr, recv_buffer: Option<u32>) -> io::Result<TcpSt
 }
 
 /// Reads the HTTP response head; returns the status and the bytes read past it.
-async fn read_head(stream: &mut TcpStream) -> Result<(u16, Vec<(String, String)>, BytesMut), ConnectError> {
+async fn read_head(
+    stream: &mut TcpStream,
+) -> Result<(u16, Vec<(String, String)>, BytesMut), ConnectError> {
     let mut buffer = BytesMut::with_capacity(1024);
     loop {
         if let Some(end) = find(&buffer, b"\r\n\r\n") {
@@ -193,7 +195,10 @@ pub async fn websocket(
 /// # Errors
 ///
 /// When the write fails.
-pub async fn send_text(websocket: &mut Ws, text: &str) -> Result<(), fastwebsockets::WebSocketError> {
+pub async fn send_text(
+    websocket: &mut Ws,
+    text: &str,
+) -> Result<(), fastwebsockets::WebSocketError> {
     websocket
         .write_frame(Frame::new(
             true,
@@ -418,16 +423,25 @@ mod tests {
             }
             request
         });
-        let mut events = sse(addr, "/v1/sse?stream=s", Some("1;s,7,2"), Duration::from_secs(5))
-            .await
-            .expect("connects");
+        let mut events = sse(
+            addr,
+            "/v1/sse?stream=s",
+            Some("1;s,7,2"),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("connects");
         let first = events.next_event().await.expect("reads").expect("an event");
         assert_eq!(first.event, "event");
         assert_eq!(first.id.as_deref(), Some("1;s,7,3"));
         assert_eq!(first.data, b"{\"a\":1}");
         let second = events.next_event().await.expect("reads").expect("an event");
         assert_eq!(second.data, b"x\ny");
-        assert_eq!(events.next_event().await.expect("reads"), None, "the last chunk ends the stream");
+        assert_eq!(
+            events.next_event().await.expect("reads"),
+            None,
+            "the last chunk ends the stream"
+        );
         let request = server.await.expect("server");
         assert!(request.contains("Last-Event-ID: 1;s,7,2\r\n"), "{request}");
     }
@@ -445,6 +459,9 @@ mod tests {
                 .await;
         });
         let result = websocket(addr, "/v1/ws", None, Duration::from_secs(5)).await;
-        assert!(matches!(result, Err(ConnectError::Status(503))), "a 503 refusal");
+        assert!(
+            matches!(result, Err(ConnectError::Status(503))),
+            "a 503 refusal"
+        );
     }
 }

@@ -72,7 +72,10 @@ where
             formatter.write_str("any JSON value")
         }
 
-        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
             let mut data = RawData::default();
             while let Some(key) = map.next_key::<Cow<'de, str>>()? {
                 let value: serde_json::Value = match key.as_ref() {
@@ -90,7 +93,10 @@ where
             Ok(Some(data))
         }
 
-        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
             while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
             Ok(None)
         }
@@ -138,7 +144,9 @@ impl<'a> Wire<'a> {
 pub fn now_micros() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| i64::try_from(elapsed.as_micros()).unwrap_or(i64::MAX))
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_micros()).unwrap_or(i64::MAX)
+        })
 }
 
 #[cfg(test)]
@@ -150,7 +158,10 @@ mod tests {
         let event = br#"{"type":"event","stream":"todos","epoch":7,"seq":43,"key":"t1","op":"patch","data":{"done":true,"n":"x"},"ts":1763861234567890}"#;
         // `data` of any shape (here `n` as a string) must not reject a durable event.
         let wire = Wire::parse(event).expect("any data parses");
-        assert_eq!((wire.seq, wire.data.and_then(|data| data.n)), (Some(43), None));
+        assert_eq!(
+            (wire.seq, wire.data.and_then(|data| data.n)),
+            (Some(43), None)
+        );
         for data in ["\"text\"", "[1,{\"n\":2}]", "null", "3.5", "true"] {
             let text = format!(r#"{{"type":"event","seq":1,"data":{data}}}"#);
             let wire = Wire::parse(text.as_bytes()).expect("any data parses");
@@ -160,7 +171,10 @@ mod tests {
         let wire = Wire::parse(event).expect("an event parses");
         assert_eq!(wire.kind, "event");
         assert_eq!(wire.stream.as_deref(), Some("todos"));
-        assert_eq!((wire.epoch, wire.seq, wire.ts), (Some(7), Some(43), Some(17)));
+        assert_eq!(
+            (wire.epoch, wire.seq, wire.ts),
+            (Some(7), Some(43), Some(17))
+        );
         assert_eq!(wire.data.and_then(|data| data.n), Some(5));
         let gap = br#"{"type":"advisory","kind":"gap","stream":"raw:x","from":4,"to":9}"#;
         let wire = Wire::parse(gap).expect("an advisory parses");
