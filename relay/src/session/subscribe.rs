@@ -85,9 +85,36 @@ impl Session {
             );
             return;
         }
+        // Raw notifications have no history: tell a resuming client now what it missed (the
+        // next delivery may be far away), then start at the first delivery.
+        let epoch = self.hub.boot_epoch;
+        let head = self.hub.listener.raw_head(&stream);
+        let missed = match subscribe.since {
+            Some(since) if since.epoch != epoch => Some(Advisory {
+                from: Some(since.seq + 1),
+                ..Advisory::new(AdvisoryKind::Gap)
+                    .stream(stream.clone())
+                    .epoch(since.epoch)
+                    .reason("the relay restarted since your position; raw notifications sent meanwhile are gone")
+            }),
+            Some(since) if head > since.seq => Some(
+                Advisory::new(AdvisoryKind::Gap)
+                    .stream(stream.clone())
+                    .epoch(epoch)
+                    .range(since.seq + 1, head)
+                    .reason("raw notifications sent while you were away are gone"),
+            ),
+            _ => None,
+        };
+        if let Some(advisory) = missed {
+            self.push(&ServerMessage::Advisory(advisory));
+        }
         let start = match subscribe.since {
-            Some(since) => RawStart::Since(since),
-            None => RawStart::Fresh,
+            Some(since) if since.epoch == epoch => RawStart::Since(Position {
+                epoch,
+                seq: head.max(since.seq),
+            }),
+            _ => RawStart::Fresh,
         };
         self.subscriptions.insert(
             stream.clone(),

@@ -102,6 +102,9 @@ pub struct ListenerHandle {
     stats: Arc<ListenerStats>,
     presence: broadcast::Sender<NotifyPayload>,
     timeout: Duration,
+    /// The last relay-local seq stamped on each raw channel (written by the listener task,
+    /// read by sessions resuming a raw channel). Locked briefly, never across an await.
+    raw_heads: Arc<std::sync::Mutex<std::collections::HashMap<StreamName, u64>>>,
 }
 
 impl ListenerHandle {
@@ -163,6 +166,16 @@ impl ListenerHandle {
         &self.stats
     }
 
+    /// The last seq stamped on raw channel `stream` on this relay (0 if none yet).
+    pub fn raw_head(&self, stream: &StreamName) -> u64 {
+        self.raw_heads
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(stream)
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// Presence payloads received from any relay (see `notify::NotifyPayload::Presence`).
     pub fn presence(&self) -> broadcast::Receiver<NotifyPayload> {
         self.presence.subscribe()
@@ -190,14 +203,16 @@ pub fn spawn(
     let (status_sender, status) = watch::channel(PgStatus::Connecting);
     let stats = Arc::new(ListenerStats::default());
     let (presence, _) = broadcast::channel(4096);
+    let raw_heads = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
     let handle = ListenerHandle {
         commands,
         status,
         stats: Arc::clone(&stats),
         presence: presence.clone(),
         timeout: config.timeout,
+        raw_heads: Arc::clone(&raw_heads),
     };
-    let streams = Streams::new(bus, pool, Arc::clone(&stats), presence, &config);
+    let streams = Streams::new(bus, pool, Arc::clone(&stats), presence, raw_heads, &config);
     let task = Task {
         config,
         pg_config,

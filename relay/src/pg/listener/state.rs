@@ -48,6 +48,8 @@ pub(super) struct Streams {
     replay_page: usize,
     boot_epoch: u64,
     progress: HashMap<StreamName, Progress>,
+    /// Shared with the handle: the last seq stamped per raw channel.
+    raw_heads: Arc<std::sync::Mutex<HashMap<StreamName, u64>>>,
 }
 
 fn quote_identifier(name: &str) -> String {
@@ -68,6 +70,7 @@ impl Streams {
         pool: Pool,
         stats: Arc<ListenerStats>,
         presence: broadcast::Sender<NotifyPayload>,
+        raw_heads: Arc<std::sync::Mutex<HashMap<StreamName, u64>>>,
         config: &ListenerConfig,
     ) -> Self {
         Self {
@@ -78,6 +81,7 @@ impl Streams {
             replay_page: config.replay_page.max(1),
             boot_epoch: config.boot_epoch,
             progress: HashMap::new(),
+            raw_heads,
         }
     }
 
@@ -432,6 +436,10 @@ impl Streams {
         };
         *last_seq += 1;
         let seq = *last_seq;
+        self.raw_heads
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(stream.clone(), seq);
         let data = serde_json::from_str::<Value>(&payload).unwrap_or(Value::String(payload));
         let event = Event {
             stream: stream.clone(),
