@@ -47,6 +47,9 @@ pub(super) struct Streams {
     presence: broadcast::Sender<NotifyPayload>,
     replay_page: usize,
     boot_epoch: u64,
+    /// Longest an outbox read may take: the listener task must never hang on a dead
+    /// connection, or its liveness check would never run.
+    timeout: std::time::Duration,
     progress: HashMap<StreamName, Progress>,
     /// Shared with the handle: the last seq stamped per raw channel.
     raw_heads: Arc<std::sync::Mutex<HashMap<StreamName, u64>>>,
@@ -80,8 +83,24 @@ impl Streams {
             presence,
             replay_page: config.replay_page.max(1),
             boot_epoch: config.boot_epoch,
+            timeout: config.timeout,
             progress: HashMap::new(),
             raw_heads,
+        }
+    }
+
+    /// Runs an outbox read with the listener's timeout; a read that hangs means PostgreSQL is
+    /// unreachable.
+    async fn bounded<T>(
+        &self,
+        read: impl std::future::Future<Output = Result<T, OutboxError>>,
+    ) -> Result<T, Lost> {
+        match tokio::time::timeout(self.timeout, read).await {
+            Ok(result) => result.map_err(Lost::from),
+            Err(_) => Err(Lost(format!(
+                "outbox read timed out after {:?}",
+                self.timeout
+            ))),
         }
     }
 
@@ -95,15 +114,23 @@ impl Streams {
             return Ok(());
         }
         let statement = format!("LISTEN {}", quote_identifier(&stream.pg_channel()));
-        client
-            .batch_execute(&statement)
-            .await
-            .map_err(|error| Lost(format!("LISTEN failed: {error}")))?;
+        match tokio::time::timeout(self.timeout, client.batch_execute(&statement)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => return Err(Lost(format!("LISTEN failed: {error}"))),
+            Err(_) => {
+                return Err(Lost(format!(
+                    "{statement} timed out after {:?}",
+                    self.timeout
+                )))
+            }
+        }
         ListenerStats::add(&self.stats.listens, 1);
         let progress = match stream.kind() {
             StreamKind::Raw => Progress::Raw { last_seq: 0 },
             StreamKind::Durable => {
-                let heads = outbox::heads(&self.pool, &[stream.as_str()]).await?;
+                let heads = self
+                    .bounded(outbox::heads(&self.pool, &[stream.as_str()]))
+                    .await?;
                 let head = heads.first().map(|(_, head)| *head);
                 Progress::Durable {
                     epoch: head.map_or(0, |head| head.epoch),
@@ -127,10 +154,16 @@ impl Streams {
             return Ok(());
         }
         let statement = format!("UNLISTEN {}", quote_identifier(&stream.pg_channel()));
-        client
-            .batch_execute(&statement)
-            .await
-            .map_err(|error| Lost(format!("UNLISTEN failed: {error}")))?;
+        match tokio::time::timeout(self.timeout, client.batch_execute(&statement)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => return Err(Lost(format!("UNLISTEN failed: {error}"))),
+            Err(_) => {
+                return Err(Lost(format!(
+                    "{statement} timed out after {:?}",
+                    self.timeout
+                )))
+            }
+        }
         ListenerStats::add(&self.stats.unlistens, 1);
         Ok(())
     }
@@ -145,10 +178,16 @@ impl Streams {
             .keys()
             .map(|stream| format!("LISTEN {};", quote_identifier(&stream.pg_channel())))
             .collect();
-        client
-            .batch_execute(&statements)
-            .await
-            .map_err(|error| Lost(format!("re-LISTEN failed: {error}")))?;
+        match tokio::time::timeout(self.timeout, client.batch_execute(&statements)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => return Err(Lost(format!("re-LISTEN failed: {error}"))),
+            Err(_) => {
+                return Err(Lost(format!(
+                    "re-LISTEN timed out after {:?}",
+                    self.timeout
+                )))
+            }
+        }
         ListenerStats::add(&self.stats.listens, self.progress.len() as u64);
         Ok(())
     }
@@ -198,7 +237,8 @@ impl Streams {
             return Ok(());
         }
         let names: Vec<&str> = durable.iter().map(StreamName::as_str).collect();
-        let heads: HashMap<String, Head> = outbox::heads(&self.pool, &names)
+        let heads: HashMap<String, Head> = self
+            .bounded(outbox::heads(&self.pool, &names))
             .await?
             .into_iter()
             .collect();
@@ -272,7 +312,9 @@ impl Streams {
     }
 
     async fn catch_up_from_head(&mut self, stream: &StreamName) -> Result<(), Lost> {
-        let heads = outbox::heads(&self.pool, &[stream.as_str()]).await?;
+        let heads = self
+            .bounded(outbox::heads(&self.pool, &[stream.as_str()]))
+            .await?;
         match heads.first() {
             Some((_, head)) => self.reach(stream, head.epoch, head.seq).await,
             None => Ok(()),
@@ -327,7 +369,15 @@ impl Streams {
         }
         loop {
             ListenerStats::add(&self.stats.outbox_reads, 1);
-            let events = outbox::replay(&self.pool, stream, epoch, from, self.replay_page).await?;
+            let events = self
+                .bounded(outbox::replay(
+                    &self.pool,
+                    stream,
+                    epoch,
+                    from,
+                    self.replay_page,
+                ))
+                .await?;
             let count = events.len();
             for event in events {
                 if event.seq != from + 1 {
