@@ -6,6 +6,7 @@
 # Environment:
 #   BENCH_TARGET_DIR  cargo target directory for the release build (default: target)
 #   BENCH_SECONDS     seconds of publishing per measurement (default per part)
+#   BENCH_SKIP_BUILD  set to 1 to use the binaries already in $BENCH_TARGET_DIR/release
 
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -17,6 +18,7 @@ work=$(mktemp -d /tmp/tidewire-bench.XXXXXX)
 started_pids=()
 
 build_release() {
+  if [ "${BENCH_SKIP_BUILD:-0}" = 1 ]; then return 0; fi
   CARGO_TARGET_DIR="$target_dir" cargo build --release --locked --quiet \
     -p tidewire-tests --bins -p tidewire-relay --bin tidewire-relay
 }

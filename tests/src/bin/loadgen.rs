@@ -292,15 +292,24 @@ fn render(label: &str, report: &LoadReport) -> String {
             invariants.counts.lagged
         ),
     );
+    let verdict = if invariants.pass() {
+        "PASS"
+    } else if report.behind_at_end > 0 {
+        // Not drained: "lost" includes events still in flight when the run gave up.
+        "INCOMPLETE (drain timed out; lost = not received yet)"
+    } else {
+        "FAIL"
+    };
     row(
         "verdict",
         format!(
-            "{} ({} of {} tracks failing)",
-            if invariants.pass() { "PASS" } else { "FAIL" },
-            invariants.failing_tracks,
-            invariants.tracks
+            "{verdict} ({} of {} tracks failing, {} streams behind at the end)",
+            invariants.failing_tracks, invariants.tracks, report.behind_at_end
         ),
     );
+    if let Some(cores) = report.loadgen_cpu_cores {
+        row("loadgen CPU (this process)", format!("{cores:.2} cores"));
+    }
     if let Some(relay) = &report.relay {
         if let Some(cores) = relay.cpu_cores_publishing {
             row("relay CPU while publishing", format!("{cores:.2} cores"));

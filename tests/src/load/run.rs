@@ -109,6 +109,8 @@ pub struct LoadRun {
     relay_live: Option<procstat::ProcSample>,
     relay_publish_start: Option<procstat::ProcSample>,
     relay_publish_stop: Option<procstat::ProcSample>,
+    /// This process (the load generator) at the start and end of the window.
+    own_window: Option<(procstat::ProcSample, procstat::ProcSample)>,
     drained_after: Option<Duration>,
     rate_series: Vec<u64>,
 }
@@ -264,6 +266,7 @@ impl LoadRun {
             relay_live: None,
             relay_publish_start: None,
             relay_publish_stop: None,
+            own_window: None,
             drained_after: None,
             rate_series: Vec::new(),
         })
@@ -317,6 +320,9 @@ impl LoadRun {
         };
         self.events_at_publish_start = self.shared.events.load(Ordering::Relaxed);
         self.relay_publish_start = sample(&self.spec.relay_pids);
+        if let Some(own) = procstat::sample("self") {
+            self.own_window = Some((own, own));
+        }
         self.publishing = Some(Publishing {
             stop,
             tasks,
@@ -348,6 +354,9 @@ impl LoadRun {
             self.publish_seconds = publishing.started.elapsed().as_secs_f64();
             self.events_at_publish_stop = self.shared.events.load(Ordering::Relaxed);
             self.relay_publish_stop = sample(&self.spec.relay_pids);
+            if let (Some((start, _)), Some(now)) = (self.own_window, procstat::sample("self")) {
+                self.own_window = Some((start, now));
+            }
         }
     }
 
@@ -431,6 +440,7 @@ impl LoadRun {
     pub async fn finish(mut self) -> Result<LoadReport, RunError> {
         self.stop_publishing().await;
         let heads = self.heads().await?;
+        let behind_at_end = self.behind(&heads);
         self.stop_clients.cancel();
         let mut outcomes = Vec::with_capacity(self.clients.len());
         for task in std::mem::take(&mut self.clients) {
@@ -505,6 +515,10 @@ impl LoadRun {
             },
             rate_series: std::mem::take(&mut self.rate_series),
             drain_ms: self.drained_after.map(|after| after.as_secs_f64() * 1000.0),
+            behind_at_end,
+            loadgen_cpu_cores: self
+                .own_window
+                .map(|(start, stop)| procstat::cpu_cores(&start, &stop)),
             latency_us: self.shared.latency.summary(),
             catchup_latency_us: self.shared.catchup_latency.summary(),
             connect_to_live_us: self.shared.connect_to_live.summary(),
@@ -661,8 +675,13 @@ pub struct LoadReport {
     pub deliveries_per_second: f64,
     /// Events received per second, sampled every second of `run_for`.
     pub rate_series: Vec<u64>,
-    /// Time from the end of publishing until every client reached the heads, ms.
+    /// Time from the end of publishing until every client reached the heads, ms; `None`
+    /// when the drain timed out, and then `lost` counts events not received *yet*.
     pub drain_ms: Option<f64>,
+    /// Client streams still behind the heads when the run ended (0 after a full drain).
+    pub behind_at_end: usize,
+    /// CPU of this load generator process during the window, in cores.
+    pub loadgen_cpu_cores: Option<f64>,
     /// Live events: receive time minus commit time, microseconds.
     pub latency_us: Summary,
     /// Replayed events: receive time minus commit time, microseconds.
