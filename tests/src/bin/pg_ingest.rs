@@ -58,6 +58,9 @@ struct Args {
     /// Where the JSON report goes.
     #[arg(long, default_value = "artifacts/bench/pg_ingest.json")]
     json: PathBuf,
+    /// Skip the publish-rate part (to profile the receive part alone).
+    #[arg(long)]
+    receive_only: bool,
 }
 
 /// One way of writing an event.
@@ -159,7 +162,12 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let mut results = Vec::new();
-    for &publishers in &args.publishers {
+    let publisher_counts = if args.receive_only {
+        Vec::new()
+    } else {
+        args.publishers.clone()
+    };
+    for &publishers in &publisher_counts {
         let mut methods = vec![Method::Plain, Method::Function, Method::Table];
         if publishers > 1 {
             methods.push(Method::FunctionPerStream);

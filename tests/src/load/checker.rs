@@ -311,6 +311,12 @@ impl Track {
         self.live = false;
     }
 
+    /// The client resumes from `(epoch, seq)` (its stored position): the replay that follows
+    /// is checked from there.
+    pub fn resume_from(&mut self, epoch: u64, seq: u64) {
+        self.baseline_at(epoch, seq);
+    }
+
     /// A complete snapshot (its last chunk) at `(epoch, seq)`.
     pub fn snapshot(&mut self, epoch: u64, seq: u64) {
         self.baseline_at(epoch, seq);
@@ -555,6 +561,31 @@ mod tests {
         assert_eq!(verdict.counts.dup_wire, 1);
         assert_eq!(verdict.counts.ooo, 0, "the replay starts a new interval");
         assert!(verdict.passes(Kind::Durable), "{verdict:?}");
+    }
+
+    #[test]
+    fn a_resumed_track_checks_the_replay() {
+        let mut track = Track::new(Kind::Durable);
+        track.resume_from(3, 100);
+        track.resubscribed();
+        for seq in 101..=150 {
+            track.event(3, seq);
+        }
+        track.subscribed(3, 150);
+        let verdict = track.verdict(150);
+        assert_eq!(
+            (verdict.expected, verdict.counts.delivered, verdict.lost),
+            (50, 50, 0)
+        );
+        let mut short = Track::new(Kind::Durable);
+        short.resume_from(3, 100);
+        short.event(3, 101);
+        short.subscribed(3, 150);
+        assert_eq!(
+            short.verdict(150).silent_loss,
+            49,
+            "a replay that stops early is a loss"
+        );
     }
 
     #[test]

@@ -122,7 +122,6 @@ pub async fn run(spec: ClientSpec, shared: Arc<Shared>, stop: CancellationToken)
                 (stream.clone(), Track::new(kind))
             })
             .collect(),
-        resume: spec.since.clone(),
         shared: Arc::clone(&shared),
         progress: Arc::clone(&spec.progress),
         progress_slot: spec.progress_slot,
@@ -137,6 +136,12 @@ pub async fn run(spec: ClientSpec, shared: Arc<Shared>, stop: CancellationToken)
         time_to_live: None,
         close_codes: Vec::new(),
     };
+    // A client resuming from stored positions checks the replay from there.
+    for (stream, position) in &spec.since {
+        if let Some((_, track)) = state.tracks.iter_mut().find(|(name, _)| name == stream) {
+            track.resume_from(position.epoch, position.seq);
+        }
+    }
     let mut attempt: u32 = 0;
     let mut lost_at: Option<Instant> = None;
     let mut relay = 0usize;
@@ -193,8 +198,6 @@ enum Served {
 /// The client's subscription state across connections.
 struct State {
     tracks: Vec<(String, Track)>,
-    /// Positions to resume from on the first connect (then the tracks' own positions).
-    resume: Vec<(String, Position)>,
     shared: Arc<Shared>,
     progress: Arc<[AtomicU64]>,
     progress_slot: usize,
@@ -206,18 +209,6 @@ struct State {
 }
 
 impl State {
-    fn since(&self, stream: &str, track: &Track) -> Option<Position> {
-        track
-            .position()
-            .map(|(epoch, seq)| Position { epoch, seq })
-            .or_else(|| {
-                self.resume
-                    .iter()
-                    .find(|(name, _)| name == stream)
-                    .map(|(_, position)| *position)
-            })
-    }
-
     fn all_live(&self) -> bool {
         self.tracks.iter().all(|(_, track)| track.live)
     }
@@ -391,15 +382,7 @@ async fn serve_ws(
     outcome.connects += 1;
     for (stream, track) in &mut state.tracks {
         track.resubscribed();
-        let since = state
-            .resume
-            .iter()
-            .find(|(name, _)| name == stream)
-            .map(|(_, position)| *position);
-        let since = track
-            .position()
-            .map(|(epoch, seq)| Position { epoch, seq })
-            .or(since);
+        let since = track.position().map(|(epoch, seq)| Position { epoch, seq });
         let message = subscribe_message(stream, since, spec.snapshot);
         if transport::send_text(&mut websocket, &message)
             .await
@@ -483,7 +466,8 @@ async fn serve_sse(
     // Resume every durable stream from its position: the SSE cursor (docs/PROTOCOL.md).
     let mut cursor = Cursor::default();
     for (stream, track) in &state.tracks {
-        if let (Some(position), Ok(name)) = (state.since(stream, track), StreamName::new(stream)) {
+        let position = track.position().map(|(epoch, seq)| Position { epoch, seq });
+        if let (Some(position), Ok(name)) = (position, StreamName::new(stream)) {
             cursor.set(&name, position);
         }
     }

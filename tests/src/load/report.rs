@@ -22,6 +22,8 @@ pub struct Machine {
     pub kernel: String,
     /// The open-file limit of this process.
     pub open_files: u64,
+    /// `/proc/loadavg` when the report was made: other work on a shared machine skews numbers.
+    pub load_average: String,
 }
 
 impl Machine {
@@ -57,14 +59,20 @@ impl Machine {
                 .trim()
                 .to_owned(),
             open_files,
+            load_average: std::fs::read_to_string("/proc/loadavg")
+                .unwrap_or_default()
+                .split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" "),
         }
     }
 
     /// One line: `2 cores, 23.4 GiB, <cpu>, Linux <kernel>`.
     pub fn describe(&self) -> String {
         format!(
-            "{} cores, {} GiB, {}, Linux {}",
-            self.cores, self.memory_gib, self.cpu, self.kernel
+            "{} cores, {} GiB, {}, Linux {}, load {}",
+            self.cores, self.memory_gib, self.cpu, self.kernel, self.load_average
         )
     }
 }

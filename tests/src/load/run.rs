@@ -600,10 +600,10 @@ pub struct Invariants {
     pub raw_pass: bool,
     /// Up to 20 failing tracks: client, stream, verdict.
     pub failures: Vec<(usize, String, Verdict)>,
-    #[serde(skip)]
-    durable_failures: u64,
-    #[serde(skip)]
-    raw_failures: u64,
+    /// Failing durable tracks.
+    pub durable_failures: u64,
+    /// Failing raw-channel tracks.
+    pub raw_failures: u64,
 }
 
 impl Invariants {

@@ -215,9 +215,13 @@ pub async fn caught_up(
     Ok(None)
 }
 
-/// Polls `changed` every 10 ms until it is true; the time it took, `None` after `timeout`.
-async fn until(timeout: Duration, mut changed: impl FnMut() -> bool) -> Option<Duration> {
-    let began = Instant::now();
+/// Polls `changed` every 10 ms until it is true; the time since `began` (the fault), `None`
+/// after `timeout` from `began`.
+async fn until(
+    began: Instant,
+    timeout: Duration,
+    mut changed: impl FnMut() -> bool,
+) -> Option<Duration> {
     while began.elapsed() < timeout {
         if changed() {
             return Some(began.elapsed());
@@ -297,7 +301,10 @@ pub async fn pg_restarts(
         let began = Instant::now();
         let detector_hub = Arc::clone(&hub);
         let detector = tokio::spawn(async move {
-            until(Duration::from_secs(30), || failures(&detector_hub) > before).await
+            until(began, Duration::from_secs(30), || {
+                failures(&detector_hub) > before
+            })
+            .await
         });
         match fault {
             PgFault::Fast => pg.restart_fast().await,
@@ -619,7 +626,10 @@ pub async fn blackhole(
                 ..Faults::default()
             });
             let permits = Arc::clone(&hub.connections);
-            let detected = until(keepalive * 2 + hole, || permits.available_permits() == max).await;
+            let detected = until(began, keepalive * 2 + hole, || {
+                permits.available_permits() == max
+            })
+            .await;
             (&client_proxy, detected)
         }
         Hole::Postgres => {
@@ -628,8 +638,10 @@ pub async fn blackhole(
                 ..Faults::default()
             });
             let detector_hub = Arc::clone(&hub);
-            let detected =
-                until(Duration::from_secs(15), || failures(&detector_hub) > before).await;
+            let detected = until(began, Duration::from_secs(15), || {
+                failures(&detector_hub) > before
+            })
+            .await;
             (&pg_proxy, detected)
         }
     };
