@@ -110,6 +110,15 @@ impl Cursor {
         self.last_sent.is_empty()
     }
 
+    /// Moves a tracked stream's position forward to `delivery`'s (same epoch, later seq).
+    pub fn advance(&mut self, delivery: &Delivery) {
+        if let Some(last_sent) = self.last_sent.get_mut(&*delivery.stream) {
+            if last_sent.epoch == delivery.epoch && delivery.seq > last_sent.seq {
+                last_sent.seq = delivery.seq;
+            }
+        }
+    }
+
     /// Decides whether `delivery` goes to the client, advancing the stream's position when an
     /// event is admitted.
     ///

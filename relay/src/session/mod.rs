@@ -383,6 +383,7 @@ impl Session {
         let Some(subscription) = self.subscriptions.get_mut(&stream) else {
             return;
         };
+        let raw = subscription.kind == StreamKind::Raw;
         if let Some(start) = subscription.raw_pending {
             if delivery.kind != DeliveryKind::Event {
                 self.forward(delivery, None);
@@ -395,6 +396,11 @@ impl Session {
             Admit::Send => {
                 if delivery.kind == DeliveryKind::Advisory && self.on_advisory(&stream, delivery) {
                     return;
+                }
+                if delivery.kind == DeliveryKind::Advisory && raw {
+                    // A raw gap advisory stands for its seq (the listener skipped it): the
+                    // next notification continues from there without a second advisory.
+                    self.cursor.advance(delivery);
                 }
                 let position = (delivery.kind == DeliveryKind::Event).then(|| {
                     (

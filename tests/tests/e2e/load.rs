@@ -186,14 +186,9 @@ async fn stalled_consumers_are_dropped_and_others_keep_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blackholed_clients_are_dropped_and_resume() {
     let keepalive = Duration::from_millis(500);
-    // Durable streams only here: with raw channels this scenario occasionally shows a few raw
-    // notifications lost without a `gap` advisory around the reconnect (a known race, tracked
-    // in issue 7); raw gap reporting is covered by relay_core::streams and the other load
-    // scenarios meanwhile.
-    let load = Load {
-        raw: false,
-        ..small(16, 4)
-    };
+    // With raw channels: every blackholed client is dropped, so the relay UNLISTENs and later
+    // LISTENs again; resuming clients must still be told what they missed.
+    let load = small(16, 4);
     let report = scenario::blackhole(&load, Hole::Clients, keepalive, Duration::from_secs(3))
         .await
         .expect("scenario runs");

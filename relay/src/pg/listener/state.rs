@@ -126,7 +126,9 @@ impl Streams {
         }
         ListenerStats::add(&self.stats.listens, 1);
         let progress = match stream.kind() {
-            StreamKind::Raw => Progress::Raw { last_seq: 0 },
+            StreamKind::Raw => Progress::Raw {
+                last_seq: self.raw_relisten_seq(stream),
+            },
             StreamKind::Durable => {
                 let heads = self
                     .bounded(outbox::heads(&self.pool, &[stream.as_str()]))
@@ -206,15 +208,21 @@ impl Streams {
                 })
                 .collect();
             for (stream, last_seq) in raw {
+                // The skipped seq stands for the notifications lost meanwhile, so a client
+                // resuming later from `last_seq` is told too (its `since` is behind the head).
+                let skipped = last_seq + 1;
+                self.progress
+                    .insert(stream.clone(), Progress::Raw { last_seq: skipped });
+                self.set_raw_head(&stream, skipped);
                 let advisory = Advisory::new(AdvisoryKind::Gap)
                     .stream(stream.clone())
                     .epoch(self.boot_epoch)
                     .reason("the relay's LISTEN connection was lost; notifications sent meanwhile are gone");
                 let advisory = Advisory {
-                    from: Some(last_seq + 1),
+                    from: Some(skipped),
                     ..advisory
                 };
-                self.publish_advisory(&stream, self.boot_epoch, last_seq, advisory);
+                self.publish_advisory(&stream, self.boot_epoch, skipped, advisory);
                 ListenerStats::add(&self.stats.raw_gaps, 1);
             }
         }
@@ -478,6 +486,33 @@ impl Streams {
         ListenerStats::add(&self.stats.messages, 1);
     }
 
+    /// The seq a raw channel starts from when it is LISTENed: 0 the first time in this boot;
+    /// after an UNLISTEN, the old head plus one skipped seq that stands for the notifications
+    /// nobody listened to, so seqs keep increasing within a boot epoch and a client resuming
+    /// from the old head is told about the gap.
+    fn raw_relisten_seq(&mut self, stream: &StreamName) -> u64 {
+        let previous = self
+            .raw_heads
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(stream)
+            .copied();
+        match previous {
+            None => 0,
+            Some(head) => {
+                self.set_raw_head(stream, head + 1);
+                head + 1
+            }
+        }
+    }
+
+    fn set_raw_head(&self, stream: &StreamName, seq: u64) {
+        self.raw_heads
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(stream.clone(), seq);
+    }
+
     /// A raw `pg_notify`: stamp the next relay-local seq and the boot epoch. The payload is
     /// passed on as JSON when it parses as JSON, otherwise as a string.
     fn on_raw(&mut self, stream: &StreamName, payload: String) {
@@ -486,10 +521,7 @@ impl Streams {
         };
         *last_seq += 1;
         let seq = *last_seq;
-        self.raw_heads
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(stream.clone(), seq);
+        self.set_raw_head(stream, seq);
         let data = serde_json::from_str::<Value>(&payload).unwrap_or(Value::String(payload));
         let event = Event {
             stream: stream.clone(),

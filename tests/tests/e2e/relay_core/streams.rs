@@ -91,7 +91,26 @@ async fn raw_channels_listen_on_demand_and_report_gaps() {
         .execute("select pg_notify('orders', '3')", &[])
         .await
         .expect("notify");
-    first.until_seq("raw:orders", 3, WAIT).await;
+    // Seq 3 stands for what was lost while the LISTEN connection was down; the advisory
+    // says so and the next notification continues at 4 with no second advisory.
+    first.until_seq("raw:orders", 4, WAIT).await;
+    let gaps: Vec<_> = first
+        .advisories("gap")
+        .iter()
+        .map(|advisory| advisory["from"].clone())
+        .collect();
+    assert_eq!(
+        gaps,
+        vec![json!(3)],
+        "one gap advisory, from the skipped seq"
+    );
+    assert_eq!(first.seqs("raw:orders"), vec![1, 2, 4]);
+    let epoch = first
+        .received
+        .iter()
+        .find(|m| m["type"] == "event")
+        .and_then(|m| m["epoch"].as_u64())
+        .expect("an event carries the epoch");
     // Last subscriber leaves: UNLISTEN exactly once.
     first
         .send(json!({"type": "unsubscribe", "stream": "raw:orders"}))
@@ -110,6 +129,28 @@ async fn raw_channels_listen_on_demand_and_report_gaps() {
     })
     .await
     .expect("UNLISTEN after the last subscriber left");
+    // Nobody listens now, so this notification is seen by no relay. A client resuming from
+    // its last seq (4) must be told, and seqs keep increasing within the relay's epoch.
+    client
+        .execute("select pg_notify('orders', 'unheard')", &[])
+        .await
+        .expect("notify");
+    let mut third = Probe::open(&hub);
+    third
+        .send(json!({"type": "subscribe", "stream": "raw:orders", "since": {"epoch": epoch, "seq": 4}}))
+        .await;
+    third
+        .until(WAIT, |m| m["type"] == "advisory" && m["kind"] == "gap")
+        .await;
+    assert_eq!(third.advisories("gap")[0]["from"], json!(5));
+    third.until(WAIT, |m| m["type"] == "subscribed").await;
+    client
+        .execute("select pg_notify('orders', '6')", &[])
+        .await
+        .expect("notify");
+    third.until_seq("raw:orders", 6, WAIT).await;
+    assert_eq!(third.seqs("raw:orders"), vec![6]);
+    assert_eq!(third.advisories("gap").len(), 1, "told once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
