@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tidewire_shared::codes::ALL_CLOSE_CODES;
 use tidewire_shared::CloseCode;
 
-pub use self::histogram::{Histogram, HistogramSnapshot};
+pub use self::histogram::{Histogram, HistogramSnapshot, LocalHistogram};
 pub use self::render::handle;
 use crate::hub::Hub;
 
@@ -145,13 +145,13 @@ impl Metrics {
     /// as in `Delivery::committed_at_micros` and `Event::ts`) was just written to a socket.
     /// A commit time in the future (clock skew between PostgreSQL and the relay) counts as 0.
     pub fn observe_delivery_since(&self, committed_at_micros: i64) {
-        let now_micros = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |since| {
-                i64::try_from(since.as_micros()).unwrap_or(i64::MAX)
-            });
-        let elapsed = u64::try_from(now_micros.saturating_sub(committed_at_micros)).unwrap_or(0);
+        let elapsed = u64::try_from(now_micros().saturating_sub(committed_at_micros)).unwrap_or(0);
         self.observe_delivery(Duration::from_micros(elapsed));
+    }
+
+    /// Adds a connection's batched delivery latencies (see [`DeliveryClock`]).
+    pub fn merge_delivery_latencies(&self, local: &mut LocalHistogram) {
+        self.delivery_latency.merge(local);
     }
 
     /// Open connections of `transport`.
@@ -237,6 +237,46 @@ impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         self.hub.metrics.connection_closed(self.transport);
     }
+}
+
+/// A connection's delivery-latency recorder: one clock reading per burst of deliveries, kept
+/// in a [`LocalHistogram`] and merged into [`Metrics`] when the connection runs out of work
+/// ([`DeliveryClock::flush`]), so a delivery costs no clock call and no shared atomic.
+#[derive(Debug, Default)]
+pub struct DeliveryClock {
+    /// Microseconds since the Unix epoch at the start of the current burst.
+    now_micros: Option<i64>,
+    local: LocalHistogram,
+}
+
+impl DeliveryClock {
+    /// Most observations kept before they are merged anyway.
+    const MAX_BATCH: u32 = 4096;
+
+    /// An event that committed at `committed_at_micros` is being handed to the socket. A commit
+    /// time in the future (clock skew between PostgreSQL and the relay) counts as 0.
+    pub fn observe(&mut self, metrics: &Metrics, committed_at_micros: i64) {
+        let now = *self.now_micros.get_or_insert_with(now_micros);
+        let elapsed = u64::try_from(now.saturating_sub(committed_at_micros)).unwrap_or(0);
+        self.local.observe_nanos(elapsed.saturating_mul(1000));
+        if self.local.len() >= Self::MAX_BATCH {
+            self.flush(metrics);
+        }
+    }
+
+    /// The burst is over: merge what was recorded and read the clock afresh next time.
+    pub fn flush(&mut self, metrics: &Metrics) {
+        self.now_micros = None;
+        metrics.merge_delivery_latencies(&mut self.local);
+    }
+}
+
+fn now_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| {
+            i64::try_from(since.as_micros()).unwrap_or(i64::MAX)
+        })
 }
 
 #[cfg(test)]

@@ -33,6 +33,7 @@ pub use self::rate::TokenBucket;
 use crate::auth::Grant;
 use crate::bus::{self, Admit, ConnReceiver, Cursor, Delivery, DeliveryKind, Received};
 use crate::hub::Hub;
+use crate::metrics::DeliveryClock;
 use crate::pg::listener::PgStatus;
 use crate::registry::ConnId;
 
@@ -123,6 +124,7 @@ pub struct Session {
     rate: TokenBucket,
     limits: DecodeLimits,
     closed: bool,
+    latency: DeliveryClock,
 }
 
 impl Session {
@@ -155,6 +157,7 @@ impl Session {
             rate,
             limits,
             closed: false,
+            latency: DeliveryClock::default(),
         };
         session.push(&ServerMessage::Advisory(connect));
         session
@@ -303,6 +306,8 @@ impl Session {
                 self.do_work(work).await;
                 continue;
             }
+            // Out of work: the burst is over.
+            self.latency.flush(&self.hub.metrics);
             tokio::select! {
                 biased;
                 changed = self.status.changed() => {
@@ -347,7 +352,7 @@ impl Session {
                 committed_at: Some(micros),
                 ..
             } => {
-                self.hub.metrics.observe_delivery_since(*micros);
+                self.latency.observe(&self.hub.metrics, *micros);
             }
             Outgoing::Frame { .. } => {}
         }
@@ -377,10 +382,12 @@ impl Session {
     }
 
     fn on_delivery(&mut self, delivery: &Arc<Delivery>) {
-        let Ok(stream) = StreamName::new(&delivery.stream) else {
-            return;
-        };
-        let Some(subscription) = self.subscriptions.get_mut(&stream) else {
+        // The subscription's own key: no per-delivery validation or allocation.
+        let Some((stream, subscription)) = self
+            .subscriptions
+            .get_key_value(&*delivery.stream)
+            .map(|(stream, subscription)| (stream.clone(), subscription.clone()))
+        else {
             return;
         };
         let raw = subscription.kind == StreamKind::Raw;
@@ -389,7 +396,9 @@ impl Session {
                 self.forward(delivery, None);
                 return;
             }
-            subscription.raw_pending = None;
+            if let Some(subscription) = self.subscriptions.get_mut(&stream) {
+                subscription.raw_pending = None;
+            }
             self.start_raw(&stream, start, delivery);
         }
         match self.cursor.admit(delivery) {
@@ -533,6 +542,7 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
+        self.latency.flush(&self.hub.metrics);
         let presence_id = self.presence_id();
         self.hub
             .presence

@@ -20,6 +20,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 
+use super::obligation::{self, LoopGone, Obligation};
 use super::reader::{read_message, Assembler, Message, ReadError};
 use super::writer::{FrameWriter, WriteError};
 use super::Admission;
@@ -33,17 +34,7 @@ const MAX_BURST_BYTES: usize = 64 * 1024;
 /// How long a closing connection waits for the peer's close frame and FIN.
 const LINGER: Duration = Duration::from_secs(2);
 
-/// Obligatory replies (pongs, close echoes) that may wait to be written.
-const OBLIGATIONS: usize = 4;
-
 type Io = TokioIo<Upgraded>;
-
-/// A control frame fastwebsockets requires us to send (pong, close echo).
-#[derive(Debug)]
-struct Obligation {
-    opcode: OpCode,
-    payload: Vec<u8>,
-}
 
 /// How the loop ended.
 #[derive(Debug)]
@@ -90,7 +81,7 @@ pub(super) async fn run(hub: Arc<Hub>, upgrade: UpgradeFut, admission: Admission
     reader.set_max_message_size(limit.saturating_add(1));
     reader.set_auto_pong(true);
     reader.set_auto_close(true);
-    let (obligation_sender, obligations) = mpsc::channel(OBLIGATIONS);
+    let (mut send, obligations) = obligation::channel();
     let session = Session::open(Arc::clone(&hub), grant);
     let keepalive = hub.config.keepalive();
     let now = Instant::now();
@@ -107,14 +98,6 @@ pub(super) async fn run(hub: Arc<Hub>, upgrade: UpgradeFut, admission: Admission
         hub,
     };
     tracing::debug!(connection = %connection.id, "websocket open");
-    let mut send = move |frame: Frame<'static>| {
-        let sender = obligation_sender.clone();
-        let obligation = Obligation {
-            opcode: frame.opcode,
-            payload: Vec::from(frame.payload),
-        };
-        async move { sender.send(obligation).await.map_err(|_| LoopGone) }
-    };
     let mut assembler = Assembler::new(limit);
     let ending = connection
         .serve(&mut reader, &mut assembler, &mut send)
@@ -123,11 +106,6 @@ pub(super) async fn run(hub: Arc<Hub>, upgrade: UpgradeFut, admission: Admission
     connection.finish(ending, &mut read_half).await;
     drop(permit);
 }
-
-/// The obligation channel's receiver is gone (the loop ended).
-#[derive(Debug, thiserror::Error)]
-#[error("the connection loop ended")]
-struct LoopGone;
 
 /// Everything the loop owns except the reader (borrowed by the pinned read future).
 #[derive(Debug)]
@@ -189,6 +167,15 @@ impl Connection {
                     }
                 }
             };
+            // Pongs owed for frames read so far go out before anything the message causes.
+            if matches!(step, Step::Read(Ok(_))) {
+                let owed = obligation::drain(&mut self.obligations, &mut self.writer);
+                if owed && !self.writer.is_closed() {
+                    if let Err(error) = self.writer.flush().await {
+                        return self.on_write_error(&error);
+                    }
+                }
+            }
             let ending = match step {
                 Step::Read(Ok(message)) => self.on_message(message).await,
                 Step::Read(Err(error)) => Some(self.on_read_error(error)),
@@ -248,7 +235,7 @@ impl Connection {
         }
         while let Some(outgoing) = next {
             match outgoing {
-                Outgoing::Frame { json, .. } => self.writer.text(&json),
+                Outgoing::Frame { json, .. } => self.writer.text_shared(&json),
                 // The session closes (going away) when the listener stops at shutdown.
                 Outgoing::Close { .. } if self.hub.token.is_cancelled() => {
                     return Some(self.on_shutdown())
@@ -270,7 +257,7 @@ impl Connection {
         self.last_heard = Instant::now();
         match message {
             Message::Text(text) => self.session.handle_text(&text).await,
-            Message::Binary => {
+            Message::Binary(_) => {
                 let error = ServerMessage::error(
                     None,
                     ErrorCode::BadMessage,
@@ -333,9 +320,7 @@ impl Connection {
                 self.writer.close(code.code(), &reason);
             }
             Ending::PeerClosed => {
-                while let Ok(obligation) = self.obligations.try_recv() {
-                    self.writer.push(obligation.opcode, &obligation.payload);
-                }
+                obligation::drain(&mut self.obligations, &mut self.writer);
                 if !self.writer.is_closed() {
                     self.writer
                         .close(CloseCode::Normal.code(), CloseCode::Normal.reason());
@@ -352,7 +337,7 @@ impl Connection {
 }
 
 /// Reads and discards until EOF, an error, or [`LINGER`].
-async fn linger(read_half: &mut ReadHalf<Io>) {
+pub(super) async fn linger(read_half: &mut ReadHalf<Io>) {
     let mut scratch = vec![0u8; 4096];
     let drain = async { while let Ok(1..) = read_half.read(&mut scratch).await {} };
     // Timing out just means the peer kept the socket open; we close it now.

@@ -6,6 +6,8 @@
 //! |---|---|
 //! | `admission` | Origin, token and connection permit checks shared with SSE |
 //! | `connection` | the per-connection loop: reads, writes, keepalive, token expiry, shutdown |
+//! | `echo` | the same reader and writer as an echo server, for the Autobahn conformance run |
+//! | `obligation` | pongs and close echoes owed while a read is pending, written in order |
 //! | `reader` | whole messages from frames: fragments, the size limit, UTF-8 |
 //! | `writer` | coalesced frame writes under the slow-consumer deadline |
 //!
@@ -14,6 +16,8 @@
 
 mod admission;
 mod connection;
+pub mod echo;
+mod obligation;
 mod reader;
 mod writer;
 

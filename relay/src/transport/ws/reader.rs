@@ -21,8 +21,9 @@ use tokio::io::AsyncRead;
 pub(super) enum Message {
     /// A complete text message (valid UTF-8).
     Text(BytesMut),
-    /// A complete binary message (its bytes were discarded).
-    Binary,
+    /// A complete binary message (its bytes, only if the assembler keeps binary data; the
+    /// relay refuses binary messages and discards them).
+    Binary(BytesMut),
     /// A non-final fragment: nothing to do yet, but the peer is alive.
     Fragment,
     /// A pong (or a ping, answered by fastwebsockets): the peer is alive.
@@ -81,12 +82,14 @@ impl ReadError {
 pub(super) struct Assembler {
     /// The opcode of the message being assembled, `None` between messages.
     opcode: Option<OpCode>,
-    /// Text received so far (empty for binary, which is only counted).
+    /// Text received so far (empty for binary unless `keep_binary`).
     text: BytesMut,
     /// Bytes received so far for the message being assembled.
     received: usize,
     /// `--max-message-bytes`.
     limit: usize,
+    /// Keep binary payloads (the echo server) instead of only counting them.
+    keep_binary: bool,
 }
 
 impl Assembler {
@@ -97,6 +100,15 @@ impl Assembler {
             text: BytesMut::new(),
             received: 0,
             limit,
+            keep_binary: false,
+        }
+    }
+
+    /// An assembler that keeps binary payloads too (for the echo server).
+    pub(super) fn keeping_binary(limit: usize) -> Self {
+        Self {
+            keep_binary: true,
+            ..Self::new(limit)
         }
     }
 
@@ -115,11 +127,13 @@ impl Assembler {
                     // fastwebsockets validated the UTF-8 of an unfragmented text frame.
                     return Ok(match opcode {
                         OpCode::Text => Message::Text(into_bytes(payload)),
-                        _ => Message::Binary,
+                        _ if self.keep_binary => Message::Binary(into_bytes(payload)),
+                        _ => Message::Binary(BytesMut::new()),
                     });
                 }
                 self.opcode = Some(opcode);
                 self.received = 0;
+                self.text.clear();
                 self.append(&payload)?;
                 Ok(Message::Fragment)
             }
@@ -138,8 +152,13 @@ impl Assembler {
                 match started {
                     OpCode::Text if std::str::from_utf8(&text).is_ok() => Ok(Message::Text(text)),
                     OpCode::Text => Err(ReadError::InvalidUtf8),
-                    _ => Ok(Message::Binary),
+                    _ => Ok(Message::Binary(text)),
                 }
+            }
+            // A control frame carries at most 125 bytes (RFC 6455 section 5.5); fastwebsockets
+            // checks pings only.
+            OpCode::Close if payload.len() > 125 => {
+                Err(ReadError::Protocol(WebSocketError::InvalidCloseFrame))
             }
             OpCode::Close => Ok(Message::Close),
             OpCode::Ping | OpCode::Pong => Ok(Message::Control),
@@ -151,7 +170,7 @@ impl Assembler {
         if self.received > self.limit {
             return Err(ReadError::TooBig { limit: self.limit });
         }
-        if self.opcode == Some(OpCode::Text) {
+        if self.opcode == Some(OpCode::Text) || self.keep_binary {
             self.text.extend_from_slice(payload);
         }
         Ok(())
