@@ -9,8 +9,6 @@
 //! never contains CR, LF or NUL, so it is a safe SSE field. At most [`MAX_CURSOR_LEN`] bytes
 //! and [`MAX_CURSOR_STREAMS`] streams.
 
-use std::fmt::Write as _;
-
 use crate::error::DecodeError;
 use crate::event::Position;
 use crate::stream::StreamName;
@@ -58,12 +56,25 @@ impl Cursor {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn encode(&self) -> String {
-        let mut text = String::from("1");
-        for (stream, position) in &self.entries {
-            // Writing to a String cannot fail.
-            let _ = write!(text, ";{},{},{}", stream, position.epoch, position.seq);
-        }
+        let mut text = String::new();
+        self.encode_into(&mut text);
         text
+    }
+
+    /// [`Cursor::encode`] into a reused buffer (cleared first): no allocation once the
+    /// buffer has grown, for stamping every event of a stream.
+    pub fn encode_into(&self, text: &mut String) {
+        text.clear();
+        text.push('1');
+        for (stream, position) in &self.entries {
+            text.push(';');
+            text.push_str(stream.as_str());
+            let mut digits = itoa::Buffer::new();
+            text.push(',');
+            text.push_str(digits.format(position.epoch));
+            text.push(',');
+            text.push_str(digits.format(position.seq));
+        }
     }
 
     /// Decodes a cursor from untrusted text.

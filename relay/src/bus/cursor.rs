@@ -74,7 +74,9 @@ impl Admit {
 pub struct Cursor {
     /// Last `(epoch, seq)` written to the client per stream. A stream is "tracked" while it has an
     /// entry; entries are added by [`Cursor::start`] and removed by [`Cursor::forget`].
-    last_sent: HashMap<Arc<str>, Position>,
+    /// Looked up for every delivery: a fast hasher (the keys are this connection's own
+    /// subscriptions, bounded by `--max-subscriptions`).
+    last_sent: HashMap<Arc<str>, Position, foldhash::fast::RandomState>,
 }
 
 impl Cursor {

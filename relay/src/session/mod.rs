@@ -115,7 +115,8 @@ pub struct Session {
     hub: Arc<Hub>,
     receiver: ConnReceiver,
     cursor: Cursor,
-    subscriptions: HashMap<StreamName, Subscription>,
+    /// Looked up for every delivery: a fast hasher (bounded by `--max-subscriptions`).
+    subscriptions: HashMap<StreamName, Subscription, foldhash::fast::RandomState>,
     grant: Grant,
     pending: VecDeque<Work>,
     out: VecDeque<Outgoing>,
@@ -148,7 +149,7 @@ impl Session {
             hub,
             receiver,
             cursor: Cursor::new(),
-            subscriptions: HashMap::new(),
+            subscriptions: HashMap::default(),
             grant,
             pending: VecDeque::new(),
             out: VecDeque::new(),

@@ -7,6 +7,8 @@
 //! with LF, which for JSON is the same whitespace). A NUL inside data is an ordinary character
 //! to an SSE parser and cannot start a field.
 
+use std::borrow::Cow;
+
 use bytes::{BufMut, BytesMut};
 
 /// The comment sent when nothing else was sent for `--sse-heartbeat-ms`.
@@ -47,7 +49,7 @@ pub(super) fn event(out: &mut BytesMut, name: &str, id: Option<&str>, data: &[u8
     }
     let mut rest = data;
     loop {
-        let end = rest.iter().position(|&byte| byte == b'\r' || byte == b'\n');
+        let end = memchr::memchr2(b'\r', b'\n', rest);
         out.put_slice(b"data: ");
         match end {
             None => {
@@ -83,7 +85,7 @@ fn is_event_name(name: &str) -> bool {
 ///
 /// The relay's encoders put `type` first, so the fast path reads it from the prefix; anything
 /// else is parsed. Returns [`FALLBACK_EVENT`] when there is no usable `type`.
-pub(super) fn message_type(json: &[u8]) -> String {
+pub(super) fn message_type(json: &[u8]) -> Cow<'_, str> {
     const PREFIX: &[u8] = b"{\"type\":\"";
     if let Some(rest) = json.strip_prefix(PREFIX) {
         if let Some(end) = rest
@@ -93,7 +95,7 @@ pub(super) fn message_type(json: &[u8]) -> String {
         {
             if let Ok(name) = std::str::from_utf8(&rest[..end]) {
                 if is_event_name(name) {
-                    return name.to_owned();
+                    return Cow::Borrowed(name);
                 }
             }
         }
@@ -104,8 +106,8 @@ pub(super) fn message_type(json: &[u8]) -> String {
         kind: String,
     }
     match serde_json::from_slice::<Tagged>(json) {
-        Ok(tagged) if is_event_name(&tagged.kind) => tagged.kind,
-        _ => FALLBACK_EVENT.to_owned(),
+        Ok(tagged) if is_event_name(&tagged.kind) => Cow::Owned(tagged.kind),
+        _ => Cow::Borrowed(FALLBACK_EVENT),
     }
 }
 

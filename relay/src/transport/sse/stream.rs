@@ -112,6 +112,7 @@ pub(super) async fn run(
         sender,
         chunk,
         stall,
+        id_text: String::new(),
     };
     tracing::debug!(connection = %events.id, "sse open");
     events.serve().await;
@@ -130,6 +131,8 @@ struct Events {
     chunk: BytesMut,
     /// `--slow-consumer-ms`.
     stall: Duration,
+    /// The encoded cursor of the last positioned event (reused buffer).
+    id_text: String,
 }
 
 impl Events {
@@ -223,13 +226,13 @@ impl Events {
 
     /// Adds one message as an event; `moved` says a position changed (the event gets an id).
     fn push(&mut self, json: &[u8], moved: bool) {
-        let id = moved.then(|| self.cursor.encode());
-        frame::event(
-            &mut self.chunk,
-            &frame::message_type(json),
-            id.as_deref(),
-            json,
-        );
+        let id = if moved {
+            self.cursor.encode_into(&mut self.id_text);
+            Some(self.id_text.as_str())
+        } else {
+            None
+        };
+        frame::event(&mut self.chunk, &frame::message_type(json), id, json);
     }
 
     /// The `shutdown` advisory, the last event before the body ends at shutdown.
