@@ -147,6 +147,16 @@ pub struct Options {
     #[arg(long, env = "TIDEWIRE_SLOW_CONSUMER_MS", default_value_t = 10_000)]
     pub slow_consumer_ms: u64,
 
+    /// Most bytes a client connection may have queued in the kernel and not yet sent
+    /// (`TCP_NOTSENT_LOWAT`, Linux). Past it the relay stops writing to that client and
+    /// queues deliveries itself (bounded, then replayed; see --slow-consumer-ms), so a client
+    /// that stops reading does not pin megabytes of kernel memory: 1,000 of them would
+    /// otherwise push the host's TCP stack into memory pressure and slow every other
+    /// connection. In-flight data is not limited, so throughput on long links is unaffected.
+    /// 0 leaves the kernel default (unlimited).
+    #[arg(long, env = "TIDEWIRE_SOCKET_UNSENT_BYTES", default_value_t = 128 * 1024)]
+    pub socket_unsent_bytes: u32,
+
     /// Time given to connections to drain on SIGINT/SIGTERM before they are cut, in ms.
     #[arg(long, env = "TIDEWIRE_SHUTDOWN_GRACE_MS", default_value_t = 5_000)]
     pub shutdown_grace_ms: u64,

@@ -67,6 +67,7 @@ pub async fn serve(listener: TcpListener, hub: Arc<Hub>, shutdown: impl Future<O
         };
         // Small writes (events) must not wait for Nagle.
         let _ = socket.set_nodelay(true);
+        limit_unsent(&socket, hub.config.options.socket_unsent_bytes);
         let hub_for_service = Arc::clone(&hub);
         let service = service_fn(move |request| route(Arc::clone(&hub_for_service), request));
         let connection = builder
@@ -157,4 +158,18 @@ pub async fn shutdown_signal() {
         () = ctrl_c => {}
         () = terminate => {}
     }
+}
+
+/// Caps the bytes a connection may queue in the kernel unsent (`--socket-unsent-bytes`);
+/// 0 keeps the kernel default. Best effort: an error only costs the cap.
+fn limit_unsent(socket: &tokio::net::TcpStream, bytes: u32) {
+    if bytes == 0 {
+        return;
+    }
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if let Err(error) = socket2::SockRef::from(socket).set_tcp_notsent_lowat(bytes) {
+        tracing::debug!(%error, "TCP_NOTSENT_LOWAT not set");
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = socket;
 }
