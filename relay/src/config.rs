@@ -93,6 +93,12 @@ pub struct Options {
     #[arg(long, env = "TIDEWIRE_REPLAY_PAGE", default_value_t = 1000)]
     pub replay_page: usize,
 
+    /// Bytes of encoded events kept in replay pages shared by sessions that resume the same
+    /// range (a thousand clients catching up after a relay restart read the outbox once, not
+    /// once each). Only complete pages are kept; 0 turns sharing off.
+    #[arg(long, env = "TIDEWIRE_REPLAY_CACHE_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub replay_cache_bytes: usize,
+
     /// Records per snapshot chunk.
     #[arg(long, env = "TIDEWIRE_SNAPSHOT_CHUNK", default_value_t = 500)]
     pub snapshot_chunk: usize,

@@ -40,6 +40,8 @@ pub struct Hub {
     pub bus: Arc<Bus>,
     /// The query pool (snapshots, replays, publishes).
     pub pool: Pool,
+    /// Replay pages shared by sessions resuming the same range (`--replay-cache-bytes`).
+    pub replay: crate::pg::replay_cache::ReplayCache,
     /// The LISTEN side.
     pub listener: ListenerHandle,
     /// This relay's id (random, shown in `connect` advisories and used for presence).
@@ -124,10 +126,15 @@ impl Hub {
             Arc::clone(&bus),
         ));
         presence.spawn(listener.presence(), token.clone(), &tracker);
+        let replay = crate::pg::replay_cache::ReplayCache::new(
+            config.options.replay_page,
+            config.options.replay_cache_bytes,
+        );
         let hub = Arc::new(Self {
             config,
             bus,
             pool,
+            replay,
             listener,
             relay_id,
             boot_epoch,

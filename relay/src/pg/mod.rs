@@ -10,6 +10,7 @@ mod error;
 pub mod listener;
 pub mod outbox;
 pub mod pool;
+pub mod replay_cache;
 pub mod schema;
 
 pub use error::Error;

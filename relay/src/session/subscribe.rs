@@ -327,10 +327,13 @@ impl Session {
                 until,
                 announce,
             } => {
-                let page = self.hub.config.options.replay_page;
-                let read = outbox::replay(&self.hub.pool, &stream, epoch, after, page).await;
-                let events = match read {
-                    Ok(events) => events,
+                let read = self
+                    .hub
+                    .replay
+                    .read(&self.hub.pool, &stream, epoch, after)
+                    .await;
+                let page = match read {
+                    Ok(page) => page,
                     Err(error) => {
                         self.pending.pop_front();
                         self.on_work_failed(&stream, &error);
@@ -339,8 +342,8 @@ impl Session {
                 };
                 self.pending.pop_front();
                 let mut last = after;
-                for event in events.iter() {
-                    if event.seq != last + 1 {
+                for frame in &page.frames {
+                    if frame.seq != last + 1 {
                         // Retention trimmed events the client still needs.
                         self.schedule_resync(
                             &stream,
@@ -348,33 +351,31 @@ impl Session {
                         );
                         return;
                     }
-                    last = event.seq;
+                    last = frame.seq;
                 }
-                let count = events.len();
                 let already_sent = self
                     .cursor
                     .position(stream.as_str())
                     .map_or(0, |position| position.seq);
-                for event in events {
-                    if event.seq <= already_sent {
+                for frame in page.frames {
+                    if frame.seq <= already_sent {
                         continue;
                     }
                     let position = Position {
                         epoch,
-                        seq: event.seq,
+                        seq: frame.seq,
                     };
-                    let committed_at = event.ts;
                     self.out.push_back(Outgoing::Frame {
-                        json: ServerMessage::Event(event).encode().into(),
+                        json: frame.json,
                         position: Some((stream.clone(), position)),
-                        committed_at,
+                        committed_at: frame.ts,
                     });
                 }
                 if last > already_sent {
                     self.cursor
                         .start(Arc::clone(stream.as_arc()), bus::Position::new(epoch, last));
                 }
-                let done = count < page || until.is_some_and(|until| last >= until);
+                let done = !page.more || until.is_some_and(|until| last >= until);
                 if done {
                     if let Some(resumed) = announce {
                         self.announce(&stream, Position { epoch, seq: last }, resumed);
