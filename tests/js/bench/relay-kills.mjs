@@ -4,9 +4,9 @@
 // the same durable stream, which the load generator publishes to through PostgreSQL.
 // Run by scripts/bench.d/45-kills-browser; not a test in the suite (it takes about a minute).
 //
-// Every page must end with exactly the committed state (the relay's snapshot), must never
-// report a change twice or out of order, and must have resumed (not re-snapshotted) after
-// each kill; the native clients' verdict comes from the load generator. Prints the wasm
+// Every page must end with exactly the committed state (the relay's snapshot), must report
+// every event after its snapshot as a change exactly once and in order, and must have resumed
+// (not re-snapshotted) after each kill; the native clients' verdict comes from the load generator. Prints the wasm
 // clients' chosen reconnect delays as a histogram (full jitter) and writes a JSON report.
 //
 //   DATABASE_URL=... TIDEWIRE_RELAY_BIN=target/release/tidewire-relay \
@@ -100,6 +100,11 @@ try {
     const duplicates = log.seqs.length - new Set(log.seqs).size;
     let outOfOrder = 0;
     for (let at = 1; at < log.seqs.length; at += 1) if (log.seqs[at] <= log.seqs[at - 1]) outOfOrder += 1;
+    // Every event after the page's first one changes its record (the load generator's values
+    // are unique), so the changes must be exactly the seqs from the first to the head.
+    const first = log.seqs[0] ?? committed.seq + 1;
+    const missing = committed.seq - first + 1 - new Set(log.seqs).size;
+    if (missing !== 0) problems.push(`page ${index} did not report ${missing} events after seq ${first}`);
     const exact = state.seq === committed.seq && state.epoch === committed.epoch && JSON.stringify(sortKeys(state.records)) === JSON.stringify(sortKeys(committed.records));
     if (!exact) problems.push(`page ${index} state differs from the committed state (seq ${state.seq} vs ${committed.seq})`);
     if (duplicates > 0) problems.push(`page ${index} reported ${duplicates} changes twice`);
@@ -110,6 +115,8 @@ try {
       seq: state.seq,
       records: state.size,
       changes_reported: log.seqs.length,
+      first_change_seq: first,
+      unreported: missing,
       duplicates,
       out_of_order: outOfOrder,
       resyncs: log.resyncs,
@@ -145,7 +152,7 @@ try {
   for (const page of pageReports) {
     console.log(
       `wasm page ${page.page}: seq ${page.seq}, ${page.records} records, ${page.changes_reported} changes reported, ` +
-        `dup ${page.duplicates}, ooo ${page.out_of_order}, resyncs ${page.resyncs}, connections ${page.connections}, exact ${page.exact}`,
+        `unreported ${page.unreported}, dup ${page.duplicates}, ooo ${page.out_of_order}, resyncs ${page.resyncs}, connections ${page.connections}, exact ${page.exact}`,
     );
   }
   console.log(`wasm reconnect delays chosen (ms bucket: count): ${JSON.stringify(histogram)}`);

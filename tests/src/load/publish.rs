@@ -276,18 +276,24 @@ async fn publish_durable(
     // Keys cycle over 1,000 per stream so that the records table stays bounded.
     let base = i64::try_from(counter % 1000).unwrap_or(0);
     let task = i64::try_from(task).unwrap_or(0);
+    // `c` makes every event change its record's value, so clients report every event as a
+    // change (and the order of changes can be checked).
+    let unique = i64::try_from(counter).unwrap_or(0);
     if uses_table(spec.via, index) {
         let sql = format!(
             "insert into {} (id, data) \
-             select 'k' || (($1::bigint + g) % 1000), jsonb_build_object('t', $2::bigint, 'pad', $3::text) \
+             select 'k' || (($1::bigint + g) % 1000), \
+                    jsonb_build_object('t', $2::bigint, 'c', $5::bigint + g, 'pad', $3::text) \
              from generate_series(1, $4::bigint) as g \
              on conflict (id) do update set data = excluded.data",
             table_name(index)
         );
-        client.execute(&sql, &[&base, &task, &pad, &count]).await?;
+        client
+            .execute(&sql, &[&base, &task, &pad, &count, &unique])
+            .await?;
     } else if batch == 1 {
         let key = format!("k{base}");
-        let data = serde_json::json!({"t": task, "pad": pad});
+        let data = serde_json::json!({"t": task, "c": unique + 1, "pad": pad});
         client
             .execute(
                 "select tidewire.publish($1, $2, 'upsert', $3::jsonb)",
@@ -298,9 +304,9 @@ async fn publish_durable(
         client
             .execute(
                 "select count(tidewire.publish($1, 'k' || (($2::bigint + g) % 1000), 'upsert', \
-                   jsonb_build_object('t', $3::bigint, 'pad', $4::text))) \
+                   jsonb_build_object('t', $3::bigint, 'c', $6::bigint + g, 'pad', $4::text))) \
                  from generate_series(1, $5::bigint) as g",
-                &[stream, &base, &task, &pad, &count],
+                &[stream, &base, &task, &pad, &count, &unique],
             )
             .await?;
     }
