@@ -213,8 +213,9 @@ impl State {
         self.tracks.iter().all(|(_, track)| track.live)
     }
 
-    /// Handles one message; returns a resubscribe request if the checker found a gap.
-    fn handle(&mut self, json: &[u8]) -> Option<(String, Position)> {
+    /// Handles one message; returns a resubscribe request (from the position, if any) when
+    /// the checker found a gap or the relay dropped or could not make the subscription.
+    fn handle(&mut self, json: &[u8]) -> Option<(String, Option<Position>)> {
         let Ok(wire) = Wire::parse(json) else {
             self.shared.malformed.fetch_add(1, Ordering::Relaxed);
             return None;
@@ -223,7 +224,18 @@ impl State {
         let kind = wire.kind.as_ref();
         if kind == "error" {
             self.shared.errors.fetch_add(1, Ordering::Relaxed);
-            return None;
+            // A subscribe the relay could not serve right now (PostgreSQL or its pool busy):
+            // subscribe again from the position, as the npm client does (docs/PROTOCOL.md).
+            let retryable = matches!(
+                wire.code.as_deref(),
+                Some("unavailable" | "internal" | "overloaded")
+            );
+            let (_, track) = self.tracks.iter_mut().find(|(name, _)| name == stream)?;
+            if !retryable || track.live {
+                return None;
+            }
+            let position = track.position().map(|(epoch, seq)| Position { epoch, seq });
+            return Some((stream.to_owned(), position));
         }
         let index = self.tracks.iter().position(|(name, _)| name == stream)?;
         let track = &mut self.tracks[index].1;
@@ -257,7 +269,7 @@ impl State {
                     if let Action::Resubscribe { epoch, seq } =
                         track.event(wire.epoch.unwrap_or(0), seq)
                     {
-                        request = Some((stream.to_owned(), Position { epoch, seq }));
+                        request = Some((stream.to_owned(), Some(Position { epoch, seq })));
                     }
                     if let Some(slot) = self.progress.get(self.progress_slot + index) {
                         slot.store(track.applied(), Ordering::Relaxed);
@@ -285,7 +297,7 @@ impl State {
                 // A failed catch-up: resubscribe from the position (docs/PROTOCOL.md).
                 track.live = false;
                 if let Some((epoch, seq)) = track.position() {
-                    request = Some((stream.to_owned(), Position { epoch, seq }));
+                    request = Some((stream.to_owned(), Some(Position { epoch, seq })));
                 }
             }
             _ => {}
@@ -425,7 +437,7 @@ async fn serve_ws(
                     {
                         track.resubscribed();
                     }
-                    let message = subscribe_message(&stream, Some(position), spec.snapshot);
+                    let message = subscribe_message(&stream, position, spec.snapshot);
                     if transport::send_text(&mut websocket, &message)
                         .await
                         .is_err()
