@@ -69,7 +69,7 @@ impl Transport {
 /// | [`resync`](Self::resync) | a client is told to reload (its `since` is unusable: other epoch, outside retention, ahead): the session's `resync` advisory, the HTTP API's 409 | `tidewire_resyncs_total{origin="client"}` |
 /// | [`disconnect`](Self::disconnect) | the relay closes a connection with a close code (WebSocket close frame, or the same reason ending an SSE stream) | `tidewire_disconnects_total{code}` |
 /// | [`observe_publish`](Self::observe_publish) | around `outbox::publish` (WebSocket and HTTP publishes) | `tidewire_publish_duration_seconds` |
-/// | [`observe_delivery_since`](Self::observe_delivery_since) (or [`observe_delivery`](Self::observe_delivery)) | after an event that carries `Delivery::committed_at_micros` was written to the socket | `tidewire_delivery_latency_seconds` |
+/// | [`DeliveryClock`] (merged with [`merge_delivery_latencies`](Self::merge_delivery_latencies)), or [`observe_delivery`](Self::observe_delivery) | when an event that carries `Delivery::committed_at_micros` is handed to the socket | `tidewire_delivery_latency_seconds` |
 #[derive(Debug, Default)]
 pub struct Metrics {
     /// Open connections per transport (a gauge; never below zero).
@@ -139,14 +139,6 @@ impl Metrics {
     /// One event reached a client socket `latency` after it committed.
     pub fn observe_delivery(&self, latency: Duration) {
         self.delivery_latency.observe(latency);
-    }
-
-    /// One event that committed at `committed_at_micros` (microseconds since the Unix epoch,
-    /// as in `Delivery::committed_at_micros` and `Event::ts`) was just written to a socket.
-    /// A commit time in the future (clock skew between PostgreSQL and the relay) counts as 0.
-    pub fn observe_delivery_since(&self, committed_at_micros: i64) {
-        let elapsed = u64::try_from(now_micros().saturating_sub(committed_at_micros)).unwrap_or(0);
-        self.observe_delivery(Duration::from_micros(elapsed));
     }
 
     /// Adds a connection's batched delivery latencies (see [`DeliveryClock`]).
@@ -322,9 +314,11 @@ mod tests {
             .expect("clock after 1970")
             .as_micros();
         let now = i64::try_from(now).expect("fits");
-        metrics.observe_delivery_since(now - 2_000); // 2 ms ago
-        metrics.observe_delivery_since(now + 60_000_000); // in the future: counted as 0
-        metrics.observe_delivery_since(i64::MIN); // absurd: lands in +Inf, no panic
+        let mut clock = DeliveryClock::default();
+        clock.observe(&metrics, now - 2_000); // 2 ms ago
+        clock.observe(&metrics, now + 60_000_000); // in the future: counted as 0
+        clock.observe(&metrics, i64::MIN); // absurd: lands in +Inf, no panic
+        clock.flush(&metrics);
         let snapshot = metrics.snapshot().delivery_latency;
         assert_eq!(snapshot.count, 3);
         let at = |label: &str| {

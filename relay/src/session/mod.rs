@@ -71,7 +71,7 @@ impl Outgoing {
 }
 
 /// State of one subscription.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 struct Subscription {
     kind: StreamKind,
     /// Raw channels only: the cursor starts at the first delivery (its seq is only known
@@ -387,7 +387,7 @@ impl Session {
         let Some((stream, subscription)) = self
             .subscriptions
             .get_key_value(&*delivery.stream)
-            .map(|(stream, subscription)| (stream.clone(), subscription.clone()))
+            .map(|(stream, subscription)| (stream.clone(), *subscription))
         else {
             return;
         };

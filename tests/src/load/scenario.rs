@@ -37,6 +37,23 @@ pub struct Cycle {
     pub catch_up_ms: Option<f64>,
 }
 
+impl Cycle {
+    /// A cycle of `fault`: noticed `detected` after the fault, every client caught up
+    /// `caught_up` after it (`None`: not measured, or never).
+    fn new(
+        fault: impl Into<String>,
+        detected: Option<Duration>,
+        caught_up: Option<Duration>,
+    ) -> Self {
+        let ms = |after: Duration| after.as_secs_f64() * 1000.0;
+        Self {
+            fault: fault.into(),
+            detection_ms: detected.map(ms),
+            catch_up_ms: caught_up.map(ms),
+        }
+    }
+}
+
 /// What a scenario measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct ScenarioReport {
@@ -317,11 +334,11 @@ pub async fn pg_restarts(
         }
         let detected = detector.await.ok().flatten();
         let catch_up = caught_up(&run, &pg.url(), &streams, load.catch_up_timeout).await?;
-        report_cycles.push(Cycle {
-            fault: format!("{fault:?}"),
-            detection_ms: detected.map(|after| after.as_secs_f64() * 1000.0),
-            catch_up_ms: catch_up.map(|_| began.elapsed().as_secs_f64() * 1000.0),
-        });
+        report_cycles.push(Cycle::new(
+            format!("{fault:?}"),
+            detected,
+            catch_up.map(|_| began.elapsed()),
+        ));
         run.run_for(Duration::from_secs_f64(load.settle)).await;
     }
     let load_report = conclude(run, load.catch_up_timeout).await?;
@@ -376,11 +393,11 @@ pub async fn pg_freeze(
         pg.thaw();
         let thawed = Instant::now();
         let catch_up = caught_up(&run, &pg.url(), &streams, load.catch_up_timeout).await?;
-        report_cycles.push(Cycle {
-            fault: format!("SIGSTOP {:?}", freeze),
-            detection_ms: detected.map(|after| after.as_secs_f64() * 1000.0),
-            catch_up_ms: catch_up.map(|_| thawed.elapsed().as_secs_f64() * 1000.0),
-        });
+        report_cycles.push(Cycle::new(
+            format!("SIGSTOP {freeze:?}"),
+            detected,
+            catch_up.map(|_| thawed.elapsed()),
+        ));
         run.run_for(Duration::from_secs_f64(load.settle)).await;
     }
     let rss_after = procstat::sample("self").map_or(0, |sample| sample.rss_kib);
@@ -441,11 +458,11 @@ pub async fn relay_kills(
         tokio::time::sleep(down).await;
         relay.start().await?;
         let catch_up = caught_up(&run, &pg.url(), &streams, load.catch_up_timeout).await?;
-        report_cycles.push(Cycle {
-            fault: "relay kill -9 + restart".into(),
-            detection_ms: None,
-            catch_up_ms: catch_up.map(|_| began.elapsed().as_secs_f64() * 1000.0),
-        });
+        report_cycles.push(Cycle::new(
+            "relay kill -9 + restart",
+            None,
+            catch_up.map(|_| began.elapsed()),
+        ));
         run.run_for(Duration::from_secs_f64(load.settle)).await;
     }
     let jitter = buckets(&run.shared().reconnect_delay_ms, 250, 2250);
@@ -502,11 +519,11 @@ pub async fn three_relays(load: &Load, binary: PathBuf) -> Result<ScenarioReport
     }
     Ok(ScenarioReport {
         name: "three relays, one killed".into(),
-        cycles: vec![Cycle {
-            fault: "kill -9 of relay 2 of 3".into(),
-            detection_ms: None,
-            catch_up_ms: catch_up.map(|_| began.elapsed().as_secs_f64() * 1000.0),
-        }],
+        cycles: vec![Cycle::new(
+            "kill -9 of relay 2 of 3",
+            None,
+            catch_up.map(|_| began.elapsed()),
+        )],
         load: load_report,
         extra: serde_json::json!({}),
     })
@@ -648,11 +665,11 @@ pub async fn blackhole(
     tokio::time::sleep(hole.saturating_sub(began.elapsed())).await;
     proxy.heal();
     let catch_up = caught_up(&run, &pg.url(), &streams, load.catch_up_timeout).await?;
-    let cycles = vec![Cycle {
-        fault: format!("{side:?} blackholed {hole:?}"),
-        detection_ms: detected.map(|after| after.as_secs_f64() * 1000.0),
-        catch_up_ms: catch_up.map(|_| began.elapsed().as_secs_f64() * 1000.0),
-    }];
+    let cycles = vec![Cycle::new(
+        format!("{side:?} blackholed {hole:?}"),
+        detected,
+        catch_up.map(|_| began.elapsed()),
+    )];
     run.run_for(Duration::from_secs_f64(load.settle)).await;
     let load_report = conclude(run, load.catch_up_timeout).await?;
     let stats = hub.listener.stats().snapshot();

@@ -104,6 +104,16 @@ impl Streams {
         }
     }
 
+    /// Runs `statements` (LISTEN / UNLISTEN) on the LISTEN connection, bounded by the timeout
+    /// like every other read of the listener; `what` names them in the error.
+    async fn execute(&self, client: &Client, statements: &str, what: &str) -> Result<(), Lost> {
+        match tokio::time::timeout(self.timeout, client.batch_execute(statements)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(Lost(format!("{what} failed: {error}"))),
+            Err(_) => Err(Lost(format!("{what} timed out after {:?}", self.timeout))),
+        }
+    }
+
     /// LISTENs on `stream` (if not yet) and records its head.
     pub(super) async fn listen(
         &mut self,
@@ -114,16 +124,7 @@ impl Streams {
             return Ok(());
         }
         let statement = format!("LISTEN {}", quote_identifier(&stream.pg_channel()));
-        match tokio::time::timeout(self.timeout, client.batch_execute(&statement)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => return Err(Lost(format!("LISTEN failed: {error}"))),
-            Err(_) => {
-                return Err(Lost(format!(
-                    "{statement} timed out after {:?}",
-                    self.timeout
-                )))
-            }
-        }
+        self.execute(client, &statement, &statement).await?;
         ListenerStats::add(&self.stats.listens, 1);
         let progress = match stream.kind() {
             StreamKind::Raw => Progress::Raw {
@@ -156,16 +157,7 @@ impl Streams {
             return Ok(());
         }
         let statement = format!("UNLISTEN {}", quote_identifier(&stream.pg_channel()));
-        match tokio::time::timeout(self.timeout, client.batch_execute(&statement)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => return Err(Lost(format!("UNLISTEN failed: {error}"))),
-            Err(_) => {
-                return Err(Lost(format!(
-                    "{statement} timed out after {:?}",
-                    self.timeout
-                )))
-            }
-        }
+        self.execute(client, &statement, &statement).await?;
         ListenerStats::add(&self.stats.unlistens, 1);
         Ok(())
     }
@@ -180,16 +172,7 @@ impl Streams {
             .keys()
             .map(|stream| format!("LISTEN {};", quote_identifier(&stream.pg_channel())))
             .collect();
-        match tokio::time::timeout(self.timeout, client.batch_execute(&statements)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => return Err(Lost(format!("re-LISTEN failed: {error}"))),
-            Err(_) => {
-                return Err(Lost(format!(
-                    "re-LISTEN timed out after {:?}",
-                    self.timeout
-                )))
-            }
-        }
+        self.execute(client, &statements, "re-LISTEN").await?;
         ListenerStats::add(&self.stats.listens, self.progress.len() as u64);
         Ok(())
     }
@@ -490,7 +473,7 @@ impl Streams {
     /// after an UNLISTEN, the old head plus one skipped seq that stands for the notifications
     /// nobody listened to, so seqs keep increasing within a boot epoch and a client resuming
     /// from the old head is told about the gap.
-    fn raw_relisten_seq(&mut self, stream: &StreamName) -> u64 {
+    fn raw_relisten_seq(&self, stream: &StreamName) -> u64 {
         let previous = self
             .raw_heads
             .lock()

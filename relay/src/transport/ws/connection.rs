@@ -16,7 +16,7 @@ use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tidewire_shared::message::{Advisory, AdvisoryKind};
 use tidewire_shared::{CloseCode, ErrorCode, ServerMessage};
-use tokio::io::{AsyncRead, AsyncReadExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 
@@ -38,7 +38,7 @@ type Io = TokioIo<Upgraded>;
 
 /// How the loop ended.
 #[derive(Debug)]
-enum Ending {
+pub(super) enum Ending {
     /// Send a close frame with this code and reason, then linger for the peer's close.
     Close(CloseCode, String),
     /// The peer closed; its echo is among the obligations.
@@ -308,36 +308,56 @@ impl Connection {
         )
     }
 
-    /// Sends the close frame (or the echo), half-closes, and waits briefly for the peer to
-    /// close so that unread input does not turn our FIN into a reset that loses the frame.
-    async fn finish(mut self, ending: Ending, read_half: &mut ReadHalf<Io>) {
+    /// Logs and counts the close, then says goodbye (see [`goodbye`]).
+    async fn finish(self, ending: Ending, read_half: &mut ReadHalf<Io>) {
         let stall = self.hub.config.slow_consumer().min(LINGER);
-        match ending {
-            Ending::Drop => return,
-            Ending::Close(code, reason) => {
-                tracing::debug!(connection = %self.id, code = code.code(), %reason, "closing websocket");
-                self.hub.metrics.disconnect(code);
-                self.writer.close(code.code(), &reason);
-            }
-            Ending::PeerClosed => {
-                obligation::drain(&mut self.obligations, &mut self.writer);
-                if !self.writer.is_closed() {
-                    self.writer
-                        .close(CloseCode::Normal.code(), CloseCode::Normal.reason());
-                }
-            }
+        if let Ending::Close(code, reason) = &ending {
+            tracing::debug!(connection = %self.id, code = code.code(), %reason, "closing websocket");
+            self.hub.metrics.disconnect(*code);
         }
-        if self.writer.flush_within(stall).await.is_err() {
-            return;
-        }
-        self.writer.shutdown(stall).await;
-        drop(self);
-        linger(read_half).await;
+        let Connection {
+            writer,
+            mut obligations,
+            session,
+            ..
+        } = self;
+        // The session is over: leave the bus before waiting on the socket.
+        drop(session);
+        goodbye(writer, &mut obligations, ending, read_half, stall).await;
     }
 }
 
+/// Ends a connection whose loop is done: sends our close frame (or, after the peer's close,
+/// its echo and a normal close if the echo is missing), half-closes within `stall`, and
+/// waits briefly for the peer to close so that unread input does not turn our FIN into a
+/// reset that loses the frame. [`Ending::Drop`] just drops the socket.
+pub(super) async fn goodbye<W: AsyncWrite + Unpin>(
+    mut writer: FrameWriter<W>,
+    obligations: &mut mpsc::Receiver<Obligation>,
+    ending: Ending,
+    read_half: &mut ReadHalf<Io>,
+    stall: Duration,
+) {
+    match ending {
+        Ending::Drop => return,
+        Ending::Close(code, reason) => writer.close(code.code(), &reason),
+        Ending::PeerClosed => {
+            obligation::drain(obligations, &mut writer);
+            if !writer.is_closed() {
+                writer.close(CloseCode::Normal.code(), CloseCode::Normal.reason());
+            }
+        }
+    }
+    if writer.flush_within(stall).await.is_err() {
+        return;
+    }
+    writer.shutdown(stall).await;
+    drop(writer);
+    linger(read_half).await;
+}
+
 /// Reads and discards until EOF, an error, or [`LINGER`].
-pub(super) async fn linger(read_half: &mut ReadHalf<Io>) {
+async fn linger(read_half: &mut ReadHalf<Io>) {
     let mut scratch = vec![0u8; 4096];
     let drain = async { while let Ok(1..) = read_half.read(&mut scratch).await {} };
     // Timing out just means the peer kept the socket open; we close it now.

@@ -7,18 +7,11 @@ use std::time::Duration;
 
 use fastwebsockets::upgrade::UpgradeFut;
 use fastwebsockets::{OpCode, Role};
-use tidewire_shared::CloseCode;
 
+use super::connection::{goodbye, Ending};
 use super::obligation;
 use super::reader::{read_message, Assembler, Message};
 use super::writer::FrameWriter;
-
-/// How the echo loop ended.
-enum Ending {
-    Close(u16, String),
-    PeerClosed,
-    Drop,
-}
 
 /// Runs one upgraded connection as an echo server: messages up to `max_message_bytes`
 /// (larger ones close with 1009), writes that make no progress for `stall` drop it.
@@ -55,7 +48,7 @@ pub async fn echo(upgrade: UpgradeFut, max_message_bytes: usize, stall: Duration
         let message = match read {
             None => break Ending::Drop,
             Some(Err(error)) => match error.close_code() {
-                Some(code) => break Ending::Close(code.code(), error.to_string()),
+                Some(code) => break Ending::Close(code, error.to_string()),
                 None => break Ending::Drop,
             },
             Some(Ok(message)) => message,
@@ -71,21 +64,6 @@ pub async fn echo(upgrade: UpgradeFut, max_message_bytes: usize, stall: Duration
             break Ending::Drop;
         }
     };
-    match ending {
-        Ending::Drop => return,
-        Ending::Close(code, reason) => writer.close(code, &reason),
-        Ending::PeerClosed => {
-            obligation::drain(&mut obligations, &mut writer);
-            if !writer.is_closed() {
-                writer.close(CloseCode::Normal.code(), "");
-            }
-        }
-    }
-    if writer.flush().await.is_err() {
-        return;
-    }
-    writer.shutdown(stall).await;
-    drop(writer);
     drop(reader);
-    super::connection::linger(&mut read_half).await;
+    goodbye(writer, &mut obligations, ending, &mut read_half, stall).await;
 }
