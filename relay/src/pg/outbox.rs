@@ -1,6 +1,8 @@
 //! Reads and writes of durable streams through the query pool: heads, snapshots, replays and
 //! publishes. Every function is one short transaction.
 
+use std::sync::Arc;
+
 use deadpool_postgres::Pool;
 use serde_json::Value;
 use tidewire_shared::{Event, Op, Position, Record, Snapshot, StreamName};
@@ -53,14 +55,21 @@ pub enum OutboxError {
     /// A row did not have the expected shape.
     #[error("unexpected data in the outbox: {0}")]
     Corrupt(String),
+    /// The failure of a read this caller shared with others (merged replay reads).
+    #[error("{0}")]
+    Shared(Arc<OutboxError>),
 }
 
 impl OutboxError {
     /// True if the error says PostgreSQL is unreachable (retrying later may work), as opposed
     /// to bad input or corrupt data.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, OutboxError::Pool(_))
-            || matches!(self, OutboxError::Db(error) if error.is_closed() || error.as_db_error().is_none())
+        match self {
+            OutboxError::Pool(_) => true,
+            OutboxError::Db(error) => error.is_closed() || error.as_db_error().is_none(),
+            OutboxError::Shared(error) => error.is_unavailable(),
+            _ => false,
+        }
     }
 }
 
@@ -187,6 +196,21 @@ pub async fn replay(
     limit: usize,
 ) -> Result<Vec<Event>, OutboxError> {
     let client = pool.get().await?;
+    replay_on(&client, stream, epoch, after, limit).await
+}
+
+/// [`replay`] on a connection the caller already holds.
+///
+/// # Errors
+///
+/// [`OutboxError`] if the query fails or a row is malformed.
+pub async fn replay_on(
+    client: &tokio_postgres::Client,
+    stream: &StreamName,
+    epoch: u64,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<Event>, OutboxError> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let rows = client
         .query(

@@ -1,28 +1,36 @@
 //! Shared replay pages: sessions that replay the same stream range (a thousand clients
-//! resuming after a relay restart, or falling behind the same burst) read one query's result
-//! instead of one query each, and share its encoded frames.
+//! resuming after a relay restart, or ten thousand falling behind the same burst) read one
+//! query's result instead of one query each, and share its encoded frames.
 //!
 //! The outbox of a stream is cut into *blocks* of `--replay-page` seqs: block `b` holds seqs
-//! `b * page + 1 ..= (b + 1) * page`. A block whose every seq was read is immutable (seqs are
-//! gap-free and never rewritten within an epoch), so it is kept, encoded once, and handed to
-//! every session that needs any part of it. A block read while the head was inside it (a
-//! partial block) is never kept and only used by the session whose read produced it: another
-//! session may have subscribed after that read began, and must see events committed since.
-//! Concurrent reads of one block are merged (single flight): the first session queries, the
-//! others wait for it and, if the result is partial, query again themselves.
+//! `b * page + 1 ..= (b + 1) * page`. Two rules make sharing safe:
 //!
-//! Memory is bounded by `--replay-cache-bytes` (encoded JSON; oldest block evicted first);
-//! 0 turns the cache off, and every replay reads the outbox directly.
+//! - A block whose every seq was read is immutable (seqs are gap-free and never rewritten
+//!   within an epoch), so it is kept, encoded once, and handed to every session that needs
+//!   any part of it.
+//! - A read of a block is shared only by the sessions that asked for it *before its query
+//!   began*: a session joins a read while that read still waits for a pool connection, and
+//!   the read is closed to newcomers the moment it has one. A session needs every event
+//!   committed before it asked (it registered, or took its lag, before asking), and a query
+//!   that began after it asked sees all of those, so a partial block (the head inside it) is
+//!   safe to share too. A session that arrives once the query has begun waits for the next
+//!   read instead. Under a lag storm this turns ten thousand reads of the head's block into a
+//!   handful, and the pool is never exhausted by them.
+//!
+//! A [`Page`] is a view into a shared block, not a copy: a session replaying holds one
+//! reference, whatever the page size. Memory is bounded by `--replay-cache-bytes` (encoded
+//! JSON; oldest block evicted first); 0 turns the cache off, and every replay reads the
+//! outbox directly.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
+use deadpool_postgres::Pool;
 use tidewire_shared::{ServerMessage, StreamName};
 use tokio::sync::OnceCell;
 
 use super::outbox::{self, OutboxError};
-use deadpool_postgres::Pool;
 
 /// One encoded event of a replay.
 #[derive(Debug, Clone)]
@@ -35,14 +43,39 @@ pub struct Frame {
     pub ts: Option<i64>,
 }
 
-/// What [`ReplayCache::read`] found after a position.
+/// What [`ReplayCache::read`] found after a position: a view into a shared block.
 #[derive(Debug, Clone)]
 pub struct Page {
+    block: Arc<Block>,
+    start: usize,
+}
+
+impl Page {
     /// Events after the requested position, in seq order, up to the end of the block.
-    pub frames: Vec<Frame>,
+    pub fn frames(&self) -> &[Frame] {
+        self.block.frames.get(self.start..).unwrap_or_default()
+    }
+
+    /// Drops the first `count` frames from the view.
+    pub fn skip(&mut self, count: usize) {
+        self.start = self
+            .start
+            .saturating_add(count)
+            .min(self.block.frames.len());
+    }
+
+    /// Takes the first frame of the view.
+    pub fn pop(&mut self) -> Option<Frame> {
+        let frame = self.block.frames.get(self.start)?.clone();
+        self.start += 1;
+        Some(frame)
+    }
+
     /// The block was complete: more events may follow it (read the next block). False when
     /// the read reached the stream's head.
-    pub more: bool,
+    pub fn more(&self) -> bool {
+        self.block.full
+    }
 }
 
 /// A block of frames; `full` if it holds every seq of the block.
@@ -55,9 +88,12 @@ struct Block {
 
 type Key = (StreamName, u64, u64);
 
-/// Slots not holding a kept block tolerated before unused ones are pruned.
-const MAX_IDLE_SLOTS: usize = 1024;
-type Slot = Arc<OnceCell<Arc<Block>>>;
+/// The outcome of one read, shared by every session that joined it.
+type Shared = Result<Arc<Block>, Arc<OutboxError>>;
+type Read = Arc<OnceCell<Shared>>;
+
+/// Pending reads tolerated before abandoned ones (every joiner went away) are pruned.
+const MAX_IDLE_READS: usize = 1024;
 
 /// The shared replay pages of one relay. See the [module docs](self).
 #[derive(Debug)]
@@ -69,9 +105,11 @@ pub struct ReplayCache {
 
 #[derive(Debug, Default)]
 struct State {
-    /// Blocks being read or kept, by `(stream, epoch, block)`.
-    slots: HashMap<Key, Slot>,
-    /// Kept (full) blocks, oldest first, with their sizes.
+    /// Reads still waiting for a pool connection, open to sessions that need the same block.
+    joinable: HashMap<Key, Read>,
+    /// Kept (full) blocks.
+    blocks: HashMap<Key, Arc<Block>>,
+    /// The kept blocks, oldest first, with their sizes.
     kept: VecDeque<(Key, usize)>,
     kept_bytes: usize,
     hits: u64,
@@ -81,7 +119,7 @@ struct State {
 /// Counters of the cache.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ReplayCacheStats {
-    /// Replays answered from a block another session read.
+    /// Replays answered by a read another session made (a kept block or a merged read).
     pub hits: u64,
     /// Outbox queries made for replays.
     pub reads: u64,
@@ -115,11 +153,13 @@ impl ReplayCache {
         }
     }
 
-    /// The events of `stream` (in `epoch`) after `after`, up to the end of `after`'s block.
+    /// The events of `stream` (in `epoch`) after `after`, up to the end of `after`'s block,
+    /// including every event committed before this call.
     ///
     /// # Errors
     ///
-    /// [`OutboxError`] if the outbox query fails or a row is malformed.
+    /// [`OutboxError`] if the outbox query fails or a row is malformed (shared with the
+    /// sessions that joined the same read, as [`OutboxError::Shared`]).
     pub async fn read(
         &self,
         pool: &Pool,
@@ -129,51 +169,60 @@ impl ReplayCache {
     ) -> Result<Page, OutboxError> {
         let index = after / self.page;
         if self.capacity_bytes == 0 {
-            let block = self.query(pool, stream, epoch, index).await?;
-            return Ok(self.slice(&block, after));
+            let client = pool.get().await?;
+            let block = self.query(&client, stream, epoch, index).await?;
+            return Ok(Self::slice(Arc::new(block), after));
         }
         let key: Key = (stream.clone(), epoch, index);
-        let slot = {
+        let read = {
             let mut state = self.lock();
-            if state.slots.len() > state.kept.len() + MAX_IDLE_SLOTS {
-                // Slots whose read was cancelled (the session went away mid-query) and that
-                // nobody waits on.
-                state
-                    .slots
-                    .retain(|_, slot| slot.initialized() || Arc::strong_count(slot) > 1);
+            if let Some(block) = state.blocks.get(&key) {
+                let block = Arc::clone(block);
+                state.hits += 1;
+                return Ok(Self::slice(block, after));
             }
-            Arc::clone(state.slots.entry(key.clone()).or_default())
+            if state.joinable.len() > MAX_IDLE_READS {
+                // Reads whose every session went away while waiting for a connection.
+                state.joinable.retain(|_, read| Arc::strong_count(read) > 1);
+            }
+            Arc::clone(state.joinable.entry(key.clone()).or_default())
         };
         let mut mine = false;
-        let read = slot
-            .get_or_try_init(|| {
+        let outcome = read
+            .get_or_init(|| {
                 mine = true;
-                async { self.query(pool, stream, epoch, index).await.map(Arc::new) }
+                async {
+                    let outcome = self.read_block(pool, &key, &read).await;
+                    outcome.map(Arc::new).map_err(Arc::new)
+                }
             })
-            .await;
-        let block = match read {
-            Ok(block) => Arc::clone(block),
-            Err(error) => {
-                self.forget(&key, &slot);
-                return Err(error);
-            }
-        };
-        if block.full {
-            self.keep(&key, &slot, &block, mine);
-            return Ok(self.slice(&block, after));
-        }
-        self.forget(&key, &slot);
+            .await
+            .clone();
+        self.close(&key, &read);
+        let block = outcome.map_err(OutboxError::Shared)?;
         if mine {
-            return Ok(self.slice(&block, after));
+            if block.full {
+                self.keep(&key, &block);
+            }
+        } else {
+            self.lock().hits += 1;
         }
-        // Read before this session may have subscribed: read again.
-        let block = self.query(pool, stream, epoch, index).await?;
-        Ok(self.slice(&block, after))
+        Ok(Self::slice(block, after))
+    }
+
+    /// Gets a connection, closes `read` to newcomers, then queries the block.
+    async fn read_block(&self, pool: &Pool, key: &Key, read: &Read) -> Result<Block, OutboxError> {
+        let client = pool.get().await;
+        // From here on the query sees every commit made before any joiner asked.
+        self.close(key, read);
+        let client = client?;
+        let (stream, epoch, index) = key;
+        self.query(&client, stream, *epoch, *index).await
     }
 
     async fn query(
         &self,
-        pool: &Pool,
+        client: &tokio_postgres::Client,
         stream: &StreamName,
         epoch: u64,
         index: u64,
@@ -181,7 +230,7 @@ impl ReplayCache {
         self.lock().reads += 1;
         let first = index.saturating_mul(self.page);
         let limit = usize::try_from(self.page).unwrap_or(usize::MAX);
-        let events = outbox::replay(pool, stream, epoch, first, limit).await?;
+        let events = outbox::replay_on(client, stream, epoch, first, limit).await?;
         let full = events.len() == limit
             && events.first().map(|event| event.seq) == Some(first + 1)
             && events.last().map(|event| event.seq) == Some(first + self.page);
@@ -201,36 +250,18 @@ impl ReplayCache {
         })
     }
 
-    fn slice(&self, block: &Block, after: u64) -> Page {
-        Page {
-            frames: block
-                .frames
-                .iter()
-                .filter(|frame| frame.seq > after)
-                .cloned()
-                .collect(),
-            more: block.full,
-        }
+    fn slice(block: Arc<Block>, after: u64) -> Page {
+        let start = block.frames.partition_point(|frame| frame.seq <= after);
+        Page { block, start }
     }
 
-    /// Records a full block: counted as a hit for sessions that did not read it, and kept
-    /// (evicting the oldest) by the session that did.
-    fn keep(&self, key: &Key, slot: &Slot, block: &Block, mine: bool) {
+    /// Keeps a full block (evicting the oldest) unless it is already kept or too large.
+    fn keep(&self, key: &Key, block: &Arc<Block>) {
         let mut state = self.lock();
-        if !mine {
-            state.hits += 1;
+        if block.bytes > self.capacity_bytes || state.blocks.contains_key(key) {
             return;
         }
-        if block.bytes > self.capacity_bytes {
-            if state
-                .slots
-                .get(key)
-                .is_some_and(|kept| Arc::ptr_eq(kept, slot))
-            {
-                state.slots.remove(key);
-            }
-            return;
-        }
+        state.blocks.insert(key.clone(), Arc::clone(block));
         state.kept.push_back((key.clone(), block.bytes));
         state.kept_bytes += block.bytes;
         while state.kept_bytes > self.capacity_bytes {
@@ -238,19 +269,19 @@ impl ReplayCache {
                 break;
             };
             state.kept_bytes -= bytes;
-            state.slots.remove(&old);
+            state.blocks.remove(&old);
         }
     }
 
-    /// Drops a partial block's slot (if it is still the one in the map).
-    fn forget(&self, key: &Key, slot: &Slot) {
+    /// Closes `read` to newcomers (if it is still the open read of its block).
+    fn close(&self, key: &Key, read: &Read) {
         let mut state = self.lock();
         if state
-            .slots
+            .joinable
             .get(key)
-            .is_some_and(|kept| Arc::ptr_eq(kept, slot))
+            .is_some_and(|open| Arc::ptr_eq(open, read))
         {
-            state.slots.remove(key);
+            state.joinable.remove(key);
         }
     }
 }

@@ -13,6 +13,7 @@
 //! the socket. Work that awaits PostgreSQL is only removed from the to-do list after it
 //! completed, and its output is queued all at once.
 
+mod outbound;
 mod publish;
 mod rate;
 mod subscribe;
@@ -119,7 +120,7 @@ pub struct Session {
     subscriptions: HashMap<StreamName, Subscription, foldhash::fast::RandomState>,
     grant: Grant,
     pending: VecDeque<Work>,
-    out: VecDeque<Outgoing>,
+    out: outbound::Outbound,
     status: watch::Receiver<PgStatus>,
     was_down: bool,
     rate: TokenBucket,
@@ -152,7 +153,7 @@ impl Session {
             subscriptions: HashMap::default(),
             grant,
             pending: VecDeque::new(),
-            out: VecDeque::new(),
+            out: outbound::Outbound::default(),
             status,
             was_down,
             rate,
@@ -242,7 +243,7 @@ impl Session {
     }
 
     fn push(&mut self, message: &ServerMessage) {
-        self.out.push_back(Outgoing::message(message));
+        self.out.push(Outgoing::message(message));
     }
 
     fn push_error(
@@ -262,7 +263,7 @@ impl Session {
 
     /// Queues a close; nothing else is yielded after it.
     pub fn close(&mut self, code: CloseCode, reason: impl Into<String>) {
-        self.out.push_back(Outgoing::Close {
+        self.out.push(Outgoing::Close {
             code,
             reason: reason.into(),
         });
@@ -346,7 +347,7 @@ impl Session {
     }
 
     fn ready_from_out(&mut self) -> Option<Outgoing> {
-        let outgoing = self.out.pop_front()?;
+        let outgoing = self.out.pop()?;
         match &outgoing {
             Outgoing::Close { .. } => self.closed = true,
             Outgoing::Frame {
@@ -465,7 +466,7 @@ impl Session {
     }
 
     fn forward(&mut self, delivery: &Delivery, position: Option<(StreamName, Position)>) {
-        self.out.push_back(Outgoing::Frame {
+        self.out.push(Outgoing::Frame {
             json: delivery.json.clone(),
             position,
             committed_at: delivery.committed_at_micros,
@@ -514,13 +515,12 @@ impl Session {
             let Some(position) = self.cursor.position(name) else {
                 continue;
             };
-            self.out
-                .push_back(Outgoing::message(&ServerMessage::Advisory(
-                    Advisory::new(AdvisoryKind::Lagged)
-                        .stream(stream.clone())
-                        .epoch(position.epoch)
-                        .reason("your queue overflowed; resuming"),
-                )));
+            self.out.push(Outgoing::message(&ServerMessage::Advisory(
+                Advisory::new(AdvisoryKind::Lagged)
+                    .stream(stream.clone())
+                    .epoch(position.epoch)
+                    .reason("your queue overflowed; resuming"),
+            )));
             match subscription.kind {
                 StreamKind::Durable => {
                     self.schedule_replay(&stream, position.epoch, position.seq, None)

@@ -242,7 +242,7 @@ impl Session {
             seq: position.seq,
             resumed,
         };
-        self.out.push_back(Outgoing::Frame {
+        self.out.push(Outgoing::Frame {
             json: message.encode().into(),
             position: Some((stream.clone(), position)),
             committed_at: None,
@@ -332,7 +332,7 @@ impl Session {
                     .replay
                     .read(&self.hub.pool, &stream, epoch, after)
                     .await;
-                let page = match read {
+                let mut page = match read {
                     Ok(page) => page,
                     Err(error) => {
                         self.pending.pop_front();
@@ -342,7 +342,7 @@ impl Session {
                 };
                 self.pending.pop_front();
                 let mut last = after;
-                for frame in &page.frames {
+                for frame in page.frames() {
                     if frame.seq != last + 1 {
                         // Retention trimmed events the client still needs.
                         self.schedule_resync(
@@ -357,25 +357,17 @@ impl Session {
                     .cursor
                     .position(stream.as_str())
                     .map_or(0, |position| position.seq);
-                for frame in page.frames {
-                    if frame.seq <= already_sent {
-                        continue;
-                    }
-                    let position = Position {
-                        epoch,
-                        seq: frame.seq,
-                    };
-                    self.out.push_back(Outgoing::Frame {
-                        json: frame.json,
-                        position: Some((stream.clone(), position)),
-                        committed_at: frame.ts,
-                    });
-                }
+                // The page is contiguous from `after + 1`: what was already sent is a prefix.
+                let sent =
+                    usize::try_from(already_sent.saturating_sub(after)).unwrap_or(usize::MAX);
+                page.skip(sent);
+                let more = page.more();
+                self.out.push_replay(stream.clone(), epoch, page);
                 if last > already_sent {
                     self.cursor
                         .start(Arc::clone(stream.as_arc()), bus::Position::new(epoch, last));
                 }
-                let done = !page.more || until.is_some_and(|until| last >= until);
+                let done = !more || until.is_some_and(|until| last >= until);
                 if done {
                     if let Some(resumed) = announce {
                         self.announce(&stream, Position { epoch, seq: last }, resumed);

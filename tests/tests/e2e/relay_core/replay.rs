@@ -2,6 +2,7 @@
 //! each still gets exactly the events after its own position, and a session resuming into the
 //! head's page still sees events committed after other sessions read it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
@@ -75,4 +76,84 @@ async fn sessions_resuming_the_same_range_share_outbox_reads() {
         1060,
         "a session resuming at the head",
     );
+}
+
+/// Under a lag storm thousands of sessions read the head's (partial) page at once. Reads that
+/// wait for a pool connection are merged; a read is closed to newcomers once its query runs,
+/// so every session still sees each event committed before it asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_of_the_head_page_merge_only_sessions_that_asked_before_the_query() {
+    let pg = TestPg::start().await;
+    let hub = hub(&pg.url(), |config| {
+        config.options.replay_page = 100;
+        config.options.pg_pool_size = 1;
+    })
+    .await;
+    let client = pg.client().await;
+    client
+        .batch_execute(
+            "select tidewire.publish('head', 'k' || g, 'upsert', to_jsonb(g)) \
+             from generate_series(1, 50) as g",
+        )
+        .await
+        .expect("publish 50 events");
+    let epoch: i64 = client
+        .query_one(
+            "select epoch from tidewire.streams where name = 'head'",
+            &[],
+        )
+        .await
+        .expect("epoch")
+        .get(0);
+    let epoch = u64::try_from(epoch).expect("epoch is positive");
+    let stream = tidewire_shared::StreamName::new("head").expect("a valid name");
+    let read = |after: u64| {
+        let hub = Arc::clone(&hub);
+        let stream = stream.clone();
+        tokio::spawn(async move {
+            let page = hub
+                .replay
+                .read(&hub.pool, &stream, epoch, after)
+                .await
+                .expect("replay read");
+            page.frames()
+                .iter()
+                .map(|frame| frame.seq)
+                .collect::<Vec<_>>()
+        })
+    };
+    let before = hub.replay.stats();
+    // The pool's only connection is busy: reads queue for it.
+    let held = hub.pool.get().await.expect("the pool's connection");
+    let first = read(10);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    publish(&client, "head", "k51", "upsert", json!(51)).await;
+    let second = read(40);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(held);
+    let first = first.await.expect("first read");
+    let second = second.await.expect("second read");
+    assert_eq!(
+        first,
+        (11..=51).collect::<Vec<_>>(),
+        "the first session's page"
+    );
+    assert_eq!(
+        second,
+        (41..=51).collect::<Vec<_>>(),
+        "the second session's page"
+    );
+    let after = hub.replay.stats();
+    assert_eq!(
+        after.reads - before.reads,
+        1,
+        "queued reads of one page merge"
+    );
+    assert_eq!(after.hits - before.hits, 1, "the joiner counts as a hit");
+
+    // That partial page is not served to a session asking after its query ran.
+    publish(&client, "head", "k52", "upsert", json!(52)).await;
+    let third = read(50).await.expect("third read");
+    assert_eq!(third, vec![51, 52], "a later session sees the later commit");
+    assert_eq!(hub.replay.stats().reads - before.reads, 2);
 }

@@ -1,0 +1,87 @@
+//! The session's queue of messages for the transport, where a replayed page waits as one
+//! entry (a view into the shared block) and becomes frames only as the transport takes them.
+//!
+//! A session that catches up holds one reference to a shared page instead of a page of
+//! frames: with ten thousand sessions replaying at once, that is the difference between a
+//! few kilobytes and a few gigabytes (see `--replay-page`).
+
+use std::collections::VecDeque;
+
+use tidewire_shared::{Position, StreamName};
+
+use super::Outgoing;
+use crate::pg::replay_cache::Page;
+
+/// One entry of the queue.
+#[derive(Debug)]
+enum Entry {
+    /// A message ready to write.
+    Ready(Outgoing),
+    /// The rest of a replayed page of `stream` (in `epoch`).
+    Replay {
+        stream: StreamName,
+        epoch: u64,
+        page: Page,
+    },
+}
+
+/// Messages waiting for the transport, in order.
+#[derive(Debug, Default)]
+pub(super) struct Outbound {
+    entries: VecDeque<Entry>,
+}
+
+impl Outbound {
+    /// Queues one message.
+    pub(super) fn push(&mut self, outgoing: Outgoing) {
+        self.entries.push_back(Entry::Ready(outgoing));
+    }
+
+    /// Queues the frames of a replayed page (each positioned on `stream`).
+    pub(super) fn push_replay(&mut self, stream: StreamName, epoch: u64, page: Page) {
+        if !page.frames().is_empty() {
+            self.entries.push_back(Entry::Replay {
+                stream,
+                epoch,
+                page,
+            });
+        }
+    }
+
+    /// The next message, if any.
+    pub(super) fn pop(&mut self) -> Option<Outgoing> {
+        loop {
+            match self.entries.front_mut()? {
+                Entry::Ready(_) => {
+                    let Some(Entry::Ready(outgoing)) = self.entries.pop_front() else {
+                        return None;
+                    };
+                    return Some(outgoing);
+                }
+                Entry::Replay {
+                    stream,
+                    epoch,
+                    page,
+                } => {
+                    let Some(frame) = page.pop() else {
+                        self.entries.pop_front();
+                        continue;
+                    };
+                    let position = Position {
+                        epoch: *epoch,
+                        seq: frame.seq,
+                    };
+                    let outgoing = Outgoing::Frame {
+                        json: frame.json,
+                        position: Some((stream.clone(), position)),
+                        committed_at: frame.ts,
+                    };
+                    if page.frames().is_empty() {
+                        self.entries.pop_front();
+                    }
+                    return Some(outgoing);
+                }
+            }
+        }
+    }
+}
