@@ -5,7 +5,7 @@
 //! restarts; failed raw notifications are remembered as "uncertain", never expected.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -151,7 +151,7 @@ pub fn spawn(
             let spec = Arc::clone(&spec);
             let stats = Arc::clone(&stats);
             let stop = stop.clone();
-            tokio::spawn(async move {
+            runtime().spawn(async move {
                 if targets > 0 {
                     publisher(task, connections, spec, stats, stop).await;
                 }
@@ -159,6 +159,25 @@ pub fn spawn(
         })
         .collect();
     (stats, tasks)
+}
+
+/// The publishers' own runtime, on its own thread: they keep their pace however busy the
+/// thousands of reading clients keep the load generator's main runtime.
+fn runtime() -> tokio::runtime::Handle {
+    static RUNTIME: OnceLock<Option<tokio::runtime::Runtime>> = OnceLock::new();
+    let own = RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("publisher")
+            .enable_all()
+            .build()
+            .ok()
+    });
+    match own {
+        Some(runtime) => runtime.handle().clone(),
+        // No thread could be made: share the caller's runtime.
+        None => tokio::runtime::Handle::current(),
+    }
 }
 
 async fn connect(url: &str) -> Result<Client, tokio_postgres::Error> {
