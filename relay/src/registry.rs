@@ -350,6 +350,7 @@ fn remove_connection(state: &mut State, id: ConnId, emptied: &mut Vec<Arc<str>>)
     let Some(connection) = state.by_id.remove(&id) else {
         return false;
     };
+    connection.subscriber.unregistered();
     for stream in connection.streams {
         if remove_member(&mut state.by_stream, &stream, id) {
             emptied.push(stream);

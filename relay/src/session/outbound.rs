@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 
 use tidewire_shared::{Position, StreamName};
 
-use super::Outgoing;
+use super::{Json, Outgoing};
 use crate::pg::replay_cache::Page;
 
 /// One entry of the queue.
@@ -72,7 +72,7 @@ impl Outbound {
                         seq: frame.seq,
                     };
                     let outgoing = Outgoing::Frame {
-                        json: frame.json,
+                        json: Json::Own(frame.json),
                         position: Some((stream.clone(), position)),
                         committed_at: frame.ts,
                     };

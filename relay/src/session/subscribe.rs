@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tidewire_shared::message::{Advisory, AdvisoryKind, Subscribe};
 use tidewire_shared::{ErrorCode, Position, ServerMessage, Snapshot, StreamKind, StreamName};
 
-use super::{Outgoing, RawStart, Session, Subscription, Work};
+use super::{Json, Outgoing, RawStart, Session, Subscription, Work};
 use crate::bus::{self, Baseline, SubscribeError};
 use crate::pg::listener::ListenError;
 use crate::pg::outbox::{self, OutboxError};
@@ -243,7 +243,7 @@ impl Session {
             resumed,
         };
         self.out.push(Outgoing::Frame {
-            json: message.encode().into(),
+            json: Json::Own(message.encode().into()),
             position: Some((stream.clone(), position)),
             committed_at: None,
         });

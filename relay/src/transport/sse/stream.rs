@@ -7,6 +7,7 @@
 //! for `--slow-consumer-ms` ends the connection. The task keeps the connection's [`Cursor`]
 //! and stamps every event that moves a position with `id: <cursor>`.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -22,16 +23,19 @@ use tokio::time::Instant;
 
 use super::frame;
 use super::request::SseRequest;
+use crate::bus::DeliveryKind;
 use crate::hub::Hub;
 use crate::registry::ConnId;
 use crate::session::{Outgoing, Session};
 use crate::transport::ws::{expiry, is_expired, Admission};
 
-/// Chunks (bursts) that may wait between the task and hyper.
-const CHANNEL_CHUNKS: usize = 4;
+/// Chunks (bursts) that may wait between the task and hyper. One is enough to keep hyper
+/// busy (the task builds the next while hyper writes this one); every extra one is memory a
+/// reader that falls behind pins (10,000 lagging readers x 4 x 32 KiB was 1.3 GiB).
+const CHANNEL_CHUNKS: usize = 1;
 
 /// Stop adding ready messages to a chunk past this many bytes.
-const MAX_CHUNK_BYTES: usize = 32 * 1024;
+const MAX_CHUNK_BYTES: usize = 16 * 1024;
 
 /// How long the last words (shutdown advisory, close event) may wait for a slow reader.
 const LAST_WORDS: Duration = Duration::from_secs(1);
@@ -212,7 +216,14 @@ impl Events {
                         }
                         None => false,
                     };
-                    self.push(&json, moved);
+                    // Events from the bus are all `event`s: no need to read their type.
+                    let name = match json.delivery() {
+                        Some(delivery) if delivery.kind == DeliveryKind::Event => {
+                            Cow::Borrowed("event")
+                        }
+                        _ => frame::message_type(&json),
+                    };
+                    self.push(&name, &json, moved);
                 }
                 Outgoing::Close { code, reason } => return Some((code, reason)),
             }
@@ -224,22 +235,28 @@ impl Events {
         None
     }
 
-    /// Adds one message as an event; `moved` says a position changed (the event gets an id).
-    fn push(&mut self, json: &[u8], moved: bool) {
+    /// Adds one message as an event named `name`; `moved` says a position changed (the event
+    /// gets an id).
+    fn push(&mut self, name: &str, json: &[u8], moved: bool) {
         let id = if moved {
             self.cursor.encode_into(&mut self.id_text);
             Some(self.id_text.as_str())
         } else {
             None
         };
-        frame::event(&mut self.chunk, &frame::message_type(json), id, json);
+        frame::event(&mut self.chunk, name, id, json);
     }
 
     /// The `shutdown` advisory, the last event before the body ends at shutdown.
     fn shutdown_event(&mut self) {
         let advisory = Advisory::new(AdvisoryKind::Shutdown)
             .reason("the relay is shutting down; reconnect and resume");
-        self.push(ServerMessage::Advisory(advisory).encode().as_bytes(), false);
+        let json = ServerMessage::Advisory(advisory).encode();
+        self.push(
+            &frame::message_type(json.as_bytes()),
+            json.as_bytes(),
+            false,
+        );
     }
 
     /// The SSE stand-in for a WebSocket close frame: `event: close` with the code and reason.

@@ -29,7 +29,9 @@ use crate::registry::ConnId;
 use crate::session::{Outgoing, Session};
 
 /// Stop adding ready messages to a burst past this many bytes (the rest follows at once).
-const MAX_BURST_BYTES: usize = 64 * 1024;
+/// It bounds the copy a connection holds while its reader is behind (small frames are
+/// copied into the writer's buffer), and 16 KiB is already about 80 events per `write`.
+const MAX_BURST_BYTES: usize = 16 * 1024;
 
 /// How long a closing connection waits for the peer's close frame and FIN.
 const LINGER: Duration = Duration::from_secs(2);
