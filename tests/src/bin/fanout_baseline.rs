@@ -6,11 +6,16 @@
 //! per socket drains everything queued and writes it in one `write_vectored` burst. No
 //! PostgreSQL, no registry, no per-connection state beyond the socket.
 //!
+//! With `--sse` it serves Server-Sent Events instead (`GET /v1/sse?stream=...`, answered
+//! with a chunked `text/event-stream` like the relay's): each event is pre-encoded once as
+//! the relay's SSE event (`event:`, `id:` cursor, `data:` JSON), and each burst is one HTTP
+//! chunk, as the relay writes it.
+//!
 //! The same `loadgen` reads from it as from the relay (`--no-publish`), so the reader's cost
 //! is identical and relay/limit compares the relay with this program only.
 //!
 //! ```text
-//! fanout_baseline --listen 127.0.0.1:7400 --rate 0 --payload-bytes 64
+//! fanout_baseline --listen 127.0.0.1:7400 --rate 0 --payload-bytes 64 [--sse]
 //! ```
 
 use std::io::IoSlice;
@@ -29,12 +34,12 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tidewire_tests::load::wire::now_micros;
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::broadcast;
 
 /// Command line.
-#[derive(Debug, Parser)]
+#[derive(Debug, Clone, Parser)]
 #[command(about = "Physical fan-out limit: pre-encoded WebSocket frames to N sockets")]
 struct Args {
     /// Address to listen on.
@@ -52,6 +57,9 @@ struct Args {
     /// Events buffered per socket before the producer waits (backpressure at rate 0).
     #[arg(long, default_value_t = 1024)]
     queue: usize,
+    /// Serve Server-Sent Events (`GET /v1/sse`) instead of WebSocket.
+    #[arg(long)]
+    sse: bool,
     /// Print a line with the rate every this many seconds.
     #[arg(long, default_value_t = 5)]
     report_seconds: u64,
@@ -77,10 +85,7 @@ async fn main() -> anyhow::Result<()> {
         sender.clone(),
         Arc::clone(&counters),
         Arc::clone(&seq),
-        args.rate,
-        args.payload_bytes,
-        args.wait_for,
-        args.queue,
+        args.clone(),
     ));
     let reporter = Arc::clone(&counters);
     let every = Duration::from_secs(args.report_seconds.max(1));
@@ -111,6 +116,10 @@ async fn main() -> anyhow::Result<()> {
         let sender = sender.clone();
         let counters = Arc::clone(&counters);
         let seq = Arc::clone(&seq);
+        if args.sse {
+            tokio::spawn(serve_sse(socket, sender, counters, seq));
+            continue;
+        }
         tokio::spawn(async move {
             let service = service_fn(move |request| {
                 upgrade(
@@ -129,13 +138,19 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-/// Encodes event `seq` once: the frame header and the relay's event JSON.
-fn encode(seq: u64, pad: &str) -> Bytes {
+/// Encodes event `seq` once: the relay's event JSON as a WebSocket frame, or (`sse`) as the
+/// relay's SSE event.
+fn encode(seq: u64, pad: &str, sse: bool) -> Bytes {
     let json = format!(
         r#"{{"type":"event","stream":"load-0","epoch":1,"seq":{seq},"key":"k{}","op":"upsert","data":{{"pad":"{pad}","t":0}},"ts":{}}}"#,
         seq % 1000,
         now_micros()
     );
+    if sse {
+        return Bytes::from(format!(
+            "event: event\nid: 1;load-0,1,{seq}\ndata: {json}\n\n"
+        ));
+    }
     let mut frame = Frame::new(true, OpCode::Text, None, Payload::Borrowed(json.as_bytes()));
     let mut head = [0u8; 14];
     let size = frame.fmt_head(&mut head);
@@ -149,11 +164,16 @@ async fn produce(
     sender: broadcast::Sender<Bytes>,
     counters: Arc<Counters>,
     seq: Arc<AtomicU64>,
-    rate: f64,
-    payload_bytes: usize,
-    wait_for: u64,
-    queue: usize,
+    args: Args,
 ) {
+    let Args {
+        rate,
+        payload_bytes,
+        wait_for,
+        queue,
+        sse,
+        ..
+    } = args;
     while counters.subscribed.load(Ordering::Relaxed) < wait_for {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -175,7 +195,7 @@ async fn produce(
         }
         let next = seq.fetch_add(1, Ordering::Relaxed) + 1;
         // No receivers is fine: nobody subscribed yet or everyone left.
-        let _ = sender.send(encode(next, &pad));
+        let _ = sender.send(encode(next, &pad, sse));
         produced += 1;
     }
 }
@@ -245,12 +265,74 @@ async fn serve(
         return;
     }
     counters.subscribed.fetch_add(1, Ordering::Relaxed);
+    forward(&mut socket, &mut events, &counters, false).await;
+    counters.subscribed.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// One SSE socket: read the request head, answer with the event stream and `subscribed`,
+/// then write every event, a burst per HTTP chunk.
+async fn serve_sse(
+    mut socket: TcpStream,
+    sender: broadcast::Sender<Bytes>,
+    counters: Arc<Counters>,
+    seq: Arc<AtomicU64>,
+) {
+    let mut head = Vec::new();
+    let mut buffer = [0u8; 2048];
+    while !head.windows(4).any(|window| window == b"\r\n\r\n") {
+        match socket.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(read) => head.extend_from_slice(&buffer[..read]),
+        }
+        if head.len() > 64 * 1024 {
+            return;
+        }
+    }
+    let request = String::from_utf8_lossy(&head);
+    let stream = request
+        .split(['?', '&', ' '])
+        .find_map(|part| part.strip_prefix("stream="))
+        .unwrap_or("load-0")
+        .to_owned();
+    let mut events = sender.subscribe();
+    let at = seq.load(Ordering::Relaxed);
+    let first = format!(
+        "retry: 1000\n\nevent: subscribed\nid: 1;{stream},1,{at}\ndata: \
+         {{\"type\":\"subscribed\",\"stream\":\"{stream}\",\"epoch\":1,\"seq\":{at},\"resumed\":false}}\n\n"
+    );
+    let response = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n\
+         transfer-encoding: chunked\r\n\r\n{:x}\r\n{first}\r\n",
+        first.len()
+    );
+    if socket.write_all(response.as_bytes()).await.is_err() {
+        return;
+    }
+    counters.subscribed.fetch_add(1, Ordering::Relaxed);
+    forward(&mut socket, &mut events, &counters, true).await;
+    counters.subscribed.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Writes every event to `socket` until it fails, in bursts of whatever is queued; `chunked`
+/// wraps each burst in one HTTP chunk.
+async fn forward<S: tokio::io::AsyncWrite + Unpin>(
+    socket: &mut S,
+    events: &mut broadcast::Receiver<Bytes>,
+    counters: &Counters,
+    chunked: bool,
+) {
+    const CRLF: Bytes = Bytes::from_static(b"\r\n");
     let mut burst: Vec<Bytes> = Vec::with_capacity(64);
     loop {
+        if chunked {
+            // The chunk-size line, filled in once the burst is known.
+            burst.push(Bytes::new());
+        }
         match events.recv().await {
             Ok(first) => burst.push(first),
             Err(broadcast::error::RecvError::Lagged(missed)) => {
                 counters.lagged.fetch_add(missed, Ordering::Relaxed);
+                burst.clear();
                 continue;
             }
             Err(broadcast::error::RecvError::Closed) => return,
@@ -264,13 +346,19 @@ async fn serve(
                 Err(_) => break,
             }
         }
-        if write_burst(&mut socket, &burst).await.is_err() {
-            counters.subscribed.fetch_sub(1, Ordering::Relaxed);
+        let mut frames = burst.len();
+        if chunked {
+            frames -= 1;
+            let size: usize = burst.iter().map(Bytes::len).sum();
+            burst[0] = Bytes::from(format!("{size:x}\r\n"));
+            burst.push(CRLF);
+        }
+        if write_burst(socket, &burst).await.is_err() {
             return;
         }
         counters
             .frames_written
-            .fetch_add(burst.len() as u64, Ordering::Relaxed);
+            .fetch_add(frames as u64, Ordering::Relaxed);
         burst.clear();
     }
 }

@@ -56,6 +56,11 @@ struct Args {
     /// Events per second over all publishers (0: as fast as Postgres allows).
     #[arg(long, default_value_t = 100.0)]
     rate: f64,
+    /// Flow control: publishers wait while the clients have received, on average, more than
+    /// this many events fewer than were published (keeps a saturating run's backlog bounded,
+    /// so that it measures the sustained fan-out and can be checked to the end).
+    #[arg(long)]
+    max_ahead: Option<u64>,
     /// Events per publish transaction.
     #[arg(long, default_value_t = 1)]
     batch: u32,
@@ -136,6 +141,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             batch: args.batch,
             connections: args.publishers,
             payload_bytes: args.payload_bytes,
+            max_ahead: args.max_ahead,
         }),
         _ => None,
     };

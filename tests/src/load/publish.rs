@@ -46,6 +46,29 @@ pub struct PublishSpec {
     pub connections: usize,
     /// Bytes of padding in each event's data.
     pub payload_bytes: usize,
+    /// Flow control: never more than this many events ahead of what the clients received.
+    pub max_ahead: Option<u64>,
+}
+
+/// What the flow control compares against: the clients' receive count.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    /// The clients' counters (`events`: received over all clients).
+    pub clients: Arc<super::client::Shared>,
+    /// Deliveries one published event makes (subscribers per stream).
+    pub per_event: u64,
+}
+
+impl Progress {
+    /// Events published (`committed`) that the clients have not received yet, on average.
+    fn ahead(&self, committed: u64, delivered_at_start: u64) -> u64 {
+        let delivered = self
+            .clients
+            .events
+            .load(Ordering::Relaxed)
+            .saturating_sub(delivered_at_start);
+        committed.saturating_sub(delivered / self.per_event.max(1))
+    }
 }
 
 /// Publisher counters.
@@ -130,6 +153,7 @@ fn uses_table(via: Via, index: usize) -> bool {
 /// Runs the publishers until `stop`; returns their counters (also live in the `Arc`).
 pub fn spawn(
     spec: PublishSpec,
+    progress: Option<Progress>,
     stop: CancellationToken,
 ) -> (Arc<PublishStats>, Vec<tokio::task::JoinHandle<()>>) {
     let stats = Arc::new(PublishStats::default());
@@ -146,14 +170,23 @@ pub fn spawn(
     let spec = Arc::new(spec);
     let connections = spec.connections.max(1);
     let targets = spec.streams.len() + spec.raw_channels.len();
+    let flow = spec.max_ahead.zip(progress).map(|(max_ahead, progress)| {
+        let at_start = progress.clients.events.load(Ordering::Relaxed);
+        Arc::new(Flow {
+            max_ahead,
+            progress,
+            at_start,
+        })
+    });
     let tasks = (0..connections)
         .map(|task| {
             let spec = Arc::clone(&spec);
             let stats = Arc::clone(&stats);
             let stop = stop.clone();
+            let flow = flow.clone();
             runtime().spawn(async move {
                 if targets > 0 {
-                    publisher(task, connections, spec, stats, stop).await;
+                    publisher(task, connections, spec, stats, flow, stop).await;
                 }
             })
         })
@@ -189,12 +222,37 @@ async fn connect(url: &str) -> Result<Client, tokio_postgres::Error> {
     Ok(client)
 }
 
+/// `--max-ahead`: the publishers wait while the clients are that far behind on average.
+#[derive(Debug)]
+struct Flow {
+    max_ahead: u64,
+    progress: Progress,
+    at_start: u64,
+}
+
+impl Flow {
+    /// Waits until the clients are within `max_ahead` events; false if stopped meanwhile.
+    async fn wait(&self, stats: &PublishStats, stop: &CancellationToken) -> bool {
+        loop {
+            let committed = stats.committed.load(Ordering::Relaxed);
+            if self.progress.ahead(committed, self.at_start) <= self.max_ahead {
+                return true;
+            }
+            tokio::select! {
+                () = stop.cancelled() => return false,
+                () = tokio::time::sleep(Duration::from_millis(1)) => {}
+            }
+        }
+    }
+}
+
 /// One publisher connection: paced batches round-robin over the targets.
 async fn publisher(
     task: usize,
     tasks: usize,
     spec: Arc<PublishSpec>,
     stats: Arc<PublishStats>,
+    flow: Option<Arc<Flow>>,
     stop: CancellationToken,
 ) {
     let targets = spec.streams.len() + spec.raw_channels.len();
@@ -225,6 +283,11 @@ async fn publisher(
                 next_at = now;
             }
             next_at += interval;
+        }
+        if let Some(flow) = &flow {
+            if !flow.wait(&stats, &stop).await {
+                break;
+            }
         }
         let connected = match client.take() {
             Some(existing) if !existing.is_closed() => existing,

@@ -312,7 +312,13 @@ impl LoadRun {
         let stop = CancellationToken::new();
         let tasks = match self.spec.publish.clone() {
             Some(publish) => {
-                let (stats, tasks) = publish::spawn(publish, stop.clone());
+                let streams = publish.streams.len().max(1);
+                let subscriptions = self.assignment.iter().map(Vec::len).sum::<usize>();
+                let progress = publish::Progress {
+                    clients: Arc::clone(&self.shared),
+                    per_event: u64::try_from(subscriptions.div_ceil(streams)).unwrap_or(1),
+                };
+                let (stats, tasks) = publish::spawn(publish, Some(progress), stop.clone());
                 self.publish_stats = Some(stats);
                 tasks
             }

@@ -193,6 +193,7 @@ fn spec(load: &Load, relays: Vec<SocketAddr>, url: &str, name: &str) -> LoadSpec
             batch: 1,
             connections: 2,
             payload_bytes: 32,
+            max_ahead: None,
         }),
         backoff_max: Duration::from_secs(2),
         connect_timeout: Duration::from_secs(5),
