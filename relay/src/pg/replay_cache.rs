@@ -198,7 +198,7 @@ impl ReplayCache {
             })
             .await
             .clone();
-        self.close(&key, &read);
+        // `read_block` closed the read before its query (or when it got no connection).
         let block = outcome.map_err(OutboxError::Shared)?;
         if mine {
             if block.full {

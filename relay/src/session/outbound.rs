@@ -50,37 +50,34 @@ impl Outbound {
 
     /// The next message, if any.
     pub(super) fn pop(&mut self) -> Option<Outgoing> {
-        loop {
-            match self.entries.front_mut()? {
-                Entry::Ready(_) => {
-                    let Some(Entry::Ready(outgoing)) = self.entries.pop_front() else {
-                        return None;
-                    };
-                    return Some(outgoing);
+        match self.entries.pop_front()? {
+            Entry::Ready(outgoing) => Some(outgoing),
+            Entry::Replay {
+                stream,
+                epoch,
+                mut page,
+            } => {
+                // Never empty: empty pages are not queued, and a page leaves with its last frame.
+                let frame = page.pop()?;
+                let outgoing = Outgoing::Frame {
+                    json: Json::Own(frame.json),
+                    position: Some((
+                        stream.clone(),
+                        Position {
+                            epoch,
+                            seq: frame.seq,
+                        },
+                    )),
+                    committed_at: frame.ts,
+                };
+                if !page.frames().is_empty() {
+                    self.entries.push_front(Entry::Replay {
+                        stream,
+                        epoch,
+                        page,
+                    });
                 }
-                Entry::Replay {
-                    stream,
-                    epoch,
-                    page,
-                } => {
-                    let Some(frame) = page.pop() else {
-                        self.entries.pop_front();
-                        continue;
-                    };
-                    let position = Position {
-                        epoch: *epoch,
-                        seq: frame.seq,
-                    };
-                    let outgoing = Outgoing::Frame {
-                        json: Json::Own(frame.json),
-                        position: Some((stream.clone(), position)),
-                        committed_at: frame.ts,
-                    };
-                    if page.frames().is_empty() {
-                        self.entries.pop_front();
-                    }
-                    return Some(outgoing);
-                }
+                Some(outgoing)
             }
         }
     }

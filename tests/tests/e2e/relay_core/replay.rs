@@ -17,21 +17,7 @@ async fn sessions_resuming_the_same_range_share_outbox_reads() {
     let pg = TestPg::start().await;
     let hub = hub(&pg.url(), |config| config.options.replay_page = 100).await;
     let client = pg.client().await;
-    client
-        .batch_execute(
-            "select tidewire.publish('shared', 'k' || g, 'upsert', to_jsonb(g)) \
-             from generate_series(1, 1050) as g",
-        )
-        .await
-        .expect("publish 1050 events");
-    let epoch: i64 = client
-        .query_one(
-            "select epoch from tidewire.streams where name = 'shared'",
-            &[],
-        )
-        .await
-        .expect("epoch")
-        .get(0);
+    let epoch = publish_series(&client, "shared", 1050).await;
     let before = hub.replay.stats();
     // 30 sessions resume from positions spread over the first page; each must get exactly
     // the events after its own position.
@@ -90,22 +76,7 @@ async fn reads_of_the_head_page_merge_only_sessions_that_asked_before_the_query(
     })
     .await;
     let client = pg.client().await;
-    client
-        .batch_execute(
-            "select tidewire.publish('head', 'k' || g, 'upsert', to_jsonb(g)) \
-             from generate_series(1, 50) as g",
-        )
-        .await
-        .expect("publish 50 events");
-    let epoch: i64 = client
-        .query_one(
-            "select epoch from tidewire.streams where name = 'head'",
-            &[],
-        )
-        .await
-        .expect("epoch")
-        .get(0);
-    let epoch = u64::try_from(epoch).expect("epoch is positive");
+    let epoch = publish_series(&client, "head", 50).await;
     let stream = tidewire_shared::StreamName::new("head").expect("a valid name");
     let read = |after: u64| {
         let hub = Arc::clone(&hub);
@@ -156,4 +127,26 @@ async fn reads_of_the_head_page_merge_only_sessions_that_asked_before_the_query(
     let third = read(50).await.expect("third read");
     assert_eq!(third, vec![51, 52], "a later session sees the later commit");
     assert_eq!(hub.replay.stats().reads - before.reads, 2);
+}
+
+/// Publishes events 1..=`count` (keys `k1`...) to `stream` in one statement; returns the
+/// stream's epoch.
+async fn publish_series(client: &tokio_postgres::Client, stream: &str, count: i64) -> u64 {
+    client
+        .execute(
+            "select count(tidewire.publish($1, 'k' || g, 'upsert', to_jsonb(g))) \
+             from generate_series(1, $2::bigint) as g",
+            &[&stream, &count],
+        )
+        .await
+        .expect("publish the series");
+    let epoch: i64 = client
+        .query_one(
+            "select epoch from tidewire.streams where name = $1",
+            &[&stream],
+        )
+        .await
+        .expect("epoch")
+        .get(0);
+    u64::try_from(epoch).expect("epoch is positive")
 }
