@@ -60,7 +60,8 @@ pub struct Options {
     #[arg(long, env = "TIDEWIRE_STATIC_DIR")]
     pub static_dir: Option<PathBuf>,
 
-    /// Connections to PostgreSQL in the query pool (snapshots, replays, publishes).
+    /// Connections to PostgreSQL in the query pool (snapshots, replays, publishes). The
+    /// listener keeps two more of its own (LISTEN, and its outbox reads).
     #[arg(long, env = "TIDEWIRE_PG_POOL_SIZE", default_value_t = 8)]
     pub pg_pool_size: usize,
 

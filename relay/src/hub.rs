@@ -29,6 +29,9 @@ pub enum StartError {
     /// A configuration value is unusable.
     #[error("{0}")]
     Config(String),
+    /// The LISTEN side could not start.
+    #[error("listener")]
+    Listener(#[from] listener::StartError),
 }
 
 /// Shared relay state. Cloning the `Arc` is how transports get it.
@@ -114,7 +117,6 @@ impl Hub {
                 boot_epoch,
             },
             Arc::clone(&bus),
-            pool.clone(),
             token.clone(),
             &tracker,
         )?;

@@ -96,6 +96,18 @@ fn head_from_row(row: &Row) -> Result<Head, OutboxError> {
 /// [`OutboxError`] if the query fails.
 pub async fn heads(pool: &Pool, streams: &[&str]) -> Result<Vec<(String, Head)>, OutboxError> {
     let client = pool.get().await?;
+    heads_on(&client, streams).await
+}
+
+/// [`heads`] on a connection the caller already holds.
+///
+/// # Errors
+///
+/// [`OutboxError`] if the query fails.
+pub async fn heads_on(
+    client: &tokio_postgres::Client,
+    streams: &[&str],
+) -> Result<Vec<(String, Head)>, OutboxError> {
     let rows = client
         .query(
             "select name, epoch, seq, min_seq from tidewire.streams where name = any($1)",

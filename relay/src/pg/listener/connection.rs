@@ -1,9 +1,16 @@
-//! One LISTEN connection: connects, drives the connection with `poll_message` in its own task
-//! and forwards notifications through a bounded channel.
+//! The listener's two PostgreSQL connections: the LISTEN connection, driven with
+//! `poll_message` in its own task that forwards notifications through a bounded channel, and
+//! a read connection for the outbox.
 //!
 //! Awaiting the `Connection` future directly would discard notifications; `poll_message`
 //! yields them. NOTIFY is at-most-once: a notification sent while this connection is down is
 //! gone, which is why durable streams are caught up from the outbox after every reconnect.
+//!
+//! Why a read connection of its own: the listener must never wait behind sessions for a
+//! pooled connection (ten thousand sessions replaying at once kept the pool busy for longer
+//! than the listener's timeout, which then took PostgreSQL for dead), and it cannot read on
+//! the LISTEN connection itself: while the notification channel is full, that connection's
+//! task waits, and so would the answer to the read that empties it.
 
 use std::time::Duration;
 
@@ -11,11 +18,15 @@ use futures_util::stream::poll_fn;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio_postgres::{AsyncMessage, Client, NoTls};
+use tokio_postgres::tls::NoTlsStream;
+use tokio_postgres::{AsyncMessage, Client, NoTls, Socket};
 
 /// Notifications buffered between the connection task and the listener before the connection
 /// task stops reading (PostgreSQL then queues them server-side).
 pub(crate) const NOTIFICATION_BUFFER: usize = 16_384;
+
+/// `application_name` of the read connection (the LISTEN one is `tidewire-relay listen`).
+pub(crate) const READER_NAME: &str = "tidewire-relay listen-reads";
 
 /// A notification, reduced to what the listener needs.
 #[derive(Debug)]
@@ -24,17 +35,22 @@ pub(crate) struct Notification {
     pub(crate) payload: String,
 }
 
-/// A live LISTEN connection. Dropping it aborts the connection task.
+/// A live LISTEN connection and its read connection. Dropping it aborts both connection
+/// tasks.
 #[derive(Debug)]
 pub(crate) struct ListenConnection {
     pub(crate) client: Client,
     pub(crate) notifications: mpsc::Receiver<Notification>,
+    /// The read connection, until the listener takes it (see the module docs).
+    pub(crate) reader: Option<Client>,
     driver: JoinHandle<()>,
+    reader_driver: JoinHandle<()>,
 }
 
 impl Drop for ListenConnection {
     fn drop(&mut self) {
         self.driver.abort();
+        self.reader_driver.abort();
     }
 }
 
@@ -44,12 +60,15 @@ impl ListenConnection {
         config: &tokio_postgres::Config,
         timeout: Duration,
     ) -> Result<Self, String> {
-        let connecting = config.connect(NoTls);
-        let (client, mut connection) = match tokio::time::timeout(timeout, connecting).await {
-            Ok(Ok(pair)) => pair,
-            Ok(Err(error)) => return Err(format!("connect failed: {error}")),
-            Err(_) => return Err(format!("connect timed out after {timeout:?}")),
-        };
+        let (client, mut connection) = open(config, timeout).await?;
+        let mut reader_config = config.clone();
+        reader_config.application_name(READER_NAME);
+        let (reader, reader_connection) = open(&reader_config, timeout).await?;
+        let reader_driver = tokio::spawn(async move {
+            if let Err(error) = reader_connection.await {
+                tracing::warn!(error = %error, "the listener's read connection failed");
+            }
+        });
         let (sender, notifications) = mpsc::channel(NOTIFICATION_BUFFER);
         let driver = tokio::spawn(async move {
             let mut messages = poll_fn(move |context| connection.poll_message(context));
@@ -79,7 +98,20 @@ impl ListenConnection {
         Ok(Self {
             client,
             notifications,
+            reader: Some(reader),
             driver,
+            reader_driver,
         })
+    }
+}
+
+async fn open(
+    config: &tokio_postgres::Config,
+    timeout: Duration,
+) -> Result<(Client, tokio_postgres::Connection<Socket, NoTlsStream>), String> {
+    match tokio::time::timeout(timeout, config.connect(NoTls)).await {
+        Ok(Ok(pair)) => Ok(pair),
+        Ok(Err(error)) => Err(format!("connect failed: {error}")),
+        Err(_) => Err(format!("connect timed out after {timeout:?}")),
     }
 }

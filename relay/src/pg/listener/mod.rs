@@ -28,7 +28,6 @@ mod stats;
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_postgres::Pool;
 use rand::Rng;
 use tidewire_shared::notify::NotifyPayload;
 use tidewire_shared::StreamName;
@@ -182,18 +181,36 @@ impl ListenerHandle {
     }
 }
 
-/// Starts the listener task on `tracker`; it runs until `token` is cancelled.
+/// Why the listener could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The connection string does not parse.
+    #[error(transparent)]
+    Config(#[from] super::outbox::OutboxError),
+    /// Its thread could not be started.
+    #[error("cannot start the LISTEN thread: {0}")]
+    Thread(#[from] std::io::Error),
+}
+
+/// Starts the listener on a thread of its own (tracked by `tracker`); it runs until `token`
+/// is cancelled.
+///
+/// Its own thread and runtime: the listener's liveness check and outbox reads must measure
+/// PostgreSQL, not the relay's scheduler. On the shared runtime, ten thousand busy sessions
+/// delayed each step of a query by a whole round of the run queue (seconds), and the
+/// listener took PostgreSQL for dead. Handing events to the bus from this thread costs
+/// nothing extra: [`Bus::publish`] never waits, and waking a session works across runtimes.
 ///
 /// # Errors
 ///
-/// A message if `config.database_url` does not parse.
+/// [`StartError`] if `config.database_url` does not parse or the thread cannot start.
 pub fn spawn(
     config: ListenerConfig,
     bus: Arc<Bus>,
-    pool: Pool,
     token: CancellationToken,
     tracker: &TaskTracker,
-) -> Result<ListenerHandle, super::outbox::OutboxError> {
+) -> Result<ListenerHandle, StartError> {
     let pg_config = super::pool::connection_config(
         &config.database_url,
         "tidewire-relay listen",
@@ -212,7 +229,7 @@ pub fn spawn(
         timeout: config.timeout,
         raw_heads: Arc::clone(&raw_heads),
     };
-    let streams = Streams::new(bus, pool, Arc::clone(&stats), presence, raw_heads, &config);
+    let streams = Streams::new(bus, Arc::clone(&stats), presence, raw_heads, &config);
     let task = Task {
         config,
         pg_config,
@@ -222,7 +239,13 @@ pub fn spawn(
         streams,
         token,
     };
-    tracker.spawn(task.run());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let run = tracker.track_future(task.run());
+    std::thread::Builder::new()
+        .name("tidewire-listen".into())
+        .spawn(move || runtime.block_on(run))?;
     Ok(handle)
 }
 
@@ -257,6 +280,9 @@ impl Task {
                     continue;
                 }
             };
+            if let Some(reader) = connection.reader.take() {
+                self.streams.use_reader(reader);
+            }
             if let Err(lost) = self.streams.relisten_all(&connection.client).await {
                 self.set_down(lost.0);
                 continue;
@@ -287,7 +313,8 @@ impl Task {
         self.status.send_replace(PgStatus::Down { reason });
     }
 
-    /// Sleeps a full-jitter exponential backoff; false if cancelled meanwhile.
+    /// Sleeps a full-jitter exponential backoff; false if cancelled meanwhile or if every
+    /// handle is gone (the relay was dropped without a shutdown: the thread must end too).
     async fn backoff(&self, attempt: u32) -> bool {
         let base = Duration::from_millis(100);
         let ceiling = base
@@ -296,7 +323,7 @@ impl Task {
         let delay = rand::thread_rng().gen_range(Duration::ZERO..=ceiling);
         tokio::select! {
             () = self.token.cancelled() => false,
-            () = tokio::time::sleep(delay) => true,
+            () = tokio::time::sleep(delay) => !self.commands.is_closed(),
         }
     }
 

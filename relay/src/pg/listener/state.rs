@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use deadpool_postgres::Pool;
 use serde_json::Value;
 use tidewire_shared::message::{Advisory, AdvisoryKind};
 use tidewire_shared::notify::{self, NotifyPayload};
@@ -42,7 +41,8 @@ enum Progress {
 /// Every listened stream and the means to feed the bus.
 pub(super) struct Streams {
     bus: Arc<Bus>,
-    pool: Pool,
+    /// The listener's read connection (see `connection`); `None` before the first connect.
+    reader: Option<Client>,
     stats: Arc<ListenerStats>,
     presence: broadcast::Sender<NotifyPayload>,
     replay_page: usize,
@@ -70,7 +70,6 @@ fn now_micros() -> i64 {
 impl Streams {
     pub(super) fn new(
         bus: Arc<Bus>,
-        pool: Pool,
         stats: Arc<ListenerStats>,
         presence: broadcast::Sender<NotifyPayload>,
         raw_heads: Arc<std::sync::Mutex<HashMap<StreamName, u64>>>,
@@ -78,7 +77,7 @@ impl Streams {
     ) -> Self {
         Self {
             bus,
-            pool,
+            reader: None,
             stats,
             presence,
             replay_page: config.replay_page.max(1),
@@ -87,6 +86,17 @@ impl Streams {
             progress: HashMap::new(),
             raw_heads,
         }
+    }
+
+    /// Reads the outbox on `reader` from now on (a fresh connection's).
+    pub(super) fn use_reader(&mut self, reader: Client) {
+        self.reader = Some(reader);
+    }
+
+    fn reader(&self) -> Result<&Client, Lost> {
+        self.reader
+            .as_ref()
+            .ok_or_else(|| Lost("the listener has no read connection".into()))
     }
 
     /// Runs an outbox read with the listener's timeout; a read that hangs means PostgreSQL is
@@ -132,7 +142,7 @@ impl Streams {
             },
             StreamKind::Durable => {
                 let heads = self
-                    .bounded(outbox::heads(&self.pool, &[stream.as_str()]))
+                    .bounded(outbox::heads_on(self.reader()?, &[stream.as_str()]))
                     .await?;
                 let head = heads.first().map(|(_, head)| *head);
                 Progress::Durable {
@@ -229,7 +239,7 @@ impl Streams {
         }
         let names: Vec<&str> = durable.iter().map(StreamName::as_str).collect();
         let heads: HashMap<String, Head> = self
-            .bounded(outbox::heads(&self.pool, &names))
+            .bounded(outbox::heads_on(self.reader()?, &names))
             .await?
             .into_iter()
             .collect();
@@ -304,7 +314,7 @@ impl Streams {
 
     async fn catch_up_from_head(&mut self, stream: &StreamName) -> Result<(), Lost> {
         let heads = self
-            .bounded(outbox::heads(&self.pool, &[stream.as_str()]))
+            .bounded(outbox::heads_on(self.reader()?, &[stream.as_str()]))
             .await?;
         match heads.first() {
             Some((_, head)) => self.reach(stream, head.epoch, head.seq).await,
@@ -361,8 +371,8 @@ impl Streams {
         loop {
             ListenerStats::add(&self.stats.outbox_reads, 1);
             let events = self
-                .bounded(outbox::replay(
-                    &self.pool,
+                .bounded(outbox::replay_on(
+                    self.reader()?,
                     stream,
                     epoch,
                     from,

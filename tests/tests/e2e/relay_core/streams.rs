@@ -46,6 +46,35 @@ async fn inline_pointer_and_one_mebibyte_events_reach_subscribers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_listener_reads_the_outbox_while_sessions_hold_the_whole_pool() {
+    let pg = TestPg::start().await;
+    let hub = hub(&pg.url(), |config| config.options.pg_pool_size = 1).await;
+    let mut probe = Probe::open(&hub);
+    probe.subscribe("busy").await;
+    probe.until(WAIT, |m| m["type"] == "subscribed").await;
+    // Sessions replaying at once can keep every pooled connection busy for longer than the
+    // listener's timeout: take the only one.
+    let held = hub.pool.get().await.expect("the pool's only connection");
+    let client = pg.client().await;
+    // Too large to travel inline: the listener must read it from the outbox.
+    publish(&client, "busy", "k", "upsert", json!("x".repeat(10_000))).await;
+    probe.until_seq("busy", 1, WAIT).await;
+    // Several liveness checks and outbox polls, each bounded by the 1.5 s timeout.
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    publish(&client, "busy", "k", "upsert", json!("y".repeat(10_000))).await;
+    probe.until_seq("busy", 2, WAIT).await;
+    drop(held);
+    assert_exactly(&probe.seqs("busy"), 1, 2, "busy");
+    let stats = hub.listener.stats().snapshot();
+    assert!(stats.outbox_reads >= 2, "pointers read from the outbox");
+    assert_eq!(
+        stats.failures, 0,
+        "the listener never took a busy pool for a dead PostgreSQL"
+    );
+    assert!(hub.listener.is_up());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_channels_listen_on_demand_and_report_gaps() {
     let pg = TestPg::start().await;
     let hub = hub(&pg.url(), |_| {}).await;
