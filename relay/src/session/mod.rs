@@ -484,7 +484,16 @@ impl Session {
                         );
                         self.on_delivery(delivery);
                     }
-                    _ => self.schedule_replay(&stream, last_sent.epoch, last_sent.seq, Some(got)),
+                    _ => {
+                        tracing::debug!(
+                            connection = %self.receiver.id(),
+                            %stream,
+                            last_sent = last_sent.seq,
+                            got,
+                            "delivery skips seqs; replaying the gap"
+                        );
+                        self.schedule_replay(&stream, last_sent.epoch, last_sent.seq, Some(got))
+                    }
                 }
             }
             Admit::EpochChanged { .. } => {
@@ -560,6 +569,12 @@ impl Session {
             let Some(position) = self.cursor.position(name) else {
                 continue;
             };
+            tracing::debug!(
+                connection = %self.receiver.id(),
+                %stream,
+                seq = position.seq,
+                "queue overflowed; resuming from the position"
+            );
             self.out.push(Outgoing::message(&ServerMessage::Advisory(
                 Advisory::new(AdvisoryKind::Lagged)
                     .stream(stream.clone())

@@ -341,6 +341,14 @@ impl Session {
                     }
                 };
                 self.pending.pop_front();
+                tracing::debug!(
+                    connection = %self.receiver.id(),
+                    %stream,
+                    after,
+                    frames = page.frames().len(),
+                    more = page.more(),
+                    "replay page read"
+                );
                 let mut last = after;
                 for frame in page.frames() {
                     if frame.seq != last + 1 {
