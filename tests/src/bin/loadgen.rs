@@ -21,6 +21,7 @@ use clap::Parser;
 use tidewire_tests::load::publish::{PublishSpec, Via};
 use tidewire_tests::load::report::{thousands, write_json, Machine, Table};
 use tidewire_tests::load::run::{LoadReport, LoadRun, LoadSpec};
+use tidewire_tests::load::straggler;
 
 /// Command line.
 #[derive(Debug, Parser)]
@@ -106,6 +107,10 @@ struct Args {
     /// Reconnect after this many ms without hearing anything (pings, heartbeats, messages).
     #[arg(long)]
     silence_ms: Option<u64>,
+    /// SO_RCVBUF of every client socket in bytes (the kernel doubles it); 0 leaves it to the
+    /// kernel's autotuning, which at 10,000 sockets on one host ends in TCP memory pressure.
+    #[arg(long, default_value_t = tidewire_tests::load::run::DEFAULT_RECV_BUFFER)]
+    recv_buffer: u32,
     /// Relay process ids to sample for CPU and RSS.
     #[arg(long)]
     relay_pid: Vec<u32>,
@@ -162,6 +167,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         connect_timeout: Duration::from_secs(30),
         relay_pids: args.relay_pid.clone(),
         silence_timeout: args.silence_ms.map(Duration::from_millis),
+        recv_buffer: (args.recv_buffer > 0).then_some(args.recv_buffer),
     };
     let mut run = LoadRun::start(spec).await?;
     let live = run
@@ -205,6 +211,7 @@ async fn main() -> anyhow::Result<ExitCode> {
     }
     let report = run.finish().await?;
     print!("{}", render(&args.label, &report));
+    print!("{}", straggler::render(&report.stragglers));
     if let Some(path) = &args.json {
         let mut document = serde_json::to_value(&report)?;
         if let serde_json::Value::Object(map) = &mut document {
@@ -313,6 +320,24 @@ fn render(label: &str, report: &LoadReport) -> String {
             invariants.failing_tracks, invariants.tracks, report.behind_at_end
         ),
     );
+    if let Some(kernel) = &report.kernel_tcp {
+        row(
+            "kernel TCP pressures / rcvq drops / mem aborts / retransmits / RTOs",
+            format!(
+                "{} / {} / {} / {} / {}{}",
+                kernel.memory_pressures,
+                kernel.receive_queue_drops,
+                kernel.aborts_on_memory,
+                kernel.retransmits,
+                kernel.timeouts,
+                if kernel.starved() {
+                    " (the host ran short of TCP memory: drops and backoff stall clients)"
+                } else {
+                    ""
+                }
+            ),
+        );
+    }
     if let Some(cores) = report.loadgen_cpu_cores {
         row("loadgen CPU (this process)", format!("{cores:.2} cores"));
     }

@@ -61,6 +61,8 @@ pub struct ClientSpec {
     pub backoff_max: Duration,
     /// Limit for TCP connect plus handshake.
     pub connect_timeout: Duration,
+    /// `SO_RCVBUF` of the socket (`None`: the kernel's autotuning).
+    pub recv_buffer: Option<u32>,
 }
 
 /// Counters and histograms shared by every client of a process.
@@ -105,6 +107,22 @@ pub struct ClientOutcome {
     pub time_to_live: Option<Duration>,
     /// Close codes received from the relay (WebSocket) with counts.
     pub close_codes: Vec<u16>,
+    /// What the client last heard, for naming a straggler (see [`LastHeard`]).
+    pub last_heard: LastHeard,
+}
+
+/// What a client last heard from the relay: enough to find a client that stopped moving in
+/// the relay's log (its connection id) and to tell a dead connection from a silent session.
+#[derive(Debug, Clone, Default)]
+pub struct LastHeard {
+    /// The relay's name for the last connection (`relay=.. connection=..` of `connect`).
+    pub connection: Option<String>,
+    /// Type (and advisory kind) of the last message.
+    pub message: Option<String>,
+    /// When the last message arrived.
+    pub message_at: Option<Instant>,
+    /// When the last sign of life (a message, a ping or an SSE heartbeat) arrived.
+    pub alive_at: Option<Instant>,
 }
 
 /// Runs one client until `stop` is cancelled.
@@ -128,6 +146,7 @@ pub async fn run(spec: ClientSpec, shared: Arc<Shared>, stop: CancellationToken)
         ever_live: false,
         started: Instant::now(),
         time_to_live: None,
+        last_heard: LastHeard::default(),
     };
     let mut outcome = ClientOutcome {
         id: spec.id,
@@ -135,6 +154,7 @@ pub async fn run(spec: ClientSpec, shared: Arc<Shared>, stop: CancellationToken)
         connects: 0,
         time_to_live: None,
         close_codes: Vec::new(),
+        last_heard: LastHeard::default(),
     };
     // A client resuming from stored positions checks the replay from there.
     for (stream, position) in &spec.since {
@@ -184,6 +204,7 @@ pub async fn run(spec: ClientSpec, shared: Arc<Shared>, stop: CancellationToken)
     }
     outcome.time_to_live = state.time_to_live;
     outcome.tracks = state.tracks;
+    outcome.last_heard = state.last_heard;
     outcome
 }
 
@@ -206,6 +227,7 @@ struct State {
     started: Instant,
     /// How long after `started` every stream was first live.
     time_to_live: Option<Duration>,
+    last_heard: LastHeard,
 }
 
 impl State {
@@ -222,6 +244,16 @@ impl State {
         };
         let stream = wire.stream.as_deref().unwrap_or_default();
         let kind = wire.kind.as_ref();
+        let now = Instant::now();
+        self.last_heard.message = Some(match wire.advisory.as_deref() {
+            Some(advisory) => format!("{kind} {advisory}"),
+            None => kind.to_owned(),
+        });
+        self.last_heard.message_at = Some(now);
+        self.last_heard.alive_at = Some(now);
+        if wire.advisory.as_deref() == Some("connect") {
+            self.last_heard.connection = wire.reason.as_deref().map(str::to_owned);
+        }
         if kind == "error" {
             self.shared.errors.fetch_add(1, Ordering::Relaxed);
             // A subscribe the relay could not serve right now (PostgreSQL or its pool busy):
@@ -383,14 +415,14 @@ async fn serve_ws(
     attempt_started: Instant,
     lost_at: &mut Option<Instant>,
 ) -> Served {
-    let mut websocket = match transport::websocket(addr, "/v1/ws", None, spec.connect_timeout).await
-    {
-        Ok(websocket) => websocket,
-        Err(error) => {
-            note_refusal(&state.shared, &error);
-            return Served::Failed;
-        }
-    };
+    let mut websocket =
+        match transport::websocket(addr, "/v1/ws", spec.recv_buffer, spec.connect_timeout).await {
+            Ok(websocket) => websocket,
+            Err(error) => {
+                note_refusal(&state.shared, &error);
+                return Served::Failed;
+            }
+        };
     outcome.connects += 1;
     for (stream, track) in &mut state.tracks {
         track.resubscribed();
@@ -422,6 +454,7 @@ async fn serve_ws(
         };
         match frame.opcode {
             OpCode::Ping => {
+                state.last_heard.alive_at = Some(Instant::now());
                 let payload = frame.payload.to_vec();
                 let pong = fastwebsockets::Frame::pong(fastwebsockets::Payload::Owned(payload));
                 if websocket.write_frame(pong).await.is_err() {
@@ -484,14 +517,21 @@ async fn serve_sse(
         }
     }
     let last_event_id = (!cursor.entries.is_empty()).then(|| cursor.encode());
-    let mut events =
-        match transport::sse(addr, &query, last_event_id.as_deref(), spec.connect_timeout).await {
-            Ok(events) => events,
-            Err(error) => {
-                note_refusal(&state.shared, &error);
-                return Served::Failed;
-            }
-        };
+    let mut events = match transport::sse(
+        addr,
+        &query,
+        last_event_id.as_deref(),
+        spec.recv_buffer,
+        spec.connect_timeout,
+    )
+    .await
+    {
+        Ok(events) => events,
+        Err(error) => {
+            note_refusal(&state.shared, &error);
+            return Served::Failed;
+        }
+    };
     outcome.connects += 1;
     for (_, track) in &mut state.tracks {
         track.resubscribed();
@@ -508,6 +548,10 @@ async fn serve_sse(
             None => events.next_event().await,
         };
         let event = match next {
+            Ok(Some(event)) if event.comment => {
+                state.last_heard.alive_at = Some(Instant::now());
+                continue;
+            }
             Ok(Some(event)) => event,
             Ok(None) | Err(_) => return Served::Lost { was_live: noted },
         };

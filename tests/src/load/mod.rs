@@ -8,6 +8,7 @@
 //! | [`histogram`] | lock-free latency histogram, p50/p99/p99.9/max |
 //! | [`report`] | human tables and JSON reports stamped with the machine and date |
 //! | [`procstat`] | CPU and RSS of a process from `/proc` |
+//! | [`kernel_tcp`] | the kernel's TCP memory-pressure, drop and retransmit counters |
 //! | [`wire`] | the fields of server messages the checker reads |
 //! | [`checker`] | the invariant checker: lost, dup_app, dup_wire, ooo, silent_loss |
 //! | [`transport`] | lean WebSocket and SSE client connections |
@@ -15,12 +16,14 @@
 //! | [`stalled`] | consumers that never read, and when the relay dropped them |
 //! | [`publish`] | paced publishers through the SQL function, tracked tables, pg_notify |
 //! | [`run`] | the engine: start, wait live, publish, drain, judge |
+//! | [`straggler`] | clients behind at the end, named with what they last heard |
 //! | [`relay_process`] | a relay as a child process, for kill -9 and restart |
 //! | [`scenario`] | the fault scenarios, short in the tests and long in `fault_soak` |
 
 pub mod checker;
 pub mod client;
 pub mod histogram;
+pub mod kernel_tcp;
 pub mod procstat;
 pub mod publish;
 pub mod relay_process;
@@ -28,5 +31,6 @@ pub mod report;
 pub mod run;
 pub mod scenario;
 pub mod stalled;
+pub mod straggler;
 pub mod transport;
 pub mod wire;

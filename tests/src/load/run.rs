@@ -21,9 +21,11 @@ use tokio_util::sync::CancellationToken;
 use super::checker::{Counts, Kind, RangeSet, Verdict};
 use super::client::{self, ClientOutcome, ClientSpec, Shared, Transport};
 use super::histogram::Summary;
+use super::kernel_tcp::KernelTcp;
 use super::procstat;
 use super::publish::{self, PublishSpec, PublishStats, PublishSummary};
 use super::stalled::{self, Stalled};
+use super::straggler::{self, Straggler};
 
 /// Everything a run does.
 #[derive(Debug, Clone)]
@@ -61,7 +63,20 @@ pub struct LoadSpec {
     /// Clients reconnect after this long without hearing anything (keepalive pings, SSE
     /// heartbeats or messages); `None`: never.
     pub silence_timeout: Option<Duration>,
+    /// `SO_RCVBUF` of every client socket; `None` leaves it to the kernel's autotuning. See
+    /// [`DEFAULT_RECV_BUFFER`].
+    pub recv_buffer: Option<u32>,
 }
+
+/// The client sockets' receive buffer by default: 64 KiB (the kernel doubles it).
+///
+/// Ten thousand autotuned receive buffers (up to `tcp_rmem`'s 32 MiB each here) on the same
+/// host as the relay drive the kernel into TCP memory pressure: it then drops arriving
+/// segments (`TCPRcvQDrop`), the relay's side retransmits with exponential backoff, and a
+/// client can hear nothing for minutes while the relay is idle. Measured on this machine: a
+/// saturated 10,000-client SSE run left 3 to 9 clients hundreds of events behind 60 s after
+/// publishing stopped. A browser behind a real network has a bounded window too.
+pub const DEFAULT_RECV_BUFFER: u32 = 64 * 1024;
 
 impl Default for LoadSpec {
     fn default() -> Self {
@@ -82,6 +97,7 @@ impl Default for LoadSpec {
             connect_timeout: Duration::from_secs(30),
             relay_pids: Vec::new(),
             silence_timeout: None,
+            recv_buffer: Some(DEFAULT_RECV_BUFFER),
         }
     }
 }
@@ -106,6 +122,7 @@ pub struct LoadRun {
     events_at_publish_start: u64,
     events_at_publish_stop: u64,
     relay_before: Option<procstat::ProcSample>,
+    kernel_before: Option<KernelTcp>,
     relay_live: Option<procstat::ProcSample>,
     relay_publish_start: Option<procstat::ProcSample>,
     relay_publish_stop: Option<procstat::ProcSample>,
@@ -179,6 +196,7 @@ impl LoadRun {
             ));
         }
         let relay_before = sample(&spec.relay_pids);
+        let kernel_before = KernelTcp::sample();
         let shared = Arc::new(Shared::default());
         let stop_clients = CancellationToken::new();
         let started = Instant::now();
@@ -223,6 +241,7 @@ impl LoadRun {
                 reconnect: spec.reconnect,
                 backoff_max: spec.backoff_max,
                 connect_timeout: spec.connect_timeout,
+                recv_buffer: spec.recv_buffer,
             };
             assignment.push(client_spec.streams.clone());
             clients.push(tokio::spawn(client::run(
@@ -263,6 +282,7 @@ impl LoadRun {
             events_at_publish_start: 0,
             events_at_publish_stop: 0,
             relay_before,
+            kernel_before,
             relay_live: None,
             relay_publish_start: None,
             relay_publish_stop: None,
@@ -458,6 +478,11 @@ impl LoadRun {
             Some(stalled) => Some(stalled.finish().await),
             None => None,
         };
+        let stragglers = straggler::find(&outcomes, &heads);
+        let kernel_tcp = self
+            .kernel_before
+            .zip(KernelTcp::sample())
+            .map(|(before, after)| after.since(&before));
         let raw_logs = self.raw_logs();
         let uncertain: HashMap<String, RangeSet> = raw_logs
             .iter()
@@ -522,6 +547,8 @@ impl LoadRun {
             rate_series: std::mem::take(&mut self.rate_series),
             drain_ms: self.drained_after.map(|after| after.as_secs_f64() * 1000.0),
             behind_at_end,
+            stragglers,
+            kernel_tcp,
             loadgen_cpu_cores: self
                 .own_window
                 .map(|(start, stop)| procstat::cpu_cores(&start, &stop)),
@@ -686,6 +713,10 @@ pub struct LoadReport {
     pub drain_ms: Option<f64>,
     /// Client streams still behind the heads when the run ended (0 after a full drain).
     pub behind_at_end: usize,
+    /// The first client streams behind at the end, with what each last heard.
+    pub stragglers: Vec<Straggler>,
+    /// The host's TCP trouble over the run (memory pressure, drops, retransmissions).
+    pub kernel_tcp: Option<KernelTcp>,
     /// CPU of this load generator process during the window, in cores.
     pub loadgen_cpu_cores: Option<f64>,
     /// Live events: receive time minus commit time, microseconds.

@@ -236,11 +236,14 @@ pub struct SseEvent {
     pub event: String,
     /// `id:`, if the event set one.
     pub id: Option<String>,
-    /// `data:` lines joined with `\n`.
+    /// `data:` lines joined with `\n` (a comment's text when `comment`).
     pub data: Vec<u8>,
+    /// A comment line (`: heartbeat`), reported as a sign of life; not an event.
+    pub comment: bool,
 }
 
-/// Opens `GET {path}` as an event stream, with `Last-Event-ID` if given.
+/// Opens `GET {path}` as an event stream, with `Last-Event-ID` if given (and `SO_RCVBUF` set
+/// to `recv_buffer`, if given).
 ///
 /// # Errors
 ///
@@ -249,10 +252,11 @@ pub async fn sse(
     addr: SocketAddr,
     path: &str,
     last_event_id: Option<&str>,
+    recv_buffer: Option<u32>,
     timeout: Duration,
 ) -> Result<Sse, ConnectError> {
     let attempt = async {
-        let mut stream = tcp(addr, None).await?;
+        let mut stream = tcp(addr, recv_buffer).await?;
         let resume = last_event_id
             .map(|id| format!("Last-Event-ID: {id}\r\n"))
             .unwrap_or_default();
@@ -289,8 +293,8 @@ impl Sse {
         self.last_activity.elapsed()
     }
 
-    /// The next complete event; `Ok(None)` at the end of the stream. Comments (heartbeats)
-    /// and `retry:` are skipped. Cancel safe: partial input stays buffered.
+    /// The next complete event or comment (a heartbeat, `comment` set); `Ok(None)` at the end
+    /// of the stream. `retry:` is skipped. Cancel safe: partial input stays buffered.
     ///
     /// # Errors
     ///
@@ -372,7 +376,12 @@ impl Sse {
             return Some(std::mem::take(&mut self.event));
         }
         if line[0] == b':' {
-            return None;
+            let text = line[1..].strip_prefix(b" ").unwrap_or(&line[1..]);
+            return Some(SseEvent {
+                data: text.to_vec(),
+                comment: true,
+                ..SseEvent::default()
+            });
         }
         let (field, value) = match line.iter().position(|&byte| byte == b':') {
             Some(colon) => {
@@ -427,10 +436,18 @@ mod tests {
             addr,
             "/v1/sse?stream=s",
             Some("1;s,7,2"),
+            None,
             Duration::from_secs(5),
         )
         .await
         .expect("connects");
+        let heartbeat = events
+            .next_event()
+            .await
+            .expect("reads")
+            .expect("a comment");
+        assert!(heartbeat.comment, "{heartbeat:?}");
+        assert_eq!(heartbeat.data, b"hb");
         let first = events.next_event().await.expect("reads").expect("an event");
         assert_eq!(first.event, "event");
         assert_eq!(first.id.as_deref(), Some("1;s,7,3"));

@@ -27,6 +27,9 @@ pub struct Wire<'a> {
     /// The advisory kind (`gap`, `resync`, `lagged`, ...).
     #[serde(default, rename = "kind", borrow)]
     pub advisory: Option<Cow<'a, str>>,
+    /// Why (advisories; `connect` names the relay and its connection id).
+    #[serde(default, borrow)]
+    pub reason: Option<Cow<'a, str>>,
     /// First seq an advisory covers (`gap`).
     #[serde(default)]
     pub from: Option<u64>,
