@@ -6,12 +6,20 @@
 //! yields them. NOTIFY is at-most-once: a notification sent while this connection is down is
 //! gone, which is why durable streams are caught up from the outbox after every reconnect.
 //!
+//! Statements on the LISTEN connection itself (LISTEN, UNLISTEN, the liveness query) go
+//! through [`ListenConnection::execute`], which keeps taking notifications off the channel
+//! (into [`ListenConnection::backlog`]) while it waits: the statement's answer arrives behind
+//! the notifications sent before it, and with the channel full the connection's task would
+//! wait for room that only the waiting listener can make. (A 100,000-event transaction made
+//! the liveness query time out that way, and the listener took PostgreSQL for dead.)
+//!
 //! Why a read connection of its own: the listener must never wait behind sessions for a
 //! pooled connection (ten thousand sessions replaying at once kept the pool busy for longer
 //! than the listener's timeout, which then took PostgreSQL for dead), and it cannot read on
 //! the LISTEN connection itself: while the notification channel is full, that connection's
 //! task waits, and so would the answer to the read that empties it.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use futures_util::stream::poll_fn;
@@ -43,6 +51,9 @@ pub(crate) struct ListenConnection {
     pub(crate) notifications: mpsc::Receiver<Notification>,
     /// The read connection, until the listener takes it (see the module docs).
     pub(crate) reader: Option<Client>,
+    /// Notifications taken off the channel while a statement ran; they come before anything
+    /// still in the channel.
+    pub(crate) backlog: VecDeque<Notification>,
     driver: JoinHandle<()>,
     reader_driver: JoinHandle<()>,
 }
@@ -99,9 +110,53 @@ impl ListenConnection {
             client,
             notifications,
             reader: Some(reader),
+            backlog: VecDeque::new(),
             driver,
             reader_driver,
         })
+    }
+}
+
+impl ListenConnection {
+    /// Runs `statements` on the LISTEN connection, taking notifications into the backlog
+    /// meanwhile (see the module docs).
+    ///
+    /// # Errors
+    ///
+    /// The statement's error.
+    pub(crate) async fn execute(&mut self, statements: &str) -> Result<(), tokio_postgres::Error> {
+        let Self {
+            client,
+            notifications,
+            backlog,
+            ..
+        } = self;
+        let statement = client.batch_execute(statements);
+        tokio::pin!(statement);
+        loop {
+            tokio::select! {
+                biased;
+                result = &mut statement => return result,
+                // A closed channel disables this branch; the statement then fails on its own.
+                Some(notification) = notifications.recv() => backlog.push_back(notification),
+            }
+        }
+    }
+
+    /// The next notifications to handle, at most `max`: the backlog first, else whatever the
+    /// channel holds now; empty if neither has any.
+    pub(crate) fn ready(&mut self, max: usize) -> Vec<Notification> {
+        let mut batch: Vec<Notification> = Vec::new();
+        while batch.len() < max {
+            match self.backlog.pop_front() {
+                Some(notification) => batch.push(notification),
+                None => match self.notifications.try_recv() {
+                    Ok(notification) => batch.push(notification),
+                    Err(_) => break,
+                },
+            }
+        }
+        batch
     }
 }
 

@@ -249,6 +249,9 @@ pub fn spawn(
     Ok(handle)
 }
 
+/// Notifications handled per turn of the listener's loop.
+const BATCH: usize = 1024;
+
 struct Task {
     config: ListenerConfig,
     pg_config: tokio_postgres::Config,
@@ -283,7 +286,7 @@ impl Task {
             if let Some(reader) = connection.reader.take() {
                 self.streams.use_reader(reader);
             }
-            if let Err(lost) = self.streams.relisten_all(&connection.client).await {
+            if let Err(lost) = self.streams.relisten_all(&mut connection).await {
                 self.set_down(lost.0);
                 continue;
             }
@@ -334,6 +337,15 @@ impl Task {
         health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            // Notifications taken aside while a statement ran come first.
+            let backlog = connection.ready(BATCH);
+            if !backlog.is_empty() {
+                self.stats.high_water(backlog.len() as u64);
+                if let Err(lost) = self.streams.on_notifications(backlog).await {
+                    return Some(lost);
+                }
+                continue;
+            }
             let result = tokio::select! {
                 biased;
                 () = self.token.cancelled() => return None,
@@ -343,21 +355,16 @@ impl Task {
                         let depth = connection.notifications.len() as u64 + 1;
                         self.stats.high_water(depth);
                         let mut batch = vec![first];
-                        while batch.len() < 1024 {
-                            match connection.notifications.try_recv() {
-                                Ok(next) => batch.push(next),
-                                Err(_) => break,
-                            }
-                        }
-                        self.streams.on_notifications(batch, &connection.client).await
+                        batch.extend(connection.ready(BATCH - 1));
+                        self.streams.on_notifications(batch).await
                     }
                 },
                 command = self.commands.recv() => match command {
                     None => return None,
-                    Some(command) => self.on_command(command, &connection.client).await,
+                    Some(command) => self.on_command(command, connection).await,
                 },
-                _ = health.tick() => self.check_health(&connection.client).await,
-                _ = poll.tick() => self.streams.poll_heads(&connection.client).await,
+                _ = health.tick() => self.check_health(connection).await,
+                _ = poll.tick() => self.streams.poll_heads().await,
             };
             if let Err(lost) = result {
                 return Some(lost);
@@ -368,11 +375,11 @@ impl Task {
     async fn on_command(
         &mut self,
         command: Command,
-        client: &tokio_postgres::Client,
+        connection: &mut ListenConnection,
     ) -> Result<(), Lost> {
         match command {
             Command::Listen { stream, done } => {
-                let result = self.streams.listen(&stream, client).await;
+                let result = self.streams.listen(&stream, connection).await;
                 let answer = match &result {
                     Ok(()) => Ok(()),
                     Err(lost) => Err(ListenError::Unavailable(lost.0.clone())),
@@ -381,12 +388,12 @@ impl Task {
                 let _ = done.send(answer);
                 result
             }
-            Command::Release { stream } => self.streams.release(&stream, client).await,
+            Command::Release { stream } => self.streams.release(&stream, connection).await,
         }
     }
 
-    async fn check_health(&self, client: &tokio_postgres::Client) -> Result<(), Lost> {
-        match tokio::time::timeout(self.config.timeout, client.simple_query("select 1")).await {
+    async fn check_health(&self, connection: &mut ListenConnection) -> Result<(), Lost> {
+        match tokio::time::timeout(self.config.timeout, connection.execute("select 1")).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(error)) => Err(Lost(format!("liveness query failed: {error}"))),
             Err(_) => Err(Lost(format!(

@@ -12,7 +12,7 @@ use tidewire_shared::{Event, Op, ServerMessage, StreamKind, StreamName};
 use tokio::sync::broadcast;
 use tokio_postgres::Client;
 
-use super::connection::Notification;
+use super::connection::{ListenConnection, Notification};
 use super::stats::ListenerStats;
 use super::ListenerConfig;
 use crate::bus::{Bus, Delivery};
@@ -116,8 +116,13 @@ impl Streams {
 
     /// Runs `statements` (LISTEN / UNLISTEN) on the LISTEN connection, bounded by the timeout
     /// like every other read of the listener; `what` names them in the error.
-    async fn execute(&self, client: &Client, statements: &str, what: &str) -> Result<(), Lost> {
-        match tokio::time::timeout(self.timeout, client.batch_execute(statements)).await {
+    async fn execute(
+        &self,
+        connection: &mut ListenConnection,
+        statements: &str,
+        what: &str,
+    ) -> Result<(), Lost> {
+        match tokio::time::timeout(self.timeout, connection.execute(statements)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => Err(Lost(format!("{what} failed: {error}"))),
             Err(_) => Err(Lost(format!("{what} timed out after {:?}", self.timeout))),
@@ -128,13 +133,13 @@ impl Streams {
     pub(super) async fn listen(
         &mut self,
         stream: &StreamName,
-        client: &Client,
+        connection: &mut ListenConnection,
     ) -> Result<(), Lost> {
         if self.progress.contains_key(stream) {
             return Ok(());
         }
         let statement = format!("LISTEN {}", quote_identifier(&stream.pg_channel()));
-        self.execute(client, &statement, &statement).await?;
+        self.execute(connection, &statement, &statement).await?;
         ListenerStats::add(&self.stats.listens, 1);
         let progress = match stream.kind() {
             StreamKind::Raw => Progress::Raw {
@@ -159,7 +164,7 @@ impl Streams {
     pub(super) async fn release(
         &mut self,
         stream: &StreamName,
-        client: &Client,
+        connection: &mut ListenConnection,
     ) -> Result<(), Lost> {
         if self.bus.registry().subscriber_count(stream.as_str()) > 0
             || self.progress.remove(stream).is_none()
@@ -167,13 +172,16 @@ impl Streams {
             return Ok(());
         }
         let statement = format!("UNLISTEN {}", quote_identifier(&stream.pg_channel()));
-        self.execute(client, &statement, &statement).await?;
+        self.execute(connection, &statement, &statement).await?;
         ListenerStats::add(&self.stats.unlistens, 1);
         Ok(())
     }
 
     /// After a (re)connect: LISTEN on every known stream again.
-    pub(super) async fn relisten_all(&mut self, client: &Client) -> Result<(), Lost> {
+    pub(super) async fn relisten_all(
+        &mut self,
+        connection: &mut ListenConnection,
+    ) -> Result<(), Lost> {
         if self.progress.is_empty() {
             return Ok(());
         }
@@ -182,7 +190,7 @@ impl Streams {
             .keys()
             .map(|stream| format!("LISTEN {};", quote_identifier(&stream.pg_channel())))
             .collect();
-        self.execute(client, &statements, "re-LISTEN").await?;
+        self.execute(connection, &statements, "re-LISTEN").await?;
         ListenerStats::add(&self.stats.listens, self.progress.len() as u64);
         Ok(())
     }
@@ -190,7 +198,7 @@ impl Streams {
     /// After a (re)connect: catch every durable stream up from the outbox; after a reconnect,
     /// tell raw-channel subscribers about the gap.
     pub(super) async fn catch_up_all(&mut self, reconnected: bool) -> Result<(), Lost> {
-        self.poll_heads_inner().await?;
+        self.poll_heads().await?;
         if reconnected {
             let raw: Vec<(StreamName, u64)> = self
                 .progress
@@ -223,11 +231,7 @@ impl Streams {
     }
 
     /// Polls the heads of every listened durable stream and catches up the ones that moved.
-    pub(super) async fn poll_heads(&mut self, _client: &Client) -> Result<(), Lost> {
-        self.poll_heads_inner().await
-    }
-
-    async fn poll_heads_inner(&mut self) -> Result<(), Lost> {
+    pub(super) async fn poll_heads(&mut self) -> Result<(), Lost> {
         let durable: Vec<StreamName> = self
             .progress
             .iter()
@@ -253,11 +257,7 @@ impl Streams {
     }
 
     /// Handles a batch of notifications in arrival order.
-    pub(super) async fn on_notifications(
-        &mut self,
-        batch: Vec<Notification>,
-        _client: &Client,
-    ) -> Result<(), Lost> {
+    pub(super) async fn on_notifications(&mut self, batch: Vec<Notification>) -> Result<(), Lost> {
         ListenerStats::add(&self.stats.notifications, batch.len() as u64);
         for notification in batch {
             self.on_notification(notification).await?;

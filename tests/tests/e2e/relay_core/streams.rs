@@ -75,6 +75,49 @@ async fn the_listener_reads_the_outbox_while_sessions_hold_the_whole_pool() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_notifications_does_not_fail_the_liveness_check() {
+    const EVENTS: i64 = 40_000;
+    let pg = TestPg::start().await;
+    // A liveness query every 20 ms: many of them run while the burst fills the listener's
+    // notification channel, and each must still get its answer.
+    let hub = hub(&pg.url(), |config| {
+        config.options.pg_health_interval_ms = 20
+    })
+    .await;
+    let mut probe = Probe::open(&hub);
+    probe.subscribe("burst").await;
+    probe.until(WAIT, |m| m["type"] == "subscribed").await;
+    let client = pg.client().await;
+    // Keep every event, so that the subscriber can be checked against all of them.
+    client
+        .execute(
+            "select tidewire.set_retention('burst', $1::bigint, interval '1 day')",
+            &[&EVENTS],
+        )
+        .await
+        .expect("retention");
+    // One transaction: PostgreSQL sends all its notifications at the commit.
+    client
+        .query_one(
+            "select count(tidewire.publish('burst', 'k' || (g % 100), 'upsert', \
+               jsonb_build_object('n', g))) from generate_series(1, $1::bigint) as g",
+            &[&EVENTS],
+        )
+        .await
+        .expect("publish the burst");
+    probe
+        .until_seq("burst", EVENTS as u64, Duration::from_secs(60))
+        .await;
+    assert_exactly(&probe.seqs("burst"), 1, EVENTS as u64, "burst");
+    let stats = hub.listener.stats().snapshot();
+    assert_eq!(
+        stats.failures, 0,
+        "the liveness query answered behind the burst; the listener never reconnected"
+    );
+    assert!(stats.notifications >= EVENTS as u64, "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_channels_listen_on_demand_and_report_gaps() {
     let pg = TestPg::start().await;
     let hub = hub(&pg.url(), |_| {}).await;
