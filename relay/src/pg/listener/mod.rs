@@ -337,9 +337,10 @@ impl Task {
         health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            // Notifications taken aside while a statement ran come first.
-            let backlog = connection.ready(BATCH);
-            if !backlog.is_empty() {
+            // Notifications taken aside while a statement ran come first (only those: the
+            // channel is read in the `select!`, after the shutdown token).
+            if !connection.backlog.is_empty() {
+                let backlog: Vec<_> = connection.backlog.drain(..).collect();
                 self.stats.high_water(backlog.len() as u64);
                 if let Err(lost) = self.streams.on_notifications(backlog).await {
                     return Some(lost);
