@@ -109,6 +109,14 @@ async fn a_burst_of_notifications_does_not_fail_the_liveness_check() {
         .until_seq("burst", EVENTS as u64, Duration::from_secs(60))
         .await;
     assert_exactly(&probe.seqs("burst"), 1, EVENTS as u64, "burst");
+    // The outbox poll may deliver the tail before the listener has counted every
+    // notification: wait for the counter, then judge.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while hub.listener.stats().snapshot().notifications < EVENTS as u64
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let stats = hub.listener.stats().snapshot();
     assert_eq!(
         stats.failures, 0,
