@@ -149,8 +149,10 @@ pub struct Options {
     #[arg(long, env = "TIDEWIRE_SSE_RETRY_MS", default_value_t = 1000)]
     pub sse_retry_ms: u64,
 
-    /// A connection whose writes stay blocked this long (a consumer that does not read) is
-    /// disconnected with close 4008 "slow consumer", in milliseconds.
+    /// A connection whose writes make no progress this long (a consumer that stopped reading)
+    /// is reset, in milliseconds: a TCP reset frees its unsent data at once and the client
+    /// sees a connection error (no close frame can reach a reader that stopped). Logged at
+    /// warn and counted in tidewire_slow_consumer_drops_total.
     #[arg(long, env = "TIDEWIRE_SLOW_CONSUMER_MS", default_value_t = 10_000)]
     pub slow_consumer_ms: u64,
 

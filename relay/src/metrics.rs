@@ -65,6 +65,7 @@ impl Transport {
 /// |---|---|---|
 /// | [`connection_opened`](Self::connection_opened) / [`connection_closed`](Self::connection_closed), or one [`ConnectionGuard::new`] held for the connection's life | a WebSocket is upgraded / an SSE response starts, and when it ends | `tidewire_connections{transport}`, `tidewire_connections_opened_total{transport}` |
 /// | [`connection_refused`](Self::connection_refused) | a connection is turned away at `--max-connections` (503 / close 4503) | `tidewire_connections_refused_total{transport}` |
+/// | [`slow_consumer_dropped`](Self::slow_consumer_dropped) | a connection is reset because it took nothing for `--slow-consumer-ms` | `tidewire_slow_consumer_drops_total{transport}` |
 /// | [`auth_failure`](Self::auth_failure) | `Authenticator::authenticate` or a token check on a live connection fails (401/403, close 4001/4003/4004) | `tidewire_auth_failures_total` |
 /// | [`resync`](Self::resync) | a client is told to reload (its `since` is unusable: other epoch, outside retention, ahead): the session's `resync` advisory, the HTTP API's 409 | `tidewire_resyncs_total{origin="client"}` |
 /// | [`disconnect`](Self::disconnect) | the relay closes a connection with a close code (WebSocket close frame, or the same reason ending an SSE stream) | `tidewire_disconnects_total{code}` |
@@ -78,6 +79,8 @@ pub struct Metrics {
     opened: [AtomicU64; 2],
     /// Connections refused at the connection limit, per transport.
     refused: [AtomicU64; 2],
+    /// Connections reset as slow consumers, per transport.
+    slow_consumer_drops: [AtomicU64; 2],
     /// Failed authentications (any transport, including the HTTP API).
     auth_failures: AtomicU64,
     /// Clients told to resync (take a snapshot).
@@ -112,6 +115,11 @@ impl Metrics {
     /// A connection of `transport` was refused because the relay is at `--max-connections`.
     pub fn connection_refused(&self, transport: Transport) {
         self.refused[transport.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A connection of `transport` took nothing for `--slow-consumer-ms` and was reset.
+    pub fn slow_consumer_dropped(&self, transport: Transport) {
+        self.slow_consumer_drops[transport.index()].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Authentication failed (missing/invalid/expired token or refused Origin).
@@ -160,6 +168,12 @@ impl Metrics {
                 .map(|transport| (transport, load(&self.opened[transport.index()]))),
             refused: Transport::ALL
                 .map(|transport| (transport, load(&self.refused[transport.index()]))),
+            slow_consumer_drops: Transport::ALL.map(|transport| {
+                (
+                    transport,
+                    load(&self.slow_consumer_drops[transport.index()]),
+                )
+            }),
             auth_failures: load(&self.auth_failures),
             resyncs: load(&self.resyncs),
             disconnects: ALL_CLOSE_CODES
@@ -182,6 +196,8 @@ pub struct MetricsSnapshot {
     pub opened: [(Transport, u64); 2],
     /// Connections refused at the limit per transport.
     pub refused: [(Transport, u64); 2],
+    /// Connections reset as slow consumers per transport.
+    pub slow_consumer_drops: [(Transport, u64); 2],
     /// Failed authentications.
     pub auth_failures: u64,
     /// Clients told to resync.
@@ -299,11 +315,16 @@ mod tests {
         metrics.resync();
         metrics.disconnect(CloseCode::Slow);
         metrics.connection_refused(Transport::Sse);
+        metrics.slow_consumer_dropped(Transport::WebSocket);
         let snapshot = metrics.snapshot();
         assert_eq!((snapshot.auth_failures, snapshot.resyncs), (1, 2));
         assert!(snapshot.disconnects.contains(&(CloseCode::Slow, 1)));
         assert!(snapshot.disconnects.contains(&(CloseCode::Normal, 0)));
         assert_eq!(snapshot.refused[1], (Transport::Sse, 1));
+        assert_eq!(
+            snapshot.slow_consumer_drops,
+            [(Transport::WebSocket, 1), (Transport::Sse, 0)]
+        );
     }
 
     #[test]

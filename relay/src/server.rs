@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::hub::{Hub, StartError};
+use crate::transport::reset::{Reset, Socket};
 use crate::transport::{self, error_response, Body};
 
 /// Runs the relay on `listener` until `shutdown` completes: starts the hub (PostgreSQL,
@@ -68,8 +69,15 @@ pub async fn serve(listener: TcpListener, hub: Arc<Hub>, shutdown: impl Future<O
         // Small writes (events) must not wait for Nagle.
         let _ = socket.set_nodelay(true);
         limit_unsent(&socket, hub.config.options.socket_unsent_bytes);
+        // A transport that drops this connection as a slow consumer resets it (see `Reset`).
+        let reset = Reset::new();
+        let socket = Socket::new(socket, reset.clone());
         let hub_for_service = Arc::clone(&hub);
-        let service = service_fn(move |request| route(Arc::clone(&hub_for_service), request));
+        let reset_for_service = reset.clone();
+        let service = service_fn(move |mut request: Request<Incoming>| {
+            request.extensions_mut().insert(reset_for_service.clone());
+            route(Arc::clone(&hub_for_service), request)
+        });
         let connection = builder
             .serve_connection(TokioIo::new(socket), service)
             .with_upgrades();
@@ -78,6 +86,9 @@ pub async fn serve(listener: TcpListener, hub: Arc<Hub>, shutdown: impl Future<O
             let mut connection = std::pin::pin!(connection);
             let result = tokio::select! {
                 result = connection.as_mut() => result,
+                // An SSE body given up on: dropping the connection drops (and resets) the
+                // socket hyper was stuck writing to.
+                () = reset.requested() => return,
                 () = token.cancelled() => {
                     // Finish the request in flight, then close; upgraded sockets (WebSocket)
                     // and SSE bodies watch the same token and close themselves.

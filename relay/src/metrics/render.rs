@@ -113,6 +113,12 @@ fn render_connections(out: &mut Exposition, metrics: &MetricsSnapshot, gauges: G
         "transport",
         &per_transport(&metrics.refused),
     );
+    out.counter_family(
+        "tidewire_slow_consumer_drops_total",
+        "Client connections reset because they took nothing for --slow-consumer-ms, by transport.",
+        "transport",
+        &per_transport(&metrics.slow_consumer_drops),
+    );
     out.gauge(
         "tidewire_registered_connections",
         "Connections in the fan-out registry.",
@@ -339,6 +345,7 @@ mod tests {
             "tidewire_lagged_total",
             "tidewire_resyncs_total",
             "tidewire_auth_failures_total",
+            "tidewire_slow_consumer_drops_total",
             "tidewire_listen_reconnects_total",
             "tidewire_notifications_total",
             "tidewire_outbox_reads_total",

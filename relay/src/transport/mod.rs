@@ -9,6 +9,7 @@
 //! | [`static_files`] | `GET /...` from `--static-dir` |
 
 pub mod http;
+pub mod reset;
 pub mod sse;
 pub mod static_files;
 pub mod ws;

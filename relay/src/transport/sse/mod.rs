@@ -32,6 +32,7 @@ use hyper::{Request, Response};
 use tidewire_shared::ErrorCode;
 
 use self::request::SseRequest;
+use super::reset::Reset;
 use super::ws::{acquire_permit, authenticate, Admission};
 use super::{error_response, Body};
 use crate::hub::Hub;
@@ -61,7 +62,11 @@ pub async fn handle(hub: Arc<Hub>, request: Request<Incoming>) -> Response<Body>
         Err(refusal) => return refusal.into_response(),
     };
     let (sender, body) = stream::channel();
-    let admission = Admission { grant, permit };
+    let admission = Admission {
+        grant,
+        permit,
+        reset: Reset::of(&request),
+    };
     hub.tracker.spawn(stream::run(
         Arc::clone(&hub),
         sse_request,

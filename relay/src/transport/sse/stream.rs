@@ -27,6 +27,7 @@ use crate::bus::DeliveryKind;
 use crate::hub::Hub;
 use crate::registry::ConnId;
 use crate::session::{Outgoing, Session};
+use crate::transport::reset::Reset;
 use crate::transport::ws::{expiry, is_expired, Admission};
 
 /// Chunks (bursts) that may wait between the task and hyper. One is enough to keep hyper
@@ -84,16 +85,24 @@ pub(super) async fn run(
     admission: Admission,
     sender: mpsc::Sender<Bytes>,
 ) {
-    let Admission { grant, permit } = admission;
+    let Admission {
+        grant,
+        permit,
+        reset,
+    } = admission;
     let _counted = crate::metrics::ConnectionGuard::new(&hub, crate::metrics::Transport::Sse);
     let mut chunk = BytesMut::new();
     frame::retry(&mut chunk, hub.config.options.sse_retry_ms);
     let stall = hub.config.slow_consumer();
-    if send(&sender, std::mem::take(&mut chunk).freeze(), stall)
-        .await
-        .is_err()
-    {
-        return;
+    match send(&sender, std::mem::take(&mut chunk).freeze(), stall).await {
+        Ok(()) => {}
+        Err(SendError::Stalled(_)) => {
+            reset.reset();
+            hub.metrics
+                .slow_consumer_dropped(crate::metrics::Transport::Sse);
+            return;
+        }
+        Err(SendError::Gone) => return,
     }
     let mut session = Session::open(Arc::clone(&hub), grant);
     let SseRequest { streams, cursor } = request;
@@ -118,6 +127,7 @@ pub(super) async fn run(
         chunk,
         stall,
         id_text: String::new(),
+        reset,
     };
     tracing::debug!(connection = %events.id, "sse open");
     events.serve().await;
@@ -138,6 +148,8 @@ struct Events {
     stall: Duration,
     /// The encoded cursor of the last positioned event (reused buffer).
     id_text: String,
+    /// Thrown when the reader is dropped as a slow consumer (see [`Reset`]).
+    reset: Reset,
 }
 
 impl Events {
@@ -154,7 +166,7 @@ impl Events {
             let result = tokio::select! {
                 () = token.cancelled() => {
                     self.shutdown_event();
-                    let _ = self.flush_within(LAST_WORDS).await;
+                    self.last_words().await;
                     return;
                 }
                 () = self.sender.closed() => return,
@@ -164,7 +176,7 @@ impl Events {
                         continue;
                     }
                     self.close_event(CloseCode::TokenExpired, "token expired; reconnect with a fresh token");
-                    let _ = self.flush_within(LAST_WORDS).await;
+                    self.last_words().await;
                     return;
                 }
                 () = &mut heartbeat => {
@@ -175,12 +187,12 @@ impl Events {
                     // The session closes (going away) when the listener stops at shutdown.
                     Some(_) if token.is_cancelled() => {
                         self.shutdown_event();
-                        let _ = self.flush_within(LAST_WORDS).await;
+                        self.last_words().await;
                         return;
                     }
                     Some((code, reason)) => {
                         self.close_event(code, &reason);
-                        let _ = self.flush_within(LAST_WORDS).await;
+                        self.last_words().await;
                         return;
                     }
                     None => self.flush().await,
@@ -188,11 +200,17 @@ impl Events {
             };
             if let Err(error) = result {
                 match error {
-                    SendError::Stalled(stall) => tracing::warn!(
-                        connection = %self.id,
-                        ?stall,
-                        "slow consumer: sse writes blocked; dropping the connection"
-                    ),
+                    SendError::Stalled(stall) => {
+                        tracing::warn!(
+                            connection = %self.id,
+                            ?stall,
+                            "slow consumer: sse writes blocked; resetting the connection"
+                        );
+                        self.reset.reset();
+                        self.hub
+                            .metrics
+                            .slow_consumer_dropped(crate::metrics::Transport::Sse);
+                    }
                     SendError::Gone => tracing::debug!(connection = %self.id, "sse client gone"),
                 }
                 return;
@@ -265,6 +283,24 @@ impl Events {
         tracing::debug!(connection = %self.id, code = code.code(), reason, "closing sse stream");
         let json = serde_json::json!({ "type": "close", "code": code.code(), "reason": reason });
         frame::event(&mut self.chunk, "close", None, json.to_string().as_bytes());
+    }
+
+    /// Hands over the last chunk (a close or shutdown event) and waits, within
+    /// [`LAST_WORDS`] each, until hyper has taken it. A reader that stops reading now would
+    /// otherwise leave hyper stuck writing the end of the body, with no deadline of its own:
+    /// it is reset instead.
+    async fn last_words(&mut self) {
+        let taken = match self.flush_within(LAST_WORDS).await {
+            Ok(()) => tokio::time::timeout(LAST_WORDS, self.sender.reserve())
+                .await
+                .is_ok(),
+            Err(SendError::Stalled(_)) => false,
+            Err(SendError::Gone) => true,
+        };
+        if !taken {
+            tracing::debug!(connection = %self.id, "last words not taken; resetting");
+            self.reset.reset();
+        }
     }
 
     async fn flush(&mut self) -> Result<(), SendError> {

@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use crate::auth::{AuthError, Grant};
 use crate::hub::Hub;
 use crate::metrics::Transport;
+use crate::transport::reset::Reset;
 use crate::transport::{error_response, Body};
 
 /// A request refused before any upgrade or streaming: the error code (its HTTP status) and
@@ -48,6 +49,8 @@ pub(crate) struct Admission {
     pub(crate) grant: Grant,
     /// One of `--max-connections` permits; released when the connection's task drops it.
     pub(crate) permit: OwnedSemaphorePermit,
+    /// Throw it to end the connection with a TCP reset (a slow consumer).
+    pub(crate) reset: Reset,
 }
 
 /// Checks the Origin and the token: 403 for a refused Origin (no upgrade happens), 401 with an
@@ -101,10 +104,15 @@ pub(crate) fn admit(
     hub: &Hub,
     headers: &HeaderMap,
     query: Option<&str>,
+    reset: Reset,
 ) -> Result<Admission, Refusal> {
     let grant = authenticate(hub, headers, query)?;
     let permit = acquire_permit(hub, Transport::WebSocket)?;
-    Ok(Admission { grant, permit })
+    Ok(Admission {
+        grant,
+        permit,
+        reset,
+    })
 }
 
 /// When `grant` expires, as an `Instant`; `None` if it does not (or too far away to matter).

@@ -27,6 +27,7 @@ use super::Admission;
 use crate::hub::Hub;
 use crate::registry::ConnId;
 use crate::session::{Outgoing, Session};
+use crate::transport::reset::Reset;
 
 /// Stop adding ready messages to a burst past this many bytes (the rest follows at once).
 /// The bound bounds the copy a connection holds while its reader is behind (small frames are
@@ -84,7 +85,11 @@ pub(super) async fn run(hub: Arc<Hub>, upgrade: UpgradeFut, admission: Admission
             return;
         }
     };
-    let Admission { grant, permit } = admission;
+    let Admission {
+        grant,
+        permit,
+        reset,
+    } = admission;
     let _counted = crate::metrics::ConnectionGuard::new(&hub, crate::metrics::Transport::WebSocket);
     let (mut read_half, write_half) = tokio::io::split(websocket.into_inner());
     // Only the read side of fastwebsockets' split is used; writes go through `FrameWriter`.
@@ -109,6 +114,7 @@ pub(super) async fn run(hub: Arc<Hub>, upgrade: UpgradeFut, admission: Admission
         next_ping: now + keepalive,
         timer: Box::pin(tokio::time::sleep_until(now + keepalive)),
         timer_at: now + keepalive,
+        reset,
         hub,
     };
     tracing::debug!(connection = %connection.id, "websocket open");
@@ -138,6 +144,8 @@ struct Connection {
     /// `timer_at` changes.
     timer: Pin<Box<Sleep>>,
     timer_at: Instant,
+    /// Thrown when the peer is dropped as a slow consumer.
+    reset: Reset,
 }
 
 impl Connection {
@@ -303,16 +311,27 @@ impl Connection {
 
     fn on_write_error(&self, error: &WriteError) -> Ending {
         match error {
-            WriteError::Stalled(stall) => tracing::warn!(
-                connection = %self.id,
-                ?stall,
-                "slow consumer: websocket writes blocked; dropping the connection"
-            ),
+            WriteError::Stalled(stall) => {
+                tracing::warn!(
+                    connection = %self.id,
+                    ?stall,
+                    "slow consumer: websocket writes blocked; resetting the connection"
+                );
+                self.drop_slow_consumer();
+            }
             other => {
                 tracing::debug!(connection = %self.id, error = %other, "websocket write failed")
             }
         }
         Ending::Drop
+    }
+
+    /// Ends the connection with a TCP reset when it is dropped (see [`Reset`]) and counts it.
+    fn drop_slow_consumer(&self) {
+        self.reset.reset();
+        self.hub
+            .metrics
+            .slow_consumer_dropped(crate::metrics::Transport::WebSocket);
     }
 
     /// The relay is stopping: a `shutdown` advisory, then close 1001.
@@ -328,21 +347,19 @@ impl Connection {
     }
 
     /// Logs and counts the close, then says goodbye (see [`goodbye`]).
-    async fn finish(self, ending: Ending, read_half: &mut ReadHalf<Io>) {
+    async fn finish(mut self, ending: Ending, read_half: &mut ReadHalf<Io>) {
         let stall = self.hub.config.slow_consumer().min(LINGER);
         if let Ending::Close(code, reason) = &ending {
             tracing::debug!(connection = %self.id, code = code.code(), %reason, "closing websocket");
             self.hub.metrics.disconnect(*code);
         }
-        let Connection {
-            writer,
-            mut obligations,
-            session,
-            ..
-        } = self;
         // The session is over: leave the bus before waiting on the socket.
-        drop(session);
-        goodbye(writer, &mut obligations, ending, read_half, stall).await;
+        drop(self.session);
+        let closed = goodbye(self.writer, &mut self.obligations, ending, read_half, stall).await;
+        if let Err(WriteError::Stalled(stall)) = closed {
+            tracing::debug!(connection = %self.id, ?stall, "close frame not taken; resetting");
+            self.reset.reset();
+        }
     }
 }
 
@@ -350,15 +367,19 @@ impl Connection {
 /// its echo and a normal close if the echo is missing), half-closes within `stall`, and
 /// waits briefly for the peer to close so that unread input does not turn our FIN into a
 /// reset that loses the frame. [`Ending::Drop`] just drops the socket.
+///
+/// # Errors
+///
+/// The [`WriteError`] of a close frame that could not be written within `stall`.
 pub(super) async fn goodbye<W: AsyncWrite + Unpin>(
     mut writer: FrameWriter<W>,
     obligations: &mut mpsc::Receiver<Obligation>,
     ending: Ending,
     read_half: &mut ReadHalf<Io>,
     stall: Duration,
-) {
+) -> Result<(), WriteError> {
     match ending {
-        Ending::Drop => return,
+        Ending::Drop => return Ok(()),
         Ending::Close(code, reason) => writer.close(code.code(), &reason),
         Ending::PeerClosed => {
             obligation::drain(obligations, &mut writer);
@@ -367,12 +388,11 @@ pub(super) async fn goodbye<W: AsyncWrite + Unpin>(
             }
         }
     }
-    if writer.flush_within(stall).await.is_err() {
-        return;
-    }
+    writer.flush_within(stall).await?;
     writer.shutdown(stall).await;
     drop(writer);
     linger(read_half).await;
+    Ok(())
 }
 
 /// Reads and discards until EOF, an error, or [`LINGER`].

@@ -32,6 +32,7 @@ use tidewire_shared::{ErrorCode, ServerMessage};
 pub(crate) use self::admission::{
     acquire_permit, admit, authenticate, expiry, is_expired, Admission, Refusal,
 };
+use super::reset::Reset;
 use super::{error_response, full, json_response, Body};
 use crate::hub::Hub;
 
@@ -51,7 +52,8 @@ pub async fn handle(hub: Arc<Hub>, mut request: Request<Incoming>) -> Response<B
             .insert(UPGRADE, HeaderValue::from_static("websocket"));
         return response;
     }
-    let admission = match admit(&hub, request.headers(), request.uri().query()) {
+    let reset = Reset::of(&request);
+    let admission = match admit(&hub, request.headers(), request.uri().query(), reset) {
         Ok(admission) => admission,
         Err(refusal) => return refusal.into_response(),
     };

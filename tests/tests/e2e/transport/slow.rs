@@ -1,6 +1,7 @@
 //! Slow consumers: a WebSocket and an SSE client with a tiny receive buffer subscribe, then
-//! never read. Once the relay's writes stay blocked for `--slow-consumer-ms`, it drops them
-//! (their connection permits come back) while a healthy client receives everything.
+//! never read. Once the relay's writes stay blocked for `--slow-consumer-ms`, it resets them
+//! (their connection permits come back, each client's socket reports a reset, the metric
+//! counts both) while a healthy client receives everything.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -9,7 +10,7 @@ use fastwebsockets::Frame;
 use serde_json::json;
 use tidewire_tests::relay::TestRelay;
 use tidewire_tests::TestPg;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
 use super::client::{ws_handshake, WsClient};
@@ -83,5 +84,34 @@ async fn stuck_readers_are_dropped_and_others_are_served() {
     }
     healthy.send(json!({"type": "ping", "id": "ok"})).await;
     assert_eq!(healthy.expect("pong").await["id"], "ok");
-    drop((stuck_ws, stuck_sse));
+
+    // Both were reset, not closed: reading now ends in a reset (a normal close would hand
+    // over the queued bytes and then EOF, or for SSE nothing, hyper holding the socket).
+    assert_reset("websocket", stuck_ws.into_inner()).await;
+    assert_reset("sse", stuck_sse).await;
+    let drops = relay.hub().metrics.snapshot().slow_consumer_drops;
+    assert_eq!(drops.map(|(_, count)| count), [1, 1], "{drops:?}");
+}
+
+/// Reads `stream` to its end and expects a TCP reset within a few seconds.
+async fn assert_reset(what: &str, mut stream: impl tokio::io::AsyncRead + Unpin) {
+    let mut buf = vec![0u8; 64 * 1024];
+    let read_all = async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) => return Ok(()),
+                Ok(_) => {}
+                Err(error) => return Err(error),
+            }
+        }
+    };
+    match tokio::time::timeout(Duration::from_secs(5), read_all).await {
+        Ok(Err(error)) => assert_eq!(
+            error.kind(),
+            std::io::ErrorKind::ConnectionReset,
+            "{what}: {error}"
+        ),
+        Ok(Ok(())) => panic!("{what}: closed normally (EOF), not reset"),
+        Err(_) => panic!("{what}: still open 5 s after being dropped"),
+    }
 }
