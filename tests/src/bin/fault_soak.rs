@@ -36,9 +36,12 @@ struct Args {
     /// Relay kills.
     #[arg(long, default_value_t = 10)]
     kills: usize,
-    /// Stalled consumers.
+    /// Stalled WebSocket consumers.
     #[arg(long, default_value_t = 1000)]
     stalled: usize,
+    /// Stalled SSE consumers.
+    #[arg(long, default_value_t = 200)]
+    stalled_sse: usize,
     /// Durable events per second.
     #[arg(long, default_value_t = 100.0)]
     rate: f64,
@@ -118,7 +121,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         };
         record(
             "stalled",
-            scenario::stalled_consumers(&healthy, args.stalled, 7000, 20.0).await,
+            scenario::stalled_consumers(&healthy, args.stalled, args.stalled_sse, 7000, 20.0).await,
         );
     }
     if wanted("blackholes") {

@@ -95,6 +95,9 @@ struct Args {
     /// Extra WebSocket consumers that subscribe to the first stream and never read.
     #[arg(long, default_value_t = 0)]
     stalled: usize,
+    /// Extra SSE consumers that subscribe to the first stream and never read.
+    #[arg(long, default_value_t = 0)]
+    stalled_sse: usize,
     /// Clients resume this many events behind the head (catch-up).
     #[arg(long)]
     resume_behind: Option<u64>,
@@ -161,6 +164,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         publish,
         connect_rate: args.connect_rate,
         stalled: args.stalled,
+        stalled_sse: args.stalled_sse,
         resume_behind: args.resume_behind,
         reconnect: !args.no_reconnect,
         backoff_max: Duration::from_millis(args.backoff_max_ms),
@@ -211,6 +215,7 @@ async fn main() -> anyhow::Result<ExitCode> {
     }
     let report = run.finish().await?;
     print!("{}", render(&args.label, &report));
+    print!("{}", latency_by_second(&report));
     print!("{}", straggler::render(&report.stragglers));
     if let Some(path) = &args.json {
         let mut document = serde_json::to_value(&report)?;
@@ -225,6 +230,29 @@ async fn main() -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(2));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One line per ten seconds of the run: each second's e2e p99/max in ms.
+fn latency_by_second(report: &LoadReport) -> String {
+    let mut out = String::new();
+    if report.latency_series_us.is_empty() {
+        return out;
+    }
+    out.push_str("e2e latency by second, p99/max ms:\n");
+    for (line, seconds) in report.latency_series_us.chunks(10).enumerate() {
+        let cells: Vec<String> = seconds
+            .iter()
+            .map(|second| {
+                format!(
+                    "{:.1}/{:.0}",
+                    second.p99 as f64 / 1000.0,
+                    second.max as f64 / 1000.0
+                )
+            })
+            .collect();
+        out.push_str(&format!("  {:>3}s  {}\n", line * 10 + 1, cells.join("  ")));
+    }
+    out
 }
 
 fn render(label: &str, report: &LoadReport) -> String {
@@ -363,8 +391,11 @@ fn render(label: &str, report: &LoadReport) -> String {
     }
     if let Some(stalled) = &report.stalled {
         row(
-            "stalled: opened / disconnected",
-            format!("{} / {}", stalled.opened, stalled.disconnected),
+            "stalled: opened (sse) / disconnected",
+            format!(
+                "{} ({}) / {}",
+                stalled.opened, stalled.opened_sse, stalled.disconnected
+            ),
         );
         row(
             "stalled: disconnected after ms p50/max",

@@ -106,6 +106,31 @@ impl Histogram {
         self.max.load(Ordering::Relaxed)
     }
 
+    /// The bucket counts now, to pass later to [`Histogram::window`].
+    pub fn counts(&self) -> Vec<u64> {
+        self.counts
+            .iter()
+            .map(|count| count.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// The values recorded since `before` (an earlier [`Histogram::counts`]) as their own
+    /// histogram: what one window of a run looked like. Its max is its highest bucket's
+    /// lower bound (within 1%).
+    pub fn window(&self, before: &[u64]) -> Histogram {
+        let window = Histogram::new();
+        let mut highest = 0;
+        for (bucket, (now, earlier)) in self.counts.iter().zip(before).enumerate() {
+            let count = now.load(Ordering::Relaxed).saturating_sub(*earlier);
+            if count > 0 {
+                window.counts[bucket].store(count, Ordering::Relaxed);
+                highest = lower_bound(bucket);
+            }
+        }
+        window.max.store(highest, Ordering::Relaxed);
+        window
+    }
+
     /// Values recorded in `[low, high)` (by bucket: exact below 128, within 1% above).
     pub fn count_between(&self, low: u64, high: u64) -> u64 {
         self.counts
@@ -171,6 +196,25 @@ impl Summary {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_window_holds_only_what_came_after_its_start() {
+        let histogram = Histogram::new();
+        for value in [10, 20, 5_000] {
+            histogram.record(value);
+        }
+        let before = histogram.counts();
+        for value in [30, 40, 90_000] {
+            histogram.record(value);
+        }
+        let window = histogram.window(&before);
+        assert_eq!(window.count(), 3);
+        assert_eq!(window.quantile(0.0), 30);
+        assert_eq!(window.quantile(0.5), 40);
+        let max = window.quantile(1.0);
+        assert!((89_000..=90_000).contains(&max), "window max {max}");
+        assert_eq!(histogram.window(&histogram.counts()).count(), 0);
+    }
 
     #[test]
     fn buckets_are_contiguous_and_ordered() {

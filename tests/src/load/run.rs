@@ -48,8 +48,10 @@ pub struct LoadSpec {
     pub publish: Option<PublishSpec>,
     /// Clients started per second (0: all at once, the connection storm).
     pub connect_rate: f64,
-    /// Raw sockets that subscribe to the first stream and never read.
+    /// Raw WebSocket sockets that subscribe to the first stream and never read.
     pub stalled: usize,
+    /// The same over SSE.
+    pub stalled_sse: usize,
     /// Clients resume this many events behind each stream's head (catch-up benchmark).
     pub resume_behind: Option<u64>,
     /// Clients reconnect and resume after losing their connection.
@@ -91,6 +93,7 @@ impl Default for LoadSpec {
             publish: None,
             connect_rate: 0.0,
             stalled: 0,
+            stalled_sse: 0,
             resume_behind: None,
             reconnect: true,
             backoff_max: Duration::from_secs(5),
@@ -130,6 +133,7 @@ pub struct LoadRun {
     own_window: Option<(procstat::ProcSample, procstat::ProcSample)>,
     drained_after: Option<Duration>,
     rate_series: Vec<u64>,
+    latency_series: Vec<WindowLatency>,
 }
 
 #[derive(Debug)]
@@ -253,12 +257,13 @@ impl LoadRun {
                 tokio::time::sleep_until((started + pace.mul_f64(id as f64 + 1.0)).into()).await;
             }
         }
-        let stalled = if spec.stalled > 0 {
+        let stalled = if spec.stalled + spec.stalled_sse > 0 {
             Some(
                 stalled::open(
                     spec.relays[0],
                     &spec.streams[0],
                     spec.stalled,
+                    spec.stalled_sse,
                     spec.connect_timeout,
                 )
                 .await,
@@ -289,6 +294,7 @@ impl LoadRun {
             own_window: None,
             drained_after: None,
             rate_series: Vec::new(),
+            latency_series: Vec::new(),
         })
     }
 
@@ -360,12 +366,19 @@ impl LoadRun {
     pub async fn run_for(&mut self, duration: Duration) {
         let end = Instant::now() + duration;
         let mut last = self.shared.events.load(Ordering::Relaxed);
+        let mut latency_before = self.shared.latency.counts();
         while Instant::now() < end {
             let step = (end - Instant::now()).min(Duration::from_secs(1));
             tokio::time::sleep(step).await;
             let now = self.shared.events.load(Ordering::Relaxed);
             self.rate_series.push(now - last);
             last = now;
+            let window = self.shared.latency.window(&latency_before);
+            latency_before = self.shared.latency.counts();
+            self.latency_series.push(WindowLatency {
+                p99: window.quantile(0.99),
+                max: window.quantile(1.0),
+            });
         }
     }
 
@@ -518,7 +531,7 @@ impl LoadRun {
             self.relay_live,
             self.relay_publish_start,
             self.relay_publish_stop,
-            self.clients() + self.spec.stalled,
+            self.clients() + self.spec.stalled + self.spec.stalled_sse,
         );
         let mut close_codes: Vec<(u16, u64)> = close_codes.into_iter().collect();
         close_codes.sort_unstable();
@@ -545,6 +558,7 @@ impl LoadRun {
                 0.0
             },
             rate_series: std::mem::take(&mut self.rate_series),
+            latency_series_us: std::mem::take(&mut self.latency_series),
             drain_ms: self.drained_after.map(|after| after.as_secs_f64() * 1000.0),
             behind_at_end,
             stragglers,
@@ -669,6 +683,15 @@ impl Invariants {
     }
 }
 
+/// The live end-to-end latency of one second of a run, microseconds (0 when nothing arrived).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct WindowLatency {
+    /// 99th percentile of that second.
+    pub p99: u64,
+    /// Highest value of that second (within 1%).
+    pub max: u64,
+}
+
 /// The summary of one run (one process).
 #[derive(Debug, Clone, Serialize)]
 pub struct LoadReport {
@@ -708,6 +731,9 @@ pub struct LoadReport {
     pub deliveries_per_second: f64,
     /// Events received per second, sampled every second of `run_for`.
     pub rate_series: Vec<u64>,
+    /// Live end-to-end latency of each of those seconds, microseconds: where in a run a
+    /// p99 was made (a fault, a mass disconnect) rather than only that it was.
+    pub latency_series_us: Vec<WindowLatency>,
     /// Time from the end of publishing until every client reached the heads, ms; `None`
     /// when the drain timed out, and then `lost` counts events not received *yet*.
     pub drain_ms: Option<f64>,

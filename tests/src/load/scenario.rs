@@ -531,16 +531,19 @@ pub async fn three_relays(load: &Load, binary: PathBuf) -> Result<ScenarioReport
 }
 
 /// Stalled consumers: first healthy clients alone (the unloaded p99), then the same with
-/// `stalled` sockets that never read while events of `payload_bytes` flow. Each stalled
-/// socket must be disconnected within the slow-consumer deadline plus the time to fill its
-/// buffers; the healthy clients must pass and keep their latency.
+/// `stalled_ws` WebSocket and `stalled_sse` SSE sockets that never read while events of
+/// `payload_bytes` flow. Each stalled socket must be disconnected (reset, seen by the socket
+/// itself) within the slow-consumer deadline plus the time to fill its buffers; the healthy
+/// clients must pass and keep their latency. `extra.slow_consumer_drops` is the relay's own
+/// count per transport.
 ///
 /// # Errors
 ///
 /// When the cluster, the relay or the load cannot be set up.
 pub async fn stalled_consumers(
     load: &Load,
-    stalled: usize,
+    stalled_ws: usize,
+    stalled_sse: usize,
     payload_bytes: usize,
     seconds: f64,
 ) -> Result<ScenarioReport, ScenarioError> {
@@ -558,7 +561,8 @@ pub async fn stalled_consumers(
             &pg.url(),
             &format!("stall{phase}"),
         );
-        spec.stalled = if phase == 0 { 0 } else { stalled };
+        spec.stalled = if phase == 0 { 0 } else { stalled_ws };
+        spec.stalled_sse = if phase == 0 { 0 } else { stalled_sse };
         if let Some(publish) = &mut spec.publish {
             publish.payload_bytes = payload_bytes;
         }
@@ -570,18 +574,23 @@ pub async fn stalled_consumers(
         run.run_for(Duration::from_secs_f64(seconds)).await;
         reports.push(conclude(run, load.catch_up_timeout).await?);
     }
+    let drops = relay.hub().metrics.snapshot().slow_consumer_drops;
     relay.shutdown().await;
     let loaded = reports.pop().ok_or("no loaded phase")?;
     let unloaded = reports.pop().ok_or("no unloaded phase")?;
     let stalled_report = loaded.stalled.clone();
     Ok(ScenarioReport {
-        name: format!("{stalled} stalled consumers"),
+        name: format!("{stalled_ws} + {stalled_sse} stalled consumers (ws + sse)"),
         cycles: Vec::new(),
         extra: serde_json::json!({
             "unloaded_p99_us": unloaded.latency_us.p99,
             "loaded_p99_us": loaded.latency_us.p99,
             "unloaded_pass": unloaded.invariants.pass(),
             "stalled": stalled_report,
+            "slow_consumer_drops": {
+                "ws": drops[0].1,
+                "sse": drops[1].1,
+            },
         }),
         load: loaded,
     })

@@ -1,16 +1,17 @@
-//! Stalled consumers: WebSocket clients with a tiny receive buffer that subscribe and then
-//! never read. The relay must disconnect each within its slow-consumer deadline; whether and
-//! when it did is read from the kernel's socket table (`ss`, or `/proc/net/tcp`; loopback
-//! shows both ends): the relay's end of the connection leaves ESTABLISHED when the relay closes it. The
-//! client's end may stay ESTABLISHED: the relay's FIN waits behind megabytes of unsent data
-//! that a zero receive window never lets through.
+//! Stalled consumers: WebSocket and SSE clients with a tiny receive buffer that subscribe and
+//! then never read. The relay must drop each within its slow-consumer deadline. It resets
+//! them (a TCP RST), so each socket learns it on its own: an error (or an end of stream)
+//! becomes ready on the socket without a byte being read. Nothing is polled: a task per
+//! socket parks on that readiness, so watching costs the healthy clients nothing. (A relay
+//! that merely closed such a socket would never be seen to: its FIN waits behind unsent bytes
+//! that the closed receive window never lets through. That is what the client sees too.)
 
-use std::collections::{HashMap, HashSet};
+use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -21,21 +22,22 @@ use super::transport;
 /// Receive buffer of a stalled socket (the kernel may round it up).
 const RECV_BUFFER: u32 = 4096;
 
-/// Stalled sockets being watched.
+/// Stalled sockets being watched, one task each.
 #[derive(Debug)]
 pub struct Stalled {
-    sockets: Vec<TcpStream>,
+    watchers: Vec<JoinHandle<Option<Duration>>>,
+    opened_sse: u64,
     failed: u64,
-    opened_at: Instant,
     stop: CancellationToken,
-    watcher: JoinHandle<HashMap<u16, Duration>>,
 }
 
 /// What happened to the stalled sockets.
 #[derive(Debug, Clone, Serialize)]
 pub struct StalledReport {
-    /// Sockets opened and subscribed.
+    /// Sockets opened and subscribed (WebSocket and SSE).
     pub opened: u64,
+    /// Of those, SSE.
+    pub opened_sse: u64,
     /// Sockets that could not connect.
     pub failed: u64,
     /// Sockets the relay disconnected before the end.
@@ -44,54 +46,90 @@ pub struct StalledReport {
     pub disconnect_after_ms: Summary,
 }
 
-/// Opens `count` stalled consumers of `stream` on `relay`.
-pub async fn open(relay: SocketAddr, stream: &str, count: usize, timeout: Duration) -> Stalled {
-    let mut sockets = Vec::with_capacity(count);
+/// Opens `ws` WebSocket and `sse` SSE stalled consumers of `stream` on `relay`.
+pub async fn open(
+    relay: SocketAddr,
+    stream: &str,
+    ws: usize,
+    sse: usize,
+    timeout: Duration,
+) -> Stalled {
+    let mut sockets = Vec::with_capacity(ws + sse);
     let mut failed = 0;
+    let mut opened_sse = 0;
     let subscribe =
         serde_json::json!({"type": "subscribe", "stream": stream, "snapshot": false}).to_string();
-    let frame = masked_text_frame(subscribe.as_bytes());
-    for _ in 0..count {
-        match open_one(relay, &frame, timeout).await {
-            Ok(socket) => sockets.push(socket),
+    let ws_request = format!(
+        "GET /v1/ws HTTP/1.1\r\nHost: {relay}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    // The 101 head and whatever follows stay unread: this consumer never reads.
+    let mut ws_bytes = ws_request.into_bytes();
+    ws_bytes.extend_from_slice(&masked_text_frame(subscribe.as_bytes()));
+    let sse_bytes =
+        format!("GET /v1/sse?stream={stream} HTTP/1.1\r\nHost: {relay}\r\n\r\n").into_bytes();
+    for index in 0..ws + sse {
+        let is_sse = index >= ws;
+        let request = if is_sse { &sse_bytes } else { &ws_bytes };
+        match open_one(relay, request, timeout).await {
+            Ok(socket) => {
+                sockets.push(socket);
+                opened_sse += u64::from(is_sse);
+            }
             Err(_) => failed += 1,
         }
     }
-    let ports: Vec<u16> = sockets
-        .iter()
-        .filter_map(|socket| socket.local_addr().ok().map(|addr| addr.port()))
-        .collect();
     let stop = CancellationToken::new();
     let opened_at = Instant::now();
-    let watcher = tokio::spawn(watch(ports, relay.port(), opened_at, stop.clone()));
+    let watchers = sockets
+        .into_iter()
+        .map(|socket| tokio::spawn(watch(socket, opened_at, stop.clone())))
+        .collect();
     Stalled {
-        sockets,
+        watchers,
+        opened_sse,
         failed,
-        opened_at,
         stop,
-        watcher,
     }
 }
 
-async fn open_one(
-    relay: SocketAddr,
-    frame: &[u8],
-    timeout: Duration,
-) -> std::io::Result<TcpStream> {
+async fn open_one(relay: SocketAddr, request: &[u8], timeout: Duration) -> io::Result<TcpStream> {
     let attempt = async {
         let mut stream = transport::tcp(relay, Some(RECV_BUFFER)).await?;
-        let request = format!(
-            "GET /v1/ws HTTP/1.1\r\nHost: {relay}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        );
-        stream.write_all(request.as_bytes()).await?;
-        // The 101 head and whatever follows stay unread: this consumer never reads.
-        stream.write_all(frame).await?;
+        stream.write_all(request).await?;
         Ok(stream)
     };
     tokio::time::timeout(timeout, attempt)
         .await
-        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
+        .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?
+}
+
+/// Holds `socket` without reading until the relay drops it (then returns how long after
+/// `opened_at`) or until `stop` (then `None`).
+async fn watch(socket: TcpStream, opened_at: Instant, stop: CancellationToken) -> Option<Duration> {
+    tokio::select! {
+        () = stop.cancelled() => None,
+        dropped = dropped(&socket) => dropped.ok().map(|()| opened_at.elapsed()),
+    }
+}
+
+/// Completes when the peer resets or closes `socket`, reading nothing.
+///
+/// # Errors
+///
+/// When the socket cannot be polled at all.
+async fn dropped(socket: &TcpStream) -> io::Result<()> {
+    loop {
+        let ready = socket.ready(Interest::READABLE | Interest::ERROR).await?;
+        // "Closed" readiness is final in tokio; an error is reported until taken.
+        if ready.is_error() || ready.is_read_closed() {
+            return Ok(());
+        }
+        // Bytes arrived (they stay unread): forget that and wait for the next change.
+        let _ = socket.try_io(Interest::READABLE, || {
+            Err::<(), _>(io::Error::from(io::ErrorKind::WouldBlock))
+        });
+    }
 }
 
 /// A client text frame (masked with a zero key, which RFC 6455 allows).
@@ -113,130 +151,24 @@ fn masked_text_frame(payload: &[u8]) -> Vec<u8> {
     frame
 }
 
-/// Polls the socket table until `stop`; returns when each local port was seen closed.
-async fn watch(
-    ports: Vec<u16>,
-    relay_port: u16,
-    opened_at: Instant,
-    stop: CancellationToken,
-) -> HashMap<u16, Duration> {
-    let mut closed = HashMap::new();
-    loop {
-        // Off the runtime's workers (see `established`).
-        let established = tokio::task::spawn_blocking(move || established(relay_port)).await;
-        // No table this round (should not happen): learn nothing rather than guess.
-        if let Ok(Some(established)) = established {
-            for port in &ports {
-                // The relay's end left ESTABLISHED (FIN_WAIT1, or gone): the relay closed it.
-                if !closed.contains_key(port) && !established.contains(port) {
-                    closed.insert(*port, opened_at.elapsed());
-                }
-            }
-        }
-        if closed.len() == ports.len() {
-            return closed;
-        }
-        tokio::select! {
-            () = stop.cancelled() => return closed,
-            () = tokio::time::sleep(Duration::from_millis(250)) => {}
-        }
-    }
-}
-
-/// The client ports of the connections whose relay end (local port `relay_port`) is
-/// ESTABLISHED.
-///
-/// Asked of the kernel through `ss` (netlink, filtered in the kernel by state and port), else
-/// read from `/proc/net/tcp`. The text table costs far more: after a big run it lists ten
-/// thousand TIME_WAIT sockets (1.5 MB of text, formatted by the kernel on every read), and
-/// reading it four times a second took the healthy clients' p99 next to 1,000 stalled ones
-/// from 2.2 to 70 ms on this 2-core machine (5.8 ms once moved off the runtime's workers).
-fn established(relay_port: u16) -> Option<HashSet<u16>> {
-    established_by_ss(relay_port).or_else(|| {
-        let states = socket_states(relay_port);
-        // 0x01 is ESTABLISHED.
-        Some(
-            states
-                .into_iter()
-                .filter(|&(_, state)| state == 0x01)
-                .map(|(port, _)| port)
-                .collect(),
-        )
-    })
-}
-
-fn established_by_ss(relay_port: u16) -> Option<HashSet<u16>> {
-    let filter = format!("( sport = :{relay_port} )");
-    let output = std::process::Command::new("ss")
-        .args(["-tnH", "state", "established", &filter])
-        .output()
-        .ok()?;
-    if !output.status.success() {
-        return None;
-    }
-    let text = String::from_utf8(output.stdout).ok()?;
-    // With a state filter the columns are: Recv-Q Send-Q Local:Port Peer:Port.
-    Some(
-        text.lines()
-            .filter_map(|line| {
-                line.split_whitespace()
-                    .nth(3)?
-                    .rsplit_once(':')?
-                    .1
-                    .parse()
-                    .ok()
-            })
-            .collect(),
-    )
-}
-
-/// Client port -> TCP state of the relay's end of each connection (local port
-/// `relay_port`), from this host's IPv4 and IPv6 socket tables.
-fn socket_states(relay_port: u16) -> HashMap<u16, u8> {
-    let mut states = HashMap::new();
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(text) = std::fs::read_to_string(table) else {
-            continue;
-        };
-        for line in text.lines().skip(1) {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let (Some(local), Some(remote), Some(state)) =
-                (fields.get(1), fields.get(2), fields.get(3))
-            else {
-                continue;
-            };
-            let port = |address: &str| {
-                address
-                    .rsplit_once(':')
-                    .and_then(|(_, port)| u16::from_str_radix(port, 16).ok())
-            };
-            if port(local) != Some(relay_port) {
-                continue;
-            }
-            if let (Some(client_port), Ok(state)) = (port(remote), u8::from_str_radix(state, 16)) {
-                states.insert(client_port, state);
-            }
-        }
-    }
-    states
-}
-
 impl Stalled {
     /// Stops watching, closes the sockets, and reports.
     pub async fn finish(self) -> StalledReport {
         self.stop.cancel();
-        let closed = self.watcher.await.unwrap_or_default();
-        let opened = self.sockets.len() as u64;
-        drop(self.sockets);
+        let opened = self.watchers.len() as u64;
         let histogram = Histogram::new();
-        for after in closed.values() {
-            histogram.record(after.as_millis() as u64);
+        let mut disconnected = 0;
+        for watcher in self.watchers {
+            if let Ok(Some(after)) = watcher.await {
+                disconnected += 1;
+                histogram.record(after.as_millis() as u64);
+            }
         }
-        let _ = self.opened_at;
         StalledReport {
             opened,
+            opened_sse: self.opened_sse,
             failed: self.failed,
-            disconnected: closed.len() as u64,
+            disconnected,
             disconnect_after_ms: histogram.summary(),
         }
     }
@@ -254,21 +186,41 @@ mod tests {
         assert_eq!(&long[..4], &[0x81, 0x80 | 126, 1, 44]);
     }
 
-    #[tokio::test]
-    async fn closed_peers_are_seen_in_the_socket_table() {
+    /// A connected pair: the client end (4 KiB receive buffer) and the accepted end.
+    async fn pair() -> (TcpStream, TcpStream) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        let client = TcpStream::connect(("127.0.0.1", port))
+        let addr = listener.local_addr().expect("addr");
+        let client = transport::tcp(addr, Some(RECV_BUFFER))
             .await
             .expect("connect");
-        let local = client.local_addr().expect("local").port();
         let (server, _) = listener.accept().await.expect("accept");
-        assert_eq!(socket_states(port).get(&local), Some(&0x01));
+        (client, server)
+    }
+
+    #[tokio::test]
+    async fn a_reset_is_seen_without_reading_and_unread_bytes_are_not() {
+        let (client, mut server) = pair().await;
+        let watching = tokio::spawn(async move {
+            let seen = tokio::time::timeout(Duration::from_secs(5), dropped(&client)).await;
+            (seen.is_ok(), client)
+        });
+        // Bytes the client never reads do not count as a drop.
+        server.write_all(&[7u8; 2048]).await.expect("write");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!watching.is_finished(), "unread bytes taken for a drop");
+        server.set_zero_linger().expect("SO_LINGER 0");
         drop(server);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        assert_ne!(socket_states(port).get(&local), Some(&0x01));
-        drop(client);
+        let (seen, _client) = watching.await.expect("task");
+        assert!(seen, "the reset was not seen");
+    }
+
+    #[tokio::test]
+    async fn a_normal_close_is_seen_too() {
+        let (client, server) = pair().await;
+        drop(server);
+        let seen = tokio::time::timeout(Duration::from_secs(5), dropped(&client)).await;
+        assert!(matches!(seen, Ok(Ok(()))), "{seen:?}");
     }
 }

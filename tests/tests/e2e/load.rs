@@ -148,14 +148,22 @@ async fn stalled_consumers_are_dropped_and_others_keep_up() {
         rate: 200.0,
         ..small(16, 4)
     };
-    let report = scenario::stalled_consumers(&load, 20, 7000, 8.0)
+    let report = scenario::stalled_consumers(&load, 20, 10, 7000, 8.0)
         .await
         .expect("scenario runs");
     assert_clean(&report);
     let stalled = &report.extra["stalled"];
     assert_eq!(
-        stalled["opened"].as_u64(),
-        Some(20),
+        (stalled["opened"].as_u64(), stalled["opened_sse"].as_u64()),
+        (Some(30), Some(10)),
+        "{}",
+        report.describe()
+    );
+    // The relay counted each as a slow consumer (reset), per transport.
+    let drops = &report.extra["slow_consumer_drops"];
+    assert_eq!(
+        (drops["ws"].as_u64(), drops["sse"].as_u64()),
+        (Some(20), Some(10)),
         "{}",
         report.describe()
     );
