@@ -32,6 +32,9 @@ pub enum StartError {
     /// The LISTEN side could not start.
     #[error("listener")]
     Listener(#[from] listener::StartError),
+    /// The reaper thread could not start.
+    #[error("reaper thread")]
+    Reaper(#[source] std::io::Error),
 }
 
 /// Shared relay state. Cloning the `Arc` is how transports get it.
@@ -67,6 +70,8 @@ pub struct Hub {
     pub embedded: Option<tokio::sync::Mutex<EmbeddedPostgres>>,
     /// The connection string in use (the embedded cluster's, or DATABASE_URL).
     pub database_url: String,
+    /// Drops what closed connections leave behind, off the runtime's workers.
+    pub reaper: crate::reaper::Reaper,
 }
 
 impl Hub {
@@ -132,7 +137,9 @@ impl Hub {
             config.options.replay_page,
             config.options.replay_cache_bytes,
         );
+        let reaper = crate::reaper::Reaper::spawn().map_err(StartError::Reaper)?;
         let hub = Arc::new(Self {
+            reaper,
             config,
             bus,
             pool,

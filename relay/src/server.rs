@@ -71,7 +71,7 @@ pub async fn serve(listener: TcpListener, hub: Arc<Hub>, shutdown: impl Future<O
         limit_unsent(&socket, hub.config.options.socket_unsent_bytes);
         // A transport that drops this connection as a slow consumer resets it (see `Reset`).
         let reset = Reset::new();
-        let socket = Socket::new(socket, reset.clone());
+        let socket = Socket::new(socket, reset.clone(), hub.reaper.clone());
         let hub_for_service = Arc::clone(&hub);
         let reset_for_service = reset.clone();
         let service = service_fn(move |mut request: Request<Incoming>| {

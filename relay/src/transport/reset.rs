@@ -23,6 +23,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
+use crate::reaper::Reaper;
+
 /// The switch that turns a connection's close into a reset; shared by the accept loop (which
 /// puts it in every request's extensions) and the transport serving the connection.
 #[derive(Debug, Clone, Default)]
@@ -73,26 +75,54 @@ impl Reset {
 /// An accepted TCP connection that aborts instead of closing once its [`Reset`] is thrown.
 #[derive(Debug)]
 pub struct Socket {
-    stream: TcpStream,
+    /// `None` only once dropped.
+    stream: Option<TcpStream>,
     reset: Reset,
+    reaper: Reaper,
 }
 
 impl Socket {
-    /// Wraps `stream`; `reset` decides how it ends.
-    pub fn new(stream: TcpStream, reset: Reset) -> Self {
-        Self { stream, reset }
+    /// Wraps `stream`; `reset` decides how it ends, and a reset socket is closed on `reaper`
+    /// (the kernel frees its unsent bytes inside that `close`).
+    pub fn new(stream: TcpStream, reset: Reset, reaper: Reaper) -> Self {
+        Self {
+            stream: Some(stream),
+            reset,
+            reaper,
+        }
+    }
+
+    fn stream(&mut self) -> io::Result<&mut TcpStream> {
+        self.stream
+            .as_mut()
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
     }
 }
 
 impl Drop for Socket {
     fn drop(&mut self) {
+        let Some(stream) = self.stream.take() else {
+            return;
+        };
         if self.reset.is_reset() {
-            // SO_LINGER 0 makes the close below (when `stream` drops) send a reset and free
-            // the unsent bytes. If it fails the socket just closes normally.
-            if let Err(error) = self.stream.set_zero_linger() {
+            // SO_LINGER 0 makes the close (when `stream` drops) send a reset and free the
+            // unsent bytes. If it fails the socket just closes normally.
+            if let Err(error) = stream.set_zero_linger() {
                 tracing::debug!(%error, "SO_LINGER 0 not set; closing normally");
             }
+            self.reaper.bury(stream);
         }
+    }
+}
+
+/// Polls `poll` on the socket's stream, or fails if it is gone.
+fn with_stream<T>(
+    socket: Pin<&mut Socket>,
+    poll: impl FnOnce(Pin<&mut TcpStream>) -> Poll<io::Result<T>>,
+) -> Poll<io::Result<T>> {
+    match socket.get_mut().stream() {
+        Ok(stream) => poll(Pin::new(stream)),
+        Err(error) => Poll::Ready(Err(error)),
     }
 }
 
@@ -102,7 +132,7 @@ impl AsyncRead for Socket {
         context: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_read(context, buf)
+        with_stream(self, |stream| stream.poll_read(context, buf))
     }
 }
 
@@ -112,7 +142,7 @@ impl AsyncWrite for Socket {
         context: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(context, buf)
+        with_stream(self, |stream| stream.poll_write(context, buf))
     }
 
     fn poll_write_vectored(
@@ -120,19 +150,21 @@ impl AsyncWrite for Socket {
         context: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write_vectored(context, bufs)
+        with_stream(self, |stream| stream.poll_write_vectored(context, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
+        self.stream
+            .as_ref()
+            .is_some_and(AsyncWrite::is_write_vectored)
     }
 
     fn poll_flush(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_flush(context)
+        with_stream(self, |stream| stream.poll_flush(context))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_shutdown(context)
+        with_stream(self, |stream| stream.poll_shutdown(context))
     }
 }
 
@@ -152,7 +184,7 @@ mod tests {
         let mut client = TcpStream::connect(listener.local_addr()?).await?;
         let (stream, _) = listener.accept().await?;
         let switch = Reset::new();
-        let mut socket = Socket::new(stream, switch.clone());
+        let mut socket = Socket::new(stream, switch.clone(), Reaper::spawn()?);
         let chunk = vec![7u8; 64 * 1024];
         // Write until the kernel takes no more (the client does not read).
         loop {

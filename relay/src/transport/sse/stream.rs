@@ -131,6 +131,15 @@ pub(super) async fn run(
     };
     tracing::debug!(connection = %events.id, "sse open");
     events.serve().await;
+    // The session (and its queue) is dropped off the workers (see `Reaper`).
+    let Events {
+        hub,
+        session,
+        sender,
+        ..
+    } = events;
+    drop(sender);
+    hub.reaper.bury(session);
     drop(permit);
 }
 

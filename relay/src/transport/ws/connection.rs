@@ -353,8 +353,9 @@ impl Connection {
             tracing::debug!(connection = %self.id, code = code.code(), %reason, "closing websocket");
             self.hub.metrics.disconnect(*code);
         }
-        // The session is over: leave the bus before waiting on the socket.
-        drop(self.session);
+        // The session is over: leave the bus before waiting on the socket. Its queue is
+        // released off the workers (see `Reaper`).
+        self.hub.reaper.bury(self.session);
         let closed = goodbye(self.writer, &mut self.obligations, ending, read_half, stall).await;
         if let Err(WriteError::Stalled(stall)) = closed {
             tracing::debug!(connection = %self.id, ?stall, "close frame not taken; resetting");
