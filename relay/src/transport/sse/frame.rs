@@ -29,24 +29,8 @@ pub(super) fn retry(out: &mut BytesMut, millis: u64) {
 
 /// One event: `event: <name>`, `id: <id>` when given, `data:` lines, then a blank line.
 pub(super) fn event(out: &mut BytesMut, name: &str, id: Option<&str>, data: &[u8]) {
-    let name = if is_event_name(name) {
-        name
-    } else {
-        FALLBACK_EVENT
-    };
     out.reserve(name.len() + id.map_or(0, str::len) + data.len() + 24);
-    out.put_slice(b"event: ");
-    out.put_slice(name.as_bytes());
-    out.put_u8(b'\n');
-    if let Some(id) = id {
-        if id.bytes().any(|byte| matches!(byte, b'\r' | b'\n' | b'\0')) {
-            tracing::warn!(id, "bug: an sse id with a line break or NUL was dropped");
-        } else {
-            out.put_slice(b"id: ");
-            out.put_slice(id.as_bytes());
-            out.put_u8(b'\n');
-        }
-    }
+    fields(out, name, id);
     let mut rest = data;
     loop {
         let end = memchr::memchr2(b'\r', b'\n', rest);
@@ -66,6 +50,45 @@ pub(super) fn event(out: &mut BytesMut, name: &str, id: Option<&str>, data: &[u8
         }
     }
     out.put_u8(b'\n');
+}
+
+/// Whether `data` fits one `data:` line (no CR or LF), so that it can follow
+/// [`event_head`] as it is.
+pub(super) fn is_one_line(data: &[u8]) -> bool {
+    memchr::memchr2(b'\r', b'\n', data).is_none()
+}
+
+/// An event up to its data: `event:`, `id:` when given, and `data: `. The data (one line, see
+/// [`is_one_line`]) and [`event_tail`] follow.
+pub(super) fn event_head(out: &mut BytesMut, name: &str, id: Option<&str>) {
+    fields(out, name, id);
+    out.put_slice(b"data: ");
+}
+
+/// Ends an event begun with [`event_head`]: the data line's end and the blank line.
+pub(super) fn event_tail(out: &mut BytesMut) {
+    out.put_slice(b"\n\n");
+}
+
+/// `event: <name>` and `id: <id>` lines.
+fn fields(out: &mut BytesMut, name: &str, id: Option<&str>) {
+    let name = if is_event_name(name) {
+        name
+    } else {
+        FALLBACK_EVENT
+    };
+    out.put_slice(b"event: ");
+    out.put_slice(name.as_bytes());
+    out.put_u8(b'\n');
+    if let Some(id) = id {
+        if id.bytes().any(|byte| matches!(byte, b'\r' | b'\n' | b'\0')) {
+            tracing::warn!(id, "bug: an sse id with a line break or NUL was dropped");
+        } else {
+            out.put_slice(b"id: ");
+            out.put_slice(id.as_bytes());
+            out.put_u8(b'\n');
+        }
+    }
 }
 
 /// The heartbeat comment.

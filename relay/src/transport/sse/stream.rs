@@ -39,13 +39,24 @@ const CHANNEL_CHUNKS: usize = 1;
 /// fan-out cheap (one chunk, one `write` for a hundred events); 16 KiB measured slower.
 const MAX_CHUNK_BYTES: usize = 32 * 1024;
 
+/// Event data of at least this many bytes is not copied into the chunk: the chunk refers to
+/// the encoded event shared by every subscriber (hyper writes the parts vectored). Below it a
+/// copy is cheaper than a part.
+const SHARE_FROM: usize = 512;
+
+/// One burst as handed to hyper: copied framing and small events, and shared large events,
+/// in order.
+type Chunk = Vec<Bytes>;
+
 /// How long the last words (shutdown advisory, close event) may wait for a slow reader.
 const LAST_WORDS: Duration = Duration::from_secs(1);
 
 /// The response body: the chunks the connection's task produces, until it ends.
 #[derive(Debug)]
 pub(super) struct EventBody {
-    receiver: mpsc::Receiver<Bytes>,
+    receiver: mpsc::Receiver<Chunk>,
+    /// The rest of the chunk being handed to hyper, one part per frame.
+    parts: std::vec::IntoIter<Bytes>,
 }
 
 impl Body for EventBody {
@@ -56,17 +67,28 @@ impl Body for EventBody {
         self: Pin<&mut Self>,
         context: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.get_mut()
-            .receiver
-            .poll_recv(context)
-            .map(|chunk| chunk.map(|bytes| Ok(Frame::data(bytes))))
+        let body = self.get_mut();
+        loop {
+            if let Some(part) = body.parts.next() {
+                return Poll::Ready(Some(Ok(Frame::data(part))));
+            }
+            match body.receiver.poll_recv(context) {
+                Poll::Ready(Some(chunk)) => body.parts = chunk.into_iter(),
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
     }
 }
 
 /// The channel between the task and the body.
-pub(super) fn channel() -> (mpsc::Sender<Bytes>, EventBody) {
+pub(super) fn channel() -> (mpsc::Sender<Chunk>, EventBody) {
     let (sender, receiver) = mpsc::channel(CHANNEL_CHUNKS);
-    (sender, EventBody { receiver })
+    let body = EventBody {
+        receiver,
+        parts: Vec::new().into_iter(),
+    };
+    (sender, body)
 }
 
 /// Why a chunk could not be handed over.
@@ -83,7 +105,7 @@ pub(super) async fn run(
     hub: Arc<Hub>,
     request: SseRequest,
     admission: Admission,
-    sender: mpsc::Sender<Bytes>,
+    sender: mpsc::Sender<Chunk>,
 ) {
     let Admission {
         grant,
@@ -94,7 +116,7 @@ pub(super) async fn run(
     let mut chunk = BytesMut::new();
     frame::retry(&mut chunk, hub.config.options.sse_retry_ms);
     let stall = hub.config.slow_consumer();
-    match send(&sender, std::mem::take(&mut chunk).freeze(), stall).await {
+    match send(&sender, vec![std::mem::take(&mut chunk).freeze()], stall).await {
         Ok(()) => {}
         Err(SendError::Stalled(_)) => {
             reset.reset();
@@ -125,6 +147,8 @@ pub(super) async fn run(
         cursor,
         sender,
         chunk,
+        parts: Vec::new(),
+        parts_bytes: 0,
         stall,
         id_text: String::new(),
         reset,
@@ -150,9 +174,14 @@ struct Events {
     session: Session,
     /// Every stream's last position sent; its encoding is the `id:` of each positioned event.
     cursor: Cursor,
-    sender: mpsc::Sender<Bytes>,
-    /// The chunk being built (empty between bursts).
+    sender: mpsc::Sender<Chunk>,
+    /// The copied tail of the chunk being built (empty between bursts).
     chunk: BytesMut,
+    /// The parts of the chunk before `chunk` (empty between bursts, and unless a large
+    /// shared event was added).
+    parts: Chunk,
+    /// Bytes in `parts`.
+    parts_bytes: usize,
     /// `--slow-consumer-ms`.
     stall: Duration,
     /// The encoded cursor of the last positioned event (reused buffer).
@@ -255,7 +284,7 @@ impl Events {
                 }
                 Outgoing::Close { code, reason } => return Some((code, reason)),
             }
-            if self.chunk.len() >= MAX_CHUNK_BYTES {
+            if self.chunk.len() + self.parts_bytes >= MAX_CHUNK_BYTES {
                 break;
             }
             next = self.session.ready();
@@ -265,26 +294,31 @@ impl Events {
 
     /// Adds one message as an event named `name`; `moved` says a position changed (the event
     /// gets an id).
-    fn push(&mut self, name: &str, json: &[u8], moved: bool) {
+    fn push(&mut self, name: &str, json: &Bytes, moved: bool) {
         let id = if moved {
             self.cursor.encode_into(&mut self.id_text);
             Some(self.id_text.as_str())
         } else {
             None
         };
-        frame::event(&mut self.chunk, name, id, json);
+        if json.len() < SHARE_FROM || !frame::is_one_line(json) {
+            return frame::event(&mut self.chunk, name, id, json);
+        }
+        // `event:`, `id:` and `data: ` copied, the data itself shared, then the blank line.
+        frame::event_head(&mut self.chunk, name, id);
+        let head = self.chunk.split().freeze();
+        self.parts_bytes += head.len() + json.len();
+        self.parts.push(head);
+        self.parts.push(json.clone());
+        frame::event_tail(&mut self.chunk);
     }
 
     /// The `shutdown` advisory, the last event before the body ends at shutdown.
     fn shutdown_event(&mut self) {
         let advisory = Advisory::new(AdvisoryKind::Shutdown)
             .reason("the relay is shutting down; reconnect and resume");
-        let json = ServerMessage::Advisory(advisory).encode();
-        self.push(
-            &frame::message_type(json.as_bytes()),
-            json.as_bytes(),
-            false,
-        );
+        let json = Bytes::from(ServerMessage::Advisory(advisory).encode());
+        self.push(&frame::message_type(&json), &json, false);
     }
 
     /// The SSE stand-in for a WebSocket close frame: `event: close` with the code and reason.
@@ -317,18 +351,22 @@ impl Events {
     }
 
     async fn flush_within(&mut self, stall: Duration) -> Result<(), SendError> {
-        if self.chunk.is_empty() {
+        if self.chunk.is_empty() && self.parts.is_empty() {
             return Ok(());
         }
-        // A fresh buffer per burst: an idle connection holds no chunk memory.
-        let chunk = std::mem::take(&mut self.chunk).freeze();
+        let mut chunk = std::mem::take(&mut self.parts);
+        self.parts_bytes = 0;
+        if !self.chunk.is_empty() {
+            // A fresh buffer per burst: an idle connection holds no chunk memory.
+            chunk.push(std::mem::take(&mut self.chunk).freeze());
+        }
         send(&self.sender, chunk, stall).await
     }
 }
 
 async fn send(
-    sender: &mpsc::Sender<Bytes>,
-    chunk: Bytes,
+    sender: &mpsc::Sender<Chunk>,
+    chunk: Chunk,
     stall: Duration,
 ) -> Result<(), SendError> {
     match tokio::time::timeout(stall, sender.send(chunk)).await {

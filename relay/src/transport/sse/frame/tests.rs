@@ -227,3 +227,21 @@ fn a_stream_of_events_parses_back() {
         ]
     );
 }
+
+#[test]
+fn a_shared_event_frames_exactly_like_a_copied_one() {
+    let data = br#"{"type":"event","stream":"todos","seq":7,"data":{"pad":"xxxx"}}"#;
+    assert!(is_one_line(data));
+    for id in [None, Some("1;todos,3,7")] {
+        let mut out = BytesMut::new();
+        event_head(&mut out, "event", id);
+        out.extend_from_slice(data);
+        event_tail(&mut out);
+        assert_eq!(out.to_vec(), encode("event", id, data));
+        let parsed = parse(&out);
+        assert_eq!(parsed.len(), 1);
+        assert_eq!(parsed[0].data.as_bytes(), data);
+    }
+    assert!(!is_one_line(b"two\nlines"));
+    assert!(!is_one_line(b"two\rlines"));
+}
