@@ -82,13 +82,18 @@ pub async fn serve(listener: TcpListener, hub: Arc<Hub>, shutdown: impl Future<O
             .serve_connection(TokioIo::new(socket), service)
             .with_upgrades();
         let token = hub.token.clone();
+        let reaper = hub.reaper.clone();
         hub.tracker.spawn(async move {
-            let mut connection = std::pin::pin!(connection);
+            let mut connection = Box::pin(connection);
             let result = tokio::select! {
                 result = connection.as_mut() => result,
                 // An SSE body given up on: dropping the connection drops (and resets) the
-                // socket hyper was stuck writing to.
-                () = reset.requested() => return,
+                // socket hyper was stuck writing to, with the events queued for it (on the
+                // reaper, like the session).
+                () = reset.requested() => {
+                    reaper.bury(connection);
+                    return;
+                }
                 () = token.cancelled() => {
                     // Finish the request in flight, then close; upgraded sockets (WebSocket)
                     // and SSE bodies watch the same token and close themselves.
