@@ -121,7 +121,15 @@ async fn main() -> anyhow::Result<ExitCode> {
         };
         record(
             "stalled",
-            scenario::stalled_consumers(&healthy, args.stalled, args.stalled_sse, 7000, 20.0).await,
+            scenario::stalled_consumers(
+                &healthy,
+                args.stalled,
+                args.stalled_sse,
+                7000,
+                20.0,
+                Duration::from_secs(1),
+            )
+            .await,
         );
     }
     if wanted("blackholes") {

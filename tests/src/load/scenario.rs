@@ -532,8 +532,9 @@ pub async fn three_relays(load: &Load, binary: PathBuf) -> Result<ScenarioReport
 
 /// Stalled consumers: first healthy clients alone (the unloaded p99), then the same with
 /// `stalled_ws` WebSocket and `stalled_sse` SSE sockets that never read while events of
-/// `payload_bytes` flow. Each stalled socket must be disconnected (reset, seen by the socket
-/// itself) within the slow-consumer deadline plus the time to fill its buffers; the healthy
+/// `payload_bytes` flow, with the relay's slow-consumer deadline at `deadline`. Each stalled
+/// socket must be disconnected (reset, seen by the socket itself) within that deadline plus
+/// the time to fill its buffers; the healthy
 /// clients must pass and keep their latency. `extra.slow_consumer_drops` is the relay's own
 /// count per transport.
 ///
@@ -546,11 +547,12 @@ pub async fn stalled_consumers(
     stalled_sse: usize,
     payload_bytes: usize,
     seconds: f64,
+    deadline: Duration,
 ) -> Result<ScenarioReport, ScenarioError> {
     let pg = TestPg::try_start(&[]).await?;
     let relay = TestRelay::spawn_with(&pg, |options| {
         fast_relay(options);
-        options.slow_consumer_ms = 1000;
+        options.slow_consumer_ms = u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX);
     })
     .await;
     let mut reports = Vec::new();
