@@ -23,6 +23,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
+use crate::metrics::{Metrics, Transport};
 use crate::reaper::Reaper;
 
 /// The switch that turns a connection's close into a reset; shared by the accept loop (which
@@ -59,6 +60,13 @@ impl Reset {
     pub fn reset(&self) {
         self.inner.armed.store(true, Ordering::Release);
         self.inner.requested.cancel();
+    }
+
+    /// Drops a slow consumer: [`Reset::reset`], counted in
+    /// `tidewire_slow_consumer_drops_total{transport}`.
+    pub fn slow_consumer(&self, metrics: &Metrics, transport: Transport) {
+        self.reset();
+        metrics.slow_consumer_dropped(transport);
     }
 
     /// Whether [`Reset::reset`] was called.

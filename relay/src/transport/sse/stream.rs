@@ -119,9 +119,7 @@ pub(super) async fn run(
     match send(&sender, vec![std::mem::take(&mut chunk).freeze()], stall).await {
         Ok(()) => {}
         Err(SendError::Stalled(_)) => {
-            reset.reset();
-            hub.metrics
-                .slow_consumer_dropped(crate::metrics::Transport::Sse);
+            reset.slow_consumer(&hub.metrics, crate::metrics::Transport::Sse);
             return;
         }
         Err(SendError::Gone) => return,
@@ -244,10 +242,8 @@ impl Events {
                             ?stall,
                             "slow consumer: sse writes blocked; resetting the connection"
                         );
-                        self.reset.reset();
-                        self.hub
-                            .metrics
-                            .slow_consumer_dropped(crate::metrics::Transport::Sse);
+                        self.reset
+                            .slow_consumer(&self.hub.metrics, crate::metrics::Transport::Sse);
                     }
                     SendError::Gone => tracing::debug!(connection = %self.id, "sse client gone"),
                 }

@@ -317,21 +317,14 @@ impl Connection {
                     ?stall,
                     "slow consumer: websocket writes blocked; resetting the connection"
                 );
-                self.drop_slow_consumer();
+                self.reset
+                    .slow_consumer(&self.hub.metrics, crate::metrics::Transport::WebSocket);
             }
             other => {
                 tracing::debug!(connection = %self.id, error = %other, "websocket write failed")
             }
         }
         Ending::Drop
-    }
-
-    /// Ends the connection with a TCP reset when it is dropped (see [`Reset`]) and counts it.
-    fn drop_slow_consumer(&self) {
-        self.reset.reset();
-        self.hub
-            .metrics
-            .slow_consumer_dropped(crate::metrics::Transport::WebSocket);
     }
 
     /// The relay is stopping: a `shutdown` advisory, then close 1001.
