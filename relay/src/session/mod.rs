@@ -299,7 +299,7 @@ impl Session {
     ) {
         self.push(&ServerMessage::Error {
             id,
-            stream,
+            stream: stream.map(|stream| stream.as_str().to_owned()),
             code,
             message: message.into(),
         });
@@ -316,9 +316,9 @@ impl Session {
     /// Decodes and handles one client text message; a bad one is answered with an `error`
     /// (the connection stays open).
     pub async fn handle_text(&mut self, text: &[u8]) {
-        match tidewire_shared::message::decode_client(text, &self.limits) {
+        match tidewire_shared::message::decode_or_refuse(text, &self.limits) {
             Ok(message) => self.handle(message).await,
-            Err(error) => self.push_error(None, None, error.error_code(), error.to_string()),
+            Err(refusal) => self.push(&refusal.to_message()),
         }
     }
 

@@ -4,9 +4,11 @@
 //! services send to the relay; [`server`] holds what the relay sends back.
 
 pub mod client;
+pub mod refusal;
 pub mod server;
 
 pub use client::{decode_client, ClientMessage, Publish, Subscribe};
+pub use refusal::{decode_or_refuse, Refusal};
 pub use server::{decode_server, Advisory, AdvisoryKind, ServerMessage};
 
 /// Longest client operation id (`id` of publish and ping), in bytes.

@@ -78,9 +78,10 @@ pub enum ServerMessage {
         /// The client's operation id, when the error answers one.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<String>,
-        /// The stream concerned, when there is one.
+        /// The stream concerned, when there is one, as the client named it: in a `bad_stream`
+        /// answer this is the invalid name the client sent.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        stream: Option<StreamName>,
+        stream: Option<String>,
         /// Machine-readable code.
         code: ErrorCode,
         /// Human-readable explanation.

@@ -192,24 +192,24 @@ fn rows(epoch: u64) -> Vec<Row> {
         ws("subscribe without stream", json!({"type": "subscribe"}), Expect::Error("bad_message")),
         ws_text("nested 100 deep", &format!("{{\"type\":\"ping\",\"x\":{}{}}}", "[".repeat(100), "]".repeat(100)), Expect::Error("bad_message")),
         // Stream names.
-        ws("empty stream", json!({"type": "subscribe", "stream": ""}), Expect::Error("bad_message")),
-        ws("space in stream", json!({"type": "subscribe", "stream": "a b"}), Expect::Error("bad_message")),
-        ws("sql injection stream", json!({"type": "subscribe", "stream": "\";drop table x;--"}), Expect::Error("bad_message")),
-        ws("64-byte stream", json!({"type": "subscribe", "stream": "s".repeat(64)}), Expect::Error("bad_message")),
-        ws("70-byte stream", json!({"type": "subscribe", "stream": long_name}), Expect::Error("bad_message")),
-        ws("255-byte stream", json!({"type": "subscribe", "stream": "s".repeat(255)}), Expect::Error("bad_message")),
-        ws("NUL in stream", json!({"type": "subscribe", "stream": "a\u{0}b"}), Expect::Error("bad_message")),
-        ws("newline in stream", json!({"type": "subscribe", "stream": "a\nb"}), Expect::Error("bad_message")),
-        ws("quote in stream", json!({"type": "subscribe", "stream": "a'b"}), Expect::Error("bad_message")),
-        ws("unicode look-alike stream", json!({"type": "subscribe", "stream": "t\u{043e}dos"}), Expect::Error("bad_message")),
-        ws("raw alias of a durable channel", json!({"type": "subscribe", "stream": "raw:tw:todos"}), Expect::Error("bad_message")),
-        ws("empty raw channel", json!({"type": "subscribe", "stream": "raw:"}), Expect::Error("bad_message")),
+        ws("empty stream", json!({"type": "subscribe", "stream": ""}), Expect::Error("bad_stream")),
+        ws("space in stream", json!({"type": "subscribe", "stream": "a b"}), Expect::Error("bad_stream")),
+        ws("sql injection stream", json!({"type": "subscribe", "stream": "\";drop table x;--"}), Expect::Error("bad_stream")),
+        ws("64-byte stream", json!({"type": "subscribe", "stream": "s".repeat(64)}), Expect::Error("bad_stream")),
+        ws("70-byte stream", json!({"type": "subscribe", "stream": long_name}), Expect::Error("bad_stream")),
+        ws("255-byte stream", json!({"type": "subscribe", "stream": "s".repeat(255)}), Expect::Error("bad_stream")),
+        ws("NUL in stream", json!({"type": "subscribe", "stream": "a\u{0}b"}), Expect::Error("bad_stream")),
+        ws("newline in stream", json!({"type": "subscribe", "stream": "a\nb"}), Expect::Error("bad_stream")),
+        ws("quote in stream", json!({"type": "subscribe", "stream": "a'b"}), Expect::Error("bad_stream")),
+        ws("unicode look-alike stream", json!({"type": "subscribe", "stream": "t\u{043e}dos"}), Expect::Error("bad_stream")),
+        ws("raw alias of a durable channel", json!({"type": "subscribe", "stream": "raw:tw:todos"}), Expect::Error("bad_stream")),
+        ws("empty raw channel", json!({"type": "subscribe", "stream": "raw:"}), Expect::Error("bad_stream")),
         // Positions.
-        ws("negative since", json!({"type": "subscribe", "stream": "t", "since": {"epoch": epoch, "seq": -1}}), Expect::Error("bad_message")),
-        ws_text("since 1e30", &format!("{{\"type\":\"subscribe\",\"stream\":\"t\",\"since\":{{\"epoch\":{epoch},\"seq\":1e30}}}}"), Expect::Error("bad_message")),
-        ws_text("since beyond u64", &format!("{{\"type\":\"subscribe\",\"stream\":\"t\",\"since\":{{\"epoch\":{epoch},\"seq\":99999999999999999999999}}}}"), Expect::Error("bad_message")),
-        ws("since is a string", json!({"type": "subscribe", "stream": "t", "since": {"epoch": epoch, "seq": "abc"}}), Expect::Error("bad_message")),
-        ws("since is 4 KiB of garbage", json!({"type": "subscribe", "stream": "t", "since": garbage}), Expect::Error("bad_message")),
+        ws("negative since", json!({"type": "subscribe", "stream": "t", "since": {"epoch": epoch, "seq": -1}}), Expect::Error("bad_since")),
+        ws_text("since 1e30", &format!("{{\"type\":\"subscribe\",\"stream\":\"t\",\"since\":{{\"epoch\":{epoch},\"seq\":1e30}}}}"), Expect::Error("bad_since")),
+        ws_text("since beyond u64", &format!("{{\"type\":\"subscribe\",\"stream\":\"t\",\"since\":{{\"epoch\":{epoch},\"seq\":99999999999999999999999}}}}"), Expect::Error("bad_since")),
+        ws("since is a string", json!({"type": "subscribe", "stream": "t", "since": {"epoch": epoch, "seq": "abc"}}), Expect::Error("bad_since")),
+        ws("since is 4 KiB of garbage", json!({"type": "subscribe", "stream": "t", "since": garbage}), Expect::Error("bad_since")),
         ws("since from another epoch", json!({"type": "subscribe", "stream": "t", "since": {"epoch": epoch + 1, "seq": 1}}), Expect::Advisory("resync")),
         ws("since ahead of the head", json!({"type": "subscribe", "stream": "t", "since": {"epoch": epoch, "seq": 1_000_000}}), Expect::Advisory("resync")),
         // Publishes.
@@ -217,7 +217,7 @@ fn rows(epoch: u64) -> Vec<Row> {
         ws("513-byte key", json!({"type": "publish", "id": "1", "stream": "t", "key": "k".repeat(513), "op": "upsert"}), Expect::Error("bad_key")),
         ws("patch with an array", json!({"type": "publish", "id": "1", "stream": "t", "key": "k", "op": "patch", "data": [1]}), Expect::Error("bad_data")),
         ws("NUL in data", json!({"type": "publish", "id": "1", "stream": "t", "key": "k", "op": "upsert", "data": "a\u{0}"}), Expect::Error("bad_data")),
-        ws("unknown op", json!({"type": "publish", "id": "1", "stream": "t", "key": "k", "op": "merge"}), Expect::Error("bad_message")),
+        ws("unknown op", json!({"type": "publish", "id": "1", "stream": "t", "key": "k", "op": "merge"}), Expect::Error("bad_op")),
         ws("publish without id", json!({"type": "publish", "stream": "t", "key": "k", "op": "upsert"}), Expect::Error("bad_message")),
         ws("65-byte op id", json!({"type": "publish", "id": "i".repeat(65), "stream": "t", "key": "k", "op": "upsert"}), Expect::Error("bad_message")),
         ws("publish to a raw channel", json!({"type": "publish", "id": "1", "stream": "raw:x", "key": "k", "op": "upsert"}), Expect::Error("bad_stream")),
@@ -286,7 +286,7 @@ fn rows(epoch: u64) -> Vec<Row> {
     rows
 }
 
-async fn http(
+pub(crate) async fn http(
     addr: SocketAddr,
     method: &str,
     path: &str,
@@ -323,6 +323,37 @@ async fn http(
     (status, json)
 }
 
+/// An error answer names the request it answers whenever the message's `type` is known and
+/// its `stream` (and a publish's `id`) can be read, so a client knows which one failed.
+fn names_the_request(text: &str, answer: &Value) -> Result<(), String> {
+    let Ok(Value::Object(sent)) = serde_json::from_str::<Value>(text) else {
+        return Ok(());
+    };
+    let known = ["subscribe", "unsubscribe", "publish", "presence"];
+    if !sent
+        .get("type")
+        .and_then(Value::as_str)
+        .is_some_and(|kind| known.contains(&kind))
+    {
+        return Ok(());
+    }
+    if let Some(stream) = sent.get("stream").and_then(Value::as_str) {
+        if stream.len() <= 256 && answer["stream"] != stream {
+            return Err(format!(
+                "the answer does not name the stream {stream:?}: {answer}"
+            ));
+        }
+    }
+    if let Some(id) = sent.get("id").and_then(Value::as_str) {
+        if sent["type"] == "publish" && id.len() <= 64 && answer["id"] != id {
+            return Err(format!(
+                "the answer does not name the publish {id:?}: {answer}"
+            ));
+        }
+    }
+    Ok(())
+}
+
 async fn run_row(addr: SocketAddr, row: &Row, victim: &mut WsClient) -> Result<(), String> {
     match (&row.input, &row.expect) {
         (Input::Ws(text), Expect::Error(code)) => {
@@ -330,9 +361,10 @@ async fn run_row(addr: SocketAddr, row: &Row, victim: &mut WsClient) -> Result<(
                 .send_frame(Frame::text(Payload::Owned(text.clone().into_bytes())))
                 .await;
             let answer = next_json(victim, |m| m["type"] == "error").await?;
-            (answer["code"] == *code)
-                .then_some(())
-                .ok_or(format!("got {answer}"))
+            if answer["code"] != *code {
+                return Err(format!("got {answer}"));
+            }
+            names_the_request(text, &answer)
         }
         (Input::Ws(text), Expect::Advisory(kind)) => {
             victim

@@ -6,6 +6,7 @@ mod bad_input;
 mod client;
 mod contract;
 mod embedded;
+mod error_table;
 mod http_api;
 mod load;
 mod publish;

@@ -518,7 +518,7 @@ impl State {
     fn on_error(
         &mut self,
         id: Option<String>,
-        stream: Option<StreamName>,
+        stream: Option<String>,
         error: ServerError,
         out: &mut Vec<Output>,
     ) {
@@ -529,7 +529,9 @@ impl State {
             }
             return;
         }
-        let Some(stream) = stream else {
+        // A name that breaks the rule (echoed in `bad_stream`) is none of ours: we only
+        // subscribe with valid names.
+        let Some(stream) = stream.and_then(|name| StreamName::new(&name).ok()) else {
             tracing::warn!(%error, "the relay reported an error");
             return;
         };

@@ -414,7 +414,7 @@ fn subscribe_errors_retry_when_transient_and_end_otherwise() {
     out.clear();
     let error = |stream: &str, code| ServerMessage::Error {
         id: None,
-        stream: Some(name(stream)),
+        stream: Some(stream.to_owned()),
         code,
         message: "no".into(),
     };

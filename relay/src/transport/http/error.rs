@@ -92,7 +92,7 @@ impl ApiError {
     pub(crate) fn into_response(self) -> Response<Body> {
         let message = ServerMessage::Error {
             id: None,
-            stream: self.stream,
+            stream: self.stream.map(|stream| stream.as_str().to_owned()),
             code: self.code,
             message: self.message,
         };

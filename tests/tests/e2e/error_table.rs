@@ -1,0 +1,490 @@
+//! docs/PROTOCOL.md's error table, walked row by row over each transport where the row
+//! applies: every documented code is produced for real (WebSocket `error` messages, HTTP and
+//! SSE answers with the documented status), and a code added to the table without a case here
+//! (or a case whose code left the table) fails the test.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tidewire_relay::pg::embedded::StopMode;
+use tidewire_tests::relay::TestRelay;
+use tidewire_tests::TestPg;
+
+use crate::bad_input::http;
+use crate::transport::client::{WsClient, WsItem};
+
+const PROTOCOL: &str = include_str!("../../../docs/PROTOCOL.md");
+
+/// Codes that no request can produce, with the reason; everything else in the table must
+/// have a case.
+const NOT_PRODUCIBLE: &[(&str, &str)] = &[(
+    "internal",
+    "a bug in the relay: no well-formed or malformed request is meant to reach it",
+)];
+
+/// The rows of the "Errors and limits" table: `(code, allowed HTTP statuses)`.
+fn documented() -> Vec<(String, Vec<u16>)> {
+    let section = PROTOCOL
+        .split("## Errors and limits")
+        .nth(1)
+        .expect("PROTOCOL.md has an Errors and limits section");
+    section
+        .lines()
+        .skip_while(|line| !line.starts_with("| code"))
+        .skip(2)
+        .take_while(|line| line.starts_with('|'))
+        .map(|line| {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let code = cells[1].trim_matches('`').to_owned();
+            let statuses = cells[2]
+                .split('/')
+                .map(|status| status.parse().expect("an HTTP status"))
+                .collect();
+            (code, statuses)
+        })
+        .collect()
+}
+
+/// How a case reaches the relay.
+enum Via {
+    /// A text message on the shared WebSocket; the answer is an `error` message.
+    Ws(Value),
+    /// A raw HTTP request (API, SSE or WebSocket upgrade); the answer is a status and a
+    /// JSON error body.
+    Http {
+        method: &'static str,
+        path: String,
+        headers: Vec<(String, String)>,
+        body: String,
+    },
+}
+
+struct Case {
+    code: &'static str,
+    transport: &'static str,
+    via: Via,
+}
+
+fn ws(code: &'static str, message: Value) -> Case {
+    Case {
+        code,
+        transport: "websocket",
+        via: Via::Ws(message),
+    }
+}
+
+fn request(
+    code: &'static str,
+    transport: &'static str,
+    method: &'static str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Case {
+    let mut headers: Vec<(String, String)> = headers
+        .iter()
+        .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+        .collect();
+    if !body.is_empty() {
+        headers.push(("content-type".into(), "application/json".into()));
+    }
+    Case {
+        code,
+        transport,
+        via: Via::Http {
+            method,
+            path: path.to_owned(),
+            headers,
+            body: body.to_owned(),
+        },
+    }
+}
+
+fn upgrade(code: &'static str, path: &str, extra: &[(&str, &str)]) -> Case {
+    let mut headers = vec![
+        ("connection", "upgrade"),
+        ("upgrade", "websocket"),
+        ("sec-websocket-version", "13"),
+        ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ];
+    headers.extend_from_slice(extra);
+    request(code, "websocket upgrade", "GET", path, &headers, "")
+}
+
+fn publish(id: &str, stream: &str, key: &str, op: &str, data: Value) -> Value {
+    json!({"type": "publish", "id": id, "stream": stream, "key": key, "op": op, "data": data})
+}
+
+/// The cases a healthy PostgreSQL and an ordinary relay can produce.
+fn cases(epoch: u64) -> Vec<Case> {
+    let big = "x".repeat(2048);
+    vec![
+        ws("bad_message", json!({"type": "subscribe"})),
+        request(
+            "bad_message",
+            "http",
+            "POST",
+            "/v1/streams/t/events",
+            &[],
+            "{not json",
+        ),
+        ws("unknown_type", json!({"type": "explode"})),
+        ws(
+            "too_large",
+            publish("w1", "t", "k", "upsert", json!({"big": big})),
+        ),
+        request(
+            "too_large",
+            "http",
+            "POST",
+            "/v1/streams/t/events",
+            &[],
+            &json!({"key": "k", "op": "upsert", "data": {"big": big}}).to_string(),
+        ),
+        ws(
+            "bad_stream",
+            json!({"type": "subscribe", "stream": "bad name"}),
+        ),
+        ws(
+            "bad_stream",
+            publish("w2", "raw:x", "k", "upsert", json!(1)),
+        ),
+        request(
+            "bad_stream",
+            "http",
+            "GET",
+            "/v1/streams/bad%20name/snapshot",
+            &[],
+            "",
+        ),
+        request(
+            "bad_stream",
+            "sse",
+            "GET",
+            "/v1/sse?stream=bad%20name",
+            &[],
+            "",
+        ),
+        ws("bad_key", publish("w3", "t", "", "upsert", json!(1))),
+        request(
+            "bad_key",
+            "http",
+            "POST",
+            "/v1/streams/t/events",
+            &[],
+            r#"{"key":"","op":"upsert","data":1}"#,
+        ),
+        ws("bad_op", publish("w4", "t", "k", "merge", json!(1))),
+        request(
+            "bad_op",
+            "http",
+            "POST",
+            "/v1/streams/t/events",
+            &[],
+            r#"{"key":"k","op":"merge","data":1}"#,
+        ),
+        ws("bad_data", publish("w5", "t", "k", "patch", json!([1]))),
+        request(
+            "bad_data",
+            "http",
+            "POST",
+            "/v1/streams/t/events",
+            &[],
+            r#"{"key":"k","op":"patch","data":[1]}"#,
+        ),
+        ws(
+            "bad_since",
+            json!({"type": "subscribe", "stream": "t", "since": {"epoch": -1, "seq": 0}}),
+        ),
+        request(
+            "bad_since",
+            "http",
+            "GET",
+            "/v1/streams/t/events?since=abc",
+            &[],
+            "",
+        ),
+        request(
+            "bad_since",
+            "http",
+            "GET",
+            &format!("/v1/streams/t/events?since=0&epoch={}", epoch + 1),
+            &[],
+            "",
+        ),
+        request(
+            "bad_since",
+            "sse",
+            "GET",
+            "/v1/sse?stream=t",
+            &[("last-event-id", "abc")],
+            "",
+        ),
+        ws("unauthorized", json!({"type": "auth", "token": "garbage"})),
+        upgrade("unauthorized", "/v1/ws?access_token=garbage", &[]),
+        request(
+            "unauthorized",
+            "http",
+            "GET",
+            "/v1/streams/t/snapshot",
+            &[("authorization", "Bearer garbage")],
+            "",
+        ),
+        request(
+            "unauthorized",
+            "sse",
+            "GET",
+            "/v1/sse?stream=t&access_token=garbage",
+            &[],
+            "",
+        ),
+        ws(
+            "forbidden",
+            json!({"type": "subscribe", "stream": "secret"}),
+        ),
+        ws(
+            "forbidden",
+            publish("w6", "secret", "k", "upsert", json!(1)),
+        ),
+        upgrade("forbidden", "/v1/ws", &[("origin", "http://evil.example")]),
+        request(
+            "forbidden",
+            "http",
+            "GET",
+            "/v1/streams/secret/snapshot",
+            &[],
+            "",
+        ),
+        request(
+            "forbidden",
+            "http",
+            "POST",
+            "/v1/streams/secret/events",
+            &[],
+            r#"{"key":"k","op":"upsert","data":1}"#,
+        ),
+        request("forbidden", "sse", "GET", "/v1/sse?stream=secret", &[], ""),
+        ws(
+            "not_subscribed",
+            json!({"type": "unsubscribe", "stream": "never"}),
+        ),
+        ws(
+            "not_subscribed",
+            json!({"type": "presence", "stream": "never", "data": {}}),
+        ),
+        request("not_found", "http", "GET", "/v1/streams/a-missing", &[], ""),
+        request("not_found", "http", "GET", "/v1/no-such-route", &[], ""),
+        request(
+            "too_many_subscriptions",
+            "sse",
+            "GET",
+            "/v1/sse?stream=a1&stream=a2&stream=a3&stream=a4",
+            &[],
+            "",
+        ),
+    ]
+}
+
+/// Reads WebSocket messages until an `error` arrives.
+async fn next_error(client: &mut WsClient) -> Result<Value, String> {
+    for _ in 0..50 {
+        match client.item_within(Duration::from_secs(10)).await {
+            Some(WsItem::Json(message)) if message["type"] == "error" => return Ok(message),
+            Some(WsItem::Json(_) | WsItem::Ping | WsItem::Pong) => {}
+            other => return Err(format!("no error answer: {other:?}")),
+        }
+    }
+    Err("no error in 50 messages".into())
+}
+
+/// Runs one case; `Ok` when the relay answered with the case's code (and, over HTTP, with
+/// one of the statuses the table gives it).
+async fn run(
+    addr: SocketAddr,
+    ws_client: &mut WsClient,
+    case: &Case,
+    statuses: &[u16],
+) -> Result<(), String> {
+    match &case.via {
+        Via::Ws(message) => {
+            ws_client.send(message.clone()).await;
+            let answer = next_error(ws_client).await?;
+            if answer["code"] != case.code {
+                return Err(format!("answered {answer}"));
+            }
+            if let Some(stream) = message.get("stream") {
+                if answer["stream"] != *stream {
+                    return Err(format!("the answer does not name the stream: {answer}"));
+                }
+            }
+            Ok(())
+        }
+        Via::Http {
+            method,
+            path,
+            headers,
+            body,
+        } => {
+            let (status, answer) = http(addr, method, path, headers, body.as_bytes()).await;
+            if !statuses.contains(&status) || answer["code"] != case.code {
+                return Err(format!("answered {status} {answer}"));
+            }
+            Ok(())
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_documented_error_code_is_produced_over_each_transport() {
+    let mut pg = TestPg::start().await;
+    let relay = TestRelay::spawn_with(&pg, |options| {
+        options.jwt_secret = Some("error-table-secret".into());
+        options.anon_read = vec!["t".into(), "a*".into(), "never".into(), "busy".into()];
+        options.anon_write = vec!["t".into(), "busy".into()];
+        options.allowed_origins = vec!["http://good.example".into()];
+        options.max_data_bytes = 1024;
+        options.max_subscriptions = 3;
+        options.publish_rate = 1;
+        options.publish_burst = 1;
+    })
+    .await;
+    let addr = relay.addr();
+    let table = documented();
+    assert!(
+        table.len() >= 15,
+        "PROTOCOL.md's error table has {} rows",
+        table.len()
+    );
+    let statuses_of = |code: &str| -> Vec<u16> {
+        table
+            .iter()
+            .find(|(documented, _)| documented == code)
+            .map(|(_, statuses)| statuses.clone())
+            .unwrap_or_default()
+    };
+
+    let mut client = WsClient::connected(addr).await;
+    let epoch = client.subscribe("t").await["epoch"]
+        .as_u64()
+        .expect("epoch");
+    let mut failures = Vec::new();
+    let mut seen: Vec<(&str, &str)> = Vec::new();
+    for case in cases(epoch) {
+        let statuses = statuses_of(case.code);
+        if statuses.is_empty() {
+            failures.push(format!("{} is not in PROTOCOL.md's error table", case.code));
+            continue;
+        }
+        match run(addr, &mut client, &case, &statuses).await {
+            Ok(()) => seen.push((case.code, case.transport)),
+            Err(why) => failures.push(format!("{} over {}: {why}", case.code, case.transport)),
+        }
+    }
+
+    // Limits of one connection: the fourth subscription, the second publish in a second.
+    for stream in ["a1", "a2"] {
+        client.subscribe(stream).await;
+    }
+    let case = ws(
+        "too_many_subscriptions",
+        json!({"type": "subscribe", "stream": "a3"}),
+    );
+    match run(addr, &mut client, &case, &statuses_of(case.code)).await {
+        Ok(()) => seen.push((case.code, case.transport)),
+        Err(why) => failures.push(format!("too_many_subscriptions over websocket: {why}")),
+    }
+    let mut rate_limited = false;
+    for round in 0..5 {
+        client
+            .send(publish(
+                &format!("r{round}"),
+                "busy",
+                "k",
+                "upsert",
+                json!(round),
+            ))
+            .await;
+    }
+    let mut answers = 0;
+    while answers < 5 {
+        match client.item_within(Duration::from_secs(10)).await {
+            Some(WsItem::Json(answer)) if answer["type"] == "error" || answer["type"] == "ack" => {
+                answers += 1;
+                if answer["code"] == "rate_limited" {
+                    rate_limited |= answer["id"].is_string() && answer["stream"] == "busy";
+                }
+            }
+            Some(WsItem::Json(_) | WsItem::Ping | WsItem::Pong) => {}
+            other => {
+                failures.push(format!("rate_limited over websocket: {other:?}"));
+                break;
+            }
+        }
+    }
+    if rate_limited {
+        seen.push(("rate_limited", "websocket"));
+    } else {
+        failures
+            .push("rate_limited over websocket: five publishes at once were all accepted".into());
+    }
+
+    // A relay at its connection limit.
+    let full = TestRelay::spawn_with(&pg, |options| options.max_connections = 1).await;
+    let _holder = WsClient::connected(full.addr()).await;
+    for case in [
+        upgrade("overloaded", "/v1/ws", &[]),
+        request("overloaded", "sse", "GET", "/v1/sse?stream=t", &[], ""),
+    ] {
+        match run(full.addr(), &mut client, &case, &statuses_of(case.code)).await {
+            Ok(()) => seen.push((case.code, case.transport)),
+            Err(why) => failures.push(format!("overloaded over {}: {why}", case.transport)),
+        }
+    }
+
+    // PostgreSQL gone: writes and reads that need it are `unavailable` (on a connection
+    // whose publish budget the rate limit above did not spend).
+    let mut client = WsClient::connected(addr).await;
+    pg.cluster_mut()
+        .stop(StopMode::Fast)
+        .await
+        .expect("stop PostgreSQL");
+    for case in [
+        ws("unavailable", publish("w7", "t", "k", "upsert", json!(1))),
+        request(
+            "unavailable",
+            "http",
+            "POST",
+            "/v1/streams/t/events",
+            &[],
+            r#"{"key":"k","op":"upsert","data":1}"#,
+        ),
+        request(
+            "unavailable",
+            "http",
+            "GET",
+            "/v1/streams/t/snapshot",
+            &[],
+            "",
+        ),
+    ] {
+        match run(addr, &mut client, &case, &statuses_of(case.code)).await {
+            Ok(()) => seen.push((case.code, case.transport)),
+            Err(why) => failures.push(format!("unavailable over {}: {why}", case.transport)),
+        }
+    }
+
+    for (code, _) in &table {
+        let reason = NOT_PRODUCIBLE.iter().find(|(name, _)| name == code);
+        if reason.is_none() && !seen.iter().any(|(produced, _)| produced == code) {
+            failures.push(format!("{code} is documented but no case produced it"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    eprintln!("{} cases over {} documented codes", seen.len(), table.len());
+}
