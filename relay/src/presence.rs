@@ -37,6 +37,18 @@ pub const MAX_PRESENCE_BYTES: usize = 4096;
 /// A presence entry as the pool stores it: the state and the relay that holds the client.
 type Entry = (Value, String);
 
+/// A local client's state with the version it was set with. The heartbeat re-announces this
+/// very version: a refresh must never outrank a newer `set` that raced with it (which a fresh
+/// version did: the heartbeat copied the old state, the client set a new one, and the
+/// heartbeat's copy went out with the higher version and won everywhere until the next
+/// heartbeat), and a refresh with an unchanged version only extends the entry's expiry, so
+/// subscribers are not sent every member again every [`HEARTBEAT`].
+#[derive(Debug, Clone, PartialEq)]
+struct Stamped {
+    data: Value,
+    version: u64,
+}
+
 /// The presence sets of every stream this relay serves.
 #[derive(Debug)]
 pub struct Presence {
@@ -45,9 +57,9 @@ pub struct Presence {
     bus: Arc<Bus>,
     /// Per-stream pools. Locked briefly, never across an await.
     pools: Mutex<HashMap<StreamName, MergePool<Entry>>>,
-    /// This relay's own clients and their last state, refreshed by the heartbeat. Locked
-    /// briefly, never across an await.
-    local: Mutex<HashMap<(StreamName, String), Value>>,
+    /// This relay's own clients, their last state and the version it was set with, refreshed
+    /// by the heartbeat. Locked briefly, never across an await.
+    local: Mutex<HashMap<(StreamName, String), Stamped>>,
     version: AtomicU64,
 }
 
@@ -95,16 +107,26 @@ impl Presence {
         client: &str,
         data: Value,
     ) -> Result<(), OutboxError> {
-        {
+        let version = {
+            // The version is taken under the lock, so the map's order of sets is the order of
+            // their versions.
             let mut local = self.lock_local();
+            let version = self.next_version();
             let key = (stream.clone(), client.to_owned());
             if data.is_null() {
                 local.remove(&key);
             } else {
-                local.insert(key, data.clone());
+                local.insert(
+                    key,
+                    Stamped {
+                        data: data.clone(),
+                        version,
+                    },
+                );
             }
-        }
-        self.announce(stream, client, data).await
+            version
+        };
+        self.announce(stream, client, data, version).await
     }
 
     /// Removes `client` from `stream`, or from every stream when `None` (its connection
@@ -136,7 +158,11 @@ impl Presence {
         let client = client.to_owned();
         tracker.spawn(async move {
             for stream in streams {
-                if let Err(error) = presence.announce(&stream, &client, Value::Null).await {
+                let version = presence.next_version();
+                if let Err(error) = presence
+                    .announce(&stream, &client, Value::Null, version)
+                    .await
+                {
                     tracing::debug!(%stream, %error, "presence leave not sent; it expires by TTL");
                 }
             }
@@ -148,6 +174,7 @@ impl Presence {
         stream: &StreamName,
         client: &str,
         data: Value,
+        version: u64,
     ) -> Result<(), OutboxError> {
         let payload = NotifyPayload::Presence {
             stream: stream.clone(),
@@ -155,7 +182,7 @@ impl Presence {
             client: client.to_owned(),
             data,
             ttl_ms: u64::try_from(TTL.as_millis()).unwrap_or(u64::MAX),
-            version: self.next_version(),
+            version,
         };
         let connection = self.pool.get().await?;
         connection
@@ -257,16 +284,25 @@ impl Presence {
     }
 
     async fn heartbeat(&self) {
-        let local: Vec<((StreamName, String), Value)> = self
-            .lock_local()
-            .iter()
-            .map(|(key, value)| (key.clone(), value.clone()))
-            .collect();
-        for ((stream, client), data) in local {
-            if let Err(error) = self.announce(&stream, &client, data).await {
+        let keys: Vec<(StreamName, String)> = self.lock_local().keys().cloned().collect();
+        for key in keys {
+            // Read each state just before it goes out: one set or left since the list was
+            // taken is announced as it is now (or not at all), never as it was.
+            let Some(stamped) = self.local_state(&key) else {
+                continue;
+            };
+            let (stream, client) = key;
+            if let Err(error) = self
+                .announce(&stream, &client, stamped.data, stamped.version)
+                .await
+            {
                 tracing::debug!(%stream, %error, "presence heartbeat failed");
             }
         }
+    }
+
+    fn local_state(&self, key: &(StreamName, String)) -> Option<Stamped> {
+        self.lock_local().get(key).cloned()
     }
 
     fn deliver(&self, stream: &StreamName, message: &ServerMessage) {
@@ -283,7 +319,7 @@ impl Presence {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn lock_local(&self) -> std::sync::MutexGuard<'_, HashMap<(StreamName, String), Value>> {
+    fn lock_local(&self) -> std::sync::MutexGuard<'_, HashMap<(StreamName, String), Stamped>> {
         self.local
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -62,3 +62,55 @@ async fn presence_is_shared_between_relays_and_drops_on_close() {
         .members(&"room".parse().expect("valid"))
         .is_empty());
 }
+
+/// A heartbeat refreshes an unchanged presence state with the version it was set with: the
+/// other relays only extend its expiry, so no subscriber is sent it again, and a heartbeat
+/// can never outrank (and undo) a newer state set while it was going out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_refresh_presence_without_resending_or_undoing_it() {
+    let pg = TestPg::start().await;
+    let first_relay = hub(&pg.url(), |_| {}).await;
+    let second_relay = hub(&pg.url(), |_| {}).await;
+    let mut ann = Probe::open(&first_relay);
+    let mut bob = Probe::open(&second_relay);
+    for probe in [&mut ann, &mut bob] {
+        probe.subscribe("room").await;
+        probe
+            .until(WAIT, |m| m["type"] == "presence" && m["full"] == true)
+            .await;
+    }
+    let ann_id = ann.session.presence_id();
+    // Ann changes her state every 100 ms across a heartbeat (while it goes out).
+    let rounds = (tidewire_relay::presence::HEARTBEAT.as_millis() / 100 + 10) as u64;
+    for round in 1..=rounds {
+        ann.send(json!({"type": "presence", "stream": "room", "data": {"round": round}}))
+            .await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bob.until(WAIT, |m| {
+        m["type"] == "presence" && m["present"][0]["data"]["round"] == rounds
+    })
+    .await;
+
+    // Through more than one more heartbeat: Bob is sent nothing, and both relays still
+    // hold Ann's last state.
+    let quiet = tidewire_relay::presence::HEARTBEAT + Duration::from_millis(1500);
+    let deadline = tokio::time::Instant::now() + quiet;
+    while let Some(message) = bob
+        .recv(deadline.saturating_duration_since(tokio::time::Instant::now()))
+        .await
+    {
+        assert_ne!(
+            message["type"], "presence",
+            "an unchanged presence state was sent again: {message}"
+        );
+    }
+    for relay in [&first_relay, &second_relay] {
+        let members = relay.presence.members(&"room".parse().expect("valid"));
+        let ann = members
+            .iter()
+            .find(|member| member.client == ann_id)
+            .expect("Ann is present");
+        assert_eq!(ann.data, json!({"round": rounds}));
+    }
+}
