@@ -12,6 +12,12 @@ function newKey() {
   return `t-${random[0].toString(36)}${random[1].toString(36)}`.slice(0, 14);
 }
 
+/** Whether a typing preview is still current: its author is still editing the task (by
+ * presence), or it is younger than its own lifetime. */
+function draftShown(draft, editors, now) {
+  return draft.until > now || (editors ?? []).some((editor) => editor.tab !== undefined && editor.tab === draft.from);
+}
+
 function isTask(value) {
   return value !== null && typeof value === "object" && !Array.isArray(value);
 }
@@ -42,14 +48,17 @@ export class Board {
     this.items = new Map();
     /** key -> seq that last changed it (shown as the record's version). */
     this.versions = new Map();
-    /** key -> { name, color, text, until }: what someone is typing in that task right now. */
+    /** key -> { name, text, from, until }: what someone is typing in that task right now. It
+     * stays while its author's presence says they are editing that task, else until `until`
+     * (a preview from a tab whose presence has not arrived, or that left without a word). */
     this.drafts = new Map();
     this.filter = "all";
     this.editing = null;
     this.renderQueued = false;
     this.isLoaded = false;
-    /** Tells our own typing previews (echoed back to us) from other people's. */
-    this.tabId = newKey();
+    /** Tells our own typing previews (echoed back to us) from other people's, and ties
+     * a preview to its author's presence. */
+    this.tabId = presence.tab;
     this.bindForm();
     this.bindList();
   }
@@ -269,7 +278,7 @@ export class Board {
   message({ key, data }) {
     if (!data || typeof data !== "object" || !("draft" in data) || data.from === this.tabId) return;
     if (typeof data.draft !== "string") this.drafts.delete(key);
-    else this.drafts.set(key, { text: data.draft, name: String(data.name ?? "Someone"), until: Date.now() + 4000 });
+    else this.drafts.set(key, { text: data.draft, name: String(data.name ?? "Someone"), from: data.from, until: Date.now() + 4000 });
     this.scheduleRender();
   }
 
@@ -313,7 +322,7 @@ export class Board {
       }
     }
     const now = Date.now();
-    for (const [key, draft] of this.drafts) if (draft.until <= now) this.drafts.delete(key);
+    for (const [key, draft] of this.drafts) if (!draftShown(draft, editors.get(key), now)) this.drafts.delete(key);
     visible.forEach(([key, value], index) => {
       let item = this.items.get(key);
       if (!item) {
@@ -410,7 +419,7 @@ export class Board {
 
     const draft = this.drafts.get(key);
     const draftLine = item.querySelector(".task-draft");
-    const showDraft = Boolean(draft && draft.until > now && key !== this.editing);
+    const showDraft = Boolean(draft && draftShown(draft, editors, now) && key !== this.editing);
     const draftText = showDraft ? `${draft.name} is typing: “${draft.text}”` : "";
     if (draftLine.textContent !== draftText) draftLine.textContent = draftText;
     draftLine.hidden = !showDraft;

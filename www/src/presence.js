@@ -1,6 +1,8 @@
-// Who is on the board: each tab publishes `{ name, color, editing }` as its presence state
-// on the stream (ephemeral, never stored; the relay drops it when the tab goes away) and
-// renders everyone's avatars in the top bar and "editing" markers on the tasks.
+// Who is on the board: each tab publishes `{ name, color, editing, tab }` as its presence
+// state on the stream (ephemeral, never stored; the relay drops it when the tab goes away) and
+// renders everyone's avatars in the top bar and "editing" markers on the tasks. `tab` is the
+// id the tab also signs its typing previews with, so a preview can stay on screen exactly as
+// long as its author is still editing that task.
 import { initials, saveIdentity } from "./identity.js";
 
 export class Presence {
@@ -10,6 +12,8 @@ export class Presence {
     this.identity = identity;
     this.onChange = onChange;
     this.editing = null;
+    /** This tab's id (a tab of the same person in another window is someone else). */
+    this.tab = crypto.getRandomValues(new Uint32Array(2)).join("-");
     this.members = [];
     this.element = document.getElementById("presence");
     this.meName = document.getElementById("me-name");
@@ -23,7 +27,7 @@ export class Presence {
   /** Sends our state (kept by the client across reconnections). */
   publish() {
     const { name, color } = this.identity;
-    this.tasks.setPresence({ name, color, editing: this.editing });
+    this.tasks.setPresence({ name, color, editing: this.editing, tab: this.tab });
   }
 
   /** Marks the task we are editing (`null`: none). */
@@ -43,13 +47,13 @@ export class Presence {
     this.onChange();
   }
 
-  /** `key -> [{ name, color }]` of the other people editing each task. */
+  /** `key -> [{ name, color, tab }]` of the other people editing each task. */
   editorsByTask() {
     const editors = new Map();
     for (const member of this.members) {
       if (member.self || typeof member.data.editing !== "string") continue;
       const list = editors.get(member.data.editing) ?? [];
-      list.push({ name: String(member.data.name ?? "Someone"), color: String(member.data.color ?? "#888") });
+      list.push({ name: String(member.data.name ?? "Someone"), color: String(member.data.color ?? "#888"), tab: member.data.tab });
       editors.set(member.data.editing, list);
     }
     return editors;

@@ -170,12 +170,19 @@ test("presence shows the other tabs, who is editing, and drops a tab that closes
   await task(cleo, "Hello from SQL").locator(".task-title").click();
   await cleo.locator(".task-input").press("End");
   await cleo.locator(".task-input").pressSequentially(" (edited)", { delay: 30 });
+  // Cleo pauses longer than a preview's own lifetime (4 s) while still editing: whenever
+  // the others look, they see her draft (it used to vanish 4 s after her last key, so a tab
+  // looked at late, as a test under load does, never saw it).
+  await sleep(4500);
   await task(ann, "Hello from SQL").locator(".editor-chip", { hasText: "Cleo is editing" }).waitFor();
-  await task(ben, "Hello from SQL").locator(".task-draft", { hasText: "Cleo is typing" }).waitFor();
+  await task(ann, "Hello from SQL").locator(".task-draft", { hasText: "Cleo is typing: “Hello from SQL (edited)”" }).waitFor();
+  await task(ben, "Hello from SQL").locator(".task-draft", { hasText: "Cleo is typing: “Hello from SQL (edited)”" }).waitFor();
 
   await cleo.close();
   await ann.locator('#presence .avatar[data-name="Cleo"]').waitFor({ state: "detached", timeout: 20_000 });
   await task(ann, "Hello from SQL").locator(".editor-chip").waitFor({ state: "detached" });
+  // Her preview goes with her.
+  await waitFor(async () => !(await task(ben, "Hello from SQL").locator(".task-draft").isVisible()), { what: "Cleo's draft to go" });
   assert.equal(await ann.locator(".presence-label").textContent(), "1 other here");
 });
 
