@@ -30,8 +30,10 @@ export interface StatusInfo {
   /** Human-readable reason (empty when live). */
   reason: string;
   /** Machine-readable code of the last problem: `"unauthorized"`, `"forbidden"`,
-   * `"token_expired"`, `"unavailable"`, `"connection_lost"`, `"connect_failed"`,
-   * `"offline"`, `"hidden"`, `"timeout"`, ... */
+   * `"token_expired"`, `"policy_violation"`, `"unavailable"`, `"rate_limited"`,
+   * `"going_away"`, `"keepalive_timeout"`, `"connection_lost"`, `"connect_failed"`,
+   * `"offline"`, `"hidden"`, `"timeout"`, ... (every close code's name is in PROTOCOL.md's
+   * close-code table). */
   code?: string;
   /** The WebSocket close code behind it, if any (4001 unauthorized, 4004 token expired,
    * 1001 going away, 1006 dropped, ...). */

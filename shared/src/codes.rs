@@ -176,14 +176,6 @@ impl CloseCode {
     pub fn from_code(code: u16) -> Option<Self> {
         ALL_CLOSE_CODES.iter().copied().find(|c| c.code() == code)
     }
-
-    /// Whether a client should reconnect after this close.
-    pub fn should_reconnect(self) -> bool {
-        !matches!(
-            self,
-            CloseCode::Unauthorized | CloseCode::Forbidden | CloseCode::PolicyViolation
-        )
-    }
 }
 
 /// Every close code, for tables and docs.

@@ -18,6 +18,7 @@
 //! | [`snapshot`] | [`Snapshot`] and reassembly of chunked snapshots |
 //! | [`pool`] | [`MergePool`]: ephemeral last-writer-wins state with TTL (presence) |
 //! | [`codes`] | error codes and WebSocket close codes |
+//! | [`ending`] | what a client does when its connection ends (reconnect, later, new token, never) |
 //! | [`limits`] | size and depth bounds applied before parsing untrusted input |
 //! | [`error`] | typed errors |
 #![warn(missing_docs)]
@@ -25,6 +26,7 @@
 pub mod codes;
 pub mod collection;
 pub mod cursor;
+pub mod ending;
 pub mod error;
 pub mod event;
 pub mod limits;

@@ -1,17 +1,18 @@
 //! The connection's life: choosing a transport, opening, subscribing, closing, retrying with
 //! backoff, and the keepalive watchdog.
 
+use tidewire_shared::ending::{ending, Closed, Ending, Reconnect, LATER_MIN_MS};
 use tidewire_shared::message::{ClientMessage, Subscribe};
 
 use super::effect::Effect;
 use super::status::TransportKind;
 use super::stream::Phase;
-use super::{CloseInfo, Engine, Failure, Link, TransportChoice};
+use super::{CloseInfo, Engine, Failure, Link, Refused, TransportChoice};
 
 impl Engine {
     /// Opens a connection now, unless closed, refused, offline or paused while hidden.
     pub(super) fn connect_now(&mut self) {
-        if self.closed || self.auth_failure.is_some() || !self.online {
+        if self.closed || self.refused.is_some() || !self.online {
             return;
         }
         if self.retry_in.take().is_some() {
@@ -186,11 +187,19 @@ impl Engine {
         for state in self.streams.values_mut() {
             state.connection_lost();
         }
-        let failure = describe(&info, kind);
-        if is_auth_failure(&info) {
-            self.auth_failure = Some(failure);
-            self.update_status();
-            return;
+        let verdict = verdict(&info);
+        let failure = describe(&info, kind, verdict);
+        match verdict.reconnect {
+            Reconnect::NewToken | Reconnect::Never => {
+                self.refused = Some(Refused {
+                    failure,
+                    reconnect: verdict.reconnect,
+                });
+                self.update_status();
+                return;
+            }
+            Reconnect::Later => self.retry_later = true,
+            Reconnect::Resume => {}
         }
         self.last_failure = Some(failure);
         if self.closed {
@@ -229,11 +238,15 @@ impl Engine {
             reason,
             ..CloseInfo::default()
         };
-        if is_auth_failure(&info) {
+        let verdict = verdict(&info);
+        if matches!(verdict.reconnect, Reconnect::NewToken | Reconnect::Never) {
             if self.retry_in.take().is_some() {
                 self.effects.push(Effect::CancelRetry);
             }
-            self.auth_failure = Some(describe(&info, TransportKind::WebSocket));
+            self.refused = Some(Refused {
+                failure: describe(&info, TransportKind::WebSocket, verdict),
+                reconnect: verdict.reconnect,
+            });
             self.update_status();
         }
     }
@@ -255,11 +268,14 @@ impl Engine {
     }
 
     fn schedule_retry(&mut self) {
-        if self.closed || !self.online || self.auth_failure.is_some() {
+        if self.closed || !self.online || self.refused.is_some() {
             return;
         }
         let random = self.random();
-        let delay = self.backoff.next_delay(random);
+        let mut delay = self.backoff.next_delay(random);
+        if std::mem::take(&mut self.retry_later) {
+            delay = delay.max(u32::try_from(LATER_MIN_MS).unwrap_or(u32::MAX));
+        }
         self.retry_in = Some(delay);
         self.effects.push(Effect::RetryIn(delay));
     }
@@ -339,31 +355,18 @@ impl Engine {
     }
 }
 
-/// Close codes and HTTP statuses that mean "these credentials will not work".
-fn is_auth_failure(info: &CloseInfo) -> bool {
-    matches!(info.close_code, Some(4001 | 4003 | 4004))
-        || matches!(info.http_status, Some(401 | 403))
-        || matches!(info.code.as_deref(), Some("unauthorized" | "forbidden"))
+/// What the shared rule says about this ending.
+fn verdict(info: &CloseInfo) -> Ending {
+    ending(&Closed {
+        close_code: info.close_code,
+        http_status: info.http_status,
+        error_code: info.code.as_deref(),
+        opened: info.opened,
+    })
 }
 
-fn describe(info: &CloseInfo, kind: TransportKind) -> Failure {
-    let code = info.code.clone().or_else(|| {
-        let named = match (info.close_code, info.http_status) {
-            (Some(4001), _) | (_, Some(401)) => "unauthorized",
-            (Some(4003), _) | (_, Some(403)) => "forbidden",
-            (Some(4004), _) => "token_expired",
-            (Some(1001), _) => "going_away",
-            (Some(4503), _) | (_, Some(503)) => "unavailable",
-            (Some(1009), _) => "too_large",
-            (Some(4008), _) => "slow",
-            (Some(4029), _) | (_, Some(429)) => "rate_limited",
-            (_, Some(_)) => "http_error",
-            (Some(1000), _) => "closed",
-            _ if info.opened => "connection_lost",
-            _ => "connect_failed",
-        };
-        Some(named.to_owned())
-    });
+fn describe(info: &CloseInfo, kind: TransportKind, verdict: Ending) -> Failure {
+    let code = Some(info.code.clone().unwrap_or_else(|| verdict.name.to_owned()));
     let mut reason = info.reason.clone();
     if reason.is_empty() {
         reason = match (info.opened, info.close_code, info.http_status) {

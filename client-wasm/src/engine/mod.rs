@@ -36,6 +36,7 @@ mod stream;
 use std::collections::{BTreeMap, VecDeque};
 
 use serde_json::Value;
+use tidewire_shared::ending::Reconnect;
 use tidewire_shared::message::{ClientMessage, Publish};
 use tidewire_shared::{Op, Position, Snapshot, StreamName};
 
@@ -113,6 +114,14 @@ struct Failure {
     close_code: Option<u16>,
 }
 
+/// The relay refused this client: it does not reconnect until the application gives it a new
+/// token (`NewToken`), or ever (`Never`).
+#[derive(Debug, Clone)]
+struct Refused {
+    failure: Failure,
+    reconnect: Reconnect,
+}
+
 /// A write not yet answered.
 #[derive(Debug, Clone)]
 struct Write {
@@ -184,8 +193,12 @@ pub struct Engine {
     link: Link,
     online: bool,
     visible: bool,
-    /// Set when the relay refused our credentials: no retry until `token_changed`.
-    auth_failure: Option<Failure>,
+    /// Set when the relay refused us (the shared `ending` rule): no retry until
+    /// `token_changed` when a new token can help, never otherwise.
+    refused: Option<Refused>,
+    /// The last ending asked to come back later: the next retry waits at least
+    /// `LATER_MIN_MS`.
+    retry_later: bool,
     /// Set while the relay reports it lost PostgreSQL.
     degraded: Option<String>,
     last_failure: Option<Failure>,
@@ -221,7 +234,8 @@ impl Engine {
             link: Link::Down,
             online: true,
             visible: true,
-            auth_failure: None,
+            refused: None,
+            retry_later: false,
             degraded: None,
             last_failure: None,
             backoff,
@@ -542,7 +556,12 @@ impl Engine {
                 self.subscribe(&stream);
             }
         }
-        if self.auth_failure.take().is_some() {
+        let waits_for_token = self
+            .refused
+            .as_ref()
+            .is_some_and(|refused| refused.reconnect == Reconnect::NewToken);
+        if waits_for_token {
+            self.refused = None;
             for state in self.streams.values_mut() {
                 if state.phase == Phase::Failed {
                     state.phase = Phase::Idle;
@@ -646,9 +665,9 @@ impl Engine {
             status.reason = "closed by the application".into();
             return status;
         }
-        if let Some(auth) = &self.auth_failure {
+        if let Some(refused) = &self.refused {
             status.state = State::Offline;
-            failure(&mut status, auth);
+            failure(&mut status, &refused.failure);
             return status;
         }
         match self.link {

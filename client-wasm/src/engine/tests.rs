@@ -356,6 +356,66 @@ fn auth_failure_waits_for_a_new_token() {
     assert_eq!(engine.status().state, State::Connecting);
 }
 
+fn closed_with(engine: &mut Engine, close_code: u16) -> Vec<Effect> {
+    engine.on_closed(
+        CloseInfo {
+            close_code: Some(close_code),
+            opened: true,
+            ..CloseInfo::default()
+        },
+        5.0,
+    );
+    engine.take_effects()
+}
+
+fn reconnects(effects: &[Effect]) -> bool {
+    effects
+        .iter()
+        .any(|effect| matches!(effect, Effect::RetryIn(_) | Effect::Connect(_)))
+}
+
+#[test]
+fn an_expired_token_waits_for_a_new_one() {
+    let mut engine = live_engine();
+    assert!(!reconnects(&closed_with(&mut engine, 4004)));
+    assert_eq!(engine.status().code.as_deref(), Some("token_expired"));
+    engine.token_changed("fresh");
+    assert!(engine
+        .take_effects()
+        .contains(&Effect::Connect(TransportKind::WebSocket)));
+}
+
+#[test]
+fn a_policy_violation_is_final_even_with_a_new_token() {
+    let mut engine = live_engine();
+    assert!(!reconnects(&closed_with(&mut engine, 1008)));
+    let status = engine.status();
+    assert_eq!(
+        (status.state, status.code.as_deref()),
+        (State::Offline, Some("policy_violation"))
+    );
+    engine.token_changed("fresh");
+    assert!(!reconnects(&engine.take_effects()));
+}
+
+#[test]
+fn an_overloaded_relay_is_retried_later() {
+    let mut engine = live_engine();
+    let effects = closed_with(&mut engine, 4503);
+    let delays: Vec<u32> = effects
+        .iter()
+        .filter_map(|effect| match effect {
+            Effect::RetryIn(delay) => Some(*delay),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(delays.len(), 1, "{effects:?}");
+    assert!(
+        u64::from(delays[0]) >= tidewire_shared::ending::LATER_MIN_MS,
+        "{delays:?}"
+    );
+}
+
 #[test]
 fn token_change_on_a_live_socket_sends_auth() {
     let mut engine = live_engine();

@@ -10,13 +10,16 @@
 //!
 //! The task runs until [`Client::close`](super::Client::close), until every handle
 //! (clients, subscriptions, collections) is dropped, until the relay refuses the client for
-//! good (HTTP 401/403, close codes 4001/4003/1008), or until the reconnect attempts allowed
+//! good (HTTP 401/403, close codes 4001/4003/4004/1008: the shared `ending` rule; this
+//! client cannot change its token, so a close asking for a new one ends it), or until the
+//! reconnect attempts allowed
 //! by the configuration run out.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tidewire_shared::ending::{ending, Closed, Reconnect, LATER_MIN_MS};
 use tidewire_shared::message::Publish;
 use tidewire_shared::{ClientMessage, CloseCode, StreamName};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -87,6 +90,8 @@ enum Ended {
     Stop,
     /// The connection was lost; reconnect.
     Lost(String),
+    /// The relay is full or limited us; reconnect, but not before [`LATER_MIN_MS`].
+    Later(String),
     /// The relay refused us for good; stop with this error.
     Refused(ClientError),
 }
@@ -142,6 +147,7 @@ impl Driver {
             let Some(connected) = self.offline(attempt).await else {
                 return self.stop(&ClientError::Closed);
             };
+            let mut later = false;
             let reason = match connected {
                 Ok(socket) => {
                     let opened = Instant::now();
@@ -159,9 +165,10 @@ impl Driver {
                     if opened.elapsed() >= STABLE_AFTER {
                         backoff.reset();
                     }
+                    later = matches!(ended, Ended::Later(_));
                     match ended {
                         Ended::Stop => return self.stop(&ClientError::Closed),
-                        Ended::Lost(reason) => {
+                        Ended::Lost(reason) | Ended::Later(reason) => {
                             bump(&self.counters.disconnects);
                             self.state.on_disconnected(&reason);
                             reason
@@ -173,26 +180,32 @@ impl Driver {
                         }
                     }
                 }
-                Err(error) => {
+                Err(failed) => {
+                    let error = failed.error;
                     bump(&self.counters.connect_failures);
                     if let Some(first) = first.take() {
                         let _ = first.send(Err(error.clone()));
                         return self.stop(&error);
                     }
-                    if matches!(error, ClientError::Refused { .. }) {
-                        return self.stop(&error);
+                    match failed.reconnect {
+                        Reconnect::NewToken | Reconnect::Never => return self.stop(&error),
+                        Reconnect::Later => later = true,
+                        Reconnect::Resume => {}
                     }
                     error.to_string()
                 }
             };
             tracing::debug!(url = %self.config.url, %reason, "tidewire client disconnected");
-            let Some(delay) = backoff.next_delay() else {
+            let Some(mut delay) = backoff.next_delay() else {
                 let error = ClientError::Connect {
                     url: self.config.url.clone(),
                     reason: format!("gave up after {} attempts: {reason}", backoff.attempts()),
                 };
                 return self.stop(&error);
             };
+            if later {
+                delay = delay.max(Duration::from_millis(LATER_MIN_MS));
+            }
             self.status.send_replace(ConnectionStatus::Reconnecting {
                 attempt: backoff.attempts(),
                 reason,
@@ -401,16 +414,31 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-/// Classifies a close from the relay: reconnect, or stop for good.
+/// Classifies a close from the relay with the shared [`ending`] rule: reconnect (soon or
+/// later), or stop. This client's token is fixed at creation, so a close that asks for a new
+/// token ends it too: reconnecting with the same token would be refused again.
 fn closed(code: Option<u16>, reason: &str) -> Ended {
     let Some(code) = code else {
         return Ended::Lost("the relay closed the connection".into());
     };
-    match CloseCode::from_code(code) {
-        Some(known) if !known.should_reconnect() => Ended::Refused(ClientError::Refused {
-            reason: format!("close code {code} ({reason})"),
+    let verdict = ending(&Closed {
+        close_code: Some(code),
+        opened: true,
+        ..Closed::default()
+    });
+    let lost = format!("the relay closed the connection: {code} {reason}");
+    match verdict.reconnect {
+        Reconnect::Resume => Ended::Lost(lost),
+        Reconnect::Later => Ended::Later(lost),
+        Reconnect::NewToken => Ended::Refused(ClientError::Refused {
+            reason: format!(
+                "close code {code} ({}: {reason}); connect again with a new token",
+                verdict.name
+            ),
         }),
-        _ => Ended::Lost(format!("the relay closed the connection: {code} {reason}")),
+        Reconnect::Never => Ended::Refused(ClientError::Refused {
+            reason: format!("close code {code} ({}: {reason})", verdict.name),
+        }),
     }
 }
 
@@ -429,5 +457,8 @@ mod tests {
             Ended::Refused(_)
         ));
         assert!(matches!(closed(Some(1008), "origin"), Ended::Refused(_)));
+        // An expired token is not retried with the same token.
+        assert!(matches!(closed(Some(4004), "expired"), Ended::Refused(_)));
+        assert!(matches!(closed(Some(4503), "overloaded"), Ended::Later(_)));
     }
 }

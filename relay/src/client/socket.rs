@@ -18,6 +18,7 @@ use hyper::header::{AUTHORIZATION, CONNECTION, HOST, UPGRADE};
 use hyper::upgrade::Upgraded;
 use hyper::Request;
 use hyper_util::rt::TokioIo;
+use tidewire_shared::ending::{ending, Closed, Reconnect};
 use tidewire_shared::message::decode_server;
 use tidewire_shared::{ClientMessage, DecodeLimits, ServerMessage};
 use tokio::io::{ReadHalf, WriteHalf};
@@ -139,19 +140,27 @@ where
     }
 }
 
+/// A failed connection attempt, and whether and when to try again.
+#[derive(Debug)]
+pub(crate) struct Failed {
+    pub(crate) error: ClientError,
+    pub(crate) reconnect: Reconnect,
+}
+
 /// Connects to the relay, performs the WebSocket handshake and starts the reader task.
 ///
 /// # Errors
 ///
-/// [`ClientError::Refused`] for HTTP 401/403 (the token is not accepted: retrying cannot
-/// help), [`ClientError::Connect`] for everything else (including the timeout).
-pub(crate) async fn connect(
-    endpoint: &Endpoint,
-    config: &ClientConfig,
-) -> Result<Socket, ClientError> {
-    let connect_error = |reason: String| ClientError::Connect {
-        url: config.url.clone(),
-        reason,
+/// [`ClientError::Refused`] when the upgrade's answer means retrying cannot help (401/403:
+/// the token is not accepted), [`ClientError::Connect`] for everything else (including the
+/// timeout), with what the shared [`ending`] rule says to do next.
+pub(crate) async fn connect(endpoint: &Endpoint, config: &ClientConfig) -> Result<Socket, Failed> {
+    let connect_error = |reason: String| Failed {
+        error: ClientError::Connect {
+            url: config.url.clone(),
+            reason,
+        },
+        reconnect: Reconnect::Resume,
     };
     let handshake = handshake(endpoint, config.token.as_deref());
     let upgraded = match tokio::time::timeout(config.connect_timeout, handshake).await {
@@ -162,12 +171,25 @@ pub(crate) async fn connect(
             )))
         }
         Ok(Err(HandshakeError::Io(error))) => return Err(connect_error(error.to_string())),
-        Ok(Err(HandshakeError::WebSocket(WebSocketError::InvalidStatusCode(status))))
-            if status == 401 || status == 403 =>
-        {
-            return Err(ClientError::Refused {
-                reason: format!("http status {status} on the websocket upgrade"),
-            })
+        Ok(Err(HandshakeError::WebSocket(WebSocketError::InvalidStatusCode(status)))) => {
+            let verdict = ending(&Closed {
+                http_status: Some(status),
+                ..Closed::default()
+            });
+            let reason = format!(
+                "http status {status} on the websocket upgrade ({})",
+                verdict.name
+            );
+            return Err(match verdict.reconnect {
+                Reconnect::NewToken | Reconnect::Never => Failed {
+                    error: ClientError::Refused { reason },
+                    reconnect: verdict.reconnect,
+                },
+                Reconnect::Resume | Reconnect::Later => Failed {
+                    reconnect: verdict.reconnect,
+                    ..connect_error(reason)
+                },
+            });
         }
         Ok(Err(HandshakeError::WebSocket(error))) => return Err(connect_error(error.to_string())),
         Ok(Ok(upgraded)) => upgraded,

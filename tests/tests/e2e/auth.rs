@@ -507,3 +507,44 @@ async fn cors_preflight_and_headers() {
     );
     relay.stop().await;
 }
+
+/// The native client follows the shared close rule: a token that expires on a live
+/// connection (close 4004) ends the client with an error that says so, instead of
+/// reconnecting again and again with the same expired token.
+#[tokio::test]
+async fn native_client_stops_on_an_expired_token_instead_of_retrying_it() {
+    use tidewire_relay::client::{BackoffConfig, Client, ClientConfig, ConnectionStatus};
+
+    let relay = Relay::start().await;
+    let mut config = ClientConfig::new(format!("ws://{}", relay.addr));
+    config.token = Some(token(&["room:1"], 2));
+    config.reconnect = BackoffConfig {
+        initial: Duration::from_millis(50),
+        max: Duration::from_millis(200),
+        max_attempts: None,
+    };
+    let client = Client::connect(config).await.expect("connects");
+    let _subscription = client
+        .subscribe("room:1", Default::default())
+        .await
+        .expect("subscribes");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let reason = loop {
+        if let ConnectionStatus::Closed { reason } = client.status() {
+            break reason;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still {:?} long after the token expired",
+            client.status()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(reason.contains("token_expired"), "{reason}");
+    assert_eq!(
+        client.stats().connects,
+        1,
+        "no reconnect with the expired token"
+    );
+    relay.stop().await;
+}
