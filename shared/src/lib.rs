@@ -18,11 +18,13 @@
 //! | [`snapshot`] | [`Snapshot`] and reassembly of chunked snapshots |
 //! | [`pool`] | [`MergePool`]: ephemeral last-writer-wins state with TTL (presence) |
 //! | [`codes`] | error codes and WebSocket close codes |
+//! | [`backoff`] | the reconnect delay: exponential backoff with full jitter, randomness injected |
 //! | [`ending`] | what a client does when its connection ends (reconnect, later, new token, never) |
 //! | [`limits`] | size and depth bounds applied before parsing untrusted input |
 //! | [`error`] | typed errors |
 #![warn(missing_docs)]
 
+pub mod backoff;
 pub mod codes;
 pub mod collection;
 pub mod cursor;

@@ -272,7 +272,7 @@ impl Engine {
             return;
         }
         let random = self.random();
-        let mut delay = self.backoff.next_delay(random);
+        let mut delay = super::backoff::next_delay_ms(&mut self.backoff, random);
         if std::mem::take(&mut self.retry_later) {
             delay = delay.max(u32::try_from(LATER_MIN_MS).unwrap_or(u32::MAX));
         }

@@ -86,8 +86,8 @@ impl Default for Config {
         Self {
             transport: TransportChoice::Auto,
             persist: false,
-            backoff_initial_ms: Backoff::DEFAULT_INITIAL_MS,
-            backoff_max_ms: Backoff::DEFAULT_MAX_MS,
+            backoff_initial_ms: backoff::DEFAULT_INITIAL_MS,
+            backoff_max_ms: backoff::DEFAULT_MAX_MS,
             pause_when_hidden: true,
             keepalive_ms: 20_000.0,
             connect_timeout_ms: 10_000.0,
@@ -227,7 +227,7 @@ pub struct Engine {
 impl Engine {
     /// A new engine; `seed` feeds the jitter (any value; the shell uses `Math.random`).
     pub fn new(config: Config, seed: u64) -> Self {
-        let backoff = Backoff::new(config.backoff_initial_ms, config.backoff_max_ms);
+        let backoff = backoff::from_ms(config.backoff_initial_ms, config.backoff_max_ms);
         Self {
             config,
             streams: BTreeMap::new(),
@@ -652,7 +652,7 @@ impl Engine {
             code: None,
             close_code: None,
             transport: self.transport(),
-            attempt: self.backoff.attempt(),
+            attempt: self.backoff.attempts(),
             retry_in_ms: None,
         };
         let failure = |status: &mut Status, failure: &Failure| {

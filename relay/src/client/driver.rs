@@ -25,7 +25,7 @@ use tidewire_shared::{ClientMessage, CloseCode, StreamName};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use super::backoff::Backoff;
+use super::backoff::{self, Backoff};
 use super::config::{ClientConfig, Endpoint};
 use super::error::ClientError;
 use super::socket::{self, Inbound, Socket, Writer};
@@ -138,7 +138,7 @@ impl Driver {
     /// Connects, serves, reconnects, until told to stop. If `first` is given, the outcome
     /// of the first attempt is reported there, and a failed first attempt stops the driver.
     pub(crate) async fn run(mut self, mut first: Option<oneshot::Sender<Result<(), ClientError>>>) {
-        let mut backoff = Backoff::new(self.config.reconnect);
+        let mut backoff = Backoff::from(self.config.reconnect);
         let mut ever_connected = false;
         loop {
             let endpoint = self.endpoint.clone();
@@ -196,7 +196,7 @@ impl Driver {
                 }
             };
             tracing::debug!(url = %self.config.url, %reason, "tidewire client disconnected");
-            let Some(mut delay) = backoff.next_delay() else {
+            let Some(mut delay) = backoff::next_delay(&mut backoff) else {
                 let error = ClientError::Connect {
                     url: self.config.url.clone(),
                     reason: format!("gave up after {} attempts: {reason}", backoff.attempts()),

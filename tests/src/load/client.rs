@@ -12,6 +12,7 @@ use fastwebsockets::OpCode;
 use rand::Rng;
 use serde::Serialize;
 use serde_json::json;
+use tidewire_shared::backoff::Backoff;
 use tidewire_shared::cursor::Cursor;
 use tidewire_shared::{Position, StreamName};
 use tokio_util::sync::CancellationToken;
@@ -162,7 +163,7 @@ pub async fn run(spec: ClientSpec, shared: Arc<Shared>, stop: CancellationToken)
             track.resume_from(position.epoch, position.seq);
         }
     }
-    let mut attempt: u32 = 0;
+    let mut backoff = Backoff::new(Duration::from_millis(100), spec.backoff_max);
     let mut lost_at: Option<Instant> = None;
     let mut relay = 0usize;
     loop {
@@ -179,7 +180,7 @@ pub async fn run(spec: ClientSpec, shared: Arc<Shared>, stop: CancellationToken)
                 shared.disconnects.fetch_add(1, Ordering::Relaxed);
                 lost_at.get_or_insert_with(Instant::now);
                 if was_live {
-                    attempt = 0;
+                    backoff.reset();
                 }
             }
             Served::Failed => {
@@ -190,13 +191,11 @@ pub async fn run(spec: ClientSpec, shared: Arc<Shared>, stop: CancellationToken)
         if !spec.reconnect {
             break;
         }
-        // Full jitter: uniform in [0, min(cap, 100 ms * 2^attempt)].
-        let cap = spec
-            .backoff_max
-            .min(Duration::from_millis(100).saturating_mul(1u32 << attempt.min(16)));
-        let delay = rand::thread_rng().gen_range(Duration::ZERO..=cap);
+        // The clients' rule: full jitter in [0, min(max, 100 ms * 2^attempt)].
+        let delay = backoff
+            .next_delay(rand::thread_rng().gen::<f64>())
+            .unwrap_or(spec.backoff_max);
         shared.reconnect_delay_ms.record(delay.as_millis() as u64);
-        attempt = attempt.saturating_add(1);
         tokio::select! {
             () = stop.cancelled() => break,
             () = tokio::time::sleep(delay) => {}

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use tidewire_shared::backoff::Backoff;
 use tokio_postgres::{Client, NoTls};
 use tokio_util::sync::CancellationToken;
 
@@ -268,7 +269,7 @@ async fn publisher(
     let mut next_at = Instant::now();
     let mut target = task % targets;
     let mut client: Option<Client> = None;
-    let mut backoff = Duration::from_millis(50);
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
     let mut counter = 0u64;
     while !stop.is_cancelled() {
         if let Some(interval) = interval {
@@ -293,16 +294,18 @@ async fn publisher(
             Some(existing) if !existing.is_closed() => existing,
             _ => match connect(&spec.url).await {
                 Ok(fresh) => {
-                    backoff = Duration::from_millis(50);
+                    backoff.reset();
                     fresh
                 }
                 Err(_) => {
                     stats.errors.fetch_add(1, Ordering::Relaxed);
+                    let delay = backoff
+                        .next_delay(rand::random::<f64>())
+                        .unwrap_or(Duration::from_secs(2));
                     tokio::select! {
                         () = stop.cancelled() => break,
-                        () = tokio::time::sleep(backoff) => {}
+                        () = tokio::time::sleep(delay) => {}
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
                     continue;
                 }
             },

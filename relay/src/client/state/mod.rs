@@ -39,7 +39,7 @@ use tidewire_shared::{
 };
 use tokio::sync::{mpsc, oneshot};
 
-use super::backoff::{Backoff, BackoffConfig};
+use super::backoff::{self, Backoff, BackoffConfig};
 use super::error::{ClientError, ServerError};
 use super::stats::{add, bump, Counters};
 use super::subscription::{SubscribeOptions, SubscriptionEvent};
@@ -162,7 +162,7 @@ impl State {
             assembler: SnapshotAssembler::new(),
             live: false,
             recovering: false,
-            retry: Backoff::new(self.backoff),
+            retry: Backoff::from(self.backoff),
         };
         if self.connected {
             out.push(Output::Send(sub.subscribe_message(&stream)));
@@ -471,7 +471,7 @@ impl State {
         let Some(sub) = self.subscriptions.get_mut(stream) else {
             return;
         };
-        match sub.retry.next_delay() {
+        match backoff::next_delay(&mut sub.retry) {
             Some(delay) => out.push(Output::RetryLater {
                 stream: stream.clone(),
                 id: sub.id,

@@ -29,6 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
+use tidewire_shared::backoff::Backoff;
 use tidewire_shared::notify::NotifyPayload;
 use tidewire_shared::StreamName;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -252,6 +253,9 @@ pub fn spawn(
 /// Notifications handled per turn of the listener's loop.
 const BATCH: usize = 1024;
 
+/// Ceiling of the first reconnect delay of the LISTEN connection.
+const RECONNECT_INITIAL: Duration = Duration::from_millis(100);
+
 struct Task {
     config: ListenerConfig,
     pg_config: tokio_postgres::Config,
@@ -264,13 +268,14 @@ struct Task {
 
 impl Task {
     async fn run(mut self) {
-        let mut attempt: u32 = 0;
+        let mut backoff = Backoff::new(RECONNECT_INITIAL, self.config.reconnect_max);
+        let mut retrying = false;
         let mut connected_before = false;
         loop {
-            if attempt > 0 && !self.backoff(attempt).await {
+            if retrying && !self.backoff(&mut backoff).await {
                 return;
             }
-            attempt = attempt.saturating_add(1);
+            retrying = true;
             let connecting = ListenConnection::connect(&self.pg_config, self.config.timeout);
             let connection = tokio::select! {
                 () = self.token.cancelled() => return,
@@ -305,7 +310,7 @@ impl Task {
                 Some(lost) => {
                     ListenerStats::add(&self.stats.failures, 1);
                     self.set_down(lost.0);
-                    attempt = 1;
+                    backoff.reset();
                 }
             }
         }
@@ -318,12 +323,11 @@ impl Task {
 
     /// Sleeps a full-jitter exponential backoff; false if cancelled meanwhile or if every
     /// handle is gone (the relay was dropped without a shutdown: the thread must end too).
-    async fn backoff(&self, attempt: u32) -> bool {
-        let base = Duration::from_millis(100);
-        let ceiling = base
-            .saturating_mul(1u32 << attempt.min(16))
-            .min(self.config.reconnect_max);
-        let delay = rand::thread_rng().gen_range(Duration::ZERO..=ceiling);
+    async fn backoff(&self, backoff: &mut Backoff) -> bool {
+        // This backoff retries forever: `None` cannot happen.
+        let delay = backoff
+            .next_delay(rand::thread_rng().gen::<f64>())
+            .unwrap_or(self.config.reconnect_max);
         tokio::select! {
             () = self.token.cancelled() => false,
             () = tokio::time::sleep(delay) => !self.commands.is_closed(),
