@@ -14,6 +14,7 @@
 //! | [`message`] | the JSON messages of the client protocol, both directions |
 //! | [`notify`] | the NOTIFY payload codec (inline event or pointer) |
 //! | [`cursor`] | the SSE `id:` cursor covering several streams |
+//! | [`sse`] | the `text/event-stream` writer and parser |
 //! | [`collection`] | [`Collection`]: idempotent, order-independent application of events |
 //! | [`snapshot`] | [`Snapshot`] and reassembly of chunked snapshots |
 //! | [`pool`] | [`MergePool`]: ephemeral last-writer-wins state with TTL (presence) |
@@ -36,6 +37,7 @@ pub mod message;
 pub mod notify;
 pub mod pool;
 pub mod snapshot;
+pub mod sse;
 pub mod stream;
 
 pub use codes::{CloseCode, ErrorCode};

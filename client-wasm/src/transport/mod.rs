@@ -4,12 +4,10 @@
 //! |---|---|
 //! | [`ws`] | WebSocket to `/v1/ws` |
 //! | [`sse`] | SSE from `/v1/sse` with fetch streaming |
-//! | [`sse_parse`] | the sans-IO `text/event-stream` parser |
 //! | [`http`] | fetch helpers and `POST /v1/streams/{s}/events` |
 
 pub(crate) mod http;
 pub(crate) mod sse;
-pub(crate) mod sse_parse;
 pub(crate) mod ws;
 
 /// The relay's URLs, derived from the one the application gave.

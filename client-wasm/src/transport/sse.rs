@@ -14,8 +14,8 @@ use wasm_bindgen_futures::JsFuture;
 use web_sys::{AbortController, ReadableStreamDefaultReader};
 
 use super::http;
-use super::sse_parse::SseParser;
 use crate::engine::CloseInfo;
+use tidewire_shared::sse::SseParser;
 
 /// What the SSE request reports.
 #[derive(Debug)]
@@ -137,7 +137,7 @@ async fn run(
             .map(|value| http::bytes(&value))
             .unwrap_or_default();
         let messages = parser
-            .push(&bytes)
+            .push_events(&bytes)
             .into_iter()
             .map(|event| event.data)
             .collect();

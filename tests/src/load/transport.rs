@@ -3,6 +3,7 @@
 //! stream (HTTP/1.1 request, chunked body, `event:`/`id:`/`data:` lines). No hyper client per
 //! connection, so 10,000 of them fit in one process.
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -11,6 +12,7 @@ use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use fastwebsockets::{Frame, OpCode, Payload, Role, WebSocket};
+use tidewire_shared::sse::{SseItem, SseParser};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -223,8 +225,10 @@ pub struct Sse {
     chunk_left: usize,
     /// The terminating zero-size chunk arrived.
     ended: bool,
-    /// The event being assembled.
-    event: SseEvent,
+    /// The clients' event-stream parser (`tidewire_shared::sse`).
+    parser: SseParser,
+    /// What the parser completed and `next_event` has not returned yet.
+    pending: VecDeque<SseItem>,
     /// When bytes (events or heartbeat comments) last arrived.
     last_activity: std::time::Instant,
 }
@@ -232,7 +236,7 @@ pub struct Sse {
 /// One SSE event.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SseEvent {
-    /// `event:` (empty for the default `message`).
+    /// `event:` (`message` when the event named none; empty for a comment).
     pub event: String,
     /// `id:`, if the event set one.
     pub id: Option<String>,
@@ -278,7 +282,8 @@ pub async fn sse(
             chunked,
             chunk_left: 0,
             ended: false,
-            event: SseEvent::default(),
+            parser: SseParser::new(),
+            pending: VecDeque::new(),
             last_activity: std::time::Instant::now(),
         })
     };
@@ -301,15 +306,29 @@ impl Sse {
     /// I/O errors and malformed chunked encoding.
     pub async fn next_event(&mut self) -> io::Result<Option<SseEvent>> {
         loop {
-            while let Some(end) = self.body.iter().position(|&byte| byte == b'\n') {
-                let mut line = self.body.split_to(end + 1);
-                line.truncate(end);
-                if line.last() == Some(&b'\r') {
-                    line.truncate(end - 1);
+            match self.pending.pop_front() {
+                Some(SseItem::Event(event)) => {
+                    return Ok(Some(SseEvent {
+                        event: event.name,
+                        id: event.id,
+                        data: event.data.into_bytes(),
+                        comment: false,
+                    }))
                 }
-                if let Some(event) = self.line(&line) {
-                    return Ok(Some(event));
+                Some(SseItem::Comment(text)) => {
+                    return Ok(Some(SseEvent {
+                        data: text.into_bytes(),
+                        comment: true,
+                        ..SseEvent::default()
+                    }))
                 }
+                Some(SseItem::Retry(_)) => continue,
+                None => {}
+            }
+            if !self.body.is_empty() {
+                let body = self.body.split();
+                self.pending.extend(self.parser.push(&body));
+                continue;
             }
             if !self.decode_chunks()? {
                 if self.ended || self.stream.read_buf(&mut self.raw).await? == 0 {
@@ -365,43 +384,6 @@ impl Sse {
             }
             self.chunk_left = size;
         }
-    }
-
-    /// Applies one line; returns an event on the blank line that ends it.
-    fn line(&mut self, line: &[u8]) -> Option<SseEvent> {
-        if line.is_empty() {
-            if self.event.data.is_empty() && self.event.event.is_empty() {
-                return None;
-            }
-            return Some(std::mem::take(&mut self.event));
-        }
-        if line[0] == b':' {
-            let text = line[1..].strip_prefix(b" ").unwrap_or(&line[1..]);
-            return Some(SseEvent {
-                data: text.to_vec(),
-                comment: true,
-                ..SseEvent::default()
-            });
-        }
-        let (field, value) = match line.iter().position(|&byte| byte == b':') {
-            Some(colon) => {
-                let value = &line[colon + 1..];
-                (&line[..colon], value.strip_prefix(b" ").unwrap_or(value))
-            }
-            None => (line, &b""[..]),
-        };
-        match field {
-            b"event" => self.event.event = String::from_utf8_lossy(value).into_owned(),
-            b"id" => self.event.id = Some(String::from_utf8_lossy(value).into_owned()),
-            b"data" => {
-                if !self.event.data.is_empty() {
-                    self.event.data.push(b'\n');
-                }
-                self.event.data.extend_from_slice(value);
-            }
-            _ => {}
-        }
-        None
     }
 }
 

@@ -1,107 +1,60 @@
-//! SSE wire framing (WHATWG HTML "server-sent events"): the `retry:` preamble, one event per
-//! server message, comment heartbeats.
-//!
-//! Every field is written so that nothing inside a value can start another field or end the
-//! event: the event name is checked against `[a-z_]`, an `id` with CR, LF or NUL is dropped,
-//! and data is split at every CR, LF or CRLF into `data:` lines (the browser joins them back
-//! with LF, which for JSON is the same whitespace). A NUL inside data is an ordinary character
-//! to an SSE parser and cannot start a field.
+//! SSE framing into the relay's buffers: the shared writer ([`tidewire_shared::sse`], with its
+//! byte-exact tests) writing into a `BytesMut`, and the event name of a JSON server message.
 
 use std::borrow::Cow;
 
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
+use tidewire_shared::sse::{self, SseSink, FALLBACK_EVENT, MAX_EVENT_NAME};
 
-/// The comment sent when nothing else was sent for `--sse-heartbeat-ms`.
-pub(super) const HEARTBEAT: &[u8] = b": hb\n\n";
+/// The relay's buffer as the shared writer's sink.
+struct Out<'a>(&'a mut BytesMut);
 
-/// Event name used when a message's `type` cannot be read (never expected).
-const FALLBACK_EVENT: &str = "message";
-
-/// Longest accepted event name.
-const MAX_EVENT_NAME: usize = 32;
+impl SseSink for Out<'_> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.0.extend_from_slice(bytes);
+    }
+}
 
 /// The `retry:` preamble: how long a browser `EventSource` waits before reconnecting.
 pub(super) fn retry(out: &mut BytesMut, millis: u64) {
-    out.put_slice(b"retry: ");
-    out.put_slice(millis.to_string().as_bytes());
-    out.put_slice(b"\n\n");
+    sse::write_retry(&mut Out(out), millis);
 }
 
 /// One event: `event: <name>`, `id: <id>` when given, `data:` lines, then a blank line.
 pub(super) fn event(out: &mut BytesMut, name: &str, id: Option<&str>, data: &[u8]) {
     out.reserve(name.len() + id.map_or(0, str::len) + data.len() + 24);
-    fields(out, name, id);
-    let mut rest = data;
-    loop {
-        let end = memchr::memchr2(b'\r', b'\n', rest);
-        out.put_slice(b"data: ");
-        match end {
-            None => {
-                out.put_slice(rest);
-                out.put_u8(b'\n');
-                break;
-            }
-            Some(end) => {
-                out.put_slice(&rest[..end]);
-                out.put_u8(b'\n');
-                let crlf = rest[end] == b'\r' && rest.get(end + 1) == Some(&b'\n');
-                rest = &rest[end + if crlf { 2 } else { 1 }..];
-            }
-        }
-    }
-    out.put_u8(b'\n');
+    check_id(id);
+    sse::write_event(&mut Out(out), name, id, data);
 }
 
-/// Whether `data` fits one `data:` line (no CR or LF), so that it can follow
-/// [`event_head`] as it is.
+/// Whether `data` fits one `data:` line, so that it can follow [`event_head`] as it is.
 pub(super) fn is_one_line(data: &[u8]) -> bool {
-    memchr::memchr2(b'\r', b'\n', data).is_none()
+    sse::is_one_line(data)
 }
 
 /// An event up to its data: `event:`, `id:` when given, and `data: `. The data (one line, see
 /// [`is_one_line`]) and [`event_tail`] follow.
 pub(super) fn event_head(out: &mut BytesMut, name: &str, id: Option<&str>) {
-    fields(out, name, id);
-    out.put_slice(b"data: ");
+    check_id(id);
+    sse::write_event_head(&mut Out(out), name, id);
 }
 
 /// Ends an event begun with [`event_head`]: the data line's end and the blank line.
 pub(super) fn event_tail(out: &mut BytesMut) {
-    out.put_slice(b"\n\n");
-}
-
-/// `event: <name>` and `id: <id>` lines.
-fn fields(out: &mut BytesMut, name: &str, id: Option<&str>) {
-    let name = if is_event_name(name) {
-        name
-    } else {
-        FALLBACK_EVENT
-    };
-    out.put_slice(b"event: ");
-    out.put_slice(name.as_bytes());
-    out.put_u8(b'\n');
-    if let Some(id) = id {
-        if id.bytes().any(|byte| matches!(byte, b'\r' | b'\n' | b'\0')) {
-            tracing::warn!(id, "bug: an sse id with a line break or NUL was dropped");
-        } else {
-            out.put_slice(b"id: ");
-            out.put_slice(id.as_bytes());
-            out.put_u8(b'\n');
-        }
-    }
+    sse::write_event_tail(&mut Out(out));
 }
 
 /// The heartbeat comment.
 pub(super) fn heartbeat(out: &mut BytesMut) {
-    out.put_slice(HEARTBEAT);
+    sse::write_heartbeat(&mut Out(out));
 }
 
-fn is_event_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= MAX_EVENT_NAME
-        && name
-            .bytes()
-            .all(|byte| byte.is_ascii_lowercase() || byte == b'_')
+/// The relay builds its ids from cursors, which never hold a line break: one that does is a
+/// bug, and the writer leaves it out.
+fn check_id(id: Option<&str>) {
+    if let Some(id) = id.filter(|id| !sse::is_valid_id(id)) {
+        tracing::warn!(id, "bug: an sse id with a line break or NUL was dropped");
+    }
 }
 
 /// The `type` of a JSON server message, used as the event name.
@@ -117,7 +70,7 @@ pub(super) fn message_type(json: &[u8]) -> Cow<'_, str> {
             .position(|&byte| byte == b'"')
         {
             if let Ok(name) = std::str::from_utf8(&rest[..end]) {
-                if is_event_name(name) {
+                if sse::is_event_name(name) {
                     return Cow::Borrowed(name);
                 }
             }
@@ -129,10 +82,41 @@ pub(super) fn message_type(json: &[u8]) -> Cow<'_, str> {
         kind: String,
     }
     match serde_json::from_slice::<Tagged>(json) {
-        Ok(tagged) if is_event_name(&tagged.kind) => Cow::Owned(tagged.kind),
+        Ok(tagged) if sse::is_event_name(&tagged.kind) => Cow::Owned(tagged.kind),
         _ => Cow::Borrowed(FALLBACK_EVENT),
     }
 }
 
 #[cfg(test)]
-mod tests;
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_types_are_read_from_the_json() {
+        assert_eq!(
+            message_type(br#"{"type":"snapshot","stream":"a"}"#),
+            "snapshot"
+        );
+        assert_eq!(
+            message_type(br#"{"stream":"a","type":"subscribed"}"#),
+            "subscribed"
+        );
+        assert_eq!(message_type(br#"{"type":"Evil\nid: 1"}"#), "message");
+        assert_eq!(message_type(br#"{"type":"evil\u000aid"}"#), "message");
+        assert_eq!(message_type(b"not json"), "message");
+        assert_eq!(message_type(br#"{"type":"x"#), "message");
+    }
+
+    #[test]
+    fn the_relay_buffer_gets_the_shared_framing() {
+        let mut out = BytesMut::new();
+        retry(&mut out, 500);
+        event(&mut out, "event", Some("1;a,1,6"), b"{\"a\":1}");
+        heartbeat(&mut out);
+        let mut expected = Vec::new();
+        sse::write_retry(&mut expected, 500);
+        sse::write_event(&mut expected, "event", Some("1;a,1,6"), b"{\"a\":1}");
+        sse::write_heartbeat(&mut expected);
+        assert_eq!(out.to_vec(), expected);
+    }
+}

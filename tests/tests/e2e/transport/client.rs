@@ -14,6 +14,7 @@ use hyper::upgrade::Upgraded;
 use hyper::{HeaderMap, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
+use tidewire_shared::sse::{SseItem, SseParser};
 use tokio::net::TcpStream;
 
 use crate::support::WAIT;
@@ -223,8 +224,10 @@ impl SseEvent {
 /// An open `/v1/sse` response.
 pub(crate) struct SseClient {
     body: Incoming,
-    /// Bytes received and not yet parsed into blocks.
-    buffer: Vec<u8>,
+    /// The clients' event-stream parser (`tidewire_shared::sse`).
+    parser: SseParser,
+    /// What the parser completed and `block` has not returned yet.
+    pending: std::collections::VecDeque<SseItem>,
     /// Every byte received, for byte-exact checks.
     pub(crate) raw: Vec<u8>,
 }
@@ -283,7 +286,8 @@ impl SseClient {
         assert_eq!(status, StatusCode::OK, "GET {path}");
         let client = Self {
             body,
-            buffer: Vec::new(),
+            parser: SseParser::new(),
+            pending: std::collections::VecDeque::new(),
             raw: Vec::new(),
         };
         (headers, client)
@@ -294,14 +298,20 @@ impl SseClient {
         self.block_within(WAIT).await.expect("an sse block in time")
     }
 
-    /// The next block; the outer `None` if nothing came within `wait`.
+    /// The next block; the outer `None` if nothing came within `wait`. The relay ends every
+    /// retry, comment and event with a blank line, so each is a block of its own.
     pub(crate) async fn block_within(&mut self, wait: Duration) -> Option<Option<SseEvent>> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            if let Some(end) = self.buffer.windows(2).position(|pair| pair == b"\n\n") {
-                let block: Vec<u8> = self.buffer.drain(..end + 2).collect();
-                return Some(Some(parse_block(&block[..end])));
+            if let Some(item) = self.pending.pop_front() {
+                return Some(Some(block(item)));
             }
+            assert_eq!(
+                self.parser.unknown_fields(),
+                0,
+                "the relay wrote a field SSE does not have: {:?}",
+                String::from_utf8_lossy(&self.raw)
+            );
             let frame = match tokio::time::timeout_at(deadline, self.body.frame()).await {
                 Err(_) => return None,
                 Ok(None) => return Some(None),
@@ -309,7 +319,7 @@ impl SseClient {
             };
             if let Ok(data) = frame.into_data() {
                 self.raw.extend_from_slice(&data);
-                self.buffer.extend_from_slice(&data);
+                self.pending.extend(self.parser.push(&data));
             }
         }
     }
@@ -343,26 +353,22 @@ impl SseClient {
     }
 }
 
-/// Parses one block (the text between blank lines) the WHATWG way; the relay writes LF only.
-fn parse_block(block: &[u8]) -> SseEvent {
-    let text = std::str::from_utf8(block).expect("the event stream is UTF-8");
-    let mut event = SseEvent::default();
-    let mut data: Vec<&str> = Vec::new();
-    for line in text.split('\n') {
-        if let Some(comment) = line.strip_prefix(':') {
-            event.comments.push(comment.trim_start().to_owned());
-            continue;
-        }
-        let (field, value) = line.split_once(':').unwrap_or((line, ""));
-        let value = value.strip_prefix(' ').unwrap_or(value);
-        match field {
-            "event" => event.event = value.to_owned(),
-            "id" => event.id = Some(value.to_owned()),
-            "data" => data.push(value),
-            "retry" => event.retry = Some(value.parse().expect("retry is a number")),
-            other => panic!("unknown sse field {other:?} in {text:?}"),
-        }
+/// One item of the shared parser (`tidewire_shared::sse`) as the block it came in.
+fn block(item: SseItem) -> SseEvent {
+    match item {
+        SseItem::Event(event) => SseEvent {
+            event: event.name,
+            id: event.id,
+            data: event.data,
+            ..SseEvent::default()
+        },
+        SseItem::Comment(comment) => SseEvent {
+            comments: vec![comment],
+            ..SseEvent::default()
+        },
+        SseItem::Retry(retry) => SseEvent {
+            retry: Some(retry),
+            ..SseEvent::default()
+        },
     }
-    event.data = data.join("\n");
-    event
 }
