@@ -6,6 +6,12 @@
 //! `serde_json::Value` (needed anyway for record data) and takes the fields out by hand,
 //! moving the data rather than copying it. The wasm tests check this decoder against the
 //! shared `server_messages.json` vectors and against `decode_server`.
+//!
+//! Measured (2026-12-06, `scripts/build-client`, release, wasm-opt -Oz): with this decoder
+//! the package's `tidewire_bg.wasm` is 279,768 bytes (118,594 gzipped); decoding with
+//! `decode_server` instead makes it 379,393 bytes (154,482 gzipped), +35,888 gzipped bytes
+//! (+30%). It also reads unknown advisory kinds and error codes as text, so a newer relay's
+//! additions do not make a message undecodable.
 
 use serde_json::{Map, Value};
 use tidewire_shared::limits::{check, DecodeLimits};
