@@ -11,6 +11,7 @@ pub mod janitor;
 pub mod metrics;
 pub mod pg;
 pub mod presence;
+pub mod query;
 pub mod reaper;
 
 pub mod bus;

@@ -252,12 +252,13 @@ pub fn bearer_token(headers: &HeaderMap, query: Option<&str>) -> Result<Option<S
         }
         tokens.push(token.to_owned());
     }
-    for pair in query.unwrap_or_default().split('&') {
-        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        if TOKEN_PARAMETERS.contains(&name) && !value.is_empty() {
-            let token = percent_decode(value)
-                .ok_or_else(|| refuse("the token parameter is not percent-encoded UTF-8"))?;
-            tokens.push(token);
+    for (name, value) in crate::query::form_pairs(query.unwrap_or_default()) {
+        if TOKEN_PARAMETERS.contains(&name.as_str()) {
+            let token =
+                value.map_err(|_| refuse("the token parameter is not percent-encoded UTF-8"))?;
+            if !token.is_empty() {
+                tokens.push(token);
+            }
         }
     }
     let Some(first) = tokens.first() else {
@@ -269,25 +270,6 @@ pub fn bearer_token(headers: &HeaderMap, query: Option<&str>) -> Result<Option<S
         ));
     }
     Ok(Some(first.clone()))
-}
-
-/// Decodes `%XX` escapes and `+` (a space) in a query value; `None` for a bad escape or
-/// invalid UTF-8.
-fn percent_decode(value: &str) -> Option<String> {
-    let mut bytes = Vec::with_capacity(value.len());
-    let mut input = value.bytes();
-    while let Some(byte) = input.next() {
-        match byte {
-            b'%' => {
-                let high = char::from(input.next()?).to_digit(16)?;
-                let low = char::from(input.next()?).to_digit(16)?;
-                bytes.push(u8::try_from(high * 16 + low).ok()?);
-            }
-            b'+' => bytes.push(b' '),
-            other => bytes.push(other),
-        }
-    }
-    String::from_utf8(bytes).ok()
 }
 
 #[cfg(test)]

@@ -37,10 +37,11 @@ use hyper::{Method, Request, Response, StatusCode};
 use tidewire_shared::{ErrorCode, StreamKind, StreamName};
 
 use self::error::ApiError;
-use self::path::{parse_route, percent_decode, Resource};
+use self::path::{parse_route, Resource};
 use super::{full, Body};
 use crate::auth::AuthError;
 use crate::hub::Hub;
+use crate::query::percent_decode;
 
 /// `GET /healthz`: the process is up.
 pub fn healthz() -> Response<Body> {

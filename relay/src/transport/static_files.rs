@@ -23,9 +23,9 @@ use hyper::{Method, Request, Response, StatusCode};
 use tidewire_shared::ErrorCode;
 use tokio::io::AsyncReadExt;
 
-use super::http::path::percent_decode;
 use super::{error_response, full, Body};
 use crate::hub::Hub;
+use crate::query::percent_decode;
 
 /// Bytes read from disk per body chunk.
 const CHUNK: usize = 64 * 1024;

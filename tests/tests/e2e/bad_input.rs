@@ -269,6 +269,13 @@ fn rows(epoch: u64) -> Vec<Row> {
         get("events since ahead of the head", "/v1/streams/t/events?since=1000000", &[], Expect::Status(409, Some("bad_since"))),
         get("events from another epoch", &format!("/v1/streams/t/events?since=0&epoch={}", epoch + 1), &[], Expect::Status(409, Some("bad_since"))),
         get("snapshot of a bad name", "/v1/streams/%22%3Bdrop/snapshot", &[], Expect::Status(400, Some("bad_stream"))),
+        // Malformed percent-encoding: one rule everywhere (refused, never kept literally).
+        get("bad escape in a path", "/v1/streams/t%ZZ/snapshot", &[], Expect::Status(400, Some("bad_stream"))),
+        get("bad escape in an SSE stream", "/v1/sse?stream=t%ZZ", &[], Expect::Status(400, Some("bad_stream"))),
+        get("bad escape in an SSE since", "/v1/sse?stream=t&since=%ZZ", &[], Expect::Status(400, Some("bad_since"))),
+        get("bad escape in events since", "/v1/streams/t/events?since=%ZZ", &[], Expect::Status(400, Some("bad_since"))),
+        get("bad escape in a token parameter", "/v1/sse?stream=t&access_token=%ZZ", &[], Expect::Status(401, Some("unauthorized"))),
+        get("escape that is not UTF-8", "/v1/sse?stream=t%FF", &[], Expect::Status(400, Some("bad_stream"))),
         post("publish invalid json", "/v1/streams/t/events", "{not json", Expect::Status(400, Some("bad_message"))),
         post("publish patch with an array", "/v1/streams/t/events", "{\"key\":\"k\",\"op\":\"patch\",\"data\":[1]}", Expect::Status(400, Some("bad_data"))),
         post("publish to a raw channel", "/v1/streams/raw:x/events", "{\"key\":\"k\",\"op\":\"upsert\",\"data\":1}", Expect::Status(400, Some("bad_stream"))),

@@ -5,9 +5,9 @@ use serde::Serialize;
 use tidewire_shared::{ErrorCode, Event, Position, Record, StreamName};
 
 use super::error::ApiError;
-use super::path::query_values;
 use crate::hub::Hub;
 use crate::pg::outbox::{self, Head, OutboxError};
+use crate::query::form_values;
 use crate::transport::{json_response, Body};
 
 /// Largest `since` or `epoch` accepted: 2^53 - 1, so that JavaScript holds every position
@@ -69,7 +69,7 @@ pub(crate) fn parse_page(query: Option<&str>, default_limit: usize) -> Result<Pa
 
 /// The one value of parameter `name`, `None` if absent.
 fn single(query: Option<&str>, name: &str, code: ErrorCode) -> Result<Option<String>, ApiError> {
-    let mut values = query_values(query, name);
+    let mut values = form_values(query, name);
     let first = values.next();
     if values.next().is_some() {
         return Err(ApiError::new(

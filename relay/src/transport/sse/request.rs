@@ -6,6 +6,7 @@ use hyper::HeaderMap;
 use tidewire_shared::cursor::MAX_CURSOR_STREAMS;
 use tidewire_shared::{Cursor, ErrorCode, StreamName};
 
+use crate::query::form_pairs;
 use crate::transport::ws::Refusal;
 
 /// A valid SSE request.
@@ -31,7 +32,13 @@ impl SseRequest {
     ) -> Result<Self, Refusal> {
         let mut streams: Vec<StreamName> = Vec::new();
         let mut since = None;
-        for (key, value) in pairs(query.unwrap_or("")) {
+        for (key, value) in form_pairs(query.unwrap_or("")) {
+            let code = match key.as_str() {
+                "stream" => ErrorCode::BadStream,
+                "since" => ErrorCode::BadSince,
+                _ => continue,
+            };
+            let value = value.map_err(|error| Refusal::new(code, format!("{key}: {error}")))?;
             match key.as_str() {
                 "stream" => {
                     let stream = StreamName::new(&value).map_err(|error| {
@@ -85,45 +92,6 @@ impl SseRequest {
         }
         Ok(Self { streams, cursor })
     }
-}
-
-/// `application/x-www-form-urlencoded` pairs of a query string (`+` is a space; bad escapes
-/// are kept literally; invalid UTF-8 becomes U+FFFD, which no stream name accepts).
-fn pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
-    query
-        .split('&')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (decode(key), decode(value))
-        })
-}
-
-fn decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut index = 0;
-    while index < bytes.len() {
-        match bytes[index] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = bytes
-                    .get(index + 1..index + 3)
-                    .filter(|hex| hex.iter().all(u8::is_ascii_hexdigit))
-                    .and_then(|hex| std::str::from_utf8(hex).ok());
-                match hex.and_then(|hex| u8::from_str_radix(hex, 16).ok()) {
-                    Some(byte) => {
-                        out.push(byte);
-                        index += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            byte => out.push(byte),
-        }
-        index += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
