@@ -7,8 +7,6 @@
 //! `select!`. Frames the protocol obliges us to answer (pong, the close echo) travel back to
 //! the driver through the same channel as messages, which keeps their order.
 
-use std::future::Future;
-
 use bytes::Bytes;
 use fastwebsockets::{
     FragmentCollectorRead, Frame, OpCode, Payload, WebSocketError, WebSocketWrite,
@@ -17,7 +15,7 @@ use http_body_util::Empty;
 use hyper::header::{AUTHORIZATION, CONNECTION, HOST, UPGRADE};
 use hyper::upgrade::Upgraded;
 use hyper::Request;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tidewire_shared::ending::{ending, Closed, Reconnect};
 use tidewire_shared::message::decode_server;
 use tidewire_shared::{ClientMessage, DecodeLimits, ServerMessage};
@@ -126,20 +124,6 @@ impl Writer {
     }
 }
 
-/// Runs hyper's connection futures on tokio (the handshake needs an executor).
-#[derive(Debug, Clone, Copy)]
-struct SpawnExecutor;
-
-impl<F> hyper::rt::Executor<F> for SpawnExecutor
-where
-    F: Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    fn execute(&self, future: F) {
-        tokio::spawn(future);
-    }
-}
-
 /// A failed connection attempt, and whether and when to try again.
 #[derive(Debug)]
 pub(crate) struct Failed {
@@ -245,9 +229,10 @@ async fn handshake(
     let request = request
         .body(Empty::<Bytes>::new())
         .map_err(|error| HandshakeError::Io(std::io::Error::other(error)))?;
-    let (websocket, _response) = fastwebsockets::handshake::client(&SpawnExecutor, request, tcp)
-        .await
-        .map_err(HandshakeError::WebSocket)?;
+    let (websocket, _response) =
+        fastwebsockets::handshake::client(&TokioExecutor::new(), request, tcp)
+            .await
+            .map_err(HandshakeError::WebSocket)?;
     Ok(websocket)
 }
 

@@ -273,79 +273,15 @@ fn not_modified(headers: &HeaderMap, etag: &str, modified: Option<SystemTime>) -
     }
 }
 
-const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-const MONTHS: [&str; 12] = [
-    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-];
-
 /// IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), the only date format HTTP servers send.
 fn http_date(time: SystemTime) -> String {
-    let seconds = unix_seconds(time);
-    let days = seconds / 86_400;
-    let (year, month, day) = civil_from_days(days);
-    let rest = seconds % 86_400;
-    // `days % 7` and `month - 1` are in range of the tables by construction.
-    format!(
-        "{}, {day:02} {} {year} {:02}:{:02}:{:02} GMT",
-        DAYS[usize::try_from(days % 7).unwrap_or(0)],
-        MONTHS[usize::try_from(month - 1).unwrap_or(0)],
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    )
+    httpdate::fmt_http_date(time)
 }
 
-/// Seconds since the Unix epoch of an IMF-fixdate, `None` for anything else.
+/// Seconds since the Unix epoch of an HTTP date (IMF-fixdate, or the obsolete RFC 850 and
+/// asctime forms a recipient must accept), `None` for anything else.
 fn parse_http_date(text: &str) -> Option<u64> {
-    let mut parts = text.split_whitespace();
-    let _weekday = parts.next()?;
-    let day: u64 = parts.next()?.parse().ok()?;
-    let month_name = parts.next()?;
-    let month = MONTHS.iter().position(|name| *name == month_name)?;
-    let year: u64 = parts.next()?.parse().ok()?;
-    let mut clock = parts.next()?.split(':').map(str::parse::<u64>);
-    let (hours, minutes, seconds) = (
-        clock.next()?.ok()?,
-        clock.next()?.ok()?,
-        clock.next()?.ok()?,
-    );
-    if parts.next()? != "GMT"
-        || !(1..=31).contains(&day)
-        || year < 1970
-        || hours > 23
-        || minutes > 59
-        || seconds > 60
-    {
-        return None;
-    }
-    let month = u64::try_from(month).ok()? + 1;
-    let days = days_from_civil(year, month, day);
-    Some(days * 86_400 + hours * 3600 + minutes * 60 + seconds)
-}
-
-/// Howard Hinnant's `civil_from_days` for dates from 1970 on.
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
-}
-
-/// The inverse of [`civil_from_days`].
-fn days_from_civil(year: u64, month: u64, day: u64) -> u64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year / 400;
-    let yoe = year - era * 400;
-    let mp = if month > 2 { month - 3 } else { month + 9 };
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    (era * 146_097 + doe).saturating_sub(719_468)
+    httpdate::parse_http_date(text).ok().map(unix_seconds)
 }
 
 #[cfg(test)]

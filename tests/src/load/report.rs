@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use serde::Serialize;
 use serde_json::Value;
@@ -77,29 +77,9 @@ impl Machine {
     }
 }
 
-/// The current UTC time as `YYYY-MM-DDTHH:MM:SSZ`.
+/// The current time as an HTTP date (`Sun, 06 Dec 2026 04:20:00 GMT`).
 pub fn utc_now() -> String {
-    let seconds = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_secs());
-    let days = (seconds / 86_400) as i64;
-    let rest = seconds % 86_400;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    )
+    httpdate::fmt_http_date(SystemTime::now())
 }
 
 /// A plain-text table with right-aligned numeric columns.
@@ -228,11 +208,12 @@ mod tests {
     }
 
     #[test]
-    fn dates_are_iso() {
+    fn dates_are_utc_http_dates() {
         let now = utc_now();
-        assert_eq!(now.len(), 20, "{now}");
-        assert!(now.starts_with("20"));
-        assert!(now.ends_with('Z'));
+        assert!(now.ends_with(" GMT"), "{now}");
+        let parsed = httpdate::parse_http_date(&now).expect("parses back");
+        let skew = SystemTime::now().duration_since(parsed).unwrap_or_default();
+        assert!(skew.as_secs() < 5, "{now}");
     }
 
     #[test]

@@ -118,22 +118,28 @@ async fn read_head(
 ) -> Result<(u16, Vec<(String, String)>, BytesMut), ConnectError> {
     let mut buffer = BytesMut::with_capacity(1024);
     loop {
-        if let Some(end) = find(&buffer, b"\r\n\r\n") {
-            let head = std::str::from_utf8(&buffer[..end])
-                .map_err(|_| ConnectError::Malformed("response head is not utf-8".into()))?;
-            let mut lines = head.split("\r\n");
-            let status_line = lines.next().unwrap_or_default();
-            let status = status_line
-                .split_whitespace()
-                .nth(1)
-                .and_then(|code| code.parse::<u16>().ok())
-                .ok_or_else(|| ConnectError::Malformed(format!("status line {status_line:?}")))?;
-            let headers = lines
-                .filter_map(|line| line.split_once(':'))
-                .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
-                .collect();
-            buffer.advance(end + 4);
-            return Ok((status, headers, buffer));
+        let mut slots = [httparse::EMPTY_HEADER; 32];
+        let mut response = httparse::Response::new(&mut slots);
+        match response.parse(&buffer) {
+            Ok(httparse::Status::Complete(length)) => {
+                let status = response
+                    .code
+                    .ok_or_else(|| ConnectError::Malformed("no status code".into()))?;
+                let headers = response
+                    .headers
+                    .iter()
+                    .map(|header| {
+                        (
+                            header.name.to_ascii_lowercase(),
+                            String::from_utf8_lossy(header.value).trim().to_owned(),
+                        )
+                    })
+                    .collect();
+                buffer.advance(length);
+                return Ok((status, headers, buffer));
+            }
+            Ok(httparse::Status::Partial) => {}
+            Err(error) => return Err(ConnectError::Malformed(format!("response head: {error}"))),
         }
         if buffer.len() > MAX_HEAD {
             return Err(ConnectError::Malformed("response head too large".into()));

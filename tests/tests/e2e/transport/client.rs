@@ -2,7 +2,6 @@
 //! frames and bytes), an SSE client on hyper's HTTP/1 connection API that parses the event
 //! stream as a browser would, and a plain HTTP GET.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -12,25 +11,12 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper::upgrade::Upgraded;
 use hyper::{HeaderMap, Request, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::Value;
 use tidewire_shared::sse::{SseItem, SseParser};
 use tokio::net::TcpStream;
 
 use crate::support::WAIT;
-
-/// Runs hyper's connection futures on tokio.
-struct SpawnExecutor;
-
-impl<F> hyper::rt::Executor<F> for SpawnExecutor
-where
-    F: Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    fn execute(&self, future: F) {
-        tokio::spawn(future);
-    }
-}
 
 /// What the WebSocket client read.
 #[derive(Debug, PartialEq)]
@@ -81,7 +67,7 @@ pub(crate) async fn ws_handshake(
     socket: TcpStream,
 ) -> WebSocket<TokioIo<Upgraded>> {
     let (ws, _response) =
-        fastwebsockets::handshake::client(&SpawnExecutor, ws_request(addr), socket)
+        fastwebsockets::handshake::client(&TokioExecutor::new(), ws_request(addr), socket)
             .await
             .expect("websocket handshake");
     ws
