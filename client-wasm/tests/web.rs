@@ -6,7 +6,7 @@
 
 use js_sys::{Array, Function, Reflect, JSON};
 use serde_json::{json, Value};
-use tidewire_client::TidewireClient;
+use tidewire_wasm::TidewireClient;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};

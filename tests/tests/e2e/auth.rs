@@ -513,7 +513,7 @@ async fn cors_preflight_and_headers() {
 /// reconnecting again and again with the same expired token.
 #[tokio::test]
 async fn native_client_stops_on_an_expired_token_instead_of_retrying_it() {
-    use tidewire_relay::client::{BackoffConfig, Client, ClientConfig, ConnectionStatus};
+    use tidewire_client::{BackoffConfig, Client, ClientConfig, ConnectionStatus};
 
     let relay = Relay::start().await;
     let mut config = ClientConfig::new(format!("ws://{}", relay.addr));

@@ -1,4 +1,4 @@
-//! The native client (`tidewire_relay::client`) against a real relay and PostgreSQL:
+//! The native client (`tidewire_client`) against a real relay and PostgreSQL:
 //! publish/subscribe round trip, a live collection converging under concurrent writers, and
 //! resuming without loss or duplicates when the relay is killed and restarted on the same
 //! port and database.
@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde_json::{json, Value};
-use tidewire_relay::client::{
+use tidewire_client::{
     BackoffConfig, Client, ClientConfig, ClientError, SubscribeOptions, Subscription,
     SubscriptionEvent,
 };

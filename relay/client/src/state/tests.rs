@@ -11,10 +11,10 @@ use tidewire_shared::{
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Output, State};
-use crate::client::backoff::BackoffConfig;
-use crate::client::error::{ClientError, ServerError};
-use crate::client::stats::Counters;
-use crate::client::subscription::{SubscribeOptions, SubscriptionEvent};
+use crate::backoff::BackoffConfig;
+use crate::error::{ClientError, ServerError};
+use crate::stats::Counters;
+use crate::subscription::{SubscribeOptions, SubscriptionEvent};
 
 fn name(stream: &str) -> StreamName {
     StreamName::new(stream).expect("valid stream name")

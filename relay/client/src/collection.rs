@@ -152,8 +152,8 @@ impl Shared {
 /// # Examples
 ///
 /// ```no_run
-/// # async fn demo() -> Result<(), tidewire_relay::client::ClientError> {
-/// use tidewire_relay::client::{Client, ClientConfig};
+/// # async fn demo() -> Result<(), tidewire_client::ClientError> {
+/// use tidewire_client::{Client, ClientConfig};
 /// let client = Client::connect(ClientConfig::new("ws://127.0.0.1:7300")).await?;
 /// let todos = client.collection("todos").await?;
 /// todos.wait_live().await?;

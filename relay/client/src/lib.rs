@@ -2,9 +2,9 @@
 //! streams, for the end-to-end tests, and for the load generator.
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), tidewire_relay::client::ClientError> {
+//! # async fn demo() -> Result<(), tidewire_client::ClientError> {
 //! use futures_util::StreamExt;
-//! use tidewire_relay::client::{Client, ClientConfig, SubscribeOptions, SubscriptionEvent};
+//! use tidewire_client::{Client, ClientConfig, SubscribeOptions, SubscriptionEvent};
 //!
 //! let client = Client::connect(ClientConfig::new("ws://127.0.0.1:7300")).await?;
 //! let mut todos = client.subscribe("todos", SubscribeOptions::default()).await?;

@@ -23,7 +23,7 @@ use super::error::ClientError;
 ///
 /// ```
 /// use std::time::Duration;
-/// use tidewire_relay::client::ClientConfig;
+/// use tidewire_client::ClientConfig;
 /// let config = ClientConfig {
 ///     token: Some("eyJ...".into()),
 ///     request_timeout: Duration::from_secs(5),
