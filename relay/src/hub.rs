@@ -31,7 +31,7 @@ pub enum StartError {
     Config(String),
     /// The LISTEN side could not start.
     #[error("listener")]
-    Listener(#[from] listener::StartError),
+    Listener(#[from] listener::SpawnError),
     /// The reaper thread could not start.
     #[error("reaper thread")]
     Reaper(#[source] std::io::Error),

@@ -228,7 +228,7 @@ impl Registry {
     }
 
     /// Unsubscribes a connection from `stream`; idempotent. Deliveries already queued stay queued
-    /// (the connection's [`Cursor`](crate::bus::Cursor) drops them once it forgets the stream).
+    /// (the connection's [`LastSent`](crate::bus::LastSent) drops them once it forgets the stream).
     ///
     /// # Errors
     ///

@@ -17,7 +17,7 @@
 //! | [`sse`] | the `text/event-stream` writer and parser |
 //! | [`collection`] | [`Collection`]: idempotent, order-independent application of events |
 //! | [`snapshot`] | [`Snapshot`] and reassembly of chunked snapshots |
-//! | [`pool`] | [`MergePool`]: ephemeral last-writer-wins state with TTL (presence) |
+//! | [`merge_pool`] | [`MergePool`]: ephemeral last-writer-wins state with TTL (presence) |
 //! | [`codes`] | error codes and WebSocket close codes |
 //! | [`backoff`] | the reconnect delay: exponential backoff with full jitter, randomness injected |
 //! | [`ending`] | what a client does when its connection ends (reconnect, later, new token, never) |
@@ -33,9 +33,9 @@ pub mod ending;
 pub mod error;
 pub mod event;
 pub mod limits;
+pub mod merge_pool;
 pub mod message;
 pub mod notify;
-pub mod pool;
 pub mod snapshot;
 pub mod sse;
 pub mod stream;
@@ -46,7 +46,7 @@ pub use cursor::Cursor;
 pub use error::{DecodeError, KeyError, NameError};
 pub use event::{Event, Op, Position};
 pub use limits::DecodeLimits;
+pub use merge_pool::MergePool;
 pub use message::{ClientMessage, ServerMessage};
-pub use pool::MergePool;
 pub use snapshot::{Record, Snapshot};
 pub use stream::{StreamKind, StreamName};

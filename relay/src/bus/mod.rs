@@ -6,7 +6,7 @@
 //! [`Bus::publish`] from the stream's publisher task. The bus looks up the stream's subscriber
 //! snapshot in the [`Registry`] and `try_send`s the same `Arc` into each connection's queue. Each
 //! connection's task takes deliveries from its [`ConnReceiver`], passes them through its
-//! [`Cursor`] and writes them out.
+//! [`LastSent`] and writes them out.
 //!
 //! # Slow consumers
 //!
@@ -26,15 +26,15 @@
 //! 2. **Read the baseline**: the snapshot, or the replay from the client's `since`, together with
 //!    the `(epoch, seq)` it covers ([`Position`]). This is async (a Postgres query); deliveries
 //!    keep queueing meanwhile.
-//! 3. **Send the baseline** and [`Cursor::start`] the stream at its position.
-//! 4. **Flush**: keep draining the queue through [`Cursor::admit`], which drops every event with
+//! 3. **Send the baseline** and [`LastSent::start`] the stream at its position.
+//! 4. **Flush**: keep draining the queue through [`LastSent::admit`], which drops every event with
 //!    `seq <=` the last one sent. The queue was the buffer, so nothing published after step 1 is
 //!    missed and nothing covered by the baseline is sent twice.
 //!
 //! Why no gap: an event with seq `s` is published after it is committed, so if the baseline did
 //! not include `s` then `s` was committed after the read began, hence published after step 1,
 //! hence queued. [`Bus::subscribe_with`] runs steps 1 to 3 (the caller sends the baseline it
-//! returns). Holding `&mut Cursor` across the read means the task cannot admit anything for the
+//! returns). Holding `&mut LastSent` across the read means the task cannot admit anything for the
 //! stream before the baseline is sent. If the queue fills during a slow read, the lag path above
 //! resumes from the cursor position like any other lag.
 //!
@@ -47,10 +47,10 @@
 //! its first block, the [`Subscriber`] and its lag state, the [`ConnReceiver`]. A full default
 //! queue of 1024 deliveries adds 32 blocks, about 9 KiB. Each subscription adds a map entry in
 //! both registry indexes (about 110 bytes measured; stream names are shared) and one in the
-//! [`Cursor`].
+//! [`LastSent`].
 //! A lagging connection also pins at most `capacity` shared deliveries alive until it drains.
 
-mod cursor;
+mod last_sent;
 pub(crate) mod queue;
 mod stats;
 
@@ -60,7 +60,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-pub use self::cursor::{Admit, Cursor, Position};
+pub use self::last_sent::{Admit, LastSent, Position};
 use self::queue::Offer;
 pub use self::queue::{ConnReceiver, Received, Subscriber};
 pub use self::stats::{BusStats, BusStatsSnapshot};
@@ -69,7 +69,7 @@ use crate::registry::{ConnId, Registry, RegistryError, SubscribeOutcome};
 /// What a [`Delivery`] carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DeliveryKind {
-    /// A durable or raw-channel event with a stream seq; deduped by [`Cursor::admit`].
+    /// A durable or raw-channel event with a stream seq; deduped by [`LastSent::admit`].
     Event,
     /// An ephemeral message (seq 0), never stored and never deduped.
     Message,
@@ -319,7 +319,7 @@ impl Bus {
     /// `read_baseline` fails, after undoing the subscription if this call made it.
     pub async fn subscribe_with<T, E, F, Fut>(
         &self,
-        cursor: &mut Cursor,
+        cursor: &mut LastSent,
         id: ConnId,
         stream: &str,
         read_baseline: F,

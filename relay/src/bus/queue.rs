@@ -186,7 +186,7 @@ impl LagState {
 /// What a connection's task gets from its queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Received {
-    /// The next delivery, to pass through [`Cursor::admit`](super::Cursor::admit).
+    /// The next delivery, to pass through [`LastSent::admit`](super::LastSent::admit).
     Delivery(Arc<Delivery>),
     /// Deliveries on these streams were dropped because the queue was full. For each stream the
     /// task replays from its cursor position (the outbox for a durable stream) or sends a `gap`

@@ -326,7 +326,7 @@ struct ReadFailed;
 async fn a_failed_baseline_rolls_the_subscription_back() {
     let bus = bus(8);
     let receiver = bus.registry().register();
-    let mut cursor = Cursor::new();
+    let mut cursor = LastSent::new();
     let failed = bus
         .subscribe_with(&mut cursor, receiver.id(), "s", |outcome| async move {
             assert!(outcome.first_for_stream);
@@ -372,7 +372,7 @@ async fn join_and_follow(
         tokio::task::yield_now().await;
     }
     let mut receiver = bus.registry().register();
-    let mut cursor = Cursor::new();
+    let mut cursor = LastSent::new();
     let read_head = Arc::clone(&head);
     let subscribed = bus
         .subscribe_with(&mut cursor, receiver.id(), "race", |_| async move {
@@ -393,7 +393,7 @@ async fn join_and_follow(
         .expect("registered");
     let baseline = subscribed.baseline.position.seq;
     let mut admitted = Vec::new();
-    let replay_from_outbox = |cursor: &mut Cursor, admitted: &mut Vec<u64>| {
+    let replay_from_outbox = |cursor: &mut LastSent, admitted: &mut Vec<u64>| {
         let from = cursor.position("race").expect("tracked").seq;
         for seq in from + 1..=head.load(Ordering::SeqCst) {
             assert!(cursor.admit(&event("race", seq)).is_send());

@@ -2,7 +2,7 @@
 //!
 //! The transport feeds client messages in ([`Session::handle`]) and writes what
 //! [`Session::next`] yields out. The session owns the connection's bus queue and its dedupe
-//! [`Cursor`], runs the race-free subscribe (register, ensure LISTEN, read snapshot or replay,
+//! [`LastSent`], runs the race-free subscribe (register, ensure LISTEN, read snapshot or replay,
 //! then flush the queue through the cursor), turns lags and gaps into outbox replays (durable)
 //! or `gap` advisories (raw), turns epoch changes into `resync` + snapshot, and reports
 //! PostgreSQL outages as `disconnect` / `reconnect` advisories.
@@ -32,7 +32,7 @@ use tokio::sync::watch;
 pub(crate) use self::publish::publish_error;
 pub use self::rate::TokenBucket;
 use crate::auth::Grant;
-use crate::bus::{self, Admit, ConnReceiver, Cursor, Delivery, DeliveryKind, Received};
+use crate::bus::{self, Admit, ConnReceiver, Delivery, DeliveryKind, LastSent, Received};
 use crate::hub::Hub;
 use crate::metrics::DeliveryClock;
 use crate::pg::listener::PgStatus;
@@ -117,7 +117,7 @@ impl Outgoing {
 
 /// State of one subscription.
 #[derive(Debug, Clone, Copy)]
-struct Subscription {
+struct SubscriptionState {
     kind: StreamKind,
     /// Raw channels only: the cursor starts at the first delivery (its seq is only known
     /// then). `Some(since)` if the client resumes and wants to know about missed seqs.
@@ -159,9 +159,9 @@ impl Work {
 pub struct Session {
     hub: Arc<Hub>,
     receiver: ConnReceiver,
-    cursor: Cursor,
+    cursor: LastSent,
     /// Looked up for every delivery: a fast hasher (bounded by `--max-subscriptions`).
-    subscriptions: HashMap<StreamName, Subscription, foldhash::fast::RandomState>,
+    subscriptions: HashMap<StreamName, SubscriptionState, foldhash::fast::RandomState>,
     grant: Grant,
     pending: VecDeque<Work>,
     out: outbound::Outbound,
@@ -193,7 +193,7 @@ impl Session {
         let mut session = Self {
             hub,
             receiver,
-            cursor: Cursor::new(),
+            cursor: LastSent::new(),
             subscriptions: HashMap::default(),
             grant,
             pending: VecDeque::new(),

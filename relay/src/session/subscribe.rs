@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tidewire_shared::message::{Advisory, AdvisoryKind, Subscribe};
 use tidewire_shared::{ErrorCode, Position, ServerMessage, Snapshot, StreamKind, StreamName};
 
-use super::{Json, Outgoing, RawStart, Session, Subscription, Work};
+use super::{Json, Outgoing, RawStart, Session, SubscriptionState, Work};
 use crate::bus::{self, Baseline, SubscribeError};
 use crate::pg::listener::ListenError;
 use crate::pg::outbox::{self, OutboxError};
@@ -118,7 +118,7 @@ impl Session {
         };
         self.subscriptions.insert(
             stream.clone(),
-            Subscription {
+            SubscriptionState {
                 kind: StreamKind::Raw,
                 raw_pending: Some(start),
             },
@@ -168,7 +168,7 @@ impl Session {
         };
         self.subscriptions.insert(
             stream.clone(),
-            Subscription {
+            SubscriptionState {
                 kind: StreamKind::Durable,
                 raw_pending: None,
             },

@@ -185,7 +185,7 @@ impl ListenerHandle {
 /// Why the listener could not start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum StartError {
+pub enum SpawnError {
     /// The connection string does not parse.
     #[error(transparent)]
     Config(#[from] super::outbox::OutboxError),
@@ -205,13 +205,13 @@ pub enum StartError {
 ///
 /// # Errors
 ///
-/// [`StartError`] if `config.database_url` does not parse or the thread cannot start.
+/// [`SpawnError`] if `config.database_url` does not parse or the thread cannot start.
 pub fn spawn(
     config: ListenerConfig,
     bus: Arc<Bus>,
     token: CancellationToken,
     tracker: &TaskTracker,
-) -> Result<ListenerHandle, StartError> {
+) -> Result<ListenerHandle, SpawnError> {
     let pg_config = super::pool::connection_config(
         &config.database_url,
         "tidewire-relay listen",

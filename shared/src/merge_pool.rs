@@ -41,7 +41,7 @@ pub enum PoolChange<V> {
 /// # Examples
 ///
 /// ```
-/// use tidewire_shared::pool::{MergePool, PoolChange};
+/// use tidewire_shared::merge_pool::{MergePool, PoolChange};
 /// let mut pool = MergePool::new();
 /// assert_eq!(pool.set("alice", "editing", 1, 0, 30_000), PoolChange::Joined("editing"));
 /// assert_eq!(pool.set("alice", "idle", 0, 10, 30_000), PoolChange::Ignored);

@@ -1,7 +1,7 @@
 //! Per-connection dedupe cursor: the last `(epoch, seq)` sent on each stream.
 //!
-//! The connection task owns one [`Cursor`]. Every delivery taken from the connection's queue goes
-//! through [`Cursor::admit`] before it is written, so an event already covered by a snapshot or a
+//! The connection task owns one [`LastSent`]. Every delivery taken from the connection's queue goes
+//! through [`LastSent::admit`] before it is written, so an event already covered by a snapshot or a
 //! replay is never sent twice and an event that would skip a seq is never sent early. See the
 //! [module docs of `bus`](super) for the subscribe protocol this supports.
 
@@ -29,7 +29,7 @@ impl Position {
     }
 }
 
-/// What [`Cursor::admit`] decided about one delivery.
+/// What [`LastSent::admit`] decided about one delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Admit {
@@ -50,7 +50,7 @@ pub enum Admit {
         got: u64,
     },
     /// An event from another epoch than the one the client has. Not admitted and the cursor is
-    /// unchanged; tell the client to resync, send a new snapshot and [`Cursor::start`] again.
+    /// unchanged; tell the client to resync, send a new snapshot and [`LastSent::start`] again.
     EpochChanged {
         /// What the client has.
         last_sent: Position,
@@ -71,15 +71,15 @@ impl Admit {
 /// Memory: one map entry (an `Arc<str>` and a [`Position`], about 40 bytes plus the map's
 /// overhead) per subscribed stream.
 #[derive(Debug, Default, Clone)]
-pub struct Cursor {
+pub struct LastSent {
     /// Last `(epoch, seq)` written to the client per stream. A stream is "tracked" while it has an
-    /// entry; entries are added by [`Cursor::start`] and removed by [`Cursor::forget`].
+    /// entry; entries are added by [`LastSent::start`] and removed by [`LastSent::forget`].
     /// Looked up for every delivery: a fast hasher (the keys are this connection's own
     /// subscriptions, bounded by `--max-subscriptions`).
     last_sent: HashMap<Arc<str>, Position, foldhash::fast::RandomState>,
 }
 
-impl Cursor {
+impl LastSent {
     /// An empty cursor that tracks no stream.
     pub fn new() -> Self {
         Self::default()
@@ -170,7 +170,7 @@ mod tests {
 
     #[test]
     fn untracked_stream_is_dropped() {
-        let mut cursor = Cursor::new();
+        let mut cursor = LastSent::new();
         assert_eq!(cursor.admit(&event("a", 1, 1)), Admit::Untracked);
         assert_eq!(
             cursor.admit(&Delivery::message("a".into(), Bytes::new())),
@@ -181,7 +181,7 @@ mod tests {
 
     #[test]
     fn events_at_or_below_last_sent_are_duplicates() {
-        let mut cursor = Cursor::new();
+        let mut cursor = LastSent::new();
         cursor.start("a".into(), Position::new(7, 10));
         assert_eq!(cursor.admit(&event("a", 7, 9)), Admit::Duplicate);
         assert_eq!(cursor.admit(&event("a", 7, 10)), Admit::Duplicate);
@@ -192,7 +192,7 @@ mod tests {
 
     #[test]
     fn a_skipped_seq_is_a_gap_and_does_not_advance() {
-        let mut cursor = Cursor::new();
+        let mut cursor = LastSent::new();
         cursor.start("a".into(), Position::new(1, 3));
         assert_eq!(
             cursor.admit(&event("a", 1, 5)),
@@ -208,7 +208,7 @@ mod tests {
 
     #[test]
     fn another_epoch_is_reported_and_does_not_advance() {
-        let mut cursor = Cursor::new();
+        let mut cursor = LastSent::new();
         cursor.start("a".into(), Position::new(1, 3));
         assert_eq!(
             cursor.admit(&event("a", 2, 1)),
@@ -224,7 +224,7 @@ mod tests {
 
     #[test]
     fn messages_and_advisories_always_pass_on_tracked_streams() {
-        let mut cursor = Cursor::new();
+        let mut cursor = LastSent::new();
         cursor.start("a".into(), Position::new(1, 3));
         let message = Delivery::message("a".into(), Bytes::new());
         let advisory = Delivery::advisory("a".into(), 1, 3, Bytes::new());
@@ -237,7 +237,7 @@ mod tests {
 
     #[test]
     fn forget_stops_admitting() {
-        let mut cursor = Cursor::new();
+        let mut cursor = LastSent::new();
         cursor.start("a".into(), Position::new(1, 0));
         cursor.start("b".into(), Position::new(1, 0));
         assert_eq!(cursor.forget("a"), Some(Position::new(1, 0)));
