@@ -57,7 +57,7 @@ pub struct Hub {
     /// Verifies tokens and origins.
     pub auth: Authenticator,
     /// Live counters and histograms for `/metrics`.
-    pub metrics: crate::metrics::Metrics,
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Presence sets of every stream, shared across relays through PostgreSQL.
     pub presence: Arc<crate::presence::Presence>,
     /// Permits for client connections (WebSocket and SSE): `--max-connections`.
@@ -104,7 +104,7 @@ impl Hub {
                 (Some(tokio::sync::Mutex::new(cluster)), url)
             }
         };
-        migrate(&database_url, config.pg_timeout()).await?;
+        schema::migrate_database(&database_url, config.pg_timeout()).await?;
         let pool = pool::build(&database_url, options.pg_pool_size, config.pg_timeout())?;
         let capacity =
             NonZeroUsize::new(options.queue_capacity).unwrap_or(BusConfig::DEFAULT_QUEUE_CAPACITY);
@@ -149,14 +149,19 @@ impl Hub {
             boot_epoch,
             auth,
             presence,
-            metrics: crate::metrics::Metrics::default(),
+            metrics: Arc::default(),
             connections,
             token,
             tracker,
             embedded,
             database_url,
         });
-        crate::janitor::spawn(&hub);
+        crate::janitor::spawn(
+            hub.pool.clone(),
+            hub.config.janitor_interval(),
+            hub.token.clone(),
+            &hub.tracker,
+        );
         Ok(hub)
     }
 
@@ -171,27 +176,33 @@ impl Hub {
     }
 }
 
-/// Connects once and migrates the `tidewire` schema (safe when several relays start at once).
+/// What [`migrate`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Migrated {
+    /// The schema of `DATABASE_URL` is at this version.
+    Version(u32),
+    /// The embedded cluster was started (which migrates it) and stopped again.
+    Embedded,
+}
+
+/// `tidewire-relay migrate`: brings the `tidewire` schema up to date and returns. On
+/// `DATABASE_URL` one connection migrates it (safe when several relays start at once);
+/// without one, the embedded cluster is started, migrated and stopped.
 ///
 /// # Errors
 ///
-/// [`outbox::OutboxError`] if PostgreSQL cannot be reached or a migration fails.
-pub async fn migrate(
-    database_url: &str,
-    timeout: std::time::Duration,
-) -> Result<u32, outbox::OutboxError> {
-    let config = pool::connection_config(database_url, "tidewire-relay migrate", timeout)?;
-    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
-    let driver = tokio::spawn(async move {
-        if let Err(error) = connection.await {
-            tracing::debug!(%error, "migration connection ended");
-        }
-    });
-    let result = schema::migrate(&client)
-        .await
-        .map_err(|error| outbox::OutboxError::Config(format!("{error:#}")));
-    drop(client);
-    // The connection ends when the client is dropped; nothing to report.
-    let _ = driver.await;
-    result
+/// [`StartError`] if PostgreSQL cannot be reached or started, or a migration fails.
+pub async fn migrate(config: Config) -> Result<Migrated, StartError> {
+    if let Some(url) = config.options.database_url.clone() {
+        let version = crate::pg::schema::migrate_database(&url, config.pg_timeout()).await?;
+        return Ok(Migrated::Version(version));
+    }
+    let token = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let hub = Hub::start(config, token.clone(), tracker.clone()).await?;
+    token.cancel();
+    tracker.close();
+    tracker.wait().await;
+    hub.stop_embedded().await;
+    Ok(Migrated::Embedded)
 }

@@ -2,16 +2,16 @@
 //! (`tidewire.expire_temp_streams()`, which notifies their subscribers) every
 //! `janitor_interval`. Several relays may run it at once; the SQL functions are idempotent.
 
-use std::sync::Arc;
+use std::time::Duration;
 
-use crate::hub::Hub;
+use deadpool_postgres::Pool;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-/// Starts the janitor task; it stops when the hub's token is cancelled.
-pub fn spawn(hub: &Arc<Hub>) {
-    let pool = hub.pool.clone();
-    let token = hub.token.clone();
-    let interval = hub.config.janitor_interval();
-    hub.tracker.spawn(async move {
+/// Starts the janitor task on `tracker`: a sweep every `interval` on `pool`, until `token`
+/// is cancelled.
+pub fn spawn(pool: Pool, interval: Duration, token: CancellationToken, tracker: &TaskTracker) {
+    tracker.spawn(async move {
         let mut ticks = tokio::time::interval(interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -31,7 +31,7 @@ pub fn spawn(hub: &Arc<Hub>) {
 /// # Errors
 ///
 /// The query error, if PostgreSQL is unavailable.
-pub async fn sweep(pool: &deadpool_postgres::Pool) -> Result<(), crate::pg::outbox::OutboxError> {
+pub async fn sweep(pool: &Pool) -> Result<(), crate::pg::outbox::OutboxError> {
     let client = pool.get().await?;
     let expired = client
         .query("select * from tidewire.expire_temp_streams()", &[])

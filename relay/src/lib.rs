@@ -13,7 +13,7 @@
 //! | WebSocket, SSE and HTTP framing; slow-consumer reset | [`transport`] | `handler_websocket.go`, `handler_sse.go` |
 //! | one client's protocol, independent of the transport | [`session`] | `Client` |
 //! | fan-out of a delivery to every subscribed connection | [`bus`] | `Broker` (in memory) |
-//! | which connections exist and what they follow | [`registry`] | `Hub` |
+//! | which connections exist and what they follow | [`bus::registry`] | `Hub` |
 //! | everything a connection needs, shared as `Arc<Hub>` | [`hub`] | `Node` |
 //! | who is on a stream, across relays | [`presence`] | `PresenceManager` |
 //! | PostgreSQL: schema, outbox, listener, pool, embedded cluster | [`pg`] | `Broker` (Redis) |
@@ -35,7 +35,6 @@ pub mod query;
 pub mod reaper;
 
 pub mod bus;
-pub mod registry;
 pub mod server;
 pub mod session;
 pub mod transport;

@@ -4,6 +4,7 @@
 use anyhow::Context as _;
 use clap::Parser as _;
 use tidewire_relay::config::{Cli, Command, Config};
+use tidewire_relay::hub::Migrated;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -22,26 +23,14 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn migrate(config: Config) -> anyhow::Result<()> {
-    let Some(url) = config.options.database_url.clone() else {
-        // Without DATABASE_URL, migrating means starting the embedded cluster.
-        let token = tokio_util::sync::CancellationToken::new();
-        let tracker = tokio_util::task::TaskTracker::new();
-        let hub = tidewire_relay::hub::Hub::start(config, token.clone(), tracker.clone())
-            .await
-            .map_err(anyhow::Error::new)
-            .context("starting the embedded postgres")?;
-        token.cancel();
-        tracker.close();
-        tracker.wait().await;
-        hub.stop_embedded().await;
-        println!("tidewire schema is up to date (embedded cluster)");
-        return Ok(());
-    };
-    let version = tidewire_relay::hub::migrate(&url, config.pg_timeout())
+    let migrated = tidewire_relay::hub::migrate(config)
         .await
         .map_err(anyhow::Error::new)
         .context("migrating the tidewire schema")?;
-    println!("tidewire schema is at version {version}");
+    match migrated {
+        Migrated::Version(version) => println!("tidewire schema is at version {version}"),
+        Migrated::Embedded => println!("tidewire schema is up to date (embedded cluster)"),
+    }
     Ok(())
 }
 

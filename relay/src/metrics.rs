@@ -21,8 +21,7 @@ use tidewire_shared::codes::ALL_CLOSE_CODES;
 use tidewire_shared::CloseCode;
 
 pub use self::histogram::{Histogram, HistogramSnapshot, LocalHistogram};
-pub use self::render::handle;
-use crate::hub::Hub;
+pub use self::render::{render, Gauges, CONTENT_TYPE};
 
 /// The client transports whose connections are counted separately.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -218,7 +217,7 @@ pub struct MetricsSnapshot {
 /// ```no_run
 /// # fn example(hub: std::sync::Arc<tidewire_relay::hub::Hub>) {
 /// use tidewire_relay::metrics::{ConnectionGuard, Transport};
-/// let _counted = ConnectionGuard::new(&hub, Transport::WebSocket);
+/// let _counted = ConnectionGuard::new(&hub.metrics, Transport::WebSocket);
 /// // ... run the session; the gauge goes down when `_counted` is dropped.
 /// # }
 /// ```
@@ -226,16 +225,16 @@ pub struct MetricsSnapshot {
 #[must_use = "the connection is counted as closed as soon as the guard is dropped"]
 pub struct ConnectionGuard {
     /// Keeps the metrics alive until the guard is dropped.
-    hub: Arc<Hub>,
+    metrics: Arc<Metrics>,
     transport: Transport,
 }
 
 impl ConnectionGuard {
     /// Counts a connection of `transport` as open until the guard is dropped.
-    pub fn new(hub: &Arc<Hub>, transport: Transport) -> Self {
-        hub.metrics.connection_opened(transport);
+    pub fn new(metrics: &Arc<Metrics>, transport: Transport) -> Self {
+        metrics.connection_opened(transport);
         Self {
-            hub: Arc::clone(hub),
+            metrics: Arc::clone(metrics),
             transport,
         }
     }
@@ -243,7 +242,7 @@ impl ConnectionGuard {
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
-        self.hub.metrics.connection_closed(self.transport);
+        self.metrics.connection_closed(self.transport);
     }
 }
 

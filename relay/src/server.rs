@@ -129,11 +129,11 @@ async fn route(
         // A CORS preflight (an OPTIONS with an Origin); a plain OPTIONS reaches the API's own
         // `Allow` answer.
         (&Method::OPTIONS, _) if request_headers.contains_key(hyper::header::ORIGIN) => {
-            cors_hub.auth.preflight(&request_headers)
+            crate::transport::preflight::respond(cors_hub.auth.preflight(&request_headers))
         }
         (&Method::GET, "/healthz") => transport::http::healthz(),
         (&Method::GET, "/readyz") => transport::http::readyz(&hub).await,
-        (&Method::GET, "/metrics") => crate::metrics::handle(&hub),
+        (&Method::GET, "/metrics") => crate::transport::scrape::handle(&hub),
         (&Method::GET, "/v1/ws") => transport::ws::handle(hub, request).await,
         (&Method::GET, "/v1/sse") => transport::sse::handle(hub, request).await,
         (_, path) if path.starts_with("/v1/streams") => {

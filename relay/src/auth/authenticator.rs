@@ -16,16 +16,14 @@
 //! silent fallback to anonymous access. The connection's grant is the token's permissions
 //! united with the anonymous ones. Tokens are never logged, and `Debug` never shows the key.
 
-use hyper::header::{AUTHORIZATION, WWW_AUTHENTICATE};
-use hyper::http::HeaderValue;
-use hyper::{HeaderMap, Response};
+use hyper::header::AUTHORIZATION;
+use hyper::HeaderMap;
 use tidewire_shared::{CloseCode, ErrorCode};
 
 use super::jwt::{now_unix, JwtVerifier};
 use super::origin::OriginPolicy;
 use super::{cors, Grant, Permissions};
 use crate::config::Config;
-use crate::transport::{error_response, Body};
 
 /// Query parameters that may carry the token.
 const TOKEN_PARAMETERS: [&str; 2] = ["access_token", "token"];
@@ -59,20 +57,6 @@ impl AuthError {
             AuthError::Unauthorized(_) => CloseCode::Unauthorized,
             AuthError::Origin(_) => CloseCode::PolicyViolation,
         }
-    }
-
-    /// The HTTP answer: 401 with `WWW-Authenticate: Bearer` or 403, and an `error` JSON body.
-    pub fn into_response(self) -> Response<Body> {
-        let code = self.code();
-        let unauthorized = matches!(self, AuthError::Unauthorized(_));
-        let mut response = error_response(code, self.to_string());
-        if unauthorized {
-            response.headers_mut().insert(
-                WWW_AUTHENTICATE,
-                HeaderValue::from_static(r#"Bearer realm="tidewire", error="invalid_token""#),
-            );
-        }
-        response
     }
 }
 
@@ -221,8 +205,8 @@ impl Authenticator {
         cors::apply(&self.origins, request_headers, response_headers);
     }
 
-    /// The answer to an `OPTIONS` request (see [`cors::preflight`]).
-    pub fn preflight(&self, request_headers: &HeaderMap) -> Response<Body> {
+    /// The decision on an `OPTIONS` request (see [`cors::preflight`]).
+    pub fn preflight(&self, request_headers: &HeaderMap) -> cors::Preflight {
         cors::preflight(&self.origins, request_headers)
     }
 }
@@ -275,6 +259,7 @@ pub fn bearer_token(headers: &HeaderMap, query: Option<&str>) -> Result<Option<S
 #[cfg(test)]
 mod tests {
     use hyper::header::{HOST, ORIGIN};
+    use hyper::http::HeaderValue;
     use jsonwebtoken::{Algorithm, EncodingKey};
     use serde_json::json;
     use tidewire_shared::StreamName;
@@ -464,15 +449,13 @@ mod tests {
     }
 
     #[test]
-    fn errors_map_to_codes_and_responses() {
+    fn errors_map_to_codes() {
         let unauthorized = AuthError::Unauthorized("token expired".into());
         assert_eq!(unauthorized.code(), ErrorCode::Unauthorized);
         assert_eq!(unauthorized.close_code(), CloseCode::Unauthorized);
-        let response = unauthorized.into_response();
-        assert_eq!(response.status(), 401);
-        assert!(response.headers().contains_key(WWW_AUTHENTICATE));
-        let forbidden = AuthError::Origin("https://evil.example".into()).into_response();
-        assert_eq!(forbidden.status(), 403);
+        let forbidden = AuthError::Origin("https://evil.example".into());
+        assert_eq!(forbidden.code(), ErrorCode::Forbidden);
+        assert_eq!(forbidden.close_code(), CloseCode::PolicyViolation);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! CORS for the HTTP API and SSE: answers for allowed origins only (the
-//! [`OriginPolicy`](super::OriginPolicy) of `--allowed-origins`), and the `OPTIONS` preflight
-//! responder. The router calls these; transports do not.
+//! [`OriginPolicy`](super::OriginPolicy) of `--allowed-origins`), and the decision on an
+//! `OPTIONS` preflight (the transport writes the answer). The router calls these.
 //!
 //! Wiring (in `server::route`):
 //!
@@ -11,7 +11,7 @@
 //!     // CORS preflights (they carry Origin); a plain OPTIONS still reaches the HTTP API's
 //!     // own per-resource `Allow` answer.
 //!     (&Method::OPTIONS, _) if request_headers.contains_key(ORIGIN) => {
-//!         cors_hub.auth.preflight(&request_headers)
+//!         transport::preflight::respond(cors_hub.auth.preflight(&request_headers))
 //!     }
 //!     ...                                                // every other route as today
 //! };
@@ -23,14 +23,12 @@
 
 use hyper::header::{
     ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN,
-    ACCESS_CONTROL_MAX_AGE, ALLOW, VARY,
+    ACCESS_CONTROL_MAX_AGE, VARY,
 };
 use hyper::http::HeaderValue;
-use hyper::{HeaderMap, Response, StatusCode};
-use tidewire_shared::ErrorCode;
+use hyper::HeaderMap;
 
 use super::OriginPolicy;
-use crate::transport::{error_response, full, Body};
 
 /// Methods allowed cross-origin.
 pub const ALLOW_METHODS: &str = "GET, HEAD, POST, PUT, DELETE, OPTIONS";
@@ -81,44 +79,31 @@ pub fn apply(policy: &OriginPolicy, request_headers: &HeaderMap, response_header
     }
 }
 
-/// The answer to an `OPTIONS` request on any path:
-///
-/// - allowed origin (a CORS preflight): 204 with the CORS headers and
-///   `Access-Control-Max-Age`;
-/// - disallowed origin: 403 with an `error` body (code `forbidden`) and no CORS headers, so
-///   the browser blocks the real request;
-/// - no `Origin` (a plain `OPTIONS`): 204 with `Allow`.
-pub fn preflight(policy: &OriginPolicy, request_headers: &HeaderMap) -> Response<Body> {
-    let mut response = match policy.check(request_headers) {
-        Ok(Some(_)) => {
-            let mut response = no_content();
-            let headers = response.headers_mut();
-            if let Some(cors) = cors_headers(policy, request_headers) {
-                headers.extend(cors);
-            }
-            headers.insert(ACCESS_CONTROL_MAX_AGE, HeaderValue::from(MAX_AGE_SECS));
-            response
-        }
-        Ok(None) => {
-            let mut response = no_content();
-            response
-                .headers_mut()
-                .insert(ALLOW, HeaderValue::from_static(ALLOW_METHODS));
-            response
-        }
-        Err(error) => error_response(ErrorCode::Forbidden, error.to_string()),
-    };
-    let headers = response.headers_mut();
-    if !headers.contains_key(VARY) {
-        headers.insert(VARY, HeaderValue::from_static("Origin"));
-    }
-    response
+/// What an `OPTIONS` request on any path gets (the transport writes the answer, always with
+/// `Vary: Origin`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Preflight {
+    /// An allowed origin's CORS preflight: 204 with these headers (the CORS headers and
+    /// `Access-Control-Max-Age`).
+    Allowed(HeaderMap),
+    /// No `Origin` (a plain `OPTIONS`): 204 with `Allow` ([`ALLOW_METHODS`]).
+    Plain,
+    /// A disallowed origin: 403 with an `error` body (code `forbidden`) and no CORS headers,
+    /// so the browser blocks the real request. The text says why.
+    Refused(String),
 }
 
-fn no_content() -> Response<Body> {
-    let mut response = Response::new(full(""));
-    *response.status_mut() = StatusCode::NO_CONTENT;
-    response
+/// Decides the answer to an `OPTIONS` request.
+pub fn preflight(policy: &OriginPolicy, request_headers: &HeaderMap) -> Preflight {
+    match policy.check(request_headers) {
+        Ok(Some(_)) => {
+            let mut headers = cors_headers(policy, request_headers).unwrap_or_default();
+            headers.insert(ACCESS_CONTROL_MAX_AGE, HeaderValue::from(MAX_AGE_SECS));
+            Preflight::Allowed(headers)
+        }
+        Ok(None) => Preflight::Plain,
+        Err(error) => Preflight::Refused(error.to_string()),
+    }
 }
 
 #[cfg(test)]
@@ -190,26 +175,22 @@ mod tests {
     }
 
     #[test]
-    fn preflight_answers() {
-        let allowed = preflight(&policy(), &request(Some("https://app.example.com")));
-        assert_eq!(allowed.status(), StatusCode::NO_CONTENT);
+    fn preflight_decisions() {
+        let Preflight::Allowed(headers) =
+            preflight(&policy(), &request(Some("https://app.example.com")))
+        else {
+            panic!("an allowed origin's preflight is allowed")
+        };
         assert_eq!(
-            allowed.headers()[ACCESS_CONTROL_ALLOW_ORIGIN],
+            headers[ACCESS_CONTROL_ALLOW_ORIGIN],
             "https://app.example.com"
         );
-        assert_eq!(allowed.headers()[ACCESS_CONTROL_MAX_AGE], "600");
-        assert_eq!(
-            allowed.headers()[ACCESS_CONTROL_ALLOW_METHODS],
-            ALLOW_METHODS
-        );
-
-        let refused = preflight(&policy(), &request(Some("https://evil.example.com")));
-        assert_eq!(refused.status(), StatusCode::FORBIDDEN);
-        assert!(!refused.headers().contains_key(ACCESS_CONTROL_ALLOW_ORIGIN));
-        assert_eq!(refused.headers()[VARY], "Origin");
-
-        let plain = preflight(&policy(), &request(None));
-        assert_eq!(plain.status(), StatusCode::NO_CONTENT);
-        assert_eq!(plain.headers()[ALLOW], ALLOW_METHODS);
+        assert_eq!(headers[ACCESS_CONTROL_MAX_AGE], "600");
+        assert_eq!(headers[ACCESS_CONTROL_ALLOW_METHODS], ALLOW_METHODS);
+        assert!(matches!(
+            preflight(&policy(), &request(Some("https://evil.example.com"))),
+            Preflight::Refused(_)
+        ));
+        assert_eq!(preflight(&policy(), &request(None)), Preflight::Plain);
     }
 }

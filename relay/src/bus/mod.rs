@@ -52,6 +52,7 @@
 
 mod last_sent;
 pub(crate) mod queue;
+pub mod registry;
 mod stats;
 
 use std::future::Future;
@@ -64,7 +65,7 @@ pub use self::last_sent::{Admit, LastSent, Position};
 use self::queue::Offer;
 pub use self::queue::{ConnReceiver, Received, Subscriber};
 pub use self::stats::{BusStats, BusStatsSnapshot};
-use crate::registry::{ConnId, Registry, RegistryError, SubscribeOutcome};
+use crate::bus::registry::{ConnId, Registry, RegistryError, SubscribeOutcome};
 
 /// What a [`Delivery`] carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -1,6 +1,6 @@
 //! Per-connection bounded queue of [`Delivery`]s and its lag bookkeeping.
 //!
-//! The [`Registry`](crate::registry::Registry) keeps the sending half ([`Subscriber`]) in its
+//! The [`Registry`](crate::bus::registry::Registry) keeps the sending half ([`Subscriber`]) in its
 //! indexes; the connection's task owns the receiving half ([`ConnReceiver`]). The bus only ever
 //! `try_send`s: a full queue marks the connection lagged on that stream instead of waiting, so one
 //! slow consumer never holds up the others and its memory stays bounded by the queue capacity.
@@ -15,7 +15,7 @@ use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::sync::Notify;
 
 use super::Delivery;
-use crate::registry::ConnId;
+use crate::bus::registry::ConnId;
 
 /// Creates a connection's queue with room for `capacity` deliveries.
 pub(crate) fn channel(id: ConnId, capacity: usize) -> (Subscriber, ConnReceiver) {
@@ -198,9 +198,9 @@ pub enum Received {
 /// The receiving half of a connection's queue, owned by the connection's task.
 ///
 /// Dropping it is enough to leave the bus: the next publish to one of its streams (or
-/// [`Registry::reap_closed`](crate::registry::Registry::reap_closed)) unregisters the connection.
+/// [`Registry::reap_closed`](crate::bus::registry::Registry::reap_closed)) unregisters the connection.
 /// A task that ends normally should still call
-/// [`Registry::unregister`](crate::registry::Registry::unregister) to learn which streams emptied.
+/// [`Registry::unregister`](crate::bus::registry::Registry::unregister) to learn which streams emptied.
 #[derive(Debug)]
 pub struct ConnReceiver {
     id: ConnId,
@@ -209,7 +209,7 @@ pub struct ConnReceiver {
 }
 
 impl ConnReceiver {
-    /// The connection's id, for [`Registry::subscribe`](crate::registry::Registry::subscribe) and
+    /// The connection's id, for [`Registry::subscribe`](crate::bus::registry::Registry::subscribe) and
     /// friends.
     pub fn id(&self) -> ConnId {
         self.id
@@ -288,7 +288,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::registry::Registry;
+    use crate::bus::registry::Registry;
 
     fn test_channel(capacity: usize) -> (Subscriber, ConnReceiver) {
         // Borrow a real id from a registry; the registry itself is not involved further.

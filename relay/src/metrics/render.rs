@@ -1,67 +1,29 @@
-//! `GET /metrics`: every metric family of the relay, from [`Metrics`](super::Metrics), the
-//! bus and registry, and the LISTEN path, in the Prometheus text format.
+//! The `GET /metrics` document: every metric family of the relay, from
+//! [`Metrics`](super::Metrics), the bus and registry, and the LISTEN path, in the Prometheus
+//! text format. The transport gathers the values and serves the text.
 
-use hyper::Response;
-
-use super::text::{Exposition, CONTENT_TYPE};
+use super::text::Exposition;
+pub use super::text::CONTENT_TYPE;
 use super::{MetricsSnapshot, Transport};
 use crate::bus::BusStatsSnapshot;
-use crate::hub::Hub;
 use crate::pg::listener::ListenerStatsSnapshot;
-use crate::transport::{full, Body};
 
 /// Live values that are not counters of [`Metrics`](super::Metrics): read from the registry
 /// and the listener at scrape time.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Gauges {
+pub struct Gauges {
     /// Connections in the registry (every transport).
-    pub(crate) registered: u64,
+    pub registered: u64,
     /// Streams with at least one subscriber on this relay.
-    pub(crate) streams: u64,
+    pub streams: u64,
     /// Subscriptions, summed over streams.
-    pub(crate) subscriptions: u64,
+    pub subscriptions: u64,
     /// Whether the LISTEN connection is up.
-    pub(crate) listen_up: bool,
-}
-
-/// Renders every metric.
-pub fn handle(hub: &Hub) -> Response<Body> {
-    let registry = hub.bus.registry();
-    let streams = registry.streams();
-    let subscriptions = streams
-        .iter()
-        .map(|stream| registry.subscriber_count(stream))
-        .sum::<usize>();
-    let gauges = Gauges {
-        registered: to_u64(registry.connection_count()),
-        streams: to_u64(streams.len()),
-        subscriptions: to_u64(subscriptions),
-        listen_up: hub.listener.is_up(),
-    };
-    let text = render(
-        &hub.metrics.snapshot(),
-        &hub.bus.stats().snapshot(),
-        &hub.listener.stats().snapshot(),
-        gauges,
-    );
-    let mut response = Response::new(full(text));
-    response.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static(CONTENT_TYPE),
-    );
-    response.headers_mut().insert(
-        hyper::header::CACHE_CONTROL,
-        hyper::header::HeaderValue::from_static("no-store"),
-    );
-    response
-}
-
-fn to_u64(value: usize) -> u64 {
-    u64::try_from(value).unwrap_or(u64::MAX)
+    pub listen_up: bool,
 }
 
 /// The whole exposition document.
-pub(crate) fn render(
+pub fn render(
     metrics: &MetricsSnapshot,
     bus: &BusStatsSnapshot,
     listener: &ListenerStatsSnapshot,

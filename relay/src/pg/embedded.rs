@@ -20,7 +20,8 @@
 //!
 //! This file holds the lifecycle ([`EmbeddedPostgres`]); `embedded/config.rs` the settings,
 //! `embedded/datadir.rs` the directory, its lock and files, `embedded/recovery.rs` crash
-//! cleanup and adoption; `pg/cluster.rs` the binaries, `runuser` and `/proc` plumbing.
+//! cleanup and adoption, `embedded/process.rs` the `/proc` process table and signals;
+//! `pg/cluster.rs` the binaries and `runuser`.
 //!
 //! # Security
 //!
@@ -30,6 +31,7 @@
 
 mod config;
 mod datadir;
+mod process;
 mod recovery;
 
 use std::fs::File;
@@ -191,9 +193,9 @@ impl EmbeddedPostgres {
     pub async fn kill9(&mut self) -> Result<(), Error> {
         self.thaw()?;
         let pid = self.postmaster_pid().ok_or(Error::NotRunning)?;
-        cluster::send_signal(pid, Signal::SIGKILL)?;
+        process::send_signal(pid, Signal::SIGKILL)?;
         self.running = false;
-        cluster::wait_for_exit(&[pid], Duration::from_secs(10)).await;
+        process::wait_for_exit(&[pid], Duration::from_secs(10)).await;
         self.clear_stale_server().await
     }
 
@@ -206,10 +208,10 @@ impl EmbeddedPostgres {
     pub fn freeze(&mut self) -> Result<(), Error> {
         let pid = self.postmaster_pid().ok_or(Error::NotRunning)?;
         // The postmaster first, so that it forks no new process while we stop the others.
-        cluster::send_signal(pid, Signal::SIGSTOP)?;
+        process::send_signal(pid, Signal::SIGSTOP)?;
         self.frozen.push(pid);
-        for child in cluster::live_children(pid) {
-            cluster::send_signal(child, Signal::SIGSTOP)?;
+        for child in process::live_children(pid) {
+            process::send_signal(child, Signal::SIGSTOP)?;
             self.frozen.push(child);
         }
         Ok(())
@@ -224,7 +226,7 @@ impl EmbeddedPostgres {
     pub fn thaw(&mut self) -> Result<(), Error> {
         // Children first, the postmaster (frozen first) last.
         while let Some(pid) = self.frozen.pop() {
-            cluster::send_signal(pid, Signal::SIGCONT)?;
+            process::send_signal(pid, Signal::SIGCONT)?;
         }
         Ok(())
     }
@@ -233,13 +235,13 @@ impl EmbeddedPostgres {
     pub fn postmaster_pid(&self) -> Option<i32> {
         read_pid_file(&self.data_dir)
             .map(|(pid, _)| pid)
-            .filter(|pid| cluster::is_live(*pid))
+            .filter(|pid| process::is_live(*pid))
     }
 
     /// Live processes of the server other than the postmaster (backends, checkpointer, ...).
     pub fn server_child_pids(&self) -> Vec<i32> {
         self.postmaster_pid()
-            .map(cluster::live_children)
+            .map(process::live_children)
             .unwrap_or_default()
     }
 
@@ -533,7 +535,7 @@ impl Drop for EmbeddedPostgres {
                     "pg_ctl stop failed on drop; killing the postmaster"
                 );
                 if let Some(pid) = self.postmaster_pid() {
-                    let _ = cluster::send_signal(pid, Signal::SIGKILL);
+                    let _ = process::send_signal(pid, Signal::SIGKILL);
                 }
             }
         }

@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 
 use tokio_postgres::Client;
 
+use super::outbox::OutboxError;
 use super::Error;
 
 /// Key of the transaction-level advisory lock held while migrating (`"tidewire"` in ASCII).
@@ -178,6 +179,31 @@ async fn apply_pending(client: &Client) -> Result<u32, Error> {
         );
     }
     Ok(current)
+}
+
+/// Connects once and migrates the `tidewire` schema (safe when several relays start at once).
+///
+/// # Errors
+///
+/// [`OutboxError`] if PostgreSQL cannot be reached or a migration fails.
+pub async fn migrate_database(
+    database_url: &str,
+    timeout: std::time::Duration,
+) -> Result<u32, OutboxError> {
+    let config = super::pool::connection_config(database_url, "tidewire-relay migrate", timeout)?;
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+    let driver = tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, "migration connection ended");
+        }
+    });
+    let result = migrate(&client)
+        .await
+        .map_err(|error| OutboxError::Config(format!("{error:#}")));
+    drop(client);
+    // The connection ends when the client is dropped; nothing to report.
+    let _ = driver.await;
+    result
 }
 
 #[cfg(test)]

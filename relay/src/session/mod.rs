@@ -32,11 +32,11 @@ use tokio::sync::watch;
 pub(crate) use self::publish::publish_error;
 pub use self::rate::TokenBucket;
 use crate::auth::Grant;
+use crate::bus::registry::ConnId;
 use crate::bus::{self, Admit, ConnReceiver, Delivery, DeliveryKind, LastSent, Received};
 use crate::hub::Hub;
 use crate::metrics::DeliveryClock;
 use crate::pg::listener::PgStatus;
-use crate::registry::ConnId;
 
 /// The encoded JSON of an outgoing message: bytes of its own, or a bus delivery, whose bytes
 /// every subscriber shares. Handing the delivery on (instead of a clone of its bytes) spares

@@ -5,11 +5,18 @@
 //! |---|---|
 //! | [`ws`] | `GET /v1/ws` |
 //! | [`sse`] | `GET /v1/sse` |
-//! | [`http`] | `/v1/streams/...`, `/healthz`, `/readyz`, `/metrics` |
+//! | [`http`] | `/v1/streams/...`, `/healthz`, `/readyz` |
+//! | [`scrape`] | `GET /metrics` |
+//! | [`preflight`] | `OPTIONS` with an `Origin` (CORS) |
 //! | [`static_files`] | `GET /...` from `--static-dir` |
+//! | [`admission`] | (WebSocket and SSE) connection limit, Origin, token, PostgreSQL up |
+//! | [`reset`] | (every socket) the slow-consumer reset switch |
 
+pub(crate) mod admission;
 pub mod http;
+pub mod preflight;
 pub mod reset;
+pub mod scrape;
 pub mod sse;
 pub mod static_files;
 pub mod ws;

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use super::datadir::{read_pid_file, PID_FILE};
+use super::process;
 use super::EmbeddedPostgres;
-use crate::pg::cluster;
 use crate::pg::Error;
 
 impl EmbeddedPostgres {
@@ -40,9 +40,9 @@ impl EmbeddedPostgres {
     /// Whether `pid` is a live postgres process whose working directory is this data directory
     /// (a postmaster runs in its data directory; an unreadable cwd counts as a match).
     pub(super) fn is_our_postmaster(&self, pid: i32) -> bool {
-        cluster::is_live(pid)
-            && cluster::proc_stat(pid).is_some_and(|stat| stat.comm == "postgres")
-            && cluster::cwd_of(pid).is_none_or(|cwd| cwd == self.data_dir)
+        process::is_live(pid)
+            && process::proc_stat(pid).is_some_and(|stat| stat.comm == "postgres")
+            && process::cwd_of(pid).is_none_or(|cwd| cwd == self.data_dir)
     }
 
     /// After a crash of the postmaster: waits for leftover server processes (postgres
@@ -60,7 +60,7 @@ impl EmbeddedPostgres {
         let started = Instant::now();
         let mut killed = false;
         loop {
-            let leftovers = cluster::live_postgres_in(&self.data_dir);
+            let leftovers = process::live_postgres_in(&self.data_dir);
             if leftovers.is_empty() {
                 break;
             }
@@ -74,7 +74,7 @@ impl EmbeddedPostgres {
             if waited > Duration::from_secs(10) && !killed {
                 tracing::warn!(?leftovers, "killing leftover postgres processes");
                 for pid in &leftovers {
-                    cluster::send_signal(*pid, Signal::SIGKILL)?;
+                    process::send_signal(*pid, Signal::SIGKILL)?;
                 }
                 killed = true;
             }

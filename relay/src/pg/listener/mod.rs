@@ -16,7 +16,7 @@
 //!   full jitter; every channel is listened again and durable streams are caught up.
 //!   [`PgStatus`] tells sessions so they can send `disconnect` / `reconnect` advisories.
 //!
-//! LISTEN is reference counted by the [`Registry`](crate::registry::Registry): a session asks
+//! LISTEN is reference counted by the [`Registry`](crate::bus::registry::Registry): a session asks
 //! [`ListenerHandle::ensure_listening`] before reading a baseline (so nothing committed after
 //! the baseline can be missed), and [`ListenerHandle::release`] when the last subscriber left;
 //! the listener re-checks the subscriber count before it UNLISTENs, so the two never race.

@@ -32,8 +32,8 @@ use hyper::{Request, Response};
 use tidewire_shared::ErrorCode;
 
 use self::request::SseRequest;
+use super::admission::{acquire_permit, authenticate, Admission};
 use super::reset::Reset;
-use super::ws::{acquire_permit, authenticate, Admission};
 use super::{error_response, Body};
 use crate::hub::Hub;
 

@@ -7,7 +7,7 @@ use tidewire_shared::cursor::MAX_CURSOR_STREAMS;
 use tidewire_shared::{Cursor, ErrorCode, StreamName};
 
 use crate::query::form_pairs;
-use crate::transport::ws::Refusal;
+use crate::transport::admission::Refusal;
 
 /// A valid SSE request.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -23,12 +23,12 @@ use tokio::time::Instant;
 
 use super::frame;
 use super::request::SseRequest;
+use crate::bus::registry::ConnId;
 use crate::bus::DeliveryKind;
 use crate::hub::Hub;
-use crate::registry::ConnId;
 use crate::session::{Outgoing, Session};
+use crate::transport::admission::{expiry, is_expired, Admission};
 use crate::transport::reset::Reset;
-use crate::transport::ws::{expiry, is_expired, Admission};
 
 /// Chunks (bursts) that may wait between the task and hyper. One is enough to keep hyper
 /// busy (the task builds the next while hyper writes this one); every extra one is memory a
@@ -112,7 +112,8 @@ pub(super) async fn run(
         permit,
         reset,
     } = admission;
-    let _counted = crate::metrics::ConnectionGuard::new(&hub, crate::metrics::Transport::Sse);
+    let _counted =
+        crate::metrics::ConnectionGuard::new(&hub.metrics, crate::metrics::Transport::Sse);
     let mut chunk = BytesMut::new();
     frame::retry(&mut chunk, hub.config.options.sse_retry_ms);
     let stall = hub.config.slow_consumer();

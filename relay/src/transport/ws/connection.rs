@@ -23,10 +23,10 @@ use tokio::time::{Instant, Sleep};
 use super::obligation::{self, LoopGone, Obligation};
 use super::reader::{read_message, Assembler, Message, ReadError};
 use super::writer::{FrameWriter, WriteError};
-use super::Admission;
+use crate::bus::registry::ConnId;
 use crate::hub::Hub;
-use crate::registry::ConnId;
 use crate::session::{Outgoing, Session};
+use crate::transport::admission::{self, Admission};
 use crate::transport::reset::Reset;
 
 /// Stop adding ready messages to a burst past this many bytes (the rest follows at once).
@@ -90,7 +90,8 @@ pub(super) async fn run(hub: Arc<Hub>, upgrade: UpgradeFut, admission: Admission
         permit,
         reset,
     } = admission;
-    let _counted = crate::metrics::ConnectionGuard::new(&hub, crate::metrics::Transport::WebSocket);
+    let _counted =
+        crate::metrics::ConnectionGuard::new(&hub.metrics, crate::metrics::Transport::WebSocket);
     let (mut read_half, write_half) = tokio::io::split(websocket.into_inner());
     // Only the read side of fastwebsockets' split is used; writes go through `FrameWriter`.
     let (mut reader, _) =
@@ -224,12 +225,12 @@ impl Connection {
 
     /// When the grant expires (re-read every turn: an `auth` message can replace it).
     fn expiry(&self) -> Option<Instant> {
-        super::expiry(self.session.grant())
+        admission::expiry(self.session.grant())
     }
 
     async fn on_timer(&mut self) -> Option<Ending> {
         let now = Instant::now();
-        if super::is_expired(self.session.grant()) {
+        if admission::is_expired(self.session.grant()) {
             let reason = "token expired; reconnect with a fresh token".to_owned();
             return Some(Ending::Close(CloseCode::TokenExpired, reason));
         }

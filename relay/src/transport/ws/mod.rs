@@ -1,10 +1,9 @@
-//! WebSocket transport (`GET /v1/ws`): admission (Origin, token, connection permit), the
+//! WebSocket transport (`GET /v1/ws`): admission ([`super::admission`]), the
 //! fastwebsockets upgrade, and one task per connection on the hub's tracker that runs a
 //! [`Session`](crate::session::Session) over the socket.
 //!
 //! | module | role |
 //! |---|---|
-//! | `admission` | Origin, token and connection permit checks shared with SSE |
 //! | `connection` | the per-connection loop: reads, writes, keepalive, token expiry, shutdown |
 //! | `echo` | the same reader and writer as an echo server, for the Autobahn conformance run |
 //! | `obligation` | pongs and close echoes owed while a read is pending, written in order |
@@ -14,7 +13,6 @@
 //! Why fastwebsockets, and how per-connection memory stays small: docs/ARCHITECTURE.md,
 //! section "WebSocket implementation".
 
-mod admission;
 mod connection;
 pub mod echo;
 mod obligation;
@@ -29,9 +27,7 @@ use hyper::header::{HeaderValue, UPGRADE};
 use hyper::{Request, Response, StatusCode};
 use tidewire_shared::{ErrorCode, ServerMessage};
 
-pub(crate) use self::admission::{
-    acquire_permit, admit, authenticate, expiry, is_expired, Admission, Refusal,
-};
+use super::admission::admit;
 use super::reset::Reset;
 use super::{error_response, full, json_response, Body};
 use crate::hub::Hub;
