@@ -11,6 +11,7 @@ use crate::convert;
 use crate::engine::status::TransportKind;
 use crate::engine::{Engine, TransportChoice};
 use crate::error::ClientError;
+use crate::handles::add_listener;
 use crate::listeners::EventKind;
 use crate::options::Options;
 use crate::persist::Store;
@@ -187,7 +188,7 @@ impl TidewireClient {
     /// rejects with code `closed` if the client is closed first.
     #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
     pub fn ready(&self) -> Promise {
-        crate::collection::ready_promise(&self.shared, None)
+        crate::handles::ready_promise(&self.shared, None)
     }
 
     /// Test hook: handles `text` as if the relay had sent it (transport `"manual"`).
@@ -207,23 +208,6 @@ impl TidewireClient {
             .map(|mut inner| std::mem::take(&mut inner.sent))
             .unwrap_or_default()
     }
-}
-
-/// Registers a listener and returns the function that removes it.
-pub(crate) fn add_listener(
-    shared: &Rc<Shared>,
-    stream: Option<&str>,
-    kind: EventKind,
-    callback: Function,
-) -> JsValue {
-    let id = shared.listeners.borrow_mut().add(stream, kind, callback);
-    let weak = Rc::downgrade(shared);
-    Closure::<dyn FnMut()>::new(move || {
-        if let Some(shared) = weak.upgrade() {
-            shared.listeners.borrow_mut().remove(id);
-        }
-    })
-    .into_js_value()
 }
 
 /// The page's URL, to resolve a relative relay URL.

@@ -13,9 +13,9 @@ use tidewire_shared::Op;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
-use crate::client::add_listener;
 use crate::convert;
 use crate::error::ClientError;
+use crate::handles::{add_listener, ready_promise};
 use crate::listeners::EventKind;
 use crate::shell::{drive, presence_js, Shared};
 
@@ -259,31 +259,4 @@ impl LiveCollection {
     pub fn ready(&self) -> Promise {
         ready_promise(&self.shared, Some(&self.stream))
     }
-}
-
-/// A promise resolved when `stream` (or, with `None`, the client) is live.
-pub(crate) fn ready_promise(shared: &Rc<Shared>, stream: Option<&str>) -> Promise {
-    Promise::new(&mut |resolve, reject| {
-        let (closed, live) = match shared.inner.try_borrow() {
-            Ok(inner) => (
-                inner.engine.is_closed(),
-                match stream {
-                    Some(stream) => inner.engine.is_live(stream),
-                    None => inner.engine.status().state == crate::engine::status::State::Live,
-                },
-            ),
-            Err(_) => (false, false),
-        };
-        if closed {
-            let _ = reject.call1(&JsValue::UNDEFINED, &ClientError::Closed.into());
-        } else if live {
-            let _ = resolve.call0(&JsValue::UNDEFINED);
-        } else {
-            shared
-                .listeners
-                .borrow_mut()
-                .ready
-                .push((stream.map(str::to_owned), resolve, reject));
-        }
-    })
 }

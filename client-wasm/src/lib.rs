@@ -16,6 +16,7 @@
 //! | `persist` | localStorage / IndexedDB persistence |
 //! | `options` | the constructor's options |
 //! | `listeners` | application callbacks and pending promises |
+//! | `handles` | listener registration and `ready()` promises, for the client and collections |
 //! | `wire` | lean decoding of the relay's messages |
 //! | `convert` | values between Rust and JavaScript (JSON text + `JSON.parse`) |
 //! | `browser` | timers, event listeners, clock (our own small gloo replacement) |
@@ -32,6 +33,7 @@ pub mod bench;
 
 mod browser;
 mod convert;
+mod handles;
 mod listeners;
 mod options;
 mod persist;
