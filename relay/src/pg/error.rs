@@ -27,6 +27,16 @@ pub enum Error {
         source: tokio_postgres::Error,
     },
 
+    /// A file of SQL functions failed to apply (nothing was changed).
+    #[error("applying the SQL functions of {name} failed")]
+    Functions {
+        /// The file's name under `sql/functions/`.
+        name: &'static str,
+        /// What PostgreSQL answered.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+
     /// `initdb`, `pg_ctl` or `postgres` could not be found.
     #[error(
         "PostgreSQL server binaries (initdb, pg_ctl, postgres) not found on PATH or under \
@@ -131,7 +141,9 @@ impl Error {
     /// invalid stream name passed to `tidewire.publish`).
     pub fn sqlstate(&self) -> Option<&tokio_postgres::error::SqlState> {
         match self {
-            Error::Db(source) | Error::Migration { source, .. } => source.code(),
+            Error::Db(source)
+            | Error::Migration { source, .. }
+            | Error::Functions { source, .. } => source.code(),
             _ => None,
         }
     }

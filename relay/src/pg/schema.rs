@@ -1,6 +1,11 @@
-//! The `tidewire` schema: numbered SQL migrations (`sql/*.sql`) applied once each, in order,
-//! by [`migrate`] when the relay starts. Several relays starting at once are safe: the whole
-//! migration runs in one transaction holding a fixed advisory lock.
+//! The `tidewire` schema: the SQL functions (`sql/functions/*.sql`, one current definition
+//! each, applied with `create or replace` on every run) and the numbered migrations
+//! (`sql/*.sql`: tables, indexes, triggers; applied once each, in order), both by [`migrate`]
+//! when the relay starts. Several relays starting at once are safe: the whole run is one
+//! transaction holding a fixed advisory lock.
+//!
+//! Functions come first: their plpgsql bodies name tables only when they run, and a migration
+//! may create a trigger that needs its function.
 //!
 //! The SQL API the migrations install (`tidewire.publish`, `tidewire.track_table`, ...) is the
 //! public contract with applications and is documented in `docs/SQL.md`.
@@ -50,7 +55,35 @@ macro_rules! migration {
     };
 }
 
-/// Every migration, in order. Never edit a released one: add a new file.
+/// One file of SQL functions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Functions {
+    /// Its file name under `relay/src/pg/sql/functions/`.
+    pub name: &'static str,
+    /// `create or replace function ...` statements, run as one batch.
+    pub sql: &'static str,
+}
+
+macro_rules! functions {
+    ($name:literal) => {
+        Functions {
+            name: $name,
+            sql: include_str!(concat!("sql/functions/", $name)),
+        }
+    };
+}
+
+/// Every function file, applied in this order on every [`migrate`].
+pub const FUNCTIONS: &[Functions] = &[
+    functions!("names.sql"),
+    functions!("streams.sql"),
+    functions!("publish.sql"),
+    functions!("track.sql"),
+];
+
+/// Every migration, in order. Never edit what a released one does to tables: add a new file.
+/// Functions do not belong here (see [`FUNCTIONS`]).
 pub const MIGRATIONS: &[Migration] = &[
     migration!(1, "0001_tables.sql"),
     migration!(2, "0002_publish.sql"),
@@ -133,6 +166,15 @@ async fn apply_pending(client: &Client) -> Result<u32, Error> {
              );",
         )
         .await?;
+    for functions in FUNCTIONS {
+        client
+            .batch_execute(functions.sql)
+            .await
+            .map_err(|source| Error::Functions {
+                name: functions.name,
+                source,
+            })?;
+    }
     let mut applied = BTreeSet::new();
     for row in client
         .query("select version from tidewire.schema_version", &[])

@@ -115,3 +115,56 @@ async fn failed_migration_rolls_back_everything() {
         schema::latest_version()
     );
 }
+
+/// Every SQL function has one current definition, in `sql/functions/`: each function of the
+/// schema is defined there exactly once, and a database holding an older definition (as one
+/// migrated by an older relay does) gets the current one on the next migration run.
+#[tokio::test]
+async fn functions_have_one_definition_and_are_reapplied() {
+    let pg = TestPg::start_unmigrated().await;
+    let client = pg.client().await;
+    schema::migrate(&client).await.expect("migrate");
+    let rows = client
+        .query(
+            "select p.proname from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+              where n.nspname = 'tidewire' order by 1",
+            &[],
+        )
+        .await
+        .expect("functions");
+    let sources: String = schema::FUNCTIONS.iter().map(|file| file.sql).collect();
+    for row in &rows {
+        let name: String = row.get(0);
+        let definitions = sources
+            .matches(&format!("create or replace function tidewire.{name}("))
+            .count();
+        assert_eq!(
+            definitions, 1,
+            "tidewire.{name} is defined {definitions} times"
+        );
+    }
+    for migration in MIGRATIONS {
+        assert!(
+            !migration.sql.contains("create function")
+                && !migration.sql.contains("or replace function"),
+            "{} defines a function; functions live in sql/functions/",
+            migration.name
+        );
+    }
+
+    // An older definition (here: one that accepts any key) is replaced on the next run.
+    client
+        .batch_execute(
+            "create or replace function tidewire.check_key(key text) returns text
+             language plpgsql immutable as $$ begin return key; end $$;",
+        )
+        .await
+        .expect("an older definition");
+    assert!(publish(&client, "s", "", "upsert", "1").await.is_ok());
+    schema::migrate(&client).await.expect("migrate again");
+    let refused = publish(&client, "s", "", "upsert", "1").await;
+    assert!(
+        refused.is_err(),
+        "the current check_key refuses an empty key"
+    );
+}

@@ -248,7 +248,8 @@ async fn hostile_and_aliasing_names_are_refused_or_kept_apart() {
             .send(json!({"type": "subscribe", "stream": name}))
             .await;
         let answer = probe.until(WAIT, |m| m["type"] == "error").await;
-        assert_eq!(answer["code"], "bad_message", "{name:?} -> {answer}");
+        assert_eq!(answer["code"], "bad_stream", "{name:?} -> {answer}");
+        assert_eq!(answer["stream"], name, "the refusal names the stream");
     }
     let long_a = format!("{}a", "p".repeat(59));
     let long_b = format!("{}b", "p".repeat(59));
