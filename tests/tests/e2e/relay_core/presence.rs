@@ -10,6 +10,16 @@ use super::probe::{hub, Probe};
 
 const WAIT: Duration = Duration::from_secs(15);
 
+/// A client of `relay` subscribed to `room`, past its first (full) presence message.
+async fn in_room(relay: &std::sync::Arc<tidewire_relay::hub::Hub>) -> Probe {
+    let mut probe = Probe::open(relay);
+    probe.subscribe("room").await;
+    probe
+        .until(WAIT, |m| m["type"] == "presence" && m["full"] == true)
+        .await;
+    probe
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_is_shared_between_relays_and_drops_on_close() {
     let pg = TestPg::start().await;
@@ -17,14 +27,8 @@ async fn presence_is_shared_between_relays_and_drops_on_close() {
     let second_relay = hub(&pg.url(), |_| {}).await;
     assert_ne!(first_relay.relay_id, second_relay.relay_id);
 
-    let mut ann = Probe::open(&first_relay);
-    let mut bob = Probe::open(&second_relay);
-    for probe in [&mut ann, &mut bob] {
-        probe.subscribe("room").await;
-        probe
-            .until(WAIT, |m| m["type"] == "presence" && m["full"] == true)
-            .await;
-    }
+    let mut ann = in_room(&first_relay).await;
+    let mut bob = in_room(&second_relay).await;
     let ann_id = ann.session.presence_id();
     ann.send(json!({"type": "presence", "stream": "room", "data": {"name": "Ann"}}))
         .await;
@@ -71,14 +75,8 @@ async fn heartbeats_refresh_presence_without_resending_or_undoing_it() {
     let pg = TestPg::start().await;
     let first_relay = hub(&pg.url(), |_| {}).await;
     let second_relay = hub(&pg.url(), |_| {}).await;
-    let mut ann = Probe::open(&first_relay);
-    let mut bob = Probe::open(&second_relay);
-    for probe in [&mut ann, &mut bob] {
-        probe.subscribe("room").await;
-        probe
-            .until(WAIT, |m| m["type"] == "presence" && m["full"] == true)
-            .await;
-    }
+    let mut ann = in_room(&first_relay).await;
+    let mut bob = in_room(&second_relay).await;
     let ann_id = ann.session.presence_id();
     // Ann changes her state every 100 ms across a heartbeat (while it goes out).
     let rounds = (tidewire_relay::presence::HEARTBEAT.as_millis() / 100 + 10) as u64;
