@@ -1,4 +1,4 @@
-//! `fault_soak`: the long versions of issue 7's fault tests (the short ones are in
+//! `fault_soak`: the long versions of the fault tests (the short ones are in
 //! `tests/e2e/load.rs`), run from `scripts/bench.d/40-faults`: Postgres restarted 20 times
 //! with 1,000 subscribers, frozen 30 s, the relay killed and restarted 10 times, three relays
 //! with one killed, 1,000 stalled consumers, and blackholes. Prints each scenario's cycles

@@ -1,4 +1,4 @@
-//! `loadgen`: the load generator of issue 7. Opens N WebSocket and/or SSE connections to
+//! `loadgen`: the load generator. Opens N WebSocket and/or SSE connections to
 //! one or more relays, subscribes each to some of M streams, publishes at a target rate
 //! through PostgreSQL (the SQL function, tracked tables, raw `pg_notify`), and checks the
 //! invariants of docs/TESTING.md for every client and stream against the outbox. Prints a

@@ -1,4 +1,4 @@
-//! Short versions of issue 7's fault tests, driven by the load generator's engine and its
+//! Short versions of the fault tests, driven by the load generator's engine and its
 //! invariant checker (`tidewire_tests::load`): Postgres restarts of every kind, a frozen
 //! Postgres, relay kill -9 and restart, three relays with one killed, stalled consumers, and
 //! blackholes between clients and relay and between relay and Postgres. Each asserts the
