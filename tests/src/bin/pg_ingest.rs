@@ -1,4 +1,5 @@
-//! `pg_ingest`: the PostgreSQL ingest benchmark (tracked tables and tidewire.publish against plain INSERT), on a private cluster it starts.
+//! `pg_ingest`: the PostgreSQL ingest benchmark (tracked tables and `tidewire.publish`
+//! against plain INSERT), on a private cluster it starts.
 //!
 //! 1. Publish rate: events committed per second through `tidewire.publish` (one hot stream,
 //!    and one stream per publisher), through a tracked table's trigger, and through a plain
