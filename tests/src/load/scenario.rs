@@ -1,8 +1,9 @@
 //! Fault scenarios (relay kills, PostgreSQL restarts, stalled consumers, storms),
 //! parameterised so the same code runs as a short test (`tests/e2e/load.rs`) and as a long
-//! run (`fault_soak`, from `scripts/bench.d/`). Each builds its own PostgreSQL and relay(s), drives clients with [`LoadRun`], injects faults,
-//! and returns a [`ScenarioReport`] with per-cycle detection and catch-up times and the
-//! invariant checker's verdict. The caller decides what passes.
+//! run (`fault_soak`, from `scripts/bench.d/`). Each builds its own PostgreSQL and relay(s),
+//! drives clients with [`LoadRun`], injects faults, and returns a [`ScenarioReport`] with
+//! per-cycle detection and catch-up times and the invariant checker's verdict. The caller
+//! decides what passes.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
