@@ -9,11 +9,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 use tidewire_relay::auth::jwt::sign_hs256;
-use tidewire_relay::config::Config;
+use tidewire_tests::relay::TestRelay;
 use tidewire_tests::TestPg;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
+use tokio::net::TcpStream;
 
 use crate::support;
 
@@ -23,11 +22,10 @@ const SECRET: &str = "test-only-e2e-secret-0123456789abcdef";
 /// Generous wait for one answer on a loaded 2-core machine.
 const WAIT: Duration = Duration::from_secs(15);
 
-/// A relay with `--jwt-secret`, stopped when the test ends (its PostgreSQL after it).
+/// A relay with `--jwt-secret` (the shared harness), on a cluster of its own that outlives it.
 struct Relay {
     addr: SocketAddr,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
+    relay: TestRelay,
     /// Declared last: the cluster outlives the relay.
     pg: TestPg,
 }
@@ -35,26 +33,17 @@ struct Relay {
 impl Relay {
     async fn start() -> Self {
         let pg = TestPg::start().await;
-        let mut config = Config::for_tests(&pg.url());
-        config.options.jwt_secret = Some(SECRET.to_owned());
-        config.options.anon_read = vec!["public:*".to_owned()];
-        config.options.shutdown_grace_ms = 1000;
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
-        let addr = listener.local_addr().expect("local address");
-        let (shutdown, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let stop = async {
-                // A dropped sender stops the relay too.
-                let _ = stopped.await;
-            };
-            tidewire_relay::run(listener, config, stop)
-                .await
-                .expect("the relay starts");
-        });
+        let relay = TestRelay::builder(&pg)
+            .jwt_secret(SECRET)
+            .options(|options| {
+                options.anon_read = vec!["public:*".to_owned()];
+                options.shutdown_grace_ms = 1000;
+            })
+            .spawn()
+            .await;
         Self {
-            addr,
-            shutdown: Some(shutdown),
-            task: Some(task),
+            addr: relay.addr(),
+            relay,
             pg,
         }
     }
@@ -67,16 +56,8 @@ impl Relay {
             .expect("publish the seed event");
     }
 
-    async fn stop(mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        if let Some(task) = self.task.take() {
-            tokio::time::timeout(Duration::from_secs(10), task)
-                .await
-                .expect("the relay stops in time")
-                .expect("the relay task does not panic");
-        }
+    async fn stop(self) {
+        self.relay.shutdown().await;
     }
 }
 

@@ -14,99 +14,15 @@ use tidewire_client::{
     BackoffConfig, Client, ClientConfig, ClientError, SubscribeOptions, Subscription,
     SubscriptionEvent,
 };
-use tidewire_relay::Config;
 use tidewire_shared::{ErrorCode, Snapshot};
+use tidewire_tests::relay::TestRelay;
 use tidewire_tests::TestPg;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::support::publish;
 
 /// Generous bound for anything awaited on a loaded 2-core machine.
 const WAIT: Duration = Duration::from_secs(30);
-
-/// A relay serving on a chosen address, in its own runtime so that it can be killed
-/// abruptly (every task and socket dropped at once, as a crash would).
-struct KillableRelay {
-    runtime: Option<tokio::runtime::Runtime>,
-}
-
-impl KillableRelay {
-    /// Starts a relay for `pg` on `addr` (port 0 picks one); returns it and its address.
-    async fn start(pg: &TestPg, addr: SocketAddr) -> (Self, SocketAddr) {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("build the relay's runtime");
-        let config = Config::for_tests(&pg.url());
-        let (bound, bound_addr) = oneshot::channel();
-        runtime.spawn(async move {
-            let listener = TcpListener::bind(addr).await.expect("bind the relay");
-            let _ = bound.send(listener.local_addr().expect("bound address"));
-            tidewire_relay::run(listener, config, std::future::pending())
-                .await
-                .expect("the relay runs");
-        });
-        let addr = bound_addr.await.expect("the relay binds");
-        (
-            Self {
-                runtime: Some(runtime),
-            },
-            addr,
-        )
-    }
-
-    /// Drops every task of the relay at once: connections are reset, nothing is drained.
-    fn kill(mut self) {
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
-    }
-}
-
-impl Drop for KillableRelay {
-    fn drop(&mut self) {
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
-    }
-}
-
-/// A relay in the test's runtime, stopped gracefully (shutdown advisory, going-away close)
-/// when its shutdown future completes.
-struct GracefulRelay {
-    stop: oneshot::Sender<()>,
-    served: JoinHandle<()>,
-}
-
-impl GracefulRelay {
-    async fn start(pg: &TestPg, addr: SocketAddr) -> (Self, SocketAddr) {
-        let listener = TcpListener::bind(addr).await.expect("bind the relay");
-        let addr = listener.local_addr().expect("bound address");
-        let (stop, stopped) = oneshot::channel::<()>();
-        let shutdown = async move {
-            // A dropped sender stops the relay as well.
-            let _ = stopped.await;
-        };
-        let config = Config::for_tests(&pg.url());
-        let served = tokio::spawn(async move {
-            tidewire_relay::run(listener, config, shutdown)
-                .await
-                .expect("the relay runs");
-        });
-        (Self { stop, served }, addr)
-    }
-
-    async fn shutdown(self) {
-        let _ = self.stop.send(());
-        tokio::time::timeout(WAIT, self.served)
-            .await
-            .expect("the relay drains in time")
-            .expect("the relay's task");
-    }
-}
 
 fn config(addr: SocketAddr) -> ClientConfig {
     ClientConfig {
@@ -162,7 +78,8 @@ fn by_key(snapshot: &Snapshot) -> BTreeMap<String, (u64, Value)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscribe_and_publish_round_trip() {
     let pg = TestPg::start().await;
-    let (relay, addr) = GracefulRelay::start(&pg, "127.0.0.1:0".parse().expect("valid")).await;
+    let relay = TestRelay::spawn(&pg).await;
+    let addr = relay.addr();
     let client = within("connect", Client::connect(config(addr)))
         .await
         .expect("connects");
@@ -236,7 +153,8 @@ async fn live_collection_converges_with_concurrent_writers() {
     const WRITERS: usize = 2;
     const WRITES: usize = 120;
     let pg = TestPg::start().await;
-    let (relay, addr) = GracefulRelay::start(&pg, "127.0.0.1:0".parse().expect("valid")).await;
+    let relay = TestRelay::spawn(&pg).await;
+    let addr = relay.addr();
     let reader = within("connect", Client::connect(config(addr)))
         .await
         .expect("connects");
@@ -353,7 +271,8 @@ async fn collect_until(subscription: &mut Subscription, seqs: &mut Vec<u64>, unt
 async fn resumes_without_loss_or_duplicates_when_the_relay_is_killed_and_restarted() {
     const EVENTS: usize = 400;
     let pg = TestPg::start().await;
-    let (relay, addr) = KillableRelay::start(&pg, "127.0.0.1:0".parse().expect("valid")).await;
+    let relay = TestRelay::builder(&pg).killable().spawn().await;
+    let addr = relay.addr();
     let client = within("connect", Client::connect(config(addr)))
         .await
         .expect("connects");
@@ -370,8 +289,7 @@ async fn resumes_without_loss_or_duplicates_when_the_relay_is_killed_and_restart
     // Crash: every socket of the relay is dropped; writes keep committing meanwhile.
     relay.kill();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let (relay, restarted) = KillableRelay::start(&pg, addr).await;
-    assert_eq!(restarted, addr);
+    let relay = TestRelay::builder(&pg).on(addr).killable().spawn().await;
 
     let last = i64::try_from(EVENTS).expect("small");
     let last_seq = within("the writer", writer).await.expect("writer task");
@@ -405,7 +323,8 @@ async fn resumes_without_loss_or_duplicates_when_the_relay_is_killed_and_restart
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resumes_after_a_graceful_relay_restart_on_the_same_port() {
     let pg = TestPg::start().await;
-    let (relay, addr) = GracefulRelay::start(&pg, "127.0.0.1:0".parse().expect("valid")).await;
+    let relay = TestRelay::spawn(&pg).await;
+    let addr = relay.addr();
     let client = within("connect", Client::connect(config(addr)))
         .await
         .expect("connects");
@@ -433,8 +352,7 @@ async fn resumes_after_a_graceful_relay_restart_on_the_same_port() {
         .await
         .expect("publish through SQL");
     }
-    let (relay, restarted) = GracefulRelay::start(&pg, addr).await;
-    assert_eq!(restarted, addr);
+    let relay = TestRelay::builder(&pg).on(addr).spawn().await;
     within("the collection to catch up", collection.wait_for_seq(40))
         .await
         .expect("caught up");

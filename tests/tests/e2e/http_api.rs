@@ -13,64 +13,46 @@ use hyper::header::HeaderMap;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
-use tidewire_relay::config::Config;
+use tidewire_relay::config::Options;
+use tidewire_tests::relay::TestRelay;
 use tidewire_tests::TestPg;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
+use tokio::net::TcpStream;
 
 /// Request body limit configured for these relays (small, so oversize bodies are cheap).
 const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
-/// A relay serving one test, stopped when dropped (its PostgreSQL after it).
+/// A relay for one test (the shared harness) with small body limits, on a cluster of its own
+/// that outlives it.
 struct Relay {
     addr: SocketAddr,
-    /// Completing this stops the relay.
-    shutdown: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
+    relay: TestRelay,
     /// Declared last: the cluster outlives the relay.
     pg: TestPg,
 }
 
 impl Relay {
-    async fn start(tune: impl FnOnce(&mut Config)) -> Self {
+    async fn start(tune: impl FnOnce(&mut Options)) -> Self {
         let pg = TestPg::start().await;
-        let mut config = Config::for_tests(&pg.url());
-        config.options.max_message_bytes = MAX_MESSAGE_BYTES;
-        config.options.max_data_bytes = 32 * 1024;
-        config.options.replay_page = 3;
-        config.options.shutdown_grace_ms = 1000;
-        tune(&mut config);
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
-        let addr = listener.local_addr().expect("local address");
-        let (shutdown, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let stop = async {
-                // A dropped sender stops the relay too.
-                let _ = stopped.await;
-            };
-            tidewire_relay::run(listener, config, stop)
-                .await
-                .expect("the relay starts");
-        });
+        let relay = TestRelay::builder(&pg)
+            .options(|options| {
+                options.max_message_bytes = MAX_MESSAGE_BYTES;
+                options.max_data_bytes = 32 * 1024;
+                options.replay_page = 3;
+                options.shutdown_grace_ms = 1000;
+                tune(options);
+            })
+            .spawn()
+            .await;
         Self {
-            addr,
-            shutdown: Some(shutdown),
-            task: Some(task),
+            addr: relay.addr(),
+            relay,
             pg,
         }
     }
 
     /// Stops the relay and waits for it.
-    async fn stop(mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        if let Some(task) = self.task.take() {
-            tokio::time::timeout(Duration::from_secs(10), task)
-                .await
-                .expect("the relay stops in time")
-                .expect("the relay task does not panic");
-        }
+    async fn stop(self) {
+        self.relay.shutdown().await;
     }
 
     async fn get(&self, path: &str) -> Reply {
@@ -735,10 +717,10 @@ async fn since_before_retention_resyncs() {
 /// With a JWT key configured, anonymous access is limited to the listed patterns.
 #[tokio::test]
 async fn permissions_are_enforced() {
-    let relay = Relay::start(|config| {
-        config.options.jwt_secret = Some("an-hs256-secret-of-enough-length-for-tests".into());
-        config.options.anon_read = vec!["public:*".into()];
-        config.options.anon_write = vec![];
+    let relay = Relay::start(|options| {
+        options.jwt_secret = Some("an-hs256-secret-of-enough-length-for-tests".into());
+        options.anon_read = vec!["public:*".into()];
+        options.anon_write = vec![];
     })
     .await;
     let read = relay.get("/v1/streams/public:news/snapshot").await;
@@ -814,7 +796,7 @@ async fn static_files_are_served_safely() {
     std::os::unix::fs::symlink(root.join("notes.txt"), root.join("alias.txt")).expect("symlink");
 
     let static_dir = root.clone();
-    let relay = Relay::start(move |config| config.options.static_dir = Some(static_dir)).await;
+    let relay = Relay::start(move |options| options.static_dir = Some(static_dir)).await;
     for (name, content_type) in files {
         let reply = relay.get(&format!("/{name}")).await;
         assert_eq!(reply.status, StatusCode::OK, "{name}");
