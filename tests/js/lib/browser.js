@@ -1,5 +1,6 @@
-// Headless Chromium for the browser tests, through playwright-core and the machine's
-// /usr/bin/chromium (never a downloaded browser), with a fresh profile per launch.
+// Headless Chromium for the browser tests (the package's and the demo's), through
+// playwright-core and the machine's /usr/bin/chromium (never a downloaded browser), with a
+// fresh profile per launch.
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -7,12 +8,14 @@ import { chromium } from "playwright-core";
 
 export const CHROMIUM = process.env.CHROMIUM_BIN ?? "/usr/bin/chromium";
 
-/** A persistent context on a fresh profile directory (removed by `close()`). */
-export async function launch() {
+/** A persistent context on a fresh profile directory (removed by `close()`); `viewport`
+ * sets every page's size. Shared by the package's tests and the demo's (www/tests). */
+export async function launch({ viewport } = {}) {
   const profile = fs.mkdtempSync(path.join(os.tmpdir(), "tidewire-chromium-"));
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
     headless: true,
+    ...(viewport ? { viewport } : {}),
     args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-dev-shm-usage"],
   });
   const close = async () => {

@@ -1,6 +1,7 @@
-// Starts real relays for the browser tests: the built `tidewire-relay` binary with its
-// embedded PostgreSQL in a temporary directory, on a free port, serving a static directory
-// (the built npm package and the test pages) so pages and relay share one origin.
+// Starts real relays for the browser tests (the package's, and through www/tests/lib the
+// demo's): the built `tidewire-relay` binary with its embedded PostgreSQL in a temporary
+// directory, on a free port, serving a static directory (the built npm package and the test
+// pages, or the demo site) so pages and relay share one origin.
 import { spawn, execFileSync } from "node:child_process";
 import { once } from "node:events";
 import fs from "node:fs";
