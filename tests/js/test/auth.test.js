@@ -1,25 +1,17 @@
 // Authentication failures surface as a status with a code (and no retry storm); a new token
 // set with setToken() brings the client back.
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 
-import { launch, openPage } from "../lib/browser.js";
+import { openPage } from "../lib/browser.js";
 import { token } from "../lib/jwt.js";
-import { sleep, startRelay } from "../lib/relay.js";
+import { sleep } from "../lib/relay.js";
+import { withRelayAndBrowser } from "../lib/suite.js";
 
 const SECRET = "browser-test-secret";
 let relay;
 let browser;
-
-before(async () => {
-  relay = await startRelay({ args: ["--jwt-secret", SECRET] });
-  browser = await launch();
-});
-
-after(async () => {
-  await browser?.close();
-  await relay?.close();
-});
+withRelayAndBrowser((started) => ({ relay, browser } = started), { args: ["--jwt-secret", SECRET] });
 
 for (const transport of ["auto", "websocket"]) {
   test(`a refused token shows status offline/unauthorized (${transport}); setToken recovers`, async () => {

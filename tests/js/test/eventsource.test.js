@@ -2,23 +2,15 @@
 // relay is killed and restarted, sending the `Last-Event-ID` cursor it was given, and the
 // relay resumes the stream from it: every event exactly once, in order, no snapshot again.
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 
-import { launch, openPage } from "../lib/browser.js";
-import { startRelay, waitFor } from "../lib/relay.js";
+import { openPage } from "../lib/browser.js";
+import { waitFor } from "../lib/relay.js";
+import { withRelayAndBrowser } from "../lib/suite.js";
 
 let relay;
 let browser;
-
-before(async () => {
-  relay = await startRelay();
-  browser = await launch();
-});
-
-after(async () => {
-  await browser?.close();
-  await relay?.close();
-});
+withRelayAndBrowser((started) => ({ relay, browser } = started));
 
 const seqs = (page) => page.evaluate(() => window.__es.events.map((event) => event.seq));
 

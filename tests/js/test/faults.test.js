@@ -2,23 +2,15 @@
 // it, with writes committing throughout. The page must end with exactly the committed state
 // and must never report the same change twice.
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 
-import { launch, openPage } from "../lib/browser.js";
-import { sleep, startRelay, waitFor } from "../lib/relay.js";
+import { openPage } from "../lib/browser.js";
+import { sleep, waitFor } from "../lib/relay.js";
+import { withRelayAndBrowser } from "../lib/suite.js";
 
 let relay;
 let browser;
-
-before(async () => {
-  relay = await startRelay();
-  browser = await launch();
-});
-
-after(async () => {
-  await browser?.close();
-  await relay?.close();
-});
+withRelayAndBrowser((started) => ({ relay, browser } = started));
 
 /** Publishes random writes until stopped; remembers which committed. */
 function startWriter(stream) {

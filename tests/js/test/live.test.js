@@ -1,23 +1,15 @@
 // Snapshot then live updates; two pages converging after concurrent writes to the same
 // keys; ephemeral messages and presence between pages.
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 
-import { launch, openPage } from "../lib/browser.js";
-import { startRelay, waitFor } from "../lib/relay.js";
+import { openPage } from "../lib/browser.js";
+import { waitFor } from "../lib/relay.js";
+import { withRelayAndBrowser } from "../lib/suite.js";
 
 let relay;
 let browser;
-
-before(async () => {
-  relay = await startRelay();
-  browser = await launch();
-});
-
-after(async () => {
-  await browser?.close();
-  await relay?.close();
-});
+withRelayAndBrowser((started) => ({ relay, browser } = started));
 
 test("snapshot then live updates, each change reported once", async () => {
   const stream = "live_todos";

@@ -2,23 +2,15 @@
 // the wire), shows the stored records at once (origin "restore"), then applies only what
 // was committed meanwhile.
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 
-import { launch, openPage } from "../lib/browser.js";
-import { sleep, startRelay } from "../lib/relay.js";
+import { openPage } from "../lib/browser.js";
+import { sleep } from "../lib/relay.js";
+import { withRelayAndBrowser } from "../lib/suite.js";
 
 let relay;
 let browser;
-
-before(async () => {
-  relay = await startRelay();
-  browser = await launch();
-});
-
-after(async () => {
-  await browser?.close();
-  await relay?.close();
-});
+withRelayAndBrowser((started) => ({ relay, browser } = started));
 
 for (const persist of ["indexeddb", "localstorage"]) {
   test(`reload resumes from ${persist} without a snapshot`, async () => {

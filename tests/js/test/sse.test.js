@@ -2,10 +2,11 @@
 // behind a proxy that blocks them), the client switches to SSE read with fetch streaming,
 // writes over HTTP POST, and resumes after a relay restart with its own Last-Event-ID.
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 
-import { launch, openPage } from "../lib/browser.js";
-import { sleep, startRelay } from "../lib/relay.js";
+import { openPage } from "../lib/browser.js";
+import { sleep } from "../lib/relay.js";
+import { withRelayAndBrowser } from "../lib/suite.js";
 
 /** Runs before the page's scripts: every WebSocket fails to connect. */
 const BLOCK_WEBSOCKETS = () => {
@@ -37,16 +38,7 @@ const BLOCK_WEBSOCKETS = () => {
 
 let relay;
 let browser;
-
-before(async () => {
-  relay = await startRelay();
-  browser = await launch();
-});
-
-after(async () => {
-  await browser?.close();
-  await relay?.close();
-});
+withRelayAndBrowser((started) => ({ relay, browser } = started));
 
 test("falls back to SSE when WebSockets fail, writes over HTTP, resumes after a restart", async () => {
   const stream = "sse_todos";
