@@ -692,5 +692,4 @@ pub(crate) mod testing {
 }
 
 #[cfg(test)]
-#[path = "jwt_tests.rs"]
 mod tests;
