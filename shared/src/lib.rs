@@ -23,6 +23,7 @@
 //! | [`ending`] | what a client does when its connection ends (reconnect, later, new token, never) |
 //! | [`limits`] | size and depth bounds applied before parsing untrusted input |
 //! | [`error`] | typed errors |
+//! | `fixtures` | (feature `test-util`) events, records and server messages for tests |
 #![warn(missing_docs)]
 
 pub mod backoff;
@@ -32,6 +33,8 @@ pub mod cursor;
 pub mod ending;
 pub mod error;
 pub mod event;
+#[cfg(feature = "test-util")]
+pub mod fixtures;
 pub mod limits;
 pub mod merge_pool;
 pub mod message;

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use serde_json::json;
+use tidewire_shared::fixtures::{event_message, snapshot_message, subscribed_message};
 use tidewire_shared::message::{Advisory, AdvisoryKind, Publish, Subscribe};
 use tidewire_shared::{
     ClientMessage, ErrorCode, Event, Op, Position, Record, ServerMessage, StreamName,
@@ -58,44 +59,6 @@ fn seqs(events: &[SubscriptionEvent]) -> Vec<u64> {
         .collect()
 }
 
-fn event(stream: &str, epoch: u64, seq: u64) -> ServerMessage {
-    ServerMessage::Event(Event {
-        stream: name(stream),
-        epoch,
-        seq,
-        key: format!("k{seq}"),
-        op: Op::Upsert,
-        data: json!(seq),
-        ts: None,
-    })
-}
-
-fn snapshot(stream: &str, epoch: u64, seq: u64) -> ServerMessage {
-    ServerMessage::Snapshot {
-        stream: name(stream),
-        epoch,
-        seq,
-        chunk: 0,
-        last: true,
-        records: (1..=seq)
-            .map(|seq| Record {
-                key: format!("k{seq}"),
-                seq,
-                data: json!(seq),
-            })
-            .collect(),
-    }
-}
-
-fn subscribed(stream: &str, epoch: u64, seq: u64, resumed: bool) -> ServerMessage {
-    ServerMessage::Subscribed {
-        stream: name(stream),
-        epoch,
-        seq,
-        resumed,
-    }
-}
-
 fn subscribe_message(stream: &str, since: Option<(u64, u64)>) -> ClientMessage {
     ClientMessage::Subscribe(Subscribe {
         stream: name(stream),
@@ -129,8 +92,8 @@ fn live_todos() -> (
     assert!(out.is_empty(), "nothing is sent before a connection exists");
     state.on_connected(&mut out);
     assert_eq!(sent(&mut out), vec![subscribe_message("todos", None)]);
-    state.on_message(snapshot("todos", 7, 2), &mut out);
-    state.on_message(subscribed("todos", 7, 2, false), &mut out);
+    state.on_message(snapshot_message("todos", 7, 2), &mut out);
+    state.on_message(subscribed_message("todos", 7, 2, false), &mut out);
     let first = received(&mut events);
     assert!(
         matches!(&first[0], SubscriptionEvent::Snapshot(snapshot) if snapshot.seq == 2 && snapshot.records.len() == 2)
@@ -201,8 +164,8 @@ fn acks_and_errors_are_matched_by_id() {
 #[test]
 fn reconnect_resumes_from_the_position_and_drops_duplicates() {
     let (mut state, counters, mut events, mut out) = live_todos();
-    state.on_message(event("todos", 7, 3), &mut out);
-    state.on_message(event("todos", 7, 4), &mut out);
+    state.on_message(event_message("todos", 7, 3), &mut out);
+    state.on_message(event_message("todos", 7, 4), &mut out);
     assert_eq!(seqs(&received(&mut events)), vec![3, 4]);
 
     // A publish is in flight when the connection drops.
@@ -223,11 +186,11 @@ fn reconnect_resumes_from_the_position_and_drops_duplicates() {
         vec![subscribe_message("todos", Some((7, 4)))]
     );
     for seq in [3, 4, 5, 6] {
-        state.on_message(event("todos", 7, seq), &mut out);
+        state.on_message(event_message("todos", 7, seq), &mut out);
     }
-    state.on_message(subscribed("todos", 7, 6, true), &mut out);
-    state.on_message(event("todos", 7, 6), &mut out);
-    state.on_message(event("todos", 7, 7), &mut out);
+    state.on_message(subscribed_message("todos", 7, 6, true), &mut out);
+    state.on_message(event_message("todos", 7, 6), &mut out);
+    state.on_message(event_message("todos", 7, 7), &mut out);
     let after = received(&mut events);
     assert_eq!(seqs(&after), vec![5, 6, 7]);
     assert!(after.contains(&SubscriptionEvent::Live {
@@ -245,23 +208,23 @@ fn reconnect_resumes_from_the_position_and_drops_duplicates() {
 #[test]
 fn a_gap_asks_for_a_replay_and_nothing_is_skipped() {
     let (mut state, counters, mut events, mut out) = live_todos();
-    state.on_message(event("todos", 7, 3), &mut out);
-    state.on_message(event("todos", 7, 5), &mut out);
+    state.on_message(event_message("todos", 7, 3), &mut out);
+    state.on_message(event_message("todos", 7, 5), &mut out);
     assert_eq!(
         sent(&mut out),
         vec![subscribe_message("todos", Some((7, 3)))]
     );
     // Later events that do not continue seq 3 are dropped until the replay arrives.
-    state.on_message(event("todos", 7, 6), &mut out);
+    state.on_message(event_message("todos", 7, 6), &mut out);
     assert!(out.is_empty(), "one replay request is enough");
     for seq in [4, 5, 6] {
-        state.on_message(event("todos", 7, seq), &mut out);
+        state.on_message(event_message("todos", 7, seq), &mut out);
     }
-    state.on_message(subscribed("todos", 7, 6, true), &mut out);
+    state.on_message(subscribed_message("todos", 7, 6, true), &mut out);
     let delivered = received(&mut events);
     assert_eq!(
         delivered[0],
-        SubscriptionEvent::Event(match event("todos", 7, 3) {
+        SubscriptionEvent::Event(match event_message("todos", 7, 3) {
             ServerMessage::Event(event) => event,
             _ => unreachable!("built as an event"),
         })
@@ -285,7 +248,7 @@ fn a_subscribed_ahead_of_the_position_is_not_trusted() {
     state.on_connected(&mut out);
     sent(&mut out);
     // The relay claims seq 5 but sent nothing after 2: ask again from 2.
-    state.on_message(subscribed("todos", 7, 5, true), &mut out);
+    state.on_message(subscribed_message("todos", 7, 5, true), &mut out);
     assert_eq!(
         sent(&mut out),
         vec![subscribe_message("todos", Some((7, 2)))]
@@ -307,9 +270,9 @@ fn resync_replaces_the_position_with_the_snapshot() {
         ),
         &mut out,
     );
-    state.on_message(snapshot("todos", 8, 1), &mut out);
-    state.on_message(subscribed("todos", 8, 1, false), &mut out);
-    state.on_message(event("todos", 8, 2), &mut out);
+    state.on_message(snapshot_message("todos", 8, 1), &mut out);
+    state.on_message(subscribed_message("todos", 8, 1, false), &mut out);
+    state.on_message(event_message("todos", 8, 2), &mut out);
     let delivered = received(&mut events);
     assert_eq!(
         delivered[0],
@@ -321,7 +284,7 @@ fn resync_replaces_the_position_with_the_snapshot() {
     assert_eq!(seqs(&delivered), vec![2]);
     assert_eq!(counters.snapshot().resyncs, 1);
     // An event of the old epoch makes the client ask again rather than apply it.
-    state.on_message(event("todos", 7, 3), &mut out);
+    state.on_message(event_message("todos", 7, 3), &mut out);
     assert_eq!(
         sent(&mut out),
         vec![subscribe_message("todos", Some((8, 2)))]
@@ -370,15 +333,15 @@ fn messages_of_an_ended_subscription_are_not_delivered_to_the_next() {
         ]
     );
     // In flight for the old subscription, then its `unsubscribed`, then the new one's answer.
-    state.on_message(event("todos", 7, 3), &mut out);
+    state.on_message(event_message("todos", 7, 3), &mut out);
     state.on_message(
         ServerMessage::Unsubscribed {
             stream: name("todos"),
         },
         &mut out,
     );
-    state.on_message(snapshot("todos", 7, 3), &mut out);
-    state.on_message(subscribed("todos", 7, 3, false), &mut out);
+    state.on_message(snapshot_message("todos", 7, 3), &mut out);
+    state.on_message(subscribed_message("todos", 7, 3, false), &mut out);
     let delivered = received(&mut events);
     assert!(matches!(&delivered[0], SubscriptionEvent::Snapshot(snapshot) if snapshot.seq == 3));
     assert!(seqs(&delivered).is_empty());
@@ -441,7 +404,7 @@ fn subscribe_errors_retry_when_transient_and_end_otherwise() {
 #[test]
 fn an_unexpected_unsubscribed_is_retried_from_the_position() {
     let (mut state, _counters, _events, mut out) = live_todos();
-    state.on_message(event("todos", 7, 3), &mut out);
+    state.on_message(event_message("todos", 7, 3), &mut out);
     state.on_message(
         ServerMessage::Unsubscribed {
             stream: name("todos"),
@@ -471,9 +434,9 @@ fn raw_channels_deduplicate_and_report_relay_gaps() {
         .expect("subscribes");
     state.on_connected(&mut out);
     out.clear();
-    state.on_message(subscribed("raw:orders", 900, 0, false), &mut out);
+    state.on_message(subscribed_message("raw:orders", 900, 0, false), &mut out);
     for seq in [10, 11, 11, 13] {
-        state.on_message(event("raw:orders", 900, seq), &mut out);
+        state.on_message(event_message("raw:orders", 900, seq), &mut out);
     }
     state.on_message(
         ServerMessage::Advisory(
@@ -485,7 +448,7 @@ fn raw_channels_deduplicate_and_report_relay_gaps() {
         &mut out,
     );
     // Another relay (another boot epoch) starts its own seqs.
-    state.on_message(event("raw:orders", 901, 1), &mut out);
+    state.on_message(event_message("raw:orders", 901, 1), &mut out);
     let delivered = received(&mut events);
     assert_eq!(seqs(&delivered), vec![10, 11, 13, 1]);
     assert!(delivered.contains(&SubscriptionEvent::Gap {

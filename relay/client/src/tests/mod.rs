@@ -8,9 +8,10 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use hyper::StatusCode;
 use serde_json::json;
+use tidewire_shared::fixtures::{event_message, snapshot_message, subscribed_message};
 use tidewire_shared::message::{decode_client, Advisory, AdvisoryKind};
 use tidewire_shared::{
-    ClientMessage, DecodeLimits, Event, Op, Position, Record, ServerMessage, StreamName,
+    ClientMessage, DecodeLimits, Event, Op, Position, ServerMessage, StreamName,
 };
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -34,44 +35,6 @@ fn fast_config(url: String) -> ClientConfig {
         },
         request_timeout: WAIT,
         ..ClientConfig::new(url)
-    }
-}
-
-fn event(stream: &str, epoch: u64, seq: u64) -> ServerMessage {
-    ServerMessage::Event(Event {
-        stream: name(stream),
-        epoch,
-        seq,
-        key: format!("k{seq}"),
-        op: Op::Upsert,
-        data: json!({ "seq": seq }),
-        ts: None,
-    })
-}
-
-fn snapshot(stream: &str, epoch: u64, seq: u64) -> ServerMessage {
-    ServerMessage::Snapshot {
-        stream: name(stream),
-        epoch,
-        seq,
-        chunk: 0,
-        last: true,
-        records: (1..=seq)
-            .map(|seq| Record {
-                key: format!("k{seq}"),
-                seq,
-                data: json!({ "seq": seq }),
-            })
-            .collect(),
-    }
-}
-
-fn subscribed(stream: &str, epoch: u64, seq: u64, resumed: bool) -> ServerMessage {
-    ServerMessage::Subscribed {
-        stream: name(stream),
-        epoch,
-        seq,
-        resumed,
     }
 }
 
@@ -109,8 +72,10 @@ async fn live_subscription(relay: &mut FakeRelay) -> (Client, Subscription, Fake
         .await
         .expect("subscribes");
     assert_eq!(expect_subscribe(&mut connection, "todos").await, None);
-    connection.send(&snapshot("todos", 7, 2)).await;
-    connection.send(&subscribed("todos", 7, 2, false)).await;
+    connection.send(&snapshot_message("todos", 7, 2)).await;
+    connection
+        .send(&subscribed_message("todos", 7, 2, false))
+        .await;
     assert!(
         matches!(next_event(&mut subscription).await, SubscriptionEvent::Snapshot(snapshot) if snapshot.records.len() == 2)
     );
@@ -145,7 +110,7 @@ async fn subscribe_and_publish_round_trip() {
             seq: 3,
         })
         .await;
-    connection.send(&event("todos", 7, 3)).await;
+    connection.send(&event_message("todos", 7, 3)).await;
     assert_eq!(publish.await.expect("joins"), Ok(3));
     assert!(
         matches!(next_event(&mut subscription).await, SubscriptionEvent::Event(event) if event.seq == 3)
@@ -188,7 +153,7 @@ async fn subscribe_and_publish_round_trip() {
 async fn reconnect_resumes_without_loss_or_duplicates() {
     let mut relay = FakeRelay::start().await;
     let (client, mut subscription, mut connection) = live_subscription(&mut relay).await;
-    connection.send(&event("todos", 7, 3)).await;
+    connection.send(&event_message("todos", 7, 3)).await;
     assert!(
         matches!(next_event(&mut subscription).await, SubscriptionEvent::Event(event) if event.seq == 3)
     );
@@ -213,10 +178,12 @@ async fn reconnect_resumes_without_loss_or_duplicates() {
         Some(Position { epoch: 7, seq: 3 })
     );
     for seq in [2, 3, 4, 5] {
-        connection.send(&event("todos", 7, seq)).await;
+        connection.send(&event_message("todos", 7, seq)).await;
     }
-    connection.send(&subscribed("todos", 7, 5, true)).await;
-    connection.send(&event("todos", 7, 6)).await;
+    connection
+        .send(&subscribed_message("todos", 7, 5, true))
+        .await;
+    connection.send(&event_message("todos", 7, 6)).await;
     let mut delivered = Vec::new();
     while delivered.last() != Some(&6) {
         match next_event(&mut subscription).await {
@@ -373,9 +340,11 @@ async fn a_live_collection_follows_snapshots_events_and_resyncs() {
     let todos = client.collection("todos").await.expect("subscribes");
     let mut changes = todos.changes();
     assert_eq!(expect_subscribe(&mut connection, "todos").await, None);
-    connection.send(&snapshot("todos", 7, 2)).await;
-    connection.send(&subscribed("todos", 7, 2, false)).await;
-    connection.send(&event("todos", 7, 3)).await;
+    connection.send(&snapshot_message("todos", 7, 2)).await;
+    connection
+        .send(&subscribed_message("todos", 7, 2, false))
+        .await;
+    connection.send(&event_message("todos", 7, 3)).await;
     connection
         .send(&ServerMessage::Event(Event {
             stream: name("todos"),
@@ -404,8 +373,10 @@ async fn a_live_collection_follows_snapshots_events_and_resyncs() {
                 .reason("epoch changed"),
         ))
         .await;
-    connection.send(&snapshot("todos", 8, 1)).await;
-    connection.send(&subscribed("todos", 8, 1, false)).await;
+    connection.send(&snapshot_message("todos", 8, 1)).await;
+    connection
+        .send(&subscribed_message("todos", 8, 1, false))
+        .await;
     tokio::time::timeout(WAIT, async {
         while todos.position().epoch != 8 {
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -472,8 +443,10 @@ async fn callbacks_receive_events_until_dropped() {
         .await
         .expect("subscribes");
     expect_subscribe(&mut connection, "todos").await;
-    connection.send(&subscribed("todos", 7, 10, false)).await;
-    connection.send(&event("todos", 7, 11)).await;
+    connection
+        .send(&subscribed_message("todos", 7, 10, false))
+        .await;
+    connection.send(&event_message("todos", 7, 11)).await;
     let mut got = Vec::new();
     while got.len() < 2 {
         let event = tokio::time::timeout(WAIT, seen.recv())
