@@ -276,12 +276,17 @@ mod tests {
         assert!(std::str::from_utf8(&frame[4..]).is_ok());
     }
 
-    #[tokio::test]
+    /// On a paused clock: the stall is declared exactly at the deadline (the relay's default
+    /// 10 s), whatever the machine is doing, and the test takes no real time.
+    #[tokio::test(start_paused = true)]
     async fn a_peer_that_does_not_read_stalls() {
         let (client, _server) = tokio::io::duplex(16);
-        let mut writer = FrameWriter::new(client, Duration::from_millis(100));
+        let deadline = Duration::from_secs(10);
+        let mut writer = FrameWriter::new(client, deadline);
         writer.text(&[b'x'; 1000]);
+        let started = tokio::time::Instant::now();
         let error = writer.flush().await.expect_err("nobody reads");
         assert!(matches!(error, WriteError::Stalled(_)), "{error}");
+        assert_eq!(started.elapsed(), deadline);
     }
 }
