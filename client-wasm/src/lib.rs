@@ -17,7 +17,6 @@
 //! | `options` | the constructor's options |
 //! | `listeners` | application callbacks and pending promises |
 //! | `handles` | listener registration and `ready()` promises, for the client and collections |
-//! | `wire` | lean decoding of the relay's messages |
 //! | `convert` | values between Rust and JavaScript (JSON text + `JSON.parse`) |
 //! | `browser` | timers, event listeners, clock (our own small gloo replacement) |
 //! | [`error`] | `TidewireError`: JavaScript `Error` objects with a `code` |
@@ -39,7 +38,6 @@ mod options;
 mod persist;
 mod shell;
 mod transport;
-mod wire;
 
 pub use client::TidewireClient;
 pub use collection::LiveCollection;

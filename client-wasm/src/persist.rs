@@ -93,9 +93,44 @@ pub(crate) fn encode(snapshot: &Snapshot) -> String {
     serde_json::json!({ "v": 1, "snapshot": snapshot }).to_string()
 }
 
-/// Reads the stored form; `None` for anything else.
+/// Reads the stored form; `None` for anything else (what another version wrote, or garbage).
+/// Taken apart by hand over a `Value`, like the relay's messages, to keep serde's derived
+/// decoders out of the package.
 pub(crate) fn decode(text: &str) -> Option<Snapshot> {
-    crate::wire::decode_stored(text)
+    use serde_json::Value;
+    let Value::Object(mut stored) = serde_json::from_str(text).ok()? else {
+        return None;
+    };
+    if stored.get("v")?.as_u64()? != 1 {
+        return None;
+    }
+    let Value::Object(mut snapshot) = stored.remove("snapshot")? else {
+        return None;
+    };
+    let Value::Array(records) = snapshot.remove("records")? else {
+        return None;
+    };
+    let records = records
+        .into_iter()
+        .map(|record| {
+            let Value::Object(mut record) = record else {
+                return None;
+            };
+            let Value::String(key) = record.remove("key")? else {
+                return None;
+            };
+            Some(tidewire_shared::Record {
+                key,
+                seq: record.get("seq")?.as_u64()?,
+                data: record.remove("data").unwrap_or(Value::Null),
+            })
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(Snapshot {
+        epoch: snapshot.get("epoch")?.as_u64()?,
+        seq: snapshot.get("seq")?.as_u64()?,
+        records,
+    })
 }
 
 #[cfg(test)]

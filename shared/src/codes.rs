@@ -41,6 +41,9 @@ pub enum ErrorCode {
     Overloaded,
     /// An internal error; the relay logged the details.
     Internal,
+    /// A code this client does not know (sent by a newer relay); the relay itself never sends
+    /// it. The request it answers failed all the same.
+    Unknown,
 }
 
 impl ErrorCode {
@@ -64,8 +67,39 @@ impl ErrorCode {
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Overloaded => "overloaded",
             ErrorCode::Internal => "internal",
+            ErrorCode::Unknown => "unknown",
         }
     }
+
+    /// The code with wire name `name`; [`ErrorCode::Unknown`] for a name this version does not
+    /// know.
+    pub fn parse(name: &str) -> Self {
+        Self::ALL
+            .into_iter()
+            .find(|code| code.as_str() == name)
+            .unwrap_or(ErrorCode::Unknown)
+    }
+
+    /// Every code the relay sends, in the order of the protocol's table.
+    pub const ALL: [ErrorCode; 17] = [
+        ErrorCode::BadMessage,
+        ErrorCode::UnknownType,
+        ErrorCode::TooLarge,
+        ErrorCode::BadStream,
+        ErrorCode::BadKey,
+        ErrorCode::BadOp,
+        ErrorCode::BadData,
+        ErrorCode::BadSince,
+        ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
+        ErrorCode::RateLimited,
+        ErrorCode::TooManySubscriptions,
+        ErrorCode::NotSubscribed,
+        ErrorCode::NotFound,
+        ErrorCode::Unavailable,
+        ErrorCode::Overloaded,
+        ErrorCode::Internal,
+    ];
 
     /// The HTTP status the relay answers with for this code on the HTTP API.
     pub fn http_status(self) -> u16 {
@@ -83,7 +117,7 @@ impl ErrorCode {
             ErrorCode::NotFound => 404,
             ErrorCode::TooLarge => 413,
             ErrorCode::RateLimited | ErrorCode::TooManySubscriptions => 429,
-            ErrorCode::Internal => 500,
+            ErrorCode::Internal | ErrorCode::Unknown => 500,
             ErrorCode::Unavailable | ErrorCode::Overloaded => 503,
         }
     }

@@ -1,12 +1,19 @@
 //! Handling the relay's messages: snapshots, events, `subscribed`, advisories, write
 //! answers and presence.
 
-use tidewire_shared::{Collection, Event, Outcome, Record};
+use tidewire_shared::message::{decode_server, ServerMessage};
+use tidewire_shared::{Collection, DecodeLimits, Event, Outcome, Record};
 
 use super::effect::{Effect, Origin};
 use super::stream::Phase;
 use super::Engine;
-use crate::wire::{decode, Incoming};
+
+/// Limits for the relay's messages. The relay is trusted more than a client is (snapshot
+/// chunks can be large), but the depth bound still protects the stack.
+const SERVER_LIMITS: DecodeLimits = DecodeLimits {
+    max_bytes: 64 * 1024 * 1024,
+    max_depth: 64,
+};
 
 impl Engine {
     /// One message from the relay (WebSocket text frame or SSE `data`).
@@ -16,9 +23,9 @@ impl Engine {
         if self.closed {
             return;
         }
-        match decode(text) {
-            Some(message) => self.on_message(message),
-            None => self.stats.malformed += 1,
+        match decode_server(text.as_bytes(), &SERVER_LIMITS) {
+            Ok(message) => self.on_message(message),
+            Err(_) => self.stats.malformed += 1,
         }
         self.update_status();
     }
@@ -29,46 +36,49 @@ impl Engine {
         self.last_received_ms = now_ms;
     }
 
-    fn on_message(&mut self, message: Incoming) {
+    fn on_message(&mut self, message: ServerMessage) {
         match message {
-            Incoming::Snapshot {
+            ServerMessage::Snapshot {
                 stream,
                 epoch,
                 seq,
                 chunk,
                 last,
                 records,
-            } => self.on_snapshot(&stream, epoch, seq, chunk, last, records),
-            Incoming::Event(event) => self.on_event(&event),
-            Incoming::Subscribed { stream, epoch, seq } => self.on_subscribed(&stream, epoch, seq),
-            Incoming::Unsubscribed { stream } => {
-                if let Some(state) = self.streams.get_mut(&stream) {
+            } => self.on_snapshot(stream.as_str(), epoch, seq, chunk, last, records),
+            ServerMessage::Event(event) => self.on_event(&event),
+            ServerMessage::Subscribed {
+                stream, epoch, seq, ..
+            } => self.on_subscribed(stream.as_str(), epoch, seq),
+            ServerMessage::Unsubscribed { stream } => {
+                if let Some(state) = self.streams.get_mut(stream.as_str()) {
                     // Subscribed again by the next tick (or reconnect).
                     state.phase = Phase::Idle;
                 }
             }
-            Incoming::Advisory {
-                kind,
-                stream,
-                reason,
-            } => self.on_advisory(&kind, stream, reason),
-            Incoming::Ack { id, seq } => {
+            ServerMessage::Advisory(advisory) => self.on_advisory(
+                advisory.kind.as_str(),
+                advisory.stream.map(|stream| stream.as_str().to_owned()),
+                advisory.reason,
+            ),
+            ServerMessage::Ack { id, seq, .. } => {
                 if self.inflight.remove(&id).is_some() {
                     self.effects.push(Effect::Resolve { id, seq });
                 }
             }
-            Incoming::Error {
+            ServerMessage::Error {
                 id,
                 stream,
                 code,
                 message,
-            } => self.on_error(id, stream, code, message),
-            Incoming::Presence {
+            } => self.on_error(id, stream, code.as_str().to_owned(), message),
+            ServerMessage::Presence {
                 stream,
                 present,
                 left,
                 full,
             } => {
+                let stream = stream.as_str().to_owned();
                 let Some(state) = self.streams.get_mut(&stream) else {
                     return;
                 };
@@ -78,12 +88,12 @@ impl Engine {
                 for client in left {
                     state.presence.remove(&client);
                 }
-                for (client, data) in present {
-                    state.presence.insert(client, data);
+                for entry in present {
+                    state.presence.insert(entry.client, entry.data);
                 }
                 self.effects.push(Effect::Presence(stream));
             }
-            Incoming::Pong => {}
+            ServerMessage::Pong { .. } => {}
         }
     }
 

@@ -80,8 +80,11 @@ pub(crate) async fn text(response: &Response) -> String {
 /// `(code, message)` from an error response body (`{"type":"error","code":..}`), or from the
 /// status alone.
 pub(crate) fn error_from_body(status: u16, body: &str) -> (String, String) {
-    if let Some(crate::wire::Incoming::Error { code, message, .. }) = crate::wire::decode(body) {
-        return (code, message);
+    let limits = tidewire_shared::DecodeLimits::default();
+    if let Ok(tidewire_shared::ServerMessage::Error { code, message, .. }) =
+        tidewire_shared::message::decode_server(body.as_bytes(), &limits)
+    {
+        return (code.as_str().to_owned(), message);
     }
     let code = match status {
         401 => "unauthorized",

@@ -155,7 +155,10 @@ impl HttpApi {
         if status.is_success() {
             return Ok(body);
         }
-        if let Ok(ServerMessage::Error { code, message, .. }) = serde_json::from_slice(&body) {
+        let limits = tidewire_shared::DecodeLimits::default();
+        if let Ok(ServerMessage::Error { code, message, .. }) =
+            tidewire_shared::message::decode_server(&body, &limits)
+        {
             return Err(ClientError::Server(ServerError { code, message }));
         }
         let excerpt: String = String::from_utf8_lossy(&body)

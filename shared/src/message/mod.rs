@@ -6,10 +6,12 @@
 pub mod client;
 pub mod refusal;
 pub mod server;
+mod server_decode;
 
 pub use client::{decode_client, ClientMessage, Publish, Subscribe};
 pub use refusal::{decode_or_refuse, Refusal};
-pub use server::{decode_server, Advisory, AdvisoryKind, ServerMessage};
+pub use server::{Advisory, AdvisoryKind, ServerMessage};
+pub use server_decode::decode_server;
 
 /// Longest client operation id (`id` of publish and ping), in bytes.
 pub const MAX_OP_ID_LEN: usize = 64;

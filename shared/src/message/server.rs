@@ -4,9 +4,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::codes::ErrorCode;
-use crate::error::DecodeError;
 use crate::event::Event;
-use crate::limits::{parse_tagged, DecodeLimits};
 use crate::snapshot::Record;
 use crate::stream::StreamName;
 
@@ -24,7 +22,7 @@ use crate::stream::StreamName;
 /// assert_eq!((event.seq, event.op), (42, Op::Upsert));
 /// # Ok::<(), tidewire_shared::DecodeError>(())
 /// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMessage {
     /// One chunk of a snapshot. Chunks are numbered from 0; the one with `last: true` ends it.
@@ -142,6 +140,39 @@ pub enum AdvisoryKind {
     Dropped,
 }
 
+impl AdvisoryKind {
+    /// Every kind, in the order of the protocol's table.
+    pub const ALL: [AdvisoryKind; 8] = [
+        AdvisoryKind::Connect,
+        AdvisoryKind::Disconnect,
+        AdvisoryKind::Reconnect,
+        AdvisoryKind::Gap,
+        AdvisoryKind::Resync,
+        AdvisoryKind::Lagged,
+        AdvisoryKind::Shutdown,
+        AdvisoryKind::Dropped,
+    ];
+
+    /// The wire name (`"connect"`, `"resync"`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdvisoryKind::Connect => "connect",
+            AdvisoryKind::Disconnect => "disconnect",
+            AdvisoryKind::Reconnect => "reconnect",
+            AdvisoryKind::Gap => "gap",
+            AdvisoryKind::Resync => "resync",
+            AdvisoryKind::Lagged => "lagged",
+            AdvisoryKind::Shutdown => "shutdown",
+            AdvisoryKind::Dropped => "dropped",
+        }
+    }
+
+    /// The kind with wire name `name`, if there is one.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.as_str() == name)
+    }
+}
+
 /// An advisory message's body.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Advisory {
@@ -239,19 +270,12 @@ pub const SERVER_TYPES: &[&str] = &[
     "pong",
 ];
 
-/// Decodes one server message from untrusted bytes (clients use this).
-///
-/// # Errors
-///
-/// A [`DecodeError`]; never panics, whatever the input.
-pub fn decode_server(input: &[u8], limits: &DecodeLimits) -> Result<ServerMessage, DecodeError> {
-    parse_tagged(input, limits, "type", SERVER_TYPES)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::event::Op;
+    use crate::limits::DecodeLimits;
+    use crate::message::decode_server;
     use serde_json::json;
 
     #[test]
