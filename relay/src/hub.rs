@@ -121,7 +121,7 @@ impl Hub {
                 replay_page: options.replay_page,
                 boot_epoch,
             },
-            Arc::clone(&bus),
+            Arc::clone(&bus) as Arc<dyn listener::Fanout>,
             token.clone(),
             &tracker,
         )?;

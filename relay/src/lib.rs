@@ -13,6 +13,7 @@
 //! | WebSocket, SSE and HTTP framing; slow-consumer reset | [`transport`] | `handler_websocket.go`, `handler_sse.go` |
 //! | one client's protocol, independent of the transport | [`session`] | `Client` |
 //! | fan-out of a delivery to every subscribed connection | [`bus`] | `Broker` (in memory) |
+//! | one encoded message for one stream, as PostgreSQL hands it up | [`delivery`] | `Publication` |
 //! | which connections exist and what they follow | [`bus::registry`] | `Hub` |
 //! | everything a connection needs, shared as `Arc<Hub>` | [`hub`] | `Node` |
 //! | who is on a stream, across relays | [`presence`] | `PresenceManager` |
@@ -26,6 +27,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod delivery;
 pub mod hub;
 pub mod janitor;
 pub mod metrics;

@@ -8,26 +8,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::{Delivery, DeliveryKind};
-
-/// A point in a stream's history: its epoch and the last seq covered.
-///
-/// Seqs only compare within one epoch; a different epoch means the stream was dropped,
-/// recreated or truncated and the client has to resync.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Position {
-    /// The stream's epoch.
-    pub epoch: u64,
-    /// The last seq covered (0 before the first event of the epoch).
-    pub seq: u64,
-}
-
-impl Position {
-    /// Builds a position from an epoch and a seq.
-    pub fn new(epoch: u64, seq: u64) -> Self {
-        Self { epoch, seq }
-    }
-}
+use crate::delivery::{Delivery, DeliveryKind, Position};
 
 /// What [`LastSent::admit`] decided about one delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

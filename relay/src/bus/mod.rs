@@ -59,90 +59,12 @@ use std::future::Future;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 
-use bytes::Bytes;
-
-pub use self::last_sent::{Admit, LastSent, Position};
+pub use self::last_sent::{Admit, LastSent};
 use self::queue::Offer;
 pub use self::queue::{ConnReceiver, Received, Subscriber};
 pub use self::stats::{BusStats, BusStatsSnapshot};
 use crate::bus::registry::{ConnId, Registry, RegistryError, SubscribeOutcome};
-
-/// What a [`Delivery`] carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DeliveryKind {
-    /// A durable or raw-channel event with a stream seq; deduped by [`LastSent::admit`].
-    Event,
-    /// An ephemeral message (seq 0), never stored and never deduped.
-    Message,
-    /// A supervisory notice (gap, resync, shutdown, ...), never deduped.
-    Advisory,
-}
-
-/// One server-to-client message for one stream, shared by every subscriber as `Arc<Delivery>`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Delivery {
-    /// The stream it belongs to.
-    pub stream: Arc<str>,
-    /// The stream's epoch when it was produced.
-    pub epoch: u64,
-    /// The stream seq for an [`DeliveryKind::Event`]; 0 for a message.
-    pub seq: u64,
-    /// What it is.
-    pub kind: DeliveryKind,
-    /// The complete JSON message sent to clients, encoded once and shared by every subscriber.
-    pub json: Bytes,
-    /// Commit time in microseconds since the Unix epoch, when known, for latency metrics.
-    pub committed_at_micros: Option<i64>,
-}
-
-impl Delivery {
-    /// An event at `seq` of `epoch`.
-    pub fn event(stream: Arc<str>, epoch: u64, seq: u64, json: Bytes) -> Self {
-        Self {
-            stream,
-            epoch,
-            seq,
-            kind: DeliveryKind::Event,
-            json,
-            committed_at_micros: None,
-        }
-    }
-
-    /// An ephemeral message (epoch and seq 0).
-    pub fn message(stream: Arc<str>, json: Bytes) -> Self {
-        Self {
-            stream,
-            epoch: 0,
-            seq: 0,
-            kind: DeliveryKind::Message,
-            json,
-            committed_at_micros: None,
-        }
-    }
-
-    /// An advisory about the stream, stamped with the position it refers to.
-    pub fn advisory(stream: Arc<str>, epoch: u64, seq: u64, json: Bytes) -> Self {
-        Self {
-            stream,
-            epoch,
-            seq,
-            kind: DeliveryKind::Advisory,
-            json,
-            committed_at_micros: None,
-        }
-    }
-
-    /// Sets the commit time.
-    pub fn with_committed_at(mut self, micros: i64) -> Self {
-        self.committed_at_micros = Some(micros);
-        self
-    }
-
-    /// The delivery's `(epoch, seq)`.
-    pub fn position(&self) -> Position {
-        Position::new(self.epoch, self.seq)
-    }
-}
+pub use crate::delivery::{Delivery, DeliveryKind, Position};
 
 /// Bus settings.
 ///
@@ -356,6 +278,17 @@ const _: () = {
     assert_send_sync::<Delivery>();
     assert_send_sync::<BusStats>();
 };
+
+impl crate::pg::listener::Fanout for Bus {
+    fn publish(&self, delivery: Arc<Delivery>) {
+        // The listener has no use for the counts; the bus keeps them in its stats.
+        let _ = Bus::publish(self, delivery);
+    }
+
+    fn has_subscribers(&self, stream: &str) -> bool {
+        self.registry().subscriber_count(stream) > 0
+    }
+}
 
 #[cfg(test)]
 mod tests;

@@ -16,12 +16,13 @@
 //!   full jitter; every channel is listened again and durable streams are caught up.
 //!   [`PgStatus`] tells sessions so they can send `disconnect` / `reconnect` advisories.
 //!
-//! LISTEN is reference counted by the [`Registry`](crate::bus::registry::Registry): a session asks
+//! LISTEN is reference counted by the bus's registry (through [`Fanout`]): a session asks
 //! [`ListenerHandle::ensure_listening`] before reading a baseline (so nothing committed after
 //! the baseline can be missed), and [`ListenerHandle::release`] when the last subscriber left;
 //! the listener re-checks the subscriber count before it UNLISTENs, so the two never race.
 
 mod connection;
+mod fanout;
 mod state;
 mod stats;
 
@@ -37,9 +38,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use self::connection::ListenConnection;
+pub use self::fanout::Fanout;
 use self::state::{Lost, Streams};
 pub use self::stats::{ListenerStats, ListenerStatsSnapshot};
-use crate::bus::Bus;
 
 /// Whether the relay's LISTEN connection is up.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -201,14 +202,14 @@ pub enum SpawnError {
 /// PostgreSQL, not the relay's scheduler. On the shared runtime, ten thousand busy sessions
 /// delayed each step of a query by a whole round of the run queue (seconds), and the
 /// listener took PostgreSQL for dead. Handing events to the bus from this thread costs
-/// nothing extra: [`Bus::publish`] never waits, and waking a session works across runtimes.
+/// nothing extra: [`Fanout::publish`] never waits, and waking a session works across runtimes.
 ///
 /// # Errors
 ///
 /// [`SpawnError`] if `config.database_url` does not parse or the thread cannot start.
 pub fn spawn(
     config: ListenerConfig,
-    bus: Arc<Bus>,
+    fanout: Arc<dyn Fanout>,
     token: CancellationToken,
     tracker: &TaskTracker,
 ) -> Result<ListenerHandle, SpawnError> {
@@ -230,7 +231,7 @@ pub fn spawn(
         timeout: config.timeout,
         raw_heads: Arc::clone(&raw_heads),
     };
-    let streams = Streams::new(bus, Arc::clone(&stats), presence, raw_heads, &config);
+    let streams = Streams::new(fanout, Arc::clone(&stats), presence, raw_heads, &config);
     let task = Task {
         config,
         pg_config,

@@ -14,8 +14,9 @@ use tokio_postgres::Client;
 
 use super::connection::{ListenConnection, Notification};
 use super::stats::ListenerStats;
+use super::Fanout;
 use super::ListenerConfig;
-use crate::bus::{Bus, Delivery};
+use crate::delivery::Delivery;
 use crate::pg::outbox::{self, Head, OutboxError};
 
 /// The LISTEN connection (or PostgreSQL) is gone; the string says why.
@@ -40,7 +41,7 @@ enum Progress {
 
 /// Every listened stream and the means to feed the bus.
 pub(super) struct Streams {
-    bus: Arc<Bus>,
+    fanout: Arc<dyn Fanout>,
     /// The listener's read connection (see `connection`); `None` before the first connect.
     reader: Option<Client>,
     stats: Arc<ListenerStats>,
@@ -69,14 +70,14 @@ fn now_micros() -> i64 {
 
 impl Streams {
     pub(super) fn new(
-        bus: Arc<Bus>,
+        fanout: Arc<dyn Fanout>,
         stats: Arc<ListenerStats>,
         presence: broadcast::Sender<NotifyPayload>,
         raw_heads: Arc<std::sync::Mutex<HashMap<StreamName, u64>>>,
         config: &ListenerConfig,
     ) -> Self {
         Self {
-            bus,
+            fanout,
             reader: None,
             stats,
             presence,
@@ -166,9 +167,7 @@ impl Streams {
         stream: &StreamName,
         connection: &mut ListenConnection,
     ) -> Result<(), Lost> {
-        if self.bus.registry().subscriber_count(stream.as_str()) > 0
-            || self.progress.remove(stream).is_none()
-        {
+        if self.fanout.has_subscribers(stream.as_str()) || self.progress.remove(stream).is_none() {
             return Ok(());
         }
         let statement = format!("UNLISTEN {}", quote_identifier(&stream.pg_channel()));
@@ -445,7 +444,7 @@ impl Streams {
     fn publish_advisory(&mut self, stream: &StreamName, epoch: u64, seq: u64, advisory: Advisory) {
         let json = Bytes::from(ServerMessage::Advisory(advisory).encode());
         let delivery = Delivery::advisory(Arc::clone(stream.as_arc()), epoch, seq, json);
-        self.bus.publish(Arc::new(delivery));
+        self.fanout.publish(Arc::new(delivery));
     }
 
     fn publish_event(&mut self, event: Event) {
@@ -456,7 +455,7 @@ impl Streams {
         if let Some(ts) = ts {
             delivery = delivery.with_committed_at(ts);
         }
-        self.bus.publish(Arc::new(delivery));
+        self.fanout.publish(Arc::new(delivery));
         ListenerStats::add(&self.stats.events, 1);
     }
 
@@ -475,7 +474,7 @@ impl Streams {
         if let Some(ts) = ts {
             delivery = delivery.with_committed_at(ts);
         }
-        self.bus.publish(Arc::new(delivery));
+        self.fanout.publish(Arc::new(delivery));
         ListenerStats::add(&self.stats.messages, 1);
     }
 
@@ -528,7 +527,7 @@ impl Streams {
         let json = Bytes::from(ServerMessage::Event(event).encode());
         let delivery = Delivery::event(Arc::clone(stream.as_arc()), self.boot_epoch, seq, json)
             .with_committed_at(now_micros());
-        self.bus.publish(Arc::new(delivery));
+        self.fanout.publish(Arc::new(delivery));
         ListenerStats::add(&self.stats.raw_events, 1);
     }
 }
