@@ -332,7 +332,7 @@ pub(crate) async fn http(
 
 /// An error answer names the request it answers whenever the message's `type` is known and
 /// its `stream` (and a publish's `id`) can be read, so a client knows which one failed.
-fn names_the_request(text: &str, answer: &Value) -> Result<(), String> {
+pub(crate) fn names_the_request(text: &str, answer: &Value) -> Result<(), String> {
     let Ok(Value::Object(sent)) = serde_json::from_str::<Value>(text) else {
         return Ok(());
     };

@@ -11,7 +11,7 @@ use tidewire_relay::pg::embedded::StopMode;
 use tidewire_tests::relay::TestRelay;
 use tidewire_tests::TestPg;
 
-use crate::bad_input::http;
+use crate::bad_input::{http, names_the_request};
 use crate::transport::client::{WsClient, WsItem};
 
 const PROTOCOL: &str = include_str!("../../../docs/PROTOCOL.md");
@@ -313,12 +313,7 @@ async fn run(
             if answer["code"] != case.code {
                 return Err(format!("answered {answer}"));
             }
-            if let Some(stream) = message.get("stream") {
-                if answer["stream"] != *stream {
-                    return Err(format!("the answer does not name the stream: {answer}"));
-                }
-            }
-            Ok(())
+            names_the_request(&message.to_string(), &answer)
         }
         Via::Http {
             method,
@@ -331,6 +326,32 @@ async fn run(
                 return Err(format!("answered {status} {answer}"));
             }
             Ok(())
+        }
+    }
+}
+
+/// The walk through the table: what each case produced, and what went wrong.
+struct Walk {
+    /// PROTOCOL.md's rows.
+    table: Vec<(String, Vec<u16>)>,
+    /// `(code, transport)` of every case that produced its code.
+    seen: Vec<(&'static str, &'static str)>,
+    failures: Vec<String>,
+}
+
+impl Walk {
+    /// Runs `case` against the relay at `addr` (WebSocket cases on `client`) and records it.
+    async fn check(&mut self, addr: SocketAddr, client: &mut WsClient, case: Case) {
+        let Some((_, statuses)) = self.table.iter().find(|(code, _)| code == case.code) else {
+            self.failures
+                .push(format!("{} is not in PROTOCOL.md's error table", case.code));
+            return;
+        };
+        match run(addr, client, &case, statuses).await {
+            Ok(()) => self.seen.push((case.code, case.transport)),
+            Err(why) => self
+                .failures
+                .push(format!("{} over {}: {why}", case.code, case.transport)),
         }
     }
 }
@@ -350,36 +371,23 @@ async fn every_documented_error_code_is_produced_over_each_transport() {
     })
     .await;
     let addr = relay.addr();
-    let table = documented();
-    assert!(
-        table.len() >= 15,
-        "PROTOCOL.md's error table has {} rows",
-        table.len()
-    );
-    let statuses_of = |code: &str| -> Vec<u16> {
-        table
-            .iter()
-            .find(|(documented, _)| documented == code)
-            .map(|(_, statuses)| statuses.clone())
-            .unwrap_or_default()
+    let mut walk = Walk {
+        table: documented(),
+        seen: Vec::new(),
+        failures: Vec::new(),
     };
+    assert!(
+        walk.table.len() >= 15,
+        "PROTOCOL.md's error table has {} rows",
+        walk.table.len()
+    );
 
     let mut client = WsClient::connected(addr).await;
     let epoch = client.subscribe("t").await["epoch"]
         .as_u64()
         .expect("epoch");
-    let mut failures = Vec::new();
-    let mut seen: Vec<(&str, &str)> = Vec::new();
     for case in cases(epoch) {
-        let statuses = statuses_of(case.code);
-        if statuses.is_empty() {
-            failures.push(format!("{} is not in PROTOCOL.md's error table", case.code));
-            continue;
-        }
-        match run(addr, &mut client, &case, &statuses).await {
-            Ok(()) => seen.push((case.code, case.transport)),
-            Err(why) => failures.push(format!("{} over {}: {why}", case.code, case.transport)),
-        }
+        walk.check(addr, &mut client, case).await;
     }
 
     // Limits of one connection: the fourth subscription, the second publish in a second.
@@ -390,10 +398,7 @@ async fn every_documented_error_code_is_produced_over_each_transport() {
         "too_many_subscriptions",
         json!({"type": "subscribe", "stream": "a3"}),
     );
-    match run(addr, &mut client, &case, &statuses_of(case.code)).await {
-        Ok(()) => seen.push((case.code, case.transport)),
-        Err(why) => failures.push(format!("too_many_subscriptions over websocket: {why}")),
-    }
+    walk.check(addr, &mut client, case).await;
     let mut rate_limited = false;
     for round in 0..5 {
         client
@@ -417,15 +422,16 @@ async fn every_documented_error_code_is_produced_over_each_transport() {
             }
             Some(WsItem::Json(_) | WsItem::Ping | WsItem::Pong) => {}
             other => {
-                failures.push(format!("rate_limited over websocket: {other:?}"));
+                walk.failures
+                    .push(format!("rate_limited over websocket: {other:?}"));
                 break;
             }
         }
     }
     if rate_limited {
-        seen.push(("rate_limited", "websocket"));
+        walk.seen.push(("rate_limited", "websocket"));
     } else {
-        failures
+        walk.failures
             .push("rate_limited over websocket: five publishes at once were all accepted".into());
     }
 
@@ -436,10 +442,7 @@ async fn every_documented_error_code_is_produced_over_each_transport() {
         upgrade("overloaded", "/v1/ws", &[]),
         request("overloaded", "sse", "GET", "/v1/sse?stream=t", &[], ""),
     ] {
-        match run(full.addr(), &mut client, &case, &statuses_of(case.code)).await {
-            Ok(()) => seen.push((case.code, case.transport)),
-            Err(why) => failures.push(format!("overloaded over {}: {why}", case.transport)),
-        }
+        walk.check(full.addr(), &mut client, case).await;
     }
 
     // PostgreSQL gone: writes and reads that need it are `unavailable` (on a connection
@@ -468,12 +471,14 @@ async fn every_documented_error_code_is_produced_over_each_transport() {
             "",
         ),
     ] {
-        match run(addr, &mut client, &case, &statuses_of(case.code)).await {
-            Ok(()) => seen.push((case.code, case.transport)),
-            Err(why) => failures.push(format!("unavailable over {}: {why}", case.transport)),
-        }
+        walk.check(addr, &mut client, case).await;
     }
 
+    let Walk {
+        table,
+        seen,
+        mut failures,
+    } = walk;
     for (code, _) in &table {
         let reason = NOT_PRODUCIBLE.iter().find(|(name, _)| name == code);
         if reason.is_none() && !seen.iter().any(|(produced, _)| produced == code) {
