@@ -53,6 +53,15 @@ pub struct TestRelayBuilder {
 }
 
 impl TestRelayBuilder {
+    /// `config` on `127.0.0.1:0`, not killable.
+    fn new(config: Config) -> Self {
+        Self {
+            config,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            killable: false,
+        }
+    }
+
     /// Requires tokens signed with this HS256 secret (anonymous clients get `anon_read` /
     /// `anon_write` only).
     pub fn jwt_secret(mut self, secret: &str) -> Self {
@@ -90,12 +99,9 @@ impl TestRelayBuilder {
             // A dropped sender means the same as a sent stop.
             let _ = stopped.await;
         };
+        let (config, addr) = (self.config, self.addr);
         if !self.killable {
-            let listener = TcpListener::bind(self.addr).await.expect("bind the relay");
-            let addr = listener.local_addr().expect("the relay's address");
-            let hub = Hub::start(self.config, CancellationToken::new(), TaskTracker::new())
-                .await
-                .unwrap_or_else(|error| panic!("start the relay: {error:?}"));
+            let (listener, addr, hub) = start(config, addr).await;
             let served = tokio::spawn(tidewire_relay::server::serve(
                 listener,
                 Arc::clone(&hub),
@@ -115,13 +121,8 @@ impl TestRelayBuilder {
             .expect("build the relay's runtime");
         let (started, on_start) = oneshot::channel();
         let (finished, done) = oneshot::channel();
-        let (config, addr) = (self.config, self.addr);
         runtime.spawn(async move {
-            let listener = TcpListener::bind(addr).await.expect("bind the relay");
-            let addr = listener.local_addr().expect("the relay's address");
-            let hub = Hub::start(config, CancellationToken::new(), TaskTracker::new())
-                .await
-                .unwrap_or_else(|error| panic!("start the relay: {error:?}"));
+            let (listener, addr, hub) = start(config, addr).await;
             let _ = started.send((addr, Arc::clone(&hub)));
             tidewire_relay::server::serve(listener, hub, shutdown).await;
             let _ = finished.send(());
@@ -136,14 +137,20 @@ impl TestRelayBuilder {
     }
 }
 
+/// Binds `addr` and starts the relay's hub, on the runtime it is called on.
+async fn start(config: Config, addr: SocketAddr) -> (TcpListener, SocketAddr, Arc<Hub>) {
+    let listener = TcpListener::bind(addr).await.expect("bind the relay");
+    let addr = listener.local_addr().expect("the relay's address");
+    let hub = Hub::start(config, CancellationToken::new(), TaskTracker::new())
+        .await
+        .unwrap_or_else(|error| panic!("start the relay: {error:?}"));
+    (listener, addr, hub)
+}
+
 impl TestRelay {
     /// A builder for a relay on `pg` with [`Config::for_tests`].
     pub fn builder(pg: &TestPg) -> TestRelayBuilder {
-        TestRelayBuilder {
-            config: Config::for_tests(&pg.url()),
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            killable: false,
-        }
+        TestRelayBuilder::new(Config::for_tests(&pg.url()))
     }
 
     /// A relay with [`Config::for_tests`] on `pg`.
@@ -171,13 +178,7 @@ impl TestRelay {
     ///
     /// When the relay cannot start.
     pub async fn spawn_config(config: Config) -> Self {
-        TestRelayBuilder {
-            config,
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            killable: false,
-        }
-        .spawn()
-        .await
+        TestRelayBuilder::new(config).spawn().await
     }
 
     /// The address the relay listens on.

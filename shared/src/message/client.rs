@@ -145,7 +145,7 @@ fn nul_in_data() -> DecodeError {
     }
 }
 
-fn check_op_id(id: &str) -> Result<(), DecodeError> {
+pub(super) fn check_op_id(id: &str) -> Result<(), DecodeError> {
     if id.is_empty() || id.len() > super::MAX_OP_ID_LEN {
         return Err(DecodeError::Invalid {
             field: "id",

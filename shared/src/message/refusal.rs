@@ -5,9 +5,8 @@
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::client::{decode_client, ClientMessage, CLIENT_TYPES};
+use super::client::{check_op_id, decode_client, ClientMessage, CLIENT_TYPES};
 use super::server::ServerMessage;
-use super::MAX_OP_ID_LEN;
 use crate::codes::ErrorCode;
 use crate::error::DecodeError;
 use crate::event::{Op, Position};
@@ -68,7 +67,7 @@ impl Refusal {
             refusal.id = object
                 .get("id")
                 .and_then(Value::as_str)
-                .filter(|id| !id.is_empty() && id.len() <= MAX_OP_ID_LEN)
+                .filter(|id| check_op_id(id).is_ok())
                 .map(str::to_owned);
         }
         if let Some(name) = object

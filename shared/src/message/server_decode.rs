@@ -190,19 +190,17 @@ impl Fields {
         self.optional_stream(field)?.ok_or_else(|| self.bad(field))
     }
 
-    fn array(&mut self, field: &str) -> Result<Vec<Value>, DecodeError> {
+    /// A list field: absent or `null` is empty (`present`, `left`), unless `required`.
+    fn array(&mut self, field: &str, required: bool) -> Result<Vec<Value>, DecodeError> {
         match self.take(field) {
-            Value::Null => Ok(Vec::new()),
+            Value::Null if !required => Ok(Vec::new()),
             Value::Array(items) => Ok(items),
             _ => Err(self.bad(field)),
         }
     }
 
     fn records(&mut self) -> Result<Vec<Record>, DecodeError> {
-        if !self.object.contains_key("records") {
-            return Err(self.bad("records"));
-        }
-        self.array("records")?
+        self.array("records", true)?
             .into_iter()
             .map(|item| {
                 let mut record = self.nested(item, "records")?;
@@ -216,7 +214,7 @@ impl Fields {
     }
 
     fn presence_entries(&mut self) -> Result<Vec<PresenceEntry>, DecodeError> {
-        self.array("present")?
+        self.array("present", false)?
             .into_iter()
             .map(|item| {
                 let mut entry = self.nested(item, "present")?;
@@ -229,7 +227,7 @@ impl Fields {
     }
 
     fn strings(&mut self, field: &str) -> Result<Vec<String>, DecodeError> {
-        self.array(field)?
+        self.array(field, false)?
             .into_iter()
             .map(|item| match item {
                 Value::String(text) => Ok(text),

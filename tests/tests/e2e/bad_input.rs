@@ -10,6 +10,8 @@ use std::time::Duration;
 use fastwebsockets::{Frame, OpCode, Payload};
 use serde_json::{json, Value};
 use tidewire_relay::auth::jwt::sign_hs256;
+use tidewire_shared::message::refusal::MAX_ECHOED_STREAM_LEN;
+use tidewire_shared::message::MAX_OP_ID_LEN;
 use tidewire_tests::relay::TestRelay;
 use tidewire_tests::TestPg;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -345,14 +347,14 @@ pub(crate) fn names_the_request(text: &str, answer: &Value) -> Result<(), String
         return Ok(());
     }
     if let Some(stream) = sent.get("stream").and_then(Value::as_str) {
-        if stream.len() <= 256 && answer["stream"] != stream {
+        if stream.len() <= MAX_ECHOED_STREAM_LEN && answer["stream"] != stream {
             return Err(format!(
                 "the answer does not name the stream {stream:?}: {answer}"
             ));
         }
     }
     if let Some(id) = sent.get("id").and_then(Value::as_str) {
-        if sent["type"] == "publish" && id.len() <= 64 && answer["id"] != id {
+        if sent["type"] == "publish" && id.len() <= MAX_OP_ID_LEN && answer["id"] != id {
             return Err(format!(
                 "the answer does not name the publish {id:?}: {answer}"
             ));
