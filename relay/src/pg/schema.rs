@@ -90,6 +90,8 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(3, "0003_track_table.sql"),
     migration!(4, "0004_streams.sql"),
     migration!(5, "0005_bulk_publish.sql"),
+    migration!(6, "0006_event_prior.sql"),
+    migration!(7, "0007_tracked_views.sql"),
 ];
 
 /// The version [`migrate`] brings a database to.
