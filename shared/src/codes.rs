@@ -23,6 +23,8 @@ pub enum ErrorCode {
     BadData,
     /// A `since` position or SSE cursor is malformed or impossible.
     BadSince,
+    /// A `where` filter is not in the filter language or is over its bounds.
+    BadFilter,
     /// No valid credentials (missing, malformed, expired or badly signed token).
     Unauthorized,
     /// The credentials do not allow this stream or operation.
@@ -58,6 +60,7 @@ impl ErrorCode {
             ErrorCode::BadOp => "bad_op",
             ErrorCode::BadData => "bad_data",
             ErrorCode::BadSince => "bad_since",
+            ErrorCode::BadFilter => "bad_filter",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::RateLimited => "rate_limited",
@@ -81,7 +84,7 @@ impl ErrorCode {
     }
 
     /// Every code the relay sends, in the order of the protocol's table.
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::BadMessage,
         ErrorCode::UnknownType,
         ErrorCode::TooLarge,
@@ -90,6 +93,7 @@ impl ErrorCode {
         ErrorCode::BadOp,
         ErrorCode::BadData,
         ErrorCode::BadSince,
+        ErrorCode::BadFilter,
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
         ErrorCode::RateLimited,
@@ -111,6 +115,7 @@ impl ErrorCode {
             | ErrorCode::BadOp
             | ErrorCode::BadData
             | ErrorCode::BadSince
+            | ErrorCode::BadFilter
             | ErrorCode::NotSubscribed => 400,
             ErrorCode::Unauthorized => 401,
             ErrorCode::Forbidden => 403,

@@ -154,7 +154,7 @@ impl Entry {
 /// use serde_json::json;
 /// let stream = StreamName::new("todos")?;
 /// let event = |seq, key: &str, op, data| Event {
-///     stream: stream.clone(), epoch: 1, seq, key: key.into(), op, data, ts: None,
+///     stream: stream.clone(), epoch: 1, seq, key: key.into(), op, data, prev: None, ts: None,
 /// };
 /// let mut todos = Collection::new(1);
 /// todos.apply(&event(2, "a", Op::Patch, json!({"done": true})));
@@ -449,6 +449,7 @@ mod tests {
             key: key.into(),
             op,
             data,
+            prev: None,
             ts: None,
         }
     }

@@ -96,6 +96,9 @@ pub enum DecodeError {
     /// An SSE cursor (`Last-Event-ID`) is not in the documented format.
     #[error("invalid cursor: {0}")]
     Cursor(String),
+    /// A `where` filter is not in the filter language or is over its bounds.
+    #[error(transparent)]
+    Filter(#[from] crate::filter::FilterError),
 }
 
 impl DecodeError {
@@ -111,6 +114,7 @@ impl DecodeError {
             DecodeError::Key(_) => "key",
             DecodeError::Invalid { .. } => "invalid",
             DecodeError::Cursor(_) => "cursor",
+            DecodeError::Filter(_) => "filter",
         }
     }
 
@@ -126,6 +130,7 @@ impl DecodeError {
             DecodeError::Invalid { field: "data", .. } => ErrorCode::BadData,
             DecodeError::Invalid { .. } => ErrorCode::BadMessage,
             DecodeError::Cursor(_) => ErrorCode::BadSince,
+            DecodeError::Filter(_) => ErrorCode::BadFilter,
         }
     }
 

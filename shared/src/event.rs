@@ -71,6 +71,7 @@ pub struct Position {
 ///     key: "a".into(),
 ///     op: Op::Upsert,
 ///     data: serde_json::json!({"title": "milk"}),
+///     prev: None,
 ///     ts: None,
 /// };
 /// assert!(event.is_durable());
@@ -91,6 +92,11 @@ pub struct Event {
     /// The value (upsert), fields (patch), payload (message) or `null` (delete).
     #[serde(default)]
     pub data: Value,
+    /// On a filtered subscription only: the seq of the previous event sent on it, or the
+    /// position it started from. A client that has applied exactly up to `prev` has missed
+    /// nothing; seqs between `prev` and `seq` did not concern its view.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev: Option<u64>,
     /// Commit time in microseconds since the Unix epoch, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ts: Option<i64>,

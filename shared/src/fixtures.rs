@@ -32,6 +32,7 @@ pub fn event(name: &str, epoch: u64, seq: u64) -> Event {
         key: format!("k{seq}"),
         op: Op::Upsert,
         data: value(seq),
+        prev: None,
         ts: None,
     }
 }

@@ -21,6 +21,8 @@
 //! | [`codes`] | error codes and WebSocket close codes |
 //! | [`backoff`] | the reconnect delay: exponential backoff with full jitter, randomness injected |
 //! | [`ending`] | what a client does when its connection ends (reconnect, later, new token, never) |
+//! | [`filter`] | [`Filter`]: the filter language of views, parsed with bounds, evaluated |
+//! | [`view`] | move-in and move-out: what a filtered subscriber gets for an event |
 //! | [`limits`] | size and depth bounds applied before parsing untrusted input |
 //! | [`error`] | typed errors |
 //! | `fixtures` | (feature `test-util`) events, records and server messages for tests |
@@ -33,6 +35,7 @@ pub mod cursor;
 pub mod ending;
 pub mod error;
 pub mod event;
+pub mod filter;
 #[cfg(feature = "test-util")]
 pub mod fixtures;
 pub mod limits;
@@ -42,12 +45,14 @@ pub mod notify;
 pub mod snapshot;
 pub mod sse;
 pub mod stream;
+pub mod view;
 
 pub use codes::{CloseCode, ErrorCode};
 pub use collection::{Change, Collection, Gap, Outcome};
 pub use cursor::Cursor;
 pub use error::{DecodeError, KeyError, NameError};
 pub use event::{Event, Op, Position};
+pub use filter::{Filter, FilterError};
 pub use limits::DecodeLimits;
 pub use merge_pool::MergePool;
 pub use message::{ClientMessage, ServerMessage};

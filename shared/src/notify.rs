@@ -114,7 +114,7 @@ impl NotifyPayload {
 /// use tidewire_shared::{Event, Op, StreamName};
 /// let mut event = Event {
 ///     stream: StreamName::new("s")?, epoch: 1, seq: 9, key: "k".into(),
-///     op: Op::Upsert, data: serde_json::json!("x".repeat(10_000)), ts: None,
+///     op: Op::Upsert, data: serde_json::json!("x".repeat(10_000)), prev: None, ts: None,
 /// };
 /// let payload = encode_event(&event);
 /// assert!(payload.len() < NOTIFY_LIMIT);
@@ -184,6 +184,7 @@ mod tests {
             key: "k".into(),
             op: Op::Upsert,
             data: json!("x".repeat(size)),
+            prev: None,
             ts: Some(1),
         }
     }

@@ -75,6 +75,7 @@ fn events() -> impl Strategy<Value = Vec<Event>> {
                     key: format!("k{key}"),
                     op,
                     data,
+                    prev: None,
                     ts: None,
                 }
             })
@@ -136,6 +137,7 @@ proptest! {
         let messages = [
             ClientMessage::Subscribe(tidewire_shared::message::Subscribe {
                 stream: stream(), since: Some(Position { epoch: seq, seq }), snapshot: false,
+                filter: (seq % 2 == 0).then(|| json!({"owner": {"in": [key.clone(), 1]}})),
             }),
             ClientMessage::Publish(tidewire_shared::message::Publish {
                 id: key.clone(), stream: stream(), key: key.clone(), op: Op::Patch,
@@ -154,12 +156,14 @@ proptest! {
     fn server_and_notify_round_trip(key in "[a-z]{1,10}", seq in 1u64..1u64 << 53, text in ".{0,64}") {
         let event = Event {
             stream: stream(), epoch: seq, seq, key, op: Op::Upsert,
-            data: json!({ "text": text, "n": seq }), ts: Some(seq as i64),
+            data: json!({ "text": text, "n": seq }), prev: (seq % 2 == 0).then_some(seq - 1), ts: Some(seq as i64),
         };
         let message = ServerMessage::Event(event.clone());
         let encoded = message.encode();
         prop_assert!(!encoded.contains('\n') && !encoded.contains('\r'));
         prop_assert_eq!(decode_server(encoded.as_bytes(), &DecodeLimits::default()), Ok(message));
+        // `prev` belongs to a filtered subscription, never to NOTIFY.
+        let event = Event { prev: None, ..event };
         prop_assert_eq!(notify::decode(&notify::encode_event(&event)), Ok(NotifyPayload::Event(event)));
     }
 

@@ -179,3 +179,36 @@ fn collections() {
         assert_eq!(&actual, expect, "case {:?}", name(case));
     }
 }
+
+#[test]
+fn filter_vectors() {
+    use tidewire_shared::Filter;
+    for case in cases(include_str!("../vectors/filters.json")) {
+        let parsed = Filter::parse(&case["filter"]);
+        if let Some(path) = case.get("error") {
+            let error = parsed.expect_err(name(&case));
+            assert_eq!(
+                Some(error.path.as_str()),
+                path.as_str(),
+                "case {:?}",
+                name(&case)
+            );
+            continue;
+        }
+        let filter = parsed.unwrap_or_else(|error| panic!("case {:?}: {error}", name(&case)));
+        for record in case["match"].as_array().expect("match list") {
+            assert!(
+                filter.matches(record),
+                "case {:?}: {record} should match",
+                name(&case)
+            );
+        }
+        for record in case["miss"].as_array().expect("miss list") {
+            assert!(
+                !filter.matches(record),
+                "case {:?}: {record} should not match",
+                name(&case)
+            );
+        }
+    }
+}

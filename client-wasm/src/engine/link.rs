@@ -105,6 +105,7 @@ impl Engine {
         let message = ClientMessage::Subscribe(Subscribe {
             stream: state.name.clone(),
             since: state.since(),
+            filter: None,
             snapshot: true,
         });
         state.force_snapshot = false;

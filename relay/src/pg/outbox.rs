@@ -243,6 +243,7 @@ pub async fn replay_on(
                 data: row
                     .try_get::<_, Option<Value>>("data")?
                     .unwrap_or(Value::Null),
+                prev: None,
                 ts: row.try_get("ts")?,
             })
         })

@@ -5,8 +5,9 @@ use serde_json::Value;
 
 use crate::error::DecodeError;
 use crate::event::{contains_nul, validate_key, Op, Position};
+use crate::filter::{Filter, FilterError, MAX_FILTER_BYTES};
 use crate::limits::{parse_tagged, DecodeLimits};
-use crate::stream::StreamName;
+use crate::stream::{StreamKind, StreamName};
 
 /// A message from a client to the relay.
 ///
@@ -68,6 +69,38 @@ pub struct Subscribe {
     /// Whether to send a snapshot when starting fresh (no `since`). Default: true.
     #[serde(default = "default_true")]
     pub snapshot: bool,
+    /// Only the records whose value matches this filter (durable streams only; see
+    /// [`Filter`](crate::filter::Filter)). Positions stay the stream's; events carry `prev`.
+    #[serde(default, rename = "where", skip_serializing_if = "Option::is_none")]
+    pub filter: Option<Value>,
+}
+
+impl Subscribe {
+    /// The parsed filter, if the subscription has one.
+    ///
+    /// # Errors
+    ///
+    /// [`DecodeError::Filter`] if it is not a filter or is over its bounds, or is given for a
+    /// raw channel (which has no records).
+    pub fn parsed_filter(&self) -> Result<Option<Filter>, DecodeError> {
+        let Some(value) = &self.filter else {
+            return Ok(None);
+        };
+        if self.stream.kind() == StreamKind::Raw {
+            return Err(DecodeError::Filter(FilterError {
+                path: "where".into(),
+                reason: "raw channels have no records to filter".into(),
+            }));
+        }
+        let size = serde_json::to_vec(value).map_or(usize::MAX, |bytes| bytes.len());
+        if size > MAX_FILTER_BYTES {
+            return Err(DecodeError::Filter(FilterError {
+                path: "where".into(),
+                reason: format!("longer than {MAX_FILTER_BYTES} bytes"),
+            }));
+        }
+        Filter::parse(value).map(Some).map_err(DecodeError::Filter)
+    }
 }
 
 /// The `publish` message: one write, answered by `ack { id, seq }` or `error { id, code }`.
@@ -105,6 +138,7 @@ impl ClientMessage {
     pub fn validate(&self) -> Result<(), DecodeError> {
         match self {
             ClientMessage::Publish(publish) => publish.validate(),
+            ClientMessage::Subscribe(subscribe) => subscribe.parsed_filter().map(drop),
             ClientMessage::Ping { id: Some(id) } => check_op_id(id),
             ClientMessage::Presence { data, .. } if contains_nul(data) => Err(nul_in_data()),
             ClientMessage::Auth { token } if token.is_empty() => Err(DecodeError::Invalid {
@@ -224,6 +258,7 @@ mod tests {
             ClientMessage::Subscribe(Subscribe {
                 stream: StreamName::new("s").expect("valid"),
                 since: None,
+                filter: None,
                 snapshot: true,
             })
         );

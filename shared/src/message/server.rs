@@ -287,6 +287,7 @@ mod tests {
             key: "k\n".into(),
             op: Op::Upsert,
             data: json!({"text": "line1\nline2\r\n\nid: 999"}),
+            prev: None,
             ts: Some(5),
         });
         let text = message.encode();

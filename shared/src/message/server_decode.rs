@@ -93,6 +93,7 @@ impl Fields {
                 key: self.string("key")?,
                 op: Op::parse(&self.string("op")?).ok_or_else(|| self.bad("op"))?,
                 data: self.take("data"),
+                prev: self.optional("prev", Value::as_u64)?,
                 ts: self.optional("ts", Value::as_i64)?,
             }),
             "subscribed" => ServerMessage::Subscribed {

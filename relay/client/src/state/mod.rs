@@ -99,6 +99,7 @@ impl Sub {
         ClientMessage::Subscribe(Subscribe {
             stream: stream.clone(),
             since: self.position.or(self.options.since),
+            filter: None,
             snapshot: self.options.snapshot,
         })
     }

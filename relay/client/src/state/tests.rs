@@ -64,6 +64,7 @@ fn subscribe_message(stream: &str, since: Option<(u64, u64)>) -> ClientMessage {
         stream: name(stream),
         since: since.map(|(epoch, seq)| Position { epoch, seq }),
         snapshot: true,
+        filter: None,
     })
 }
 
@@ -469,6 +470,7 @@ fn ephemeral_messages_and_connection_advisories_reach_every_subscriber() {
         key: "cursor".into(),
         op: Op::Message,
         data: json!({"x": 1}),
+        prev: None,
         ts: None,
     };
     state.on_message(ServerMessage::Event(message.clone()), &mut out);

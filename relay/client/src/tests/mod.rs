@@ -353,6 +353,7 @@ async fn a_live_collection_follows_snapshots_events_and_resyncs() {
             key: "k1".into(),
             op: Op::Delete,
             data: serde_json::Value::Null,
+            prev: None,
             ts: None,
         }))
         .await;

@@ -467,6 +467,7 @@ impl Streams {
             key,
             op: Op::Message,
             data,
+            prev: None,
             ts,
         };
         let json = Bytes::from(ServerMessage::Event(message).encode());
@@ -522,6 +523,7 @@ impl Streams {
             key: stream.pg_channel(),
             op: Op::Message,
             data,
+            prev: None,
             ts: Some(now_micros()),
         };
         let json = Bytes::from(ServerMessage::Event(event).encode());

@@ -135,6 +135,7 @@ pub(super) async fn run(
         let subscribe = Subscribe {
             stream,
             since,
+            filter: None,
             snapshot: true,
         };
         session.handle(ClientMessage::Subscribe(subscribe)).await;

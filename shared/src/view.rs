@@ -1,0 +1,84 @@
+//! Views: what a subscriber of a filtered stream receives for each event. The one statement
+//! of move-in and move-out, used by the relay (live fan-out, replay) and by the browser
+//! (local views of a collection).
+//!
+//! An event is judged on the record before it (its pre-image, stored beside the event) and
+//! after it. The record matched before and matches after: the event passes as it is. It did
+//! not and does: move-in, sent as an `upsert` of the whole record (a patch alone would not
+//! make a record). It did and does not: move-out, sent as a `delete`. Neither: not sent.
+
+use serde_json::{Map, Value};
+
+use crate::event::Op;
+use crate::filter::Filter;
+
+/// What a filtered subscriber gets for one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    /// Nothing: the record is outside the view before and after.
+    Skip,
+    /// The event as it is: the record is in the view before and after.
+    Pass,
+    /// An `upsert` of the whole record after the event: it entered the view.
+    MoveIn,
+    /// A `delete` of the key: the record left the view.
+    MoveOut,
+}
+
+/// The record after an event, given the one before (`None`: the key had no record).
+///
+/// The merge rule of `tidewire.publish`: a patch sets its fields on an object record (one
+/// level deep) and replaces anything else; an upsert replaces; a delete removes.
+pub fn after(op: Op, prior: Option<&Value>, data: &Value) -> Option<Value> {
+    match op {
+        Op::Upsert => Some(data.clone()),
+        Op::Patch => Some(patched(prior, data)),
+        Op::Delete | Op::Message => None,
+    }
+}
+
+fn patched(prior: Option<&Value>, patch: &Value) -> Value {
+    match (prior, patch) {
+        (Some(Value::Object(record)), Value::Object(fields)) => {
+            let mut merged: Map<String, Value> = record.clone();
+            for (name, value) in fields {
+                merged.insert(name.clone(), value.clone());
+            }
+            Value::Object(merged)
+        }
+        _ => patch.clone(),
+    }
+}
+
+/// Judges one durable event for a view. `prior` is the record before the event (`None`: no
+/// record); the returned value is the record after it when the verdict is
+/// [`Verdict::MoveIn`] (the body of the `upsert` to send), else `None`.
+pub fn judge(
+    filter: &Filter,
+    op: Op,
+    prior: Option<&Value>,
+    data: &Value,
+) -> (Verdict, Option<Value>) {
+    let before = prior.is_some_and(|record| filter.matches(record));
+    // Only a patch needs the merged record; an upsert's data is the record itself.
+    let (now, merged) = match op {
+        Op::Upsert => (filter.matches(data), None),
+        Op::Patch => {
+            let merged = patched(prior, data);
+            (filter.matches(&merged), Some(merged))
+        }
+        Op::Delete | Op::Message => (false, None),
+    };
+    match (before, now) {
+        (false, false) => (Verdict::Skip, None),
+        (true, true) => (Verdict::Pass, None),
+        (true, false) => (Verdict::MoveOut, None),
+        (false, true) => (
+            Verdict::MoveIn,
+            Some(merged.unwrap_or_else(|| data.clone())),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests;
