@@ -5,6 +5,9 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use serde_json::Value;
+use tidewire_shared::stored::StoredEvent;
+use tidewire_shared::{Op, ServerMessage};
 
 /// A point in a stream's history: its epoch and the last seq covered.
 ///
@@ -36,8 +39,26 @@ pub enum DeliveryKind {
     Advisory,
 }
 
+/// A record change, kept beside the encoded message of its event: what a filtered
+/// subscription is judged on (`tidewire_shared::view::judge`) without parsing the message
+/// again. Also carried by ephemeral messages (op `message`, no prior), whose `data` a filter
+/// judges.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    /// The record key.
+    pub key: String,
+    /// What the event does.
+    pub op: Op,
+    /// The event's data (upsert value, patch fields, message payload; null for a delete).
+    pub data: Value,
+    /// The key's value before the event; `None` when it had no record.
+    pub prior: Option<Value>,
+    /// Commit time in microseconds since the Unix epoch, when known.
+    pub ts: Option<i64>,
+}
+
 /// One server-to-client message for one stream, shared by every subscriber as `Arc<Delivery>`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Delivery {
     /// The stream it belongs to.
     pub stream: Arc<str>,
@@ -51,6 +72,8 @@ pub struct Delivery {
     pub json: Bytes,
     /// Commit time in microseconds since the Unix epoch, when known, for latency metrics.
     pub committed_at_micros: Option<i64>,
+    /// The record change of a durable event or message, for filtered subscriptions.
+    pub change: Option<Arc<Change>>,
 }
 
 impl Delivery {
@@ -63,6 +86,7 @@ impl Delivery {
             kind: DeliveryKind::Event,
             json,
             committed_at_micros: None,
+            change: None,
         }
     }
 
@@ -75,6 +99,7 @@ impl Delivery {
             kind: DeliveryKind::Message,
             json,
             committed_at_micros: None,
+            change: None,
         }
     }
 
@@ -87,12 +112,40 @@ impl Delivery {
             kind: DeliveryKind::Advisory,
             json,
             committed_at_micros: None,
+            change: None,
         }
     }
 
     /// Sets the commit time.
     pub fn with_committed_at(mut self, micros: i64) -> Self {
         self.committed_at_micros = Some(micros);
+        self
+    }
+
+    /// A durable event read from NOTIFY or the outbox: encoded once for every subscriber,
+    /// with its record change kept for filtered ones.
+    pub fn stored(stored: StoredEvent) -> Self {
+        let StoredEvent { event, prior } = stored;
+        let stream = Arc::clone(event.stream.as_arc());
+        let (epoch, seq, ts) = (event.epoch, event.seq, event.ts);
+        let json = Bytes::from(ServerMessage::encode_event(&event));
+        let change = Change {
+            key: event.key,
+            op: event.op,
+            data: event.data,
+            prior,
+            ts,
+        };
+        let mut delivery = Self::event(stream, epoch, seq, json).with_change(change);
+        if let Some(ts) = ts {
+            delivery = delivery.with_committed_at(ts);
+        }
+        delivery
+    }
+
+    /// Attaches the record change.
+    pub fn with_change(mut self, change: Change) -> Self {
+        self.change = Some(Arc::new(change));
         self
     }
 

@@ -13,6 +13,7 @@
 //! | [`event`] | [`Event`], [`Op`], [`Position`], the key rule |
 //! | [`message`] | the JSON messages of the client protocol, both directions |
 //! | [`notify`] | the NOTIFY payload codec (inline event or pointer) |
+//! | [`stored`] | [`StoredEvent`](stored::StoredEvent): an event with the record before it |
 //! | [`cursor`] | the SSE `id:` cursor covering several streams |
 //! | [`sse`] | the `text/event-stream` writer and parser |
 //! | [`collection`] | [`Collection`]: idempotent, order-independent application of events |
@@ -44,6 +45,7 @@ pub mod message;
 pub mod notify;
 pub mod snapshot;
 pub mod sse;
+pub mod stored;
 pub mod stream;
 pub mod view;
 

@@ -6,7 +6,7 @@
 //!
 //! | `t` | meaning | other fields |
 //! |---|---|---|
-//! | `ev` | a durable event, inline | `stream epoch seq key op data ts` |
+//! | `ev` | a durable event, inline | `stream epoch seq key op data ts`, `prior` when the key had a value |
 //! | `ptr` | a durable event too large to inline | `stream epoch seq` |
 //! | `msg` | an ephemeral message (never stored) | `stream key data ts`, optional `origin` |
 //! | `drop` | the stream was dropped or expired | `stream epoch` |
@@ -18,6 +18,7 @@ use serde_json::Value;
 use crate::error::DecodeError;
 use crate::event::{Event, Op};
 use crate::limits::{parse_tagged, DecodeLimits};
+use crate::stored::StoredEvent;
 use crate::stream::StreamName;
 
 /// PostgreSQL's NOTIFY payload limit: a payload must be shorter than this many bytes.
@@ -29,7 +30,7 @@ pub const NOTIFY_LIMIT: usize = 8000;
 pub enum NotifyPayload {
     /// A durable event carried inline.
     #[serde(rename = "ev")]
-    Event(Event),
+    Event(StoredEvent),
     /// A durable event too large to inline: read it from the outbox.
     #[serde(rename = "ptr")]
     Pointer {
@@ -89,7 +90,7 @@ impl NotifyPayload {
     /// The stream the payload concerns.
     pub fn stream(&self) -> &StreamName {
         match self {
-            NotifyPayload::Event(event) => &event.stream,
+            NotifyPayload::Event(stored) => &stored.event.stream,
             NotifyPayload::Pointer { stream, .. }
             | NotifyPayload::Message { stream, .. }
             | NotifyPayload::Dropped { stream, .. }
@@ -131,7 +132,7 @@ pub fn encode_event(event: &Event) -> String {
             origin: None,
         }
     } else {
-        NotifyPayload::Event(event.clone())
+        NotifyPayload::Event(StoredEvent::new(event.clone()))
     }
     .encode();
     if inline.len() < NOTIFY_LIMIT {
@@ -159,7 +160,7 @@ pub fn decode(input: &str) -> Result<NotifyPayload, DecodeError> {
         max_depth: DecodeLimits::DEFAULT_MAX_DEPTH,
     };
     let payload: NotifyPayload = parse_tagged(input.as_bytes(), &limits, "t", NOTIFY_TAGS)?;
-    if let NotifyPayload::Event(event) = &payload {
+    if let NotifyPayload::Event(StoredEvent { event, .. }) = &payload {
         if event.op == Op::Message || event.seq == 0 {
             return Err(DecodeError::Invalid {
                 field: "seq",
@@ -195,7 +196,10 @@ mod tests {
         let fits = event(NOTIFY_LIMIT - 1 - overhead);
         let encoded = encode_event(&fits);
         assert_eq!(encoded.len(), NOTIFY_LIMIT - 1);
-        assert_eq!(decode(&encoded), Ok(NotifyPayload::Event(fits)));
+        assert_eq!(
+            decode(&encoded),
+            Ok(NotifyPayload::Event(StoredEvent::new(fits)))
+        );
         let too_big = event(NOTIFY_LIMIT - overhead);
         assert!(matches!(
             decode(&encode_event(&too_big)),
@@ -206,7 +210,7 @@ mod tests {
     #[test]
     fn the_sql_format_decodes() {
         let text = r#"{"t":"ev","stream":"todos","epoch":5,"seq":1,"key":"a","op":"patch","data":{"x":1},"ts":1700000000000000}"#;
-        assert!(matches!(decode(text), Ok(NotifyPayload::Event(e)) if e.op == Op::Patch));
+        assert!(matches!(decode(text), Ok(NotifyPayload::Event(e)) if e.event.op == Op::Patch));
         let text = r#"{"t":"ptr","stream":"todos","epoch":5,"seq":2}"#;
         assert!(matches!(
             decode(text),
@@ -219,6 +223,24 @@ mod tests {
         assert!(decode("not json").is_err());
         assert!(
             decode(r#"{"t":"ev","stream":"s","epoch":1,"seq":0,"key":"a","op":"upsert"}"#).is_err()
+        );
+    }
+
+    #[test]
+    fn prior_tells_no_record_from_a_null_value() {
+        let prior = |text: &str| match decode(text) {
+            Ok(NotifyPayload::Event(stored)) => stored.prior,
+            other => panic!("not an event: {other:?}"),
+        };
+        let head = r#"{"t":"ev","stream":"s","epoch":1,"seq":2,"key":"k","op":"upsert","data":{}"#;
+        assert_eq!(prior(&format!("{head}}}")), None);
+        assert_eq!(
+            prior(&format!(r#"{head},"prior":null}}"#)),
+            Some(serde_json::Value::Null)
+        );
+        assert_eq!(
+            prior(&format!(r#"{head},"prior":{{"owner":"u1"}}}}"#)),
+            Some(json!({"owner": "u1"}))
         );
     }
 }

@@ -9,7 +9,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::event::Op;
+use crate::event::{Event, Op};
 use crate::filter::Filter;
 
 /// What a filtered subscriber gets for one event.
@@ -77,6 +77,27 @@ pub fn judge(
             Verdict::MoveIn,
             Some(merged.unwrap_or_else(|| data.clone())),
         ),
+    }
+}
+
+/// The event a filtered subscriber gets for `event`, whose key held `prior` before it: the
+/// event itself, an `upsert` of the whole record (move-in), a `delete` (move-out), or nothing.
+/// `prev` is left as it was; the sender sets it.
+pub fn project(filter: &Filter, event: &Event, prior: Option<&Value>) -> Option<Event> {
+    let (verdict, body) = judge(filter, event.op, prior, &event.data);
+    match verdict {
+        Verdict::Skip => None,
+        Verdict::Pass => Some(event.clone()),
+        Verdict::MoveIn => Some(Event {
+            op: Op::Upsert,
+            data: body.unwrap_or(Value::Null),
+            ..event.clone()
+        }),
+        Verdict::MoveOut => Some(Event {
+            op: Op::Delete,
+            data: Value::Null,
+            ..event.clone()
+        }),
     }
 }
 

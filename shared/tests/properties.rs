@@ -164,7 +164,7 @@ proptest! {
         prop_assert_eq!(decode_server(encoded.as_bytes(), &DecodeLimits::default()), Ok(message));
         // `prev` belongs to a filtered subscription, never to NOTIFY.
         let event = Event { prev: None, ..event };
-        prop_assert_eq!(notify::decode(&notify::encode_event(&event)), Ok(NotifyPayload::Event(event)));
+        prop_assert_eq!(notify::decode(&notify::encode_event(&event)), Ok(NotifyPayload::Event(tidewire_shared::stored::StoredEvent::new(event))));
     }
 
     #[test]

@@ -30,7 +30,16 @@
 //! ```
 //!
 //! Top-level `read` / `write` arrays are accepted too (and united with the `tidewire` ones).
-//! Pattern syntax: see [`Pattern`](super::Pattern).
+//! Pattern syntax: see [`Pattern`](super::Pattern). An entry may also be
+//! `{"stream": pattern, "where": filter}`: only the records the filter matches. Patterns and
+//! filters may hold `{sub}` / `{claims.name}` placeholders filled from the token's claims
+//! (see [`claims`](super::claims)):
+//!
+//! ```json
+//! { "sub": "u1", "boards": [7, 9],
+//!   "tidewire": { "read": ["board:{claims.boards}/*", {"stream": "tasks", "where": {"owner": "{sub}"}}],
+//!                 "write": [{"stream": "tasks", "where": {"owner": "{sub}"}}] } }
+//! ```
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -40,7 +49,11 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde_json::{Map, Value};
 
-use super::Permissions;
+use std::sync::Arc;
+
+use tidewire_shared::Filter;
+
+use super::{Pattern, Permissions, Rule};
 use crate::config::Options;
 
 /// Longest token accepted, in bytes. Longer ones are refused before any parsing.
@@ -516,26 +529,87 @@ fn permissions(claims: &Map<String, Value>) -> Result<Permissions, JwtError> {
         Some(Value::Object(object)) => Some(object),
         Some(_) => return Err(JwtError::Claims("tidewire is not an object".into())),
     };
-    let mut read = Vec::new();
-    let mut write = Vec::new();
+    let mut permissions = Permissions::default();
     for source in namespaced.into_iter().chain(std::iter::once(claims)) {
-        read.extend(pattern_list(source, "read")?);
-        write.extend(pattern_list(source, "write")?);
+        permissions.read.extend(rule_list(source, "read", claims)?);
+        permissions
+            .write
+            .extend(rule_list(source, "write", claims)?);
     }
-    Permissions::parse(&read, &write)
-        .map_err(|error| JwtError::Claims(format!("bad stream pattern: {error}")))
+    Ok(permissions)
 }
 
-fn pattern_list(object: &Map<String, Value>, name: &'static str) -> Result<Vec<String>, JwtError> {
-    let not_a_list = || JwtError::Claims(format!("{name} is not an array of stream patterns"));
-    match object.get(name) {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|item| item.as_str().map(str::to_owned).ok_or_else(not_a_list))
-            .collect(),
-        Some(_) => Err(not_a_list()),
+/// The rules of one `read` or `write` list: each a stream pattern, or
+/// `{"stream": pattern, "where": filter}`, with claim placeholders filled (see
+/// [`claims`](super::claims)). A rule whose claims cannot fill it grants nothing.
+fn rule_list(
+    object: &Map<String, Value>,
+    name: &'static str,
+    claims: &Map<String, Value>,
+) -> Result<Vec<Rule>, JwtError> {
+    let not_a_list = || {
+        JwtError::Claims(format!(
+            "{name} is not an array of stream patterns or {{\"stream\", \"where\"}} objects"
+        ))
+    };
+    let items = match object.get(name) {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(items)) => items,
+        Some(_) => return Err(not_a_list()),
+    };
+    let mut rules = Vec::new();
+    for (index, item) in items.iter().enumerate() {
+        let (template, filter) = match item {
+            Value::String(template) => (template.as_str(), None),
+            Value::Object(rule) => {
+                let template = rule
+                    .get("stream")
+                    .and_then(Value::as_str)
+                    .ok_or_else(not_a_list)?;
+                if rule.keys().any(|key| key != "stream" && key != "where") {
+                    return Err(not_a_list());
+                }
+                (
+                    template,
+                    rule.get("where").filter(|filter| !filter.is_null()),
+                )
+            }
+            _ => return Err(not_a_list()),
+        };
+        let bad =
+            |error: &dyn std::fmt::Display| JwtError::Claims(format!("{name}[{index}]: {error}"));
+        let patterns = match super::claims::pattern(template, claims)
+            .map_err(|error| bad(&error))?
+        {
+            Ok(patterns) => patterns,
+            Err(unfilled) => {
+                tracing::info!(rule = %format!("{name}[{index}]"), %unfilled, "grant rule grants nothing");
+                continue;
+            }
+        };
+        let filter = match filter {
+            None => None,
+            Some(template) => {
+                match super::claims::filter(template, claims).map_err(|error| bad(&error))? {
+                    Ok(value) => Some(Arc::new(
+                        Filter::parse(&value).map_err(|error| bad(&error))?,
+                    )),
+                    Err(unfilled) => {
+                        tracing::info!(rule = %format!("{name}[{index}]"), %unfilled, "grant rule grants nothing");
+                        continue;
+                    }
+                }
+            }
+        };
+        for pattern in patterns {
+            rules.push(Rule {
+                pattern: Pattern::parse(&pattern)
+                    .map_err(|error| bad(&format!("bad stream pattern: {error}")))?,
+                filter: filter.clone(),
+            });
+        }
     }
+    Ok(rules)
 }
 
 /// Seconds since the Unix epoch (0 if the clock is before 1970).

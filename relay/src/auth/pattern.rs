@@ -3,7 +3,11 @@
 //! A pattern is either a stream name (`todos`, exact match), `*` (every stream), or a prefix
 //! followed by `*` (`board:42/*` matches every stream starting with `board:42/`).
 
-use tidewire_shared::StreamName;
+use std::sync::Arc;
+
+use tidewire_shared::{Filter, StreamName};
+
+use super::access::Access;
 
 /// One read or write pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,21 +48,59 @@ impl Pattern {
     }
 }
 
+/// One grant: a stream pattern, and optionally the filter its records must match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    /// The streams it covers.
+    pub pattern: Pattern,
+    /// `None`: every record; `Some`: only the records it matches.
+    pub filter: Option<Arc<Filter>>,
+}
+
+impl From<Pattern> for Rule {
+    fn from(pattern: Pattern) -> Self {
+        Rule {
+            pattern,
+            filter: None,
+        }
+    }
+}
+
 /// What a connection may read and write.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Permissions {
-    /// Streams that may be subscribed, snapshotted and replayed.
-    pub read: Vec<Pattern>,
-    /// Streams that may be published to (and created or dropped).
-    pub write: Vec<Pattern>,
+    /// Streams (or records of them) that may be subscribed, snapshotted and replayed.
+    pub read: Vec<Rule>,
+    /// Streams (or records of them) that may be published to; creating or dropping a stream
+    /// needs a rule without a filter.
+    pub write: Vec<Rule>,
+}
+
+/// The access the rules matching `stream` give: an unfiltered rule gives every record,
+/// several filtered ones the union of their filters.
+fn access(rules: &[Rule], stream: &StreamName) -> Access {
+    let mut filters = Vec::new();
+    for rule in rules
+        .iter()
+        .filter(|rule| rule.pattern.matches(stream.as_str()))
+    {
+        match &rule.filter {
+            None => return Access::All,
+            Some(filter) => filters.push(Filter::clone(filter)),
+        }
+    }
+    match Filter::any(filters) {
+        None => Access::Denied,
+        Some(filter) => Access::Only(Arc::new(filter)),
+    }
 }
 
 impl Permissions {
     /// Everything allowed.
     pub fn open() -> Self {
         Self {
-            read: vec![Pattern::Prefix(String::new())],
-            write: vec![Pattern::Prefix(String::new())],
+            read: vec![Pattern::Prefix(String::new()).into()],
+            write: vec![Pattern::Prefix(String::new()).into()],
         }
     }
 
@@ -72,7 +114,7 @@ impl Permissions {
             patterns
                 .iter()
                 .filter(|pattern| !pattern.trim().is_empty())
-                .map(|pattern| Pattern::parse(pattern))
+                .map(|pattern| Pattern::parse(pattern).map(Rule::from))
                 .collect::<Result<Vec<_>, _>>()
         };
         Ok(Self {
@@ -81,18 +123,25 @@ impl Permissions {
         })
     }
 
-    /// Whether `stream` may be read.
-    pub fn can_read(&self, stream: &StreamName) -> bool {
-        self.read
-            .iter()
-            .any(|pattern| pattern.matches(stream.as_str()))
+    /// What may be read of `stream`.
+    pub fn read_access(&self, stream: &StreamName) -> Access {
+        access(&self.read, stream)
     }
 
-    /// Whether `stream` may be written.
-    pub fn can_write(&self, stream: &StreamName) -> bool {
-        self.write
-            .iter()
-            .any(|pattern| pattern.matches(stream.as_str()))
+    /// What may be written to `stream`.
+    pub fn write_access(&self, stream: &StreamName) -> Access {
+        access(&self.write, stream)
+    }
+
+    /// Whether `stream` may be read at all (some or all of its records).
+    pub fn can_read(&self, stream: &StreamName) -> bool {
+        self.read_access(stream).allowed()
+    }
+
+    /// Whether every record of `stream` may be written: needed to create or drop it, or to
+    /// write without a record check.
+    pub fn can_write_all(&self, stream: &StreamName) -> bool {
+        self.write_access(stream) == Access::All
     }
 
     /// The union of two permission sets (a token's grants plus the anonymous ones).
@@ -123,9 +172,9 @@ mod tests {
         assert!(!permissions.can_read(&stream("todos2")));
         assert!(permissions.can_read(&stream("board:1/x")));
         assert!(!permissions.can_read(&stream("board:10/x")));
-        assert!(permissions.can_write(&stream("board:1/chat")));
-        assert!(!permissions.can_write(&stream("todos")));
-        assert!(Permissions::open().can_write(&stream("raw:x")));
+        assert!(permissions.can_write_all(&stream("board:1/chat")));
+        assert!(!permissions.can_write_all(&stream("todos")));
+        assert!(Permissions::open().can_write_all(&stream("raw:x")));
     }
 
     #[test]

@@ -50,6 +50,7 @@
 //! [`LastSent`].
 //! A lagging connection also pins at most `capacity` shared deliveries alive until it drains.
 
+pub mod fanout;
 mod last_sent;
 pub(crate) mod queue;
 pub mod registry;
@@ -106,7 +107,8 @@ impl Default for BusConfig {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PublishStats {
-    /// Subscribers of the stream when it was published.
+    /// Subscribers of the stream when it was published (filtered ones included, whether or
+    /// not the delivery was offered to them).
     pub subscribers: usize,
     /// Queues it was placed in.
     pub delivered: usize,
@@ -192,10 +194,12 @@ impl Bus {
     pub fn publish(&self, delivery: Arc<Delivery>) -> PublishStats {
         let mut publish = PublishStats::default();
         let mut deepest_queue = 0;
-        if let Some(subscribers) = self.registry.subscribers(&delivery.stream) {
-            publish.subscribers = subscribers.len();
+        if let Some(fanout) = self.registry.subscribers(&delivery.stream) {
+            publish.subscribers = fanout.len();
             let mut closed: Vec<ConnId> = Vec::new();
-            for subscriber in subscribers.iter() {
+            let mut candidates = Vec::new();
+            fanout.candidates(&delivery, &mut candidates);
+            for subscriber in fanout.plain().iter().chain(candidates) {
                 match subscriber.offer(&delivery) {
                     Offer::Queued { depth } => {
                         publish.delivered += 1;

@@ -184,7 +184,7 @@ impl LagState {
 }
 
 /// What a connection's task gets from its queue.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Received {
     /// The next delivery, to pass through [`LastSent::admit`](super::LastSent::admit).
     Delivery(Arc<Delivery>),

@@ -28,6 +28,9 @@ use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use tidewire_shared::Filter;
+
+use crate::bus::fanout::Fanout;
 use crate::bus::{ConnReceiver, Subscriber};
 
 /// Identifies one client connection for the life of the process (never reused).
@@ -122,8 +125,11 @@ struct Connection {
 #[derive(Debug, Default)]
 struct StreamEntry {
     members: HashMap<ConnId, Subscriber>,
-    /// `members` as a slice for lock-free iteration; `None` after a change until next asked for.
-    snapshot: Option<Arc<[Subscriber]>>,
+    /// The filters of the members that follow a view of the stream (a subset of `members`).
+    filters: HashMap<ConnId, Arc<Filter>>,
+    /// `members` as a [`Fanout`] for lock-free iteration; `None` after a change until next
+    /// asked for.
+    snapshot: Option<Arc<Fanout>>,
 }
 
 impl Registry {
@@ -199,12 +205,39 @@ impl Registry {
     ///
     /// [`RegistryError::UnknownConnection`] if `id` is not registered.
     pub fn subscribe(&self, id: ConnId, stream: &str) -> Result<SubscribeOutcome, RegistryError> {
+        self.subscribe_view(id, stream, None)
+    }
+
+    /// [`Registry::subscribe`] with the filter of the connection's view of the stream (`None`:
+    /// every record). Subscribing again replaces the filter.
+    ///
+    /// # Errors
+    ///
+    /// [`RegistryError::UnknownConnection`] if `id` is not registered.
+    pub fn subscribe_view(
+        &self,
+        id: ConnId,
+        stream: &str,
+        filter: Option<Arc<Filter>>,
+    ) -> Result<SubscribeOutcome, RegistryError> {
         let mut state = self.lock();
         let State { by_id, by_stream } = &mut *state;
         let connection = by_id
             .get_mut(&id)
             .ok_or(RegistryError::UnknownConnection(id))?;
         if let Some(name) = connection.streams.get(stream) {
+            if let Some(entry) = by_stream.get_mut(&**name) {
+                let changed = match filter {
+                    Some(filter) => {
+                        entry.filters.insert(id, filter);
+                        true
+                    }
+                    None => entry.filters.remove(&id).is_some(),
+                };
+                if changed {
+                    entry.snapshot = None;
+                }
+            }
             return Ok(SubscribeOutcome {
                 stream: Arc::clone(name),
                 first_for_stream: false,
@@ -218,6 +251,9 @@ impl Registry {
         let name = existing.unwrap_or_else(|| Arc::from(stream));
         let entry = by_stream.entry(Arc::clone(&name)).or_default();
         entry.members.insert(id, connection.subscriber.clone());
+        if let Some(filter) = filter {
+            entry.filters.insert(id, filter);
+        }
         entry.snapshot = None;
         connection.streams.insert(Arc::clone(&name));
         Ok(SubscribeOutcome {
@@ -258,13 +294,31 @@ impl Registry {
 
     /// The subscribers of `stream` as a shared snapshot to iterate with no lock held, or `None`
     /// if it has none. Later changes do not affect a snapshot already handed out.
-    pub fn subscribers(&self, stream: &str) -> Option<Arc<[Subscriber]>> {
+    pub fn subscribers(&self, stream: &str) -> Option<Arc<Fanout>> {
         let mut state = self.lock();
         let entry = state.by_stream.get_mut(stream)?;
-        let snapshot = entry
-            .snapshot
-            .get_or_insert_with(|| entry.members.values().cloned().collect());
+        let StreamEntry {
+            members,
+            filters,
+            snapshot,
+        } = entry;
+        let snapshot = snapshot.get_or_insert_with(|| {
+            Arc::new(Fanout::build(
+                members
+                    .iter()
+                    .map(|(id, subscriber)| (subscriber, filters.get(id))),
+            ))
+        });
         Some(Arc::clone(snapshot))
+    }
+
+    /// A registered connection's queue handle (for tests of the fan-out).
+    #[cfg(test)]
+    pub(crate) fn subscriber(&self, id: ConnId) -> Option<Subscriber> {
+        self.lock()
+            .by_id
+            .get(&id)
+            .map(|connection| connection.subscriber.clone())
     }
 
     /// Streams with at least one subscriber.
@@ -306,6 +360,7 @@ impl Registry {
             }
             if let Some(snapshot) = &entry.snapshot {
                 let fresh = snapshot.len() == entry.members.len()
+                    && snapshot.plain().len() + entry.filters.len() == entry.members.len()
                     && snapshot.iter().all(|subscriber| {
                         entry
                             .members
@@ -367,6 +422,7 @@ fn remove_member(by_stream: &mut HashMap<Arc<str>, StreamEntry>, stream: &str, i
     if entry.members.remove(&id).is_some() {
         entry.snapshot = None;
     }
+    entry.filters.remove(&id);
     let empty = entry.members.is_empty();
     if empty {
         by_stream.remove(stream);
@@ -496,7 +552,7 @@ mod tests {
         registry.unregister(alice.id());
         let last = registry.subscribers("s").expect("bob is left");
         assert_eq!(last.len(), 1);
-        assert_eq!(last[0].id(), bob.id());
+        assert_eq!(last.plain()[0].id(), bob.id());
         registry.check_invariants().expect("indexes agree");
     }
 

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use deadpool_postgres::Pool;
 use serde_json::Value;
-use tidewire_shared::{Event, Op, Position, Record, Snapshot, StreamName};
+use tidewire_shared::stored::StoredEvent;
+use tidewire_shared::{view, Event, Filter, Op, Position, Record, Snapshot, StreamName};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{IsolationLevel, Row};
 
@@ -55,6 +56,10 @@ pub enum OutboxError {
     /// A row did not have the expected shape.
     #[error("unexpected data in the outbox: {0}")]
     Corrupt(String),
+    /// The write would touch a record outside the writer's grant (its filter does not match
+    /// the record before or after the write).
+    #[error("{0}")]
+    OutsideGrant(String),
     /// The failure of a read this caller shared with others (merged replay reads).
     #[error("{0}")]
     Shared(Arc<OutboxError>),
@@ -206,7 +211,7 @@ pub async fn replay(
     epoch: u64,
     after: u64,
     limit: usize,
-) -> Result<Vec<Event>, OutboxError> {
+) -> Result<Vec<StoredEvent>, OutboxError> {
     let client = pool.get().await?;
     replay_on(&client, stream, epoch, after, limit).await
 }
@@ -222,11 +227,11 @@ pub async fn replay_on(
     epoch: u64,
     after: u64,
     limit: usize,
-) -> Result<Vec<Event>, OutboxError> {
+) -> Result<Vec<StoredEvent>, OutboxError> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let rows = client
         .query(
-            "select seq, key, op, data, tidewire.micros(committed_at) as ts \
+            "select seq, key, op, data, prior, tidewire.micros(committed_at) as ts \
              from tidewire.events where stream = $1 and seq > $2 order by seq limit $3",
             &[&stream.as_str(), &to_i64(after), &limit],
         )
@@ -234,7 +239,7 @@ pub async fn replay_on(
     rows.iter()
         .map(|row| {
             let op: String = row.try_get("op")?;
-            Ok(Event {
+            let event = Event {
                 stream: stream.clone(),
                 epoch,
                 seq: to_u64(row.try_get("seq")?, "seq")?,
@@ -245,6 +250,10 @@ pub async fn replay_on(
                     .unwrap_or(Value::Null),
                 prev: None,
                 ts: row.try_get("ts")?,
+            };
+            Ok(StoredEvent {
+                event,
+                prior: row.try_get("prior")?,
             })
         })
         .collect()
@@ -266,20 +275,105 @@ pub async fn publish(
 ) -> Result<u64, OutboxError> {
     let client = pool.get().await?;
     let row = client
-        .query_one(
-            "select tidewire.publish($1, $2, $3, $4::jsonb) as seq",
-            &[&stream.as_str(), &key, &op.as_str(), data],
-        )
+        .query_one(PUBLISH, &[&stream.as_str(), &key, &op.as_str(), data])
         .await
-        .map_err(|error| match error.as_db_error() {
-            Some(db)
-                if *db.code() == SqlState::INVALID_PARAMETER_VALUE
-                    || *db.code() == SqlState::PROGRAM_LIMIT_EXCEEDED
-                    || db.code().code().starts_with("22") =>
-            {
-                OutboxError::Rejected(db.message().to_owned())
-            }
-            _ => OutboxError::Db(error),
-        })?;
+        .map_err(rejected)?;
+    to_u64(row.try_get("seq")?, "seq")
+}
+
+const PUBLISH: &str = "select tidewire.publish($1, $2, $3, $4::jsonb) as seq";
+
+/// PostgreSQL's refusals of bad input are the caller's fault: [`OutboxError::Rejected`].
+fn rejected(error: tokio_postgres::Error) -> OutboxError {
+    match error.as_db_error() {
+        Some(db)
+            if *db.code() == SqlState::INVALID_PARAMETER_VALUE
+                || *db.code() == SqlState::PROGRAM_LIMIT_EXCEEDED
+                || db.code().code().starts_with("22") =>
+        {
+            OutboxError::Rejected(db.message().to_owned())
+        }
+        _ => OutboxError::Db(error),
+    }
+}
+
+/// [`publish`], or [`publish_within`] when the writer's grant has a filter.
+///
+/// # Errors
+///
+/// As [`publish`] and [`publish_within`].
+pub async fn publish_checked(
+    pool: &Pool,
+    stream: &StreamName,
+    key: &str,
+    op: Op,
+    data: &Value,
+    within: Option<&Filter>,
+) -> Result<u64, OutboxError> {
+    match within {
+        None => publish(pool, stream, key, op, data).await,
+        Some(filter) => publish_within(pool, stream, key, op, data, filter).await,
+    }
+}
+
+/// [`publish`] for a writer whose grant covers only the records `filter` matches: the record
+/// before the write (if any) and after it must match (a message's data must match), checked
+/// in the publish's own transaction. The stream's publish lock is taken first, so no other
+/// write to the stream can slip between the check and the publish.
+///
+/// # Errors
+///
+/// [`OutboxError::OutsideGrant`] when the write leaves the filter; as [`publish`] otherwise.
+pub async fn publish_within(
+    pool: &Pool,
+    stream: &StreamName,
+    key: &str,
+    op: Op,
+    data: &Value,
+    filter: &Filter,
+) -> Result<u64, OutboxError> {
+    if op == Op::Message {
+        if !filter.matches(data) {
+            return Err(OutboxError::OutsideGrant(
+                "the message's data is outside your grant's filter".into(),
+            ));
+        }
+        return publish(pool, stream, key, op, data).await;
+    }
+    let mut client = pool.get().await?;
+    let transaction = client.transaction().await?;
+    // The same lock tidewire.publish takes first (see functions/publish.sql).
+    transaction
+        .execute(
+            "select pg_advisory_xact_lock(1953955840, hashtext($1))",
+            &[&stream.as_str()],
+        )
+        .await?;
+    let prior: Option<Value> = transaction
+        .query_opt(
+            "select coalesce(data, 'null'::jsonb) as data from tidewire.records \
+             where stream = $1 and key = $2",
+            &[&stream.as_str(), &key],
+        )
+        .await?
+        .map(|row| row.try_get("data"))
+        .transpose()?;
+    if prior.as_ref().is_some_and(|record| !filter.matches(record)) {
+        return Err(OutboxError::OutsideGrant(format!(
+            "record {key:?} is outside your grant's filter"
+        )));
+    }
+    if let Some(after) = view::after(op, prior.as_ref(), data) {
+        if !filter.matches(&after) {
+            return Err(OutboxError::OutsideGrant(format!(
+                "the write would leave record {key:?} outside your grant's filter"
+            )));
+        }
+    }
+    let row = transaction
+        .query_one(PUBLISH, &[&stream.as_str(), &key, &op.as_str(), data])
+        .await
+        .map_err(rejected)?;
+    transaction.commit().await?;
     to_u64(row.try_get("seq")?, "seq")
 }

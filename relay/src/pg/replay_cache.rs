@@ -27,7 +27,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
 use deadpool_postgres::Pool;
-use tidewire_shared::{ServerMessage, StreamName};
+use tidewire_shared::StreamName;
+
+use crate::delivery::{Change, Delivery};
 use tokio::sync::OnceCell;
 
 use super::outbox::{self, OutboxError};
@@ -41,6 +43,8 @@ pub struct Frame {
     pub json: Bytes,
     /// Commit time (microseconds since the Unix epoch), for latency metrics.
     pub ts: Option<i64>,
+    /// The record change, for filtered subscriptions.
+    pub change: Arc<Change>,
 }
 
 /// What [`ReplayCache::read`] found after a position: a view into a shared block.
@@ -232,14 +236,18 @@ impl ReplayCache {
         let limit = usize::try_from(self.page).unwrap_or(usize::MAX);
         let events = outbox::replay_on(client, stream, epoch, first, limit).await?;
         let full = events.len() == limit
-            && events.first().map(|event| event.seq) == Some(first + 1)
-            && events.last().map(|event| event.seq) == Some(first + self.page);
+            && events.first().map(|stored| stored.event.seq) == Some(first + 1)
+            && events.last().map(|stored| stored.event.seq) == Some(first + self.page);
         let frames: Vec<Frame> = events
             .into_iter()
-            .map(|event| Frame {
-                seq: event.seq,
-                ts: event.ts,
-                json: Bytes::from(ServerMessage::Event(event).encode()),
+            .filter_map(|stored| {
+                let delivery = Delivery::stored(stored);
+                Some(Frame {
+                    seq: delivery.seq,
+                    ts: delivery.committed_at_micros,
+                    change: delivery.change?,
+                    json: delivery.json,
+                })
             })
             .collect();
         let bytes = frames.iter().map(|frame| frame.json.len()).sum();

@@ -19,12 +19,14 @@ impl Session {
             }
         }
         let started = std::time::Instant::now();
-        let result = outbox::publish(
+        let access = self.grant.permissions.write_access(&stream);
+        let result = outbox::publish_checked(
             &self.hub.pool,
             &stream,
             &publish.key,
             publish.op,
             &publish.data,
+            access.filter().map(|filter| &**filter),
         )
         .await;
         self.hub.metrics.observe_publish(started.elapsed());
@@ -49,7 +51,7 @@ impl Session {
                 "raw channels are read-only through the relay; use pg_notify in PostgreSQL".into(),
             ));
         }
-        if !self.grant.permissions.can_write(stream) {
+        if !self.grant.permissions.write_access(stream).allowed() {
             return Err((ErrorCode::Forbidden, format!("no write access to {stream}")));
         }
         if !self.rate.try_take() {
@@ -85,6 +87,7 @@ impl Session {
 pub(crate) fn publish_error(error: &OutboxError) -> (ErrorCode, String) {
     match error {
         OutboxError::Rejected(message) => (ErrorCode::BadData, message.clone()),
+        OutboxError::OutsideGrant(message) => (ErrorCode::Forbidden, message.clone()),
         error if error.is_unavailable() => (
             ErrorCode::Unavailable,
             "postgres is unavailable; retry the request".into(),

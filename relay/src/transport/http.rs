@@ -39,7 +39,7 @@ use tidewire_shared::{ErrorCode, StreamKind, StreamName};
 use self::error::ApiError;
 use self::path::{parse_route, Resource};
 use super::{full, Body};
-use crate::auth::AuthError;
+use crate::auth::{Access, AuthError};
 use crate::hub::Hub;
 use crate::query::percent_decode;
 
@@ -130,14 +130,23 @@ async fn dispatch(hub: &Hub, request: Request<Incoming>) -> Result<Response<Body
         (resource, method) => return Err(ApiError::method_not_allowed(method, resource.allow())),
     };
     let stream = stream_name(encoded_name)?;
-    authorize(hub, &request, &stream, action).map_err(|error| error.stream(&stream))?;
+    let access =
+        authorize(hub, &request, &stream, action).map_err(|error| error.stream(&stream))?;
     let query = request.uri().query().map(str::to_owned);
     let (parts, body) = request.into_parts();
     let result = match action {
         Action::Info => read::info(hub, &stream).await,
-        Action::Snapshot => read::snapshot(hub, &stream).await,
-        Action::Replay => read::events(hub, &stream, query.as_deref()).await,
-        Action::Publish => write::publish(hub, &stream, &parts.headers, body).await,
+        Action::Snapshot => match read::view_filter(query.as_deref(), &access) {
+            Ok(filter) => read::snapshot(hub, &stream, filter.as_deref()).await,
+            Err(error) => Err(error),
+        },
+        Action::Replay => match read::view_filter(query.as_deref(), &access) {
+            Ok(filter) => read::events(hub, &stream, query.as_deref(), filter.as_deref()).await,
+            Err(error) => Err(error),
+        },
+        Action::Publish => {
+            write::publish(hub, &stream, &parts.headers, body, access.filter()).await
+        }
         Action::Put => write::put(hub, &stream, &parts.headers, body).await,
         Action::Delete => write::delete(hub, &stream).await,
     };
@@ -164,13 +173,15 @@ fn stream_name(encoded: &str) -> Result<StreamName, ApiError> {
     })
 }
 
-/// Credentials, then the raw-channel rule, then the grant's patterns.
+/// Credentials, then the raw-channel rule, then the grant's rules: the access the request
+/// runs with (a filtered grant reads and writes only the records its filter matches; creating
+/// or dropping a stream needs an unfiltered one).
 fn authorize(
     hub: &Hub,
     request: &Request<Incoming>,
     stream: &StreamName,
     action: Action,
-) -> Result<(), ApiError> {
+) -> Result<Access, ApiError> {
     let grant = hub
         .auth
         .authenticate(request.headers(), request.uri().query())
@@ -198,17 +209,21 @@ fn authorize(
             format!("{stream}: {message}"),
         ));
     }
-    let allowed = if action.writes() {
-        grant.permissions.can_write(stream)
+    let access = if action.writes() {
+        grant.permissions.write_access(stream)
     } else {
-        grant.permissions.can_read(stream)
+        grant.permissions.read_access(stream)
+    };
+    let allowed = match action {
+        Action::Put | Action::Delete => access == Access::All,
+        _ => access.allowed(),
     };
     if !allowed {
-        let access = if action.writes() { "write" } else { "read" };
+        let kind = if action.writes() { "write" } else { "read" };
         return Err(ApiError::new(
             ErrorCode::Forbidden,
-            format!("no {access} access to {stream}"),
+            format!("no {kind} access to {stream}"),
         ));
     }
-    Ok(())
+    Ok(access)
 }

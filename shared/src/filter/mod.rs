@@ -66,7 +66,7 @@ impl Cmp {
 }
 
 /// One node of a parsed filter.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Node {
     /// Every child holds (`and`, or several keys in one object). Empty: always true.
     All(Vec<Node>),
@@ -100,7 +100,7 @@ pub enum Node {
 }
 
 /// A parsed, bounded filter. Cheap to evaluate; share it as `Arc<Filter>`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Filter {
     root: Node,
 }
@@ -135,6 +135,19 @@ impl Filter {
         }
         Filter {
             root: Node::All(children),
+        }
+    }
+
+    /// At least one of the filters must hold: the union of several grants on one stream.
+    /// `None` for an empty list (which would match nothing).
+    pub fn any(filters: Vec<Filter>) -> Option<Filter> {
+        let mut filters = filters;
+        match filters.len() {
+            0 => None,
+            1 => filters.pop(),
+            _ => Some(Filter {
+                root: Node::Any(filters.into_iter().map(|filter| filter.root).collect()),
+            }),
         }
     }
 

@@ -246,6 +246,17 @@ impl ServerMessage {
         serde_json::to_string(self).unwrap_or_default()
     }
 
+    /// Encodes an `event` message from a borrowed event: the bytes of
+    /// `ServerMessage::Event(event.clone()).encode()`, without the clone.
+    pub fn encode_event(event: &Event) -> String {
+        #[derive(Serialize)]
+        #[serde(tag = "type", rename_all = "snake_case")]
+        enum Borrowed<'a> {
+            Event(&'a Event),
+        }
+        serde_json::to_string(&Borrowed::Event(event)).unwrap_or_default()
+    }
+
     /// An `error` message.
     pub fn error(id: Option<String>, code: ErrorCode, message: impl Into<String>) -> Self {
         ServerMessage::Error {
@@ -277,6 +288,24 @@ mod tests {
     use crate::limits::DecodeLimits;
     use crate::message::decode_server;
     use serde_json::json;
+
+    #[test]
+    fn a_borrowed_event_encodes_like_an_owned_one() {
+        let event = Event {
+            stream: StreamName::new("s").expect("valid"),
+            epoch: 1,
+            seq: 2,
+            key: "k".into(),
+            op: Op::Patch,
+            data: json!({"a": 1}),
+            prev: Some(1),
+            ts: Some(5),
+        };
+        assert_eq!(
+            ServerMessage::encode_event(&event),
+            ServerMessage::Event(event).encode()
+        );
+    }
 
     #[test]
     fn encoded_text_has_no_newlines() {

@@ -163,9 +163,9 @@ fn verified_token_carries_permissions_expiry_and_subject() {
     assert!(permissions.can_read(&stream("room:7")));
     assert!(!permissions.can_read(&stream("b")));
     // Top-level `write` is united with `tidewire.write`.
-    assert!(permissions.can_write(&stream("a")));
-    assert!(permissions.can_write(&stream("b")));
-    assert!(!permissions.can_write(&stream("room:7")));
+    assert!(permissions.can_write_all(&stream("a")));
+    assert!(permissions.can_write_all(&stream("b")));
+    assert!(!permissions.can_write_all(&stream("room:7")));
 }
 
 #[test]

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use serde_json::Value;
 use tidewire_shared::message::{Advisory, AdvisoryKind};
 use tidewire_shared::notify::{self, NotifyPayload};
+use tidewire_shared::stored::StoredEvent;
 use tidewire_shared::{Event, Op, ServerMessage, StreamKind, StreamName};
 use tokio::sync::broadcast;
 use tokio_postgres::Client;
@@ -16,7 +17,7 @@ use super::connection::{ListenConnection, Notification};
 use super::stats::ListenerStats;
 use super::Fanout;
 use super::ListenerConfig;
-use crate::delivery::Delivery;
+use crate::delivery::{Change, Delivery};
 use crate::pg::outbox::{self, Head, OutboxError};
 
 /// The LISTEN connection (or PostgreSQL) is gone; the string says why.
@@ -321,7 +322,8 @@ impl Streams {
         }
     }
 
-    async fn on_event(&mut self, event: Event) -> Result<(), Lost> {
+    async fn on_event(&mut self, stored: StoredEvent) -> Result<(), Lost> {
+        let event = &stored.event;
         let Some(Progress::Durable { epoch, last_seq }) = self.progress.get(&event.stream).copied()
         else {
             return Ok(());
@@ -334,11 +336,11 @@ impl Streams {
                     last_seq: event.seq,
                 },
             );
-            self.publish_event(event);
+            self.publish_event(stored);
             return Ok(());
         }
-        let stream = event.stream.clone();
-        self.reach(&stream, event.epoch, event.seq).await
+        let (stream, epoch, seq) = (event.stream.clone(), event.epoch, event.seq);
+        self.reach(&stream, epoch, seq).await
     }
 
     /// Brings `stream` up to `(epoch, seq)`: adopts or changes the epoch (telling subscribers to
@@ -379,8 +381,8 @@ impl Streams {
                 ))
                 .await?;
             let count = events.len();
-            for event in events {
-                if event.seq != from + 1 {
+            for stored in events {
+                if stored.event.seq != from + 1 {
                     // Trimmed by retention while we were away: subscribers must resync.
                     self.resync(
                         stream,
@@ -388,7 +390,7 @@ impl Streams {
                         "events were trimmed by retention before delivery",
                     );
                 }
-                from = event.seq;
+                from = stored.event.seq;
                 self.progress.insert(
                     stream.clone(),
                     Progress::Durable {
@@ -396,7 +398,7 @@ impl Streams {
                         last_seq: from,
                     },
                 );
-                self.publish_event(event);
+                self.publish_event(stored);
             }
             if count < self.replay_page || from >= seq {
                 return Ok(());
@@ -447,15 +449,8 @@ impl Streams {
         self.fanout.publish(Arc::new(delivery));
     }
 
-    fn publish_event(&mut self, event: Event) {
-        let stream = Arc::clone(event.stream.as_arc());
-        let (epoch, seq, ts) = (event.epoch, event.seq, event.ts);
-        let json = Bytes::from(ServerMessage::Event(event).encode());
-        let mut delivery = Delivery::event(stream, epoch, seq, json);
-        if let Some(ts) = ts {
-            delivery = delivery.with_committed_at(ts);
-        }
-        self.fanout.publish(Arc::new(delivery));
+    fn publish_event(&mut self, stored: StoredEvent) {
+        self.fanout.publish(Arc::new(Delivery::stored(stored)));
         ListenerStats::add(&self.stats.events, 1);
     }
 
@@ -470,8 +465,16 @@ impl Streams {
             prev: None,
             ts,
         };
-        let json = Bytes::from(ServerMessage::Event(message).encode());
-        let mut delivery = Delivery::message(Arc::clone(stream.as_arc()), json);
+        let json = Bytes::from(ServerMessage::encode_event(&message));
+        // A filtered subscriber gets a message only if its data matches (see session::view).
+        let change = Change {
+            key: message.key,
+            op: Op::Message,
+            data: message.data,
+            prior: None,
+            ts,
+        };
+        let mut delivery = Delivery::message(Arc::clone(stream.as_arc()), json).with_change(change);
         if let Some(ts) = ts {
             delivery = delivery.with_committed_at(ts);
         }

@@ -1,10 +1,14 @@
 //! Reads of durable streams over HTTP: stream info, snapshot, and paged replay from `since`.
 
+use std::sync::Arc;
+
 use hyper::{Response, StatusCode};
 use serde::Serialize;
-use tidewire_shared::{ErrorCode, Event, Position, Record, StreamName};
+use tidewire_shared::stored::StoredEvent;
+use tidewire_shared::{view, ErrorCode, Event, Filter, Position, Record, StreamName};
 
 use super::error::ApiError;
+use crate::auth::Access;
 use crate::hub::Hub;
 use crate::pg::outbox::{self, Head, OutboxError};
 use crate::query::form_values;
@@ -95,6 +99,25 @@ fn number(text: &str, name: &str, code: ErrorCode) -> Result<u64, ApiError> {
     }
 }
 
+/// The filter a read runs with: the request's `where` (at most one, URL-encoded JSON) ANDed
+/// with the grant's own filter, or `None` for every record.
+///
+/// # Errors
+///
+/// 400 `bad_filter` for a repeated or invalid `where`; 403 `forbidden` if `access` denies.
+pub(crate) fn view_filter(
+    query: Option<&str>,
+    access: &Access,
+) -> Result<Option<Arc<Filter>>, ApiError> {
+    let asked = single(query, "where", ErrorCode::BadFilter)?
+        .map(|text| Filter::parse_str(&text))
+        .transpose()
+        .map_err(|error| ApiError::new(ErrorCode::BadFilter, error.to_string()))?;
+    access
+        .view(asked)
+        .map_err(|denied| ApiError::new(ErrorCode::Forbidden, denied.to_string()))
+}
+
 #[derive(Serialize)]
 struct SnapshotBody<'a> {
     stream: &'a StreamName,
@@ -110,10 +133,19 @@ struct SnapshotBody<'a> {
 /// # Errors
 ///
 /// 503 `unavailable` when PostgreSQL cannot be reached.
-pub(crate) async fn snapshot(hub: &Hub, stream: &StreamName) -> Result<Response<Body>, ApiError> {
-    let snapshot = outbox::snapshot(&hub.pool, stream)
+pub(crate) async fn snapshot(
+    hub: &Hub,
+    stream: &StreamName,
+    filter: Option<&Filter>,
+) -> Result<Response<Body>, ApiError> {
+    let mut snapshot = outbox::snapshot(&hub.pool, stream)
         .await
         .map_err(|error| ApiError::outbox(&error).stream(stream))?;
+    if let Some(filter) = filter {
+        snapshot
+            .records
+            .retain(|record| filter.matches(&record.data));
+    }
     let body = SnapshotBody {
         stream,
         epoch: snapshot.epoch,
@@ -148,6 +180,7 @@ pub(crate) async fn events(
     hub: &Hub,
     stream: &StreamName,
     query: Option<&str>,
+    filter: Option<&Filter>,
 ) -> Result<Response<Body>, ApiError> {
     let page = parse_page(query, hub.config.options.replay_page)?;
     let fail = |error: OutboxError| ApiError::outbox(&error).stream(stream);
@@ -174,13 +207,19 @@ pub(crate) async fn events(
     let after = outbox::ensure_head(&hub.pool, stream).await.map_err(fail)?;
     let contiguous = events
         .first()
-        .is_none_or(|first| first.seq == page.since.saturating_add(1));
+        .is_none_or(|first| first.event.seq == page.since.saturating_add(1));
     if after.epoch != head.epoch || after.min_seq > page.since || !contiguous {
         return Err(resync(hub, stream, after, since));
     }
     let more = events.len() > page.limit;
     events.truncate(page.limit);
-    let next = events.last().map_or(page.since, |event| event.seq);
+    // `next` is the last seq read, delivered or not: a filtered reader continues after the
+    // events its view skipped.
+    let next = events.last().map_or(page.since, |stored| stored.event.seq);
+    let events = match filter {
+        None => events.into_iter().map(|stored| stored.event).collect(),
+        Some(filter) => project(filter, events, page.since),
+    };
     let body = EventsBody {
         stream,
         epoch: head.epoch,
@@ -190,6 +229,21 @@ pub(crate) async fn events(
         head: after.seq.max(next),
     };
     Ok(json(StatusCode::OK, &body))
+}
+
+/// The events of a page as a filtered reader gets them, each naming the previous one it got
+/// (`prev`; the request's `since` for the first).
+fn project(filter: &Filter, events: Vec<StoredEvent>, since: u64) -> Vec<Event> {
+    let mut prev = since;
+    let mut out = Vec::new();
+    for stored in events {
+        if let Some(mut event) = view::project(filter, &stored.event, stored.prior.as_ref()) {
+            event.prev = Some(prev);
+            prev = event.seq;
+            out.push(event);
+        }
+    }
+    out
 }
 
 fn resync(hub: &Hub, stream: &StreamName, head: Head, since: Position) -> ApiError {

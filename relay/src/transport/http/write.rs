@@ -1,5 +1,6 @@
 //! Writes over HTTP: publish an event, create or update a stream, drop a stream.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use hyper::body::Incoming;
@@ -9,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tidewire_shared::event::{contains_nul, validate_key};
 use tidewire_shared::notify::NOTIFY_LIMIT;
-use tidewire_shared::{ErrorCode, Op, StreamName};
+use tidewire_shared::{ErrorCode, Filter, Op, StreamName};
 use tokio_postgres::error::SqlState;
 
 use super::body::{parse_json, read_limited, require_json};
@@ -55,6 +56,7 @@ pub(crate) async fn publish(
     stream: &StreamName,
     headers: &HeaderMap,
     body: Incoming,
+    within: Option<&Arc<Filter>>,
 ) -> Result<Response<Body>, ApiError> {
     require_json(headers)?;
     let limit = hub.config.options.max_message_bytes;
@@ -62,7 +64,8 @@ pub(crate) async fn publish(
     let body: PublishBody = parse_json(&bytes, limit)?;
     let op = check_publish(&body, hub.config.options.max_data_bytes)?;
     let started = Instant::now();
-    let seq = outbox::publish(&hub.pool, stream, &body.key, op, &body.data)
+    let within = within.map(|filter| &**filter);
+    let seq = outbox::publish_checked(&hub.pool, stream, &body.key, op, &body.data, within)
         .await
         .map_err(|error| ApiError::outbox(&error))?;
     hub.metrics.observe_publish(started.elapsed());

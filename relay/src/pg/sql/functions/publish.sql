@@ -12,6 +12,8 @@
 --   delete  removes the key
 --   message ephemeral: not stored, no seq, NOTIFY only (payload must be < 8000 bytes)
 --
+-- Every stored event keeps `prior`, the key's value before it (see below).
+--
 -- NOTIFY on 'tw:' || stream carries the event inline when the payload is under 8000 bytes,
 -- else a pointer {"t":"ptr",...} and the reader fetches the row from tidewire.events.
 create or replace function tidewire.publish(stream text, key text, op text, data jsonb)
@@ -25,6 +27,7 @@ declare
     v_payload text;
     v_sync    boolean := false;
     v_bucket  text;
+    v_prior   jsonb;
 begin
     perform tidewire.check_stream(publish.stream);
     perform tidewire.check_key(publish.key);
@@ -112,8 +115,15 @@ begin
             using errcode = '40001';
     end if;
 
-    insert into tidewire.events as e (stream, seq, key, op, data)
-    values (publish.stream, v_seq, publish.key, publish.op, publish.data)
+    -- The key's value before this event (its pre-image): SQL NULL when the key had no record,
+    -- JSON null when its value was null. Stored and sent beside the event so a relay can tell
+    -- a record entering or leaving a filtered view without a query per subscriber.
+    select coalesce(r.data, 'null'::jsonb) into v_prior
+      from tidewire.records as r
+     where r.stream = publish.stream and r.key = publish.key;
+
+    insert into tidewire.events as e (stream, seq, key, op, data, prior)
+    values (publish.stream, v_seq, publish.key, publish.op, publish.data, v_prior)
     returning e.committed_at into v_at;
     if v_sync then
         perform set_config('tidewire.sync_seq', 'off', true);
@@ -143,6 +153,7 @@ begin
         || ',"key":' || to_json(publish.key)::text
         || ',"op":"' || publish.op || '"'
         || ',"data":' || coalesce(publish.data::text, 'null')
+        || case when v_prior is null then '' else ',"prior":' || v_prior::text end
         || ',"ts":' || tidewire.micros(v_at) || '}';
     if octet_length(v_payload) >= 8000 then
         v_payload := '{"t":"ptr","stream":' || to_json(publish.stream)::text
