@@ -16,4 +16,5 @@ mod schema;
 mod streams;
 mod support;
 mod track;
+mod track_views;
 mod transport;

@@ -19,6 +19,16 @@ pub(crate) struct EventRow {
     pub(crate) data: Option<serde_json::Value>,
 }
 
+/// An expected outbox row.
+pub(crate) fn event(seq: i64, key: &str, op: &str, data: Option<serde_json::Value>) -> EventRow {
+    EventRow {
+        seq,
+        key: key.to_owned(),
+        op: op.to_owned(),
+        data,
+    }
+}
+
 /// The outbox of `stream`, in seq order.
 pub(crate) async fn events(client: &Client, stream: &str) -> Vec<EventRow> {
     client

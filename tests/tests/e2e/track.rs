@@ -4,16 +4,7 @@
 use serde_json::json;
 use tidewire_tests::{sqlstate, Notifications, TestPg};
 
-use crate::support::{events, records, EventRow, QUIET, WAIT};
-
-fn event(seq: i64, key: &str, op: &str, data: Option<serde_json::Value>) -> EventRow {
-    EventRow {
-        seq,
-        key: key.to_owned(),
-        op: op.to_owned(),
-        data,
-    }
-}
+use crate::support::{event, events, records, QUIET, WAIT};
 
 /// INSERT, UPDATE, an UPDATE that changes the key, DELETE, TRUNCATE and a rolled-back
 /// INSERT produce exactly the expected events, records and notifications.
