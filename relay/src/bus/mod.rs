@@ -64,6 +64,8 @@ pub use self::last_sent::{Admit, LastSent};
 use self::queue::Offer;
 pub use self::queue::{ConnReceiver, Received, Subscriber};
 pub use self::stats::{BusStats, BusStatsSnapshot};
+use tidewire_shared::Filter;
+
 use crate::bus::registry::{ConnId, Registry, RegistryError, SubscribeOutcome};
 pub use crate::delivery::{Delivery, DeliveryKind, Position};
 
@@ -232,7 +234,7 @@ impl Bus {
     }
 
     /// Steps 1 to 3 of the race-free subscribe (see the [module docs](self)): subscribes `id` to
-    /// `stream`, then awaits `read_baseline` (given the subscribe outcome, so it can wait for the
+    /// `stream` (its view of it when `filter` is set), then awaits `read_baseline` (given the subscribe outcome, so it can wait for the
     /// listener when `first_for_stream`), then starts `cursor` at the baseline's position. The
     /// caller sends the returned baseline, then keeps draining its queue through `cursor`.
     ///
@@ -249,13 +251,14 @@ impl Bus {
         cursor: &mut LastSent,
         id: ConnId,
         stream: &str,
+        filter: Option<Arc<Filter>>,
         read_baseline: F,
     ) -> Result<Subscribed<T>, SubscribeError<E>>
     where
         F: FnOnce(SubscribeOutcome) -> Fut,
         Fut: Future<Output = Result<Baseline<T>, E>>,
     {
-        let outcome = self.registry.subscribe(id, stream)?;
+        let outcome = self.registry.subscribe_view(id, stream, filter)?;
         match read_baseline(outcome.clone()).await {
             Ok(baseline) => {
                 cursor.start(Arc::clone(&outcome.stream), baseline.position);

@@ -328,10 +328,16 @@ async fn a_failed_baseline_rolls_the_subscription_back() {
     let receiver = bus.registry().register();
     let mut cursor = LastSent::new();
     let failed = bus
-        .subscribe_with(&mut cursor, receiver.id(), "s", |outcome| async move {
-            assert!(outcome.first_for_stream);
-            Err::<Baseline<()>, _>(ReadFailed)
-        })
+        .subscribe_with(
+            &mut cursor,
+            receiver.id(),
+            "s",
+            None,
+            |outcome| async move {
+                assert!(outcome.first_for_stream);
+                Err::<Baseline<()>, _>(ReadFailed)
+            },
+        )
         .await;
     match failed {
         Err(SubscribeError::Baseline {
@@ -344,7 +350,7 @@ async fn a_failed_baseline_rolls_the_subscription_back() {
 
     bus.registry().unregister(receiver.id());
     let unknown = bus
-        .subscribe_with(&mut cursor, receiver.id(), "s", |_| async {
+        .subscribe_with(&mut cursor, receiver.id(), "s", None, |_| async {
             Ok::<_, ReadFailed>(Baseline {
                 position: Position::new(EPOCH, 0),
                 value: (),
@@ -375,7 +381,7 @@ async fn join_and_follow(
     let mut cursor = LastSent::new();
     let read_head = Arc::clone(&head);
     let subscribed = bus
-        .subscribe_with(&mut cursor, receiver.id(), "race", |_| async move {
+        .subscribe_with(&mut cursor, receiver.id(), "race", None, |_| async move {
             // Simulated Postgres latency on both sides of the snapshot's read point.
             for _ in 0..yields_before {
                 tokio::task::yield_now().await;

@@ -17,6 +17,7 @@ mod outbound;
 mod publish;
 mod rate;
 mod subscribe;
+mod view;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -24,7 +25,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tidewire_shared::message::{Advisory, AdvisoryKind};
 use tidewire_shared::{
-    ClientMessage, CloseCode, DecodeLimits, ErrorCode, Position, ServerMessage, StreamKind,
+    ClientMessage, CloseCode, DecodeLimits, ErrorCode, Filter, Position, ServerMessage, StreamKind,
     StreamName,
 };
 use tokio::sync::watch;
@@ -116,12 +117,16 @@ impl Outgoing {
 }
 
 /// State of one subscription.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct SubscriptionState {
     kind: StreamKind,
     /// Raw channels only: the cursor starts at the first delivery (its seq is only known
     /// then). `Some(since)` if the client resumes and wants to know about missed seqs.
     raw_pending: Option<RawStart>,
+    /// The `where` the client asked for, kept to recompute the view when the grant changes.
+    asked: Option<Filter>,
+    /// Durable streams with a filter (asked or granted) only.
+    view: Option<view::View>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -331,7 +336,7 @@ impl Session {
             ClientMessage::Ping { id } => self.push(&ServerMessage::Pong { id }),
             ClientMessage::Presence { stream, data } => self.set_presence(stream, data).await,
             ClientMessage::Auth { token } => match self.hub.auth.verify(&token) {
-                Ok(grant) => self.grant = grant,
+                Ok(grant) => self.regrant(grant),
                 Err(error) => {
                     self.push_error(None, None, ErrorCode::Unauthorized, error.to_string())
                 }
@@ -429,15 +434,26 @@ impl Session {
 
     fn on_delivery(&mut self, delivery: Arc<Delivery>) {
         // The subscription's own key: no per-delivery validation or allocation.
-        let Some((stream, subscription)) = self
+        let Some((stream, kind, raw_pending, viewed)) = self
             .subscriptions
             .get_key_value(&*delivery.stream)
-            .map(|(stream, subscription)| (stream.clone(), *subscription))
+            .map(|(stream, subscription)| {
+                (
+                    stream.clone(),
+                    subscription.kind,
+                    subscription.raw_pending,
+                    subscription.view.is_some(),
+                )
+            })
         else {
             return;
         };
-        let raw = subscription.kind == StreamKind::Raw;
-        if let Some(start) = subscription.raw_pending {
+        if viewed && delivery.kind != DeliveryKind::Advisory {
+            self.on_view_delivery(&stream, &delivery);
+            return;
+        }
+        let raw = kind == StreamKind::Raw;
+        if let Some(start) = raw_pending {
             if delivery.kind != DeliveryKind::Event {
                 self.forward(delivery, None);
                 return;
@@ -499,6 +515,67 @@ impl Session {
             Admit::EpochChanged { .. } => {
                 self.schedule_resync(&stream, "the stream's epoch changed")
             }
+        }
+    }
+
+    /// An event or message for a filtered subscription: judged for its view. Events the view
+    /// does not get still move the cursor (the view is complete up to them); `prev` on the
+    /// ones it gets names the last position the client was told.
+    fn on_view_delivery(&mut self, stream: &StreamName, delivery: &Arc<Delivery>) {
+        if delivery.kind == DeliveryKind::Message {
+            let wanted = self
+                .subscriptions
+                .get(stream)
+                .and_then(|s| s.view.as_ref())
+                .is_some_and(|view| view::wants_message(&view.filter, delivery.change.as_deref()));
+            if wanted {
+                self.forward(Arc::clone(delivery), None);
+            }
+            return;
+        }
+        let Some(covered) = self.cursor.position(stream.as_str()) else {
+            return;
+        };
+        if delivery.epoch != covered.epoch {
+            self.schedule_resync(stream, "the stream's epoch changed");
+            return;
+        }
+        // Covered already, or a replay in progress will read it in order.
+        if delivery.seq <= covered.seq || self.pending.iter().any(|work| work.stream() == stream) {
+            return;
+        }
+        let Some(change) = delivery.change.as_deref() else {
+            // Never for a durable event; read it from the outbox rather than guess.
+            self.schedule_replay(stream, covered.epoch, covered.seq, Some(delivery.seq));
+            return;
+        };
+        self.cursor.advance(delivery);
+        let Some(view) = self
+            .subscriptions
+            .get_mut(stream)
+            .and_then(|s| s.view.as_mut())
+        else {
+            return;
+        };
+        let at = view::At {
+            stream,
+            epoch: delivery.epoch,
+            seq: delivery.seq,
+        };
+        if let Some(json) = view::event_frame(&view.filter, &at, &delivery.json, change, view.sent)
+        {
+            view.sent = delivery.seq;
+            self.out.push(Outgoing::Frame {
+                json: Json::Own(json),
+                position: Some((
+                    stream.clone(),
+                    Position {
+                        epoch: delivery.epoch,
+                        seq: delivery.seq,
+                    },
+                )),
+                committed_at: delivery.committed_at_micros,
+            });
         }
     }
 

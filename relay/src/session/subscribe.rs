@@ -4,8 +4,11 @@
 use std::sync::Arc;
 
 use tidewire_shared::message::{Advisory, AdvisoryKind, Subscribe};
-use tidewire_shared::{ErrorCode, Position, ServerMessage, Snapshot, StreamKind, StreamName};
+use tidewire_shared::{
+    ErrorCode, Filter, Position, ServerMessage, Snapshot, StreamKind, StreamName,
+};
 
+use super::view::View;
 use super::{Json, Outgoing, RawStart, Session, SubscriptionState, Work};
 use crate::bus::{self, Baseline, SubscribeError};
 use crate::pg::listener::ListenError;
@@ -35,15 +38,26 @@ enum BaselineError {
 impl Session {
     pub(super) async fn subscribe(&mut self, subscribe: Subscribe) {
         let stream = subscribe.stream.clone();
-        if !self.grant.permissions.can_read(&stream) {
-            self.push_error(
-                None,
-                Some(stream.clone()),
-                ErrorCode::Forbidden,
-                format!("no read access to {stream}"),
-            );
-            return;
-        }
+        let asked = match subscribe.parsed_filter() {
+            Ok(asked) => asked,
+            Err(error) => {
+                self.push_error(None, Some(stream), error.error_code(), error.to_string());
+                return;
+            }
+        };
+        let access = self.grant.permissions.read_access(&stream);
+        let filter = match access.view(asked.clone()) {
+            Ok(filter) if filter.is_none() || stream.kind() == StreamKind::Durable => filter,
+            Ok(_) | Err(_) => {
+                self.push_error(
+                    None,
+                    Some(stream.clone()),
+                    ErrorCode::Forbidden,
+                    format!("no read access to {stream}"),
+                );
+                return;
+            }
+        };
         let already = self.subscriptions.contains_key(&stream);
         if !already && self.subscriptions.len() >= self.hub.config.options.max_subscriptions {
             self.push_error(
@@ -63,7 +77,7 @@ impl Session {
             self.pending.retain(|work| work.stream() != &stream);
         }
         match stream.kind() {
-            StreamKind::Durable => self.subscribe_durable(subscribe).await,
+            StreamKind::Durable => self.subscribe_durable(subscribe, asked, filter).await,
             StreamKind::Raw => self.subscribe_raw(subscribe).await,
         }
     }
@@ -121,6 +135,8 @@ impl Session {
             SubscriptionState {
                 kind: StreamKind::Raw,
                 raw_pending: Some(start),
+                asked: None,
+                view: None,
             },
         );
         self.push(&ServerMessage::Subscribed {
@@ -132,7 +148,12 @@ impl Session {
         self.push_presence(&stream);
     }
 
-    async fn subscribe_durable(&mut self, subscribe: Subscribe) {
+    async fn subscribe_durable(
+        &mut self,
+        subscribe: Subscribe,
+        asked: Option<Filter>,
+        filter: Option<Arc<Filter>>,
+    ) {
         let stream = subscribe.stream.clone();
         let hub = Arc::clone(&self.hub);
         let id = self.receiver.id();
@@ -142,7 +163,7 @@ impl Session {
         };
         let subscribed = hub
             .bus
-            .subscribe_with(&mut self.cursor, id, stream.as_str(), read)
+            .subscribe_with(&mut self.cursor, id, stream.as_str(), filter.clone(), read)
             .await;
         let baseline = match subscribed {
             Ok(subscribed) => subscribed.baseline,
@@ -166,17 +187,22 @@ impl Session {
                 return;
             }
         };
+        let position = Position {
+            epoch: baseline.position.epoch,
+            seq: baseline.position.seq,
+        };
         self.subscriptions.insert(
             stream.clone(),
             SubscriptionState {
                 kind: StreamKind::Durable,
                 raw_pending: None,
+                asked,
+                view: filter.map(|filter| View {
+                    filter,
+                    sent: position.seq,
+                }),
             },
         );
-        let position = Position {
-            epoch: baseline.position.epoch,
-            seq: baseline.position.seq,
-        };
         match baseline.value {
             Plan::Replay { until } => {
                 self.pending.push_back(Work::Replay {
@@ -202,6 +228,54 @@ impl Session {
         }
     }
 
+    /// A refreshed token. A subscription the new grant no longer covers ends (`forbidden`, then
+    /// `unsubscribed`); one whose filter changes restarts from a fresh snapshot after a
+    /// `resync` advisory, so records the client may no longer see leave its collection.
+    pub(super) fn regrant(&mut self, grant: crate::auth::Grant) {
+        self.grant = grant;
+        let streams: Vec<StreamName> = self.subscriptions.keys().cloned().collect();
+        for stream in streams {
+            let Some(subscription) = self.subscriptions.get(&stream) else {
+                continue;
+            };
+            let access = self.grant.permissions.read_access(&stream);
+            let view = match access.view(subscription.asked.clone()) {
+                Ok(filter) if filter.is_none() || stream.kind() == StreamKind::Durable => filter,
+                Ok(_) | Err(_) => {
+                    self.unsubscribe(&stream, false);
+                    self.push_error(
+                        None,
+                        Some(stream.clone()),
+                        ErrorCode::Forbidden,
+                        format!("your new token no longer grants {stream}"),
+                    );
+                    self.push(&ServerMessage::Unsubscribed { stream });
+                    continue;
+                }
+            };
+            let current = subscription.view.as_ref().map(|view| &*view.filter);
+            if current == view.as_deref() {
+                continue;
+            }
+            let sent = self
+                .cursor
+                .position(stream.as_str())
+                .map_or(0, |position| position.seq);
+            let registered = self.hub.bus.registry().subscribe_view(
+                self.receiver.id(),
+                stream.as_str(),
+                view.clone(),
+            );
+            if let Err(error) = registered {
+                tracing::warn!(%stream, %error, "re-subscribing after a token refresh failed");
+            }
+            if let Some(subscription) = self.subscriptions.get_mut(&stream) {
+                subscription.view = view.map(|filter| View { filter, sent });
+            }
+            self.schedule_resync(&stream, "your grant changed");
+        }
+    }
+
     fn rollback(&mut self, stream: &StreamName) {
         let undone = self
             .hub
@@ -215,6 +289,27 @@ impl Session {
 
     /// Sends `snapshot` in chunks, then `subscribed`.
     fn send_snapshot(&mut self, stream: &StreamName, snapshot: &Snapshot) {
+        let filter = self
+            .subscriptions
+            .get(stream)
+            .and_then(|subscription| subscription.view.as_ref())
+            .map(|view| Arc::clone(&view.filter));
+        let filtered;
+        let snapshot = match filter {
+            None => snapshot,
+            Some(filter) => {
+                filtered = Snapshot {
+                    records: snapshot
+                        .records
+                        .iter()
+                        .filter(|record| filter.matches(&record.data))
+                        .cloned()
+                        .collect(),
+                    ..snapshot.clone()
+                };
+                &filtered
+            }
+        };
         let chunk_size = self.hub.config.options.snapshot_chunk;
         let chunks: Vec<_> = snapshot.chunks(chunk_size).collect();
         let last_index = chunks.len().saturating_sub(1);
@@ -236,6 +331,13 @@ impl Session {
     }
 
     fn announce(&mut self, stream: &StreamName, position: Position, resumed: bool) {
+        if let Some(view) = self
+            .subscriptions
+            .get_mut(stream)
+            .and_then(|subscription| subscription.view.as_mut())
+        {
+            view.sent = position.seq;
+        }
         let message = ServerMessage::Subscribed {
             stream: stream.clone(),
             epoch: position.epoch,
@@ -370,7 +472,7 @@ impl Session {
                     usize::try_from(already_sent.saturating_sub(after)).unwrap_or(usize::MAX);
                 page.skip(sent);
                 let more = page.more();
-                self.out.push_replay(stream.clone(), epoch, page);
+                self.replay_page(&stream, epoch, page);
                 if last > already_sent {
                     self.cursor
                         .start(Arc::clone(stream.as_arc()), bus::Position::new(epoch, last));
@@ -410,6 +512,47 @@ impl Session {
                     Err(error) => self.on_work_failed(&stream, &error),
                 }
             }
+        }
+    }
+
+    /// Queues a replayed page: shared as it is, or judged frame by frame for a view.
+    fn replay_page(
+        &mut self,
+        stream: &StreamName,
+        epoch: u64,
+        page: crate::pg::replay_cache::Page,
+    ) {
+        let Some(view) = self
+            .subscriptions
+            .get_mut(stream)
+            .and_then(|subscription| subscription.view.as_mut())
+        else {
+            self.out.push_replay(stream.clone(), epoch, page);
+            return;
+        };
+        for frame in page.frames() {
+            let at = super::view::At {
+                stream,
+                epoch,
+                seq: frame.seq,
+            };
+            let Some(json) =
+                super::view::event_frame(&view.filter, &at, &frame.json, &frame.change, view.sent)
+            else {
+                continue;
+            };
+            view.sent = frame.seq;
+            self.out.push(Outgoing::Frame {
+                json: Json::Own(json),
+                position: Some((
+                    stream.clone(),
+                    Position {
+                        epoch,
+                        seq: frame.seq,
+                    },
+                )),
+                committed_at: frame.ts,
+            });
         }
     }
 

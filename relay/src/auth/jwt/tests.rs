@@ -119,8 +119,10 @@ fn token_table() {
         ("empty token", Relay::Hs256, String::new(), malformed("expected three dot-separated parts")),
         ("NUL and newline", Relay::Hs256, format!("{}.\n\0.x", b64(hs_header)), malformed("a part is not base64url")),
         ("tidewire claim not an object", Relay::Hs256, hs256(&claims_with(json!({"tidewire": ["a"]}))), Err(JwtError::Claims("tidewire is not an object".into()))),
-        ("read claim not an array", Relay::Hs256, hs256(&claims_with(json!({"read": "a"}))), Err(JwtError::Claims("read is not an array of stream patterns".into()))),
-        ("bad stream pattern", Relay::Hs256, hs256(&claims_with(json!({"write": ["a*b"]}))), Err(JwtError::Claims("bad stream pattern: `*` may only end a stream pattern: \"a*b\"".into()))),
+        ("read claim not an array", Relay::Hs256, hs256(&claims_with(json!({"read": "a"}))), Err(JwtError::Claims("read is not an array of stream patterns or {\"stream\", \"where\"} objects".into()))),
+        ("bad stream pattern", Relay::Hs256, hs256(&claims_with(json!({"write": ["a*b"]}))), Err(JwtError::Claims("write[0]: bad stream pattern: `*` may only end a stream pattern: \"a*b\"".into()))),
+        ("bad placeholder", Relay::Hs256, hs256(&claims_with(json!({"read": ["board:{x"]}))), Err(JwtError::Claims("read[0]: bad placeholder in \"board:{x\": expected {name} or {claims.name} with a name of [A-Za-z0-9_.]".into()))),
+        ("bad rule object", Relay::Hs256, hs256(&claims_with(json!({"read": [{"stream": "a", "filter": {}}]}))), Err(JwtError::Claims("read is not an array of stream patterns or {\"stream\", \"where\"} objects".into()))),
         ("sub is a number", Relay::Hs256, hs256(&claims_with(json!({"sub": 42}))), Err(JwtError::Claims("sub is not a string".into()))),
     ];
     assert!(rows.len() >= 25, "the table has {} rows", rows.len());

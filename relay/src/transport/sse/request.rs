@@ -1,10 +1,12 @@
 //! What an SSE request asks for: the streams (`stream=` parameters, URL-decoded, duplicates
-//! ignored) and where to resume them (`Last-Event-ID`, else `since=`), checked before any
-//! byte of the event stream is sent.
+//! ignored), their filters (`where=` for every stream, `where.NAME=` for stream NAME, at
+//! most one per stream) and where to resume them (`Last-Event-ID`, else `since=`), checked
+//! before any byte of the event stream is sent.
 
 use hyper::HeaderMap;
+use serde_json::Value;
 use tidewire_shared::cursor::MAX_CURSOR_STREAMS;
-use tidewire_shared::{Cursor, ErrorCode, StreamName};
+use tidewire_shared::{Cursor, ErrorCode, Filter, StreamName};
 
 use crate::query::form_pairs;
 use crate::transport::admission::Refusal;
@@ -16,6 +18,8 @@ pub(super) struct SseRequest {
     pub(super) streams: Vec<StreamName>,
     /// Resume positions of those streams (only streams in `streams`, in their order).
     pub(super) cursor: Cursor,
+    /// The filter of each stream of `streams` (same order), already checked.
+    pub(super) filters: Vec<Option<Value>>,
 }
 
 impl SseRequest {
@@ -23,8 +27,9 @@ impl SseRequest {
     ///
     /// # Errors
     ///
-    /// A [`Refusal`] with `bad_stream` (no stream, a bad name), `too_many_subscriptions`, or
-    /// `bad_since` (a cursor that does not decode).
+    /// A [`Refusal`] with `bad_stream` (no stream, a bad name), `too_many_subscriptions`,
+    /// `bad_since` (a cursor that does not decode), or `bad_filter` (a filter that does not
+    /// parse, two for one stream, or one for a stream not asked for).
     pub(super) fn parse(
         query: Option<&str>,
         headers: &HeaderMap,
@@ -32,10 +37,13 @@ impl SseRequest {
     ) -> Result<Self, Refusal> {
         let mut streams: Vec<StreamName> = Vec::new();
         let mut since = None;
+        let mut wheres: Vec<(Option<String>, Value)> = Vec::new();
         for (key, value) in form_pairs(query.unwrap_or("")) {
             let code = match key.as_str() {
                 "stream" => ErrorCode::BadStream,
                 "since" => ErrorCode::BadSince,
+                "where" => ErrorCode::BadFilter,
+                key if key.starts_with("where.") => ErrorCode::BadFilter,
                 _ => continue,
             };
             let value = value.map_err(|error| Refusal::new(code, format!("{key}: {error}")))?;
@@ -52,7 +60,11 @@ impl SseRequest {
                     }
                 }
                 "since" => since = Some(value),
-                _ => {}
+                key => {
+                    let target = key.strip_prefix("where.").map(str::to_owned);
+                    let filter = parse_filter(&value, target.as_deref())?;
+                    wheres.push((target, filter));
+                }
             }
         }
         if streams.is_empty() {
@@ -90,8 +102,56 @@ impl SseRequest {
                 }
             }
         }
-        Ok(Self { streams, cursor })
+        let filters = filters_of(&streams, wheres)?;
+        Ok(Self {
+            streams,
+            cursor,
+            filters,
+        })
     }
+}
+
+fn parse_filter(text: &str, stream: Option<&str>) -> Result<Value, Refusal> {
+    let place = stream.map_or_else(|| "where".to_owned(), |name| format!("where.{name}"));
+    let refuse = |reason: String| Refusal::new(ErrorCode::BadFilter, format!("{place}: {reason}"));
+    Filter::parse_str(text)
+        .map(drop)
+        .map_err(|error| refuse(error.to_string()))?;
+    serde_json::from_str(text).map_err(|error| refuse(error.to_string()))
+}
+
+/// Pairs the filters with the streams: `where` for every stream, `where.NAME` for one.
+fn filters_of(
+    streams: &[StreamName],
+    wheres: Vec<(Option<String>, Value)>,
+) -> Result<Vec<Option<Value>>, Refusal> {
+    let mut filters: Vec<Option<Value>> = vec![None; streams.len()];
+    for (target, filter) in wheres {
+        let positions: Vec<usize> = match &target {
+            None => (0..streams.len()).collect(),
+            Some(name) => {
+                let position = streams.iter().position(|stream| stream.as_str() == name);
+                vec![position.ok_or_else(|| {
+                    Refusal::new(
+                        ErrorCode::BadFilter,
+                        format!("where.{name} names a stream the request does not ask for"),
+                    )
+                })?]
+            }
+        };
+        for position in positions {
+            let slot = filters.get_mut(position).ok_or_else(|| {
+                Refusal::new(ErrorCode::BadFilter, "filter for an unknown stream")
+            })?;
+            if slot.replace(filter.clone()).is_some() {
+                return Err(Refusal::new(
+                    ErrorCode::BadFilter,
+                    format!("two filters for stream {}", streams[position]),
+                ));
+            }
+        }
+    }
+    Ok(filters)
 }
 
 #[cfg(test)]
@@ -170,6 +230,29 @@ mod tests {
             request.cursor.get(&StreamName::new("a").expect("name")),
             Some(Position { epoch: 1, seq: 1 })
         );
+    }
+
+    #[test]
+    fn filters_pair_with_streams() {
+        let filters = |query: &str| parse(query, None).map(|request| request.filters);
+        let owner = serde_json::json!({"owner": "u1"});
+        assert_eq!(
+            filters("stream=a&stream=b&where=%7B%22owner%22%3A%22u1%22%7D"),
+            Ok(vec![Some(owner.clone()), Some(owner.clone())])
+        );
+        assert_eq!(
+            filters("stream=a&stream=b&where.b=%7B%22owner%22%3A%22u1%22%7D"),
+            Ok(vec![None, Some(owner)])
+        );
+        for query in [
+            "stream=a&where=%7B",
+            "stream=a&where=%7B%22a%22%3Anull%7D",
+            "stream=a&where.c=%7B%7D",
+            "stream=a&where=%7B%7D&where.a=%7B%7D",
+        ] {
+            let error = parse(query, None).expect_err(query);
+            assert_eq!(error.code, ErrorCode::BadFilter, "{query}");
+        }
     }
 
     #[test]

@@ -126,8 +126,12 @@ pub(super) async fn run(
         Err(SendError::Gone) => return,
     }
     let mut session = Session::open(Arc::clone(&hub), grant);
-    let SseRequest { streams, cursor } = request;
-    for stream in streams {
+    let SseRequest {
+        streams,
+        cursor,
+        filters,
+    } = request;
+    for (stream, filter) in streams.into_iter().zip(filters) {
         if hub.token.is_cancelled() || sender.is_closed() {
             break;
         }
@@ -135,7 +139,7 @@ pub(super) async fn run(
         let subscribe = Subscribe {
             stream,
             since,
-            filter: None,
+            filter,
             snapshot: true,
         };
         session.handle(ClientMessage::Subscribe(subscribe)).await;
