@@ -143,12 +143,20 @@ async fn notify_payloads_decode_with_the_shared_codec() {
         }));
     }
     let epoch = match &decoded[0] {
-        NotifyPayload::Event(event) => event.epoch,
+        NotifyPayload::Event(stored) => stored.event.epoch,
         other => panic!("expected an event, got {other:?}"),
     };
+    // The pre-image travels with each event: none for the first write of the key, then the
+    // record each later event started from.
+    let upserted: serde_json::Value = serde_json::from_str(steps[0].2).expect("JSON");
+    let mut patched = upserted.clone();
+    patched["n"] = serde_json::json!(true);
+    let priors = [None, Some(upserted), Some(patched)];
     for (index, (key, op, data)) in steps.iter().take(3).enumerate() {
         match &decoded[index] {
-            NotifyPayload::Event(event) => {
+            NotifyPayload::Event(stored) => {
+                let event = &stored.event;
+                assert_eq!(stored.prior, priors[index], "prior of event {index}");
                 assert_eq!(event.stream.as_str(), "wire");
                 assert_eq!(event.epoch, epoch);
                 assert_eq!(event.seq, index as u64 + 1);
@@ -165,7 +173,7 @@ async fn notify_payloads_decode_with_the_shared_codec() {
     }
     assert_eq!(
         match &decoded[2] {
-            NotifyPayload::Event(event) => event.op,
+            NotifyPayload::Event(stored) => stored.event.op,
             _ => Op::Upsert,
         },
         Op::Delete

@@ -18,3 +18,4 @@ mod support;
 mod track;
 mod track_views;
 mod transport;
+mod views;

@@ -40,7 +40,11 @@ pub(crate) struct WsClient {
 
 /// The upgrade request for `/v1/ws` on `addr`.
 fn ws_request(addr: SocketAddr) -> Request<Empty<Bytes>> {
-    Request::get(format!("http://{addr}/v1/ws"))
+    ws_request_to(addr, "/v1/ws")
+}
+
+fn ws_request_to(addr: SocketAddr, path: &str) -> Request<Empty<Bytes>> {
+    Request::get(format!("http://{addr}{path}"))
         .header("host", addr.to_string())
         .header("upgrade", "websocket")
         .header("connection", "upgrade")
@@ -84,6 +88,24 @@ impl WsClient {
         Self {
             ws: FragmentCollector::new(ws),
         }
+    }
+
+    /// Connects to `path` (`/v1/ws?access_token=...`) and reads the `connect` advisory.
+    pub(crate) async fn connected_to(addr: SocketAddr, path: &str) -> Self {
+        let socket = TcpStream::connect(addr)
+            .await
+            .expect("connect to the relay");
+        let (ws, _response) = fastwebsockets::handshake::client(
+            &TokioExecutor::new(),
+            ws_request_to(addr, path),
+            socket,
+        )
+        .await
+        .expect("websocket handshake");
+        let mut client = Self::from_raw(ws);
+        let first = client.json().await;
+        assert_eq!(first["kind"], "connect", "first message: {first}");
+        client
     }
 
     /// Connects and reads the `connect` advisory that opens every connection.
