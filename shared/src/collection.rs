@@ -12,7 +12,9 @@
 //! * Hence any permutation and duplication of a set of events converges to the state that
 //!   applying them once in seq order gives (a property test checks this).
 //! * `seq > applied + 1` reveals a gap: the outcome reports the missing range so the caller
-//!   can ask for a replay; the event is still applied.
+//!   can ask for a replay; the event is still applied. On a view (a filtered subscription),
+//!   an event whose `prev` equals `applied` follows it: the seqs in between did not concern
+//!   the view, so there is no gap and `applied` moves to its seq.
 //! * A snapshot sets the state at `(epoch, seq)`; afterwards only greater seqs apply. An event
 //!   of another epoch is refused with [`Outcome::EpochMismatch`]: the caller must resync.
 
@@ -286,18 +288,21 @@ impl Collection {
         if seq <= self.applied || self.early.contains(&seq) {
             return Outcome::Duplicate;
         }
-        let gap = (seq > self.applied + 1).then(|| Gap {
+        // On a view, `prev` equal to what we have means the seqs in between did not concern
+        // it: no gap.
+        let follows = seq == self.applied + 1 || event.prev == Some(self.applied);
+        let gap = (!follows).then(|| Gap {
             from: self.applied + 1,
             to: seq - 1,
         });
-        self.mark_seen(seq);
+        self.mark_seen(seq, follows);
         let change = self.write(&event.key, event.op, seq, &event.data);
         self.prune_tombstones();
         Outcome::Applied { change, gap }
     }
 
-    fn mark_seen(&mut self, seq: u64) {
-        if seq == self.applied + 1 {
+    fn mark_seen(&mut self, seq: u64, follows: bool) {
+        if follows {
             self.applied = seq;
             while self.early.first() == Some(&(self.applied + 1)) {
                 self.early.pop_first();
@@ -351,6 +356,16 @@ impl Collection {
             if self.entries.get(&key).is_some_and(prunable) {
                 self.entries.remove(&key);
             }
+        }
+    }
+
+    /// On a view: the relay says the view is complete up to `seq` (its `subscribed` after a
+    /// resume), so the next event names `seq` as its `prev`. Moves `applied` forward when
+    /// nothing is waiting above it; never backwards. Not for unfiltered subscriptions, where
+    /// a seq not applied is a seq missed.
+    pub fn complete_to(&mut self, seq: u64) {
+        if seq > self.applied && self.early.is_empty() {
+            self.applied = seq;
         }
     }
 
@@ -558,5 +573,27 @@ mod tests {
                 incoming: 1
             }
         );
+    }
+
+    #[test]
+    fn a_view_event_whose_prev_is_applied_follows_it() {
+        let mut collection = Collection::new(1);
+        collection.complete_to(4);
+        let view_event = |seq, prev| Event {
+            prev: Some(prev),
+            ..event(seq, "k", Op::Upsert, json!({"n": seq}))
+        };
+        // Seqs 5 and 6 did not concern the view.
+        match collection.apply(&view_event(7, 4)) {
+            Outcome::Applied { gap: None, .. } => {}
+            other => panic!("applied without a gap, got {other:?}"),
+        }
+        assert_eq!(collection.applied(), 7);
+        // A prev that is not what we have is a gap.
+        match collection.apply(&view_event(12, 9)) {
+            Outcome::Applied { gap: Some(gap), .. } => assert_eq!((gap.from, gap.to), (8, 11)),
+            other => panic!("a gap, got {other:?}"),
+        }
+        assert_eq!(collection.applied(), 7);
     }
 }
