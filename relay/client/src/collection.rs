@@ -113,7 +113,9 @@ impl Shared {
                 let status = self.state.borrow().0;
                 self.set_status(status);
             }
-            SubscriptionEvent::Live { .. } => {
+            SubscriptionEvent::Live { seq, .. } => {
+                // A view is complete up to `subscribed`, even past its last event.
+                self.write().complete_to(seq);
                 self.set_status(CollectionStatus::Live);
                 let position = self.read().position();
                 self.notify(vec![CollectionEvent::Live(position)]);

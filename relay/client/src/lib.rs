@@ -67,7 +67,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use serde_json::Value;
-use tidewire_shared::message::Publish;
+use tidewire_shared::message::{Publish, Subscribe};
 use tidewire_shared::{Event, Op, Snapshot, StreamName};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -219,6 +219,15 @@ impl Client {
         options: SubscribeOptions,
     ) -> Result<Subscription, ClientError> {
         let stream = StreamName::new(stream)?;
+        // The relay's rule, checked before anything is sent (bad_filter otherwise).
+        Subscribe {
+            stream: stream.clone(),
+            since: None,
+            snapshot: true,
+            filter: options.filter.clone(),
+        }
+        .parsed_filter()?;
+        let since = options.since;
         let (reply, answer) = oneshot::channel();
         self.send(Command::Subscribe {
             stream: stream.clone(),
@@ -231,7 +240,7 @@ impl Client {
             id,
             receiver,
             self.inner.commands.clone(),
-            options.since,
+            since,
         ))
     }
 
@@ -260,6 +269,38 @@ impl Client {
     /// As [`Client::subscribe`].
     pub async fn collection(&self, stream: &str) -> Result<LiveCollection, ClientError> {
         let subscription = self.subscribe(stream, SubscribeOptions::default()).await?;
+        Ok(LiveCollection::spawn(self.clone(), subscription))
+    }
+
+    /// A live local copy of the records of `stream` that match `filter` (a view: see
+    /// `docs/PROTOCOL.md`, "Views"). Records moving into the view arrive whole, records
+    /// moving out are deleted from it. One subscription per stream and client: a second
+    /// view of the same stream needs another client.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), tidewire_client::ClientError> {
+    /// use serde_json::json;
+    /// use tidewire_client::{Client, ClientConfig};
+    /// let client = Client::connect(ClientConfig::new("ws://127.0.0.1:7300")).await?;
+    /// let mine = client.collection_where("tasks", json!({"owner": "u1", "done": false})).await?;
+    /// mine.wait_live().await?;
+    /// println!("{} open tasks of u1", mine.len());
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Invalid`] for a filter the relay would refuse; as [`Client::subscribe`].
+    pub async fn collection_where(
+        &self,
+        stream: &str,
+        filter: Value,
+    ) -> Result<LiveCollection, ClientError> {
+        let subscription = self
+            .subscribe(stream, SubscribeOptions::filtered(filter))
+            .await?;
         Ok(LiveCollection::spawn(self.clone(), subscription))
     }
 

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use futures_util::{Stream, StreamExt};
+use serde_json::Value;
 use tidewire_shared::message::Advisory;
 use tidewire_shared::{Event, Position, Snapshot, StreamName};
 use tokio::sync::mpsc;
@@ -16,7 +17,7 @@ use super::driver::Command;
 use super::error::ServerError;
 
 /// How to start a subscription.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SubscribeOptions {
     /// Resume after this position (replay of what came after it) instead of starting fresh.
     /// If the relay cannot resume from it (other epoch, outside retention) it answers
@@ -25,6 +26,10 @@ pub struct SubscribeOptions {
     /// When starting fresh (no `since`): send a snapshot first (`true`), or start at the
     /// head without history (`false`). Default: `true`.
     pub snapshot: bool,
+    /// Only the records matching this filter (a view; see `docs/PROTOCOL.md`, "Views"):
+    /// records moving in arrive as upserts of the whole record, moving out as deletes.
+    /// Checked locally before anything is sent. Default: `None` (every record).
+    pub filter: Option<Value>,
 }
 
 impl Default for SubscribeOptions {
@@ -32,6 +37,17 @@ impl Default for SubscribeOptions {
         Self {
             since: None,
             snapshot: true,
+            filter: None,
+        }
+    }
+}
+
+impl SubscribeOptions {
+    /// The default options with a filter: a view of the stream.
+    pub fn filtered(filter: Value) -> Self {
+        Self {
+            filter: Some(filter),
+            ..Self::default()
         }
     }
 }

@@ -379,3 +379,73 @@ async fn resumes_after_a_graceful_relay_restart_on_the_same_port() {
     client.close().await;
     relay.shutdown().await;
 }
+
+/// A filtered live collection (a view) converges while records move in and out, across a
+/// relay kill, without a gap; a filter the relay would refuse is refused before sending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filtered_collection_converges_through_moves_and_a_relay_kill() {
+    let pg = TestPg::start().await;
+    let sql = pg.client().await;
+    let relay = TestRelay::builder(&pg).killable().spawn().await;
+    let addr = relay.addr();
+    let client = within("connect", Client::connect(config(addr)))
+        .await
+        .expect("connects");
+    let refused = client
+        .collection_where("tasks", json!({"prio": {"gte": 1}}))
+        .await;
+    assert!(
+        matches!(refused, Err(ClientError::Invalid(_))),
+        "{refused:?}"
+    );
+
+    let filter = json!({"owner": "u1"});
+    let mine = client
+        .collection_where("tasks", filter.clone())
+        .await
+        .expect("a view");
+    within("live", mine.wait_live()).await.expect("live");
+    let converged = |mine: &tidewire_client::LiveCollection| {
+        let mine: BTreeMap<String, Value> = mine.entries().into_iter().collect();
+        let sql = &sql;
+        let filter = filter.clone();
+        async move { mine == crate::views::truth(sql, "tasks", &filter).await }
+    };
+    let write = |round: usize| {
+        let sql = &sql;
+        async move {
+            for index in 0..30 {
+                let key = format!("t{}", (index * 7 + round) % 10);
+                let owner = ["u1", "u2"][(index + round) % 2];
+                let (op, data) = match index % 3 {
+                    0 => ("upsert", json!({"owner": owner, "n": index})),
+                    1 => ("patch", json!({"owner": owner})),
+                    _ => ("patch", json!({"n": round})),
+                };
+                crate::views::publish(sql, "tasks", &key, op, data).await;
+            }
+        }
+    };
+    write(1).await;
+    within("the view converges", async {
+        while !converged(&mine).await {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+
+    relay.kill();
+    write(2).await;
+    let relay = TestRelay::builder(&pg).on(addr).killable().spawn().await;
+    within("the view converges after the restart", async {
+        while !converged(&mine).await {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let stats = client.stats();
+    assert_eq!(stats.gaps, 0, "skipped seqs are not gaps: {stats:?}");
+    assert!(stats.reconnects >= 1, "{stats:?}");
+    client.close().await;
+    relay.kill();
+}

@@ -99,7 +99,7 @@ impl Sub {
         ClientMessage::Subscribe(Subscribe {
             stream: stream.clone(),
             since: self.position.or(self.options.since),
-            filter: None,
+            filter: self.options.filter.clone(),
             snapshot: self.options.snapshot,
         })
     }
@@ -156,10 +156,10 @@ impl State {
         let (sender, receiver) = mpsc::unbounded_channel();
         let sub = Sub {
             id,
+            position: options.since,
             options,
             kind: stream.kind(),
             events: sender,
-            position: options.since,
             assembler: SnapshotAssembler::new(),
             live: false,
             recovering: false,
@@ -389,7 +389,11 @@ impl State {
                 }
                 return;
             }
-            (StreamKind::Durable, Some(position)) if incoming.seq > position.seq + 1 => {
+            // On a view, `prev` equal to our position means the seqs between did not concern
+            // it; anything else beyond the next seq is a gap.
+            (StreamKind::Durable, Some(position))
+                if incoming.seq > position.seq + 1 && event.prev != Some(position.seq) =>
+            {
                 if sub.recovering {
                     bump(&counters.out_of_order_dropped);
                 } else {
@@ -427,15 +431,22 @@ impl State {
         };
         let position = match sub.position {
             Some(position) if position.epoch == announced.epoch => {
-                if sub.kind == StreamKind::Durable && announced.seq > position.seq {
+                if sub.kind == StreamKind::Durable
+                    && announced.seq > position.seq
+                    && sub.options.filter.is_none()
+                {
                     // The relay believes we hold events we never received (an answer to an
-                    // earlier subscribe, or a bug): ask again from what we really hold.
+                    // earlier subscribe, or a bug): ask again from what we really hold. A
+                    // view is complete up to `subscribed` even past its last event.
                     if !sub.recovering {
                         recover(sub, stream, connected, &counters, out);
                     }
                     return;
                 }
-                position
+                Position {
+                    seq: position.seq.max(announced.seq),
+                    ..position
+                }
             }
             _ => announced,
         };

@@ -429,6 +429,7 @@ fn raw_channels_deduplicate_and_report_relay_gaps() {
     let options = SubscribeOptions {
         since: None,
         snapshot: false,
+        filter: None,
     };
     let (_, mut events) = state
         .subscribe(name("raw:orders"), options, &mut out)
@@ -534,4 +535,66 @@ fn closing_fails_everything_waiting() {
         events.try_recv(),
         Err(mpsc::error::TryRecvError::Disconnected)
     );
+}
+
+/// A view's event at `seq` naming `prev`.
+fn view_event(seq: u64, prev: u64) -> ServerMessage {
+    ServerMessage::Event(Event {
+        prev: Some(prev),
+        ..tidewire_shared::fixtures::event("tasks", 7, seq)
+    })
+}
+
+#[test]
+fn a_view_follows_prev_and_is_complete_up_to_subscribed() {
+    let (mut state, counters) = new_state();
+    let mut out = Vec::new();
+    let options = SubscribeOptions::filtered(json!({"owner": "u1"}));
+    let (_, mut events) = state
+        .subscribe(name("tasks"), options, &mut out)
+        .expect("subscribes");
+    state.on_connected(&mut out);
+    let subscribe = sent(&mut out);
+    assert!(
+        matches!(
+            &subscribe[..],
+            [ClientMessage::Subscribe(Subscribe {
+                filter: Some(_),
+                ..
+            })]
+        ),
+        "{subscribe:?}"
+    );
+    state.on_message(snapshot_message("tasks", 7, 2), &mut out);
+    // A resume ends past the last event the view got: the view is complete up to it.
+    state.on_message(subscribed_message("tasks", 7, 4, false), &mut out);
+    state.on_message(view_event(7, 4), &mut out);
+    state.on_message(view_event(9, 7), &mut out);
+    assert!(
+        sent(&mut out).is_empty(),
+        "no recovery for seqs the view skipped"
+    );
+    assert_eq!(seqs(&received(&mut events)), [7, 9]);
+    assert_eq!(counters.snapshot().gaps, 0);
+    // A prev that is not our position is a gap: reported, and the subscribe re-sent from 9.
+    state.on_message(view_event(15, 12), &mut out);
+    let resent = sent(&mut out);
+    assert!(
+        matches!(
+            &resent[..],
+            [ClientMessage::Subscribe(Subscribe {
+                since: Some(Position { seq: 9, .. }),
+                filter: Some(_),
+                ..
+            })]
+        ),
+        "{resent:?}"
+    );
+    assert!(received(&mut events).iter().any(|event| matches!(
+        event,
+        SubscriptionEvent::Gap {
+            from: 10,
+            to: Some(14)
+        }
+    )));
 }

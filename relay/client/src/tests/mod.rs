@@ -436,6 +436,7 @@ async fn callbacks_receive_events_until_dropped() {
             SubscribeOptions {
                 since: None,
                 snapshot: false,
+                filter: None,
             },
             move |event| {
                 let _ = sender.send(event);

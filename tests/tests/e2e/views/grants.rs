@@ -83,11 +83,14 @@ async fn snapshot_keys(
     }
 }
 
+/// A case: its name, the client's `where`, and the keys it gets (or the error code).
+type Narrowing = (&'static str, Option<Value>, Result<Vec<&'static str>, &'static str>);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_can_narrow_its_grant_never_widen_it() {
     let (_pg, relay) = seeded().await;
     let path = with_token(&token(grant(json!("u1"), json!([1, 2]))));
-    let cases: [(&str, Option<Value>, Result<Vec<&str>, &str>); 6] = [
+    let cases: [Narrowing; 6] = [
         ("no where: the grant's filter", None, Ok(vec!["t1", "t3"])),
         ("another owner", Some(json!({"owner": "u2"})), Ok(vec![])),
         (
