@@ -221,6 +221,26 @@ fn cases(epoch: u64) -> Vec<Case> {
             &[("last-event-id", "abc")],
             "",
         ),
+        ws(
+            "bad_filter",
+            json!({"type": "subscribe", "stream": "t", "where": {"prio": {"gte": 1}}}),
+        ),
+        request(
+            "bad_filter",
+            "http",
+            "GET",
+            "/v1/streams/t/snapshot?where=%7B%22a%22%3Anull%7D",
+            &[],
+            "",
+        ),
+        request(
+            "bad_filter",
+            "sse",
+            "GET",
+            "/v1/sse?stream=t&where=%7B",
+            &[],
+            "",
+        ),
         ws("unauthorized", json!({"type": "auth", "token": "garbage"})),
         upgrade("unauthorized", "/v1/ws?access_token=garbage", &[]),
         request(
