@@ -32,6 +32,9 @@ pub enum ClientError {
         /// Explanation.
         message: String,
     },
+    /// A collection's filter is not a filter the relay accepts.
+    #[error("{0}")]
+    BadFilter(String),
     /// An argument has the wrong type or shape.
     #[error("{0}")]
     Argument(String),
@@ -47,6 +50,7 @@ impl ClientError {
             ClientError::Closed => "closed",
             ClientError::BadStream { .. } => "bad_stream",
             ClientError::Invalid { code, .. } => code,
+            ClientError::BadFilter(_) => "bad_filter",
             ClientError::Argument(_) => "bad_argument",
             ClientError::NotJson(_) => "bad_data",
         }
