@@ -4,6 +4,7 @@
 use std::rc::Rc;
 
 use js_sys::{Function, Promise};
+use serde_json::Value;
 use wasm_bindgen::prelude::*;
 
 use crate::collection::LiveCollection;
@@ -38,6 +39,7 @@ extern "C" {
 /// const client = new TidewireClient("https://relay.example.com", { token });
 /// const todos = client.collection("todos");
 /// todos.subscribe(({ key, op, newValue }) => render(key, newValue));
+/// const mine = client.collection("todos", { where: { owner: "u1" } });
 /// await todos.set("a", { title: "milk" });
 /// client.close();
 /// ```
@@ -149,21 +151,45 @@ impl TidewireClient {
         drive(&self.shared, |inner| inner.set_token(token));
     }
 
-    /// The live collection of `stream` (the same object on every call). Throws a
-    /// `TidewireError` with code `bad_stream` for an invalid name, `closed` after `close()`.
+    /// The live collection of `stream`, or with `{ where }` the view of the records of
+    /// `stream` that the filter matches (the same object on every call with the same stream
+    /// and filter). Collections of one stream share one subscription, for the union of their
+    /// filters. Throws a `TidewireError` with code `bad_stream` for an invalid name,
+    /// `bad_filter` for an invalid filter (or one on a raw channel), `bad_argument` for an
+    /// unknown option, `closed` after `close()`.
     #[wasm_bindgen(unchecked_return_type = "LiveCollection")]
-    pub fn collection(&self, stream: &str) -> Result<JsValue, JsValue> {
-        if let Some(existing) = self.shared.collections.borrow().get(stream) {
+    pub fn collection(
+        &self,
+        stream: &str,
+        #[wasm_bindgen(unchecked_param_type = "CollectionOptions")] options: Option<js_sys::Object>,
+    ) -> Result<JsValue, JsValue> {
+        let filter = collection_filter(options.as_ref())?;
+        let text = match &filter {
+            Some(value) => crate::engine::view::canonical(value)?
+                .map(|(text, _)| text)
+                .unwrap_or_default(),
+            None => String::new(),
+        };
+        let key = (stream.to_owned(), text);
+        if let Some(existing) = self.shared.collections.borrow().get(&key) {
             return Ok(existing.clone());
         }
-        drive(&self.shared, |inner| inner.engine.open_stream(stream))
-            .unwrap_or(Err(ClientError::Argument("re-entrant call".into())))?;
-        let value = JsValue::from(LiveCollection::new(Rc::clone(&self.shared), stream));
+        let view = drive(&self.shared, |inner| {
+            inner.engine.open_view(stream, filter.as_ref())
+        })
+        .unwrap_or(Err(ClientError::Argument("re-entrant call".into())))?;
+        let filter = (!key.1.is_empty()).then(|| key.1.clone());
+        let value = JsValue::from(LiveCollection::new(
+            Rc::clone(&self.shared),
+            stream,
+            view,
+            filter,
+        ));
         install_iterator(&value);
         self.shared
             .collections
             .borrow_mut()
-            .insert(stream.to_owned(), value.clone());
+            .insert(key, value.clone());
         Ok(value)
     }
 
@@ -208,6 +234,52 @@ impl TidewireClient {
             .map(|mut inner| std::mem::take(&mut inner.sent))
             .unwrap_or_default()
     }
+}
+
+/// The filter of `collection()`'s options (`{ where }`), as JSON.
+fn collection_filter(options: Option<&js_sys::Object>) -> Result<Option<Value>, ClientError> {
+    let Some(options) = options else {
+        return Ok(None);
+    };
+    for name in js_sys::Object::keys(options).iter() {
+        let name = name.as_string().unwrap_or_default();
+        if name != "where" {
+            return Err(ClientError::Argument(format!(
+                "unknown collection option \"{name}\" (the only option is \"where\")"
+            )));
+        }
+    }
+    let filter = js_sys::Reflect::get(options, &"where".into()).unwrap_or(JsValue::UNDEFINED);
+    if filter.is_undefined() || filter.is_null() {
+        return Ok(None);
+    }
+    if !filter.is_object() || js_sys::Array::is_array(&filter) {
+        return Err(ClientError::BadFilter(
+            "bad filter at where: expected an object".into(),
+        ));
+    }
+    convert::from_js(&filter)
+        .map(Some)
+        .map_err(|error| ClientError::BadFilter(format!("bad filter at where: {error}")))
+}
+
+/// Whether `value` (a record's value) matches the filter `where`, with the rules the relay
+/// uses for views. Throws a `TidewireError` with code `bad_filter` for an invalid filter.
+///
+/// ```js
+/// matches({ owner: "u1", prio: { gt: 2 } }, { owner: "u1", prio: 3 }); // true
+/// ```
+#[wasm_bindgen]
+pub fn matches(
+    #[wasm_bindgen(js_name = "where", unchecked_param_type = "Filter")] filter: JsValue,
+    #[wasm_bindgen(unchecked_param_type = "unknown")] value: JsValue,
+) -> Result<bool, JsValue> {
+    let filter = convert::from_js(&filter)
+        .map_err(|error| ClientError::BadFilter(format!("bad filter at where: {error}")))?;
+    let filter = tidewire_shared::Filter::parse(&filter)
+        .map_err(|error| ClientError::BadFilter(error.to_string()))?;
+    let value = convert::from_js(&value)?;
+    Ok(filter.matches(&value))
 }
 
 /// The page's URL, to resolve a relative relay URL.

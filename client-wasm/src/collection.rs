@@ -14,34 +14,46 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
 use crate::convert;
+use crate::engine::view::ViewRead;
 use crate::error::ClientError;
 use crate::handles::{add_listener, ready_promise};
 use crate::listeners::EventKind;
 use crate::shell::{drive, presence_js, Shared};
 
-/// The live collection of one stream. Get it with `client.collection(stream)`.
+/// The live collection of one stream, or of the records of a stream a filter matches. Get
+/// it with `client.collection(stream)` or `client.collection(stream, { where })`.
 #[wasm_bindgen]
 #[derive(Debug)]
 pub struct LiveCollection {
     shared: Rc<Shared>,
     stream: String,
+    /// The engine's view this collection shows.
+    view: u32,
+    /// The filter's canonical JSON text, if it has one.
+    filter: Option<String>,
 }
 
 impl LiveCollection {
-    pub(crate) fn new(shared: Rc<Shared>, stream: &str) -> Self {
+    pub(crate) fn new(shared: Rc<Shared>, stream: &str, view: u32, filter: Option<String>) -> Self {
         Self {
             shared,
             stream: stream.to_owned(),
+            view,
+            filter,
         }
     }
 
-    /// Runs `read` on the collection (an empty one if the client is busy or closed).
-    fn read<R>(&self, read: impl FnOnce(&tidewire_shared::Collection) -> R) -> R {
-        let empty = tidewire_shared::Collection::default();
+    /// Runs `read` on the view (an empty one if the client is busy or closed).
+    fn read<R>(&self, read: impl FnOnce(ViewRead<'_>) -> R) -> R {
+        let empty = ViewRead::new(None, None);
         match self.shared.inner.try_borrow() {
-            Ok(inner) => read(inner.engine.collection(&self.stream).unwrap_or(&empty)),
-            Err(_) => read(&empty),
+            Ok(inner) => read(inner.engine.view(self.view).unwrap_or(empty)),
+            Err(_) => read(empty),
         }
+    }
+
+    fn scope(&self) -> Option<(&str, u32)> {
+        Some((&self.stream, self.view))
     }
 
     fn write(&self, key: &str, op: Op, value: Result<Value, ClientError>) -> Promise {
@@ -77,33 +89,45 @@ impl LiveCollection {
         self.stream.clone()
     }
 
+    /// The collection's filter (`undefined` for every record of the stream).
+    #[wasm_bindgen(
+        getter,
+        js_name = "where",
+        unchecked_return_type = "Filter | undefined"
+    )]
+    pub fn filter(&self) -> JsValue {
+        self.filter
+            .as_deref()
+            .map_or(JsValue::UNDEFINED, convert::parse)
+    }
+
     /// The value of `key`, or `undefined`.
     #[wasm_bindgen(unchecked_return_type = "any")]
     pub fn get(&self, key: &str) -> JsValue {
-        self.read(|collection| convert::to_js(collection.get(key).as_ref()))
+        self.read(|view| convert::to_js(view.get(key).as_ref()))
     }
 
     /// Whether `key` has a value.
     pub fn has(&self, key: &str) -> bool {
-        self.read(|collection| collection.contains_key(key))
+        self.read(|view| view.contains_key(key))
     }
 
     /// Number of records.
     #[wasm_bindgen(getter)]
     pub fn size(&self) -> u32 {
-        self.read(|collection| u32::try_from(collection.len()).unwrap_or(u32::MAX))
+        self.read(|view| u32::try_from(view.len()).unwrap_or(u32::MAX))
     }
 
     /// The last applied seq: every event up to it is reflected (0 before the snapshot).
     #[wasm_bindgen(getter)]
     pub fn seq(&self) -> f64 {
-        self.read(|collection| collection.applied() as f64)
+        self.read(|view| view.applied() as f64)
     }
 
     /// The stream's epoch (changes when the stream is recreated or truncated).
     #[wasm_bindgen(getter)]
     pub fn epoch(&self) -> f64 {
-        self.read(|collection| collection.epoch() as f64)
+        self.read(|view| view.epoch() as f64)
     }
 
     /// Whether the collection is subscribed and up to date.
@@ -112,15 +136,15 @@ impl LiveCollection {
         self.shared
             .inner
             .try_borrow()
-            .is_ok_and(|inner| inner.engine.is_live(&self.stream))
+            .is_ok_and(|inner| inner.engine.is_view_live(self.view))
     }
 
     /// The keys (a snapshot taken now, in no particular order).
     #[wasm_bindgen(unchecked_return_type = "IterableIterator<string>")]
     pub fn keys(&self) -> js_sys::Iterator {
         let array: Array = self
-            .read(|collection| {
-                let keys: Vec<&str> = collection.keys().collect();
+            .read(|view| {
+                let keys: Vec<&str> = view.keys();
                 convert::parse(&serde_json::to_string(&keys).unwrap_or_else(|_| "[]".into()))
             })
             .unchecked_into();
@@ -131,8 +155,8 @@ impl LiveCollection {
     #[wasm_bindgen(unchecked_return_type = "IterableIterator<any>")]
     pub fn values(&self) -> js_sys::Iterator {
         let array: Array = self
-            .read(|collection| {
-                let values: Vec<Value> = collection.iter().map(|(_, value)| value).collect();
+            .read(|view| {
+                let values: Vec<Value> = view.iter().map(|(_, value)| value).collect();
                 convert::parse(&Value::Array(values).to_string())
             })
             .unchecked_into();
@@ -144,7 +168,7 @@ impl LiveCollection {
     #[wasm_bindgen(unchecked_return_type = "IterableIterator<[string, any]>")]
     pub fn entries(&self) -> js_sys::Iterator {
         let array: Array = self
-            .read(|collection| convert::parse(&convert::entries_json(collection.iter(), false)))
+            .read(|view| convert::parse(&convert::entries_json(view.iter(), false)))
             .unchecked_into();
         array.values()
     }
@@ -153,7 +177,7 @@ impl LiveCollection {
     /// works).
     #[wasm_bindgen(js_name = toJSON, unchecked_return_type = "Record<string, any>")]
     pub fn to_json(&self) -> JsValue {
-        self.read(|collection| convert::parse(&convert::entries_json(collection.iter(), true)))
+        self.read(|view| convert::parse(&convert::entries_json(view.iter(), true)))
     }
 
     /// Replaces the value of `key`. Resolves with the committed seq; rejects with a
@@ -203,12 +227,7 @@ impl LiveCollection {
         &self,
         #[wasm_bindgen(unchecked_param_type = "(change: Change) => void")] callback: Function,
     ) -> JsValue {
-        add_listener(
-            &self.shared,
-            Some(&self.stream),
-            EventKind::Change,
-            callback,
-        )
+        add_listener(&self.shared, self.scope(), EventKind::Change, callback)
     }
 
     /// Listens to `"change"`, `"message"`, `"presence"`, `"resync"` or `"error"`. Returns a
@@ -224,12 +243,7 @@ impl LiveCollection {
                 "unknown collection event \"{event}\" (use change, message, presence, resync or error)"
             ))
         })?;
-        Ok(add_listener(
-            &self.shared,
-            Some(&self.stream),
-            kind,
-            callback,
-        ))
+        Ok(add_listener(&self.shared, self.scope(), kind, callback))
     }
 
     /// Sets our presence state on this stream (`null` leaves). Kept across reconnections.
@@ -257,6 +271,6 @@ impl LiveCollection {
     /// `closed` if the client is closed first.
     #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
     pub fn ready(&self) -> Promise {
-        ready_promise(&self.shared, Some(&self.stream))
+        ready_promise(&self.shared, Some(self.view))
     }
 }

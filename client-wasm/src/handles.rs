@@ -12,14 +12,18 @@ use crate::error::ClientError;
 use crate::listeners::EventKind;
 use crate::shell::Shared;
 
-/// Registers a listener and returns the function that removes it.
+/// Registers a listener of the client (`None`) or of a collection (stream and view id) and
+/// returns the function that removes it.
 pub(crate) fn add_listener(
     shared: &Rc<Shared>,
-    stream: Option<&str>,
+    collection: Option<(&str, u32)>,
     kind: EventKind,
     callback: Function,
 ) -> JsValue {
-    let id = shared.listeners.borrow_mut().add(stream, kind, callback);
+    let id = shared
+        .listeners
+        .borrow_mut()
+        .add(collection, kind, callback);
     let weak = Rc::downgrade(shared);
     Closure::<dyn FnMut()>::new(move || {
         if let Some(shared) = weak.upgrade() {
@@ -29,14 +33,14 @@ pub(crate) fn add_listener(
     .into_js_value()
 }
 
-/// A promise resolved when `stream` (or, with `None`, the client) is live.
-pub(crate) fn ready_promise(shared: &Rc<Shared>, stream: Option<&str>) -> Promise {
+/// A promise resolved when the collection `view` (or, with `None`, the client) is live.
+pub(crate) fn ready_promise(shared: &Rc<Shared>, view: Option<u32>) -> Promise {
     Promise::new(&mut |resolve, reject| {
         let (closed, live) = match shared.inner.try_borrow() {
             Ok(inner) => (
                 inner.engine.is_closed(),
-                match stream {
-                    Some(stream) => inner.engine.is_live(stream),
+                match view {
+                    Some(view) => inner.engine.is_view_live(view),
                     None => inner.engine.status().state == State::Live,
                 },
             ),
@@ -51,7 +55,7 @@ pub(crate) fn ready_promise(shared: &Rc<Shared>, stream: Option<&str>) -> Promis
                 .listeners
                 .borrow_mut()
                 .ready
-                .push((stream.map(str::to_owned), resolve, reject));
+                .push((view, resolve, reject));
         }
     })
 }

@@ -54,6 +54,8 @@ struct Entry {
     id: u32,
     /// `None` for client events.
     stream: Option<String>,
+    /// The collection (the engine's view) listened to; `None` for client events.
+    view: Option<u32>,
     kind: EventKind,
     callback: Function,
 }
@@ -65,17 +67,25 @@ pub(crate) struct Listeners {
     entries: Vec<Entry>,
     /// Write promises by operation id: `(resolve, reject)`.
     pub(crate) pending: HashMap<String, (Function, Function)>,
-    /// `ready()` promises by stream (`None`: the whole client): `(resolve, reject)`.
-    pub(crate) ready: Vec<(Option<String>, Function, Function)>,
+    /// `ready()` promises by collection (the engine's view id; `None`: the whole client):
+    /// `(resolve, reject)`.
+    pub(crate) ready: Vec<(Option<u32>, Function, Function)>,
 }
 
 impl Listeners {
-    /// Adds a listener and returns its id.
-    pub(crate) fn add(&mut self, stream: Option<&str>, kind: EventKind, callback: Function) -> u32 {
+    /// Adds a listener of the client (`None`) or of a collection (its stream and view) and
+    /// returns its id.
+    pub(crate) fn add(
+        &mut self,
+        collection: Option<(&str, u32)>,
+        kind: EventKind,
+        callback: Function,
+    ) -> u32 {
         self.next_id = self.next_id.wrapping_add(1);
         self.entries.push(Entry {
             id: self.next_id,
-            stream: stream.map(str::to_owned),
+            stream: collection.map(|(stream, _)| stream.to_owned()),
+            view: collection.map(|(_, view)| view),
             kind,
             callback,
         });
@@ -87,11 +97,21 @@ impl Listeners {
         self.entries.retain(|entry| entry.id != id);
     }
 
-    /// The callbacks for `kind` on `stream` (or on the client), in registration order.
+    /// The callbacks for `kind` on every collection of `stream` (or on the client), in
+    /// registration order.
     pub(crate) fn callbacks(&self, stream: Option<&str>, kind: EventKind) -> Vec<Function> {
         self.entries
             .iter()
             .filter(|entry| entry.kind == kind && entry.stream.as_deref() == stream)
+            .map(|entry| entry.callback.clone())
+            .collect()
+    }
+
+    /// The callbacks for `kind` on one collection (view), in registration order.
+    pub(crate) fn view_callbacks(&self, view: u32, kind: EventKind) -> Vec<Function> {
+        self.entries
+            .iter()
+            .filter(|entry| entry.kind == kind && entry.view == Some(view))
             .map(|entry| entry.callback.clone())
             .collect()
     }

@@ -1,13 +1,19 @@
 //! Persistence of collections (`persist: "localstorage" | "indexeddb"`), so a reload resumes
 //! from the stored `(epoch, seq)` with a replay instead of a full snapshot.
 //!
-//! Each stream is stored as the JSON text `{"v":1,"snapshot":{epoch,seq,records}}` under
-//! `tidewire:v1:<relay http URL>:<stream>`. Writes are debounced by the shell and flushed on
-//! `close()` and `pagehide`. Anything unreadable is ignored (the client then starts from a
-//! snapshot), so storage can never break syncing.
+//! Each stream is stored under `tidewire:v1:<relay http URL>:<stream>` as the JSON text
+//! `{"v":1,"snapshot":{epoch,seq,records}}` when it holds every record, or
+//! `{"v":2,"where":[filter, ...],"snapshot":...}` when it holds the union of its collections'
+//! filters (version 2, so an older client does not take a view for the whole stream). The
+//! stored filters say which collections the records can show and whether the position can be
+//! resumed from: only by a subscription of the same union (see `engine::view`). Writes are
+//! debounced by the shell and flushed on `close()` and `pagehide`. Anything unreadable is
+//! ignored (the client then starts from a snapshot), so storage can never break syncing.
 
 use js_sys::Promise;
 use tidewire_shared::Snapshot;
+
+use crate::engine::view::Scope;
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
@@ -49,8 +55,8 @@ impl Store {
         format!("{}{stream}", self.prefix)
     }
 
-    /// Reads the stored snapshot of `stream` (`None` if absent or unreadable).
-    pub(crate) async fn load(&self, stream: &str) -> Option<Snapshot> {
+    /// Reads the stored snapshot of `stream` and its scope (`None` if absent or unreadable).
+    pub(crate) async fn load(&self, stream: &str) -> Option<(Scope, Snapshot)> {
         let key = self.key(stream);
         let text = match self.kind {
             PersistKind::LocalStorage => local_storage()?.get_item(&key).ok()??,
@@ -62,10 +68,10 @@ impl Store {
         decode(&text)
     }
 
-    /// Writes `snapshot` for `stream` (best effort: quota errors are ignored).
-    pub(crate) fn save(&self, stream: &str, snapshot: &Snapshot) {
+    /// Writes `snapshot`, of `scope`, for `stream` (best effort: quota errors are ignored).
+    pub(crate) fn save(&self, stream: &str, scope: &Scope, snapshot: &Snapshot) {
         let key = self.key(stream);
-        let text = encode(snapshot);
+        let text = encode(scope, snapshot);
         match self.kind {
             PersistKind::LocalStorage => {
                 if let Some(storage) = local_storage() {
@@ -88,22 +94,31 @@ fn local_storage() -> Option<web_sys::Storage> {
         .ok()?
 }
 
-/// The stored form of a snapshot.
-pub(crate) fn encode(snapshot: &Snapshot) -> String {
-    serde_json::json!({ "v": 1, "snapshot": snapshot }).to_string()
+/// The stored form of a snapshot of `scope`.
+pub(crate) fn encode(scope: &Scope, snapshot: &Snapshot) -> String {
+    match scope.members() {
+        None => serde_json::json!({ "v": 1, "snapshot": snapshot }).to_string(),
+        Some(filters) => {
+            serde_json::json!({ "v": 2, "where": filters, "snapshot": snapshot }).to_string()
+        }
+    }
 }
 
 /// Reads the stored form; `None` for anything else (what another version wrote, or garbage).
 /// Taken apart by hand over a `Value`, like the relay's messages, to keep serde's derived
 /// decoders out of the package.
-pub(crate) fn decode(text: &str) -> Option<Snapshot> {
+pub(crate) fn decode(text: &str) -> Option<(Scope, Snapshot)> {
     use serde_json::Value;
     let Value::Object(mut stored) = serde_json::from_str(text).ok()? else {
         return None;
     };
-    if stored.get("v")?.as_u64()? != 1 {
-        return None;
-    }
+    let scope = match (stored.get("v")?.as_u64()?, stored.remove("where")) {
+        (1, None) => Scope::All,
+        (2, Some(Value::Array(filters))) if !filters.is_empty() => {
+            Scope::from_members(Some(filters))?
+        }
+        _ => return None,
+    };
     let Value::Object(mut snapshot) = stored.remove("snapshot")? else {
         return None;
     };
@@ -126,11 +141,12 @@ pub(crate) fn decode(text: &str) -> Option<Snapshot> {
             })
         })
         .collect::<Option<Vec<_>>>()?;
-    Some(Snapshot {
+    let snapshot = Snapshot {
         epoch: snapshot.get("epoch")?.as_u64()?,
         seq: snapshot.get("seq")?.as_u64()?,
         records,
-    })
+    };
+    Some((scope, snapshot))
 }
 
 #[cfg(test)]
@@ -149,7 +165,30 @@ mod tests {
                 data: serde_json::json!({"x": 1}),
             }],
         };
-        assert_eq!(decode(&encode(&snapshot)), Some(snapshot));
+        assert_eq!(
+            decode(&encode(&Scope::All, &snapshot)),
+            Some((Scope::All, snapshot.clone()))
+        );
+        let filters = vec![
+            serde_json::json!({"owner": "u1"}),
+            serde_json::json!({"n": {"gt": 1}}),
+        ];
+        let scope = Scope::from_members(Some(filters)).expect("filters");
+        let text = encode(&scope, &snapshot);
+        assert!(text.contains("\"v\":2"), "{text}");
+        assert_eq!(decode(&text), Some((scope, snapshot)));
+        // What an older client wrote, and what it cannot read.
+        assert!(decode(r#"{"v":1,"snapshot":{"epoch":1,"seq":0,"records":[]}}"#).is_some());
+        assert_eq!(
+            decode(r#"{"v":1,"where":[{"a":1}],"snapshot":{"epoch":1,"seq":0,"records":[]}}"#),
+            None
+        );
+        assert_eq!(
+            decode(
+                r#"{"v":2,"where":[{"a":{"bad":1}}],"snapshot":{"epoch":1,"seq":0,"records":[]}}"#
+            ),
+            None
+        );
         assert_eq!(decode("{}"), None);
         assert_eq!(decode("{\"v\":2,\"snapshot\":{}}"), None);
         assert_eq!(decode("not json"), None);

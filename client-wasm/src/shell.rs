@@ -37,9 +37,10 @@ pub(crate) struct Shared {
     pub(crate) inner: RefCell<Inner>,
     /// Application callbacks. Borrowed briefly; cloned out before calling.
     pub(crate) listeners: RefCell<Listeners>,
-    /// The JavaScript `LiveCollection` objects handed out, so `collection(s)` returns the
-    /// same object each time. Cleared on close (these hold the shared state strongly).
-    pub(crate) collections: RefCell<BTreeMap<String, JsValue>>,
+    /// The JavaScript `LiveCollection` objects handed out, by stream and canonical filter
+    /// text (empty for none), so `collection(s, options)` returns the same object each time.
+    /// Cleared on close (these hold the shared state strongly).
+    pub(crate) collections: RefCell<BTreeMap<(String, String), JsValue>>,
 }
 
 /// The current connection.
@@ -236,6 +237,16 @@ impl Inner {
                     Effect::CancelRetry => self.retry = None,
                     Effect::Probe(stream) => self.probe(&stream, weak),
                     Effect::Restore(stream) => self.restore(stream, weak),
+                    Effect::Attach(view) => {
+                        let weak = weak.clone();
+                        // A microtask later, so listeners added right after `collection()`
+                        // hear the view's first records.
+                        wasm_bindgen_futures::spawn_local(async move {
+                            if let Some(shared) = weak.upgrade() {
+                                drive(&shared, |inner| inner.engine.attach_view(view));
+                            }
+                        });
+                    }
                     Effect::Persist(stream) => {
                         self.dirty.insert(stream);
                         if self.persist_timer.is_none() {
@@ -291,10 +302,19 @@ impl Inner {
                 let streams = self.engine.sse_streams();
                 let mut url = format!("{}/v1/sse", self.endpoints.http);
                 let mut cursor = tidewire_shared::Cursor::default();
-                for (index, (stream, position)) in streams.iter().enumerate() {
+                for (index, (stream, position, filter)) in streams.iter().enumerate() {
+                    let stream_param = String::from(js_sys::encode_uri_component(stream));
                     url.push(if index == 0 { '?' } else { '&' });
                     url.push_str("stream=");
-                    url.push_str(&String::from(js_sys::encode_uri_component(stream)));
+                    url.push_str(&stream_param);
+                    if let Some(filter) = filter {
+                        url.push_str("&where.");
+                        url.push_str(&stream_param);
+                        url.push('=');
+                        url.push_str(&String::from(js_sys::encode_uri_component(
+                            &filter.to_string(),
+                        )));
+                    }
                     if let (Some(position), Ok(name)) =
                         (position, tidewire_shared::StreamName::new(stream))
                     {
@@ -357,9 +377,9 @@ impl Inner {
         // Always asynchronous, even for localStorage, so the application can attach its
         // listeners right after `collection()` and still see the restored records.
         wasm_bindgen_futures::spawn_local(async move {
-            let snapshot = store.load(&stream).await;
+            let stored = store.load(&stream).await;
             if let Some(shared) = weak.upgrade() {
-                drive(&shared, |inner| inner.engine.restored(&stream, snapshot));
+                drive(&shared, |inner| inner.engine.restored(&stream, stored));
             }
         });
     }
@@ -371,8 +391,8 @@ impl Inner {
             return;
         };
         for stream in std::mem::take(&mut self.dirty) {
-            if let Some(snapshot) = self.engine.persistable(&stream) {
-                store.save(&stream, &snapshot);
+            if let Some((scope, snapshot)) = self.engine.persistable(&stream) {
+                store.save(&stream, &scope, &snapshot);
             }
         }
     }
@@ -426,14 +446,15 @@ fn notify(shared: &Rc<Shared>, notes: Vec<Effect>) {
     for note in notes {
         match note {
             Effect::Changes {
-                stream,
+                view,
                 changes,
                 origin,
+                ..
             } => {
                 let callbacks = shared
                     .listeners
                     .borrow()
-                    .callbacks(Some(&stream), EventKind::Change);
+                    .view_callbacks(view, EventKind::Change);
                 if callbacks.is_empty() {
                     continue;
                 }
@@ -448,11 +469,13 @@ fn notify(shared: &Rc<Shared>, notes: Vec<Effect>) {
                     }
                 }
             }
-            Effect::Message { stream, key, data } => {
+            Effect::Message {
+                view, key, data, ..
+            } => {
                 let callbacks = shared
                     .listeners
                     .borrow()
-                    .callbacks(Some(&stream), EventKind::Message);
+                    .view_callbacks(view, EventKind::Message);
                 if callbacks.is_empty() {
                     continue;
                 }
@@ -541,8 +564,8 @@ fn resolve_ready(shared: &Rc<Shared>) {
     let Ok(inner) = shared.inner.try_borrow() else {
         return;
     };
-    let live = |scope: &Option<String>| match scope {
-        Some(stream) => inner.engine.is_live(stream),
+    let live = |scope: &Option<u32>| match scope {
+        Some(view) => inner.engine.is_view_live(*view),
         None => inner.engine.status().state == State::Live,
     };
     let mut resolved = Vec::new();

@@ -67,7 +67,7 @@ fn subscribed(stream: &str, epoch: u64, seq: u64) -> Value {
 /// A manual client with `todos` live at epoch 1, seq 2.
 fn live_todos() -> (TidewireClient, JsValue) {
     let client = manual();
-    let todos = client.collection("todos").expect("collection");
+    let todos = client.collection("todos", None).expect("collection");
     inject(
         &client,
         &snapshot(
@@ -92,7 +92,7 @@ fn collection_vectors_through_the_bindings() {
         let name = case["name"].as_str().unwrap_or("?");
         let epoch = case["epoch"].as_u64().expect("epoch");
         let client = manual();
-        let collection = client.collection("vectors").expect("collection");
+        let collection = client.collection("vectors", None).expect("collection");
         let (on_change, changes) = recorder();
         call(&collection, "subscribe", &[on_change.into()]).expect("subscribe");
         let (on_message, messages) = recorder();
@@ -178,7 +178,7 @@ fn server_message_vectors_never_break_the_client() {
         serde_json::from_str(include_str!("../../shared/vectors/server_messages.json"))
             .expect("vectors");
     let client = manual();
-    let todos = client.collection("todos").expect("collection");
+    let todos = client.collection("todos", None).expect("collection");
     inject(
         &client,
         &snapshot(
@@ -256,7 +256,7 @@ fn reads_and_iteration() {
         json!({"a": {"title": "milk"}, "b": 2})
     );
     // The same object comes back for the same stream.
-    assert_eq!(client.collection("todos").expect("again"), todos);
+    assert_eq!(client.collection("todos", None).expect("again"), todos);
     client.close();
 }
 
@@ -435,7 +435,7 @@ async fn writes_resolve_with_the_committed_seq() {
 #[wasm_bindgen_test]
 async fn ready_resolves_when_live() {
     let client = manual();
-    let todos = client.collection("todos").expect("collection");
+    let todos = client.collection("todos", None).expect("collection");
     let ready: js_sys::Promise = call(&todos, "ready", &[])
         .expect("ready")
         .dyn_into()
@@ -463,7 +463,9 @@ fn errors_are_error_objects_with_codes() {
         Some("bad_argument")
     );
     let client = manual();
-    let error = client.collection("no spaces").expect_err("bad stream");
+    let error = client
+        .collection("no spaces", None)
+        .expect_err("bad stream");
     assert_eq!(
         get(&error, "code").as_string().as_deref(),
         Some("bad_stream")
@@ -477,7 +479,7 @@ fn errors_are_error_objects_with_codes() {
     );
     client.close();
     client.close();
-    let error = client.collection("todos").expect_err("closed");
+    let error = client.collection("todos", None).expect_err("closed");
     assert_eq!(get(&error, "code").as_string().as_deref(), Some("closed"));
 }
 
@@ -527,6 +529,161 @@ fn presence_and_ephemeral_messages() {
         get(&todos, "seq").as_f64(),
         Some(2.0),
         "messages are not stored"
+    );
+    client.close();
+}
+
+fn options(value: &Value) -> Option<js_sys::Object> {
+    Some(js(value).dyn_into().expect("object"))
+}
+
+fn sorted_keys(collection: &JsValue) -> Vec<String> {
+    let mut keys: Vec<String> = Array::from(&call(collection, "keys", &[]).expect("keys"))
+        .iter()
+        .filter_map(|key| key.as_string())
+        .collect();
+    keys.sort();
+    keys
+}
+
+#[wasm_bindgen_test]
+fn filtered_collections_of_one_stream_are_independent_views() {
+    let client = manual();
+    let mine = client
+        .collection("tasks", options(&json!({"where": {"owner": "u1"}})))
+        .expect("collection");
+    let again = client
+        .collection("tasks", options(&json!({"where": {"owner": "u1"}})))
+        .expect("collection");
+    assert_eq!(mine, again, "one object per stream and filter");
+    let theirs = client
+        .collection("tasks", options(&json!({"where": {"owner": "u2"}})))
+        .expect("collection");
+    assert_ne!(mine, theirs);
+    let all = client
+        .collection("tasks", options(&json!({})))
+        .expect("collection");
+    assert_eq!(all, client.collection("tasks", None).expect("collection"));
+    assert_eq!(to_json(&get(&mine, "where")), json!({"owner": "u1"}));
+    assert!(get(&all, "where").is_undefined());
+    let (on_mine, mine_changes) = recorder();
+    call(&mine, "subscribe", &[on_mine.into()]).expect("subscribe");
+    let (on_theirs, theirs_changes) = recorder();
+    call(&theirs, "subscribe", &[on_theirs.into()]).expect("subscribe");
+    // The last subscribe is for the union (every record: `all` has no filter).
+    let sent: Vec<Value> = client
+        .take_sent()
+        .iter()
+        .map(|text| serde_json::from_str(text).expect("json"))
+        .collect();
+    assert_eq!(
+        sent.last(),
+        Some(&json!({"type": "subscribe", "stream": "tasks", "snapshot": true}))
+    );
+    // One snapshot per subscribe: only the last one's is shown.
+    for _ in 1..sent.len() {
+        inject(&client, &snapshot("tasks", 1, 1, json!([])));
+    }
+    inject(
+        &client,
+        &snapshot(
+            "tasks",
+            1,
+            3,
+            json!([{"key": "t1", "seq": 1, "data": {"owner": "u1", "title": "milk"}},
+                   {"key": "t2", "seq": 2, "data": {"owner": "u2", "title": "eggs"}},
+                   {"key": "t3", "seq": 3, "data": {"owner": "u3"}}]),
+        ),
+    );
+    inject(&client, &subscribed("tasks", 1, 3));
+    assert_eq!(get(&mine, "live").as_bool(), Some(true));
+    assert_eq!(sorted_keys(&mine), vec!["t1"]);
+    assert_eq!(sorted_keys(&theirs), vec!["t2"]);
+    assert_eq!(sorted_keys(&all), vec!["t1", "t2", "t3"]);
+    assert_eq!(get(&mine, "size").as_f64(), Some(1.0));
+    assert!(call(&mine, "get", &["t2".into()])
+        .expect("get")
+        .is_undefined());
+    assert_eq!(
+        call(&theirs, "has", &["t2".into()]).expect("has").as_bool(),
+        Some(true)
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(&String::from(JSON::stringify(&theirs).expect("json")))
+            .expect("json"),
+        json!({"t2": {"owner": "u2", "title": "eggs"}})
+    );
+    assert_eq!(mine_changes.length(), 1);
+    assert_eq!(theirs_changes.length(), 1);
+
+    // t2 moves to u1: an insert for one, a delete for the other.
+    inject(
+        &client,
+        &json!({"type": "event", "stream": "tasks", "epoch": 1, "seq": 4, "key": "t2",
+                "op": "patch", "data": {"owner": "u1"}}),
+    );
+    assert_eq!(
+        to_json(&mine_changes.get(1)),
+        json!({"key": "t2", "op": "upsert", "seq": 4, "origin": "event",
+               "newValue": {"owner": "u1", "title": "eggs"}})
+    );
+    assert_eq!(
+        to_json(&theirs_changes.get(1)),
+        json!({"key": "t2", "op": "delete", "seq": 4, "origin": "event",
+               "oldValue": {"owner": "u2", "title": "eggs"}})
+    );
+    // u3's record concerns neither.
+    inject(
+        &client,
+        &json!({"type": "event", "stream": "tasks", "epoch": 1, "seq": 5, "key": "t3",
+                "op": "patch", "data": {"title": "tea"}}),
+    );
+    assert_eq!((mine_changes.length(), theirs_changes.length()), (2, 2));
+    assert_eq!(sorted_keys(&mine), vec!["t1", "t2"]);
+    assert!(sorted_keys(&theirs).is_empty());
+    client.close();
+}
+
+#[wasm_bindgen_test]
+fn bad_filters_throw_and_matches_evaluates_locally() {
+    let client = manual();
+    for (options_value, code) in [
+        (json!({"where": {"prio": {"gte": 1}}}), "bad_filter"),
+        (json!({"where": "owner"}), "bad_filter"),
+        (json!({"where": [{"owner": "u1"}]}), "bad_filter"),
+        (json!({"filter": {"owner": "u1"}}), "bad_argument"),
+    ] {
+        let error = client
+            .collection("tasks", options(&options_value))
+            .expect_err("refused");
+        assert!(error.is_instance_of::<js_sys::Error>());
+        assert_eq!(
+            get(&error, "code").as_string().as_deref(),
+            Some(code),
+            "{options_value}"
+        );
+    }
+    let error = client
+        .collection("raw:orders", options(&json!({"where": {"a": 1}})))
+        .expect_err("raw");
+    assert_eq!(
+        get(&error, "code").as_string().as_deref(),
+        Some("bad_filter")
+    );
+    assert!(client.take_sent().is_empty(), "nothing subscribed");
+
+    let filter = js(&json!({"owner": "u1", "prio": {"gt": 2}}));
+    let matched = |value: Value| {
+        tidewire_wasm::client::matches(filter.clone(), js(&value)).expect("valid filter")
+    };
+    assert!(matched(json!({"owner": "u1", "prio": 3})));
+    assert!(!matched(json!({"owner": "u1", "prio": 2})));
+    assert!(!matched(json!({"owner": "u1", "prio": "3"})));
+    let error = tidewire_wasm::client::matches(js(&json!({"a": {"nope": 1}})), js(&json!({})))
+        .expect_err("bad filter");
+    assert_eq!(
+        get(&error, "code").as_string().as_deref(),
+        Some("bad_filter")
     );
     client.close();
 }

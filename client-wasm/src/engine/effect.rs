@@ -62,19 +62,26 @@ pub enum Effect {
     Restore(String),
     /// The stream's state changed: write it to storage (the shell debounces).
     Persist(String),
-    /// Changes for the stream's change listeners.
+    /// A view was made over records already here: call `Engine::attach_view` with its id
+    /// once the application had a chance to add its listeners (a microtask later).
+    Attach(u32),
+    /// Changes for the change listeners of one view (one `LiveCollection`) of the stream.
     Changes {
         /// The stream.
         stream: String,
+        /// The view.
+        view: u32,
         /// What changed, in order.
         changes: Vec<Change>,
         /// Why.
         origin: Origin,
     },
-    /// An ephemeral message for the stream's message listeners.
+    /// An ephemeral message for the message listeners of one view of the stream.
     Message {
         /// The stream.
         stream: String,
+        /// The view.
+        view: u32,
         /// The message key.
         key: String,
         /// The payload.

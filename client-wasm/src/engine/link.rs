@@ -71,11 +71,12 @@ impl Engine {
         self.ws_failed_this_round = false;
         match kind {
             TransportKind::Sse => {
-                // The request named every ready stream with its position.
+                // The request named every ready stream with its position and filter.
                 for state in self.streams.values_mut() {
                     if state.phase == Phase::Idle {
                         state.phase = Phase::Subscribing;
                         state.force_snapshot = false;
+                        state.sent = state.scope.clone();
                     }
                 }
             }
@@ -97,17 +98,33 @@ impl Engine {
         self.update_status();
     }
 
-    /// Sends `subscribe` for `stream` (resuming from its position when it has one).
+    /// Sends `subscribe` for `stream` with the union of its views' filters (resuming from
+    /// its position when it has one of that union).
     pub(super) fn subscribe(&mut self, stream: &str) {
         let Some(state) = self.streams.get_mut(stream) else {
             return;
         };
+        let since = state.since();
+        if since.is_none() {
+            // The relay answers a subscribe without `since` with a snapshot then `subscribed`;
+            // what an older subscription of this connection still sends comes first.
+            let older = matches!(state.phase, Phase::Live | Phase::Subscribing);
+            if older && state.fresh_in_flight {
+                state.skip_snapshots += 1;
+            }
+            state.awaiting_fresh |= older;
+            state.fresh_in_flight = true;
+        } else {
+            state.forget_subscribes();
+        }
         let message = ClientMessage::Subscribe(Subscribe {
             stream: state.name.clone(),
-            since: state.since(),
-            filter: None,
+            since,
+            filter: state.scope.filter(),
             snapshot: true,
         });
+        state.sent = state.scope.clone();
+        state.tail_replay = None;
         state.force_snapshot = false;
         state.phase = Phase::Subscribing;
         state.reset_assembler();

@@ -21,12 +21,14 @@
 //! | [`effect`] | what the shell must do |
 //! | [`status`] | the status shown to the application |
 //! | `stream` | one stream's state |
+//! | [`view`] | the collections of a stream: one subscription for the union of their filters |
 //! | `backoff` | reconnection delays |
 //! | `link` | connecting, closing, retrying, keepalive |
 //! | `receive` | handling the relay's messages |
 
 pub mod effect;
 pub mod status;
+pub mod view;
 
 mod backoff;
 mod link;
@@ -44,6 +46,7 @@ use self::backoff::Backoff;
 use self::effect::{Effect, Origin};
 use self::status::{State, Status, TransportKind};
 use self::stream::{Phase, StreamState};
+use self::view::{whole_view, Scope, View, ViewRead};
 use crate::error::ClientError;
 
 /// Which transports the client may use.
@@ -222,6 +225,7 @@ pub struct Engine {
     now_ms: f64,
     presence_id: Option<String>,
     stats: Stats,
+    next_view: u32,
 }
 
 impl Engine {
@@ -254,6 +258,7 @@ impl Engine {
             now_ms: 0.0,
             presence_id: None,
             stats: Stats::default(),
+            next_view: 0,
         }
     }
 
@@ -297,12 +302,26 @@ impl Engine {
         self.update_status();
     }
 
-    /// Adds a stream (idempotent). With persistence, its stored state is read first.
+    /// Adds a stream (idempotent) with its unfiltered view. With persistence, its stored
+    /// state is read first.
     ///
     /// # Errors
     ///
     /// [`ClientError::BadStream`] for an invalid name; [`ClientError::Closed`] after `close`.
     pub fn open_stream(&mut self, name: &str) -> Result<(), ClientError> {
+        self.open_view(name, None).map(drop)
+    }
+
+    /// The view of `stream` with `filter` (`None`: every record), added if new; returns its
+    /// id (the same for the same stream and filter, in any key order). A new filter widens
+    /// the stream's subscription to the union of its views' filters, from a fresh snapshot.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::BadStream`] for an invalid name; [`ClientError::BadFilter`] for a
+    /// filter the relay would refuse, a filter on a raw channel, or a union of filters over
+    /// the bounds; [`ClientError::Closed`] after `close`.
+    pub fn open_view(&mut self, name: &str, filter: Option<&Value>) -> Result<u32, ClientError> {
         if self.closed {
             return Err(ClientError::Closed);
         }
@@ -310,27 +329,159 @@ impl Engine {
             stream: name.chars().take(80).collect(),
             reason: error.to_string(),
         })?;
-        if self.streams.contains_key(name) {
-            return Ok(());
-        }
-        let phase = if self.config.persist {
-            Phase::Restoring
-        } else {
-            Phase::Idle
+        let parsed = match filter {
+            Some(value) => view::canonical(value)?,
+            None => None,
         };
-        self.streams
-            .insert(name.to_owned(), StreamState::new(stream, phase));
-        if self.config.persist {
-            self.effects.push(Effect::Restore(name.to_owned()));
-        } else {
-            self.subscribe_added(name);
+        if parsed.is_some() && stream.kind() == tidewire_shared::StreamKind::Raw {
+            return Err(ClientError::BadFilter(format!(
+                "bad filter at where: {name} is a raw channel, which has no records to filter"
+            )));
+        }
+        let (key, filter) = parsed.unzip();
+        if let Some(state) = self.streams.get(name) {
+            if let Some(view) = state.views.iter().find(|view| view.key == key) {
+                return Ok(view.id);
+            }
+        }
+        self.next_view += 1;
+        let view = View {
+            id: self.next_view,
+            key,
+            filter,
+            loaded: false,
+        };
+        let id = view.id;
+        let Some(state) = self.streams.get_mut(name) else {
+            let phase = if self.config.persist {
+                Phase::Restoring
+            } else {
+                Phase::Idle
+            };
+            let mut state = StreamState::new(stream, phase);
+            state.views.push(view);
+            state.scope = state.union();
+            self.streams.insert(name.to_owned(), state);
+            if self.config.persist {
+                self.effects.push(Effect::Restore(name.to_owned()));
+            } else {
+                self.subscribe_added(name);
+            }
+            self.update_status();
+            return Ok(id);
+        };
+        let covered = state.has_baseline && state.data.covers(view.key.as_deref());
+        state.views.push(view);
+        let union = state.union();
+        if let Err(error) = view::check_union(name, &union) {
+            state.views.pop();
+            self.next_view -= 1;
+            return Err(error);
+        }
+        if covered {
+            // Shown from the records already here, once the application had a chance to
+            // listen (the shell answers with `attach_view`).
+            self.effects.push(Effect::Attach(id));
+        }
+        if union != state.scope {
+            state.scope = union;
+            self.scope_changed(name);
         }
         self.update_status();
-        Ok(())
+        Ok(id)
     }
 
-    /// The persisted state of `stream` was read (`None`: nothing stored or unreadable).
-    pub fn restored(&mut self, stream: &str, snapshot: Option<Snapshot>) {
+    /// The union of `stream`'s filters changed: subscribe again for it, from a snapshot.
+    fn scope_changed(&mut self, stream: &str) {
+        let Some(state) = self.streams.get(stream) else {
+            return;
+        };
+        match (self.link, state.phase) {
+            (
+                Link::Open {
+                    kind: TransportKind::Sse,
+                }
+                | Link::Connecting {
+                    kind: TransportKind::Sse,
+                    ..
+                },
+                Phase::Idle | Phase::Subscribing | Phase::Live,
+            ) => self.reconnect_sse(),
+            // A snapshot under way (or the subscription is live): ask for the new union now,
+            // and ignore what the older subscription still sends until its snapshot.
+            (Link::Open { .. }, Phase::Live) => self.subscribe(stream),
+            (Link::Open { .. }, Phase::Subscribing) if state.fresh_in_flight => {
+                self.subscribe(stream);
+            }
+            // A resume under way: it may or may not bring a snapshot, so the new union is
+            // asked for once it is live (`on_subscribed`). Otherwise the next subscription
+            // asks for the new union anyway.
+            _ => {}
+        }
+    }
+
+    /// A view made over records already here can be shown: its records arrive as `snapshot`
+    /// changes. (Answer to [`Effect::Attach`].)
+    pub fn attach_view(&mut self, id: u32) {
+        let Some(state) = self
+            .streams
+            .values_mut()
+            .find(|state| state.views.iter().any(|view| view.id == id))
+        else {
+            return;
+        };
+        let name = state.name.to_string();
+        let Some(view) = state.views.iter_mut().find(|view| view.id == id) else {
+            return;
+        };
+        if view.loaded || !state.has_baseline || !state.data.covers(view.key.as_deref()) {
+            return;
+        }
+        view.loaded = true;
+        let changes = whole_view(&state.collection, view.narrowing(&state.data));
+        if !changes.is_empty() {
+            self.effects.push(Effect::Changes {
+                stream: name,
+                view: id,
+                changes,
+                origin: Origin::Snapshot,
+            });
+        }
+    }
+
+    /// Read access to view `id` (`None` if there is no such view). A view not shown yet reads
+    /// as empty.
+    pub fn view(&self, id: u32) -> Option<ViewRead<'_>> {
+        self.streams.values().find_map(|state| {
+            let view = state.views.iter().find(|view| view.id == id)?;
+            let collection = view.loaded.then_some(&state.collection);
+            Some(ViewRead::new(collection, view.narrowing(&state.data)))
+        })
+    }
+
+    /// Whether view `id` is subscribed and up to date.
+    pub fn is_view_live(&self, id: u32) -> bool {
+        self.streams.values().any(|state| {
+            state
+                .views
+                .iter()
+                .any(|view| view.id == id && state.view_live(view))
+        })
+    }
+
+    /// The filter (the canonical text) of view `id`, if it has one.
+    pub fn view_filter(&self, id: u32) -> Option<&str> {
+        self.streams
+            .values()
+            .flat_map(|state| state.views.iter())
+            .find(|view| view.id == id)
+            .and_then(|view| view.key.as_deref())
+    }
+
+    /// The persisted state of `stream` was read (`None`: nothing stored or unreadable), with
+    /// the scope it was stored for: it shows the views that scope covers, and is resumed from
+    /// only if the stream's union is still that scope.
+    pub fn restored(&mut self, stream: &str, stored: Option<(Scope, Snapshot)>) {
         let Some(state) = self.streams.get_mut(stream) else {
             return;
         };
@@ -338,16 +489,8 @@ impl Engine {
             return;
         }
         state.phase = Phase::Idle;
-        if let Some(snapshot) = snapshot {
-            let changes = state.collection.load_snapshot(&snapshot);
-            state.has_baseline = true;
-            if !changes.is_empty() {
-                self.effects.push(Effect::Changes {
-                    stream: stream.to_owned(),
-                    changes,
-                    origin: Origin::Restore,
-                });
-            }
+        if let Some((scope, snapshot)) = stored {
+            self.load(stream, &snapshot, scope, Origin::Restore);
         }
         self.subscribe_added(stream);
         self.update_status();
@@ -382,7 +525,7 @@ impl Engine {
         self.streams.keys().map(String::as_str)
     }
 
-    /// The collection of `stream`.
+    /// The collection of `stream`: the records of the union of its views.
     pub fn collection(&self, stream: &str) -> Option<&tidewire_shared::Collection> {
         self.streams.get(stream).map(|state| &state.collection)
     }
@@ -392,18 +535,18 @@ impl Engine {
         self.streams.get(stream).map(|state| &state.presence)
     }
 
-    /// The state of `stream` to persist, if it is complete.
-    pub fn persistable(&self, stream: &str) -> Option<Snapshot> {
+    /// The state of `stream` to persist, if it is complete, with the scope it is of.
+    pub fn persistable(&self, stream: &str) -> Option<(Scope, Snapshot)> {
         self.streams.get(stream).and_then(StreamState::persistable)
     }
 
-    /// Streams and resume positions for an SSE request (streams still restoring or refused
-    /// are left out; `None` asks for a snapshot).
-    pub fn sse_streams(&self) -> Vec<(String, Option<Position>)> {
+    /// Streams, resume positions and filters for an SSE request (streams still restoring or
+    /// refused are left out; `None` asks for a snapshot, and for every record).
+    pub fn sse_streams(&self) -> Vec<(String, Option<Position>, Option<Value>)> {
         self.streams
             .values()
             .filter(|state| !matches!(state.phase, Phase::Restoring | Phase::Failed))
-            .map(|state| (state.name.to_string(), state.since()))
+            .map(|state| (state.name.to_string(), state.since(), state.scope.filter()))
             .collect()
     }
 

@@ -2,10 +2,11 @@
 //! answers and presence.
 
 use tidewire_shared::message::{decode_server, ServerMessage};
-use tidewire_shared::{Collection, DecodeLimits, Event, Outcome, Record};
+use tidewire_shared::{Change, Collection, DecodeLimits, Event, Outcome, Record, Snapshot};
 
 use super::effect::{Effect, Origin};
 use super::stream::Phase;
+use super::view::{judge_change, whole_view, Scope};
 use super::Engine;
 
 /// Limits for the relay's messages. The relay is trusted more than a client is (snapshot
@@ -54,6 +55,7 @@ impl Engine {
                 if let Some(state) = self.streams.get_mut(stream.as_str()) {
                     // Subscribed again by the next tick (or reconnect).
                     state.phase = Phase::Idle;
+                    state.forget_subscribes();
                 }
             }
             ServerMessage::Advisory(advisory) => self.on_advisory(
@@ -117,29 +119,106 @@ impl Engine {
                 return;
             }
         };
-        let had_baseline = state.has_baseline;
-        let changes = state.collection.load_snapshot(&snapshot);
-        state.has_baseline = true;
+        if state.skip_snapshots > 0 {
+            // The answer to a subscribe that a newer one replaced.
+            state.skip_snapshots -= 1;
+            return;
+        }
+        state.fresh_in_flight = false;
+        state.awaiting_fresh = false;
         state.force_snapshot = false;
         state.replay_requested = false;
+        let scope = state.sent.clone();
+        // A reload of the same scope is a resync; one of another scope only widens or
+        // narrows the union, which the views do not see as such.
+        let resync = state.has_baseline && state.data == scope;
         // `resyncing` stays set until `subscribed`: the status shows "resyncing" until the
         // stream is live again.
         let reason = state.resyncing.clone();
-        if had_baseline {
+        if resync {
             self.stats.resyncs += 1;
             self.effects.push(Effect::Resync {
                 stream: stream.to_owned(),
                 reason: reason.unwrap_or_else(|| "the relay sent a fresh snapshot".into()),
             });
         }
-        if !changes.is_empty() {
-            self.effects.push(Effect::Changes {
-                stream: stream.to_owned(),
-                changes,
-                origin: Origin::Snapshot,
-            });
-        }
+        self.load(stream, &snapshot, scope, Origin::Snapshot);
         self.persist(stream);
+    }
+
+    /// Replaces the stream's records with `snapshot`, of `scope`, and tells each view what
+    /// changed for it; views that scope covers and that were not shown yet get all their
+    /// records.
+    pub(super) fn load(&mut self, stream: &str, snapshot: &Snapshot, scope: Scope, origin: Origin) {
+        let Some(state) = self.streams.get_mut(stream) else {
+            return;
+        };
+        let was_empty = state.collection.is_empty();
+        let changes = state.collection.load_snapshot(snapshot);
+        state.has_baseline = true;
+        state.data = scope;
+        let mut fresh: Vec<u32> = Vec::new();
+        for view in &mut state.views {
+            if !view.loaded && state.data.covers(view.key.as_deref()) {
+                view.loaded = true;
+                if !was_empty {
+                    fresh.push(view.id);
+                }
+            }
+        }
+        for &id in &fresh {
+            // Shown for the first time over records that were already here for other views:
+            // every record of the view (the changes would tell only what differed).
+            let Some(view) = state.views.iter().find(|view| view.id == id) else {
+                continue;
+            };
+            let whole = whole_view(&state.collection, view.narrowing(&state.data));
+            if !whole.is_empty() {
+                self.effects.push(Effect::Changes {
+                    stream: stream.to_owned(),
+                    view: id,
+                    changes: whole,
+                    origin,
+                });
+            }
+        }
+        self.emit(stream, &changes, origin, &fresh);
+    }
+
+    /// Tells each view shown (but those in `except`) the changes of the union it sees.
+    pub(super) fn emit(
+        &mut self,
+        stream: &str,
+        changes: &[Change],
+        origin: Origin,
+        except: &[u32],
+    ) {
+        if changes.is_empty() {
+            return;
+        }
+        let Some(state) = self.streams.get(stream) else {
+            return;
+        };
+        for view in &state.views {
+            if !view.loaded || except.contains(&view.id) {
+                continue;
+            }
+            let seen: Vec<Change> = match view.narrowing(&state.data) {
+                None => changes.to_vec(),
+                Some(filter) => changes
+                    .iter()
+                    .filter_map(|change| judge_change(filter, change))
+                    .collect(),
+            };
+            if !seen.is_empty() {
+                self.effects.push(Effect::Changes {
+                    stream: stream.to_owned(),
+                    view: view.id,
+                    changes: seen,
+                    origin,
+                });
+            }
+        }
     }
 
     fn on_event(&mut self, event: &Event) {
@@ -148,11 +227,19 @@ impl Engine {
             return;
         };
         if !event.is_durable() {
-            self.effects.push(Effect::Message {
-                stream: stream.to_owned(),
-                key: event.key.clone(),
-                data: event.data.clone(),
-            });
+            for view in &state.views {
+                let wanted = view
+                    .narrowing(&state.data)
+                    .is_none_or(|filter| filter.matches(&event.data));
+                if wanted {
+                    self.effects.push(Effect::Message {
+                        stream: stream.to_owned(),
+                        view: view.id,
+                        key: event.key.clone(),
+                        data: event.data.clone(),
+                    });
+                }
+            }
             return;
         }
         if !state.has_baseline || state.force_snapshot {
@@ -160,14 +247,26 @@ impl Engine {
             // the snapshot covers them.
             return;
         }
+        state.saw_prev |= event.prev.is_some();
+        let collection = &state.collection;
+        let follows = event.epoch == collection.epoch()
+            && (event.seq == collection.applied() + 1 || event.prev == Some(collection.applied()));
+        let early = event.epoch == collection.epoch() && event.seq > collection.applied();
+        if state.awaiting_fresh && !follows {
+            // The older subscription's: only what follows what we hold is worth applying,
+            // and the snapshot on its way settles the rest.
+            return;
+        }
+        if early && !follows && event.prev.is_some() {
+            // A view's event that does not follow ours: something was missed. Applying it
+            // would leave a hole no replay fills (the replay repeats it, as a duplicate).
+            self.request_replay(stream);
+            return;
+        }
         match state.collection.apply(event) {
             Outcome::Applied { change, gap } => {
                 if let Some(change) = change {
-                    self.effects.push(Effect::Changes {
-                        stream: stream.to_owned(),
-                        changes: vec![change],
-                        origin: Origin::Event,
-                    });
+                    self.emit(stream, &[change], Origin::Event, &[]);
                 }
                 if gap.is_some() {
                     self.request_replay(stream);
@@ -186,23 +285,54 @@ impl Engine {
         let Some(state) = self.streams.get_mut(stream) else {
             return;
         };
+        if state.awaiting_fresh {
+            // The older subscription's: the newer one's snapshot is on its way.
+            return;
+        }
         state.phase = Phase::Live;
         state.resyncing = None;
+        state.fresh_in_flight = false;
         if !state.has_baseline {
             // No snapshot was sent (an empty stream, or none asked for): start empty here.
             state.collection = Collection::new(epoch);
             state.has_baseline = true;
+            state.data = state.sent.clone();
+            for view in &mut state.views {
+                view.loaded |= state.data.covers(view.key.as_deref());
+            }
+        }
+        let view = !matches!(state.sent, Scope::All) || state.saw_prev;
+        let applied = state.collection.applied();
+        let complete = state.collection.missing().is_empty();
+        if state.collection.epoch() == epoch
+            && complete
+            && applied < seq
+            && (view || state.tail_replay == Some(applied))
+        {
+            // A view (ours, or the token's grant) is complete up to `seq`: the seqs after
+            // its last event did not concern it. Also taken as such when a replay from our
+            // position brought nothing.
+            state.collection.complete_to(seq);
         }
         let presence = state.my_presence.clone();
         let name = state.name.clone();
+        let widen = state.sent != state.scope;
         if state.collection.epoch() != epoch {
             self.request_resync(stream, "the stream's epoch changed");
         } else if state.collection.applied() < seq || !state.collection.missing().is_empty() {
             // The relay says everything up to `seq` was sent, yet some of it is missing.
+            let from = state.collection.applied();
             state.replay_requested = false;
             self.request_replay(stream);
+            if let Some(state) = self.streams.get_mut(stream) {
+                state.tail_replay = Some(from);
+            }
         } else {
             state.replay_requested = false;
+            if widen {
+                // The union changed while a resume was under way.
+                self.subscribe(stream);
+            }
         }
         if let Some(data) = presence {
             let message = tidewire_shared::ClientMessage::Presence { stream: name, data };
@@ -249,13 +379,8 @@ impl Engine {
                 let changes = state.collection.reset(0);
                 state.has_baseline = false;
                 state.phase = Phase::Idle;
-                if !changes.is_empty() {
-                    self.effects.push(Effect::Changes {
-                        stream: name.clone(),
-                        changes,
-                        origin: Origin::Snapshot,
-                    });
-                }
+                state.forget_subscribes();
+                self.emit(&name, &changes, Origin::Snapshot, &[]);
                 self.effects.push(Effect::StreamError {
                     stream: name.clone(),
                     code: "dropped".into(),
@@ -299,6 +424,7 @@ impl Engine {
         };
         let retryable = matches!(code.as_str(), "unavailable" | "internal" | "overloaded");
         if state.phase == Phase::Subscribing {
+            state.forget_subscribes();
             // Retryable failures are subscribed again by the next tick.
             state.phase = if retryable {
                 Phase::Idle

@@ -1,11 +1,13 @@
-//! The client's state for one stream: the collection (the shared merge rules), snapshot
-//! reassembly, the subscription phase and the presence set.
+//! The client's state for one stream: the collection (the shared merge rules), its views,
+//! snapshot reassembly, the subscription phase and the presence set.
 
 use std::collections::BTreeMap;
 
 use serde_json::Value;
 use tidewire_shared::snapshot::{Assembled, SnapshotAssembler};
 use tidewire_shared::{Collection, Position, Record, Snapshot, StreamName};
+
+use super::view::{Scope, View};
 
 /// Where a stream's subscription stands on the current connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,8 +30,30 @@ pub(crate) enum Phase {
 pub(crate) struct StreamState {
     /// The stream's name.
     pub(crate) name: StreamName,
-    /// The records, merged with the same rules the relay uses.
+    /// The records, merged with the same rules the relay uses: those of `data`.
     pub(crate) collection: Collection,
+    /// The application's collections of this stream.
+    pub(crate) views: Vec<View>,
+    /// The union of the views' filters: what the next subscription asks for.
+    pub(crate) scope: Scope,
+    /// What the subscription on this connection asked for.
+    pub(crate) sent: Scope,
+    /// What the records of `collection` are (the scope of the snapshot they came from). Only
+    /// a collection of the scope asked for can be resumed with `since`.
+    pub(crate) data: Scope,
+    /// The last subscribe sent on this connection asked for a snapshot that has not arrived.
+    pub(crate) fresh_in_flight: bool,
+    /// A subscribe without `since` was sent while an older subscription of this stream was
+    /// active on the connection: until its snapshot arrives, what arrives is the older one's
+    /// (events are applied only when they follow, `subscribed` is ignored).
+    pub(crate) awaiting_fresh: bool,
+    /// Snapshots still to come from older subscribes, to discard.
+    pub(crate) skip_snapshots: u32,
+    /// The relay sent events with `prev`: the subscription is a view (by our filter or by
+    /// the token's grant), whose position may move past seqs it never gets.
+    pub(crate) saw_prev: bool,
+    /// A replay was asked because `subscribed` named a seq past ours, from this position.
+    pub(crate) tail_replay: Option<u64>,
     /// True once the collection holds a snapshot (received, or restored from storage): only
     /// then is its position worth resuming from and are events applied.
     pub(crate) has_baseline: bool,
@@ -55,6 +79,15 @@ impl StreamState {
         Self {
             name,
             collection: Collection::default(),
+            views: Vec::new(),
+            scope: Scope::All,
+            sent: Scope::All,
+            data: Scope::All,
+            fresh_in_flight: false,
+            awaiting_fresh: false,
+            skip_snapshots: 0,
+            saw_prev: false,
+            tail_replay: None,
             has_baseline: false,
             phase,
             assembler: SnapshotAssembler::new(),
@@ -66,9 +99,30 @@ impl StreamState {
         }
     }
 
-    /// The position to resume from, if resuming is possible.
+    /// The position to resume from, if resuming is possible: positions of another scope
+    /// say nothing about this one.
     pub(crate) fn since(&self) -> Option<Position> {
-        (self.has_baseline && !self.force_snapshot).then(|| self.collection.position())
+        (self.has_baseline && !self.force_snapshot && self.data == self.scope)
+            .then(|| self.collection.position())
+    }
+
+    /// The union of the views' filters.
+    pub(crate) fn union(&self) -> Scope {
+        let mut members = std::collections::BTreeMap::new();
+        for view in &self.views {
+            match (&view.key, &view.filter) {
+                (Some(key), Some(_)) => {
+                    let value = serde_json::from_str(key).unwrap_or(Value::Null);
+                    members.insert(key.clone(), value);
+                }
+                _ => return Scope::All,
+            }
+        }
+        if members.is_empty() {
+            Scope::All
+        } else {
+            Scope::Any(members)
+        }
     }
 
     /// Whether the stream should be part of the next subscription round.
@@ -83,6 +137,23 @@ impl StreamState {
         }
         self.assembler.reset();
         self.replay_requested = false;
+        self.forget_subscribes();
+    }
+
+    /// Forgets what was in flight for this stream on the connection.
+    pub(crate) fn forget_subscribes(&mut self) {
+        self.fresh_in_flight = false;
+        self.awaiting_fresh = false;
+        self.skip_snapshots = 0;
+    }
+
+    /// Whether a view is subscribed and current: loaded, and the stream live (or live a
+    /// moment ago and widening its subscription for another view).
+    pub(crate) fn view_live(&self, view: &View) -> bool {
+        view.loaded
+            && self.resyncing.is_none()
+            && (self.phase == Phase::Live
+                || (self.phase == Phase::Subscribing && self.awaiting_fresh))
     }
 
     /// Feeds one snapshot chunk; returns the whole snapshot once the last chunk arrived, and
@@ -109,9 +180,9 @@ impl StreamState {
 
     /// The persisted form: the collection as a snapshot, if it is complete (no holes below
     /// the highest seq seen; a snapshot with holes could not be resumed from correctly).
-    pub(crate) fn persistable(&self) -> Option<Snapshot> {
+    pub(crate) fn persistable(&self) -> Option<(Scope, Snapshot)> {
         (self.has_baseline && self.collection.missing().is_empty())
-            .then(|| self.collection.snapshot())
+            .then(|| (self.data.clone(), self.collection.snapshot()))
     }
 }
 

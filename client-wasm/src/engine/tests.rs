@@ -6,6 +6,7 @@ use tidewire_shared::Op;
 
 use super::effect::{Effect, Origin};
 use super::status::{State, TransportKind};
+use super::view::Scope;
 use super::{CloseInfo, Config, Engine, TransportChoice};
 
 fn engine(transport: TransportChoice) -> Engine {
@@ -286,7 +287,7 @@ fn auto_falls_back_to_sse_then_backs_off() {
         io(engine.take_effects()),
         vec![Effect::Connect(TransportKind::Sse)]
     );
-    assert_eq!(engine.sse_streams(), vec![("todos".to_owned(), None)]);
+    assert_eq!(engine.sse_streams(), vec![("todos".to_owned(), None, None)]);
     engine.on_closed(CloseInfo::default(), 2.0);
     let effects = engine.take_effects();
     assert!(
@@ -325,7 +326,8 @@ fn sse_writes_go_over_http_and_positions_resume() {
         engine.sse_streams(),
         vec![(
             "todos".to_owned(),
-            Some(tidewire_shared::Position { epoch: 3, seq: 7 })
+            Some(tidewire_shared::Position { epoch: 3, seq: 7 }),
+            None
         )]
     );
 }
@@ -586,7 +588,7 @@ fn persistence_restores_then_resumes() {
             data: json!(1),
         }],
     };
-    engine.restored("todos", Some(stored.clone()));
+    engine.restored("todos", Some((Scope::All, stored.clone())));
     let effects = engine.take_effects();
     assert_eq!(
         changes(&effects),
@@ -610,11 +612,14 @@ fn persistence_restores_then_resumes() {
         .contains(&Effect::Persist("todos".into())));
     assert_eq!(
         engine.persistable("todos"),
-        Some(tidewire_shared::Snapshot {
-            epoch: 4,
-            seq: 11,
-            records: vec![]
-        })
+        Some((
+            Scope::All,
+            tidewire_shared::Snapshot {
+                epoch: 4,
+                seq: 11,
+                records: vec![]
+            }
+        ))
     );
 }
 
@@ -679,4 +684,685 @@ fn a_stream_added_while_sse_connects_restarts_the_request() {
         vec![Effect::Disconnect, Effect::Connect(TransportKind::Sse)]
     );
     assert_eq!(engine.sse_streams().len(), 2);
+}
+
+// Views: several collections of one stream with their own filters, over one subscription of
+// the union of their filters.
+
+/// Every change effect as `(view, key, op, seq, origin)`.
+fn view_changes(effects: &[Effect]) -> Vec<(u32, String, Op, u64, Origin)> {
+    effects
+        .iter()
+        .filter_map(|effect| match effect {
+            Effect::Changes {
+                view,
+                changes,
+                origin,
+                ..
+            } => Some(
+                changes
+                    .iter()
+                    .map(|change| (*view, change.key.clone(), change.op, change.seq, *origin))
+                    .collect::<Vec<_>>(),
+            ),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+fn tasks_snapshot(seq: u64, records: serde_json::Value) -> String {
+    json!({"type": "snapshot", "stream": "tasks", "epoch": 1, "seq": seq, "chunk": 0,
+           "last": true, "records": records})
+    .to_string()
+}
+
+fn tasks_subscribed(seq: u64, resumed: bool) -> String {
+    json!({"type": "subscribed", "stream": "tasks", "epoch": 1, "seq": seq, "resumed": resumed})
+        .to_string()
+}
+
+/// An event of a view: `prev` is the position the relay says we are at.
+fn tasks_event(seq: u64, prev: u64, key: &str, op: &str, data: serde_json::Value) -> String {
+    json!({"type": "event", "stream": "tasks", "epoch": 1, "seq": seq, "key": key, "op": op,
+           "data": data, "prev": prev})
+    .to_string()
+}
+
+/// The keys view `id` holds, sorted.
+fn keys_of(engine: &Engine, id: u32) -> Vec<String> {
+    let mut keys: Vec<String> = engine
+        .view(id)
+        .expect("view")
+        .keys()
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    keys.sort();
+    keys
+}
+
+fn live_ws() -> Engine {
+    let mut engine = engine(TransportChoice::WebSocket);
+    engine.start(0.0);
+    engine.on_open(1.0);
+    engine.take_effects();
+    engine
+}
+
+/// Views of u1's and u2's tasks, live at seq 10 (t1 is u1's, t2 u2's).
+fn two_views() -> (Engine, u32, u32) {
+    let mut engine = live_ws();
+    let u1 = engine
+        .open_view("tasks", Some(&json!({"owner": "u1"})))
+        .expect("valid");
+    engine.on_text(
+        &tasks_snapshot(
+            10,
+            json!([{"key": "t1", "seq": 4, "data": {"owner": "u1", "n": 1}}]),
+        ),
+        2.0,
+    );
+    engine.on_text(&tasks_subscribed(10, false), 3.0);
+    let u2 = engine
+        .open_view("tasks", Some(&json!({"owner": "u2"})))
+        .expect("valid");
+    engine.on_text(
+        &tasks_snapshot(
+            12,
+            json!([{"key": "t1", "seq": 4, "data": {"owner": "u1", "n": 1}},
+                   {"key": "t2", "seq": 11, "data": {"owner": "u2", "n": 2}}]),
+        ),
+        4.0,
+    );
+    engine.on_text(&tasks_subscribed(12, false), 5.0);
+    engine.take_effects();
+    (engine, u1, u2)
+}
+
+#[test]
+fn one_subscription_for_the_union_of_the_filters() {
+    let mut engine = live_ws();
+    let u1 = engine
+        .open_view("tasks", Some(&json!({"owner": "u1"})))
+        .expect("valid");
+    assert_eq!(
+        sent(&engine.take_effects()),
+        vec![
+            json!({"type": "subscribe", "stream": "tasks", "where": {"owner": "u1"}, "snapshot": true})
+        ]
+    );
+    // The same filter (in any key order) is the same view; `{}` is no filter.
+    let same = engine
+        .open_view("tasks", Some(&json!({"owner": "u1"})))
+        .expect("valid");
+    assert_eq!(same, u1);
+    let everything = engine.open_view("tasks", Some(&json!({}))).expect("valid");
+    assert_eq!(engine.open_view("tasks", None).expect("valid"), everything);
+    assert_ne!(everything, u1);
+    engine.take_effects();
+
+    let mut engine = live_ws();
+    engine
+        .open_view("tasks", Some(&json!({"prio": {"gt": 2}, "done": false})))
+        .expect("valid");
+    engine.on_text(&tasks_snapshot(3, json!([])), 2.0);
+    engine.on_text(&tasks_subscribed(3, false), 3.0);
+    engine.take_effects();
+    engine
+        .open_view("tasks", Some(&json!({"owner": "u1"})))
+        .expect("valid");
+    // The union, from a fresh snapshot: positions of the old union mean nothing for it.
+    assert_eq!(
+        sent(&engine.take_effects()),
+        vec![
+            json!({"type": "subscribe", "stream": "tasks", "snapshot": true,
+                    "where": {"or": [{"done": false, "prio": {"gt": 2}}, {"owner": "u1"}]}})
+        ]
+    );
+    // Equalities on one field become one `in`, which the relay indexes.
+    engine.open_view("tasks", None).expect("valid");
+    engine.take_effects();
+    let mut engine = live_ws();
+    engine
+        .open_view("tasks", Some(&json!({"owner": "u1"})))
+        .expect("valid");
+    engine
+        .open_view("tasks", Some(&json!({"owner": "u2"})))
+        .expect("valid");
+    let subscribes = sent(&engine.take_effects());
+    assert_eq!(
+        subscribes.last(),
+        Some(
+            &json!({"type": "subscribe", "stream": "tasks", "snapshot": true,
+                     "where": {"owner": {"in": ["u1", "u2"]}}})
+        )
+    );
+}
+
+#[test]
+fn an_unfiltered_collection_makes_the_subscription_unfiltered() {
+    let (mut engine, _, _) = two_views();
+    let all = engine.open_view("tasks", None).expect("valid");
+    assert_eq!(
+        sent(&engine.take_effects()),
+        vec![json!({"type": "subscribe", "stream": "tasks", "snapshot": true})]
+    );
+    engine.on_text(
+        &tasks_snapshot(
+            13,
+            json!([{"key": "t1", "seq": 4, "data": {"owner": "u1", "n": 1}},
+                   {"key": "t2", "seq": 11, "data": {"owner": "u2", "n": 2}},
+                   {"key": "t3", "seq": 13, "data": {"owner": "u3"}}]),
+        ),
+        6.0,
+    );
+    engine.on_text(&tasks_subscribed(13, false), 7.0);
+    let effects = engine.take_effects();
+    // The new collection gets its records; the others hear nothing (t3 is not theirs).
+    assert_eq!(
+        view_changes(&effects),
+        vec![
+            (all, "t1".into(), Op::Upsert, 4, Origin::Snapshot),
+            (all, "t2".into(), Op::Upsert, 11, Origin::Snapshot),
+            (all, "t3".into(), Op::Upsert, 13, Origin::Snapshot)
+        ]
+    );
+    assert_eq!(keys_of(&engine, all), vec!["t1", "t2", "t3"]);
+}
+
+#[test]
+fn views_are_independent() {
+    let (mut engine, u1, u2) = two_views();
+    assert_eq!(keys_of(&engine, u1), vec!["t1"]);
+    assert_eq!(keys_of(&engine, u2), vec!["t2"]);
+    assert_eq!(engine.view(u1).expect("view").len(), 1);
+    assert_eq!(engine.view(u1).expect("view").get("t2"), None);
+    assert!(engine.view(u2).expect("view").contains_key("t2"));
+    assert!(engine.is_view_live(u1) && engine.is_view_live(u2));
+
+    // A change inside u1's view; t2 moves from u2 to u1 (a patch: the relay judges it for
+    // the union, where it stays, and sends it as it is); t1 leaves both.
+    engine.on_text(&tasks_event(13, 12, "t1", "patch", json!({"n": 5})), 6.0);
+    engine.on_text(
+        &tasks_event(14, 13, "t2", "patch", json!({"owner": "u1"})),
+        6.0,
+    );
+    engine.on_text(&tasks_event(15, 14, "t1", "delete", json!(null)), 6.0);
+    let effects = engine.take_effects();
+    assert_eq!(
+        view_changes(&effects),
+        vec![
+            (u1, "t1".into(), Op::Patch, 13, Origin::Event),
+            (u1, "t2".into(), Op::Upsert, 14, Origin::Event),
+            (u2, "t2".into(), Op::Delete, 14, Origin::Event),
+            (u1, "t1".into(), Op::Delete, 15, Origin::Event)
+        ]
+    );
+    // The move-in comes with the whole record and no old value; the move-out with no new one.
+    let moved: Vec<_> = effects
+        .iter()
+        .filter_map(|effect| match effect {
+            Effect::Changes { changes, .. } => changes.iter().find(|change| change.seq == 14),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(moved[0].old, None);
+    assert_eq!(moved[0].new, Some(json!({"owner": "u1", "n": 2})));
+    assert_eq!(moved[1].new, None);
+    assert_eq!(keys_of(&engine, u1), vec!["t2"]);
+    assert!(keys_of(&engine, u2).is_empty());
+    assert_eq!(engine.stats().gaps, 0);
+
+    // Ephemeral messages reach the views whose filter their data matches.
+    engine.on_text(
+        &json!({"type": "event", "stream": "tasks", "epoch": 1, "seq": 0, "key": "ping",
+                "op": "message", "data": {"owner": "u2"}})
+        .to_string(),
+        7.0,
+    );
+    let effects = engine.take_effects();
+    let views: Vec<u32> = effects
+        .iter()
+        .filter_map(|effect| match effect {
+            Effect::Message { view, .. } => Some(*view),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(views, vec![u2]);
+}
+
+#[test]
+fn a_new_filter_resubscribes_from_a_snapshot_and_reports_only_real_differences() {
+    let mut engine = live_ws();
+    let u1 = engine
+        .open_view("tasks", Some(&json!({"owner": "u1"})))
+        .expect("valid");
+    engine.on_text(
+        &tasks_snapshot(
+            10,
+            json!([{"key": "t1", "seq": 4, "data": {"owner": "u1"}},
+                   {"key": "t5", "seq": 9, "data": {"owner": "u1", "n": 1}}]),
+        ),
+        2.0,
+    );
+    engine.on_text(&tasks_subscribed(10, false), 3.0);
+    engine.take_effects();
+
+    let u2 = engine
+        .open_view("tasks", Some(&json!({"owner": "u2"})))
+        .expect("valid");
+    let effects = engine.take_effects();
+    let subscribe = &sent(&effects)[0];
+    assert_eq!(subscribe.get("since"), None, "{subscribe}");
+    assert!(!effects
+        .iter()
+        .any(|effect| matches!(effect, Effect::Attach(_))));
+    assert!(
+        engine.is_view_live(u1),
+        "u1 stays live while the union widens"
+    );
+    assert!(!engine.is_view_live(u2));
+    assert!(engine.view(u2).expect("view").is_empty());
+
+    // Until the new snapshot, the old subscription's events still arrive: applied when they
+    // follow, and a gap among them asks for nothing (the snapshot is on its way).
+    engine.on_text(&tasks_event(11, 10, "t5", "patch", json!({"n": 2})), 4.0);
+    engine.on_text(&tasks_event(30, 25, "t1", "delete", json!(null)), 4.0);
+    engine.on_text(&tasks_subscribed(11, true), 4.0);
+    let effects = engine.take_effects();
+    assert_eq!(
+        view_changes(&effects),
+        vec![(u1, "t5".into(), Op::Patch, 11, Origin::Event)]
+    );
+    assert!(sent(&effects).is_empty(), "{effects:?}");
+    assert!(engine.is_view_live(u1));
+
+    // The union's snapshot: t5 changed since, t1 is gone, t2 and t3 are u2's.
+    engine.on_text(
+        &tasks_snapshot(
+            20,
+            json!([{"key": "t2", "seq": 12, "data": {"owner": "u2"}},
+                   {"key": "t3", "seq": 13, "data": {"owner": "u2"}},
+                   {"key": "t5", "seq": 19, "data": {"owner": "u1", "n": 3}}]),
+        ),
+        5.0,
+    );
+    engine.on_text(&tasks_subscribed(20, false), 6.0);
+    let effects = engine.take_effects();
+    let mut seen = view_changes(&effects);
+    seen.sort_by_key(|change| (change.0, change.1.clone()));
+    assert_eq!(
+        seen,
+        vec![
+            (u1, "t1".into(), Op::Delete, 20, Origin::Snapshot),
+            (u1, "t5".into(), Op::Upsert, 19, Origin::Snapshot),
+            (u2, "t2".into(), Op::Upsert, 12, Origin::Snapshot),
+            (u2, "t3".into(), Op::Upsert, 13, Origin::Snapshot)
+        ]
+    );
+    assert!(
+        !effects
+            .iter()
+            .any(|effect| matches!(effect, Effect::Resync { .. })),
+        "widening the union is not a resync of the views"
+    );
+    assert_eq!(engine.stats().resyncs, 0);
+    assert!(engine.is_view_live(u1) && engine.is_view_live(u2));
+    assert_eq!(keys_of(&engine, u1), vec!["t5"]);
+    assert_eq!(keys_of(&engine, u2), vec!["t2", "t3"]);
+    assert_eq!(engine.status().state, State::Live);
+}
+
+#[test]
+fn a_filter_added_while_the_first_snapshot_is_on_its_way_skips_that_snapshot() {
+    let mut engine = live_ws();
+    let u1 = engine
+        .open_view("tasks", Some(&json!({"owner": "u1"})))
+        .expect("valid");
+    let u2 = engine
+        .open_view("tasks", Some(&json!({"owner": "u2"})))
+        .expect("valid");
+    assert_eq!(sent(&engine.take_effects()).len(), 2);
+    // The answer to the first subscribe (u1 only) would show u2 nothing: it is discarded.
+    engine.on_text(
+        &tasks_snapshot(
+            10,
+            json!([{"key": "t1", "seq": 4, "data": {"owner": "u1"}}]),
+        ),
+        2.0,
+    );
+    engine.on_text(&tasks_subscribed(10, false), 3.0);
+    assert!(!engine.is_view_live(u1));
+    assert!(view_changes(&engine.take_effects()).is_empty());
+    engine.on_text(
+        &tasks_snapshot(
+            11,
+            json!([{"key": "t1", "seq": 4, "data": {"owner": "u1"}},
+                   {"key": "t2", "seq": 11, "data": {"owner": "u2"}}]),
+        ),
+        4.0,
+    );
+    engine.on_text(&tasks_subscribed(11, false), 5.0);
+    assert_eq!(
+        view_changes(&engine.take_effects()),
+        vec![
+            (u1, "t1".into(), Op::Upsert, 4, Origin::Snapshot),
+            (u2, "t2".into(), Op::Upsert, 11, Origin::Snapshot)
+        ]
+    );
+    assert!(engine.is_view_live(u1) && engine.is_view_live(u2));
+    assert_eq!(engine.collection("tasks").map(|c| c.applied()), Some(11));
+}
+
+#[test]
+fn events_whose_prev_is_our_position_follow_it() {
+    let (mut engine, u1, _) = two_views();
+    // Seqs 13 to 19 did not concern the union.
+    engine.on_text(&tasks_event(20, 12, "t1", "patch", json!({"n": 2})), 6.0);
+    engine.on_text(
+        &tasks_event(25, 20, "t9", "upsert", json!({"owner": "u1"})),
+        6.0,
+    );
+    let effects = engine.take_effects();
+    assert!(sent(&effects).is_empty(), "no replay: {effects:?}");
+    assert_eq!(engine.stats().gaps, 0);
+    assert_eq!(engine.collection("tasks").map(|c| c.applied()), Some(25));
+    assert_eq!(keys_of(&engine, u1), vec!["t1", "t9"]);
+
+    // Resumed after a reconnect: the relay's position moved past our last event.
+    engine.on_closed(CloseInfo::default(), 7.0);
+    engine.on_retry_timer(5000.0);
+    engine.on_open(5001.0);
+    let effects = engine.take_effects();
+    assert_eq!(
+        sent(&effects),
+        vec![
+            json!({"type": "subscribe", "stream": "tasks", "since": {"epoch": 1, "seq": 25},
+                    "snapshot": true, "where": {"owner": {"in": ["u1", "u2"]}}})
+        ]
+    );
+    engine.on_text(&tasks_subscribed(40, true), 5002.0);
+    assert!(sent(&engine.take_effects()).is_empty(), "complete up to 40");
+    assert_eq!(engine.collection("tasks").map(|c| c.applied()), Some(40));
+    engine.on_text(&tasks_event(44, 40, "t9", "delete", json!(null)), 5003.0);
+    assert!(sent(&engine.take_effects()).is_empty());
+    assert_eq!(keys_of(&engine, u1), vec!["t1"]);
+    assert_eq!(engine.status().state, State::Live);
+}
+
+#[test]
+fn an_event_whose_prev_is_not_our_position_asks_for_a_replay() {
+    let (mut engine, u1, _) = two_views();
+    // We are at 12; the relay says the event follows 16: we missed 16.
+    engine.on_text(&tasks_event(20, 16, "t1", "patch", json!({"n": 2})), 6.0);
+    let effects = engine.take_effects();
+    assert_eq!(
+        sent(&effects),
+        vec![
+            json!({"type": "subscribe", "stream": "tasks", "since": {"epoch": 1, "seq": 12},
+                    "snapshot": true, "where": {"owner": {"in": ["u1", "u2"]}}})
+        ]
+    );
+    assert!(view_changes(&effects).is_empty(), "not applied over a hole");
+    assert_eq!(engine.stats().gaps, 1);
+    // Only one replay for the burst.
+    engine.on_text(&tasks_event(21, 20, "t1", "patch", json!({"n": 3})), 6.0);
+    assert!(sent(&engine.take_effects()).is_empty());
+    // The replay from 12: 16, then 20 and 21 again.
+    engine.on_text(
+        &tasks_event(16, 12, "t8", "upsert", json!({"owner": "u1"})),
+        7.0,
+    );
+    engine.on_text(&tasks_event(20, 16, "t1", "patch", json!({"n": 2})), 7.0);
+    engine.on_text(&tasks_event(21, 20, "t1", "patch", json!({"n": 3})), 7.0);
+    engine.on_text(&tasks_subscribed(21, true), 8.0);
+    let effects = engine.take_effects();
+    assert_eq!(
+        view_changes(&effects),
+        vec![
+            (u1, "t8".into(), Op::Upsert, 16, Origin::Event),
+            (u1, "t1".into(), Op::Patch, 20, Origin::Event),
+            (u1, "t1".into(), Op::Patch, 21, Origin::Event)
+        ]
+    );
+    assert!(sent(&effects).is_empty());
+    assert_eq!(engine.collection("tasks").map(|c| c.applied()), Some(21));
+    assert!(engine
+        .collection("tasks")
+        .is_some_and(|c| c.missing().is_empty()));
+    assert_eq!(
+        engine.view(u1).expect("view").get("t1"),
+        Some(json!({"owner": "u1", "n": 3}))
+    );
+    assert_eq!(engine.status().state, State::Live);
+}
+
+#[test]
+fn a_view_of_the_tokens_grant_is_complete_up_to_subscribed() {
+    // An unfiltered collection, but the token's grant filters it: events carry prev.
+    let mut engine = live_engine();
+    engine.on_text(
+        &json!({"type": "event", "stream": "todos", "epoch": 1, "seq": 9, "key": "a",
+                "op": "upsert", "data": 9, "prev": 2})
+        .to_string(),
+        4.0,
+    );
+    assert!(sent(&engine.take_effects()).is_empty());
+    engine.on_closed(CloseInfo::default(), 5.0);
+    engine.on_retry_timer(5000.0);
+    engine.on_open(5001.0);
+    engine.take_effects();
+    engine.on_text(&subscribed(1, 15, true), 5002.0);
+    assert!(sent(&engine.take_effects()).is_empty());
+    assert_eq!(engine.collection("todos").map(|c| c.applied()), Some(15));
+
+    // Without an event to tell, a replay that brings nothing settles it (once).
+    let mut engine = live_engine();
+    engine.on_closed(CloseInfo::default(), 5.0);
+    engine.on_retry_timer(5000.0);
+    engine.on_open(5001.0);
+    engine.take_effects();
+    engine.on_text(&subscribed(1, 15, true), 5002.0);
+    assert_eq!(sent(&engine.take_effects()).len(), 1, "one replay");
+    engine.on_text(&subscribed(1, 15, true), 5003.0);
+    assert!(sent(&engine.take_effects()).is_empty());
+    assert_eq!(engine.collection("todos").map(|c| c.applied()), Some(15));
+    assert_eq!(engine.status().state, State::Live);
+}
+
+#[test]
+fn a_view_over_records_already_here_is_shown_without_resubscribing() {
+    let mut engine = live_ws();
+    let all = engine.open_view("tasks", None).expect("valid");
+    engine.on_text(
+        &tasks_snapshot(
+            5,
+            json!([{"key": "t1", "seq": 1, "data": {"owner": "u1"}},
+                   {"key": "t2", "seq": 2, "data": {"owner": "u2"}}]),
+        ),
+        2.0,
+    );
+    engine.on_text(&tasks_subscribed(5, false), 3.0);
+    engine.take_effects();
+    let u2 = engine
+        .open_view("tasks", Some(&json!({"owner": "u2"})))
+        .expect("valid");
+    let effects = engine.take_effects();
+    assert!(sent(&effects).is_empty());
+    assert_eq!(io(effects), vec![Effect::Attach(u2)]);
+    // Empty until attached (a microtask later, after the application added listeners).
+    assert!(engine.view(u2).expect("view").is_empty());
+    assert!(!engine.is_view_live(u2));
+    engine.attach_view(u2);
+    assert_eq!(
+        view_changes(&engine.take_effects()),
+        vec![(u2, "t2".into(), Op::Upsert, 2, Origin::Snapshot)]
+    );
+    assert!(engine.is_view_live(u2));
+    engine.on_text(&event_on("tasks", 6, "t1", json!({"owner": "u2"})), 4.0);
+    assert_eq!(
+        view_changes(&engine.take_effects()),
+        vec![
+            (all, "t1".into(), Op::Upsert, 6, Origin::Event),
+            (u2, "t1".into(), Op::Upsert, 6, Origin::Event)
+        ]
+    );
+    assert_eq!(keys_of(&engine, u2), vec!["t1", "t2"]);
+}
+
+fn event_on(stream: &str, seq: u64, key: &str, data: serde_json::Value) -> String {
+    json!({"type": "event", "stream": stream, "epoch": 1, "seq": seq, "key": key,
+           "op": "upsert", "data": data})
+    .to_string()
+}
+
+#[test]
+fn bad_filters_are_refused_before_subscribing() {
+    let mut engine = live_ws();
+    let error = engine
+        .open_view("tasks", Some(&json!({"prio": {"gte": 1}})))
+        .expect_err("unknown operator");
+    assert_eq!(error.code(), "bad_filter");
+    assert!(error.to_string().contains("where.prio.gte"), "{error}");
+    assert!(engine
+        .open_view("tasks", Some(&json!(["owner"])))
+        .is_err_and(|error| error.code() == "bad_filter"));
+    assert!(engine
+        .open_view("raw:orders", Some(&json!({"owner": "u1"})))
+        .is_err_and(|error| error.code() == "bad_filter"));
+    assert!(sent(&engine.take_effects()).is_empty());
+    // Each filter is fine alone, their union is nested too deep: the second is refused and
+    // the subscription stays the first's.
+    let deep = json!({"not": {"not": {"not": {"not": {"not": {"not": {"a": 1}}}}}}});
+    engine.open_view("tasks", Some(&deep)).expect("valid");
+    engine.take_effects();
+    let error = engine
+        .open_view("tasks", Some(&json!({"b": 1})))
+        .expect_err("union too deep");
+    assert_eq!(error.code(), "bad_filter");
+    assert!(sent(&engine.take_effects()).is_empty());
+    // A relay refusal reaches the stream's collections like other subscription errors.
+    engine.on_text(
+        r#"{"type":"error","stream":"tasks","code":"bad_filter","message":"bad filter at where: no"}"#,
+        2.0,
+    );
+    assert!(engine.take_effects().iter().any(|effect| matches!(effect,
+        Effect::StreamError { stream, code, .. } if stream == "tasks" && code == "bad_filter")));
+}
+
+#[test]
+fn sse_names_the_union_per_stream_and_restarts_when_it_changes() {
+    let mut engine = engine(TransportChoice::Sse);
+    engine.start(0.0);
+    engine
+        .open_view("tasks", Some(&json!({"owner": "u1"})))
+        .expect("valid");
+    engine.on_open(1.0);
+    engine.on_text(&tasks_snapshot(3, json!([])), 2.0);
+    engine.on_text(&tasks_subscribed(3, false), 3.0);
+    engine.take_effects();
+    assert_eq!(
+        engine.sse_streams(),
+        vec![(
+            "tasks".to_owned(),
+            Some(tidewire_shared::Position { epoch: 1, seq: 3 }),
+            Some(json!({"owner": "u1"}))
+        )]
+    );
+    engine
+        .open_view("tasks", Some(&json!({"prio": {"gt": 2}})))
+        .expect("valid");
+    assert_eq!(
+        io(engine.take_effects()),
+        vec![Effect::Disconnect, Effect::Connect(TransportKind::Sse)]
+    );
+    assert_eq!(
+        engine.sse_streams(),
+        vec![(
+            "tasks".to_owned(),
+            None,
+            Some(json!({"or": [{"owner": "u1"}, {"prio": {"gt": 2}}]}))
+        )]
+    );
+}
+
+#[test]
+fn stored_state_of_another_union_is_shown_but_not_resumed() {
+    let config = Config {
+        transport: TransportChoice::WebSocket,
+        persist: true,
+        ..Config::default()
+    };
+    let mut engine = Engine::new(config, 1);
+    engine.start(0.0);
+    engine.on_open(1.0);
+    let u1 = engine
+        .open_view("tasks", Some(&json!({"owner": "u1"})))
+        .expect("valid");
+    let u2 = engine
+        .open_view("tasks", Some(&json!({"owner": "u2"})))
+        .expect("valid");
+    assert!(engine
+        .take_effects()
+        .contains(&Effect::Restore("tasks".into())));
+    // Stored by a page that had only u1's collection.
+    let stored = tidewire_shared::Snapshot {
+        epoch: 1,
+        seq: 10,
+        records: vec![tidewire_shared::Record {
+            key: "t1".into(),
+            seq: 4,
+            data: json!({"owner": "u1"}),
+        }],
+    };
+    let scope = Scope::from_members(Some(vec![json!({"owner": "u1"})])).expect("scope");
+    engine.restored("tasks", Some((scope.clone(), stored)));
+    let effects = engine.take_effects();
+    assert_eq!(
+        view_changes(&effects),
+        vec![(u1, "t1".into(), Op::Upsert, 4, Origin::Restore)]
+    );
+    assert!(engine.view(u2).expect("view").is_empty());
+    assert_eq!(
+        sent(&effects),
+        vec![
+            json!({"type": "subscribe", "stream": "tasks", "snapshot": true,
+                    "where": {"owner": {"in": ["u1", "u2"]}}})
+        ],
+        "a position of u1's view says nothing about u2's"
+    );
+    // The same union is resumed.
+    let mut engine = Engine::new(
+        Config {
+            transport: TransportChoice::WebSocket,
+            persist: true,
+            ..Config::default()
+        },
+        1,
+    );
+    engine.start(0.0);
+    engine.on_open(1.0);
+    engine
+        .open_view("tasks", Some(&json!({"owner": "u1"})))
+        .expect("valid");
+    engine.take_effects();
+    engine.restored(
+        "tasks",
+        Some((
+            scope.clone(),
+            tidewire_shared::Snapshot {
+                epoch: 1,
+                seq: 10,
+                records: vec![],
+            },
+        )),
+    );
+    let subscribe = sent(&engine.take_effects());
+    assert_eq!(subscribe[0]["since"], json!({"epoch": 1, "seq": 10}));
+    engine.on_text(&tasks_subscribed(10, true), 2.0);
+    assert_eq!(
+        engine.persistable("tasks").map(|(scope, _)| scope),
+        Some(scope)
+    );
 }
