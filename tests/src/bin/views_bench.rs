@@ -150,11 +150,11 @@ async fn main() -> anyhow::Result<()> {
         "rss_per_client_bytes": (subscribed.rss_kib.saturating_sub(idle.rss_kib) * 1024) / args.clients.max(1),
     });
     if args.mode != Mode::Plain && args.events > 0 {
-        let stream = if args.mode == Mode::Filtered { "'vb'" } else { "'vb-' || (i % $2)" };
+        let stream = if args.mode == Mode::Filtered { "'vb'" } else { "'vb-' || (i % $2::bigint)" };
         let publish = format!(
-            "select count(tidewire.publish({stream}, 'k' || (i % $2), 'upsert', \
-             jsonb_build_object('owner', 'o' || (i % $2), 'n', i, 'pad', repeat('x', $3)))) \
-             from generate_series(0, $1 - 1) as i"
+            "select count(tidewire.publish({stream}, 'k' || (i % $2::bigint), 'upsert', \
+             jsonb_build_object('owner', 'o' || (i % $2::bigint), 'n', i, 'pad', repeat('x', $3::int)))) \
+             from generate_series(0::bigint, $1::bigint - 1) as i"
         );
         let (events, clients) = (i64::try_from(args.events)?, i64::try_from(args.clients)?);
         pg.query_one(&publish, &[&events, &clients, &args.pad]).await?;
@@ -174,7 +174,8 @@ async fn main() -> anyhow::Result<()> {
         let started = Instant::now();
         pg.query_one(
             "select count(tidewire.publish('vb', 'k' || i, 'patch', \
-             jsonb_build_object('owner', 'o' || ((i + 1) % $1)))) from generate_series(0, $1 - 1) as i",
+             jsonb_build_object('owner', 'o' || ((i + 1) % $1::bigint)))) \
+             from generate_series(0::bigint, $1::bigint - 1) as i",
             &[&clients],
         )
         .await?;
