@@ -27,9 +27,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
 use deadpool_postgres::Pool;
-use tidewire_shared::StreamName;
-
-use crate::delivery::{Change, Delivery};
+use tidewire_shared::{ServerMessage, StreamName};
 use tokio::sync::OnceCell;
 
 use super::outbox::{self, OutboxError};
@@ -43,8 +41,9 @@ pub struct Frame {
     pub json: Bytes,
     /// Commit time (microseconds since the Unix epoch), for latency metrics.
     pub ts: Option<i64>,
-    /// The record change, for filtered subscriptions.
-    pub change: Arc<Change>,
+    /// The key's value before the event (JSON text), for filtered subscriptions: kept
+    /// encoded, and counted in the cache's bytes, like the frame itself.
+    pub prior: Option<Bytes>,
 }
 
 /// What [`ReplayCache::read`] found after a position: a view into a shared block.
@@ -240,17 +239,17 @@ impl ReplayCache {
             && events.last().map(|stored| stored.event.seq) == Some(first + self.page);
         let frames: Vec<Frame> = events
             .into_iter()
-            .filter_map(|stored| {
-                let delivery = Delivery::stored(stored);
-                Some(Frame {
-                    seq: delivery.seq,
-                    ts: delivery.committed_at_micros,
-                    change: delivery.change?,
-                    json: delivery.json,
-                })
+            .map(|stored| Frame {
+                seq: stored.event.seq,
+                ts: stored.event.ts,
+                json: Bytes::from(ServerMessage::encode_event(&stored.event)),
+                prior: stored.prior.map(|prior| Bytes::from(prior.to_string())),
             })
             .collect();
-        let bytes = frames.iter().map(|frame| frame.json.len()).sum();
+        let bytes = frames
+            .iter()
+            .map(|frame| frame.json.len() + frame.prior.as_ref().map_or(0, Bytes::len))
+            .sum();
         Ok(Block {
             frames,
             full,

@@ -536,8 +536,14 @@ impl Session {
                 epoch,
                 seq: frame.seq,
             };
+            let Some(change) = super::view::replayed_change(&frame.json, frame.prior.as_ref())
+            else {
+                // The relay encoded this frame itself: one that does not decode is a bug.
+                tracing::error!(%stream, seq = frame.seq, "a replayed frame does not decode");
+                continue;
+            };
             let Some(json) =
-                super::view::event_frame(&view.filter, &at, &frame.json, &frame.change, view.sent)
+                super::view::event_frame(&view.filter, &at, &frame.json, &change, view.sent)
             else {
                 continue;
             };

@@ -58,6 +58,30 @@ pub(super) fn event_frame(
     Some(Bytes::from(ServerMessage::encode_event(&event)))
 }
 
+/// The record change of a replayed frame: its event decoded again, with its pre-image. Only
+/// views pay this; the replay cache keeps frames encoded.
+pub(super) fn replayed_change(json: &Bytes, prior: Option<&Bytes>) -> Option<Change> {
+    let limits = tidewire_shared::DecodeLimits {
+        max_bytes: usize::MAX,
+        max_depth: tidewire_shared::DecodeLimits::DEFAULT_MAX_DEPTH,
+    };
+    let Ok(ServerMessage::Event(event)) = tidewire_shared::message::decode_server(json, &limits)
+    else {
+        return None;
+    };
+    let prior = match prior {
+        None => None,
+        Some(text) => Some(serde_json::from_slice(text).ok()?),
+    };
+    Some(Change {
+        key: event.key,
+        op: event.op,
+        data: event.data,
+        prior,
+        ts: event.ts,
+    })
+}
+
 /// Whether a view gets an ephemeral message: when its data matches the filter.
 pub(super) fn wants_message(filter: &Filter, change: Option<&Change>) -> bool {
     change.is_some_and(|change| change.op == Op::Message && filter.matches(&change.data))
