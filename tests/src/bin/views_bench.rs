@@ -77,7 +77,9 @@ struct Counts {
 async fn client(args: &Args, index: u64, counts: Arc<Counts>) -> anyhow::Result<()> {
     let mut ws = websocket(args.relay, "/v1/ws", None, Duration::from_secs(30)).await?;
     let subscribe = match args.mode {
-        Mode::Filtered => json!({"type": "subscribe", "stream": "vb", "where": {"owner": format!("o{index}")}}),
+        Mode::Filtered => {
+            json!({"type": "subscribe", "stream": "vb", "where": {"owner": format!("o{index}")}})
+        }
         Mode::Streams => json!({"type": "subscribe", "stream": format!("vb-{index}")}),
         Mode::Plain => json!({"type": "subscribe", "stream": "vb"}),
     };
@@ -102,11 +104,19 @@ async fn client(args: &Args, index: u64, counts: Arc<Counts>) -> anyhow::Result<
 }
 
 /// Waits until `counter` reaches `target`; the time it took.
-async fn until(counter: &AtomicU64, target: u64, timeout: Duration, what: &str) -> anyhow::Result<Duration> {
+async fn until(
+    counter: &AtomicU64,
+    target: u64,
+    timeout: Duration,
+    what: &str,
+) -> anyhow::Result<Duration> {
     let start = Instant::now();
     while counter.load(Ordering::Relaxed) < target {
         if start.elapsed() > timeout {
-            bail!("{what}: {} of {target} after {timeout:?}", counter.load(Ordering::Relaxed));
+            bail!(
+                "{what}: {} of {target} after {timeout:?}",
+                counter.load(Ordering::Relaxed)
+            );
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
@@ -127,7 +137,9 @@ async fn main() -> anyhow::Result<()> {
     let mut connecting = Vec::new();
     for index in 0..args.clients {
         let (args, counts) = (Arc::clone(&args), Arc::clone(&counts));
-        connecting.push(tokio::spawn(async move { client(&args, index, counts).await }));
+        connecting.push(tokio::spawn(
+            async move { client(&args, index, counts).await },
+        ));
         if connecting.len() >= 200 {
             for task in connecting.drain(..) {
                 task.await??;
@@ -150,14 +162,19 @@ async fn main() -> anyhow::Result<()> {
         "rss_per_client_bytes": (subscribed.rss_kib.saturating_sub(idle.rss_kib) * 1024) / args.clients.max(1),
     });
     if args.mode != Mode::Plain && args.events > 0 {
-        let stream = if args.mode == Mode::Filtered { "'vb'" } else { "'vb-' || (i % $2::bigint)" };
+        let stream = if args.mode == Mode::Filtered {
+            "'vb'"
+        } else {
+            "'vb-' || (i % $2::bigint)"
+        };
         let publish = format!(
             "select count(tidewire.publish({stream}, 'k' || (i % $2::bigint), 'upsert', \
              jsonb_build_object('owner', 'o' || (i % $2::bigint), 'n', i, 'pad', repeat('x', $3::int)))) \
              from generate_series(0::bigint, $1::bigint - 1) as i"
         );
         let (events, clients) = (i64::try_from(args.events)?, i64::try_from(args.clients)?);
-        pg.query_one(&publish, &[&events, &clients, &args.pad]).await?;
+        pg.query_one(&publish, &[&events, &clients, &args.pad])
+            .await?;
         let before = procstat::sample(&pid).context("the relay process")?;
         let took = until(&counts.events, args.events, timeout, "deliveries").await?;
         let after = procstat::sample(&pid).context("the relay process")?;
@@ -180,7 +197,13 @@ async fn main() -> anyhow::Result<()> {
         )
         .await?;
         let committed = started.elapsed();
-        let took = until(&counts.events, already + 2 * args.clients, timeout, "storm deliveries").await?;
+        let took = until(
+            &counts.events,
+            already + 2 * args.clients,
+            timeout,
+            "storm deliveries",
+        )
+        .await?;
         let after = procstat::sample(&pid).context("the relay process")?;
         report["storm_records"] = json!(args.clients);
         report["storm_commit_seconds"] = json!(committed.as_secs_f64());

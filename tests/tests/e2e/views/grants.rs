@@ -84,7 +84,11 @@ async fn snapshot_keys(
 }
 
 /// A case: its name, the client's `where`, and the keys it gets (or the error code).
-type Narrowing = (&'static str, Option<Value>, Result<Vec<&'static str>, &'static str>);
+type Narrowing = (
+    &'static str,
+    Option<Value>,
+    Result<Vec<&'static str>, &'static str>,
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_can_narrow_its_grant_never_widen_it() {
