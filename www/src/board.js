@@ -34,8 +34,9 @@ function button(action, label, text) {
 }
 
 export class Board {
-  constructor({ tasks, identity, presence, wire, notify }) {
+  constructor({ tasks, mine, identity, presence, wire, notify }) {
     this.tasks = tasks;
+    this.follow(mine);
     this.identity = identity;
     this.presence = presence;
     this.wire = wire;
@@ -298,6 +299,19 @@ export class Board {
     this.scheduleRender();
   }
 
+  /** Shows `mine` (a filtered collection: the tasks of one author) under the "Mine" tab. */
+  follow(mine) {
+    this.unfollowMine?.();
+    this.mine = mine;
+    this.unfollowMine = mine.subscribe(() => this.scheduleRender());
+    this.scheduleRender();
+  }
+
+  /** The titles under "Mine", in board order (for the tests). */
+  mineTitles() {
+    return sortEntries([...this.mine.entries()].filter(([, value]) => isTask(value))).map(([, value]) => value.title);
+  }
+
   scheduleRender() {
     if (this.renderQueued) return;
     this.renderQueued = true;
@@ -312,8 +326,12 @@ export class Board {
     const sorted = this.sorted();
     const editors = this.presence.editorsByTask();
     const done = sorted.filter(([, value]) => value.done === true).length;
-    this.counts.textContent = `${sorted.length - done} open · ${done} done`;
-    const visible = sorted.filter(([, value]) => this.filter === "all" || (this.filter === "done") === (value.done === true));
+    this.counts.textContent = `${sorted.length - done} open · ${done} done · ${this.mine.size} mine`;
+    // "Mine" renders the relay-filtered view; the other tabs filter the whole board locally.
+    const visible =
+      this.filter === "mine"
+        ? sortEntries([...this.mine.entries()].filter(([, value]) => isTask(value)))
+        : sorted.filter(([, value]) => this.filter === "all" || (this.filter === "done") === (value.done === true));
     const present = new Set(visible.map(([key]) => key));
     for (const [key, item] of this.items) {
       if (!present.has(key) && key !== this.editing) {

@@ -17,11 +17,15 @@ const STREAM = "demo:tasks";
 const identity = loadIdentity();
 const client = new TidewireClient(location.origin, { transport: "auto" });
 const tasks = client.collection(STREAM);
+// "Mine": the tasks this tab's person added, as a view the relay keeps (a filtered
+// collection of the same stream): tasks move in and out as their author changes.
+const mineOf = (name) => client.collection(STREAM, { where: { author: name } });
 
 const wire = new WirePanel({ client, tasks });
 const latency = new LatencyMeter(location.origin, STREAM, (seq, ms) => wire.latency(seq, ms, latency.median()));
 const presence = new Presence({ tasks, client, identity, onChange: () => board.scheduleRender() });
-const board = new Board({ tasks, identity, presence, wire, notify: toast });
+const board = new Board({ tasks, mine: mineOf(identity.name), identity, presence, wire, notify: toast });
+presence.onRename = (name) => board.follow(mineOf(name));
 new SqlCard();
 
 tasks.subscribe((change) => {
@@ -57,6 +61,7 @@ window.tidewireDemo = {
     statusHistory: wire.history.map((entry) => entry.state),
     titles: board.sorted().map(([, value]) => value.title),
     records: tasks.toJSON(),
+    mine: board.mineTitles(),
     presence: presence.members.map((member) => member.data?.name),
   }),
 };

@@ -112,6 +112,7 @@ export class Presence {
         saveIdentity(this.identity);
         this.renderMe();
         this.publish();
+        this.onRename?.(name);
       }
       input.remove();
       button.hidden = false;

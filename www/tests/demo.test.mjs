@@ -131,6 +131,36 @@ test("a row inserted with SQL appears in both tabs", async () => {
   assert.equal(await relay.psql("select count(*) from demo_board where id = 'sql-1' and done"), "1");
 });
 
+test("Mine is a view of each tab's own tasks; a task moves when its author changes", async () => {
+  await addTask(ann, "Ann drafts the FAQ");
+  await addTask(ben, "Ben books the venue");
+  await relay.psql("insert into demo_tasks (id, title, author) values ('sql-m', 'Reassigned in SQL', 'Ann')");
+  /** The titles of `name`'s tasks on the committed board, in board order. */
+  const expected = async (name) => {
+    const { titles: board } = await converged();
+    const records = (await relay.snapshot()).records;
+    const authored = new Set(records.filter((record) => record.data?.author === name).map((record) => record.data.title));
+    return board.filter((title) => authored.has(title));
+  };
+  const mineOf = async (page) => (await state(page)).mine;
+  for (const [page, name] of [[ann, "Ann"], [ben, "Ben"]]) {
+    const wanted = await expected(name);
+    await waitFor(async () => JSON.stringify(await mineOf(page)) === JSON.stringify(wanted), { what: `${name}'s view` });
+  }
+  assert.ok((await mineOf(ann)).includes("Reassigned in SQL"));
+  assert.ok(!(await mineOf(ben)).includes("Ann drafts the FAQ"));
+  // The author changes in SQL: the relay moves the task out of Ann's view and into Ben's.
+  await relay.psql("update demo_tasks set author = 'Ben' where id = 'sql-m'");
+  await waitFor(async () => (await mineOf(ben)).includes("Reassigned in SQL") && !(await mineOf(ann)).includes("Reassigned in SQL"), {
+    what: "the task to move between the views",
+  });
+  // The Mine tab renders the view.
+  await ann.locator('[data-filter="mine"]').click();
+  await waitFor(async () => JSON.stringify(await titles(ann)) === JSON.stringify(await expected("Ann")), { what: "Ann's Mine tab" });
+  await ann.locator('[data-filter="all"]').click();
+  await converged();
+});
+
 test("restarting PostgreSQL shows reconnecting then live, and loses or duplicates nothing", async () => {
   const before = await Promise.all([ann, ben].map(async (page) => (await state(page)).statusHistory.length));
   await relay.restartPostgres();

@@ -107,6 +107,21 @@ pub enum Outgoing {
 }
 
 impl Outgoing {
+    /// An event of `stream` that brings the client to `(epoch, seq)`.
+    fn event(
+        json: Json,
+        stream: &StreamName,
+        epoch: u64,
+        seq: u64,
+        committed_at: Option<i64>,
+    ) -> Self {
+        Outgoing::Frame {
+            json,
+            position: Some((stream.clone(), Position { epoch, seq })),
+            committed_at,
+        }
+    }
+
     fn message(message: &ServerMessage) -> Self {
         Outgoing::Frame {
             json: Json::Own(Bytes::from(message.encode())),
@@ -565,17 +580,13 @@ impl Session {
         if let Some(json) = view::event_frame(&view.filter, &at, &delivery.json, change, view.sent)
         {
             view.sent = delivery.seq;
-            self.out.push(Outgoing::Frame {
-                json: Json::Own(json),
-                position: Some((
-                    stream.clone(),
-                    Position {
-                        epoch: delivery.epoch,
-                        seq: delivery.seq,
-                    },
-                )),
-                committed_at: delivery.committed_at_micros,
-            });
+            self.out.push(Outgoing::event(
+                Json::Own(json),
+                stream,
+                delivery.epoch,
+                delivery.seq,
+                delivery.committed_at_micros,
+            ));
         }
     }
 

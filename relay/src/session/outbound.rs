@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 
-use tidewire_shared::{Position, StreamName};
+use tidewire_shared::StreamName;
 
 use super::{Json, Outgoing};
 use crate::pg::replay_cache::Page;
@@ -59,17 +59,8 @@ impl Outbound {
             } => {
                 // Never empty: empty pages are not queued, and a page leaves with its last frame.
                 let frame = page.pop()?;
-                let outgoing = Outgoing::Frame {
-                    json: Json::Own(frame.json),
-                    position: Some((
-                        stream.clone(),
-                        Position {
-                            epoch,
-                            seq: frame.seq,
-                        },
-                    )),
-                    committed_at: frame.ts,
-                };
+                let outgoing =
+                    Outgoing::event(Json::Own(frame.json), &stream, epoch, frame.seq, frame.ts);
                 if !page.frames().is_empty() {
                     self.entries.push_front(Entry::Replay {
                         stream,

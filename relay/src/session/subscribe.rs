@@ -548,17 +548,13 @@ impl Session {
                 continue;
             };
             view.sent = frame.seq;
-            self.out.push(Outgoing::Frame {
-                json: Json::Own(json),
-                position: Some((
-                    stream.clone(),
-                    Position {
-                        epoch,
-                        seq: frame.seq,
-                    },
-                )),
-                committed_at: frame.ts,
-            });
+            self.out.push(Outgoing::event(
+                Json::Own(json),
+                stream,
+                epoch,
+                frame.seq,
+                frame.ts,
+            ));
         }
     }
 
