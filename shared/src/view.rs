@@ -101,5 +101,6 @@ pub fn project(filter: &Filter, event: &Event, prior: Option<&Value>) -> Option<
     }
 }
 
-#[cfg(test)]
+// A property test: proptest is a native dev-dependency only.
+#[cfg(all(test, not(target_family = "wasm")))]
 mod tests;
