@@ -161,7 +161,9 @@ impl TidewireClient {
     pub fn collection(
         &self,
         stream: &str,
-        #[wasm_bindgen(unchecked_param_type = "CollectionOptions")] options: Option<js_sys::Object>,
+        #[wasm_bindgen(unchecked_optional_param_type = "CollectionOptions")] options: Option<
+            js_sys::Object,
+        >,
     ) -> Result<JsValue, JsValue> {
         let filter = collection_filter(options.as_ref())?;
         let text = match &filter {

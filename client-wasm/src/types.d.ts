@@ -21,6 +21,39 @@ export interface TidewireOptions {
   connectTimeoutMs?: number;
 }
 
+/** A scalar a filter compares with. */
+export type FilterScalar = string | number | boolean;
+
+/** The condition on one field: operators that must all hold. */
+export interface FieldCondition {
+  eq?: FilterScalar;
+  ne?: FilterScalar;
+  lt?: FilterScalar;
+  le?: FilterScalar;
+  gt?: FilterScalar;
+  ge?: FilterScalar;
+  /** The field equals one of these (`[]`: never). */
+  in?: FilterScalar[];
+  /** `true`: the field is missing or `null`; `false`: present and not `null`. */
+  null?: boolean;
+}
+
+/** A filter over the top-level fields of a record's value (docs/PROTOCOL.md, "Views"):
+ * `{ owner: "u1" }` (equality), `{ prio: { gt: 2 } }`, `{ status: { in: ["open", "doing"] } }`,
+ * `{ due: { null: true } }`, `{ and: [...] }`, `{ or: [...] }`, `{ not: {...} }`; several keys
+ * must all hold, and `{}` matches every record. */
+export type Filter = {
+  [field: string]: FilterScalar | FieldCondition | Filter | Filter[];
+};
+
+/** Options of `client.collection(stream, options)`. */
+export interface CollectionOptions {
+  /** Only the records whose value matches this filter. Collections of one stream with
+   * different filters are independent views over one subscription (for the union of their
+   * filters). An invalid filter throws a `TidewireError` with code `"bad_filter"`. */
+  where?: Filter;
+}
+
 /** The coarse connection state. */
 export type ConnectionState = "connecting" | "live" | "resyncing" | "offline" | "closed";
 
@@ -48,7 +81,9 @@ export interface StatusInfo {
 /** One change of a record, passed to `collection.subscribe()` / `on("change")`. */
 export interface Change<T = any> {
   key: string;
-  /** What happened to the record. A snapshot reports `"upsert"` and `"delete"`. */
+  /** What happened to the record. A snapshot reports `"upsert"` and `"delete"`. In a
+   * filtered collection, a record that starts matching arrives as an `"upsert"` (no
+   * `oldValue`) and one that stops matching as a `"delete"` (no `newValue`). */
   op: "upsert" | "patch" | "delete";
   /** The seq of the event (or snapshot) that caused the change. */
   seq: number;
@@ -94,9 +129,9 @@ export interface ClientStats {
 }
 
 /** Every error from this package: a plain `Error` with `name === "TidewireError"` and a
- * machine-readable `code` (`"closed"`, `"bad_stream"`, `"bad_key"`, `"bad_data"`,
- * `"forbidden"`, `"unauthorized"`, `"rate_limited"`, `"unavailable"`, `"connection_lost"`,
- * `"network"`, ...). Stream errors also carry `stream`. */
+ * machine-readable `code` (`"closed"`, `"bad_stream"`, `"bad_filter"`, `"bad_key"`,
+ * `"bad_data"`, `"forbidden"`, `"unauthorized"`, `"rate_limited"`, `"unavailable"`,
+ * `"connection_lost"`, `"network"`, ...). Stream errors also carry `stream`. */
 export interface TidewireError extends Error {
   name: "TidewireError";
   code: string;
