@@ -38,7 +38,8 @@ function installViews() {
       collection.on("resync", () => (entry.resyncs += 1));
       collection.on("error", (error) => entry.errors.push(error.code));
       window.views.entries[name] = entry;
-      return collection.ready();
+      const late = new Promise((_, reject) => setTimeout(() => reject(new Error(`${name} was not ready in 30 s`)), 30_000));
+      return Promise.race([collection.ready(), late]);
     },
     state(name) {
       const entry = window.views.entries[name];
@@ -104,6 +105,8 @@ function random(seed) {
 }
 
 const OWNERS = ["u1", "u2", "u3"];
+/** A test that waits for something that never comes fails instead of hanging. */
+const TIMEOUT = 180_000;
 
 /** Publishes `count` random writes over HTTP: upserts, patches that move records between
  * owners (in and out of filters), patches that change other fields, deletes. */
@@ -161,7 +164,7 @@ async function converged(page, name, want, what) {
 }
 
 for (const transport of ["websocket", "sse"]) {
-  test(`a filtered collection converges while records move in and out (${transport})`, async () => {
+  test(`a filtered collection converges while records move in and out (${transport})`, { timeout: TIMEOUT }, async () => {
     const stream = `views_moves_${transport}`;
     const state = new Map();
     await publishMoves(stream, state, 30, 7);
@@ -197,7 +200,7 @@ for (const transport of ["websocket", "sse"]) {
     await page.close();
   });
 
-  test(`two filtered collections of one stream in one client are independent (${transport})`, async () => {
+  test(`two filtered collections of one stream in one client are independent (${transport})`, { timeout: TIMEOUT }, async () => {
     const stream = `views_two_${transport}`;
     const state = new Map();
     await publishMoves(stream, state, 30, 21);
@@ -282,3 +285,30 @@ for (const transport of ["websocket", "sse"]) {
     await page.close();
   });
 }
+
+test("a filtered collection next to the unfiltered one of its stream shares its records", { timeout: TIMEOUT }, async () => {
+  const stream = "views_beside_all";
+  const state = new Map();
+  await publishMoves(stream, state, 30, 31);
+  const page = await openPage(browser.context, relay.url);
+  await page.evaluate(installViews);
+  const client = await page.evaluate(() => views.client({ transport: "websocket" }));
+  await page.evaluate(([client, stream]) => views.open("all", client, stream, undefined), [client, stream]);
+  await converged(page, "all", expected(state, () => true), "the whole stream");
+  // The subscription already holds every record: the filtered collection is shown from them
+  // (its records arrive as snapshot changes once its listeners are attached), no resubscribe.
+  const before = await page.evaluate(() => views.state("all"));
+  await page.evaluate(([client, stream]) => views.open("mine", client, stream, { owner: "u1" }), [client, stream]);
+  const mine = (value) => value.owner === "u1";
+  const shown = await converged(page, "mine", expected(state, mine), "the filtered collection");
+  assert.ok(shown.changes.length > 0 && shown.changes.every((change) => change.origin === "snapshot"));
+  assert.equal((await page.evaluate(() => views.state("all"))).changes, before.changes);
+  await publishMoves(stream, state, 80, 37);
+  await converged(page, "all", expected(state, () => true), "the whole stream after moves");
+  await converged(page, "mine", expected(state, mine), "the filtered collection after moves");
+  const stats = await page.evaluate((client) => views.clients[client].stats, client);
+  assert.equal(stats.connections, 1);
+  assert.equal(stats.resyncs, 0);
+  await page.evaluate((client) => views.clients[client].close(), client);
+  await page.close();
+});
