@@ -64,6 +64,13 @@ pub enum Outcome {
     Duplicate,
     /// An ephemeral message: collections do not store messages.
     Ephemeral,
+    /// A view's event whose `prev` is not the collection's position: something before it was
+    /// missed. Not applied (its seq, marked seen, would leave a hole that no replay could
+    /// fill: the replay repeats it as a duplicate); replay from the position.
+    Unfollowed {
+        /// The seqs between the position and the event.
+        gap: Gap,
+    },
     /// The event belongs to another epoch: reload a snapshot.
     EpochMismatch {
         /// The collection's epoch.
@@ -295,6 +302,9 @@ impl Collection {
             from: self.applied + 1,
             to: seq - 1,
         });
+        if let (Some(gap), Some(_)) = (gap, event.prev) {
+            return Outcome::Unfollowed { gap };
+        }
         self.mark_seen(seq, follows);
         let change = self.write(&event.key, event.op, seq, &event.data);
         self.prune_tombstones();
@@ -589,11 +599,16 @@ mod tests {
             other => panic!("applied without a gap, got {other:?}"),
         }
         assert_eq!(collection.applied(), 7);
-        // A prev that is not what we have is a gap.
+        // A prev that is not what we have is a gap: not applied, so the replay can fill it.
         match collection.apply(&view_event(12, 9)) {
-            Outcome::Applied { gap: Some(gap), .. } => assert_eq!((gap.from, gap.to), (8, 11)),
-            other => panic!("a gap, got {other:?}"),
+            Outcome::Unfollowed { gap } => assert_eq!((gap.from, gap.to), (8, 11)),
+            other => panic!("unfollowed, got {other:?}"),
         }
         assert_eq!(collection.applied(), 7);
+        assert_eq!(collection.get("k"), Some(json!({"n": 7})));
+        assert!(matches!(
+            collection.apply(&view_event(12, 7)),
+            Outcome::Applied { gap: None, .. }
+        ));
     }
 }

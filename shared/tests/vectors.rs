@@ -134,6 +134,7 @@ fn outcome_name(outcome: &Outcome) -> String {
                 base.to_owned()
             }
         }
+        Outcome::Unfollowed { .. } => "unfollowed".into(),
         Outcome::Duplicate => "duplicate".into(),
         Outcome::Ephemeral => "ephemeral".into(),
         Outcome::EpochMismatch { .. } => "epoch_mismatch".into(),

@@ -273,6 +273,7 @@ impl Engine {
                 }
                 self.persist(stream);
             }
+            Outcome::Unfollowed { .. } => self.request_replay(stream),
             Outcome::Duplicate => self.stats.duplicates += 1,
             Outcome::Ephemeral => {}
             Outcome::EpochMismatch { .. } => {

@@ -105,6 +105,10 @@ impl Shared {
                     }
                     Outcome::Ephemeral => self.notify(vec![CollectionEvent::Message(event)]),
                     Outcome::Duplicate => {}
+                    Outcome::Unfollowed { gap } => {
+                        // The subscription recovers from such gaps before delivering.
+                        tracing::warn!(stream = %self.stream, from = gap.from, to = gap.to, "view event after a gap ignored");
+                    }
                     Outcome::EpochMismatch { current, incoming } => {
                         // The subscription re-subscribes on epoch changes before delivering.
                         tracing::warn!(stream = %self.stream, current, incoming, "event of another epoch ignored");
