@@ -138,8 +138,8 @@ test("Mine is a view of each tab's own tasks; a task moves when its author chang
   /** The titles of `name`'s tasks on the committed board, in board order. */
   const expected = async (name) => {
     const { titles: board } = await converged();
-    const records = (await relay.snapshot()).records;
-    const authored = new Set(records.filter((record) => record.data?.author === name).map((record) => record.data.title));
+    const records = Object.values((await relay.snapshot()).records);
+    const authored = new Set(records.filter((value) => value?.author === name).map((value) => value.title));
     return board.filter((title) => authored.has(title));
   };
   const mineOf = async (page) => (await state(page)).mine;
@@ -155,9 +155,13 @@ test("Mine is a view of each tab's own tasks; a task moves when its author chang
     what: "the task to move between the views",
   });
   // The Mine tab renders the view.
+  const annsTasks = await expected("Ann");
   await ann.locator('[data-filter="mine"]').click();
-  await waitFor(async () => JSON.stringify(await titles(ann)) === JSON.stringify(await expected("Ann")), { what: "Ann's Mine tab" });
-  await ann.locator('[data-filter="all"]').click();
+  try {
+    await waitFor(async () => JSON.stringify(await titles(ann)) === JSON.stringify(annsTasks), { what: "Ann's Mine tab" });
+  } finally {
+    await ann.locator('[data-filter="all"]').click();
+  }
   await converged();
 });
 
