@@ -70,7 +70,7 @@ pub struct Subscribe {
     #[serde(default = "default_true")]
     pub snapshot: bool,
     /// Only the records whose value matches this filter (durable streams only; see
-    /// [`Filter`](crate::filter::Filter)). Positions stay the stream's; events carry `prev`.
+    /// [`Filter`]). Positions stay the stream's; events carry `prev`.
     #[serde(default, rename = "where", skip_serializing_if = "Option::is_none")]
     pub filter: Option<Value>,
 }
