@@ -565,8 +565,8 @@ fn keepalive_pings_then_replaces_a_silent_socket() {
     assert_eq!(engine.status().code.as_deref(), Some("keepalive_timeout"));
 }
 
-#[test]
-fn persistence_restores_then_resumes() {
+/// A started engine that persists its collections, its WebSocket open.
+fn persisting_engine() -> Engine {
     let config = Config {
         transport: TransportChoice::WebSocket,
         persist: true,
@@ -575,6 +575,12 @@ fn persistence_restores_then_resumes() {
     let mut engine = Engine::new(config, 1);
     engine.start(0.0);
     engine.on_open(1.0);
+    engine
+}
+
+#[test]
+fn persistence_restores_then_resumes() {
+    let mut engine = persisting_engine();
     engine.open_stream("todos").expect("valid");
     assert!(engine
         .take_effects()
@@ -1289,14 +1295,7 @@ fn sse_names_the_union_per_stream_and_restarts_when_it_changes() {
 
 #[test]
 fn stored_state_of_another_union_is_shown_but_not_resumed() {
-    let config = Config {
-        transport: TransportChoice::WebSocket,
-        persist: true,
-        ..Config::default()
-    };
-    let mut engine = Engine::new(config, 1);
-    engine.start(0.0);
-    engine.on_open(1.0);
+    let mut engine = persisting_engine();
     let u1 = engine
         .open_view("tasks", Some(&json!({"owner": "u1"})))
         .expect("valid");
@@ -1333,16 +1332,7 @@ fn stored_state_of_another_union_is_shown_but_not_resumed() {
         "a position of u1's view says nothing about u2's"
     );
     // The same union is resumed.
-    let mut engine = Engine::new(
-        Config {
-            transport: TransportChoice::WebSocket,
-            persist: true,
-            ..Config::default()
-        },
-        1,
-    );
-    engine.start(0.0);
-    engine.on_open(1.0);
+    let mut engine = persisting_engine();
     engine
         .open_view("tasks", Some(&json!({"owner": "u1"})))
         .expect("valid");
