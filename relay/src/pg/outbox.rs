@@ -19,6 +19,9 @@ pub struct Head {
     pub seq: u64,
     /// Seqs up to and including this one are no longer retained.
     pub min_seq: u64,
+    /// Events up to and including this seq were stored before pre-images were (migration
+    /// 6): a view cannot be replayed across them.
+    pub prior_from: u64,
 }
 
 impl Head {
@@ -34,6 +37,12 @@ impl Head {
     /// ahead of the head).
     pub fn can_resume(&self, since: Position) -> bool {
         since.epoch == self.epoch && since.seq >= self.min_seq && since.seq <= self.seq
+    }
+
+    /// Whether a view (a filtered subscriber) at `since` can be resumed by replay: as
+    /// [`Head::can_resume`], and every event after `since` has its pre-image.
+    pub fn can_resume_view(&self, since: Position) -> bool {
+        self.can_resume(since) && since.seq >= self.prior_from
     }
 }
 
@@ -91,6 +100,7 @@ fn head_from_row(row: &Row) -> Result<Head, OutboxError> {
         epoch: to_u64(row.try_get("epoch")?, "epoch")?,
         seq: to_u64(row.try_get("seq")?, "seq")?,
         min_seq: to_u64(row.try_get("min_seq")?, "min_seq")?,
+        prior_from: to_u64(row.try_get("prior_from")?, "prior_from")?,
     })
 }
 
@@ -115,7 +125,7 @@ pub async fn heads_on(
 ) -> Result<Vec<(String, Head)>, OutboxError> {
     let rows = client
         .query(
-            "select name, epoch, seq, min_seq from tidewire.streams where name = any($1)",
+            "select name, epoch, seq, min_seq, prior_from from tidewire.streams where name = any($1)",
             &[&streams],
         )
         .await?;
@@ -140,7 +150,7 @@ pub async fn ensure_head(pool: &Pool, stream: &StreamName) -> Result<Head, Outbo
         .await?;
     let row = client
         .query_one(
-            "select epoch, seq, min_seq from tidewire.streams where name = $1",
+            "select epoch, seq, min_seq, prior_from from tidewire.streams where name = $1",
             &[&stream.as_str()],
         )
         .await?;
@@ -164,7 +174,7 @@ pub async fn snapshot(pool: &Pool, stream: &StreamName) -> Result<Snapshot, Outb
         .await?;
     let head_row = transaction
         .query_opt(
-            "select epoch, seq, min_seq from tidewire.streams where name = $1",
+            "select epoch, seq, min_seq, prior_from from tidewire.streams where name = $1",
             &[&stream.as_str()],
         )
         .await?;

@@ -157,9 +157,10 @@ impl Session {
         let stream = subscribe.stream.clone();
         let hub = Arc::clone(&self.hub);
         let id = self.receiver.id();
+        let viewed = filter.is_some();
         let read = |_outcome| async {
             hub.listener.ensure_listening(&stream).await?;
-            read_baseline(&hub.pool, &subscribe).await
+            read_baseline(&hub.pool, &subscribe, viewed).await
         };
         let subscribed = hub
             .bus
@@ -575,10 +576,12 @@ impl Session {
     }
 }
 
-/// Reads the baseline of a durable subscription: a replay plan, a snapshot, or the head.
+/// Reads the baseline of a durable subscription (a view when `viewed`): a replay plan, a
+/// snapshot, or the head.
 async fn read_baseline(
     pool: &deadpool_postgres::Pool,
     subscribe: &Subscribe,
+    viewed: bool,
 ) -> Result<Baseline<Plan>, BaselineError> {
     let stream = &subscribe.stream;
     let snapshot_baseline = |snapshot: Snapshot, reason: Option<String>| {
@@ -592,7 +595,12 @@ async fn read_baseline(
     match subscribe.since {
         Some(since) => {
             let head = outbox::ensure_head(pool, stream).await?;
-            if head.can_resume(since) {
+            let resumable = if viewed {
+                head.can_resume_view(since)
+            } else {
+                head.can_resume(since)
+            };
+            if resumable {
                 return Ok(Baseline {
                     position: bus::Position::new(since.epoch, since.seq),
                     value: Plan::Replay { until: head.seq },
@@ -602,8 +610,10 @@ async fn read_baseline(
                 "your epoch is not the stream's (dropped, recreated or another database)"
             } else if since.seq > head.seq {
                 "your position is ahead of the stream's head"
-            } else {
+            } else if since.seq < head.min_seq {
                 "your position is older than the stream's retention"
+            } else {
+                "your position is older than the pre-images a filtered subscription is judged on (events stored before the upgrade to views)"
             };
             let snapshot = outbox::snapshot(pool, stream).await?;
             Ok(snapshot_baseline(snapshot, Some(reason.to_owned())))

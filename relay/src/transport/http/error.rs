@@ -145,6 +145,7 @@ mod tests {
             epoch: 7,
             seq: 42,
             min_seq: 10,
+            prior_from: 0,
         };
         let response = ApiError::resync(&stream, head, "your position is too old").into_response();
         assert_eq!(response.status(), StatusCode::CONFLICT);

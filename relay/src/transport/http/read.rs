@@ -189,7 +189,11 @@ pub(crate) async fn events(
         epoch: page.epoch.unwrap_or(head.epoch),
         seq: page.since,
     };
-    if !head.can_resume(since) {
+    let resumable = match filter {
+        None => head.can_resume(since),
+        Some(_) => head.can_resume_view(since),
+    };
+    if !resumable {
         return Err(resync(hub, stream, head, since));
     }
     // One extra row tells whether another page follows.
@@ -258,10 +262,15 @@ fn resync(hub: &Hub, stream: &StreamName, head: Head, since: Position) -> ApiErr
             "since {} is ahead of the stream's head {}",
             since.seq, head.seq
         )
-    } else {
+    } else if since.seq < head.min_seq {
         format!(
             "since {} is older than the retained history (events after {} are kept)",
             since.seq, head.min_seq
+        )
+    } else {
+        format!(
+            "since {} is older than the pre-images a filter is judged on (events after {} have them)",
+            since.seq, head.prior_from
         )
     };
     ApiError::resync(stream, head, &reason)

@@ -135,3 +135,78 @@ async fn a_view_resumes_exactly_across_a_relay_kill_and_a_postgres_restart() {
     );
     relay.kill();
 }
+
+/// Events stored before the upgrade that added pre-images cannot be judged for a view: a
+/// filtered subscriber resuming from before them gets `resync` and a snapshot (over HTTP, a
+/// 409), while an unfiltered one still replays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_view_resuming_before_the_pre_images_gets_a_snapshot() {
+    let pg = TestPg::start().await;
+    let sql = pg.client().await;
+    publish(&sql, "legacy", "a", "upsert", json!({"owner": "u1"})).await;
+    publish(&sql, "legacy", "a", "patch", json!({"owner": "u2"})).await;
+    publish(&sql, "legacy", "b", "upsert", json!({"owner": "u1"})).await;
+    // What migration 6 leaves on a database that had these events already.
+    sql.batch_execute(
+        "update tidewire.events set prior = null where stream = 'legacy';
+         update tidewire.streams set prior_from = seq where name = 'legacy';",
+    )
+    .await
+    .expect("make the history legacy");
+    let epoch: i64 = sql
+        .query_one(
+            "select epoch from tidewire.streams where name = 'legacy'",
+            &[],
+        )
+        .await
+        .expect("epoch")
+        .get(0);
+    let relay = TestRelay::spawn(&pg).await;
+    let mut ws = WsClient::connected(relay.addr()).await;
+    ws.send(
+        json!({"type": "subscribe", "stream": "legacy", "where": {"owner": "u1"},
+                   "since": {"epoch": epoch, "seq": 1}}),
+    )
+    .await;
+    let resync = ws.expect("advisory").await;
+    assert_eq!(resync["kind"], "resync", "{resync}");
+    let snapshot = ws.expect("snapshot").await;
+    let keys: Vec<&str> = snapshot["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .filter_map(|record| record["key"].as_str())
+        .collect();
+    assert_eq!(
+        keys,
+        ["b"],
+        "the view's records, not a replay judged without pre-images"
+    );
+
+    let mut plain = WsClient::connected(relay.addr()).await;
+    plain
+        .send(json!({"type": "subscribe", "stream": "legacy", "since": {"epoch": epoch, "seq": 1}}))
+        .await;
+    assert_eq!(
+        plain.expect("event").await["seq"],
+        2,
+        "an unfiltered resume still replays"
+    );
+
+    let mine = "%7B%22owner%22%3A%22u1%22%7D";
+    let (status, body) = crate::transport::client::get_json(
+        relay.addr(),
+        &format!("/v1/streams/legacy/events?since=0&where={mine}"),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        (status.as_u16(), body["resync"].as_bool()),
+        (409, Some(true)),
+        "{body}"
+    );
+    let (status, _) =
+        crate::transport::client::get_json(relay.addr(), "/v1/streams/legacy/events?since=0", &[])
+            .await;
+    assert_eq!(status.as_u16(), 200);
+}
