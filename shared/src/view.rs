@@ -25,6 +25,19 @@ pub enum Verdict {
     MoveOut,
 }
 
+impl Verdict {
+    /// The verdict for a record that matched the view before (`before`) and after (`after`)
+    /// an event: the one statement of pass, move-in, move-out and skip.
+    pub fn of(before: bool, after: bool) -> Self {
+        match (before, after) {
+            (true, true) => Verdict::Pass,
+            (false, true) => Verdict::MoveIn,
+            (true, false) => Verdict::MoveOut,
+            (false, false) => Verdict::Skip,
+        }
+    }
+}
+
 /// The record after an event, given the one before (`None`: the key had no record).
 ///
 /// The merge rule of `tidewire.publish`: a patch sets its fields on an object record (one
@@ -69,14 +82,12 @@ pub fn judge(
         }
         Op::Delete | Op::Message => (false, None),
     };
-    match (before, now) {
-        (false, false) => (Verdict::Skip, None),
-        (true, true) => (Verdict::Pass, None),
-        (true, false) => (Verdict::MoveOut, None),
-        (false, true) => (
+    match Verdict::of(before, now) {
+        Verdict::MoveIn => (
             Verdict::MoveIn,
             Some(merged.unwrap_or_else(|| data.clone())),
         ),
+        verdict => (verdict, None),
     }
 }
 

@@ -11,7 +11,6 @@
 use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
-use tidewire_shared::filter::MAX_FILTER_BYTES;
 use tidewire_shared::view::Verdict;
 use tidewire_shared::{Change, Collection, Filter, Op};
 
@@ -140,14 +139,9 @@ fn merge_equalities<'a>(filters: impl Iterator<Item = &'a Value>) -> Option<Valu
 ///
 /// [`ClientError::BadFilter`] if it is not a filter or is over the protocol's bounds.
 pub fn canonical(value: &Value) -> Result<Option<(String, Filter)>, ClientError> {
-    let filter = Filter::parse(value).map_err(|error| ClientError::BadFilter(error.to_string()))?;
-    let text = value.to_string();
-    if text.len() > MAX_FILTER_BYTES {
-        return Err(ClientError::BadFilter(format!(
-            "bad filter at where: longer than {MAX_FILTER_BYTES} bytes"
-        )));
-    }
-    Ok((!filter.is_everything()).then_some((text, filter)))
+    let filter =
+        Filter::parse_bounded(value).map_err(|error| ClientError::BadFilter(error.to_string()))?;
+    Ok((!filter.is_everything()).then(|| (value.to_string(), filter)))
 }
 
 /// Checks that the union of a stream's filters is itself a filter the relay accepts (the
@@ -191,13 +185,7 @@ impl View {
 /// What one change of the union is for a view with `filter`.
 pub(crate) fn judge_change(filter: &Filter, change: &Change) -> Option<Change> {
     let matches = |value: &Option<Value>| value.as_ref().is_some_and(|value| filter.matches(value));
-    let verdict = match (matches(&change.old), matches(&change.new)) {
-        (true, true) => Verdict::Pass,
-        (false, true) => Verdict::MoveIn,
-        (true, false) => Verdict::MoveOut,
-        (false, false) => Verdict::Skip,
-    };
-    match verdict {
+    match Verdict::of(matches(&change.old), matches(&change.new)) {
         Verdict::Skip => None,
         Verdict::Pass => Some(change.clone()),
         Verdict::MoveIn => Some(Change {

@@ -67,7 +67,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use serde_json::Value;
-use tidewire_shared::message::{Publish, Subscribe};
+use tidewire_shared::message::{parse_where, Publish};
 use tidewire_shared::{Event, Op, Snapshot, StreamName};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -220,13 +220,7 @@ impl Client {
     ) -> Result<Subscription, ClientError> {
         let stream = StreamName::new(stream)?;
         // The relay's rule, checked before anything is sent (bad_filter otherwise).
-        Subscribe {
-            stream: stream.clone(),
-            since: None,
-            snapshot: true,
-            filter: options.filter.clone(),
-        }
-        .parsed_filter()?;
+        parse_where(&stream, options.filter.as_ref())?;
         let since = options.since;
         let (reply, answer) = oneshot::channel();
         self.send(Command::Subscribe {

@@ -29,6 +29,24 @@ impl Filter {
         Filter::parse(&value)
     }
 
+    /// Parses a filter from a JSON value that may be large: refuses one whose JSON text is
+    /// longer than [`MAX_FILTER_BYTES`] (the relay's rule for a `where` in a message), then
+    /// parses it.
+    ///
+    /// # Errors
+    ///
+    /// [`FilterError`] as [`Filter::parse`], or for the length.
+    pub fn parse_bounded(value: &Value) -> Result<Filter, FilterError> {
+        let size = serde_json::to_vec(value).map_or(usize::MAX, |bytes| bytes.len());
+        if size > MAX_FILTER_BYTES {
+            return Err(error(
+                "where",
+                format!("longer than {MAX_FILTER_BYTES} bytes"),
+            ));
+        }
+        Filter::parse(value)
+    }
+
     /// Parses a filter from JSON.
     ///
     /// # Errors

@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use crate::error::DecodeError;
 use crate::event::{contains_nul, validate_key, Op, Position};
-use crate::filter::{Filter, FilterError, MAX_FILTER_BYTES};
+use crate::filter::{Filter, FilterError};
 use crate::limits::{parse_tagged, DecodeLimits};
 use crate::stream::{StreamKind, StreamName};
 
@@ -83,24 +83,33 @@ impl Subscribe {
     /// [`DecodeError::Filter`] if it is not a filter or is over its bounds, or is given for a
     /// raw channel (which has no records).
     pub fn parsed_filter(&self) -> Result<Option<Filter>, DecodeError> {
-        let Some(value) = &self.filter else {
-            return Ok(None);
-        };
-        if self.stream.kind() == StreamKind::Raw {
-            return Err(DecodeError::Filter(FilterError {
-                path: "where".into(),
-                reason: "raw channels have no records to filter".into(),
-            }));
-        }
-        let size = serde_json::to_vec(value).map_or(usize::MAX, |bytes| bytes.len());
-        if size > MAX_FILTER_BYTES {
-            return Err(DecodeError::Filter(FilterError {
-                path: "where".into(),
-                reason: format!("longer than {MAX_FILTER_BYTES} bytes"),
-            }));
-        }
-        Filter::parse(value).map(Some).map_err(DecodeError::Filter)
+        parse_where(&self.stream, self.filter.as_ref())
     }
+}
+
+/// The filter a subscription to `stream` with `where` runs with: the relay's rule, which a
+/// client checks before sending.
+///
+/// # Errors
+///
+/// [`DecodeError::Filter`] if it is not a filter or is over its bounds, or is given for a
+/// raw channel (which has no records).
+pub fn parse_where(
+    stream: &StreamName,
+    filter: Option<&Value>,
+) -> Result<Option<Filter>, DecodeError> {
+    let Some(value) = filter else {
+        return Ok(None);
+    };
+    if stream.kind() == StreamKind::Raw {
+        return Err(DecodeError::Filter(FilterError {
+            path: "where".into(),
+            reason: "raw channels have no records to filter".into(),
+        }));
+    }
+    Filter::parse_bounded(value)
+        .map(Some)
+        .map_err(DecodeError::Filter)
 }
 
 /// The `publish` message: one write, answered by `ack { id, seq }` or `error { id, code }`.

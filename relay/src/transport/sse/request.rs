@@ -6,6 +6,7 @@
 use hyper::HeaderMap;
 use serde_json::Value;
 use tidewire_shared::cursor::MAX_CURSOR_STREAMS;
+use tidewire_shared::filter::MAX_FILTER_BYTES;
 use tidewire_shared::{Cursor, ErrorCode, Filter, StreamName};
 
 use crate::query::form_pairs;
@@ -114,10 +115,14 @@ impl SseRequest {
 fn parse_filter(text: &str, stream: Option<&str>) -> Result<Value, Refusal> {
     let place = stream.map_or_else(|| "where".to_owned(), |name| format!("where.{name}"));
     let refuse = |reason: String| Refusal::new(ErrorCode::BadFilter, format!("{place}: {reason}"));
-    Filter::parse_str(text)
-        .map(drop)
-        .map_err(|error| refuse(error.to_string()))?;
-    serde_json::from_str(text).map_err(|error| refuse(error.to_string()))
+    if text.len() > MAX_FILTER_BYTES {
+        return Err(refuse(format!("longer than {MAX_FILTER_BYTES} bytes")));
+    }
+    // Parsed once: the session checks the filter's shape again when it subscribes.
+    let value: Value =
+        serde_json::from_str(text).map_err(|error| refuse(format!("not JSON: {error}")))?;
+    Filter::parse(&value).map_err(|error| refuse(error.to_string()))?;
+    Ok(value)
 }
 
 /// Pairs the filters with the streams: `where` for every stream, `where.NAME` for one.
