@@ -19,8 +19,8 @@ pub struct Head {
     pub seq: u64,
     /// Seqs up to and including this one are no longer retained.
     pub min_seq: u64,
-    /// Events up to and including this seq were stored before pre-images were (migration
-    /// 6): a view cannot be replayed across them.
+    /// Events up to and including this seq may lack pre-images (stored before migration 6;
+    /// set by migration 8): a view cannot be replayed across them.
     pub prior_from: u64,
 }
 

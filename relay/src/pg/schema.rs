@@ -92,6 +92,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(5, "0005_bulk_publish.sql"),
     migration!(6, "0006_event_prior.sql"),
     migration!(7, "0007_tracked_views.sql"),
+    migration!(8, "0008_prior_from.sql"),
 ];
 
 /// The version [`migrate`] brings a database to.
