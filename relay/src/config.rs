@@ -208,6 +208,45 @@ pub struct Options {
     #[arg(long, env = "TIDEWIRE_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
 
+    /// How changes of tracked tables (tidewire.track_table) reach the outbox. `logical`: one
+    /// relay (elected through PostgreSQL) reads them from a replication slot after they
+    /// commit, so writers never wait for Tidewire; needs wal_level=logical and a role with
+    /// REPLICATION. `trigger`: row triggers publish inside the writing transaction. `auto`:
+    /// logical when the server allows it, else trigger (the choice is logged and shown in
+    /// /readyz). The embedded PostgreSQL runs with wal_level=logical. All relays of a database
+    /// should use the same mode.
+    #[arg(long, env = "TIDEWIRE_CAPTURE", value_enum, default_value = "auto")]
+    pub capture: crate::pg::capture::CaptureMode,
+
+    /// Replication slot of logical capture (one per deployment; 1-63 of a-z, 0-9, _).
+    #[arg(long, env = "TIDEWIRE_CAPTURE_SLOT", default_value = "tidewire")]
+    pub capture_slot: String,
+
+    /// Rows of a source transaction converted and written per statement by the sequencer:
+    /// bounds its memory for transactions of any size.
+    #[arg(long, env = "TIDEWIRE_CAPTURE_CHUNK_ROWS", default_value_t = 2000)]
+    pub capture_chunk_rows: usize,
+
+    /// Rows after which the sequencer commits its outbox transaction even when more source
+    /// transactions are waiting (a single bigger source transaction is still one commit).
+    #[arg(long, env = "TIDEWIRE_CAPTURE_BATCH_ROWS", default_value_t = 20_000)]
+    pub capture_batch_rows: usize,
+
+    /// How often a relay that is not the sequencer tries to become it, in milliseconds: the
+    /// longest a dead sequencer goes unreplaced, after PostgreSQL ends its session.
+    #[arg(long, env = "TIDEWIRE_CAPTURE_ELECTION_MS", default_value_t = 1000)]
+    pub capture_election_ms: u64,
+
+    /// Fault injection for tests and drills: the sequencer stops right after committing this
+    /// many batches, before it confirms them to the slot, as a crash there would (the next
+    /// term must skip them). 0 (the default): never.
+    #[arg(
+        long,
+        env = "TIDEWIRE_CAPTURE_CRASH_AFTER_BATCHES",
+        default_value_t = 0
+    )]
+    pub capture_crash_after_batches: u64,
+
     /// Log filter (tracing EnvFilter syntax), e.g. `info`, `tidewire_relay=debug`.
     #[arg(long, env = "TIDEWIRE_LOG", default_value = "info")]
     pub log: String,
@@ -257,6 +296,8 @@ impl Config {
             ("max-message-bytes", options.max_message_bytes),
             ("max-data-bytes", options.max_data_bytes),
             ("max-header-bytes", options.max_header_bytes),
+            ("capture-chunk-rows", options.capture_chunk_rows),
+            ("capture-batch-rows", options.capture_batch_rows),
         ];
         for (option, value) in positive {
             if value == 0 {
@@ -273,6 +314,7 @@ impl Config {
             ("janitor-interval-ms", options.janitor_interval_ms),
             ("keepalive-ms", options.keepalive_ms),
             ("sse-heartbeat-ms", options.sse_heartbeat_ms),
+            ("capture-election-ms", options.capture_election_ms),
         ];
         for (option, value) in millis {
             if value < 10 {
@@ -286,6 +328,18 @@ impl Config {
             return Err(ConfigError {
                 option: "jwt-secret",
                 reason: "set either --jwt-secret or --jwt-public-key, not both".into(),
+            });
+        }
+        let slot = &options.capture_slot;
+        if slot.is_empty()
+            || slot.len() > 63
+            || !slot
+                .bytes()
+                .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'_')
+        {
+            return Err(ConfigError {
+                option: "capture-slot",
+                reason: "must be 1 to 63 characters of a-z, 0-9 and _".into(),
             });
         }
         if options.publish_rate == 0 || options.publish_burst == 0 {
@@ -302,6 +356,9 @@ impl Config {
         let options = Options {
             database_url: Some(database_url.to_owned()),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            // Tests of capture ask for logical mode themselves; the rest see writes to
+            // tracked tables in the outbox as soon as they commit.
+            capture: crate::pg::capture::CaptureMode::Trigger,
             ..Options::default()
         };
         Self { options }
@@ -350,6 +407,20 @@ impl Config {
     /// `slow_consumer_ms` as a duration.
     pub fn slow_consumer(&self) -> Duration {
         Duration::from_millis(self.options.slow_consumer_ms)
+    }
+
+    /// How capture runs, from the `capture*` options.
+    pub fn capture(&self, database_url: &str) -> crate::pg::capture::CaptureConfig {
+        crate::pg::capture::CaptureConfig {
+            mode: self.options.capture,
+            database_url: database_url.to_owned(),
+            slot: self.options.capture_slot.clone(),
+            timeout: self.pg_timeout(),
+            election_interval: Duration::from_millis(self.options.capture_election_ms),
+            chunk_rows: self.options.capture_chunk_rows,
+            batch_rows: self.options.capture_batch_rows,
+            crash_after_batches: self.options.capture_crash_after_batches,
+        }
     }
 
     /// `shutdown_grace_ms` as a duration.

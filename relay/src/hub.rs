@@ -35,6 +35,9 @@ pub enum StartError {
     /// The reaper thread could not start.
     #[error("reaper thread")]
     Reaper(#[source] std::io::Error),
+    /// Capture could not start (for example `--capture logical` without wal_level=logical).
+    #[error("capture: {0}")]
+    Capture(#[from] crate::pg::capture::CaptureError),
 }
 
 /// Shared relay state. Cloning the `Arc` is how transports get it.
@@ -72,6 +75,8 @@ pub struct Hub {
     pub database_url: String,
     /// Drops what closed connections leave behind, off the runtime's workers.
     pub reaper: crate::reaper::Reaper,
+    /// What capture of tracked tables is doing (mode, sequencer, slot lag).
+    pub capture: Arc<crate::pg::capture::CaptureStatus>,
 }
 
 impl Hub {
@@ -138,7 +143,17 @@ impl Hub {
             config.options.replay_cache_bytes,
         );
         let reaper = crate::reaper::Reaper::spawn().map_err(StartError::Reaper)?;
+        let capture = Arc::new(crate::pg::capture::CaptureStatus::default());
+        crate::pg::capture::start(
+            config.capture(&database_url),
+            Arc::clone(&capture),
+            pool.clone(),
+            token.clone(),
+            &tracker,
+        )
+        .await?;
         let hub = Arc::new(Self {
+            capture,
             reaper,
             config,
             bus,

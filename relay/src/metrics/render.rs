@@ -6,6 +6,7 @@ use super::text::Exposition;
 pub use super::text::CONTENT_TYPE;
 use super::{MetricsSnapshot, Transport};
 use crate::bus::BusStatsSnapshot;
+use crate::pg::capture::CaptureSnapshot;
 use crate::pg::listener::ListenerStatsSnapshot;
 
 /// Live values that are not counters of [`Metrics`](super::Metrics): read from the registry
@@ -28,6 +29,7 @@ pub fn render(
     bus: &BusStatsSnapshot,
     listener: &ListenerStatsSnapshot,
     gauges: Gauges,
+    capture: &CaptureSnapshot,
 ) -> String {
     let mut out = Exposition::new();
     out.gauge_family(
@@ -39,6 +41,7 @@ pub fn render(
     render_connections(&mut out, metrics, gauges);
     render_events(&mut out, metrics, bus, listener);
     render_listener(&mut out, listener, gauges);
+    render_capture(&mut out, capture);
     out.histogram(
         "tidewire_publish_duration_seconds",
         "Time of successful tidewire.publish calls made by the relay (WebSocket and HTTP publishes).",
@@ -220,6 +223,69 @@ fn render_listener(out: &mut Exposition, listener: &ListenerStatsSnapshot, gauge
     );
 }
 
+fn render_capture(out: &mut Exposition, capture: &CaptureSnapshot) {
+    out.gauge(
+        "tidewire_capture_logical",
+        "1 when tracked tables are captured through logical replication, 0 with triggers.",
+        u64::from(capture.logical),
+    );
+    out.gauge(
+        "tidewire_capture_sequencer",
+        "1 while this relay is the capture sequencer.",
+        u64::from(capture.sequencer),
+    );
+    out.gauge(
+        "tidewire_capture_halted",
+        "1 while capture is halted (a tracked definition no longer fits its table; see the log).",
+        u64::from(capture.halted.is_some()),
+    );
+    out.gauge(
+        "tidewire_capture_slot_lag_bytes",
+        "WAL bytes the replication slot holds that the sequencer has not confirmed.",
+        capture.lag_bytes,
+    );
+    out.gauge(
+        "tidewire_capture_slot_lag_milliseconds",
+        "How far the sequencer's confirmed position trails the server (flush_lag), in ms.",
+        capture.lag_millis,
+    );
+    out.gauge(
+        "tidewire_capture_stale_slots",
+        "Inactive replication slots named tidewire* other than this deployment's.",
+        capture.stale_slots,
+    );
+    out.gauge(
+        "tidewire_capture_failover_milliseconds",
+        "Time from winning the sequencer election to streaming, at this relay's last election.",
+        capture.failover_millis,
+    );
+    out.counter(
+        "tidewire_capture_events_total",
+        "Events this relay's sequencer wrote to the outbox.",
+        capture.events,
+    );
+    out.counter(
+        "tidewire_capture_batches_total",
+        "Outbox transactions this relay's sequencer committed.",
+        capture.batches,
+    );
+    out.counter(
+        "tidewire_capture_transactions_total",
+        "Source transactions this relay's sequencer wrote.",
+        capture.transactions,
+    );
+    out.counter(
+        "tidewire_capture_rejected_rows_total",
+        "Row changes of tracked tables that could not be published (NULL key or placeholder, invalid stream name or key); each is logged.",
+        capture.rejected_rows,
+    );
+    out.counter(
+        "tidewire_capture_elections_total",
+        "Times this relay became the capture sequencer.",
+        capture.elections,
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -255,7 +321,13 @@ mod tests {
             subscriptions: 4,
             listen_up: true,
         };
-        let text = render(&metrics.snapshot(), &bus, &listener, gauges);
+        let text = render(
+            &metrics.snapshot(),
+            &bus,
+            &listener,
+            gauges,
+            &CaptureSnapshot::default(),
+        );
         let samples = parse(&text).unwrap_or_else(|error| panic!("{error}\n{text}"));
         let value = |name: &str, label: Option<(&str, &str)>| {
             samples

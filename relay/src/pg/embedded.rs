@@ -328,11 +328,6 @@ impl EmbeddedPostgres {
             command.arg("--no-sync");
         }
         cluster::run(command).await?;
-        self.write_file(
-            "pg_hba.conf",
-            "# Written by tidewire: trust TCP connections from 127.0.0.1 only; Unix sockets are off.\n\
-             host all all 127.0.0.1/32 trust\n",
-        )?;
         self.ensure_include_line()
     }
 
@@ -434,6 +429,13 @@ impl EmbeddedPostgres {
             ("listen_addresses".into(), "127.0.0.1".into()),
             ("port".into(), self.port.to_string()),
             ("unix_socket_directories".into(), String::new()),
+            // Logical capture (`--capture auto` picks it): a slot per deployment, and a cap
+            // on the WAL an abandoned slot may hold before it is invalidated (the sequencer
+            // then resyncs tracked streams instead of filling the disk).
+            ("wal_level".into(), "logical".into()),
+            ("max_replication_slots".into(), "10".into()),
+            ("max_wal_senders".into(), "10".into()),
+            ("max_slot_wal_keep_size".into(), "4GB".into()),
         ];
         if !self.config.durable {
             for name in ["fsync", "synchronous_commit", "full_page_writes"] {
@@ -441,6 +443,15 @@ impl EmbeddedPostgres {
             }
         }
         settings.extend(self.config.settings.iter().cloned());
+        // Rewritten on every start too, so clusters made before logical capture allow its
+        // replication connections.
+        self.write_file(
+            "pg_hba.conf",
+            "# Written by tidewire on every start: trust TCP connections from 127.0.0.1 only\n\
+             # (and replication connections, for logical capture); Unix sockets are off.\n\
+             host all all 127.0.0.1/32 trust\n\
+             host replication all 127.0.0.1/32 trust\n",
+        )?;
         let mut text = String::from("# Written by tidewire on every start; edits are lost.\n");
         for (name, value) in &settings {
             let valid_name = !name.is_empty()

@@ -1,9 +1,10 @@
 //! The PostgreSQL side of the relay: the `tidewire` schema and its migrations ([`schema`]),
-//! the embedded cluster the relay runs without `DATABASE_URL` ([`embedded`]) and their
-//! [`Error`].
+//! the embedded cluster the relay runs without `DATABASE_URL` ([`embedded`]), capture of
+//! tracked tables through logical replication ([`capture`]) and their [`Error`].
 //!
 //! The SQL API that applications call is documented in `docs/SQL.md`.
 
+pub mod capture;
 mod cluster;
 pub mod embedded;
 mod error;

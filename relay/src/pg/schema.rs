@@ -80,6 +80,7 @@ pub const FUNCTIONS: &[Functions] = &[
     functions!("streams.sql"),
     functions!("publish.sql"),
     functions!("track.sql"),
+    functions!("capture.sql"),
 ];
 
 /// Every migration, in order. Never edit what a released one does to tables: add a new file.
@@ -93,6 +94,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(6, "0006_event_prior.sql"),
     migration!(7, "0007_tracked_views.sql"),
     migration!(8, "0008_prior_from.sql"),
+    migration!(9, "0009_capture.sql"),
 ];
 
 /// The version [`migrate`] brings a database to.

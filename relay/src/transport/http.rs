@@ -57,17 +57,47 @@ pub async fn readyz(hub: &Hub) -> Response<Body> {
         Ok(client) => client.simple_query("select 1").await.is_ok(),
         Err(_) => false,
     };
+    let capture = capture_line(&hub.capture.snapshot());
     let mut response = if listening && queryable {
-        Response::new(full("ready\n"))
+        Response::new(full(format!("ready\n{capture}")))
     } else {
         let mut response = Response::new(full(format!(
-            "not ready: listen={listening} query={queryable}\n"
+            "not ready: listen={listening} query={queryable}\n{capture}"
         )));
         *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
         response
     };
     no_store(&mut response);
     response
+}
+
+/// The `/readyz` line about capture: the mode and why, this relay's role, the slot's lag,
+/// and why capture halted if it did.
+fn capture_line(capture: &crate::pg::capture::CaptureSnapshot) -> String {
+    let mut line = format!("capture: {}", capture.reason);
+    if capture.logical {
+        let role = if capture.sequencer {
+            "sequencer"
+        } else {
+            "standby"
+        };
+        line.push_str(&format!(
+            "; {role}; slot lag {} bytes, {:.3} s",
+            capture.lag_bytes,
+            capture.lag_millis as f64 / 1000.0
+        ));
+        if capture.stale_slots > 0 {
+            line.push_str(&format!(
+                "; {} stale slot(s) named tidewire*",
+                capture.stale_slots
+            ));
+        }
+    }
+    if let Some(reason) = &capture.halted {
+        line.push_str(&format!("; HALTED: {reason}"));
+    }
+    line.push('\n');
+    line
 }
 
 fn no_store(response: &mut Response<Body>) {

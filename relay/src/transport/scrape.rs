@@ -26,6 +26,7 @@ pub fn handle(hub: &Hub) -> Response<Body> {
         &hub.bus.stats().snapshot(),
         &hub.listener.stats().snapshot(),
         gauges,
+        &hub.capture.snapshot(),
     );
     let mut response = Response::new(full(text));
     response.headers_mut().insert(

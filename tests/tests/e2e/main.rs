@@ -3,6 +3,7 @@
 
 mod auth;
 mod bad_input;
+mod capture;
 mod client;
 mod contract;
 mod embedded;

@@ -16,7 +16,11 @@ async fn health_readiness_and_metrics() {
     loop {
         let ready = relay.get("/readyz").await;
         if ready.status == StatusCode::OK {
-            assert_eq!(ready.text(), "ready\n");
+            assert!(
+                ready.text().starts_with("ready\ncapture: "),
+                "{}",
+                ready.text()
+            );
             break;
         }
         assert_eq!(

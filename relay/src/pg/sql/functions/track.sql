@@ -258,6 +258,43 @@ begin
 end
 $$;
 
+-- Installs (or replaces) the triggers that publish the changes of tracked table `tbl` (its
+-- row in tidewire.tracked) in trigger mode (see tidewire.capture_attach).
+create or replace function tidewire.track_install_triggers(tbl regclass) returns void
+language plpgsql
+as $$
+declare
+    def      record;
+    v_mode   text;
+    v_args   text;
+    v_target text := tidewire.qualified_name(track_install_triggers.tbl);
+begin
+    select * into def from tidewire.tracked as t where t.tbl = track_install_triggers.tbl;
+    v_mode := case when def.columns is not null then 'columns'
+                   when def.exclude is not null then 'exclude' end;
+    -- Trigger arguments are string literals: every name goes through %L.
+    v_args := format('%L, %L', def.stream, def.key_column);
+    if v_mode is not null then
+        v_args := v_args || format(', %L', v_mode)
+            || coalesce((select string_agg(format(', %L', u.name), '' order by u.n)
+                           from unnest(coalesce(def.columns, def.exclude)) with ordinality as u(name, n)), '');
+    end if;
+
+    perform tidewire.drop_track_triggers(def.tbl);
+    execute format(
+        'create trigger tidewire_track after insert or update or delete on %s '
+        'for each row execute function tidewire.track_trigger(%s)',
+        v_target, v_args);
+    -- After TRUNCATE the rows are gone: a template needs them to know which streams hold
+    -- which keys, so its trigger runs before.
+    execute format(
+        'create trigger tidewire_track_truncate %s truncate on %s '
+        'for each statement execute function tidewire.track_truncate_trigger(%L, %L)',
+        case when array_length(tidewire.track_template(def.stream), 1) = 1 then 'after' else 'before' end,
+        v_target, def.stream, def.key_column);
+end
+$$;
+
 -- Publishes every INSERT/UPDATE/DELETE (and TRUNCATE) of `tbl` to the stream its template
 -- names for the row (`{column}` placeholders take the row's values), keyed by
 -- `key_column`::text: upsert of the row's published columns (all, only `columns`, or all but
@@ -284,8 +321,6 @@ declare
     v_list     text[];
     v_names    text[];
     v_column   text;
-    v_args     text;
-    v_target   text;
 begin
     v_parts := tidewire.track_template(track_table.stream);
     if array_length(v_parts, 1) = 1 then
@@ -356,34 +391,14 @@ begin
         end if;
     end loop;
 
-    -- Trigger arguments are string literals: every name goes through %L.
-    v_args := format('%L, %L', track_table.stream, track_table.key_column);
-    if v_mode is not null then
-        v_args := v_args || format(', %L', v_mode)
-            || coalesce((select string_agg(format(', %L', u.name), '' order by u.n)
-                           from unnest(v_list) with ordinality as u(name, n)), '');
-    end if;
-    v_target := tidewire.qualified_name(track_table.tbl);
-
-    perform tidewire.drop_track_triggers(track_table.tbl);
-    execute format(
-        'create trigger tidewire_track after insert or update or delete on %s '
-        'for each row execute function tidewire.track_trigger(%s)',
-        v_target, v_args);
-    -- After TRUNCATE the rows are gone: a template needs them to know which streams hold
-    -- which keys, so its trigger runs before.
-    execute format(
-        'create trigger tidewire_track_truncate %s truncate on %s '
-        'for each statement execute function tidewire.track_truncate_trigger(%L, %L)',
-        case when array_length(v_parts, 1) = 1 then 'after' else 'before' end,
-        v_target, track_table.stream, track_table.key_column);
-
     insert into tidewire.tracked as t (tbl, stream, key_column, columns, exclude)
     values (track_table.tbl, track_table.stream, track_table.key_column,
             track_table.columns, track_table.exclude)
     on conflict on constraint tracked_pkey
     do update set stream = excluded.stream, key_column = excluded.key_column,
                   columns = excluded.columns, exclude = excluded.exclude;
+    -- Triggers in trigger mode; the publication in logical mode (functions/capture.sql).
+    perform tidewire.capture_attach(track_table.tbl);
 end
 $$;
 
@@ -392,9 +407,14 @@ create or replace function tidewire.untrack_table(tbl regclass)
 returns boolean
 language plpgsql
 as $$
+declare
+    v_found boolean;
 begin
     perform tidewire.drop_track_triggers(untrack_table.tbl);
     delete from tidewire.tracked as t where t.tbl = untrack_table.tbl;
-    return found;
+    v_found := found;
+    -- Out of the publication too (logical mode), and the sequencer told.
+    perform tidewire.capture_attach(untrack_table.tbl);
+    return v_found;
 end
 $$;

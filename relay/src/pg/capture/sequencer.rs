@@ -1,0 +1,457 @@
+//! The sequencer's loop: reads committed transactions from the replication slot in commit
+//! order, routes the rows of tracked tables to stream events, writes them in batches (one
+//! outbox transaction per batch, chunks of `chunk_rows` inside it so that a transaction of a
+//! million rows needs bounded memory), and confirms a position to the slot only after the
+//! batch that covers it committed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use futures_util::FutureExt;
+use pgwire_replication::{Lsn, ReplicationClient, ReplicationEvent};
+use tokio_postgres::Client;
+use tokio_util::sync::CancellationToken;
+
+use super::convert::Converter;
+use super::pgoutput::{self, Change, Relation};
+use super::route::{self, Definition, Layout, Plan};
+use super::status::CaptureStatus;
+use super::writer::{Out, Writer};
+use super::CaptureError;
+
+/// Prefix of the logical messages `tidewire.capture_attach` emits when a definition changes.
+pub(crate) const TRACK_MESSAGE: &str = "tidewire.track";
+/// Prefix of the message that marks the end of a drain (switching back to triggers).
+pub(crate) const DRAIN_MESSAGE: &str = "tidewire.drain";
+
+/// Sizes of the sequencer's work.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// Rows converted and written per statement.
+    pub(crate) chunk_rows: usize,
+    /// Rows after which a batch commits even when more transactions are waiting.
+    pub(crate) batch_rows: usize,
+    /// Stop after this many batches, before confirming the last (0: never).
+    pub(crate) crash_after_batches: u64,
+}
+
+/// A relation as the WAL describes it, with its definition's layout when tracked.
+#[derive(Debug)]
+struct Known {
+    relation: Relation,
+    layout: Option<Result<Layout, route::LayoutError>>,
+}
+
+/// The rows of the chunk being built.
+#[derive(Debug, Default)]
+struct Chunk {
+    plans: Vec<(u32, Plan)>,
+    images: HashMap<u32, Vec<Vec<Option<String>>>>,
+    rows: usize,
+}
+
+/// One run of the sequencer on one replication session.
+pub(crate) struct Sequencer<'a> {
+    repl: ReplicationClient,
+    writer: Writer,
+    status: &'a Arc<CaptureStatus>,
+    limits: Limits,
+    definitions: HashMap<u32, Definition>,
+    relations: HashMap<u32, Known>,
+    converter: Converter,
+    chunk: Chunk,
+    ahead: Option<ReplicationEvent>,
+    /// The durable position: end of the last source transaction in the outbox.
+    durable: Lsn,
+    /// Inside a source transaction (Begin seen, Commit not yet).
+    in_transaction: bool,
+    /// The source transaction is before `durable` (already written): skip its rows.
+    skipping: bool,
+    /// End and commit time of the last source transaction added to the open batch.
+    pending_end: Option<(Lsn, i64)>,
+    batch_transactions: u64,
+    batch_rows: usize,
+    batches: u64,
+}
+
+impl std::fmt::Debug for Sequencer<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sequencer")
+            .field("durable", &self.durable)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> Sequencer<'a> {
+    /// A sequencer that resumes at `writer`'s durable position on `repl`.
+    pub(crate) async fn new(
+        repl: ReplicationClient,
+        writer: Writer,
+        status: &'a Arc<CaptureStatus>,
+        limits: Limits,
+    ) -> Result<Self, CaptureError> {
+        let durable = writer.position().await?;
+        let definitions = load_definitions(writer.client(), None).await?;
+        Ok(Self {
+            repl,
+            writer,
+            status,
+            limits,
+            definitions,
+            relations: HashMap::new(),
+            converter: Converter::default(),
+            chunk: Chunk::default(),
+            ahead: None,
+            durable,
+            in_transaction: false,
+            skipping: false,
+            pending_end: None,
+            batch_transactions: 0,
+            batch_rows: 0,
+            batches: 0,
+        })
+    }
+
+    /// Runs until `stop` is cancelled (`Ok`), the session fails, or, with `drain_to`, a
+    /// drain message at or after that position is read.
+    pub(crate) async fn run(
+        mut self,
+        stop: &CancellationToken,
+        drain_to: Option<Lsn>,
+    ) -> Result<(), CaptureError> {
+        loop {
+            let event = match self.ahead.take() {
+                Some(event) => event,
+                None => tokio::select! {
+                    () = stop.cancelled() => return Ok(()),
+                    event = self.repl.recv() => match event? {
+                        Some(event) => event,
+                        None => return Err(CaptureError::Ended),
+                    },
+                },
+            };
+            match event {
+                ReplicationEvent::Begin { final_lsn, .. } => {
+                    self.in_transaction = true;
+                    self.skipping = final_lsn < self.durable;
+                }
+                ReplicationEvent::XLogData { data, .. } => {
+                    let change = pgoutput::decode(&data)
+                        .map_err(|error| CaptureError::Protocol(error.to_string()))?;
+                    self.on_change(change).await?;
+                }
+                ReplicationEvent::Message {
+                    prefix,
+                    content,
+                    lsn,
+                    ..
+                } => {
+                    if prefix == TRACK_MESSAGE && !self.skipping {
+                        self.flush().await?;
+                        let oid = std::str::from_utf8(&content)
+                            .ok()
+                            .and_then(|text| text.parse::<u32>().ok())
+                            .ok_or_else(|| CaptureError::Protocol("bad track message".into()))?;
+                        self.reload(oid).await?;
+                    } else if prefix == DRAIN_MESSAGE
+                        && drain_to.is_some_and(|target| lsn >= target)
+                        && !self.in_transaction
+                    {
+                        self.finish_batch().await?;
+                        return Ok(());
+                    }
+                }
+                ReplicationEvent::Commit {
+                    end_lsn,
+                    commit_time_micros,
+                    ..
+                } => {
+                    self.in_transaction = false;
+                    if self.skipping {
+                        self.skipping = false;
+                        continue;
+                    }
+                    self.pending_end = Some((end_lsn, commit_time_micros));
+                    self.batch_transactions += 1;
+                }
+                ReplicationEvent::KeepAlive { wal_end, .. } => {
+                    // Everything before `wal_end` was sent; with no transaction open and the
+                    // batch committed, none of it is ours to write: let the slot free it.
+                    if !self.in_transaction && self.pending_end.is_none() && !self.writer.is_open()
+                    {
+                        self.repl.update_applied_lsn(wal_end);
+                    }
+                }
+                ReplicationEvent::StoppedAt { .. } => return Err(CaptureError::Ended),
+            }
+            // Between source transactions: commit the batch when it is big enough or
+            // nothing else is waiting (so a quiet moment never holds events back).
+            if !self.in_transaction
+                && self.pending_end.is_some()
+                && (self.batch_rows >= self.limits.batch_rows || !self.more_ready())
+            {
+                self.finish_batch().await?;
+            }
+        }
+    }
+
+    /// Whether the next event is already here (then it is kept for the next turn).
+    fn more_ready(&mut self) -> bool {
+        if self.ahead.is_some() {
+            return true;
+        }
+        match self.repl.recv().now_or_never() {
+            Some(Ok(Some(event))) => {
+                self.ahead = Some(event);
+                true
+            }
+            // An error or the end shows again on the next receive.
+            Some(_) | None => false,
+        }
+    }
+
+    async fn on_change(&mut self, change: Change) -> Result<(), CaptureError> {
+        match change {
+            Change::Relation(relation) => {
+                self.flush().await?;
+                self.converter
+                    .prepare(self.writer.client(), &relation)
+                    .await?;
+                let layout = self
+                    .definitions
+                    .get(&relation.id)
+                    .map(|definition| definition.layout(&relation));
+                self.relations
+                    .insert(relation.id, Known { relation, layout });
+                Ok(())
+            }
+            Change::Insert { relation, new } => self.row(relation, None, Some(new)).await,
+            Change::Update {
+                relation, old, new, ..
+            } => self.row(relation, old, Some(new)).await,
+            Change::Delete { relation, old, .. } => self.row(relation, Some(old), None).await,
+            Change::Truncate { relations, .. } => {
+                if self.skipping {
+                    return Ok(());
+                }
+                self.flush().await?;
+                for oid in relations {
+                    if self.definitions.contains_key(&oid) {
+                        let deletes = self.writer.truncate_keys(oid).await?;
+                        self.batch_rows += deletes.len();
+                        self.writer.apply(&deletes).await?;
+                    }
+                }
+                Ok(())
+            }
+            Change::Type { .. } | Change::Other(_) => Ok(()),
+        }
+    }
+
+    fn on_row(
+        &mut self,
+        relation_id: u32,
+        old: Option<pgoutput::Tuple>,
+        new: Option<pgoutput::Tuple>,
+    ) -> Result<(), CaptureError> {
+        if self.skipping {
+            return Ok(());
+        }
+        let Some(definition) = self.definitions.get(&relation_id) else {
+            return Ok(());
+        };
+        let known = self
+            .relations
+            .get(&relation_id)
+            .ok_or(CaptureError::Protocol(format!(
+                "change of relation {relation_id} before its description"
+            )))?;
+        let layout = match &known.layout {
+            Some(Ok(layout)) => layout,
+            Some(Err(error)) => return Err(CaptureError::Halt(error.to_string())),
+            None => return Ok(()),
+        };
+        let relation = &known.relation;
+        let result = (|| {
+            let old = old
+                .map(|values| route::image(relation, &values, None))
+                .transpose()?;
+            let new = new
+                .map(|values| route::image(relation, &values, old.as_deref()))
+                .transpose()?;
+            let images = self.chunk.images.entry(relation_id).or_default();
+            route::plan(definition, layout, old, new, &mut |image| {
+                images.push(image);
+                images.len() - 1
+            })
+        })();
+        match result {
+            Ok(plans) => {
+                self.chunk.rows += 1;
+                self.batch_rows += 1;
+                self.chunk
+                    .plans
+                    .extend(plans.into_iter().map(|plan| (relation_id, plan)));
+            }
+            Err(error) => {
+                self.status.rejected();
+                tracing::error!(
+                    table = %format!("{}.{}", relation.schema, relation.name),
+                    %error,
+                    "capture: a row change of a tracked table cannot be published; skipped"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    async fn row(
+        &mut self,
+        relation_id: u32,
+        old: Option<pgoutput::Tuple>,
+        new: Option<pgoutput::Tuple>,
+    ) -> Result<(), CaptureError> {
+        self.on_row(relation_id, old, new)?;
+        if self.chunk.rows >= self.limits.chunk_rows {
+            // Bounded memory for big transactions: write this part now, in the open batch.
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Converts and writes the chunk into the open batch.
+    pub(crate) async fn flush(&mut self) -> Result<(), CaptureError> {
+        let chunk = std::mem::take(&mut self.chunk);
+        if chunk.plans.is_empty() {
+            return Ok(());
+        }
+        self.writer.begin().await?;
+        let mut converted: HashMap<u32, Vec<String>> = HashMap::new();
+        for (relation, images) in &chunk.images {
+            let definition = self
+                .definitions
+                .get(relation)
+                .ok_or(CaptureError::Protocol(format!(
+                    "relation {relation} lost its definition"
+                )))?;
+            let json = self
+                .converter
+                .convert(self.writer.client(), *relation, definition, images)
+                .await?;
+            converted.insert(*relation, json);
+        }
+        let mut out = Vec::with_capacity(chunk.plans.len());
+        for (relation, plan) in chunk.plans {
+            let json = converted.get_mut(&relation);
+            let take = |index: usize| {
+                json.as_ref()
+                    .and_then(|json| json.get(index))
+                    .cloned()
+                    .ok_or_else(|| CaptureError::Protocol("converted image missing".into()))
+            };
+            match plan {
+                Plan::Upsert { stream, key, new } => out.push(Out {
+                    stream,
+                    key,
+                    op: "upsert",
+                    data: Some(take(new)?),
+                }),
+                Plan::Delete { stream, key } => out.push(Out {
+                    stream,
+                    key,
+                    op: "delete",
+                    data: None,
+                }),
+                Plan::Update {
+                    stream,
+                    key,
+                    old,
+                    new,
+                } => {
+                    let new = take(new)?;
+                    // jsonb's text form is canonical: equal text is equal data.
+                    if take(old)? != new {
+                        out.push(Out {
+                            stream,
+                            key,
+                            op: "upsert",
+                            data: Some(new),
+                        });
+                    }
+                }
+            }
+        }
+        self.writer.apply(&out).await
+    }
+
+    /// Commits the open batch (if any source transaction is pending) and confirms its end.
+    async fn finish_batch(&mut self) -> Result<(), CaptureError> {
+        let Some((end, commit_micros)) = self.pending_end.take() else {
+            return Ok(());
+        };
+        self.flush().await?;
+        let events = self.writer.events();
+        self.writer.commit(self.durable, end, commit_micros).await?;
+        self.status.wrote(events, self.batch_transactions);
+        self.durable = end;
+        self.batch_transactions = 0;
+        self.batch_rows = 0;
+        self.batches += 1;
+        if self.limits.crash_after_batches > 0 && self.batches >= self.limits.crash_after_batches {
+            return Err(CaptureError::InjectedCrash(self.batches));
+        }
+        self.repl.update_applied_lsn(end);
+        Ok(())
+    }
+
+    /// Reloads the definition of table `oid` (changed in the source at this point).
+    async fn reload(&mut self, oid: u32) -> Result<(), CaptureError> {
+        let mut fresh = load_definitions(self.writer.client(), Some(oid)).await?;
+        match fresh.remove(&oid) {
+            Some(definition) => {
+                self.definitions.insert(oid, definition);
+            }
+            None => {
+                self.definitions.remove(&oid);
+            }
+        }
+        if let Some(known) = self.relations.get_mut(&oid) {
+            known.layout = self
+                .definitions
+                .get(&oid)
+                .map(|definition| definition.layout(&known.relation));
+        }
+        Ok(())
+    }
+}
+
+/// Every tracked table's definition (or only `oid`'s).
+pub(crate) async fn load_definitions(
+    client: &Client,
+    oid: Option<u32>,
+) -> Result<HashMap<u32, Definition>, CaptureError> {
+    let rows = client
+        .query(
+            "select t.tbl::oid, tidewire.track_template(t.stream), t.key_column, \
+                    case when t.columns is not null then 'columns' \
+                         when t.exclude is not null then 'exclude' end, \
+                    coalesce(t.columns, t.exclude, '{}') \
+               from tidewire.tracked as t \
+              where $1::oid is null or t.tbl::oid = $1::oid",
+            &[&oid],
+        )
+        .await?;
+    let mut definitions = HashMap::with_capacity(rows.len());
+    for row in rows {
+        definitions.insert(
+            row.try_get::<_, u32>(0)?,
+            Definition {
+                parts: row.try_get(1)?,
+                key_column: row.try_get(2)?,
+                mode: row.try_get(3)?,
+                list: row.try_get(4)?,
+            },
+        );
+    }
+    Ok(definitions)
+}
