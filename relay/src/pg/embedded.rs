@@ -441,6 +441,10 @@ impl EmbeddedPostgres {
             for name in ["fsync", "synchronous_commit", "full_page_writes"] {
                 settings.push((name.into(), "off".into()));
             }
+            // Logical decoding sends only flushed WAL, and without synchronous commit the WAL
+            // writer flushes every wal_writer_delay (default 200 ms): that would be logical
+            // capture's latency. With fsync off a flush is a write(): do it every 1 ms.
+            settings.push(("wal_writer_delay".into(), "1ms".into()));
         }
         settings.extend(self.config.settings.iter().cloned());
         // Rewritten on every start too, so clusters made before logical capture allow its

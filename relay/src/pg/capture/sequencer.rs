@@ -45,7 +45,7 @@ struct Known {
 /// The rows of the chunk being built.
 #[derive(Debug, Default)]
 struct Chunk {
-    plans: Vec<(u32, Plan)>,
+    plans: Vec<(u32, Plan, i64)>,
     images: HashMap<u32, Vec<Vec<Option<String>>>>,
     rows: usize,
 }
@@ -67,6 +67,8 @@ pub(crate) struct Sequencer<'a> {
     in_transaction: bool,
     /// The source transaction is before `durable` (already written): skip its rows.
     skipping: bool,
+    /// The source transaction's commit time (microseconds since 2000-01-01).
+    committed: i64,
     /// End and commit time of the last source transaction added to the open batch.
     pending_end: Option<(Lsn, i64)>,
     batch_transactions: u64,
@@ -105,6 +107,7 @@ impl<'a> Sequencer<'a> {
             durable,
             in_transaction: false,
             skipping: false,
+            committed: 0,
             pending_end: None,
             batch_transactions: 0,
             batch_rows: 0,
@@ -131,8 +134,13 @@ impl<'a> Sequencer<'a> {
                 },
             };
             match event {
-                ReplicationEvent::Begin { final_lsn, .. } => {
+                ReplicationEvent::Begin {
+                    final_lsn,
+                    commit_time_micros,
+                    ..
+                } => {
                     self.in_transaction = true;
+                    self.committed = commit_time_micros;
                     self.skipping = final_lsn < self.durable;
                 }
                 ReplicationEvent::XLogData { data, .. } => {
@@ -237,7 +245,7 @@ impl<'a> Sequencer<'a> {
                 self.flush().await?;
                 for oid in relations {
                     if self.definitions.contains_key(&oid) {
-                        let deletes = self.writer.truncate_keys(oid).await?;
+                        let deletes = self.writer.truncate_keys(oid, self.committed).await?;
                         self.batch_rows += deletes.len();
                         self.writer.apply(&deletes).await?;
                     }
@@ -289,9 +297,10 @@ impl<'a> Sequencer<'a> {
             Ok(plans) => {
                 self.chunk.rows += 1;
                 self.batch_rows += 1;
+                let committed = self.committed;
                 self.chunk
                     .plans
-                    .extend(plans.into_iter().map(|plan| (relation_id, plan)));
+                    .extend(plans.into_iter().map(|plan| (relation_id, plan, committed)));
             }
             Err(error) => {
                 self.status.rejected();
@@ -319,13 +328,18 @@ impl<'a> Sequencer<'a> {
         Ok(())
     }
 
-    /// Converts and writes the chunk into the open batch.
+    /// Converts and writes the chunk into the open batch (a chunk that is not the last).
     pub(crate) async fn flush(&mut self) -> Result<(), CaptureError> {
+        let out = self.convert().await?;
+        self.writer.apply(&out).await
+    }
+
+    /// The chunk's events, converted.
+    async fn convert(&mut self) -> Result<Vec<Out>, CaptureError> {
         let chunk = std::mem::take(&mut self.chunk);
         if chunk.plans.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
-        self.writer.begin().await?;
         let mut converted: HashMap<u32, Vec<String>> = HashMap::new();
         for (relation, images) in &chunk.images {
             let definition = self
@@ -341,7 +355,7 @@ impl<'a> Sequencer<'a> {
             converted.insert(*relation, json);
         }
         let mut out = Vec::with_capacity(chunk.plans.len());
-        for (relation, plan) in chunk.plans {
+        for (relation, plan, committed) in chunk.plans {
             let json = converted.get_mut(&relation);
             let take = |index: usize| {
                 json.as_ref()
@@ -355,12 +369,14 @@ impl<'a> Sequencer<'a> {
                     key,
                     op: "upsert",
                     data: Some(take(new)?),
+                    committed,
                 }),
                 Plan::Delete { stream, key } => out.push(Out {
                     stream,
                     key,
                     op: "delete",
                     data: None,
+                    committed,
                 }),
                 Plan::Update {
                     stream,
@@ -376,12 +392,13 @@ impl<'a> Sequencer<'a> {
                             key,
                             op: "upsert",
                             data: Some(new),
+                            committed,
                         });
                     }
                 }
             }
         }
-        self.writer.apply(&out).await
+        Ok(out)
     }
 
     /// Commits the open batch (if any source transaction is pending) and confirms its end.
@@ -389,9 +406,11 @@ impl<'a> Sequencer<'a> {
         let Some((end, commit_micros)) = self.pending_end.take() else {
             return Ok(());
         };
-        self.flush().await?;
-        let events = self.writer.events();
-        self.writer.commit(self.durable, end, commit_micros).await?;
+        let last = self.convert().await?;
+        let events = self
+            .writer
+            .finish(&last, self.durable, end, commit_micros)
+            .await?;
         self.status.wrote(events, self.batch_transactions);
         self.durable = end;
         self.batch_transactions = 0;

@@ -16,6 +16,8 @@ pub(crate) struct Out {
     pub(crate) key: String,
     pub(crate) op: &'static str,
     pub(crate) data: Option<String>,
+    /// The source transaction's commit time, microseconds since 2000-01-01.
+    pub(crate) committed: i64,
 }
 
 /// The sequencer's own connection and its open batch.
@@ -23,9 +25,29 @@ pub(crate) struct Out {
 pub(crate) struct Writer {
     client: Client,
     apply: Statement,
+    write: Statement,
     slot: String,
     open: bool,
     events: u64,
+}
+
+/// The five arrays of `tidewire.capture_apply`.
+type Columns<'a> = (
+    Vec<&'a str>,
+    Vec<&'a str>,
+    Vec<&'a str>,
+    Vec<Option<&'a str>>,
+    Vec<i64>,
+);
+
+fn columns(events: &[Out]) -> Columns<'_> {
+    (
+        events.iter().map(|e| e.stream.as_str()).collect(),
+        events.iter().map(|e| e.key.as_str()).collect(),
+        events.iter().map(|e| e.op).collect(),
+        events.iter().map(|e| e.data.as_deref()).collect(),
+        events.iter().map(|e| e.committed).collect(),
+    )
 }
 
 impl Writer {
@@ -33,31 +55,33 @@ impl Writer {
     pub(crate) async fn new(client: Client, slot: String) -> Result<Self, CaptureError> {
         let apply = client
             .prepare(
-                "select stream from tidewire.capture_apply($1::text[], $2::text[], $3::text[], $4::text[]::jsonb[])",
+                "select tidewire.capture_apply($1::text[], $2::text[], $3::text[], $4::text[]::jsonb[], $5::int8[])",
+            )
+            .await?;
+        let write = client
+            .prepare(
+                "select tidewire.capture_write($1::text[], $2::text[], $3::text[], $4::text[]::jsonb[], $5::int8[], \
+                 $6, $7::text::pg_lsn, $8::text::pg_lsn, $9::int8)",
             )
             .await?;
         Ok(Self {
             client,
             apply,
+            write,
             slot,
             open: false,
             events: 0,
         })
     }
 
-    /// The connection (conversions run on it, inside the open batch).
+    /// The connection (conversions run on it).
     pub(crate) fn client(&self) -> &Client {
         &self.client
     }
 
-    /// Whether a batch is open.
+    /// Whether a batch is open (a transaction spanning several chunks).
     pub(crate) fn is_open(&self) -> bool {
         self.open
-    }
-
-    /// Events written in the open batch.
-    pub(crate) fn events(&self) -> u64 {
-        self.events
     }
 
     /// The end of the last source transaction in the outbox for this slot.
@@ -75,35 +99,35 @@ impl Writer {
         Lsn::parse(&text).map_err(|error| CaptureError::Protocol(error.to_string()))
     }
 
-    /// Opens the batch if needed.
+    /// Opens a transaction for a batch of several chunks, if not open yet.
     pub(crate) async fn begin(&mut self) -> Result<(), CaptureError> {
         if !self.open {
             self.client.batch_execute("begin").await?;
             self.open = true;
-            self.events = 0;
         }
         Ok(())
     }
 
-    /// Writes `events` in order into the open batch.
+    /// Writes `events` (a chunk that is not the batch's last) into the open transaction.
     pub(crate) async fn apply(&mut self, events: &[Out]) -> Result<(), CaptureError> {
         if events.is_empty() {
             return Ok(());
         }
         self.begin().await?;
-        let streams: Vec<&str> = events.iter().map(|e| e.stream.as_str()).collect();
-        let keys: Vec<&str> = events.iter().map(|e| e.key.as_str()).collect();
-        let ops: Vec<&str> = events.iter().map(|e| e.op).collect();
-        let datas: Vec<Option<&str>> = events.iter().map(|e| e.data.as_deref()).collect();
+        let (streams, keys, ops, datas, committed) = columns(events);
         self.client
-            .query(&self.apply, &[&streams, &keys, &ops, &datas])
+            .query_one(&self.apply, &[&streams, &keys, &ops, &datas, &committed])
             .await?;
         self.events += events.len() as u64;
         Ok(())
     }
 
     /// The deletes a TRUNCATE of table `oid` publishes (read inside the open batch).
-    pub(crate) async fn truncate_keys(&mut self, oid: u32) -> Result<Vec<Out>, CaptureError> {
+    pub(crate) async fn truncate_keys(
+        &mut self,
+        oid: u32,
+        committed: i64,
+    ) -> Result<Vec<Out>, CaptureError> {
         self.begin().await?;
         let rows = self
             .client
@@ -119,38 +143,54 @@ impl Writer {
                     key: row.try_get(1)?,
                     op: "delete",
                     data: None,
+                    committed,
                 })
             })
             .collect()
     }
 
-    /// Commits the open batch, moving the slot's position from `from` to `to` (the end of
-    /// the last source transaction in it; `commit_micros` its commit time, PostgreSQL epoch).
-    pub(crate) async fn commit(
+    /// Writes the batch's last chunk and moves the slot's position from `from` to `to` (the
+    /// end of the last source transaction in it; `commit_micros` its commit time): one
+    /// statement in autocommit when the batch is this chunk alone, else the end of the open
+    /// transaction. [`CaptureError::Fenced`], with nothing written, when the position moved.
+    pub(crate) async fn finish(
         &mut self,
+        last: &[Out],
         from: Lsn,
         to: Lsn,
         commit_micros: i64,
-    ) -> Result<(), CaptureError> {
-        self.begin().await?;
-        let moved = self
+    ) -> Result<u64, CaptureError> {
+        let (streams, keys, ops, datas, committed) = columns(last);
+        let written: bool = self
             .client
-            .execute(
-                "update tidewire.capture \
-                    set lsn = $3::text::pg_lsn, \
-                        source_at = timestamptz '2000-01-01 00:00:00+00' + $4::int8 * interval '1 microsecond', \
-                        updated_at = now() \
-                  where slot = $1 and lsn = $2::text::pg_lsn",
-                &[&self.slot, &from.to_pg_string(), &to.to_pg_string(), &commit_micros],
+            .query_one(
+                &self.write,
+                &[
+                    &streams,
+                    &keys,
+                    &ops,
+                    &datas,
+                    &committed,
+                    &self.slot,
+                    &from.to_pg_string(),
+                    &to.to_pg_string(),
+                    &commit_micros,
+                ],
             )
-            .await?;
-        if moved != 1 {
-            let _ = self.client.batch_execute("rollback").await;
+            .await?
+            .try_get(0)?;
+        let events = self.events + last.len() as u64;
+        self.events = 0;
+        if self.open {
             self.open = false;
+            if !written {
+                let _ = self.client.batch_execute("rollback").await;
+                return Err(CaptureError::Fenced);
+            }
+            self.client.batch_execute("commit").await?;
+        } else if !written {
             return Err(CaptureError::Fenced);
         }
-        self.client.batch_execute("commit").await?;
-        self.open = false;
-        Ok(())
+        Ok(events)
     }
 }

@@ -19,25 +19,37 @@ end
 $$;
 
 -- Writes one batch of the sequencer: events in source commit order, each (stream, key, op,
--- data) with op 'upsert' or 'delete'. Streams are created on first use and locked in name
--- order; each event gets the next seq of its stream and the key's previous value as `prior`,
--- exactly as tidewire.publish would give it; records follow; every stream is notified once
--- with a pointer to its new head. Returns each stream's epoch and last seq.
+-- data) with op 'upsert' or 'delete' and, in `committed`, its source transaction's commit time
+-- in microseconds since 2000-01-01 (the event's committed_at, so `ts` and delivery latency
+-- count from the application's commit; NULL: now). Streams are created on first use and
+-- locked in name order; each event gets the next seq of its stream and the key's previous
+-- value as `prior`, exactly as tidewire.publish would give it; records follow. Each stream
+-- is notified with its events inline (up to 16, as tidewire.publish does: no outbox read
+-- for a relay) or with one pointer to its new head. Returns the number of events.
 --
 -- Names and keys must be valid (the sequencer checks them with the same rules first).
 create or replace function tidewire.capture_apply(
-    streams text[], keys text[], ops text[], datas jsonb[]
+    streams text[], keys text[], ops text[], datas jsonb[], committed bigint[] default null
 )
-returns table (stream text, epoch bigint, last_seq bigint)
+returns integer
 language plpgsql
+-- A batch touches a few thousand keys of tables that hold millions: every lookup must go
+-- through the primary keys. Left to its estimates for the unnested arrays, the planner
+-- hash-joined whole tables (measured: 5,300 events/s, most of it in seq scans; see
+-- docs/BENCHMARKS.md "Capture").
+set enable_hashjoin = off
+set enable_mergejoin = off
+set enable_seqscan = off
 as $$
 declare
-    v_names text[];
+    v_names    text[];
+    v_channels text[];
+    v_payloads text[];
 begin
     select array_agg(distinct u.name order by u.name) into v_names
       from unnest(capture_apply.streams) as u(name);
     if v_names is null then
-        return;
+        return 0;
     end if;
     insert into tidewire.streams as s (name)
     select u.name from unnest(v_names) as u(name)
@@ -47,13 +59,15 @@ begin
     perform 1 from tidewire.streams as s where s.name = any(v_names) order by s.name for update;
 
     -- One statement: every CTE reads the records as they were before it, which is what the
-    -- first event of each key needs as its prior; later events of a key take the value the
-    -- event before them left (`lag`).
-    return query
+    -- first event of each key needs as its prior; later
+    -- events of a key take the value the event before them left (`lag`).
     with input as (
-        select u.ord, u.stream, u.key, u.op, u.data
-          from unnest(capture_apply.streams, capture_apply.keys, capture_apply.ops, capture_apply.datas)
-               with ordinality as u(stream, key, op, data, ord)
+        select u.ord, u.stream, u.key, u.op, u.data,
+               coalesce(timestamptz '2000-01-01 00:00:00+00' + u.micros * interval '1 microsecond',
+                        clock_timestamp()) as at
+          from unnest(capture_apply.streams, capture_apply.keys, capture_apply.ops, capture_apply.datas,
+                      capture_apply.committed)
+               with ordinality as u(stream, key, op, data, micros, ord)
     ),
     counts as (
         select i.stream, count(*) as n from input as i group by i.stream
@@ -63,25 +77,30 @@ begin
            set seq = s.seq + c.n
           from counts as c
          where s.name = c.stream
-        returning s.name, s.seq - c.n as base, s.epoch
+        returning s.name, s.seq - c.n as base, s.epoch, c.n
     ),
     numbered as (
-        select i.ord, i.stream, i.key, i.op, i.data, b.epoch,
+        select i.ord, i.stream, i.key, i.op, i.data, i.at, b.epoch, b.n,
                b.base + row_number() over (partition by i.stream order by i.ord) as seq,
-               row_number() over (partition by i.stream, i.key order by i.ord) as nth,
+               row_number() over (partition by i.stream order by i.ord desc) as tail,
                row_number() over (partition by i.stream, i.key order by i.ord desc) as last,
-               lag(case when i.op = 'delete' then null else coalesce(i.data, 'null'::jsonb) end)
-                   over (partition by i.stream, i.key order by i.ord) as before
+               -- The key's value before this event: the event before it in the batch, or the
+               -- record (SQL NULL when there is none, JSON null when its value is null).
+               case when row_number() over (partition by i.stream, i.key order by i.ord) = 1
+                    then r.prior
+                    else lag(case when i.op = 'delete' then null else coalesce(i.data, 'null'::jsonb) end)
+                             over (partition by i.stream, i.key order by i.ord)
+               end as prior
           from input as i
           join bumped as b on b.name = i.stream
+          -- A lookup by primary key per event: a join would scan every record of the table.
+          left join lateral (select coalesce(rec.data, 'null'::jsonb) as prior
+                               from tidewire.records as rec
+                              where rec.stream = i.stream and rec.key = i.key) as r on true
     ),
     written as (
-        insert into tidewire.events (stream, seq, key, op, data, prior)
-        select n.stream, n.seq, n.key, n.op, n.data,
-               case when n.nth = 1 then (select coalesce(r.data, 'null'::jsonb)
-                                           from tidewire.records as r
-                                          where r.stream = n.stream and r.key = n.key)
-                    else n.before end
+        insert into tidewire.events (stream, seq, key, op, data, committed_at, prior)
+        select n.stream, n.seq, n.key, n.op, n.data, n.at, n.prior
           from numbered as n
          order by n.ord
         returning 1
@@ -102,15 +121,47 @@ begin
          where n.last = 1 and n.op = 'delete' and r.stream = n.stream and r.key = n.key
         returning 1
     )
-    select n.stream, max(n.epoch), max(n.seq)
+    select array_agg('tw:' || n.stream order by n.stream, n.seq),
+           array_agg(case when n.n <= 16
+                          then tidewire.event_payload(n.stream, n.epoch, n.seq, n.key, n.op, n.data, n.prior, n.at)
+                          else '{"t":"ptr","stream":' || to_json(n.stream)::text
+                               || ',"epoch":' || n.epoch || ',"seq":' || n.seq || '}'
+                     end order by n.stream, n.seq)
+      into v_channels, v_payloads
       from numbered as n
-     group by n.stream;
+     where n.n <= 16 or n.tail = 1;
 
-    perform pg_notify('tw:' || b.name,
-                      '{"t":"ptr","stream":' || to_json(b.name)::text
-                      || ',"epoch":' || b.epoch || ',"seq":' || b.seq || '}')
-       from tidewire.streams as b
-      where b.name = any(v_names);
+    -- In seq order within each stream.
+    for i in 1 .. coalesce(array_length(v_channels, 1), 0) loop
+        perform pg_notify(v_channels[i], v_payloads[i]);
+    end loop;
+    return array_length(capture_apply.streams, 1);
+end
+$$;
+
+-- capture_apply, then the sequencer's durable position of `slot` moved from `from_lsn` to
+-- `to_lsn` (source commit time `source_micros`), in the caller's transaction: false, with
+-- nothing written, when the position is no longer `from_lsn` (the batch was written before,
+-- or another sequencer took over).
+create or replace function tidewire.capture_write(
+    streams text[], keys text[], ops text[], datas jsonb[], committed bigint[],
+    slot text, from_lsn pg_lsn, to_lsn pg_lsn, source_micros bigint
+)
+returns boolean
+language plpgsql
+as $$
+begin
+    update tidewire.capture as c
+       set lsn = capture_write.to_lsn,
+           source_at = timestamptz '2000-01-01 00:00:00+00' + capture_write.source_micros * interval '1 microsecond',
+           updated_at = now()
+     where c.slot = capture_write.slot and c.lsn = capture_write.from_lsn;
+    if not found then
+        return false;
+    end if;
+    perform tidewire.capture_apply(capture_write.streams, capture_write.keys, capture_write.ops,
+                                   capture_write.datas, capture_write.committed);
+    return true;
 end
 $$;
 

@@ -5,6 +5,35 @@
 -- in the migration's transaction. A change that renames a parameter or changes a return type
 -- needs a `drop function` first, here. See docs/SQL.md for the contract.
 
+-- The NOTIFY payload of a stored event: the event inline (with its pre-image `prior` when the
+-- key had a record) when under 8000 bytes, else a pointer {"t":"ptr",...} and the reader
+-- fetches the row from tidewire.events. Used by tidewire.publish and the capture sequencer.
+create or replace function tidewire.event_payload(
+    stream text, epoch bigint, seq bigint, key text, op text, data jsonb, prior jsonb, at timestamptz
+)
+returns text
+language plpgsql stable
+as $$
+declare
+    v_payload text;
+begin
+    v_payload := '{"t":"ev","stream":' || to_json(event_payload.stream)::text
+        || ',"epoch":' || event_payload.epoch
+        || ',"seq":' || event_payload.seq
+        || ',"key":' || to_json(event_payload.key)::text
+        || ',"op":"' || event_payload.op || '"'
+        || ',"data":' || coalesce(event_payload.data::text, 'null')
+        || case when event_payload.prior is null then '' else ',"prior":' || event_payload.prior::text end
+        || ',"ts":' || tidewire.micros(event_payload.at) || '}';
+    if octet_length(v_payload) >= 8000 then
+        v_payload := '{"t":"ptr","stream":' || to_json(event_payload.stream)::text
+            || ',"epoch":' || event_payload.epoch
+            || ',"seq":' || event_payload.seq || '}';
+    end if;
+    return v_payload;
+end
+$$;
+
 -- Publishes one event and returns its seq (0 for an ephemeral 'message').
 --
 --   upsert  stores `data` as the key's value
@@ -147,20 +176,9 @@ begin
          where r.stream = publish.stream and r.key = publish.key;
     end if;
 
-    v_payload := '{"t":"ev","stream":' || to_json(publish.stream)::text
-        || ',"epoch":' || v_epoch
-        || ',"seq":' || v_seq
-        || ',"key":' || to_json(publish.key)::text
-        || ',"op":"' || publish.op || '"'
-        || ',"data":' || coalesce(publish.data::text, 'null')
-        || case when v_prior is null then '' else ',"prior":' || v_prior::text end
-        || ',"ts":' || tidewire.micros(v_at) || '}';
-    if octet_length(v_payload) >= 8000 then
-        v_payload := '{"t":"ptr","stream":' || to_json(publish.stream)::text
-            || ',"epoch":' || v_epoch
-            || ',"seq":' || v_seq || '}';
-    end if;
-    perform pg_notify('tw:' || publish.stream, v_payload);
+    perform pg_notify('tw:' || publish.stream,
+                      tidewire.event_payload(publish.stream, v_epoch, v_seq, publish.key, publish.op,
+                                             publish.data, v_prior, v_at));
     return v_seq;
 end
 $$;
