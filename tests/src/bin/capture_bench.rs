@@ -293,7 +293,7 @@ async fn writer_rates(
     }
     // Every upsert in logical mode reaches the outbox.
     let writers_done = Instant::now();
-    let caught_up = wait_for(&admin, "bench-logical", written, Duration::from_secs(300)).await;
+    let caught_up = wait_for(admin, "bench-logical", written, Duration::from_secs(300)).await;
     if let Err(error) = caught_up {
         bail!("the sequencer did not catch up with the writers: {error}");
     }
@@ -343,7 +343,7 @@ async fn sequencer(
         println!("  backlog of {name} written; capturing");
         let start = Instant::now();
         let relay = start_relay(&url, CaptureMode::Logical).await?;
-        let done = wait_for(&admin, &stream, events, Duration::from_secs(600)).await?;
+        let done = wait_for(admin, &stream, events, Duration::from_secs(600)).await?;
         let seconds = done.duration_since(start).as_secs_f64();
         stop_relay(relay).await;
         let rate = events as f64 / seconds;
@@ -387,8 +387,8 @@ async fn latencies(
         (CaptureMode::Trigger, "trigger"),
         (CaptureMode::Logical, "logical"),
     ] {
-        let relay = start_relay(&url, mode).await?;
-        let (achieved, latency) = latency(&args, &url, &admin, &relay, name).await?;
+        let relay = start_relay(url, mode).await?;
+        let (achieved, latency) = latency(args, url, admin, &relay, name).await?;
         stop_relay(relay).await;
         table.row(vec![
             name.into(),

@@ -306,13 +306,14 @@ async fn open<'a>(
         ReplicationClient::connect(replication_config(config)?.with_ack_lsn(durable)).await?;
     sequencer::Sequencer::new(
         repl,
+        connect(config, "tidewire-sequencer-read").await?,
         writer,
         status,
         sequencer::Limits {
             chunk_rows: config.chunk_rows,
             batch_rows: config.batch_rows,
-            crash_after_batches: config.crash_after_batches,
         },
+        config.crash_after_batches,
     )
     .await
 }

@@ -1,8 +1,9 @@
 //! The sequencer's loop: reads committed transactions from the replication slot in commit
-//! order, routes the rows of tracked tables to stream events, writes them in batches (one
-//! outbox transaction per batch, chunks of `chunk_rows` inside it so that a transaction of a
-//! million rows needs bounded memory), and confirms a position to the slot only after the
-//! batch that covers it committed.
+//! order, routes the rows of tracked tables to stream events, converts them on a connection
+//! of its own and hands them to the writer task (`writer::write_jobs`), which writes them in
+//! batches (one outbox transaction per batch, chunks of `chunk_rows` inside it so that a
+//! transaction of a million rows needs bounded memory). A position is confirmed to the slot
+//! only after the writer committed the batch that covers it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use super::convert::Converter;
 use super::pgoutput::{self, Change, Relation};
 use super::route::{self, Definition, Layout, Plan};
 use super::status::CaptureStatus;
-use super::writer::{Out, Writer};
+use super::writer::{Job, Out, Writer};
 use super::CaptureError;
 
 /// Prefix of the logical messages `tidewire.capture_attach` emits when a definition changes.
@@ -31,8 +32,6 @@ pub(crate) struct Limits {
     pub(crate) chunk_rows: usize,
     /// Rows after which a batch commits even when more transactions are waiting.
     pub(crate) batch_rows: usize,
-    /// Stop after this many batches, before confirming the last (0: never).
-    pub(crate) crash_after_batches: u64,
 }
 
 /// A relation as the WAL describes it, with its definition's layout when tracked.
@@ -53,7 +52,15 @@ struct Chunk {
 /// One run of the sequencer on one replication session.
 pub(crate) struct Sequencer<'a> {
     repl: ReplicationClient,
-    writer: Writer,
+    /// Conversions and definitions are read here, while the writer writes.
+    client: Client,
+    jobs: tokio::sync::mpsc::Sender<Job>,
+    confirmed: tokio::sync::mpsc::UnboundedReceiver<Lsn>,
+    writer: tokio::task::JoinHandle<Result<(), CaptureError>>,
+    /// Batches handed to the writer and not yet confirmed.
+    in_flight: u64,
+    /// A chunk or TRUNCATE of the current batch went to the writer (its transaction is open).
+    batch_open: bool,
     status: &'a Arc<CaptureStatus>,
     limits: Limits,
     definitions: HashMap<u32, Definition>,
@@ -73,7 +80,6 @@ pub(crate) struct Sequencer<'a> {
     pending_end: Option<(Lsn, i64)>,
     batch_transactions: u64,
     batch_rows: usize,
-    batches: u64,
 }
 
 impl std::fmt::Debug for Sequencer<'_> {
@@ -84,19 +90,46 @@ impl std::fmt::Debug for Sequencer<'_> {
     }
 }
 
+impl Drop for Sequencer<'_> {
+    fn drop(&mut self) {
+        // A batch not yet committed is rolled back with its connection and read again by the
+        // next sequencer; one committed and not confirmed is skipped by the fence.
+        self.writer.abort();
+    }
+}
+
 impl<'a> Sequencer<'a> {
-    /// A sequencer that resumes at `writer`'s durable position on `repl`.
+    /// A sequencer that resumes at `writer`'s durable position on `repl`, reading on
+    /// `client` and writing through the writer task.
     pub(crate) async fn new(
         repl: ReplicationClient,
+        client: Client,
         writer: Writer,
         status: &'a Arc<CaptureStatus>,
         limits: Limits,
+        crash_after_batches: u64,
     ) -> Result<Self, CaptureError> {
         let durable = writer.position().await?;
-        let definitions = load_definitions(writer.client(), None).await?;
+        let definitions = load_definitions(&client, None).await?;
+        // One job of slack: while the writer commits a batch, the next one forms here.
+        let (jobs, receiver) = tokio::sync::mpsc::channel(1);
+        let (confirm, confirmed) = tokio::sync::mpsc::unbounded_channel();
+        let writer = tokio::spawn(super::writer::write_jobs(
+            writer,
+            receiver,
+            confirm,
+            Arc::clone(status),
+            durable,
+            crash_after_batches,
+        ));
         Ok(Self {
             repl,
+            client,
+            jobs,
+            confirmed,
             writer,
+            in_flight: 0,
+            batch_open: false,
             status,
             limits,
             definitions,
@@ -111,7 +144,6 @@ impl<'a> Sequencer<'a> {
             pending_end: None,
             batch_transactions: 0,
             batch_rows: 0,
-            batches: 0,
         })
     }
 
@@ -127,6 +159,16 @@ impl<'a> Sequencer<'a> {
                 Some(event) => event,
                 None => tokio::select! {
                     () = stop.cancelled() => return Ok(()),
+                    confirmed = self.confirmed.recv() => {
+                        match confirmed {
+                            Some(end) => {
+                                self.in_flight = self.in_flight.saturating_sub(1);
+                                self.repl.update_applied_lsn(end);
+                            }
+                            None => return Err(self.writer_failed().await),
+                        }
+                        continue;
+                    }
                     event = self.repl.recv() => match event? {
                         Some(event) => event,
                         None => return Err(CaptureError::Ended),
@@ -166,7 +208,7 @@ impl<'a> Sequencer<'a> {
                         && !self.in_transaction
                     {
                         self.finish_batch().await?;
-                        return Ok(());
+                        return self.drain().await;
                     }
                 }
                 ReplicationEvent::Commit {
@@ -185,7 +227,10 @@ impl<'a> Sequencer<'a> {
                 ReplicationEvent::KeepAlive { wal_end, .. } => {
                     // Everything before `wal_end` was sent; with no transaction open and the
                     // batch committed, none of it is ours to write: let the slot free it.
-                    if !self.in_transaction && self.pending_end.is_none() && !self.writer.is_open()
+                    if !self.in_transaction
+                        && self.pending_end.is_none()
+                        && self.in_flight == 0
+                        && !self.batch_open
                     {
                         self.repl.update_applied_lsn(wal_end);
                     }
@@ -222,9 +267,7 @@ impl<'a> Sequencer<'a> {
         match change {
             Change::Relation(relation) => {
                 self.flush().await?;
-                self.converter
-                    .prepare(self.writer.client(), &relation)
-                    .await?;
+                self.converter.prepare(&self.client, &relation).await?;
                 let layout = self
                     .definitions
                     .get(&relation.id)
@@ -245,9 +288,13 @@ impl<'a> Sequencer<'a> {
                 self.flush().await?;
                 for oid in relations {
                     if self.definitions.contains_key(&oid) {
-                        let deletes = self.writer.truncate_keys(oid, self.committed).await?;
-                        self.batch_rows += deletes.len();
-                        self.writer.apply(&deletes).await?;
+                        self.batch_rows += 1;
+                        self.send(Job::Truncate {
+                            oid,
+                            committed: self.committed,
+                        })
+                        .await?;
+                        self.batch_open = true;
                     }
                 }
                 Ok(())
@@ -328,10 +375,44 @@ impl<'a> Sequencer<'a> {
         Ok(())
     }
 
-    /// Converts and writes the chunk into the open batch (a chunk that is not the last).
+    /// Converts the chunk and hands it to the writer (a chunk that is not the batch's last).
     pub(crate) async fn flush(&mut self) -> Result<(), CaptureError> {
         let out = self.convert().await?;
-        self.writer.apply(&out).await
+        if out.is_empty() {
+            return Ok(());
+        }
+        self.batch_open = true;
+        self.send(Job::Chunk(out)).await
+    }
+
+    async fn send(&mut self, job: Job) -> Result<(), CaptureError> {
+        if self.jobs.send(job).await.is_err() {
+            return Err(self.writer_failed().await);
+        }
+        Ok(())
+    }
+
+    /// The writer task's error (it ended early).
+    async fn writer_failed(&mut self) -> CaptureError {
+        match (&mut self.writer).await {
+            Ok(Err(error)) => error,
+            Ok(Ok(())) => CaptureError::Ended,
+            Err(error) => CaptureError::Protocol(format!("the writer task failed: {error}")),
+        }
+    }
+
+    /// Waits until the writer committed every batch handed to it.
+    async fn drain(&mut self) -> Result<(), CaptureError> {
+        while self.in_flight > 0 {
+            match self.confirmed.recv().await {
+                Some(end) => {
+                    self.in_flight -= 1;
+                    self.repl.update_applied_lsn(end);
+                }
+                None => return Err(self.writer_failed().await),
+            }
+        }
+        Ok(())
     }
 
     /// The chunk's events, converted.
@@ -350,7 +431,7 @@ impl<'a> Sequencer<'a> {
                 )))?;
             let json = self
                 .converter
-                .convert(self.writer.client(), *relation, definition, images)
+                .convert(&self.client, *relation, definition, images)
                 .await?;
             converted.insert(*relation, json);
         }
@@ -407,25 +488,24 @@ impl<'a> Sequencer<'a> {
             return Ok(());
         };
         let last = self.convert().await?;
-        let events = self
-            .writer
-            .finish(&last, self.durable, end, commit_micros)
-            .await?;
-        self.status.wrote(events, self.batch_transactions);
+        self.send(Job::Finish {
+            last,
+            end,
+            commit_micros,
+            transactions: self.batch_transactions,
+        })
+        .await?;
+        self.in_flight += 1;
+        self.batch_open = false;
         self.durable = end;
         self.batch_transactions = 0;
         self.batch_rows = 0;
-        self.batches += 1;
-        if self.limits.crash_after_batches > 0 && self.batches >= self.limits.crash_after_batches {
-            return Err(CaptureError::InjectedCrash(self.batches));
-        }
-        self.repl.update_applied_lsn(end);
         Ok(())
     }
 
     /// Reloads the definition of table `oid` (changed in the source at this point).
     async fn reload(&mut self, oid: u32) -> Result<(), CaptureError> {
-        let mut fresh = load_definitions(self.writer.client(), Some(oid)).await?;
+        let mut fresh = load_definitions(&self.client, Some(oid)).await?;
         match fresh.remove(&oid) {
             Some(definition) => {
                 self.definitions.insert(oid, definition);

@@ -74,16 +74,6 @@ impl Writer {
         })
     }
 
-    /// The connection (conversions run on it).
-    pub(crate) fn client(&self) -> &Client {
-        &self.client
-    }
-
-    /// Whether a batch is open (a transaction spanning several chunks).
-    pub(crate) fn is_open(&self) -> bool {
-        self.open
-    }
-
     /// The end of the last source transaction in the outbox for this slot.
     pub(crate) async fn position(&self) -> Result<Lsn, CaptureError> {
         let row = self
@@ -193,4 +183,60 @@ impl Writer {
         }
         Ok(events)
     }
+}
+
+/// What the sequencer hands the writer task, in order.
+#[derive(Debug)]
+pub(crate) enum Job {
+    /// A chunk of a batch that has more to come (written in the open transaction).
+    Chunk(Vec<Out>),
+    /// A TRUNCATE of table `oid` at this point of the batch.
+    Truncate { oid: u32, committed: i64 },
+    /// The batch's last chunk and the end of its last source transaction.
+    Finish {
+        last: Vec<Out>,
+        end: Lsn,
+        commit_micros: i64,
+        transactions: u64,
+    },
+}
+
+/// The writer task: runs jobs in order on its own connection while the sequencer reads and
+/// converts the next batch (the two use both cores: measured in docs/BENCHMARKS.md
+/// "Capture"), and reports each committed batch's end on `confirmed`.
+pub(crate) async fn write_jobs(
+    mut writer: Writer,
+    mut jobs: tokio::sync::mpsc::Receiver<Job>,
+    confirmed: tokio::sync::mpsc::UnboundedSender<Lsn>,
+    status: std::sync::Arc<super::CaptureStatus>,
+    mut durable: Lsn,
+    crash_after_batches: u64,
+) -> Result<(), CaptureError> {
+    let mut batches = 0u64;
+    while let Some(job) = jobs.recv().await {
+        match job {
+            Job::Chunk(events) => writer.apply(&events).await?,
+            Job::Truncate { oid, committed } => {
+                let deletes = writer.truncate_keys(oid, committed).await?;
+                writer.apply(&deletes).await?;
+            }
+            Job::Finish {
+                last,
+                end,
+                commit_micros,
+                transactions,
+            } => {
+                let events = writer.finish(&last, durable, end, commit_micros).await?;
+                status.wrote(events, transactions);
+                durable = end;
+                batches += 1;
+                if crash_after_batches > 0 && batches >= crash_after_batches {
+                    return Err(CaptureError::InjectedCrash(batches));
+                }
+                // The sequencer may have stopped; the batch is committed either way.
+                let _ = confirmed.send(end);
+            }
+        }
+    }
+    Ok(())
 }

@@ -40,6 +40,8 @@ language plpgsql
 set enable_hashjoin = off
 set enable_mergejoin = off
 set enable_seqscan = off
+-- Planning the statement each call cost half of a one-event batch (1.0 ms against 0.5 ms).
+set plan_cache_mode = force_generic_plan
 as $$
 declare
     v_names    text[];
