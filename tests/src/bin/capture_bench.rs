@@ -59,11 +59,14 @@ struct Args {
     /// Seconds of the latency part.
     #[arg(long, default_value_t = 10.0)]
     latency_seconds: f64,
-    /// Parts to run: writers, sequencer, latency.
+    /// Rows of the one big transaction of the `big` part.
+    #[arg(long, default_value_t = 1_000_000)]
+    big_rows: i64,
+    /// Parts to run: writers, sequencer, latency, big.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "writers,sequencer,latency"
+        default_value = "writers,sequencer,latency,big"
     )]
     parts: Vec<String>,
     /// Where the JSON report goes.
@@ -217,6 +220,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if part("latency") {
         latencies(&args, &url, &admin, &mut report).await?;
+    }
+    if part("big") {
+        big_transaction(&args, &url, &admin, &mut report).await?;
     }
     report.insert("benchmark".into(), json!("capture"));
     let path = write_json(&args.json, serde_json::Value::Object(report))?;
@@ -532,4 +538,78 @@ async fn latency(
         latency.p99 as f64 / 1000.0
     );
     Ok((achieved, latency))
+}
+
+/// This process's resident set, in KiB (Linux).
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|line| line.starts_with("VmRSS:"))
+                .and_then(|line| line.split_whitespace().nth(1))
+                .and_then(|kib| kib.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Part 4: one transaction of `--big-rows` rows, captured with the relay's memory sampled.
+async fn big_transaction(
+    args: &Args,
+    url: &str,
+    admin: &tokio_postgres::Client,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let relay = start_relay(url, CaptureMode::Logical).await?;
+    admin
+        .batch_execute(
+            "create table big_rows (id bigint primary key, data jsonb);
+             select tidewire.track_table('big_rows', 'bench-big', 'id');",
+        )
+        .await?;
+    stop_relay(relay).await;
+    admin
+        .execute(
+            "insert into big_rows select g, jsonb_build_object('n', g, 'pad', '0123456789abcdef') \
+               from generate_series(1, $1::int8) as g",
+            &[&args.big_rows],
+        )
+        .await?;
+    let idle = rss_kib();
+    let peak = Arc::new(AtomicU64::new(idle));
+    let sampling = CancellationToken::new();
+    let sampler = tokio::spawn({
+        let (peak, sampling) = (Arc::clone(&peak), sampling.clone());
+        async move {
+            while !sampling.is_cancelled() {
+                peak.fetch_max(rss_kib(), Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    });
+    let start = Instant::now();
+    let relay = start_relay(url, CaptureMode::Logical).await?;
+    wait_for(admin, "bench-big", args.big_rows, Duration::from_secs(1800)).await?;
+    let seconds = start.elapsed().as_secs_f64();
+    sampling.cancel();
+    sampler.await?;
+    let transactions = relay.hub.capture.snapshot().transactions;
+    stop_relay(relay).await;
+    let peak = peak.load(Ordering::Relaxed);
+    let growth_mib = peak.saturating_sub(idle) as f64 / 1024.0;
+    println!(
+        "\nOne transaction of {} rows: in the outbox after {seconds:.1} s ({} events/s, {transactions} source transaction), \
+         process RSS {:.0} MiB before, peak {:.0} MiB (+{growth_mib:.0} MiB)",
+        thousands(args.big_rows as f64),
+        thousands(args.big_rows as f64 / seconds),
+        idle as f64 / 1024.0,
+        peak as f64 / 1024.0
+    );
+    report.insert(
+        "big_transaction".into(),
+        json!({"rows": args.big_rows, "seconds": seconds, "rss_idle_kib": idle,
+               "rss_peak_kib": peak, "rss_growth_mib": growth_mib}),
+    );
+    Ok(())
 }
