@@ -2,8 +2,10 @@
 --
 -- The board is the durable stream `demo:tasks`. Browsers write to it with the npm package
 -- (`collection.set/patch/delete`, which call tidewire.publish() inside PostgreSQL), and the
--- ordinary table `demo_tasks` is the SQL door into the same stream: tidewire.track_table()
--- attaches a trigger, so any INSERT/UPDATE/DELETE on it is published to every open tab.
+-- ordinary table `demo_tasks` is the SQL door into the same stream: after
+-- tidewire.track_table() any INSERT/UPDATE/DELETE on it is published to every open tab (read
+-- from the WAL by the relay on the embedded PostgreSQL, by a trigger where the server has no
+-- logical replication; docs/OPERATIONS.md).
 --
 --   insert into demo_tasks (title) values ('Hello from SQL');
 --   select * from demo_board;          -- the whole board, whoever wrote it

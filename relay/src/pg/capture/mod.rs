@@ -179,8 +179,13 @@ async fn supervise(
     let mut backoff =
         tidewire_shared::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     while !token.is_cancelled() {
+        let elections = status.snapshot().elections;
         let result = lead(&config, logical, &status, &token).await;
         status.set_sequencer(false);
+        if status.snapshot().elections > elections {
+            // It led for a while: the next failure is a new one, not a repeat.
+            backoff.reset();
+        }
         match result {
             Ok(Done::Stopped) => return,
             Ok(Done::Drained) => {

@@ -343,3 +343,50 @@ async fn publish_keeps_its_contract_in_logical_mode() {
         "the event is in the outbox at commit"
     );
 }
+
+#[tokio::test]
+async fn the_slot_is_watched_and_stale_slots_are_reported() {
+    let pg = TestPg::start().await;
+    let relay = logical(&pg).spawn().await;
+    let client = pg.client().await;
+    client
+        .batch_execute(
+            "create table public.w (id integer primary key);
+             select tidewire.track_table('public.w', 'w', 'id');
+             insert into w select generate_series(1, 1000);",
+        )
+        .await
+        .expect("setup");
+    client
+        .batch_execute(
+            "select pg_create_logical_replication_slot('tidewire_left_behind', 'pgoutput')",
+        )
+        .await
+        .expect("a slot nobody reads");
+    eventually("the rows", || async {
+        (count(&client, "w").await == 1000).then_some(())
+    })
+    .await;
+    // Once caught up, the sequencer's confirmations bring the slot's lag down.
+    eventually("a small slot lag", || async {
+        let snapshot = relay.hub().capture.snapshot();
+        (snapshot.stale_slots == 1 && snapshot.lag_bytes < 64 * 1024).then_some(())
+    })
+    .await;
+    let (_, _, body) = crate::transport::client::get(relay.addr(), "/metrics", &[]).await;
+    let text = {
+        use http_body_util::BodyExt;
+        String::from_utf8_lossy(&body.collect().await.expect("body").to_bytes()).into_owned()
+    };
+    for line in [
+        "tidewire_capture_logical 1",
+        "tidewire_capture_sequencer 1",
+        "tidewire_capture_stale_slots 1",
+        "tidewire_capture_halted 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "/metrics lacks {line:?}");
+    }
+    assert!(text.contains("tidewire_capture_slot_lag_bytes "), "{text}");
+    let ready = ready_text(&relay).await;
+    assert!(ready.contains("1 stale slot(s)"), "{ready}");
+}
