@@ -239,82 +239,111 @@ async fn writer_rates(
     admin: &tokio_postgres::Client,
     report: &mut Report,
 ) -> anyhow::Result<()> {
-    let url = url.to_owned();
-    admin
-        .batch_execute(
-            "create table plain_rows (id text primary key, data jsonb);
-             create table trigger_rows (id text primary key, data jsonb);
-             select tidewire.track_table('trigger_rows', 'bench-trigger', 'id');",
-        )
-        .await?;
-    let mut table = Table::new(&["writers", "table", "events/s", "vs plain INSERT"]);
-    let mut rows_json = Vec::new();
-    let mut measure = |writers: usize, name: &str, rate: f64, plain: f64| {
-        table.row(vec![
-            writers.to_string(),
-            name.to_owned(),
-            thousands(rate),
-            format!("{:.2}", rate / plain),
-        ]);
-        rows_json.push(json!({"writers": writers, "table": name, "events_per_second": rate, "ratio_to_plain": rate / plain}));
-        println!(
-            "  {name:<44} x{writers}: {:>8} events/s ({:.2}x plain)",
-            thousands(rate),
-            rate / plain
-        );
-    };
+    let mut results: Vec<(usize, &str, f64, f64)> = Vec::new();
+    let mut round = 0;
     for writers in [1, 8] {
-        admin.batch_execute("vacuum analyze").await?;
-        let (plain, _) = write_rate(&url, "plain_rows", writers, args.seconds).await?;
-        measure(writers, "plain INSERT, no trigger (baseline)", plain, plain);
-        let (tracked, _) = write_rate(&url, "trigger_rows", writers, args.seconds).await?;
-        measure(writers, "tracked, trigger mode", tracked, plain);
+        round += 1;
+        let (plain, rate, _) = pair(args, url, admin, round, "bench-trigger", writers).await?;
+        results.push((writers, "tracked, trigger mode", plain, rate));
     }
     // Logical mode: a relay in this process is the sequencer while the writers write.
-    let relay = start_relay(&url, CaptureMode::Logical).await?;
-    admin
-        .batch_execute(
-            "create table logical_rows (id text primary key, data jsonb);
-             select tidewire.track_table('logical_rows', 'bench-logical', 'id');",
-        )
-        .await?;
-    let mut written = 0i64;
+    let relay = start_relay(url, CaptureMode::Logical).await?;
+    let mut written = Vec::new();
     for writers in [1, 8] {
-        admin.batch_execute("vacuum analyze").await?;
-        let (plain, _) = write_rate(&url, "plain_rows", writers, args.seconds).await?;
-        measure(
-            writers,
-            "plain INSERT, no trigger (baseline, logical)",
-            plain,
-            plain,
-        );
-        let (tracked, count) = write_rate(&url, "logical_rows", writers, args.seconds).await?;
-        measure(
+        round += 1;
+        let (plain, rate, count) = pair(args, url, admin, round, "bench-logical", writers).await?;
+        results.push((
             writers,
             "tracked, logical mode (sequencer running)",
-            tracked,
             plain,
-        );
-        written += count;
+            rate,
+        ));
+        written.push((format!("bench-logical-{round}"), count));
     }
-    // Every upsert in logical mode reaches the outbox.
     let writers_done = Instant::now();
-    let caught_up = wait_for(admin, "bench-logical", written, Duration::from_secs(300)).await;
-    if let Err(error) = caught_up {
-        bail!("the sequencer did not catch up with the writers: {error}");
+    for (stream, count) in &written {
+        if let Err(error) = wait_for(admin, stream, *count, Duration::from_secs(300)).await {
+            bail!("the sequencer did not catch up with the writers: {error}");
+        }
     }
     println!(
         "  the sequencer had every event in the outbox {:.0} ms after the writers stopped",
         writers_done.elapsed().as_secs_f64() * 1000.0
     );
+    stop_relay(relay).await;
+    // Logical mode with no sequencer running: the writers' own cost (WAL with REPLICA
+    // IDENTITY FULL) without the sequencer's work on the same two cores.
+    for writers in [1, 8] {
+        round += 1;
+        let (plain, rate, _) = pair(args, url, admin, round, "bench-idle", writers).await?;
+        results.push((
+            writers,
+            "tracked, logical mode (no sequencer running)",
+            plain,
+            rate,
+        ));
+    }
+    let mut table = Table::new(&["writers", "table", "events/s", "vs plain INSERT"]);
+    let mut rows_json = Vec::new();
+    for (writers, label, plain, rate) in results {
+        for (name, value) in [
+            ("plain INSERT, no trigger (baseline)", plain),
+            (label, rate),
+        ] {
+            table.row(vec![
+                writers.to_string(),
+                name.to_owned(),
+                thousands(value),
+                format!("{:.2}", value / plain),
+            ]);
+            rows_json.push(
+                json!({"writers": writers, "table": name, "events_per_second": value,
+                                  "ratio_to_plain": value / plain}),
+            );
+        }
+    }
     println!(
-        "\nWriter rate (one autocommit upsert per event, {} s each)",
+        "\nWriter rate (one autocommit upsert per event, {} s each; baseline: a plain table \
+         measured before and after, mean)",
         args.seconds
     );
     print!("{}", table.render());
     report.insert("writers".into(), json!(rows_json));
-    stop_relay(relay).await;
     Ok(())
+}
+
+/// Fresh plain and tracked tables (tracked into `{prefix}-{round}`): the plain table's rate
+/// before and after (mean), the tracked table's rate, and the tracked table's events.
+async fn pair(
+    args: &Args,
+    url: &str,
+    admin: &tokio_postgres::Client,
+    round: usize,
+    prefix: &str,
+    writers: usize,
+) -> anyhow::Result<(f64, f64, i64)> {
+    let plain = format!("plain_{round}");
+    let tracked = format!("tracked_{round}");
+    admin
+        .batch_execute(&format!(
+            "create table {plain} (id text primary key, data jsonb);
+             create table {tracked} (id text primary key, data jsonb);
+             select tidewire.track_table('{tracked}', '{prefix}-{round}', 'id');"
+        ))
+        .await?;
+    admin.batch_execute("vacuum analyze").await?;
+    let (before, _) = write_rate(url, &plain, writers, args.seconds).await?;
+    let (rate, count) = write_rate(url, &tracked, writers, args.seconds).await?;
+    let (after, _) = write_rate(url, &plain, writers, args.seconds).await?;
+    let base = (before + after) / 2.0;
+    println!(
+        "  {prefix:<14} x{writers}: plain {} / {} events/s, tracked {} events/s ({:.2}x)",
+        thousands(before),
+        thousands(after),
+        thousands(rate),
+        rate / base
+    );
+    Ok((base, rate, count))
 }
 
 /// Part 2: sequencer throughput.
@@ -326,7 +355,13 @@ async fn sequencer(
 ) -> anyhow::Result<()> {
     let url = url.to_owned();
     // 2. Sequencer throughput on backlogs written while no sequencer runs.
-    let mut table = Table::new(&["backlog", "events", "catch-up s", "events/s to the outbox"]);
+    let mut table = Table::new(&[
+        "backlog",
+        "events",
+        "start to first event s",
+        "first to last s",
+        "events/s to the outbox",
+    ]);
     let mut sequencer_json = Vec::new();
     for (name, rows_per_transaction, transactions) in [
         ("one-row transactions", 1i64, args.single),
@@ -349,23 +384,28 @@ async fn sequencer(
         println!("  backlog of {name} written; capturing");
         let start = Instant::now();
         let relay = start_relay(&url, CaptureMode::Logical).await?;
+        // Timed from the first event in the outbox: the relay's start and the slot's
+        // connection are not the sequencer's throughput.
+        let first = wait_for(admin, &stream, 1, Duration::from_secs(60)).await?;
         let done = wait_for(admin, &stream, events, Duration::from_secs(600)).await?;
-        let seconds = done.duration_since(start).as_secs_f64();
+        let seconds = done.duration_since(first).as_secs_f64();
+        let started = first.duration_since(start).as_secs_f64();
         stop_relay(relay).await;
-        let rate = events as f64 / seconds;
+        let rate = (events - 1) as f64 / seconds;
         table.row(vec![
             name.into(),
             thousands(events as f64),
+            format!("{started:.2}"),
             format!("{seconds:.2}"),
             thousands(rate),
         ]);
         println!("  sequencer, {name}: {} events/s", thousands(rate));
         sequencer_json.push(
             json!({"backlog": name, "events": events, "seconds": seconds,
-                                   "events_per_second": rate, "relay_start_included": true}),
+                                   "events_per_second": rate}),
         );
     }
-    println!("\nSequencer throughput (backlog written with no sequencer running, then captured; relay start included)");
+    println!("\nSequencer throughput (backlog written with no sequencer running, then captured)");
     print!("{}", table.render());
     report.insert("sequencer".into(), json!(sequencer_json));
     Ok(())

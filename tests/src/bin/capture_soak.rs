@@ -134,12 +134,19 @@ async fn writer(url: String, rate: f64, stop: Arc<AtomicBool>, writes: Arc<Atomi
                 next += 1;
                 writes.fetch_add(1, Ordering::Relaxed);
             }
-            Err(error) if error.as_db_error().is_some() => {
-                // Not an outage: a bug in this program.
-                eprintln!("the writer's statement failed: {error}");
-                return;
+            Err(error) => {
+                // An outage (connection errors, class 57 "operator intervention" while the
+                // server shuts down or starts) is retried; anything else is a bug here.
+                let outage = error.as_db_error().is_none_or(|db| {
+                    let code = db.code().code();
+                    code.starts_with("57") || code.starts_with("08")
+                });
+                if !outage {
+                    eprintln!("the writer's statement failed: {error}");
+                    return;
+                }
+                client = None;
             }
-            Err(_) => {}
         }
     }
 }
