@@ -7,7 +7,7 @@
 //! column type and runs `to_jsonb` on the row, so every type (arrays, domains, enums,
 //! timestamps ...) comes out as the trigger's: one prepared statement per relation, one round
 //! trip per chunk and relation. The fast path saves that round trip, measured in
-//! docs/BENCHMARKS.md "Capture".
+//! docs/BENCHMARKS.md, section 2c.
 
 use std::collections::HashMap;
 

@@ -202,8 +202,8 @@ pub(crate) enum Job {
 }
 
 /// The writer task: runs jobs in order on its own connection while the sequencer reads and
-/// converts the next batch (the two use both cores: measured in docs/BENCHMARKS.md
-/// "Capture"), and reports each committed batch's end on `confirmed`.
+/// converts the next batch (the two use both cores: measured in docs/BENCHMARKS.md,
+/// section 2c), and reports each committed batch's end on `confirmed`.
 pub(crate) async fn write_jobs(
     mut writer: Writer,
     mut jobs: tokio::sync::mpsc::Receiver<Job>,

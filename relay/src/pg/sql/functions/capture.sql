@@ -36,7 +36,7 @@ language plpgsql
 -- A batch touches a few thousand keys of tables that hold millions: every lookup must go
 -- through the primary keys. Left to its estimates for the unnested arrays, the planner
 -- hash-joined whole tables (measured: 5,300 events/s, most of it in seq scans; see
--- docs/BENCHMARKS.md "Capture").
+-- docs/BENCHMARKS.md, section 2c).
 set enable_hashjoin = off
 set enable_mergejoin = off
 set enable_seqscan = off
