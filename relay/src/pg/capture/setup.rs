@@ -142,19 +142,21 @@ pub(crate) async fn prepare_logical(client: &Client, slot: &str) -> Result<(), C
         }
         None => {}
     }
-    let mode: String = client
+    switch(client, "logical").await
+}
+
+/// Moves the database to capture `mode` (`trigger` or `logical`) if it is in the other one.
+async fn switch(client: &Client, mode: &str) -> Result<(), CaptureError> {
+    let current: String = client
         .query_one("select tidewire.capture_mode()", &[])
         .await?
         .try_get(0)?;
-    if mode != "logical" {
+    if current != mode {
         let moved: i32 = client
-            .query_one("select tidewire.capture_switch('logical')", &[])
+            .query_one("select tidewire.capture_switch($1)", &[&mode])
             .await?
             .try_get(0)?;
-        tracing::info!(
-            tables = moved,
-            "capture: tracked tables switched from triggers to logical replication"
-        );
+        tracing::info!(tables = moved, from = %current, to = mode, "capture: tracked tables switched");
     }
     Ok(())
 }
@@ -203,21 +205,7 @@ async fn resync(client: &Client, slot: &str) -> Result<(), CaptureError> {
 
 /// Switches tracked tables back to triggers (if logical mode had them).
 pub(crate) async fn switch_to_trigger(client: &Client) -> Result<(), CaptureError> {
-    let mode: String = client
-        .query_one("select tidewire.capture_mode()", &[])
-        .await?
-        .try_get(0)?;
-    if mode == "logical" {
-        let moved: i32 = client
-            .query_one("select tidewire.capture_switch('trigger')", &[])
-            .await?
-            .try_get(0)?;
-        tracing::info!(
-            tables = moved,
-            "capture: tracked tables switched from logical replication to triggers"
-        );
-    }
-    Ok(())
+    switch(client, "trigger").await
 }
 
 /// In trigger mode, the position a drain of a slot logical mode left must reach

@@ -17,9 +17,13 @@ create table public.jobs (id integer primary key, grp integer not null, n intege
 select tidewire.track_table('public.jobs', 'fo:{grp}', 'id');
 ";
 
-/// Inserts rows `from..to`, one per transaction, pausing a little every ten.
-async fn insert(pg: &TestPg, from: i32, to: i32) {
-    let client = pg.client().await;
+/// Inserts rows `from..to` on a connection of its own, one per transaction, pausing a
+/// little every ten.
+async fn insert(url: String, from: i32, to: i32) {
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
     for id in from..to {
         client
             .execute("insert into jobs values ($1, $1 % 3, $1)", &[&id])
@@ -66,7 +70,7 @@ async fn another_relay_takes_over_when_the_sequencer_dies() {
     assert!(!second.hub().capture.snapshot().sequencer);
 
     // A client of the second relay follows one partition through the failover.
-    insert(&pg, 0, 3).await;
+    insert(pg.url(), 0, 3).await;
     eventually("the first rows", || async {
         (count(&client, "fo:").await >= 3).then_some(())
     })
@@ -76,24 +80,7 @@ async fn another_relay_takes_over_when_the_sequencer_dies() {
     reader.subscribe(&mut ws).await;
     let from = reader.position.map_or(0, |(_, seq)| seq);
 
-    let writes = tokio::spawn({
-        let url = pg.url();
-        async move {
-            let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-                .await
-                .expect("connect");
-            tokio::spawn(connection);
-            for id in 3..600 {
-                client
-                    .execute("insert into jobs values ($1, $1 % 3, $1)", &[&id])
-                    .await
-                    .expect("insert");
-                if id % 10 == 0 {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-            }
-        }
-    });
+    let writes = tokio::spawn(insert(pg.url(), 3, 600));
     eventually("some events before the kill", || async {
         (count(&client, "fo:").await > 100).then_some(())
     })
@@ -136,7 +123,7 @@ async fn a_crash_between_commit_and_confirmation_writes_nothing_twice() {
         .await;
     let client = pg.client().await;
     client.batch_execute(TABLE).await.expect("table");
-    insert(&pg, 0, 400).await;
+    insert(pg.url(), 0, 400).await;
     eventually("every row", || async {
         (count(&client, "fo:").await >= 400).then_some(())
     })
