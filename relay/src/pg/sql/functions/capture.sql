@@ -45,6 +45,7 @@ set plan_cache_mode = force_generic_plan
 as $$
 declare
     v_names    text[];
+    v_locked   bigint;
     v_channels text[];
     v_payloads text[];
 begin
@@ -57,8 +58,17 @@ begin
     select u.name from unnest(v_names) as u(name)
     on conflict do nothing;
     -- The same lock tidewire.publish takes, in a fixed order: two sequencer batches cannot
-    -- deadlock, and a publish waits like it waits for another publish.
-    perform 1 from tidewire.streams as s where s.name = any(v_names) order by s.name for update;
+    -- deadlock, and a publish waits like it waits for another publish. A stream dropped
+    -- between the insert and the lock would lose its events: fail the batch instead (the
+    -- sequencer writes it again, creating the stream anew).
+    select count(*) into v_locked
+      from (select 1 from tidewire.streams as s
+             where s.name = any(v_names) order by s.name for update) as l;
+    if v_locked <> array_length(v_names, 1) then
+        raise exception 'tidewire: could not lock % of % streams (concurrently dropped)',
+                array_length(v_names, 1) - v_locked, array_length(v_names, 1)
+            using errcode = '40001';
+    end if;
 
     -- One statement: every CTE reads the records as they were before it, which is what the
     -- first event of each key needs as its prior; later
