@@ -63,8 +63,13 @@ pub enum CaptureError {
     #[error("replication protocol: {0}")]
     Protocol(String),
     /// A tracked definition no longer fits its table; capture waits until it is fixed.
-    #[error("halted: {0}")]
-    Halt(String),
+    #[error("halted: {reason}")]
+    Halt {
+        /// What does not fit.
+        reason: String,
+        /// The commit LSN of the source transaction that could not be written.
+        at: u64,
+    },
     /// `--capture logical` on a server that cannot do it.
     #[error("logical capture is not available: {0}")]
     Unavailable(String),
@@ -192,9 +197,11 @@ async fn supervise(
                 status.set_halted(None);
                 return;
             }
-            Err(CaptureError::Halt(reason)) => {
+            Err(CaptureError::Halt { reason, at }) => {
                 tracing::error!(%reason, "capture halted; retrying in a few seconds");
-                status.set_halted(Some(reason));
+                // Cleared when a batch past `at` commits, not by the next election: the
+                // retry halts at the same row until the definition is fixed.
+                status.set_halted(Some((reason, at)));
             }
             Err(error) => {
                 tracing::warn!(%error, "capture: sequencer stopped; standing for election again");
@@ -276,7 +283,6 @@ async fn lead(
     prepared?;
     let sequencer = open(config, status).await?;
     status.set_sequencer(true);
-    status.set_halted(None);
     status.set_failover(u64::try_from(elected.elapsed().as_millis()).unwrap_or(u64::MAX));
     tracing::info!(slot = %config.slot, "capture: this relay is the sequencer");
     sequencer.run(&lost, None).await?;

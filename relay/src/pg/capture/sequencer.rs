@@ -76,6 +76,8 @@ pub(crate) struct Sequencer<'a> {
     skipping: bool,
     /// The source transaction's commit time (microseconds since 2000-01-01).
     committed: i64,
+    /// The source transaction's commit LSN.
+    transaction_lsn: u64,
     /// End and commit time of the last source transaction added to the open batch.
     pending_end: Option<(Lsn, i64)>,
     batch_transactions: u64,
@@ -141,6 +143,7 @@ impl<'a> Sequencer<'a> {
             in_transaction: false,
             skipping: false,
             committed: 0,
+            transaction_lsn: 0,
             pending_end: None,
             batch_transactions: 0,
             batch_rows: 0,
@@ -183,6 +186,7 @@ impl<'a> Sequencer<'a> {
                 } => {
                     self.in_transaction = true;
                     self.committed = commit_time_micros;
+                    self.transaction_lsn = final_lsn.as_u64();
                     self.skipping = final_lsn < self.durable;
                 }
                 ReplicationEvent::XLogData { data, .. } => {
@@ -323,7 +327,12 @@ impl<'a> Sequencer<'a> {
             )))?;
         let layout = match &known.layout {
             Some(Ok(layout)) => layout,
-            Some(Err(error)) => return Err(CaptureError::Halt(error.to_string())),
+            Some(Err(error)) => {
+                return Err(CaptureError::Halt {
+                    reason: error.to_string(),
+                    at: self.transaction_lsn,
+                })
+            }
             None => return Ok(()),
         };
         let relation = &known.relation;

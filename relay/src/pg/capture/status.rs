@@ -18,7 +18,7 @@ pub struct CaptureStatus {
     elections: AtomicU64,
     stale_slots: AtomicU64,
     failover_millis: AtomicU64,
-    halted: Mutex<Option<String>>,
+    halted: Mutex<Option<(String, u64)>>,
     reason: Mutex<String>,
 }
 
@@ -69,7 +69,11 @@ impl CaptureStatus {
             elections: self.elections.load(Ordering::Relaxed),
             stale_slots: self.stale_slots.load(Ordering::Relaxed),
             failover_millis: self.failover_millis.load(Ordering::Relaxed),
-            halted: self.halted.lock().map(|h| h.clone()).unwrap_or_default(),
+            halted: self
+                .halted
+                .lock()
+                .map(|h| h.as_ref().map(|(reason, _)| reason.clone()))
+                .unwrap_or_default(),
             reason: self.reason.lock().map(|r| r.clone()).unwrap_or_default(),
         }
     }
@@ -101,7 +105,13 @@ impl CaptureStatus {
         self.failover_millis.store(millis, Ordering::Relaxed);
     }
 
-    pub(crate) fn wrote(&self, events: u64, transactions: u64) {
+    /// A batch ending at `end` committed: a halt before it is over.
+    pub(crate) fn wrote(&self, events: u64, transactions: u64, end: u64) {
+        if let Ok(mut halted) = self.halted.lock() {
+            if halted.as_ref().is_some_and(|(_, at)| end > *at) {
+                *halted = None;
+            }
+        }
         self.events.fetch_add(events, Ordering::Relaxed);
         self.transactions.fetch_add(transactions, Ordering::Relaxed);
         self.batches.fetch_add(1, Ordering::Relaxed);
@@ -111,7 +121,7 @@ impl CaptureStatus {
         self.rejected_rows.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn set_halted(&self, reason: Option<String>) {
+    pub(crate) fn set_halted(&self, reason: Option<(String, u64)>) {
         if let Ok(mut slot) = self.halted.lock() {
             *slot = reason;
         }

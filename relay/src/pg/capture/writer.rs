@@ -227,7 +227,7 @@ pub(crate) async fn write_jobs(
                 transactions,
             } => {
                 let events = writer.finish(&last, durable, end, commit_micros).await?;
-                status.wrote(events, transactions);
+                status.wrote(events, transactions, end.as_u64());
                 durable = end;
                 batches += 1;
                 if crash_after_batches > 0 && batches >= crash_after_batches {

@@ -227,6 +227,19 @@ async fn a_lost_slot_starts_tracked_streams_over_in_a_new_epoch() {
         .expect("epoch")
         .get(0);
     relay.shutdown().await;
+    // The walsender of the stopped relay ends a moment after its connection closes.
+    eventually("the slot to be released", || async {
+        let active: bool = client
+            .query_one(
+                "select active from pg_replication_slots where slot_name = 'tidewire'",
+                &[],
+            )
+            .await
+            .expect("slot")
+            .get(0);
+        (!active).then_some(())
+    })
+    .await;
     // While no relay runs, the slot is dropped (as an invalidation would) and rows change.
     client
         .batch_execute(
