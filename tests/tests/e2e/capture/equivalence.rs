@@ -6,7 +6,7 @@
 use tidewire_tests::relay::TestRelay;
 use tidewire_tests::TestPg;
 
-use super::{assert_gap_free, count, eventually, logical, outbox, records};
+use super::{assert_gap_free, count, logical, outbox, records, until_count};
 
 const SCHEMA: &str = "
 create table public.items (
@@ -152,10 +152,7 @@ async fn the_same_workload_gives_the_same_streams_in_both_modes() {
     assert_eq!(triggers, 0, "logical mode must not install triggers");
     let expected = count(&trigger, "eq").await;
     assert!(expected > 3000, "the workload published {expected} events");
-    eventually("the sequencer to catch up", || async {
-        (count(&logical_client, "eq").await >= expected).then_some(())
-    })
-    .await;
+    until_count(&logical_client, "eq", expected).await;
     let snapshot = logical_relay.hub().capture.snapshot();
     assert!(snapshot.logical && snapshot.sequencer, "{snapshot:?}");
     assert_eq!(snapshot.events, u64::try_from(expected).expect("positive"));

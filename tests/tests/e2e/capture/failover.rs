@@ -8,7 +8,7 @@ use serde_json::json;
 use tidewire_tests::TestPg;
 use tokio_postgres::Client;
 
-use super::{assert_gap_free, count, eventually, logical};
+use super::{assert_gap_free, count, eventually, logical, until_count};
 use crate::transport::client::WsClient;
 use crate::views::ViewReader;
 
@@ -71,20 +71,14 @@ async fn another_relay_takes_over_when_the_sequencer_dies() {
 
     // A client of the second relay follows one partition through the failover.
     insert(pg.url(), 0, 3).await;
-    eventually("the first rows", || async {
-        (count(&client, "fo:").await >= 3).then_some(())
-    })
-    .await;
+    until_count(&client, "fo:", 3).await;
     let mut ws = WsClient::connected(second.addr()).await;
     let mut reader = ViewReader::new("fo:0", json!({"n": {"ge": 0}}));
     reader.subscribe(&mut ws).await;
     let from = reader.position.map_or(0, |(_, seq)| seq);
 
     let writes = tokio::spawn(insert(pg.url(), 3, 600));
-    eventually("some events before the kill", || async {
-        (count(&client, "fo:").await > 100).then_some(())
-    })
-    .await;
+    until_count(&client, "fo:", 100 + 1).await;
     first.kill();
     let killed = Instant::now();
     eventually("the second relay to lead", || async {
@@ -97,10 +91,7 @@ async fn another_relay_takes_over_when_the_sequencer_dies() {
         "failover within a few seconds"
     );
     writes.await.expect("the writer");
-    eventually("every row", || async {
-        (count(&client, "fo:").await >= 600).then_some(())
-    })
-    .await;
+    until_count(&client, "fo:", 600).await;
     assert_exactly_once(&client, 600).await;
     assert!(
         reader.until_equal(&mut ws, &client).await,
@@ -124,10 +115,7 @@ async fn a_crash_between_commit_and_confirmation_writes_nothing_twice() {
     let client = pg.client().await;
     client.batch_execute(TABLE).await.expect("table");
     insert(pg.url(), 0, 400).await;
-    eventually("every row", || async {
-        (count(&client, "fo:").await >= 400).then_some(())
-    })
-    .await;
+    until_count(&client, "fo:", 400).await;
     // Let any replayed batch arrive, then check nothing came twice.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_exactly_once(&client, 400).await;

@@ -43,6 +43,16 @@ where
     }
 }
 
+/// Waits until the streams starting with `prefix` hold at least `at_least` events; returns
+/// how many they hold then.
+pub(crate) async fn until_count(client: &Client, prefix: &str, at_least: i64) -> i64 {
+    eventually(&format!("{at_least} events in {prefix}*"), || async {
+        let n = count(client, prefix).await;
+        (n >= at_least).then_some(n)
+    })
+    .await
+}
+
 /// Every event of the streams starting with `prefix`: (stream, seq, key, op, data, prior),
 /// data and prior as canonical jsonb text.
 pub(crate) async fn outbox(

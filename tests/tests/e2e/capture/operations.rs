@@ -6,7 +6,7 @@ use tidewire_relay::pg::capture::CaptureMode;
 use tidewire_tests::TestPg;
 use tokio_postgres::Client;
 
-use super::{assert_gap_free, count, eventually, logical, records};
+use super::{assert_gap_free, count, eventually, logical, records, until_count};
 
 async fn last_data(client: &Client, stream: &str) -> serde_json::Value {
     let text: String = client
@@ -33,19 +33,13 @@ async fn schema_changes_are_followed_or_halt_capture_until_fixed() {
         )
         .await
         .expect("setup");
-    eventually("the first event", || async {
-        (count(&client, "sc").await == 1).then_some(())
-    })
-    .await;
+    assert_eq!(until_count(&client, "sc", 1).await, 1, "the first event");
 
     client
         .batch_execute("alter table sc add column c boolean default true; insert into sc values (2, 2, 'two');")
         .await
         .expect("add a column");
-    eventually("the added column", || async {
-        (count(&client, "sc").await == 2).then_some(())
-    })
-    .await;
+    assert_eq!(until_count(&client, "sc", 2).await, 2, "the added column");
     assert_eq!(
         last_data(&client, "sc").await,
         serde_json::json!({"id": 2, "a": 2, "b": "two", "c": true})
@@ -55,10 +49,7 @@ async fn schema_changes_are_followed_or_halt_capture_until_fixed() {
         .batch_execute("alter table sc drop column b; alter table sc alter column a type text; update sc set a = 'x' where id = 1;")
         .await
         .expect("drop a column, change a type");
-    eventually("the changed row", || async {
-        (count(&client, "sc").await == 3).then_some(())
-    })
-    .await;
+    assert_eq!(until_count(&client, "sc", 3).await, 3, "the changed row");
     assert_eq!(
         last_data(&client, "sc").await,
         serde_json::json!({"id": 1, "a": "x", "c": true})
@@ -77,7 +68,7 @@ async fn schema_changes_are_followed_or_halt_capture_until_fixed() {
     })
     .await;
     assert!(reason.contains("track_table"), "{reason}");
-    let ready = ready_text(&relay).await;
+    let ready = http_text(&relay, "/readyz").await;
     assert!(ready.contains("HALTED"), "{ready}");
     assert_eq!(count(&client, "sc").await, 3);
 
@@ -86,10 +77,7 @@ async fn schema_changes_are_followed_or_halt_capture_until_fixed() {
         .batch_execute("select tidewire.track_table('public.sc', 'sc', 'uid')")
         .await
         .expect("re-track");
-    eventually("capture to resume", || async {
-        (count(&client, "sc").await == 4).then_some(())
-    })
-    .await;
+    assert_eq!(until_count(&client, "sc", 4).await, 4, "capture to resume");
     assert_eq!(
         last_data(&client, "sc").await,
         serde_json::json!({"uid": 3, "a": "y", "c": false})
@@ -107,9 +95,10 @@ async fn schema_changes_are_followed_or_halt_capture_until_fixed() {
     assert_gap_free(&client, "sc").await;
 }
 
-async fn ready_text(relay: &tidewire_tests::relay::TestRelay) -> String {
+/// The body of `GET path` on `relay`, as text.
+async fn http_text(relay: &tidewire_tests::relay::TestRelay, path: &str) -> String {
     use http_body_util::BodyExt;
-    let (_, _, body) = crate::transport::client::get(relay.addr(), "/readyz", &[]).await;
+    let (_, _, body) = crate::transport::client::get(relay.addr(), path, &[]).await;
     let bytes = body.collect().await.expect("body").to_bytes();
     String::from_utf8_lossy(&bytes).into_owned()
 }
@@ -133,10 +122,7 @@ async fn a_transaction_bigger_than_a_chunk_is_written_whole_and_in_order() {
         )
         .await
         .expect("a big transaction");
-    eventually("60,000 events", || async {
-        (count(&client, "big").await >= 60_000).then_some(())
-    })
-    .await;
+    until_count(&client, "big", 60_000).await;
     assert_eq!(count(&client, "big").await, 60_000);
     assert_gap_free(&client, "big").await;
     // In key order, as the rows were inserted.
@@ -173,10 +159,7 @@ async fn untracking_takes_the_table_out_of_the_publication() {
             .get::<_, i64>(0)
     }
     assert_eq!(published(&client).await, 1);
-    eventually("the first event", || async {
-        (count(&client, "u").await == 1).then_some(())
-    })
-    .await;
+    assert_eq!(until_count(&client, "u", 1).await, 1, "the first event");
     let untracked: bool = client
         .query_one("select tidewire.untrack_table('public.u')", &[])
         .await
@@ -185,10 +168,11 @@ async fn untracking_takes_the_table_out_of_the_publication() {
     assert!(untracked);
     assert_eq!(published(&client).await, 0);
     client.batch_execute("insert into u values (2); select tidewire.track_table('public.u', 'u', 'id'); insert into u values (3);").await.expect("more");
-    eventually("the row after tracking again", || async {
-        (count(&client, "u").await == 2).then_some(())
-    })
-    .await;
+    assert_eq!(
+        until_count(&client, "u", 2).await,
+        2,
+        "the row after tracking again"
+    );
     let keys: Vec<String> = records(&client, "u")
         .await
         .into_iter()
@@ -214,10 +198,7 @@ async fn a_lost_slot_starts_tracked_streams_over_in_a_new_epoch() {
         )
         .await
         .expect("setup");
-    eventually("the first events", || async {
-        (count(&client, "lost").await == 3).then_some(())
-    })
-    .await;
+    assert_eq!(until_count(&client, "lost", 3).await, 3, "the first events");
     let before: i64 = client
         .query_one(
             "select epoch from tidewire.streams where name = 'lost'",
@@ -309,10 +290,7 @@ async fn switching_back_to_triggers_drains_the_slot_first() {
         .options(|options| options.capture = CaptureMode::Trigger)
         .spawn()
         .await;
-    eventually("the drain", || async {
-        (count(&client, "sw").await == 50).then_some(())
-    })
-    .await;
+    assert_eq!(until_count(&client, "sw", 50).await, 50, "the drain");
     eventually("the slot to go", || async {
         let slots: i64 = client
             .query_one(
@@ -376,21 +354,14 @@ async fn the_slot_is_watched_and_stale_slots_are_reported() {
         )
         .await
         .expect("a slot nobody reads");
-    eventually("the rows", || async {
-        (count(&client, "w").await == 1000).then_some(())
-    })
-    .await;
+    assert_eq!(until_count(&client, "w", 1000).await, 1000, "the rows");
     // Once caught up, the sequencer's confirmations bring the slot's lag down.
     eventually("a small slot lag", || async {
         let snapshot = relay.hub().capture.snapshot();
         (snapshot.stale_slots == 1 && snapshot.lag_bytes < 64 * 1024).then_some(())
     })
     .await;
-    let (_, _, body) = crate::transport::client::get(relay.addr(), "/metrics", &[]).await;
-    let text = {
-        use http_body_util::BodyExt;
-        String::from_utf8_lossy(&body.collect().await.expect("body").to_bytes()).into_owned()
-    };
+    let text = http_text(&relay, "/metrics").await;
     for line in [
         "tidewire_capture_logical 1",
         "tidewire_capture_sequencer 1",
@@ -400,6 +371,6 @@ async fn the_slot_is_watched_and_stale_slots_are_reported() {
         assert!(text.lines().any(|l| l == line), "/metrics lacks {line:?}");
     }
     assert!(text.contains("tidewire_capture_slot_lag_bytes "), "{text}");
-    let ready = ready_text(&relay).await;
+    let ready = http_text(&relay, "/readyz").await;
     assert!(ready.contains("1 stale slot(s)"), "{ready}");
 }
