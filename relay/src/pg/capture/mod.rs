@@ -319,6 +319,7 @@ async fn open<'a>(
         repl,
         connect(config, "tidewire-sequencer-read").await?,
         writer,
+        durable,
         status,
         sequencer::Limits {
             chunk_rows: config.chunk_rows,

@@ -101,17 +101,17 @@ impl Drop for Sequencer<'_> {
 }
 
 impl<'a> Sequencer<'a> {
-    /// A sequencer that resumes at `writer`'s durable position on `repl`, reading on
+    /// A sequencer that resumes at `durable` (`writer`'s position) on `repl`, reading on
     /// `client` and writing through the writer task.
     pub(crate) async fn new(
         repl: ReplicationClient,
         client: Client,
         writer: Writer,
+        durable: Lsn,
         status: &'a Arc<CaptureStatus>,
         limits: Limits,
         crash_after_batches: u64,
     ) -> Result<Self, CaptureError> {
-        let durable = writer.position().await?;
         let definitions = load_definitions(&client, None).await?;
         // One job of slack: while the writer commits a batch, the next one forms here.
         let (jobs, receiver) = tokio::sync::mpsc::channel(1);

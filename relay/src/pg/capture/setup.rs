@@ -106,14 +106,13 @@ pub(crate) async fn prepare_logical(client: &Client, slot: &str) -> Result<(), C
     let known_lsn: Option<String> = state.try_get(1)?;
     let had_position = known_slot.as_deref() == Some(slot) && known_lsn.is_some();
     match created {
-        Some(lsn) if had_position => {
+        Some(_) if had_position => {
             // The slot we were reading is gone: changes since our position are unknown.
             tracing::error!(
                 slot,
                 "capture: the replication slot was lost; every tracked stream starts a new epoch"
             );
             resync(client, slot).await?;
-            let _ = lsn;
         }
         Some(lsn) => {
             client
