@@ -100,9 +100,23 @@ pub struct Options {
     #[arg(long, env = "TIDEWIRE_REPLAY_CACHE_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub replay_cache_bytes: usize,
 
-    /// Records per snapshot chunk.
+    /// Records per snapshot page: a snapshot is read from PostgreSQL and sent one page (one
+    /// `snapshot` chunk) at a time, the next only once the connection has written the
+    /// previous one. Also the default and the maximum `limit` of HTTP snapshot pages.
     #[arg(long, env = "TIDEWIRE_SNAPSHOT_CHUNK", default_value_t = 500)]
     pub snapshot_chunk: usize,
+
+    /// Bytes of snapshot pages kept for other readers of the same page (a thousand clients
+    /// subscribing to one big stream read it from PostgreSQL once, not once each). Oldest page
+    /// evicted first; 0 keeps none (concurrent readers of a page still share its read).
+    #[arg(long, env = "TIDEWIRE_SNAPSHOT_CACHE_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub snapshot_cache_bytes: usize,
+
+    /// Milliseconds during which new snapshots of a stream start at the same position (and so
+    /// share every page); a reader given an older position catches up by replay. 0: every
+    /// snapshot starts at the head of its moment.
+    #[arg(long, env = "TIDEWIRE_SNAPSHOT_SHARE_MS", default_value_t = 2000)]
+    pub snapshot_share_ms: u64,
 
     /// Maximum concurrent client connections (WebSocket + SSE); beyond it: HTTP 503 or close 4503.
     #[arg(long, env = "TIDEWIRE_MAX_CONNECTIONS", default_value_t = 10_000)]

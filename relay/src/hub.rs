@@ -51,6 +51,10 @@ pub struct Hub {
     pub pool: Pool,
     /// Replay pages shared by sessions resuming the same range (`--replay-cache-bytes`).
     pub replay: crate::pg::replay_cache::ReplayCache,
+    /// Snapshot pages shared by readers of the same page (`--snapshot-cache-bytes`).
+    pub snapshots: crate::pg::snapshot::SnapshotCache,
+    /// Where new snapshots start, shared within `--snapshot-share-ms`.
+    pub snapshot_starts: crate::pg::snapshot::Starts,
     /// The LISTEN side.
     pub listener: ListenerHandle,
     /// This relay's id (random, shown in `connect` advisories and used for presence).
@@ -142,6 +146,11 @@ impl Hub {
             config.options.replay_page,
             config.options.replay_cache_bytes,
         );
+        let snapshots =
+            crate::pg::snapshot::SnapshotCache::new(config.options.snapshot_cache_bytes);
+        let snapshot_starts = crate::pg::snapshot::Starts::new(std::time::Duration::from_millis(
+            config.options.snapshot_share_ms,
+        ));
         let reaper = crate::reaper::Reaper::spawn().map_err(StartError::Reaper)?;
         let capture = Arc::new(crate::pg::capture::CaptureStatus::default());
         crate::pg::capture::start(
@@ -159,6 +168,8 @@ impl Hub {
             bus,
             pool,
             replay,
+            snapshots,
+            snapshot_starts,
             listener,
             relay_id,
             boot_epoch,

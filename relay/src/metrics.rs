@@ -21,7 +21,7 @@ use tidewire_shared::codes::ALL_CLOSE_CODES;
 use tidewire_shared::CloseCode;
 
 pub use self::histogram::{Histogram, HistogramSnapshot, LocalHistogram};
-pub use self::render::{render, Gauges, CONTENT_TYPE};
+pub use self::render::{render, Caches, Gauges, CONTENT_TYPE};
 
 /// The client transports whose connections are counted separately.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

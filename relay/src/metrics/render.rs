@@ -8,6 +8,17 @@ use super::{MetricsSnapshot, Transport};
 use crate::bus::BusStatsSnapshot;
 use crate::pg::capture::CaptureSnapshot;
 use crate::pg::listener::ListenerStatsSnapshot;
+use crate::pg::replay_cache::ReplayCacheStats;
+use crate::pg::snapshot::SnapshotCacheStats;
+
+/// The counters of the relay's shared read caches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Caches {
+    /// Replay pages (`--replay-cache-bytes`).
+    pub replay: ReplayCacheStats,
+    /// Snapshot pages (`--snapshot-cache-bytes`).
+    pub snapshot: SnapshotCacheStats,
+}
 
 /// Live values that are not counters of [`Metrics`](super::Metrics): read from the registry
 /// and the listener at scrape time.
@@ -30,6 +41,7 @@ pub fn render(
     listener: &ListenerStatsSnapshot,
     gauges: Gauges,
     capture: &CaptureSnapshot,
+    caches: &Caches,
 ) -> String {
     let mut out = Exposition::new();
     out.gauge_family(
@@ -42,6 +54,7 @@ pub fn render(
     render_events(&mut out, metrics, bus, listener);
     render_listener(&mut out, listener, gauges);
     render_capture(&mut out, capture);
+    render_caches(&mut out, caches);
     out.histogram(
         "tidewire_publish_duration_seconds",
         "Time of successful tidewire.publish calls made by the relay (WebSocket and HTTP publishes).",
@@ -286,6 +299,45 @@ fn render_capture(out: &mut Exposition, capture: &CaptureSnapshot) {
     );
 }
 
+fn render_caches(out: &mut Exposition, caches: &Caches) {
+    let to_u64 = |value: usize| u64::try_from(value).unwrap_or(u64::MAX);
+    out.counter(
+        "tidewire_replay_cache_hits_total",
+        "Replay pages answered by a read made for another session.",
+        caches.replay.hits,
+    );
+    out.counter(
+        "tidewire_replay_cache_reads_total",
+        "Outbox queries made for replays.",
+        caches.replay.reads,
+    );
+    out.gauge(
+        "tidewire_replay_cache_bytes",
+        "Encoded bytes of the replay pages kept.",
+        to_u64(caches.replay.kept_bytes),
+    );
+    out.counter(
+        "tidewire_snapshot_cache_hits_total",
+        "Snapshot pages answered by a read made for another reader (kept or in flight).",
+        caches.snapshot.hits,
+    );
+    out.counter(
+        "tidewire_snapshot_page_reads_total",
+        "Snapshot pages read from PostgreSQL (the cache's misses).",
+        caches.snapshot.reads,
+    );
+    out.counter(
+        "tidewire_snapshot_cache_evictions_total",
+        "Kept snapshot pages dropped to stay within --snapshot-cache-bytes.",
+        caches.snapshot.evictions,
+    );
+    out.gauge(
+        "tidewire_snapshot_cache_bytes",
+        "Bytes of the snapshot pages kept.",
+        to_u64(caches.snapshot.kept_bytes),
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -327,6 +379,7 @@ mod tests {
             &listener,
             gauges,
             &CaptureSnapshot::default(),
+            &Caches::default(),
         );
         let samples = parse(&text).unwrap_or_else(|error| panic!("{error}\n{text}"));
         let value = |name: &str, label: Option<(&str, &str)>| {

@@ -13,5 +13,6 @@ pub mod outbox;
 pub mod pool;
 pub mod replay_cache;
 pub mod schema;
+pub mod snapshot;
 
 pub use error::Error;

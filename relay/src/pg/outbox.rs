@@ -22,6 +22,9 @@ pub struct Head {
     /// Events up to and including this seq may lack pre-images (stored before migration 6;
     /// set by migration 8): a view cannot be replayed across them.
     pub prior_from: u64,
+    /// Events up to and including this seq may lack the seq of their pre-image (stored
+    /// before migration 10): the stream cannot be read as of a seq before it.
+    pub asof_from: u64,
 }
 
 impl Head {
@@ -43,6 +46,23 @@ impl Head {
     /// [`Head::can_resume`], and every event after `since` has its pre-image.
     pub fn can_resume_view(&self, since: Position) -> bool {
         self.can_resume(since) && since.seq >= self.prior_from
+    }
+
+    /// Why the stream cannot be read as of `at` in `epoch` (a paged snapshot's position), or
+    /// `None` if it can: same epoch, not ahead of the head, every later event retained and
+    /// with its pre-image.
+    pub fn asof_refusal(&self, epoch: u64, at: u64) -> Option<&'static str> {
+        if epoch != self.epoch {
+            Some("the stream was dropped or recreated since the snapshot began")
+        } else if at > self.seq {
+            Some("the snapshot's position is ahead of the stream's head")
+        } else if at < self.min_seq {
+            Some("the events since the snapshot's position left the stream's retention")
+        } else if at < self.asof_from.max(self.prior_from) {
+            Some("the snapshot's position is older than the pre-images it is read from (events stored before the upgrade)")
+        } else {
+            None
+        }
     }
 }
 
@@ -95,12 +115,13 @@ fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-fn head_from_row(row: &Row) -> Result<Head, OutboxError> {
+pub(crate) fn head_from_row(row: &Row) -> Result<Head, OutboxError> {
     Ok(Head {
         epoch: to_u64(row.try_get("epoch")?, "epoch")?,
         seq: to_u64(row.try_get("seq")?, "seq")?,
         min_seq: to_u64(row.try_get("min_seq")?, "min_seq")?,
         prior_from: to_u64(row.try_get("prior_from")?, "prior_from")?,
+        asof_from: to_u64(row.try_get("asof_from")?, "asof_from")?,
     })
 }
 
@@ -125,7 +146,7 @@ pub async fn heads_on(
 ) -> Result<Vec<(String, Head)>, OutboxError> {
     let rows = client
         .query(
-            "select name, epoch, seq, min_seq, prior_from from tidewire.streams where name = any($1)",
+            "select name, epoch, seq, min_seq, prior_from, asof_from from tidewire.streams where name = any($1)",
             &[&streams],
         )
         .await?;
@@ -150,7 +171,7 @@ pub async fn ensure_head(pool: &Pool, stream: &StreamName) -> Result<Head, Outbo
         .await?;
     let row = client
         .query_one(
-            "select epoch, seq, min_seq, prior_from from tidewire.streams where name = $1",
+            "select epoch, seq, min_seq, prior_from, asof_from from tidewire.streams where name = $1",
             &[&stream.as_str()],
         )
         .await?;
@@ -174,7 +195,7 @@ pub async fn snapshot(pool: &Pool, stream: &StreamName) -> Result<Snapshot, Outb
         .await?;
     let head_row = transaction
         .query_opt(
-            "select epoch, seq, min_seq, prior_from from tidewire.streams where name = $1",
+            "select epoch, seq, min_seq, prior_from, asof_from from tidewire.streams where name = $1",
             &[&stream.as_str()],
         )
         .await?;

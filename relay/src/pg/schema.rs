@@ -81,6 +81,7 @@ pub const FUNCTIONS: &[Functions] = &[
     functions!("publish.sql"),
     functions!("track.sql"),
     functions!("capture.sql"),
+    functions!("snapshot.sql"),
 ];
 
 /// Every migration, in order. Never edit what a released one does to tables: add a new file.
@@ -95,6 +96,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(7, "0007_tracked_views.sql"),
     migration!(8, "0008_prior_from.sql"),
     migration!(9, "0009_capture.sql"),
+    migration!(10, "0010_snapshot_pages.sql"),
 ];
 
 /// The version [`migrate`] brings a database to.

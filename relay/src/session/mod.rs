@@ -31,6 +31,7 @@ use tidewire_shared::{
 use tokio::sync::watch;
 
 pub(crate) use self::publish::publish_error;
+pub(crate) use self::subscribe::snapshot_start;
 pub use self::rate::TokenBucket;
 use crate::auth::Grant;
 use crate::bus::registry::ConnId;
@@ -164,13 +165,40 @@ enum Work {
     },
     /// Send a `resync` advisory and a fresh snapshot.
     Resync { stream: StreamName, reason: String },
+    /// Send the next page of a snapshot.
+    Snapshot(SnapshotWork),
+}
+
+/// The next page of a snapshot to send: as of `at` in `epoch`, keys after `after`, as chunk
+/// number `chunk`; once it is sent, replay up to `head`.
+#[derive(Debug, Clone)]
+struct SnapshotWork {
+    stream: StreamName,
+    epoch: u64,
+    at: u64,
+    head: u64,
+    after: Option<Arc<str>>,
+    chunk: u32,
 }
 
 impl Work {
     fn stream(&self) -> &StreamName {
         match self {
             Work::Replay { stream, .. } | Work::Resync { stream, .. } => stream,
+            Work::Snapshot(snapshot) => &snapshot.stream,
         }
+    }
+
+    /// The first page of a snapshot of `stream` as of `at`, then a replay up to `head`.
+    fn snapshot(stream: StreamName, epoch: u64, at: u64, head: u64) -> Self {
+        Work::Snapshot(SnapshotWork {
+            stream,
+            epoch,
+            at,
+            head,
+            after: None,
+            chunk: 0,
+        })
     }
 }
 

@@ -4,25 +4,26 @@
 use std::sync::Arc;
 
 use tidewire_shared::message::{Advisory, AdvisoryKind, Subscribe};
-use tidewire_shared::{
-    ErrorCode, Filter, Position, ServerMessage, Snapshot, StreamKind, StreamName,
-};
+use tidewire_shared::{ErrorCode, Filter, Position, ServerMessage, StreamKind, StreamName};
 
 use super::view::View;
-use super::{Json, Outgoing, RawStart, Session, SubscriptionState, Work};
+use super::{Json, Outgoing, RawStart, Session, SnapshotWork, SubscriptionState, Work};
 use crate::bus::{self, Baseline, SubscribeError};
+use crate::hub::Hub;
 use crate::pg::listener::ListenError;
-use crate::pg::outbox::{self, OutboxError};
+use crate::pg::outbox::{self, Head, OutboxError};
+use crate::pg::snapshot::{snapshot_frame, PageKey};
 
 /// What the baseline read decided.
 #[derive(Debug)]
 enum Plan {
     /// Replay from the client's `since` up to `until` (the head when the read happened).
     Replay { until: u64 },
-    /// Send this snapshot.
-    Snapshot(Snapshot),
-    /// The client's position is unusable: say why, then send this snapshot.
-    Resync(Snapshot, String),
+    /// Send a snapshot as of `at`, then replay up to `head` (the baseline's position is
+    /// `at`).
+    Snapshot { at: u64, head: u64 },
+    /// The client's position is unusable: say why, then send a snapshot as of `at`.
+    Resync { at: u64, head: u64, reason: String },
     /// Start live at the head, without history.
     Live,
 }
@@ -160,7 +161,7 @@ impl Session {
         let viewed = filter.is_some();
         let read = |_outcome| async {
             hub.listener.ensure_listening(&stream).await?;
-            read_baseline(&hub.pool, &subscribe, viewed).await
+            read_baseline(&hub, &subscribe, viewed).await
         };
         let subscribed = hub
             .bus
@@ -214,16 +215,20 @@ impl Session {
                     announce: Some(true),
                 });
             }
-            Plan::Snapshot(snapshot) => self.send_snapshot(&stream, &snapshot),
-            Plan::Resync(snapshot, reason) => {
+            Plan::Snapshot { at, head } => {
+                self.pending
+                    .push_back(Work::snapshot(stream, position.epoch, at, head));
+            }
+            Plan::Resync { at, head, reason } => {
                 self.hub.metrics.resync();
                 self.push(&ServerMessage::Advisory(
                     Advisory::new(AdvisoryKind::Resync)
                         .stream(stream.clone())
-                        .epoch(snapshot.epoch)
+                        .epoch(position.epoch)
                         .reason(reason),
                 ));
-                self.send_snapshot(&stream, &snapshot);
+                self.pending
+                    .push_back(Work::snapshot(stream, position.epoch, at, head));
             }
             Plan::Live => self.announce(&stream, position, false),
         }
@@ -288,47 +293,76 @@ impl Session {
         }
     }
 
-    /// Sends `snapshot` in chunks, then `subscribed`.
-    fn send_snapshot(&mut self, stream: &StreamName, snapshot: &Snapshot) {
-        let filter = self
-            .subscriptions
-            .get(stream)
-            .and_then(|subscription| subscription.view.as_ref())
-            .map(|view| Arc::clone(&view.filter));
-        let filtered;
-        let snapshot = match filter {
-            None => snapshot,
-            Some(filter) => {
-                filtered = Snapshot {
-                    records: snapshot
-                        .records
-                        .iter()
-                        .filter(|record| filter.matches(&record.data))
-                        .cloned()
-                        .collect(),
-                    ..snapshot.clone()
-                };
-                &filtered
+    /// Sends one page of a snapshot as the next `snapshot` chunk (a view's: only the
+    /// records it matches, and no chunk for a page with none but the last), then queues the
+    /// next page; after the last, announces `subscribed` at the snapshot's position and
+    /// replays what was committed after it.
+    async fn send_snapshot_page(&mut self, work: SnapshotWork) {
+        let SnapshotWork {
+            stream,
+            epoch,
+            at,
+            head,
+            after,
+            chunk,
+        } = work;
+        let key = PageKey {
+            stream: stream.clone(),
+            epoch,
+            at,
+            after,
+            limit: self.hub.config.options.snapshot_chunk,
+        };
+        let read = self.hub.snapshots.page(&self.hub.pool, &key).await;
+        self.pending.pop_front();
+        let page = match read {
+            Ok(page) => page,
+            Err(error) => {
+                match (error.expired(), error.outbox()) {
+                    (Some((reason, _)), _) => self.schedule_resync(&stream, reason),
+                    (None, Some(outbox)) => self.on_work_failed(&stream, outbox),
+                    (None, None) => self.schedule_resync(&stream, "the snapshot failed"),
+                }
+                return;
             }
         };
-        let chunk_size = self.hub.config.options.snapshot_chunk;
-        let chunks: Vec<_> = snapshot.chunks(chunk_size).collect();
-        let last_index = chunks.len().saturating_sub(1);
-        for (index, records) in chunks.into_iter().enumerate() {
-            self.push(&ServerMessage::Snapshot {
-                stream: stream.clone(),
-                epoch: snapshot.epoch,
-                seq: snapshot.seq,
-                chunk: u32::try_from(index).unwrap_or(u32::MAX),
-                last: index == last_index,
-                records: records.to_vec(),
+        let last = page.next().is_none();
+        let filter = self
+            .subscriptions
+            .get(&stream)
+            .and_then(|subscription| subscription.view.as_ref())
+            .map(|view| Arc::clone(&view.filter));
+        let frame = match filter {
+            None => Some(page.frame(&stream, epoch, at, chunk)),
+            Some(filter) => {
+                let (records, count) = page.filtered(&filter);
+                (count > 0 || last).then(|| snapshot_frame(&stream, epoch, at, chunk, last, &records))
+            }
+        };
+        let next_chunk = if frame.is_some() { chunk.saturating_add(1) } else { chunk };
+        if let Some(frame) = frame {
+            self.out.push(Outgoing::Frame {
+                json: Json::Own(frame),
+                position: None,
+                committed_at: None,
             });
         }
-        let position = Position {
-            epoch: snapshot.epoch,
-            seq: snapshot.seq,
-        };
-        self.announce(stream, position, false);
+        match page.next() {
+            Some(next) => self.pending.push_front(Work::Snapshot(SnapshotWork {
+                stream,
+                epoch,
+                at,
+                head,
+                after: Some(Arc::clone(next)),
+                chunk: next_chunk,
+            })),
+            None => {
+                self.announce(&stream, Position { epoch, seq: at }, false);
+                if head > at {
+                    self.schedule_replay(&stream, epoch, at, Some(head));
+                }
+            }
+        }
     }
 
     fn announce(&mut self, stream: &StreamName, position: Position, resumed: bool) {
@@ -494,25 +528,27 @@ impl Session {
                 }
             }
             Work::Resync { stream, reason } => {
-                let read = outbox::snapshot(&self.hub.pool, &stream).await;
+                let read = snapshot_start(&self.hub, &stream).await;
                 self.pending.pop_front();
                 match read {
-                    Ok(snapshot) => {
+                    Ok((head, at)) => {
                         self.cursor.start(
                             Arc::clone(stream.as_arc()),
-                            bus::Position::new(snapshot.epoch, snapshot.seq),
+                            bus::Position::new(head.epoch, at),
                         );
                         self.push(&ServerMessage::Advisory(
                             Advisory::new(AdvisoryKind::Resync)
                                 .stream(stream.clone())
-                                .epoch(snapshot.epoch)
+                                .epoch(head.epoch)
                                 .reason(reason),
                         ));
-                        self.send_snapshot(&stream, &snapshot);
+                        self.pending
+                            .push_front(Work::snapshot(stream, head.epoch, at, head.seq));
                     }
                     Err(error) => self.on_work_failed(&stream, &error),
                 }
             }
+            Work::Snapshot(snapshot) => self.send_snapshot_page(snapshot).await,
         }
     }
 
@@ -576,25 +612,37 @@ impl Session {
     }
 }
 
+/// Where a new snapshot of `stream` starts: the stream's head (created if missing) and the
+/// seq to read it as of (shared with snapshots started moments ago, see
+/// [`crate::pg::snapshot::Starts`]).
+pub(crate) async fn snapshot_start(hub: &Hub, stream: &StreamName) -> Result<(Head, u64), OutboxError> {
+    let head = outbox::ensure_head(&hub.pool, stream).await?;
+    Ok((head, hub.snapshot_starts.position(stream, head)))
+}
+
 /// Reads the baseline of a durable subscription (a view when `viewed`): a replay plan, a
-/// snapshot, or the head.
+/// snapshot's position, or the head.
 async fn read_baseline(
-    pool: &deadpool_postgres::Pool,
+    hub: &Hub,
     subscribe: &Subscribe,
     viewed: bool,
 ) -> Result<Baseline<Plan>, BaselineError> {
     let stream = &subscribe.stream;
-    let snapshot_baseline = |snapshot: Snapshot, reason: Option<String>| {
-        let position = bus::Position::new(snapshot.epoch, snapshot.seq);
+    let snapshot_baseline = |(head, at): (Head, u64), reason: Option<String>| {
+        let position = bus::Position::new(head.epoch, at);
         let value = match reason {
-            Some(reason) => Plan::Resync(snapshot, reason),
-            None => Plan::Snapshot(snapshot),
+            Some(reason) => Plan::Resync {
+                at,
+                head: head.seq,
+                reason,
+            },
+            None => Plan::Snapshot { at, head: head.seq },
         };
         Baseline { position, value }
     };
     match subscribe.since {
         Some(since) => {
-            let head = outbox::ensure_head(pool, stream).await?;
+            let head = outbox::ensure_head(&hub.pool, stream).await?;
             let resumable = if viewed {
                 head.can_resume_view(since)
             } else {
@@ -615,15 +663,15 @@ async fn read_baseline(
             } else {
                 "your position is older than the pre-images a filtered subscription is judged on (events stored before the upgrade to views)"
             };
-            let snapshot = outbox::snapshot(pool, stream).await?;
-            Ok(snapshot_baseline(snapshot, Some(reason.to_owned())))
+            let start = (head, hub.snapshot_starts.position(stream, head));
+            Ok(snapshot_baseline(start, Some(reason.to_owned())))
         }
         None if subscribe.snapshot => Ok(snapshot_baseline(
-            outbox::snapshot(pool, stream).await?,
+            snapshot_start(hub, stream).await?,
             None,
         )),
         None => {
-            let head = outbox::ensure_head(pool, stream).await?;
+            let head = outbox::ensure_head(&hub.pool, stream).await?;
             Ok(Baseline {
                 position: bus::Position::new(head.epoch, head.seq),
                 value: Plan::Live,

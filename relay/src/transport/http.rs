@@ -27,6 +27,7 @@ mod body;
 mod error;
 pub(crate) mod path;
 mod read;
+mod snapshot;
 mod write;
 
 use std::sync::Arc;
@@ -167,7 +168,18 @@ async fn dispatch(hub: &Hub, request: Request<Incoming>) -> Result<Response<Body
     let result = match action {
         Action::Info => read::info(hub, &stream).await,
         Action::Snapshot => match read::view_filter(query.as_deref(), &access) {
-            Ok(filter) => read::snapshot(hub, &stream, filter.as_deref()).await,
+            Ok(filter) => {
+                let public = hub.auth.anonymous().permissions.read_access(&stream) == Access::All;
+                snapshot::snapshot(
+                    hub,
+                    &stream,
+                    query.as_deref(),
+                    &parts.headers,
+                    filter.as_deref(),
+                    public,
+                )
+                .await
+            }
             Err(error) => Err(error),
         },
         Action::Replay => match read::view_filter(query.as_deref(), &access) {

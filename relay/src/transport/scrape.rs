@@ -27,6 +27,10 @@ pub fn handle(hub: &Hub) -> Response<Body> {
         &hub.listener.stats().snapshot(),
         gauges,
         &hub.capture.snapshot(),
+        &crate::metrics::Caches {
+            replay: hub.replay.stats(),
+            snapshot: hub.snapshots.stats(),
+        },
     );
     let mut response = Response::new(full(text));
     response.headers_mut().insert(

@@ -146,6 +146,7 @@ mod tests {
             seq: 42,
             min_seq: 10,
             prior_from: 0,
+            asof_from: 0,
         };
         let response = ApiError::resync(&stream, head, "your position is too old").into_response();
         assert_eq!(response.status(), StatusCode::CONFLICT);

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use hyper::{Response, StatusCode};
 use serde::Serialize;
 use tidewire_shared::stored::StoredEvent;
-use tidewire_shared::{view, ErrorCode, Event, Filter, Position, Record, StreamName};
+use tidewire_shared::{view, ErrorCode, Event, Filter, Position, StreamName};
 
 use super::error::ApiError;
 use crate::auth::Access;
@@ -50,9 +50,24 @@ pub(crate) fn parse_page(query: Option<&str>, default_limit: usize) -> Result<Pa
     let epoch = single(query, "epoch", ErrorCode::BadSince)?
         .map(|epoch| number(&epoch, "epoch", ErrorCode::BadSince))
         .transpose()?;
+    let limit = parse_limit(query, default_limit)?;
+    Ok(PageQuery {
+        since,
+        epoch,
+        limit,
+    })
+}
+
+/// The query's `limit`: `default_limit` when absent, capped at `default_limit *
+/// MAX_PAGE_FACTOR`.
+///
+/// # Errors
+///
+/// 400 `bad_message` for a repeated, non-numeric or zero `limit`.
+pub(crate) fn parse_limit(query: Option<&str>, default_limit: usize) -> Result<usize, ApiError> {
     let max_limit = default_limit.saturating_mul(MAX_PAGE_FACTOR).max(1);
-    let limit = match single(query, "limit", ErrorCode::BadMessage)? {
-        None => default_limit.max(1),
+    match single(query, "limit", ErrorCode::BadMessage)? {
+        None => Ok(default_limit.max(1)),
         Some(limit) => {
             let limit = number(&limit, "limit", ErrorCode::BadMessage)?;
             if limit == 0 {
@@ -61,18 +76,13 @@ pub(crate) fn parse_page(query: Option<&str>, default_limit: usize) -> Result<Pa
                     "limit must be at least 1",
                 ));
             }
-            usize::try_from(limit).unwrap_or(usize::MAX).min(max_limit)
+            Ok(usize::try_from(limit).unwrap_or(usize::MAX).min(max_limit))
         }
-    };
-    Ok(PageQuery {
-        since,
-        epoch,
-        limit,
-    })
+    }
 }
 
 /// The one value of parameter `name`, `None` if absent.
-fn single(query: Option<&str>, name: &str, code: ErrorCode) -> Result<Option<String>, ApiError> {
+pub(crate) fn single(query: Option<&str>, name: &str, code: ErrorCode) -> Result<Option<String>, ApiError> {
     let mut values = form_values(query, name);
     let first = values.next();
     if values.next().is_some() {
@@ -116,43 +126,6 @@ pub(crate) fn view_filter(
     access
         .view(asked)
         .map_err(|denied| ApiError::new(ErrorCode::Forbidden, denied.to_string()))
-}
-
-#[derive(Serialize)]
-struct SnapshotBody<'a> {
-    stream: &'a StreamName,
-    epoch: u64,
-    seq: u64,
-    records: &'a [Record],
-}
-
-/// `GET /v1/streams/{stream}/snapshot`: every record as of one `(epoch, seq)`. Like a
-/// WebSocket subscribe, creates the (permanent) stream if it does not exist yet, so that the
-/// epoch returned stays valid when the first event is published.
-///
-/// # Errors
-///
-/// 503 `unavailable` when PostgreSQL cannot be reached.
-pub(crate) async fn snapshot(
-    hub: &Hub,
-    stream: &StreamName,
-    filter: Option<&Filter>,
-) -> Result<Response<Body>, ApiError> {
-    let mut snapshot = outbox::snapshot(&hub.pool, stream)
-        .await
-        .map_err(|error| ApiError::outbox(&error).stream(stream))?;
-    if let Some(filter) = filter {
-        snapshot
-            .records
-            .retain(|record| filter.matches(&record.data));
-    }
-    let body = SnapshotBody {
-        stream,
-        epoch: snapshot.epoch,
-        seq: snapshot.seq,
-        records: &snapshot.records,
-    };
-    Ok(json(StatusCode::OK, &body))
 }
 
 #[derive(Serialize)]

@@ -102,18 +102,26 @@ begin
                     then r.prior
                     else lag(case when i.op = 'delete' then null else coalesce(i.data, 'null'::jsonb) end)
                              over (partition by i.stream, i.key order by i.ord)
-               end as prior
+               end as prior,
+               r.prior_seq as record_seq
           from input as i
           join bumped as b on b.name = i.stream
           -- A lookup by primary key per event: a join would scan every record of the table.
-          left join lateral (select coalesce(rec.data, 'null'::jsonb) as prior
+          left join lateral (select coalesce(rec.data, 'null'::jsonb) as prior, rec.seq as prior_seq
                                from tidewire.records as rec
                               where rec.stream = i.stream and rec.key = i.key) as r on true
     ),
     written as (
-        insert into tidewire.events (stream, seq, key, op, data, committed_at, prior)
-        select n.stream, n.seq, n.key, n.op, n.data, n.at, n.prior
+        insert into tidewire.events (stream, seq, key, op, data, committed_at, prior, prior_seq)
+        select n.stream, n.seq, n.key, n.op, n.data, n.at, n.prior,
+               -- The seq that wrote `prior` (paged snapshots read records as of a seq): the
+               -- record's, or the event before in the batch (none after a delete).
+               case when lag(n.seq) over k is null then n.record_seq
+                    when lag(n.op) over k = 'delete' then null
+                    else lag(n.seq) over k
+               end
           from numbered as n
+        window k as (partition by n.stream, n.key order by n.ord)
          order by n.ord
         returning 1
     ),

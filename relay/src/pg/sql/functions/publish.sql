@@ -57,6 +57,7 @@ declare
     v_sync    boolean := false;
     v_bucket  text;
     v_prior   jsonb;
+    v_prior_seq bigint;
 begin
     perform tidewire.check_stream(publish.stream);
     perform tidewire.check_key(publish.key);
@@ -147,12 +148,12 @@ begin
     -- The key's value before this event (its pre-image): SQL NULL when the key had no record,
     -- JSON null when its value was null. Stored and sent beside the event so a relay can tell
     -- a record entering or leaving a filtered view without a query per subscriber.
-    select coalesce(r.data, 'null'::jsonb) into v_prior
+    select coalesce(r.data, 'null'::jsonb), r.seq into v_prior, v_prior_seq
       from tidewire.records as r
      where r.stream = publish.stream and r.key = publish.key;
 
-    insert into tidewire.events as e (stream, seq, key, op, data, prior)
-    values (publish.stream, v_seq, publish.key, publish.op, publish.data, v_prior)
+    insert into tidewire.events as e (stream, seq, key, op, data, prior, prior_seq)
+    values (publish.stream, v_seq, publish.key, publish.op, publish.data, v_prior, v_prior_seq)
     returning e.committed_at into v_at;
     if v_sync then
         perform set_config('tidewire.sync_seq', 'off', true);
