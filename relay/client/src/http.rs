@@ -32,6 +32,20 @@ pub struct HttpApi {
 /// `more` (100 pages of the relay's default 1000 events).
 const MAX_PAGES: usize = 100;
 
+/// Times [`HttpApi::snapshot`] starts a snapshot over when its position expires midway.
+const MAX_SNAPSHOT_STARTS: u32 = 3;
+
+/// One page of `GET /v1/streams/{s}/snapshot`.
+#[derive(Debug, Deserialize)]
+struct SnapshotPage {
+    epoch: u64,
+    seq: u64,
+    records: Vec<tidewire_shared::Record>,
+    /// The cursor of the next page; absent or null on the last.
+    #[serde(default)]
+    next: Option<String>,
+}
+
 /// The body of `GET /v1/streams/{s}/events`: a page object (`events`, `next`, `more`), or a
 /// bare array of events.
 #[derive(Debug, Deserialize)]
@@ -64,18 +78,74 @@ impl HttpApi {
         })
     }
 
-    /// The current records of `stream` (`GET /v1/streams/{s}/snapshot`).
+    /// The current records of `stream`: the relay's snapshot (`GET /v1/streams/{s}/snapshot`,
+    /// every page to the last) brought up to the stream's head with the events after its seq
+    /// (the relay may start a snapshot at a position shared with others, moments old).
     ///
     /// # Errors
     ///
     /// The relay's `error` answer as [`ClientError::Server`], or a transport failure.
     pub async fn snapshot(&self, stream: &str) -> Result<Snapshot, ClientError> {
+        let snapshot = self.snapshot_pages(stream).await?;
+        let events = self.replay(stream, snapshot.seq).await?;
+        if events.is_empty() {
+            return Ok(snapshot);
+        }
+        let mut collection = tidewire_shared::Collection::from_snapshot(&snapshot);
+        for event in &events {
+            collection.apply(event);
+        }
+        Ok(collection.snapshot())
+    }
+
+    /// The relay's snapshot of `stream` as it sends it, following the pages (`next` cursors)
+    /// to the last one: every record as of one `(epoch, seq)`. Should that position expire
+    /// before the last page (409 `bad_since`), the snapshot starts over, at most three times.
+    ///
+    /// # Errors
+    ///
+    /// The relay's `error` answer as [`ClientError::Server`], or a transport failure.
+    pub async fn snapshot_pages(&self, stream: &str) -> Result<Snapshot, ClientError> {
         let stream = StreamName::new(stream)?;
-        let body = self
-            .get(&format!("/v1/streams/{}/snapshot", path_segment(&stream)))
-            .await?;
-        serde_json::from_slice(&body)
-            .map_err(|error| ClientError::Malformed(format!("snapshot: {error}")))
+        let base = format!("/v1/streams/{}/snapshot", path_segment(&stream));
+        let mut attempt = 0;
+        'start: loop {
+            attempt += 1;
+            let mut snapshot = Snapshot::default();
+            let mut cursor: Option<String> = None;
+            loop {
+                let path = match &cursor {
+                    None => base.clone(),
+                    Some(cursor) => format!("{base}?cursor={cursor}"),
+                };
+                let body = match self.get(&path).await {
+                    Ok(body) => body,
+                    Err(ClientError::Server(error))
+                        if error.code == tidewire_shared::ErrorCode::BadSince
+                            && cursor.is_some()
+                            && attempt < MAX_SNAPSHOT_STARTS =>
+                    {
+                        continue 'start;
+                    }
+                    Err(error) => return Err(error),
+                };
+                let page: SnapshotPage = serde_json::from_slice(&body)
+                    .map_err(|error| ClientError::Malformed(format!("snapshot: {error}")))?;
+                if cursor.is_some() && (page.epoch, page.seq) != (snapshot.epoch, snapshot.seq) {
+                    return Err(ClientError::Malformed(
+                        "snapshot: a page of another position".into(),
+                    ));
+                }
+                snapshot.epoch = page.epoch;
+                snapshot.seq = page.seq;
+                snapshot.records.extend(page.records);
+                match page.next {
+                    // Cursors are URL-safe base64: no escaping needed.
+                    Some(next) => cursor = Some(next),
+                    None => return Ok(snapshot),
+                }
+            }
+        }
     }
 
     /// The events of `stream` after seq `since` (`GET /v1/streams/{s}/events?since=N`),

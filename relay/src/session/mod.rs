@@ -31,8 +31,8 @@ use tidewire_shared::{
 use tokio::sync::watch;
 
 pub(crate) use self::publish::publish_error;
-pub(crate) use self::subscribe::snapshot_start;
 pub use self::rate::TokenBucket;
+pub(crate) use self::subscribe::snapshot_start;
 use crate::auth::Grant;
 use crate::bus::registry::ConnId;
 use crate::bus::{self, Admit, ConnReceiver, Delivery, DeliveryKind, LastSent, Received};

@@ -336,10 +336,15 @@ impl Session {
             None => Some(page.frame(&stream, epoch, at, chunk)),
             Some(filter) => {
                 let (records, count) = page.filtered(&filter);
-                (count > 0 || last).then(|| snapshot_frame(&stream, epoch, at, chunk, last, &records))
+                (count > 0 || last)
+                    .then(|| snapshot_frame(&stream, epoch, at, chunk, last, &records))
             }
         };
-        let next_chunk = if frame.is_some() { chunk.saturating_add(1) } else { chunk };
+        let next_chunk = if frame.is_some() {
+            chunk.saturating_add(1)
+        } else {
+            chunk
+        };
         if let Some(frame) = frame {
             self.out.push(Outgoing::Frame {
                 json: Json::Own(frame),
@@ -615,7 +620,10 @@ impl Session {
 /// Where a new snapshot of `stream` starts: the stream's head (created if missing) and the
 /// seq to read it as of (shared with snapshots started moments ago, see
 /// [`crate::pg::snapshot::Starts`]).
-pub(crate) async fn snapshot_start(hub: &Hub, stream: &StreamName) -> Result<(Head, u64), OutboxError> {
+pub(crate) async fn snapshot_start(
+    hub: &Hub,
+    stream: &StreamName,
+) -> Result<(Head, u64), OutboxError> {
     let head = outbox::ensure_head(&hub.pool, stream).await?;
     Ok((head, hub.snapshot_starts.position(stream, head)))
 }
@@ -666,10 +674,9 @@ async fn read_baseline(
             let start = (head, hub.snapshot_starts.position(stream, head));
             Ok(snapshot_baseline(start, Some(reason.to_owned())))
         }
-        None if subscribe.snapshot => Ok(snapshot_baseline(
-            snapshot_start(hub, stream).await?,
-            None,
-        )),
+        None if subscribe.snapshot => {
+            Ok(snapshot_baseline(snapshot_start(hub, stream).await?, None))
+        }
         None => {
             let head = outbox::ensure_head(&hub.pool, stream).await?;
             Ok(Baseline {

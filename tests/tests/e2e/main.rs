@@ -14,6 +14,7 @@ mod publish;
 mod relay_core;
 mod retention;
 mod schema;
+mod snapshots;
 mod streams;
 mod support;
 mod track;

@@ -12,7 +12,7 @@
 
 pub(crate) mod client;
 mod interop;
-mod slow;
+pub(crate) mod slow;
 mod sse;
 mod ws;
 mod ws_limits;

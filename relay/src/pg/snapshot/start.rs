@@ -39,8 +39,7 @@ impl Starts {
         let now = Instant::now();
         let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(&(epoch, seq, since)) = recent.get(stream) {
-            if now.duration_since(since) < self.window && head.asof_refusal(epoch, seq).is_none()
-            {
+            if now.duration_since(since) < self.window && head.asof_refusal(epoch, seq).is_none() {
                 return seq;
             }
         }

@@ -82,7 +82,11 @@ pub(crate) fn parse_limit(query: Option<&str>, default_limit: usize) -> Result<u
 }
 
 /// The one value of parameter `name`, `None` if absent.
-pub(crate) fn single(query: Option<&str>, name: &str, code: ErrorCode) -> Result<Option<String>, ApiError> {
+pub(crate) fn single(
+    query: Option<&str>,
+    name: &str,
+    code: ErrorCode,
+) -> Result<Option<String>, ApiError> {
     let mut values = form_values(query, name);
     let first = values.next();
     if values.next().is_some() {

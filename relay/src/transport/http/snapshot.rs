@@ -64,7 +64,10 @@ impl Cursor {
         let (Some(epoch), Some(at)) = (number(), number()) else {
             return Err(refuse());
         };
-        let after = parts.next().filter(|key| !key.is_empty()).ok_or_else(refuse)?;
+        let after = parts
+            .next()
+            .filter(|key| !key.is_empty())
+            .ok_or_else(refuse)?;
         Ok(Self {
             epoch,
             at,
@@ -204,9 +207,14 @@ mod tests {
 
     #[test]
     fn bad_cursors_are_refused() {
-        for text in ["", "!!", &URL_SAFE_NO_PAD.encode("7.42"), &URL_SAFE_NO_PAD.encode("x.1.k"),
-            &URL_SAFE_NO_PAD.encode("7.-1.k"), &URL_SAFE_NO_PAD.encode("9007199254740992.1.k")]
-        {
+        for text in [
+            "",
+            "!!",
+            &URL_SAFE_NO_PAD.encode("7.42"),
+            &URL_SAFE_NO_PAD.encode("x.1.k"),
+            &URL_SAFE_NO_PAD.encode("7.-1.k"),
+            &URL_SAFE_NO_PAD.encode("9007199254740992.1.k"),
+        ] {
             let error = Cursor::parse(text).expect_err(text);
             assert_eq!(error.code, ErrorCode::BadSince);
         }

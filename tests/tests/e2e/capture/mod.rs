@@ -54,14 +54,16 @@ pub(crate) async fn until_count(client: &Client, prefix: &str, at_least: i64) ->
 }
 
 /// Every event of the streams starting with `prefix`: (stream, seq, key, op, data, prior),
-/// data and prior as canonical jsonb text.
+/// data and prior as canonical jsonb text, prior followed by ` @<prior_seq>` (the seq that
+/// wrote it, which paged snapshots read records as of).
 pub(crate) async fn outbox(
     client: &Client,
     prefix: &str,
 ) -> Vec<(String, i64, String, String, Option<String>, Option<String>)> {
     client
         .query(
-            "select stream, seq, key, op, data::text, prior::text from tidewire.events \
+            "select stream, seq, key, op, data::text, \
+                    prior::text || coalesce(' @' || prior_seq, ' @none') from tidewire.events \
               where starts_with(stream, $1) order by stream, seq",
             &[&prefix],
         )

@@ -19,9 +19,14 @@ const MAX_CONNECTIONS: usize = 10;
 const EVENTS: i64 = 600;
 
 /// A socket whose receive window is tiny, so the relay's writes block early.
-async fn tiny_window(addr: SocketAddr) -> TcpStream {
+pub(crate) async fn tiny_window(addr: SocketAddr) -> TcpStream {
+    window(addr, 4096).await
+}
+
+/// A socket whose receive buffer is `bytes`.
+pub(crate) async fn window(addr: SocketAddr, bytes: u32) -> TcpStream {
     let socket = TcpSocket::new_v4().expect("socket");
-    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    socket.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
     socket.connect(addr).await.expect("connect")
 }
 
@@ -94,7 +99,7 @@ async fn stuck_readers_are_dropped_and_others_are_served() {
 }
 
 /// Reads `stream` to its end and expects a TCP reset within a few seconds.
-async fn assert_reset(what: &str, mut stream: impl tokio::io::AsyncRead + Unpin) {
+pub(crate) async fn assert_reset(what: &str, mut stream: impl tokio::io::AsyncRead + Unpin) {
     let mut buf = vec![0u8; 64 * 1024];
     let read_all = async {
         loop {
