@@ -313,7 +313,7 @@ impl Session {
             after,
             limit: self.hub.config.options.snapshot_chunk,
         };
-        let read = self.hub.snapshots.page(&self.hub.pool, &key).await;
+        let read = self.hub.snapshots.page(&self.hub.pool, &key, chunk).await;
         self.pending.pop_front();
         let page = match read {
             Ok(page) => page,

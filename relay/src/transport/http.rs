@@ -5,7 +5,7 @@
 //! | `GET /v1/streams/{stream}` | `{"stream","epoch","seq","min_seq","kind","ttl_seconds"?,"expires_at"?}`, 404 if missing |
 //! | `PUT /v1/streams/{stream}` | create (201) or update (200) with `{"kind","ttl_seconds"}` |
 //! | `DELETE /v1/streams/{stream}` | 204, 404 if missing |
-//! | `GET /v1/streams/{stream}/snapshot` | `{"stream","epoch","seq","records":[{key,seq,data}]}` |
+//! | `GET /v1/streams/{stream}/snapshot[?cursor=C][&limit=L]` | one page: `{"stream","epoch","seq","next","records":[{key,seq,data}]}`, `ETag`, `Cache-Control`; 409 for an expired cursor |
 //! | `GET /v1/streams/{stream}/events?since=N[&epoch=E][&limit=L]` | `{"stream","epoch","events","next","more","head"}`; 409 `bad_since` + `"resync":true` |
 //! | `POST /v1/streams/{stream}/events` | 201 `{"stream","seq"}` |
 //!
@@ -20,7 +20,8 @@
 //! - `path`: routes, percent-decoding, query parameters
 //! - `body`: bounded body reading and JSON parsing
 //! - `error`: `ApiError`
-//! - `read`: info, snapshot, replay
+//! - `read`: info, replay, query parameters
+//! - `snapshot`: paged, cacheable snapshots
 //! - `write`: publish, create/update, drop
 
 mod body;

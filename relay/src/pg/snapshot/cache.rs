@@ -78,13 +78,20 @@ impl SnapshotCache {
         }
     }
 
-    /// The page `key` names, read once for every reader.
+    /// The page `key` names, read once for every reader. `chunk` is the chunk number the
+    /// caller sends it as: a page read for it is encoded as that chunk (readers of one
+    /// position share the numbering; HTTP readers pass 0).
     ///
     /// # Errors
     ///
     /// [`SnapshotError`] if the read failed (shared with the readers that waited for it, as
     /// [`SnapshotError::Shared`]); a failed read is not kept, the next reader tries again.
-    pub async fn page(&self, pool: &Pool, key: &PageKey) -> Result<Arc<Page>, SnapshotError> {
+    pub async fn page(
+        &self,
+        pool: &Pool,
+        key: &PageKey,
+        chunk: u32,
+    ) -> Result<Arc<Page>, SnapshotError> {
         let read = {
             let mut state = self.lock();
             if state.pages.len() > state.kept.len() + MAX_IDLE_READS {
@@ -103,7 +110,7 @@ impl SnapshotCache {
                     self.lock().reads += 1;
                     let outcome = async {
                         let mut client = pool.get().await.map_err(OutboxError::from)?;
-                        read_page(&mut client, key).await
+                        read_page(&mut client, key, chunk).await
                     }
                     .await;
                     outcome.map(Arc::new).map_err(Arc::new)

@@ -70,7 +70,7 @@ fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-/// Reads the page `key` names.
+/// Reads the page `key` names, encoded as chunk number `chunk` (see [`Page::frame`]).
 ///
 /// # Errors
 ///
@@ -79,6 +79,7 @@ fn to_i64(value: u64) -> i64 {
 pub async fn read_page(
     client: &mut tokio_postgres::Client,
     key: &PageKey,
+    chunk: u32,
 ) -> Result<Page, SnapshotError> {
     let transaction = client
         .build_transaction()
@@ -143,5 +144,11 @@ pub async fn read_page(
         .collect::<Result<Vec<_>, SnapshotError>>()?;
     let more = records.len() > key.limit;
     records.truncate(key.limit);
-    Ok(Page::new(&records, more))
+    Ok(Page::new(
+        &key.stream,
+        (key.epoch, key.at),
+        chunk,
+        &records,
+        more,
+    ))
 }

@@ -1,4 +1,5 @@
-//! Reads of durable streams over HTTP: stream info, snapshot, and paged replay from `since`.
+//! Reads of durable streams over HTTP: stream info and paged replay from `since`, and the
+//! query parameters they share with snapshots.
 
 use std::sync::Arc;
 

@@ -4,14 +4,14 @@
 //! snapshots started moments ago) and answers its first page; each page names the `next`
 //! cursor, which encodes the position and the last key. A page at a fixed cursor never
 //! changes (records are read as of the position, see `crate::pg::snapshot`), so it is sent
-//! with a strong `ETag` and `Cache-Control: ..., immutable` (`private` unless anonymous
-//! clients may read the stream); the first page is `no-cache`, its position moving with the
+//! with a strong `ETag`, `Cache-Control: ..., immutable` (`private` unless anonymous clients
+//! may read the stream) and `Vary: Authorization`; the first page is `no-cache`, its position moving with the
 //! stream. A cursor whose position can no longer be read answers 409 with `resync: true`:
 //! start again without a cursor.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use hyper::header::{HeaderMap, HeaderValue, CACHE_CONTROL, ETAG, IF_NONE_MATCH};
+use hyper::header::{HeaderMap, HeaderValue, CACHE_CONTROL, ETAG, IF_NONE_MATCH, VARY};
 use hyper::{Response, StatusCode};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -120,7 +120,7 @@ pub(crate) async fn snapshot(
         after,
         limit,
     };
-    let page = match hub.snapshots.page(&hub.pool, &key).await {
+    let page = match hub.snapshots.page(&hub.pool, &key, 0).await {
         Ok(page) => page,
         Err(error) => {
             return Err(match (error.expired(), error.outbox()) {
@@ -134,7 +134,7 @@ pub(crate) async fn snapshot(
         }
     };
     let records = match filter {
-        None => page.json().clone(),
+        None => page.json(),
         Some(filter) => page.filtered(filter).0,
     };
     let next = page.next().map(|after| {
@@ -173,6 +173,9 @@ pub(crate) async fn snapshot(
     if let Ok(value) = HeaderValue::from_str(&cache) {
         headers.insert(CACHE_CONTROL, value);
     }
+    // A view granted by the token changes the page: no cache may hand one token's page to
+    // another (a browser cache keeps `private` pages too).
+    headers.insert(VARY, HeaderValue::from_static("Authorization"));
     Ok(response)
 }
 

@@ -90,6 +90,7 @@ async fn http_pages_are_consistent_identical_and_cacheable() {
             header(&headers, "cache-control"),
             "public, max-age=31536000, immutable"
         );
+        assert_eq!(header(&headers, "vary"), "Authorization");
         page = serde_json::from_slice(&body).expect("JSON");
         assert_eq!(
             (page["epoch"].as_u64(), page["seq"].as_u64()),
@@ -217,4 +218,54 @@ async fn an_expired_cursor_is_a_resync_and_bad_ones_are_refused() {
     }
     let (status, body) = get_json(relay.addr(), "/v1/streams/short/snapshot?limit=0", &[]).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_a_token_is_needed_for_are_private() {
+    const SECRET: &str = "snapshot-pages-secret";
+    let pg = TestPg::start().await;
+    let relay = TestRelay::builder(&pg)
+        .jwt_secret(SECRET)
+        .options(|options| {
+            options.anon_read = vec!["public:*".to_owned()];
+            options.snapshot_chunk = 10;
+        })
+        .spawn()
+        .await;
+    let db = pg.client().await;
+    seed(&db, "public:board", 30).await;
+    seed(&db, "team", 30).await;
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
+        + 600;
+    let claims = json!({"sub": "e2e", "exp": exp, "tidewire": {"read": ["team"], "write": []}});
+    let token = tidewire_relay::auth::jwt::sign_hs256(SECRET.as_bytes(), &claims).expect("sign");
+    let bearer = format!("Bearer {token}");
+
+    for (stream, headers, scope) in [
+        ("public:board", vec![], "public"),
+        ("team", vec![("authorization", bearer.as_str())], "private"),
+    ] {
+        let path = format!("/v1/streams/{stream}/snapshot");
+        let (status, first_headers, body) = fetch(relay.addr(), &path, &headers).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            header(&first_headers, "cache-control"),
+            format!("{scope}, no-cache")
+        );
+        let first: Value = serde_json::from_slice(&body).expect("JSON");
+        let next = first["next"].as_str().expect("a second page");
+        let (status, headers, _) =
+            fetch(relay.addr(), &format!("{path}?cursor={next}"), &headers).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            header(&headers, "cache-control"),
+            format!("{scope}, max-age=31536000, immutable")
+        );
+        assert_eq!(header(&headers, "vary"), "Authorization");
+    }
+    // Without the token the private stream's pages are refused, cursor or not.
+    let (status, _) = get_json(relay.addr(), "/v1/streams/team/snapshot", &[]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
 }
