@@ -3,7 +3,7 @@
 use js_sys::Reflect;
 use wasm_bindgen::JsValue;
 
-use crate::engine::{Config, TransportChoice};
+use crate::engine::{Config, SnapshotVia, TransportChoice};
 use crate::error::ClientError;
 use crate::persist::PersistKind;
 
@@ -71,6 +71,15 @@ impl Options {
             Some(other) => {
                 return Err(ClientError::Argument(format!(
                     "option transport must be \"auto\", \"websocket\" or \"sse\", not \"{other}\""
+                )))
+            }
+        };
+        config.snapshot = match string(object, "snapshot")?.as_deref() {
+            None | Some("socket") => SnapshotVia::Socket,
+            Some("http") => SnapshotVia::Http,
+            Some(other) => {
+                return Err(ClientError::Argument(format!(
+                    "option snapshot must be \"socket\" or \"http\", not \"{other}\""
                 )))
             }
         };

@@ -127,19 +127,7 @@ pub(crate) fn decode(text: &str) -> Option<(Scope, Snapshot)> {
     };
     let records = records
         .into_iter()
-        .map(|record| {
-            let Value::Object(mut record) = record else {
-                return None;
-            };
-            let Value::String(key) = record.remove("key")? else {
-                return None;
-            };
-            Some(tidewire_shared::Record {
-                key,
-                seq: record.get("seq")?.as_u64()?,
-                data: record.remove("data").unwrap_or(Value::Null),
-            })
-        })
+        .map(crate::transport::pages::record)
         .collect::<Option<Vec<_>>>()?;
     let snapshot = Snapshot {
         epoch: snapshot.get("epoch")?.as_u64()?,

@@ -1,5 +1,5 @@
-//! The browser shell around the engine: executes its effects (sockets, fetch, timers,
-//! storage) and delivers its notifications to the application's callbacks.
+//! The browser shell around the engine: executes its effects (sockets, fetch, snapshot pages,
+//! timers, storage) and delivers its notifications to the application's callbacks.
 //!
 //! Every input goes through [`drive`]: borrow the state, feed the engine, run the I/O
 //! effects, release the borrow, then call the application. Callbacks therefore run with no
@@ -22,6 +22,7 @@ use crate::engine::{CloseInfo, Engine};
 use crate::error::js_error;
 use crate::listeners::{call, EventKind, Listeners};
 use crate::persist::Store;
+use crate::transport::pages::{self, PageReader};
 use crate::transport::sse::{SseSignal, SseTransport};
 use crate::transport::ws::{WsSignal, WsTransport};
 use crate::transport::{http, Endpoints};
@@ -237,6 +238,9 @@ impl Inner {
                     Effect::CancelRetry => self.retry = None,
                     Effect::Probe(stream) => self.probe(&stream, weak),
                     Effect::Restore(stream) => self.restore(stream, weak),
+                    Effect::FetchSnapshot { stream, id, filter } => {
+                        self.fetch_snapshot(stream, id, filter.as_ref(), weak);
+                    }
                     Effect::Attach(view) => {
                         let weak = weak.clone();
                         // A microtask later, so listeners added right after `collection()`
@@ -380,6 +384,36 @@ impl Inner {
             let stored = store.load(&stream).await;
             if let Some(shared) = weak.upgrade() {
                 drive(&shared, |inner| inner.engine.restored(&stream, stored));
+            }
+        });
+    }
+
+    /// Loads a snapshot over HTTP, page by page, and hands it to the engine (which subscribes
+    /// from its position). Stops between pages once the engine no longer wants it.
+    fn fetch_snapshot(
+        &mut self,
+        stream: String,
+        id: u32,
+        filter: Option<&serde_json::Value>,
+        weak: &Weak<Shared>,
+    ) {
+        let reader = PageReader::new(&self.endpoints.http, &stream, filter);
+        let token = self.token.clone();
+        let weak = weak.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            let wanted = || {
+                weak.upgrade().is_some_and(|shared| {
+                    shared
+                        .inner
+                        .try_borrow()
+                        .is_ok_and(|inner| inner.engine.fetch_wanted(&stream, id))
+                })
+            };
+            let result = pages::load(reader, token.as_deref(), wanted).await;
+            if let Some(shared) = weak.upgrade() {
+                drive(&shared, |inner| {
+                    inner.engine.snapshot_fetched(&stream, id, result);
+                });
             }
         });
     }

@@ -6,6 +6,14 @@ export interface TidewireOptions {
   /** `"auto"` (default): WebSocket, falling back to SSE when a WebSocket cannot open.
    * `"websocket"` or `"sse"` force one transport. Writes go over HTTP POST on SSE. */
   transport?: "auto" | "websocket" | "sse";
+  /** How a collection that has nothing to resume from loads its snapshot. `"socket"`
+   * (default): in its subscription, on the WebSocket or SSE connection. `"http"`: page by
+   * page from `GET /v1/streams/{stream}/snapshot` (with the collection's filter and the
+   * token), applied at once when the last page is in (changes with origin `"snapshot"`),
+   * then the subscription resumes from the snapshot's position. For large collections:
+   * pages may come from the browser's cache or a CDN, and the relay holds at most one page
+   * per reader. A failed load falls back to the socket snapshot. */
+  snapshot?: "socket" | "http";
   /** Store collections so a reload resumes from the stored position instead of loading a
    * full snapshot. Default: no persistence. */
   persist?: "indexeddb" | "localstorage" | false;

@@ -457,6 +457,16 @@ fn errors_are_error_objects_with_codes() {
         get(&error, "code").as_string().as_deref(),
         Some("bad_argument")
     );
+    let bad_snapshot = JSON::parse(r#"{"snapshot":"pigeon"}"#).expect("json");
+    let error = TidewireClient::new("http://localhost:1", bad_snapshot).expect_err("bad option");
+    assert_eq!(
+        get(&error, "code").as_string().as_deref(),
+        Some("bad_argument")
+    );
+    let http = JSON::parse(r#"{"transport":"manual","snapshot":"http"}"#).expect("json");
+    TidewireClient::new("http://localhost:1", http)
+        .expect("snapshot: http is an option")
+        .close();
     let error = TidewireClient::new("ftp://x", JsValue::UNDEFINED).expect_err("bad url");
     assert_eq!(
         get(&error, "code").as_string().as_deref(),

@@ -1,4 +1,4 @@
-//! What the engine asks its shell to do: I/O (connect, send, post, timers, storage) and
+//! What the engine asks its shell to do: I/O (connect, send, post, fetch, timers, storage) and
 //! notifications for the application (changes, messages, presence, status, write results).
 //!
 //! The engine never performs I/O itself; the browser shell (`client.rs`) executes these in
@@ -60,6 +60,17 @@ pub enum Effect {
     CancelRetry,
     /// Start reading the persisted state of a stream; answer with `Engine::restored`.
     Restore(String),
+    /// Load the stream's snapshot over HTTP: `GET /v1/streams/{stream}/snapshot` with the
+    /// filter as `where` and the token, following `next` to the last page (stopping early
+    /// once `Engine::fetch_wanted` says no). Answer with `Engine::snapshot_fetched`.
+    FetchSnapshot {
+        /// The stream.
+        stream: String,
+        /// The load's id, given back with the answer.
+        id: u32,
+        /// The subscription's `where` (the union of the stream's filters), if any.
+        filter: Option<Value>,
+    },
     /// The stream's state changed: write it to storage (the shell debounces).
     Persist(String),
     /// A view was made over records already here: call `Engine::attach_view` with its id

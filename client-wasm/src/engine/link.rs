@@ -36,6 +36,11 @@ impl Engine {
             self.effects.push(Effect::Disconnect);
             self.link = Link::Down;
         }
+        if kind == TransportKind::Sse {
+            // The request names the streams it subscribes: those about to load their
+            // snapshot over HTTP are left out until it is loaded.
+            self.start_due_fetches();
+        }
         if kind == TransportKind::Sse && self.sse_streams().is_empty() {
             // An SSE request must name a stream: wait for the first collection
             // (`subscribe_added` connects then).
@@ -101,6 +106,11 @@ impl Engine {
     /// Sends `subscribe` for `stream` with the union of its views' filters (resuming from
     /// its position when it has one of that union).
     pub(super) fn subscribe(&mut self, stream: &str) {
+        if self.fetch_due(stream) {
+            // Loaded over HTTP first; subscribed with `since` once loaded.
+            self.start_fetch(stream);
+            return;
+        }
         let Some(state) = self.streams.get_mut(stream) else {
             return;
         };

@@ -25,8 +25,10 @@
 //! | `backoff` | reconnection delays |
 //! | `link` | connecting, closing, retrying, keepalive |
 //! | `receive` | handling the relay's messages |
+//! | [`fetch`] | snapshots over HTTP pages (`snapshot: "http"`), then a resume with `since` |
 
 pub mod effect;
+pub mod fetch;
 pub mod status;
 pub mod view;
 
@@ -63,11 +65,24 @@ pub enum TransportChoice {
     Manual,
 }
 
+/// How a stream that has nothing to resume from gets its snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SnapshotVia {
+    /// In its subscription (`snapshot` messages on the WebSocket or SSE). Default.
+    #[default]
+    Socket,
+    /// Over HTTP pages (`GET /v1/streams/{s}/snapshot`), then a subscription with `since`
+    /// (see [`fetch`]).
+    Http,
+}
+
 /// Engine settings. Every field has a default (see [`Config::default`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Transports allowed. Default: auto.
     pub transport: TransportChoice,
+    /// How snapshots are loaded. Default: in the subscription.
+    pub snapshot: SnapshotVia,
     /// Whether collections are persisted and restored. Default: false.
     pub persist: bool,
     /// Cap of the first reconnect delay, ms. Default: 500.
@@ -88,6 +103,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             transport: TransportChoice::Auto,
+            snapshot: SnapshotVia::Socket,
             persist: false,
             backoff_initial_ms: backoff::DEFAULT_INITIAL_MS,
             backoff_max_ms: backoff::DEFAULT_MAX_MS,
@@ -226,6 +242,8 @@ pub struct Engine {
     presence_id: Option<String>,
     stats: Stats,
     next_view: u32,
+    /// The id of the last HTTP snapshot load started (see [`fetch`]).
+    next_fetch: u32,
 }
 
 impl Engine {
@@ -259,6 +277,7 @@ impl Engine {
             presence_id: None,
             stats: Stats::default(),
             next_view: 0,
+            next_fetch: 0,
         }
     }
 
@@ -354,7 +373,7 @@ impl Engine {
         let id = view.id;
         let Some(state) = self.streams.get_mut(name) else {
             let phase = if self.config.persist {
-                Phase::Restoring
+                Phase::Loading
             } else {
                 Phase::Idle
             };
@@ -485,7 +504,7 @@ impl Engine {
         let Some(state) = self.streams.get_mut(stream) else {
             return;
         };
-        if state.phase != Phase::Restoring {
+        if state.phase != Phase::Loading || state.fetch.is_some() {
             return;
         }
         state.phase = Phase::Idle;
@@ -540,12 +559,13 @@ impl Engine {
         self.streams.get(stream).and_then(StreamState::persistable)
     }
 
-    /// Streams, resume positions and filters for an SSE request (streams still restoring or
-    /// refused are left out; `None` asks for a snapshot, and for every record).
+    /// Streams, resume positions and filters for an SSE request (streams still loading a
+    /// snapshot (from storage or over HTTP) or refused are left out; `None` asks for a
+    /// snapshot, and for every record).
     pub fn sse_streams(&self) -> Vec<(String, Option<Position>, Option<Value>)> {
         self.streams
             .values()
-            .filter(|state| !matches!(state.phase, Phase::Restoring | Phase::Failed))
+            .filter(|state| !matches!(state.phase, Phase::Loading | Phase::Failed))
             .map(|state| (state.name.to_string(), state.since(), state.scope.filter()))
             .collect()
     }

@@ -53,9 +53,11 @@ impl Engine {
             } => self.on_subscribed(stream.as_str(), epoch, seq),
             ServerMessage::Unsubscribed { stream } => {
                 if let Some(state) = self.streams.get_mut(stream.as_str()) {
-                    // Subscribed again by the next tick (or reconnect).
-                    state.phase = Phase::Idle;
-                    state.forget_subscribes();
+                    // Subscribed again by the next tick (or reconnect), or once loaded.
+                    if state.phase != Phase::Loading {
+                        state.phase = Phase::Idle;
+                        state.forget_subscribes();
+                    }
                 }
             }
             ServerMessage::Advisory(advisory) => self.on_advisory(
@@ -111,6 +113,10 @@ impl Engine {
         let Some(state) = self.streams.get_mut(stream) else {
             return;
         };
+        if state.phase == Phase::Loading {
+            // An older subscription's: the one made after loading brings what it holds.
+            return;
+        }
         let snapshot = match state.push_chunk(epoch, seq, chunk, last, records) {
             Ok(Some(snapshot)) => snapshot,
             Ok(None) => return,
@@ -129,8 +135,16 @@ impl Engine {
         state.force_snapshot = false;
         state.replay_requested = false;
         let scope = state.sent.clone();
-        // A reload of the same scope is a resync; one of another scope only widens or
-        // narrows the union, which the views do not see as such.
+        self.accept_snapshot(stream, &snapshot, scope);
+    }
+
+    /// A whole snapshot of `scope` arrived, in the subscription or over HTTP: it replaces the
+    /// records, and a reload of the same scope is reported as a resync (one of another scope
+    /// only widens or narrows the union, which the views do not see as such).
+    pub(super) fn accept_snapshot(&mut self, stream: &str, snapshot: &Snapshot, scope: Scope) {
+        let Some(state) = self.streams.get_mut(stream) else {
+            return;
+        };
         let resync = state.has_baseline && state.data == scope;
         // `resyncing` stays set until `subscribed`: the status shows "resyncing" until the
         // stream is live again.
@@ -142,7 +156,7 @@ impl Engine {
                 reason: reason.unwrap_or_else(|| "the relay sent a fresh snapshot".into()),
             });
         }
-        self.load(stream, &snapshot, scope, Origin::Snapshot);
+        self.load(stream, snapshot, scope, Origin::Snapshot);
         self.persist(stream);
     }
 
@@ -156,6 +170,7 @@ impl Engine {
         let was_empty = state.collection.is_empty();
         let changes = state.collection.load_snapshot(snapshot);
         state.has_baseline = true;
+        state.socket_snapshot = false;
         state.data = scope;
         let mut fresh: Vec<u32> = Vec::new();
         for view in &mut state.views {
@@ -242,9 +257,10 @@ impl Engine {
             }
             return;
         }
-        if !state.has_baseline || state.force_snapshot {
+        if !state.has_baseline || state.force_snapshot || state.phase == Phase::Loading {
             // Before the snapshot (or while replacing it) events have nothing to apply to;
-            // the snapshot covers them.
+            // the snapshot covers them (a loading stream's subscription, with `since`,
+            // brings them again).
             return;
         }
         state.saw_prev |= event.prev.is_some();
@@ -286,13 +302,15 @@ impl Engine {
         let Some(state) = self.streams.get_mut(stream) else {
             return;
         };
-        if state.awaiting_fresh {
-            // The older subscription's: the newer one's snapshot is on its way.
+        if state.awaiting_fresh || state.phase == Phase::Loading {
+            // The older subscription's: the newer one's snapshot is on its way (or is being
+            // loaded, and a subscription with `since` follows).
             return;
         }
         state.phase = Phase::Live;
         state.resyncing = None;
         state.fresh_in_flight = false;
+        state.socket_snapshot = false;
         if !state.has_baseline {
             // No snapshot was sent (an empty stream, or none asked for): start empty here.
             state.collection = Collection::new(epoch);
@@ -379,8 +397,10 @@ impl Engine {
                 };
                 let changes = state.collection.reset(0);
                 state.has_baseline = false;
-                state.phase = Phase::Idle;
-                state.forget_subscribes();
+                if state.phase != Phase::Loading {
+                    state.phase = Phase::Idle;
+                    state.forget_subscribes();
+                }
                 self.emit(&name, &changes, Origin::Snapshot, &[]);
                 self.effects.push(Effect::StreamError {
                     stream: name.clone(),

@@ -12,8 +12,10 @@ use super::view::{Scope, View};
 /// Where a stream's subscription stands on the current connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Phase {
-    /// Reading the persisted state; not subscribed until that finishes.
-    Restoring,
+    /// Loading a snapshot: the persisted state, or over HTTP (then `fetch` is set); not
+    /// subscribed until that finishes, and whatever an older subscription still sends is
+    /// ignored (the subscription made afterwards, with `since`, brings it again).
+    Loading,
     /// Not subscribed on this connection (yet).
     Idle,
     /// `subscribe` sent; snapshot or replay under way.
@@ -67,6 +69,12 @@ pub(crate) struct StreamState {
     pub(crate) force_snapshot: bool,
     /// A replay was requested on this connection (to avoid asking again for each early event).
     pub(crate) replay_requested: bool,
+    /// The HTTP snapshot load under way: its id and the scope it asks for.
+    pub(crate) fetch: Option<(u32, Scope)>,
+    /// How many times in a row the HTTP snapshot load started over after a 409 `resync`.
+    pub(crate) fetch_restarts: u32,
+    /// Loading the snapshot over HTTP failed: the next one comes in the subscription.
+    pub(crate) socket_snapshot: bool,
     /// Other clients' presence states, by presence id (includes ours as the relay sees it).
     pub(crate) presence: BTreeMap<String, Value>,
     /// Our own presence state, re-sent after every (re)subscription.
@@ -94,6 +102,9 @@ impl StreamState {
             resyncing: None,
             force_snapshot: false,
             replay_requested: false,
+            fetch: None,
+            fetch_restarts: 0,
+            socket_snapshot: false,
             presence: BTreeMap::new(),
             my_presence: None,
         }

@@ -1,9 +1,10 @@
-//! HTTP requests with fetch: the SSE request and writes (`POST /v1/streams/{s}/events`).
+//! HTTP requests with fetch: the SSE request, writes (`POST /v1/streams/{s}/events`) and
+//! snapshot pages (see `pages`).
 
 use js_sys::Uint8Array;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
-use web_sys::{Headers, Request, RequestInit, Response};
+use web_sys::{Headers, Request, RequestCache, RequestInit, Response};
 
 /// Runs `fetch` on the global object (window or worker).
 ///
@@ -27,7 +28,8 @@ pub(crate) async fn fetch(request: &Request) -> Result<Response, String> {
         .map_err(|_| "fetch did not return a Response".into())
 }
 
-/// Builds a request with optional body, bearer token and abort signal.
+/// Builds a request with optional body, bearer token and abort signal, and its cache mode
+/// (`NoStore` for everything but snapshot pages).
 ///
 /// # Errors
 ///
@@ -39,6 +41,7 @@ pub(crate) fn request(
     accept: &str,
     body: Option<&str>,
     signal: Option<&web_sys::AbortSignal>,
+    cache: RequestCache,
 ) -> Result<Request, String> {
     let headers = Headers::new().map_err(|error| describe(&error))?;
     headers
@@ -52,7 +55,7 @@ pub(crate) fn request(
     let init = RequestInit::new();
     init.set_method(method);
     init.set_headers(&headers);
-    init.set_cache(web_sys::RequestCache::NoStore);
+    init.set_cache(cache);
     if let Some(body) = body {
         headers
             .set("Content-Type", "application/json")
@@ -109,8 +112,16 @@ pub(crate) async fn post_event(
     body: &str,
 ) -> Result<u64, (String, String)> {
     let network = |message: String| ("network".to_owned(), message);
-    let request =
-        request("POST", url, token, "application/json", Some(body), None).map_err(network)?;
+    let request = request(
+        "POST",
+        url,
+        token,
+        "application/json",
+        Some(body),
+        None,
+        RequestCache::NoStore,
+    )
+    .map_err(network)?;
     let response = fetch(&request).await.map_err(network)?;
     let text = text(&response).await;
     if !response.ok() {
@@ -135,6 +146,7 @@ pub(crate) async fn probe(url: &str, token: Option<&str>) -> (Option<u16>, Optio
         "text/event-stream",
         None,
         signal.as_ref(),
+        RequestCache::NoStore,
     ) {
         Ok(request) => request,
         Err(reason) => return (None, None, reason),

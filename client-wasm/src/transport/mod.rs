@@ -5,8 +5,10 @@
 //! | [`ws`] | WebSocket to `/v1/ws` |
 //! | [`sse`] | SSE from `/v1/sse` with fetch streaming |
 //! | [`http`] | fetch helpers and `POST /v1/streams/{s}/events` |
+//! | [`pages`] | snapshots over HTTP: `GET /v1/streams/{s}/snapshot`, page by page |
 
 pub(crate) mod http;
+pub(crate) mod pages;
 pub(crate) mod sse;
 pub(crate) mod ws;
 

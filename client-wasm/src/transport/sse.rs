@@ -79,7 +79,15 @@ async fn run(
         reason,
         ..CloseInfo::default()
     };
-    let request = match http::request("GET", url, token, "text/event-stream", None, signal) {
+    let request = match http::request(
+        "GET",
+        url,
+        token,
+        "text/event-stream",
+        None,
+        signal,
+        web_sys::RequestCache::NoStore,
+    ) {
         Ok(request) => request,
         Err(reason) => return failed(reason),
     };

@@ -2,13 +2,16 @@
 // demo's): the built `tidewire-relay` binary with its embedded PostgreSQL in a temporary
 // directory, on a free port, serving a static directory (the built npm package and the test
 // pages, or the demo site) so pages and relay share one origin.
-import { spawn, execFileSync } from "node:child_process";
+import { spawn, execFile, execFileSync } from "node:child_process";
 import { once } from "node:events";
 import fs from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+
+const run = promisify(execFile);
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
 export const RELAY_BINARY = process.env.TIDEWIRE_RELAY_BIN ?? path.join(ROOT, "target/debug/tidewire-relay");
@@ -171,12 +174,60 @@ export class Relay {
     return body.seq;
   }
 
-  /** The committed state: `{epoch, seq, records: {key: data}}`. */
+  /** The committed state: `{epoch, seq, records: {key: data}}`. Reads every snapshot page,
+   * then the events after the snapshot's seq (a snapshot may start at a position shared with
+   * one started moments ago), as the Rust client's `HttpApi::snapshot` does. */
   async snapshot(stream, token) {
-    const response = await fetch(`${this.url}/v1/streams/${encodeURIComponent(stream)}/snapshot`, { headers: this.headers(token) });
-    if (!response.ok) throw new Error(`snapshot failed: ${response.status} ${await response.text()}`);
-    const body = await response.json();
-    return { epoch: body.epoch, seq: body.seq, records: Object.fromEntries(body.records.map((record) => [record.key, record.data])) };
+    const base = `${this.url}/v1/streams/${encodeURIComponent(stream)}`;
+    const get = async (url) => {
+      const response = await fetch(url, { headers: this.headers(token) });
+      if (!response.ok) throw new Error(`GET ${url} failed: ${response.status} ${await response.text()}`);
+      return response.json();
+    };
+    let page = await get(`${base}/snapshot`);
+    const { epoch } = page;
+    let { seq } = page;
+    const records = new Map();
+    for (;;) {
+      for (const record of page.records) records.set(record.key, record.data);
+      if (!page.next) break;
+      page = await get(`${base}/snapshot?cursor=${encodeURIComponent(page.next)}`);
+    }
+    for (;;) {
+      const body = await get(`${base}/events?since=${seq}&epoch=${epoch}`);
+      for (const event of body.events) {
+        if (event.op === "delete") records.delete(event.key);
+        else if (event.op === "upsert") records.set(event.key, event.data);
+        else if (event.op === "patch") {
+          const old = records.get(event.key);
+          const object = old !== null && typeof old === "object" && !Array.isArray(old) ? old : {};
+          records.set(event.key, { ...object, ...event.data });
+        }
+      }
+      const next = body.next ?? body.events.at(-1)?.seq ?? seq;
+      if (!body.more || next <= seq) {
+        seq = Math.max(seq, next);
+        break;
+      }
+      seq = next;
+    }
+    return { epoch, seq, records: Object.fromEntries(records) };
+  }
+
+  /** The embedded PostgreSQL's URL (its port is in the data directory). */
+  get databaseUrl() {
+    const port = fs.readFileSync(path.join(this.dataDir, "tidewire.port"), "utf8").trim();
+    return `postgres://postgres@127.0.0.1:${port}/tidewire`;
+  }
+
+  /** Runs SQL with psql, directly against PostgreSQL (not through the relay); the output
+   * without headers or alignment. */
+  async psql(sql, { timeoutMs = 60_000 } = {}) {
+    const { stdout } = await run("psql", [this.databaseUrl, "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-c", sql], {
+      timeout: timeoutMs,
+      maxBuffer: 64 * 1024 * 1024,
+    });
+    return stdout.trim();
   }
 }
 
