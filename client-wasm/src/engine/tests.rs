@@ -27,7 +27,8 @@ fn io(effects: Vec<Effect>) -> Vec<Effect> {
         .collect()
 }
 
-fn sent(effects: &[Effect]) -> Vec<serde_json::Value> {
+/// Every message sent, decoded (also used by the tests of `fetch`).
+pub(super) fn sent(effects: &[Effect]) -> Vec<serde_json::Value> {
     effects
         .iter()
         .filter_map(|effect| match effect {
@@ -695,8 +696,8 @@ fn a_stream_added_while_sse_connects_restarts_the_request() {
 // Views: several collections of one stream with their own filters, over one subscription of
 // the union of their filters.
 
-/// Every change effect as `(view, key, op, seq, origin)`.
-fn view_changes(effects: &[Effect]) -> Vec<(u32, String, Op, u64, Origin)> {
+/// Every change effect as `(view, key, op, seq, origin)` (also used by the tests of `fetch`).
+pub(super) fn view_changes(effects: &[Effect]) -> Vec<(u32, String, Op, u64, Origin)> {
     effects
         .iter()
         .filter_map(|effect| match effect {

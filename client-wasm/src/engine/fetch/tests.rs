@@ -8,6 +8,7 @@ use tidewire_shared::{Op, Record, Snapshot};
 use super::{FetchError, MAX_RESTARTS};
 use crate::engine::effect::{Effect, Origin};
 use crate::engine::status::{State, TransportKind};
+use crate::engine::tests::{sent, view_changes as changes};
 use crate::engine::view::Scope;
 use crate::engine::{CloseInfo, Config, Engine, SnapshotVia, TransportChoice};
 
@@ -31,16 +32,6 @@ fn open_ws() -> Engine {
     engine
 }
 
-fn sent(effects: &[Effect]) -> Vec<Value> {
-    effects
-        .iter()
-        .filter_map(|effect| match effect {
-            Effect::Send(text) => serde_json::from_str(text).ok(),
-            _ => None,
-        })
-        .collect()
-}
-
 /// The `(stream, id, filter)` of every fetch asked for.
 fn fetches(effects: &[Effect]) -> Vec<(String, u32, Option<Value>)> {
     effects
@@ -51,28 +42,6 @@ fn fetches(effects: &[Effect]) -> Vec<(String, u32, Option<Value>)> {
             }
             _ => None,
         })
-        .collect()
-}
-
-/// Every change as `(view, key, op, seq, origin)`.
-fn changes(effects: &[Effect]) -> Vec<(u32, String, Op, u64, Origin)> {
-    effects
-        .iter()
-        .filter_map(|effect| match effect {
-            Effect::Changes {
-                view,
-                changes,
-                origin,
-                ..
-            } => Some(
-                changes
-                    .iter()
-                    .map(|change| (*view, change.key.clone(), change.op, change.seq, *origin))
-                    .collect::<Vec<_>>(),
-            ),
-            _ => None,
-        })
-        .flatten()
         .collect()
 }
 

@@ -8,7 +8,7 @@ use serde_json::json;
 use tidewire_tests::relay::TestRelay;
 use tidewire_tests::TestPg;
 
-use super::{seed, truth, write_until, Reader};
+use super::{seed, truth, Reader, Writers};
 use crate::transport::client::{ws_handshake, WsClient, WsItem};
 use crate::transport::slow::window;
 use crate::views::ViewReader;
@@ -53,17 +53,7 @@ async fn a_snapshot_read_during_writes_is_the_state_at_its_seq() {
     }
     assert_eq!(reader.position.map(|(_, seq)| seq), Some(at));
 
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let mut writers = Vec::new();
-    for writer in 0..3 {
-        let client = pg.client().await;
-        writers.push(tokio::spawn(write_until(
-            client,
-            "big".into(),
-            writer,
-            stopped.clone(),
-        )));
-    }
+    let writers = Writers::start(&pg, "big", 3).await;
     let reads_before = relay.hub().snapshots.stats().reads;
     while !reader.live {
         let message = ws.json().await;
@@ -84,11 +74,7 @@ async fn a_snapshot_read_during_writes_is_the_state_at_its_seq() {
         "the snapshot is the state at its seq"
     );
 
-    stop.send(true).expect("stop");
-    let mut written = 0;
-    for writer in writers {
-        written += writer.await.expect("writer");
-    }
+    let written = writers.stop().await;
     assert!(written > 50);
     reader.until_equal(&mut ws, &db, CONVERGE).await;
 }
@@ -102,17 +88,7 @@ async fn a_filtered_snapshot_is_paged_and_exact_during_writes() {
     .await;
     let db = pg.client().await;
     seed(&db, "owned", 3000).await;
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let mut writers = Vec::new();
-    for writer in 0..2 {
-        let client = pg.client().await;
-        writers.push(tokio::spawn(write_until(
-            client,
-            "owned".into(),
-            writer,
-            stopped.clone(),
-        )));
-    }
+    let writers = Writers::start(&pg, "owned", 2).await;
     let mut ws = WsClient::connected(relay.addr()).await;
     let mut view = ViewReader::new("owned", json!({"owner": "u1"}));
     ws.send(view.subscribe_message()).await;
@@ -132,10 +108,7 @@ async fn a_filtered_snapshot_is_paged_and_exact_during_writes() {
     }
     assert!(chunks > 10, "a paged view snapshot: {chunks} chunks");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.send(true).expect("stop");
-    for writer in writers {
-        writer.await.expect("writer");
-    }
+    writers.stop().await;
     assert!(view.until_equal(&mut ws, &db).await, "the view converges");
 }
 

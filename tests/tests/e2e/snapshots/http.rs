@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use tidewire_tests::relay::TestRelay;
 use tidewire_tests::TestPg;
 
-use super::{seed, truth, write_until};
+use super::{seed, truth, Writers};
 use crate::support::WAIT;
 use crate::transport::client::{get, get_json};
 
@@ -56,17 +56,7 @@ async fn http_pages_are_consistent_identical_and_cacheable() {
     assert_eq!(first["seq"].as_u64(), Some(at));
     let epoch = first["epoch"].as_u64().expect("epoch");
 
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let mut writers = Vec::new();
-    for writer in 0..2 {
-        let client = pg.client().await;
-        writers.push(tokio::spawn(write_until(
-            client,
-            "pages".into(),
-            writer,
-            stopped.clone(),
-        )));
-    }
+    let writers = Writers::start(&pg, "pages", 2).await;
 
     let mut assembled = BTreeMap::new();
     let mut pages = vec![(base.to_owned(), body, headers)];
@@ -100,10 +90,7 @@ async fn http_pages_are_consistent_identical_and_cacheable() {
     }
     assert_eq!(pages.len(), 15, "3000 records in pages of 200");
     assert_eq!(assembled, before, "the pages are the state at their seq");
-    stop.send(true).expect("stop");
-    for writer in writers {
-        writer.await.expect("writer");
-    }
+    writers.stop().await;
     let (head, after) = truth(&db, "pages").await;
     assert!(head > at + 20, "writes committed while paging");
 

@@ -91,6 +91,41 @@ pub(crate) async fn write_until(
     i
 }
 
+/// Writers running [`write_until`] on `stream`, each on a connection of its own.
+pub(crate) struct Writers {
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<i64>>,
+}
+
+impl Writers {
+    /// Starts `count` writers.
+    pub(crate) async fn start(pg: &tidewire_tests::TestPg, stream: &str, count: i64) -> Self {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let mut tasks = Vec::new();
+        for writer in 0..count {
+            let client = pg.client().await;
+            tasks.push(tokio::spawn(write_until(
+                client,
+                stream.to_owned(),
+                writer,
+                stopped.clone(),
+            )));
+        }
+        Self { stop, tasks }
+    }
+
+    /// Stops them; returns how many writes committed.
+    pub(crate) async fn stop(self) -> i64 {
+        // Fails only when every writer is gone already.
+        let _ = self.stop.send(true);
+        let mut written = 0;
+        for task in self.tasks {
+            written += task.await.expect("writer");
+        }
+        written
+    }
+}
+
 /// A WebSocket reader of one unfiltered stream that checks the protocol's promises: snapshot
 /// chunks numbered 0, 1, .. of one position with keys ascending, then `subscribed` at that
 /// position, then events each one seq after the last.
