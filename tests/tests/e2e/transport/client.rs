@@ -6,7 +6,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fastwebsockets::{FragmentCollector, Frame, OpCode, WebSocket, WebSocketError};
+use std::sync::Arc;
+
+use fastwebsockets::{
+    FragmentCollectorRead, Frame, OpCode, Payload, WebSocket, WebSocketError, WebSocketWrite,
+};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper::upgrade::Upgraded;
@@ -33,9 +37,49 @@ pub(crate) enum WsItem {
     Gone(String),
 }
 
-/// A WebSocket client on a real socket.
+type WriteSide = WebSocketWrite<tokio::io::WriteHalf<TokioIo<Upgraded>>>;
+
+/// A WebSocket client on a real socket. A task of its own reads the socket and hands whole
+/// messages over a channel, so that waiting for one with a timeout never cuts a frame in half
+/// (fastwebsockets' `read_frame` is not cancel safe: a timeout in the middle of a big frame
+/// would leave the reader inside it).
 pub(crate) struct WsClient {
-    ws: FragmentCollector<TokioIo<Upgraded>>,
+    items: tokio::sync::mpsc::UnboundedReceiver<WsItem>,
+    writer: Arc<tokio::sync::Mutex<WriteSide>>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for WsClient {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+/// What a frame the relay sent means to a test.
+fn item_of(frame: &Frame<'_>) -> WsItem {
+    match frame.opcode {
+        OpCode::Text => {
+            WsItem::Json(serde_json::from_slice(&frame.payload).expect("relay sends JSON"))
+        }
+        OpCode::Ping => WsItem::Ping,
+        OpCode::Pong => WsItem::Pong,
+        OpCode::Close if frame.payload.len() >= 2 => WsItem::Close(
+            u16::from_be_bytes([frame.payload[0], frame.payload[1]]),
+            String::from_utf8_lossy(&frame.payload[2..]).into_owned(),
+        ),
+        OpCode::Close => WsItem::Close(1005, String::new()),
+        other => panic!("unexpected {other:?} frame from the relay"),
+    }
+}
+
+/// An owned copy of `frame` (to hand to the write side).
+fn owned(frame: Frame<'_>) -> Frame<'static> {
+    Frame::new(
+        frame.fin,
+        frame.opcode,
+        None,
+        Payload::Owned(frame.payload.to_vec()),
+    )
 }
 
 /// The upgrade request for `/v1/ws` on `addr`.
@@ -85,8 +129,33 @@ impl WsClient {
 
     /// Wraps an upgraded socket.
     pub(crate) fn from_raw(ws: WebSocket<TokioIo<Upgraded>>) -> Self {
+        let (read, write) = ws.split(tokio::io::split);
+        let writer = Arc::new(tokio::sync::Mutex::new(write));
+        let (sender, items) = tokio::sync::mpsc::unbounded_channel();
+        let obligations = Arc::clone(&writer);
+        let reader = tokio::spawn(async move {
+            let mut read = FragmentCollectorRead::new(read);
+            loop {
+                // Pongs and close echoes go out through the shared write side.
+                let mut send = |frame: Frame<'_>| {
+                    let frame = owned(frame);
+                    let writer = Arc::clone(&obligations);
+                    async move { writer.lock().await.write_frame(frame).await }
+                };
+                let item = match read.read_frame(&mut send).await {
+                    Ok(frame) => item_of(&frame),
+                    Err(error) => WsItem::Gone(error.to_string()),
+                };
+                let end = matches!(item, WsItem::Gone(_) | WsItem::Close(..));
+                if sender.send(item).is_err() || end {
+                    return;
+                }
+            }
+        });
         Self {
-            ws: FragmentCollector::new(ws),
+            items,
+            writer,
+            reader,
         }
     }
 
@@ -124,7 +193,7 @@ impl WsClient {
 
     /// Sends one frame; the relay may have closed the connection meanwhile.
     pub(crate) async fn try_send_frame(&mut self, frame: Frame<'_>) -> Result<(), WebSocketError> {
-        self.ws.write_frame(frame).await
+        self.writer.lock().await.write_frame(owned(frame)).await
     }
 
     /// Sends a JSON message as a text frame.
@@ -140,27 +209,14 @@ impl WsClient {
             .expect("a websocket frame in time")
     }
 
-    /// Reads the next item, `None` if nothing came within `wait`.
+    /// Reads the next item, `None` if nothing came within `wait`. Cancel safe.
     pub(crate) async fn item_within(&mut self, wait: Duration) -> Option<WsItem> {
-        let frame = tokio::time::timeout(wait, self.ws.read_frame())
-            .await
-            .ok()?;
-        Some(match frame {
-            Err(error) => WsItem::Gone(error.to_string()),
-            Ok(frame) => match frame.opcode {
-                OpCode::Text => {
-                    WsItem::Json(serde_json::from_slice(&frame.payload).expect("relay sends JSON"))
-                }
-                OpCode::Ping => WsItem::Ping,
-                OpCode::Pong => WsItem::Pong,
-                OpCode::Close if frame.payload.len() >= 2 => WsItem::Close(
-                    u16::from_be_bytes([frame.payload[0], frame.payload[1]]),
-                    String::from_utf8_lossy(&frame.payload[2..]).into_owned(),
-                ),
-                OpCode::Close => WsItem::Close(1005, String::new()),
-                other => panic!("unexpected {other:?} frame from the relay"),
-            },
-        })
+        match tokio::time::timeout(wait, self.items.recv()).await {
+            Err(_) => None,
+            Ok(Some(item)) => Some(item),
+            // The reader ended after handing over the close or the failure.
+            Ok(None) => Some(WsItem::Gone("the connection ended".into())),
+        }
     }
 
     /// The next JSON message, skipping `presence` (not this module's concern).
