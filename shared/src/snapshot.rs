@@ -14,27 +14,17 @@ pub struct Record {
     pub data: Value,
 }
 
-/// A consistent view of a durable stream: every live record as of `seq` in `epoch`,
-/// ordered by record seq (oldest write first).
+/// A consistent view of a durable stream: every live record as of `seq` in `epoch`. The
+/// relay sends records in key order, page by page; [`crate::Collection::snapshot`] orders
+/// them by record seq (oldest write first), then key.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Snapshot {
     /// The stream's epoch.
     pub epoch: u64,
     /// The stream's seq at the time of the snapshot; events with a greater seq follow it.
     pub seq: u64,
-    /// The records, ordered by `seq`.
+    /// The records (see the type's docs for their order).
     pub records: Vec<Record>,
-}
-
-impl Snapshot {
-    /// Splits the snapshot into chunks of at most `records_per_chunk` records (at least one
-    /// chunk, even when empty). Used by the relay to send large collections.
-    pub fn chunks(&self, records_per_chunk: usize) -> impl Iterator<Item = &[Record]> {
-        let size = records_per_chunk.max(1);
-        let empty: &[Record] = &[];
-        let first_empty = self.records.is_empty().then_some(empty);
-        first_empty.into_iter().chain(self.records.chunks(size))
-    }
 }
 
 /// What feeding one chunk to a [`SnapshotAssembler`] produced.
@@ -131,7 +121,7 @@ mod tests {
             seq: 10,
             records: (1..=10).map(record).collect(),
         };
-        let chunks: Vec<&[Record]> = snapshot.chunks(4).collect();
+        let chunks: Vec<&[Record]> = snapshot.records.chunks(4).collect();
         assert_eq!(chunks.len(), 3);
         let mut assembler = SnapshotAssembler::new();
         let mut result = Assembled::Partial;
@@ -141,12 +131,6 @@ mod tests {
             result = assembler.push(3, 10, index, last, chunk.to_vec());
         }
         assert_eq!(result, Assembled::Complete(snapshot));
-    }
-
-    #[test]
-    fn empty_snapshot_is_one_chunk() {
-        let snapshot = Snapshot::default();
-        assert_eq!(snapshot.chunks(10).count(), 1);
     }
 
     #[test]

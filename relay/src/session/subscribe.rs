@@ -12,7 +12,7 @@ use crate::bus::{self, Baseline, SubscribeError};
 use crate::hub::Hub;
 use crate::pg::listener::ListenError;
 use crate::pg::outbox::{self, Head, OutboxError};
-use crate::pg::snapshot::{snapshot_frame, PageKey};
+use crate::pg::snapshot::{snapshot_frame, Failure, PageKey};
 
 /// What the baseline read decided.
 #[derive(Debug)]
@@ -20,10 +20,12 @@ enum Plan {
     /// Replay from the client's `since` up to `until` (the head when the read happened).
     Replay { until: u64 },
     /// Send a snapshot as of `at`, then replay up to `head` (the baseline's position is
-    /// `at`).
-    Snapshot { at: u64, head: u64 },
-    /// The client's position is unusable: say why, then send a snapshot as of `at`.
-    Resync { at: u64, head: u64, reason: String },
+    /// `at`); first a `resync` advisory with this reason if the client's position was unusable.
+    Snapshot {
+        at: u64,
+        head: u64,
+        resync: Option<String>,
+    },
     /// Start live at the head, without history.
     Live,
 }
@@ -215,18 +217,16 @@ impl Session {
                     announce: Some(true),
                 });
             }
-            Plan::Snapshot { at, head } => {
-                self.pending
-                    .push_back(Work::snapshot(stream, position.epoch, at, head));
-            }
-            Plan::Resync { at, head, reason } => {
-                self.hub.metrics.resync();
-                self.push(&ServerMessage::Advisory(
-                    Advisory::new(AdvisoryKind::Resync)
-                        .stream(stream.clone())
-                        .epoch(position.epoch)
-                        .reason(reason),
-                ));
+            Plan::Snapshot { at, head, resync } => {
+                if let Some(reason) = resync {
+                    self.hub.metrics.resync();
+                    self.push(&ServerMessage::Advisory(
+                        Advisory::new(AdvisoryKind::Resync)
+                            .stream(stream.clone())
+                            .epoch(position.epoch)
+                            .reason(reason),
+                    ));
+                }
                 self.pending
                     .push_back(Work::snapshot(stream, position.epoch, at, head));
             }
@@ -318,10 +318,9 @@ impl Session {
         let page = match read {
             Ok(page) => page,
             Err(error) => {
-                match (error.expired(), error.outbox()) {
-                    (Some((reason, _)), _) => self.schedule_resync(&stream, reason),
-                    (None, Some(outbox)) => self.on_work_failed(&stream, outbox),
-                    (None, None) => self.schedule_resync(&stream, "the snapshot failed"),
+                match error.failure() {
+                    Failure::Expired(reason, _) => self.schedule_resync(&stream, reason),
+                    Failure::Outbox(outbox) => self.on_work_failed(&stream, outbox),
                 }
                 return;
             }
@@ -636,17 +635,13 @@ async fn read_baseline(
     viewed: bool,
 ) -> Result<Baseline<Plan>, BaselineError> {
     let stream = &subscribe.stream;
-    let snapshot_baseline = |(head, at): (Head, u64), reason: Option<String>| {
-        let position = bus::Position::new(head.epoch, at);
-        let value = match reason {
-            Some(reason) => Plan::Resync {
-                at,
-                head: head.seq,
-                reason,
-            },
-            None => Plan::Snapshot { at, head: head.seq },
-        };
-        Baseline { position, value }
+    let snapshot_baseline = |(head, at): (Head, u64), resync: Option<String>| Baseline {
+        position: bus::Position::new(head.epoch, at),
+        value: Plan::Snapshot {
+            at,
+            head: head.seq,
+            resync,
+        },
     };
     match subscribe.since {
         Some(since) => {

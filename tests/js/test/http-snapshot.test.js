@@ -55,6 +55,19 @@ async function committed() {
   );
 }
 
+/** What the page's WebSockets send (parsed) and receive (counted by message type). */
+function watchFrames(page) {
+  const frames = { sent: [], received: {} };
+  page.on("websocket", (socket) => {
+    socket.on("framesent", (frame) => frames.sent.push(JSON.parse(String(frame.payload))));
+    socket.on("framereceived", (frame) => {
+      const type = /^\{"type":"(\w+)"/.exec(String(frame.payload))?.[1] ?? "?";
+      frames.received[type] = (frames.received[type] ?? 0) + 1;
+    });
+  });
+  return frames;
+}
+
 test("100,000 records load over HTTP pages during writes, then converge live", async () => {
   await relay.psql(
     `select count(tidewire.publish('${STREAM}', 'k' || g, 'upsert', jsonb_build_object('n', g, 'v', 0)))
@@ -65,14 +78,7 @@ test("100,000 records load over HTTP pages during writes, then converge live", a
   page.on("request", (request) => {
     if (new URL(request.url()).pathname === `/v1/streams/${STREAM}/snapshot`) pages.push(request.url());
   });
-  const frames = { sent: [], received: {} };
-  page.on("websocket", (socket) => {
-    socket.on("framesent", (frame) => frames.sent.push(JSON.parse(String(frame.payload))));
-    socket.on("framereceived", (frame) => {
-      const type = /^\{"type":"(\w+)"/.exec(String(frame.payload))?.[1] ?? "?";
-      frames.received[type] = (frames.received[type] ?? 0) + 1;
-    });
-  });
+  const frames = watchFrames(page);
   // The first page fixes the snapshot's position; the others wait until the writer has
   // committed past it, so the pages are read while the stream moves on.
   let firstPageSeq = null;
@@ -195,14 +201,7 @@ test("a 409 resync starts the pages over; a failed page falls back to the socket
        from generate_series(1, ${count}) as g`,
   );
   const page = await openPage(browser.context, relay.url);
-  const frames = { sent: [], received: {} };
-  page.on("websocket", (socket) => {
-    socket.on("framesent", (frame) => frames.sent.push(JSON.parse(String(frame.payload))));
-    socket.on("framereceived", (frame) => {
-      const type = /^\{"type":"(\w+)"/.exec(String(frame.payload))?.[1] ?? "?";
-      frames.received[type] = (frames.received[type] ?? 0) + 1;
-    });
-  });
+  const frames = watchFrames(page);
   // The first page with a cursor answers 409 resync, the next one fails: two starts, no load.
   const requests = [];
   await page.route(

@@ -28,8 +28,8 @@ use tidewire_tests::load::checker::Kind;
 use tidewire_tests::load::client::{self, ClientSpec, Shared, Transport};
 use tidewire_tests::load::relay_process::{sibling_binary, RelayProcess};
 use tidewire_tests::load::report::write_json;
+use tidewire_tests::load::scrape::metrics;
 use tidewire_tests::TestPg;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 /// Command line.
@@ -54,24 +54,6 @@ struct Args {
 }
 
 const STREAMS: [&str; 4] = ["soak:0", "soak:1", "soak:2", "soak:3"];
-
-/// `GET /metrics` of a relay, as text (empty when it does not answer).
-async fn metrics(addr: SocketAddr) -> String {
-    let fetch = async {
-        let mut socket = tokio::net::TcpStream::connect(addr).await?;
-        socket
-            .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-            .await?;
-        let mut text = String::new();
-        socket.read_to_string(&mut text).await?;
-        Ok::<_, std::io::Error>(text)
-    };
-    tokio::time::timeout(Duration::from_secs(2), fetch)
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .unwrap_or_default()
-}
 
 async fn is_sequencer(addr: SocketAddr) -> bool {
     metrics(addr)

@@ -31,6 +31,7 @@ use serde_json::json;
 use tidewire_tests::load::procstat;
 use tidewire_tests::load::relay_process::{sibling_binary, RelayProcess};
 use tidewire_tests::load::report::{thousands, write_json, Machine, Table};
+use tidewire_tests::load::scrape;
 use tidewire_tests::load::transport;
 use tidewire_tests::TestPg;
 
@@ -210,33 +211,13 @@ async fn storm(
 }
 
 /// `tidewire_snapshot_*` counters from `/metrics`: (page reads, hits).
-async fn counters(addr: SocketAddr) -> anyhow::Result<(u64, u64)> {
-    let text = reqwest_lite(addr, "/metrics").await?;
-    let value = |name: &str| {
-        text.lines()
-            .find_map(|line| line.strip_prefix(name))
-            .and_then(|rest| rest.trim().parse::<f64>().ok())
-            .unwrap_or(0.0) as u64
-    };
-    Ok((
-        value("tidewire_snapshot_page_reads_total "),
-        value("tidewire_snapshot_cache_hits_total "),
-    ))
-}
-
-/// A plain HTTP/1.1 GET of `path` (the response body as text).
-async fn reqwest_lite(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await?;
-    let text = String::from_utf8_lossy(&response).into_owned();
-    Ok(text
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default())
+async fn counters(addr: SocketAddr) -> (u64, u64) {
+    let text = scrape::metrics(addr).await;
+    let value = |name| scrape::value(&text, name).unwrap_or(0.0) as u64;
+    (
+        value("tidewire_snapshot_page_reads_total"),
+        value("tidewire_snapshot_cache_hits_total"),
+    )
 }
 
 fn mib(kib: u64) -> f64 {
@@ -301,9 +282,9 @@ async fn main() -> anyhow::Result<()> {
         ] {
             tokio::time::sleep(Duration::from_secs(1)).await;
             let idle = idle_of();
-            let (reads_before, hits_before) = counters(relay.addr()).await?;
+            let (reads_before, hits_before) = counters(relay.addr()).await;
             let (time, records, peak) = storm(&relay, stream, clients).await?;
-            let (reads, hits) = counters(relay.addr()).await?;
+            let (reads, hits) = counters(relay.addr()).await;
             if records != args.records as u64 {
                 bail!("{label}: {records} records, expected {}", args.records);
             }
@@ -333,9 +314,9 @@ async fn main() -> anyhow::Result<()> {
         seed(&db, "big", args.big_records).await?;
         tokio::time::sleep(Duration::from_secs(1)).await;
         let idle = idle_of();
-        let (reads_before, _) = counters(relay.addr()).await?;
+        let (reads_before, _) = counters(relay.addr()).await;
         let (time, records, peak) = storm(&relay, "big", 1).await?;
-        let (reads, _) = counters(relay.addr()).await?;
+        let (reads, _) = counters(relay.addr()).await;
         if records != args.big_records as u64 {
             bail!("big: {records} records, expected {}", args.big_records);
         }

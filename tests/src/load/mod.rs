@@ -19,6 +19,7 @@
 //! | [`straggler`] | clients behind at the end, named with what they last heard |
 //! | [`relay_process`] | a relay as a child process, for kill -9 and restart |
 //! | [`scenario`] | the fault scenarios, short in the tests and long in `fault_soak` |
+//! | [`scrape`] | a relay's `/metrics` read from outside |
 
 pub mod checker;
 pub mod client;
@@ -30,6 +31,7 @@ pub mod relay_process;
 pub mod report;
 pub mod run;
 pub mod scenario;
+pub mod scrape;
 pub mod stalled;
 pub mod straggler;
 pub mod transport;

@@ -100,6 +100,19 @@ fn socket_snapshot(stream: &str, epoch: u64, seq: u64, records: Value) -> String
     )
 }
 
+/// The fallback: a snapshot in the subscription ("a" at seq 3) is loaded and reported.
+fn assert_socket_snapshot_loads(engine: &mut Engine) {
+    engine.on_text(
+        &socket_snapshot("todos", 1, 3, json!([{"key": "a", "seq": 3, "data": 1}])),
+        2.0,
+    );
+    engine.on_text(&subscribed("todos", 1, 3, false), 2.0);
+    assert_eq!(
+        changes(&engine.take_effects()),
+        vec![(1, "a".into(), Op::Upsert, 3, Origin::Snapshot)]
+    );
+}
+
 /// `todos` loaded over HTTP at (1, 5) with a and b, then live at seq 5.
 fn live_over_http() -> Engine {
     let mut engine = open_ws();
@@ -231,15 +244,7 @@ fn a_resync_answer_starts_over_then_the_socket_snapshot_is_used() {
     let effects = engine.take_effects();
     assert!(fetches(&effects).is_empty());
     assert_eq!(sent(&effects), vec![subscribe("todos", None)]);
-    engine.on_text(
-        &socket_snapshot("todos", 1, 3, json!([{"key": "a", "seq": 3, "data": 1}])),
-        2.0,
-    );
-    engine.on_text(&subscribed("todos", 1, 3, false), 2.0);
-    assert_eq!(
-        changes(&engine.take_effects()),
-        vec![(1, "a".into(), Op::Upsert, 3, Origin::Snapshot)]
-    );
+    assert_socket_snapshot_loads(&mut engine);
     assert_eq!(engine.status().state, State::Live);
 }
 
@@ -252,15 +257,7 @@ fn other_failures_fall_back_to_the_socket_for_that_load_only() {
     let effects = engine.take_effects();
     assert!(changes(&effects).is_empty(), "nothing of a failed load");
     assert_eq!(sent(&effects), vec![subscribe("todos", None)]);
-    engine.on_text(
-        &socket_snapshot("todos", 1, 3, json!([{"key": "a", "seq": 3, "data": 1}])),
-        2.0,
-    );
-    engine.on_text(&subscribed("todos", 1, 3, false), 2.0);
-    assert_eq!(
-        changes(&engine.take_effects()),
-        vec![(1, "a".into(), Op::Upsert, 3, Origin::Snapshot)]
-    );
+    assert_socket_snapshot_loads(&mut engine);
     // The stream is dropped: the next load is over HTTP again.
     engine.on_text(
         &message(json!({"type": "advisory", "kind": "dropped", "stream": "todos"})),

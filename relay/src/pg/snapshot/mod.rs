@@ -18,5 +18,5 @@ mod start;
 
 pub use cache::{SnapshotCache, SnapshotCacheStats};
 pub use page::{snapshot_frame, with_records, Page};
-pub use read::{read_page, PageKey, SnapshotError};
+pub use read::{read_page, Failure, PageKey, SnapshotError};
 pub use start::Starts;

@@ -46,22 +46,22 @@ pub enum SnapshotError {
     Shared(Arc<SnapshotError>),
 }
 
-impl SnapshotError {
-    /// The expiry behind this error, if it is one.
-    pub fn expired(&self) -> Option<(&'static str, Head)> {
-        match self {
-            SnapshotError::Expired { reason, head } => Some((reason, *head)),
-            SnapshotError::Shared(shared) => shared.expired(),
-            SnapshotError::Outbox(_) => None,
-        }
-    }
+/// What a [`SnapshotError`] comes down to, shared or not.
+#[derive(Debug)]
+pub enum Failure<'a> {
+    /// The position expired: why, and the stream's head.
+    Expired(&'static str, Head),
+    /// PostgreSQL failed or refused.
+    Outbox(&'a OutboxError),
+}
 
-    /// The PostgreSQL failure behind this error, if it is one.
-    pub fn outbox(&self) -> Option<&OutboxError> {
+impl SnapshotError {
+    /// The failure behind this error (through any sharing).
+    pub fn failure(&self) -> Failure<'_> {
         match self {
-            SnapshotError::Outbox(error) => Some(error),
-            SnapshotError::Shared(shared) => shared.outbox(),
-            SnapshotError::Expired { .. } => None,
+            SnapshotError::Expired { reason, head } => Failure::Expired(reason, *head),
+            SnapshotError::Outbox(error) => Failure::Outbox(error),
+            SnapshotError::Shared(shared) => shared.failure(),
         }
     }
 }

@@ -102,7 +102,7 @@ pub(crate) fn single(
 }
 
 /// A decimal integer from 0 to [`MAX_POSITION`]: digits only (no sign, exponent or spaces).
-fn number(text: &str, name: &str, code: ErrorCode) -> Result<u64, ApiError> {
+pub(crate) fn number(text: &str, name: &str, code: ErrorCode) -> Result<u64, ApiError> {
     let shown: String = text.chars().take(40).collect();
     let refuse = |why: &str| ApiError::new(code, format!("{name} must be {why}, got {shown:?}"));
     if text.is_empty() || !text.bytes().all(|byte| byte.is_ascii_digit()) {

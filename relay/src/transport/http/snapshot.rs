@@ -19,9 +19,9 @@ use std::sync::Arc;
 use tidewire_shared::{ErrorCode, Filter, StreamName};
 
 use super::error::ApiError;
-use super::read::{parse_limit, single, MAX_POSITION};
+use super::read::{number, parse_limit, single};
 use crate::hub::Hub;
-use crate::pg::snapshot::{with_records, PageKey};
+use crate::pg::snapshot::{with_records, Failure, PageKey};
 use crate::session::snapshot_start;
 use crate::transport::{json_response, Body};
 
@@ -54,14 +54,12 @@ impl Cursor {
         let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| refuse())?;
         let text = String::from_utf8(bytes).map_err(|_| refuse())?;
         let mut parts = text.splitn(3, '.');
-        let mut number = || {
+        let mut position = || {
             parts
                 .next()
-                .filter(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|part| part.parse::<u64>().ok())
-                .filter(|value| *value <= MAX_POSITION)
+                .and_then(|part| number(part, "cursor", ErrorCode::BadSince).ok())
         };
-        let (Some(epoch), Some(at)) = (number(), number()) else {
+        let (Some(epoch), Some(at)) = (position(), position()) else {
             return Err(refuse());
         };
         let after = parts
@@ -123,13 +121,12 @@ pub(crate) async fn snapshot(
     let page = match hub.snapshots.page(&hub.pool, &key, 0).await {
         Ok(page) => page,
         Err(error) => {
-            return Err(match (error.expired(), error.outbox()) {
-                (Some((reason, head)), _) => {
+            return Err(match error.failure() {
+                Failure::Expired(reason, head) => {
                     hub.metrics.resync();
                     ApiError::resync(stream, head, reason)
                 }
-                (None, Some(outbox)) => ApiError::outbox(outbox),
-                (None, None) => ApiError::new(ErrorCode::Internal, error.to_string()),
+                Failure::Outbox(outbox) => ApiError::outbox(outbox),
             });
         }
     };
