@@ -37,6 +37,9 @@ pub enum ErrorCode {
     NotSubscribed,
     /// The stream does not exist.
     NotFound,
+    /// The write id (or `Idempotency-Key`) was used before on this stream for a different
+    /// write.
+    Conflict,
     /// The relay cannot reach PostgreSQL right now; retry later.
     Unavailable,
     /// The relay is at its connection limit.
@@ -67,6 +70,7 @@ impl ErrorCode {
             ErrorCode::TooManySubscriptions => "too_many_subscriptions",
             ErrorCode::NotSubscribed => "not_subscribed",
             ErrorCode::NotFound => "not_found",
+            ErrorCode::Conflict => "conflict",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Overloaded => "overloaded",
             ErrorCode::Internal => "internal",
@@ -84,7 +88,7 @@ impl ErrorCode {
     }
 
     /// Every code the relay sends, in the order of the protocol's table.
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 19] = [
         ErrorCode::BadMessage,
         ErrorCode::UnknownType,
         ErrorCode::TooLarge,
@@ -100,6 +104,7 @@ impl ErrorCode {
         ErrorCode::TooManySubscriptions,
         ErrorCode::NotSubscribed,
         ErrorCode::NotFound,
+        ErrorCode::Conflict,
         ErrorCode::Unavailable,
         ErrorCode::Overloaded,
         ErrorCode::Internal,
@@ -120,6 +125,7 @@ impl ErrorCode {
             ErrorCode::Unauthorized => 401,
             ErrorCode::Forbidden => 403,
             ErrorCode::NotFound => 404,
+            ErrorCode::Conflict => 409,
             ErrorCode::TooLarge => 413,
             ErrorCode::RateLimited | ErrorCode::TooManySubscriptions => 429,
             ErrorCode::Internal | ErrorCode::Unknown => 500,

@@ -142,6 +142,7 @@ proptest! {
             ClientMessage::Publish(tidewire_shared::message::Publish {
                 id: key.clone(), stream: stream(), key: key.clone(), op: Op::Patch,
                 data: json!({ "text": text }),
+                write_id: (seq % 2 == 1).then(|| format!("c{seq}.{}", seq + 1)),
             }),
             ClientMessage::Ping { id: Some(key.clone()) },
             ClientMessage::Unsubscribe { stream: stream() },

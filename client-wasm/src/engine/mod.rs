@@ -598,6 +598,7 @@ impl Engine {
             key: key.to_owned(),
             op,
             data,
+            write_id: None,
         };
         publish.validate().map_err(ClientError::from)?;
         let id = publish.id.clone();

@@ -323,6 +323,7 @@ impl Client {
             key: key.to_owned(),
             op,
             data,
+            write_id: None,
         };
         message.validate()?;
         let (reply, answer) = oneshot::channel();

@@ -35,6 +35,7 @@ impl Session {
                 id: publish.id,
                 stream,
                 seq,
+                replayed: false,
             }),
             Err(error) => {
                 let (code, message) = publish_error(&error);

@@ -126,6 +126,12 @@ pub struct Publish {
     /// The value, fields, or message payload (`null` for delete).
     #[serde(default)]
     pub data: Value,
+    /// The write's id (1 to 64 bytes of `[A-Za-z0-9._:-]`), unique per write and kept across
+    /// reconnects and reloads: the relay answers a write id it has seen on this stream within
+    /// its window with the original seq instead of committing again (exactly once). Ignored
+    /// for ephemeral messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_id: Option<String>,
 }
 
 fn default_true() -> bool {
@@ -167,6 +173,12 @@ impl Publish {
     /// The first rule that fails.
     pub fn validate(&self) -> Result<(), DecodeError> {
         check_op_id(&self.id)?;
+        if let Some(write_id) = &self.write_id {
+            check_write_id(write_id).map_err(|reason| DecodeError::Invalid {
+                field: "write_id",
+                reason,
+            })?;
+        }
         validate_key(&self.key)?;
         if contains_nul(&self.data) {
             return Err(nul_in_data());
@@ -186,6 +198,26 @@ fn nul_in_data() -> DecodeError {
         field: "data",
         reason: "strings may not contain NUL (\\u0000)".into(),
     }
+}
+
+/// The write id rule, shared by the `write_id` of a publish and the HTTP `Idempotency-Key`
+/// header: 1 to [`MAX_OP_ID_LEN`](super::MAX_OP_ID_LEN) bytes of ASCII letters, digits and
+/// `.`, `_`, `:`, `-`.
+///
+/// # Errors
+///
+/// Why the id breaks the rule.
+pub fn check_write_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > super::MAX_OP_ID_LEN {
+        return Err(format!("must be 1 to {} bytes", super::MAX_OP_ID_LEN));
+    }
+    if !id
+        .bytes()
+        .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b':' | b'-'))
+    {
+        return Err("may hold only ASCII letters, digits and . _ : -".into());
+    }
+    Ok(())
 }
 
 pub(super) fn check_op_id(id: &str) -> Result<(), DecodeError> {

@@ -8,7 +8,7 @@ pub mod refusal;
 pub mod server;
 mod server_decode;
 
-pub use client::{decode_client, parse_where, ClientMessage, Publish, Subscribe};
+pub use client::{check_write_id, decode_client, parse_where, ClientMessage, Publish, Subscribe};
 pub use refusal::{decode_or_refuse, Refusal};
 pub use server::{Advisory, AdvisoryKind, ServerMessage};
 pub use server_decode::decode_server;

@@ -70,6 +70,10 @@ pub enum ServerMessage {
         stream: StreamName,
         /// The committed seq (0 for ephemeral messages).
         seq: u64,
+        /// The write id was seen before: `seq` is the original commit's, nothing was written
+        /// again.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        replayed: bool,
     },
     /// A request failed.
     Error {

@@ -117,6 +117,7 @@ impl Fields {
                 id: self.string("id")?,
                 stream: self.stream("stream")?,
                 seq: self.u64("seq")?,
+                replayed: self.optional("replayed", Value::as_bool)?.unwrap_or(false),
             },
             "error" => ServerMessage::Error {
                 id: self.optional_string("id")?,

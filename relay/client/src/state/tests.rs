@@ -75,6 +75,7 @@ fn publish(id: &str) -> Publish {
         key: "k".into(),
         op: Op::Upsert,
         data: json!(1),
+        write_id: None,
     }
 }
 
@@ -130,6 +131,7 @@ fn acks_and_errors_are_matched_by_id() {
             id: "p2".into(),
             stream: name("todos"),
             seq: 9,
+            replayed: false,
         },
         &mut out,
     );
@@ -138,6 +140,7 @@ fn acks_and_errors_are_matched_by_id() {
             id: "p99".into(),
             stream: name("todos"),
             seq: 10,
+            replayed: false,
         },
         &mut out,
     );
@@ -310,6 +313,7 @@ fn publishes_made_offline_wait_for_the_connection() {
             id: "p1".into(),
             stream: name("todos"),
             seq: 1,
+            replayed: false,
         },
         &mut out,
     );

@@ -108,6 +108,7 @@ async fn subscribe_and_publish_round_trip() {
             id: request.id.clone(),
             stream: name("todos"),
             seq: 3,
+            replayed: false,
         })
         .await;
     connection.send(&event_message("todos", 7, 3)).await;
@@ -297,6 +298,7 @@ async fn lazy_clients_queue_publishes_until_the_relay_appears() {
             id: request.id,
             stream: name("todos"),
             seq: 1,
+            replayed: false,
         })
         .await;
     assert_eq!(publish.await.expect("joins"), Ok(1));
