@@ -45,7 +45,7 @@ impl LiveCollection {
 
     /// Runs `read` on the view (an empty one if the client is busy or closed).
     fn read<R>(&self, read: impl FnOnce(ViewRead<'_>) -> R) -> R {
-        let empty = ViewRead::new(None, None);
+        let empty = ViewRead::new(None, None, None);
         match self.shared.inner.try_borrow() {
             Ok(inner) => read(inner.engine.view(self.view).unwrap_or(empty)),
             Err(_) => read(empty),

@@ -38,6 +38,9 @@ pub enum ClientError {
     /// An argument has the wrong type or shape.
     #[error("{0}")]
     Argument(String),
+    /// As many writes as the client holds are unanswered.
+    #[error("{0} writes are waiting for the relay's answer, the most this client holds (maxPendingWrites)")]
+    QueueFull(usize),
     /// A value could not be converted to or from JSON.
     #[error("value is not JSON-serializable: {0}")]
     NotJson(String),
@@ -53,6 +56,7 @@ impl ClientError {
             ClientError::BadFilter(_) => "bad_filter",
             ClientError::Argument(_) => "bad_argument",
             ClientError::NotJson(_) => "bad_data",
+            ClientError::QueueFull(_) => "queue_full",
         }
     }
 }

@@ -226,7 +226,12 @@ impl Inner {
                         Connection::Manual => self.sent.push(text),
                         _ => {}
                     },
-                    Effect::Post { id, stream, body } => self.post(id, &stream, body, weak),
+                    Effect::Post {
+                        id,
+                        stream,
+                        body,
+                        write_id,
+                    } => self.post(id, &stream, body, write_id, weak),
                     Effect::RetryIn(milliseconds) => {
                         let weak = weak.clone();
                         self.retry = Some(Timer::once(milliseconds, move || {
@@ -340,7 +345,14 @@ impl Inner {
         }
     }
 
-    fn post(&mut self, id: String, stream: &str, body: String, weak: &Weak<Shared>) {
+    fn post(
+        &mut self,
+        id: String,
+        stream: &str,
+        body: String,
+        write_id: Option<String>,
+        weak: &Weak<Shared>,
+    ) {
         let url = format!(
             "{}/v1/streams/{}/events",
             self.endpoints.http,
@@ -349,7 +361,8 @@ impl Inner {
         let token = self.token.clone();
         let weak = weak.clone();
         wasm_bindgen_futures::spawn_local(async move {
-            let result = http::post_event(&url, token.as_deref(), &body).await;
+            let result =
+                http::post_event(&url, token.as_deref(), &body, write_id.as_deref()).await;
             if let Some(shared) = weak.upgrade() {
                 drive(&shared, |inner| inner.engine.on_post_result(&id, result));
             }

@@ -5,7 +5,7 @@
 //! order. Keeping the decisions here makes the reconnection and dedupe rules testable natively.
 
 use serde_json::Value;
-use tidewire_shared::Change;
+use tidewire_shared::{Change, Op};
 
 use super::status::{Status, TransportKind};
 
@@ -18,6 +18,10 @@ pub enum Origin {
     Snapshot,
     /// State restored from persistent storage at startup.
     Restore,
+    /// A write of this client, shown before the relay committed it.
+    Local,
+    /// A write of this client that the relay refused, taken back.
+    Rollback,
 }
 
 impl Origin {
@@ -27,6 +31,8 @@ impl Origin {
             Origin::Event => "event",
             Origin::Snapshot => "snapshot",
             Origin::Restore => "restore",
+            Origin::Local => "local",
+            Origin::Rollback => "rollback",
         }
     }
 }
@@ -49,6 +55,8 @@ pub enum Effect {
         stream: String,
         /// The request body `{key, op, data}`.
         body: String,
+        /// Sent as the `Idempotency-Key` header.
+        write_id: Option<String>,
     },
     /// Ask the relay over HTTP why a WebSocket could not open (browsers hide the HTTP
     /// status of a refused upgrade): `GET /v1/sse?stream=<stream>` with the token, reading
@@ -73,6 +81,8 @@ pub enum Effect {
     },
     /// The stream's state changed: write it to storage (the shell debounces).
     Persist(String),
+    /// The unanswered writes changed: store `Engine::pending_writes` (with persistence).
+    PersistWrites,
     /// A view was made over records already here: call `Engine::attach_view` with its id
     /// once the application had a chance to add its listeners (a microtask later).
     Attach(u32),
@@ -125,6 +135,9 @@ pub enum Effect {
         /// The committed seq.
         seq: u64,
     },
+    /// A write was confirmed or refused (for the `write` listeners; followed by its
+    /// `Resolve` or `Reject`).
+    WriteSettled(WriteOutcome),
     /// A write failed.
     Reject {
         /// The write's operation id.
@@ -134,4 +147,19 @@ pub enum Effect {
         /// Explanation.
         message: String,
     },
+}
+
+/// How a write ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WriteOutcome {
+    /// The write's operation id.
+    pub id: String,
+    /// The stream.
+    pub stream: String,
+    /// The record key.
+    pub key: String,
+    /// The operation.
+    pub op: Op,
+    /// The committed seq, or the refusal's code and message.
+    pub outcome: Result<u64, (String, String)>,
 }

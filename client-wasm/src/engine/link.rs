@@ -97,9 +97,7 @@ impl Engine {
                 }
             }
         }
-        while let Some(publish) = self.queued.pop_front() {
-            self.send_write(publish);
-        }
+        self.flush_writes();
         self.update_status();
     }
 
@@ -149,7 +147,7 @@ impl Engine {
         for state in self.streams.values_mut() {
             state.connection_lost();
         }
-        self.fail_socket_writes();
+        self.requeue_socket_writes();
         self.effects.push(Effect::Disconnect);
         self.link = Link::Down;
         self.connect_now();
@@ -211,7 +209,7 @@ impl Engine {
         };
         self.link = Link::Down;
         self.degraded = None;
-        self.fail_socket_writes();
+        self.requeue_socket_writes();
         for state in self.streams.values_mut() {
             state.connection_lost();
         }
@@ -276,22 +274,6 @@ impl Engine {
                 reconnect: verdict.reconnect,
             });
             self.update_status();
-        }
-    }
-
-    /// Writes sent on a socket that closed: their outcome is unknown, so they are rejected
-    /// (re-sending could apply an upsert twice, over someone else's newer write).
-    fn fail_socket_writes(&mut self) {
-        for (id, write) in self.inflight.take_where(|write| write.on_socket) {
-            self.effects.push(Effect::Reject {
-                id,
-                code: "connection_lost".into(),
-                message: format!(
-                    "the connection closed before the relay acknowledged the write to {}; \
-                     it may or may not have committed",
-                    write.publish.stream
-                ),
-            });
         }
     }
 
@@ -379,6 +361,7 @@ impl Engine {
             }
             _ => {}
         }
+        self.release_writes();
         self.update_status();
     }
 }

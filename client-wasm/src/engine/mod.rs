@@ -26,29 +26,34 @@
 //! | `link` | connecting, closing, retrying, keepalive |
 //! | `receive` | handling the relay's messages |
 //! | [`fetch`] | snapshots over HTTP pages (`snapshot: "http"`), then a resume with `since` |
+//! | [`writes`] | a write's life: optimistic, sent again until answered, confirmed or refused |
+//! | `optimistic` | the values pending writes show over a stream's records |
 
 pub mod effect;
 pub mod fetch;
 pub mod status;
 pub mod view;
+pub mod writes;
 
 mod backoff;
 mod link;
+mod optimistic;
 mod receive;
 mod stream;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
 use serde_json::Value;
 use tidewire_shared::ending::Reconnect;
-use tidewire_shared::message::{ClientMessage, Publish};
-use tidewire_shared::{Op, Position, Snapshot, StreamName};
+use tidewire_shared::message::ClientMessage;
+use tidewire_shared::{Position, Snapshot, StreamName};
 
 use self::backoff::Backoff;
 use self::effect::{Effect, Origin};
 use self::status::{State, Status, TransportKind};
 use self::stream::{Phase, StreamState};
 use self::view::{whole_view, Scope, View, ViewRead};
+use self::writes::{Inflight, Queue};
 use crate::error::ClientError;
 
 /// Which transports the client may use.
@@ -97,6 +102,11 @@ pub struct Config {
     pub keepalive_ms: f64,
     /// How long a connection attempt may take before it counts as failed, ms. Default: 10 000.
     pub connect_timeout_ms: f64,
+    /// Most writes unanswered at once; more fail with `queue_full`. Default: 1 000.
+    pub max_pending_writes: usize,
+    /// The prefix of this client's write ids: unique per client instance (the shell uses 16
+    /// random bytes). Default: derived from the jitter seed.
+    pub writer: Option<String>,
 }
 
 impl Default for Config {
@@ -110,6 +120,8 @@ impl Default for Config {
             pause_when_hidden: true,
             keepalive_ms: 20_000.0,
             connect_timeout_ms: 10_000.0,
+            max_pending_writes: writes::DEFAULT_MAX_PENDING_WRITES,
+            writer: None,
         }
     }
 }
@@ -139,39 +151,6 @@ struct Failure {
 struct Refused {
     failure: Failure,
     reconnect: Reconnect,
-}
-
-/// A write not yet answered.
-#[derive(Debug, Clone)]
-struct Write {
-    publish: Publish,
-    /// Sent on the current WebSocket (lost with it) rather than queued or posted.
-    on_socket: bool,
-}
-
-/// Writes awaiting their answer, in the order they were made (few at a time, so a vector
-/// beats a map in code size and speed).
-#[derive(Debug, Default)]
-struct Inflight(Vec<(String, Write)>);
-
-impl Inflight {
-    fn insert(&mut self, id: String, write: Write) {
-        self.0.push((id, write));
-    }
-
-    fn remove(&mut self, id: &str) -> Option<Write> {
-        let index = self.0.iter().position(|(pending, _)| pending == id)?;
-        Some(self.0.remove(index).1)
-    }
-
-    /// Removes and returns the writes matching `lost`, oldest first.
-    fn take_where(&mut self, lost: impl Fn(&Write) -> bool) -> Vec<(String, Write)> {
-        let (taken, kept) = std::mem::take(&mut self.0)
-            .into_iter()
-            .partition(|(_, write)| lost(write));
-        self.0 = kept;
-        taken
-    }
 }
 
 /// Counters for tests and diagnostics (`client.stats`).
@@ -230,8 +209,13 @@ pub struct Engine {
     ws_fallbacks: u32,
     /// In auto mode, SSE worked twice in a row after a WebSocket could not open: stay on SSE.
     ws_blocked: bool,
-    queued: VecDeque<Publish>,
+    /// Writes not sent yet, in order.
+    queued: Queue,
     inflight: Inflight,
+    /// A write failed in a way that may pass: the queue waits for the next tick.
+    writes_held: bool,
+    /// The prefix of write ids.
+    writer: String,
     next_op: u64,
     status: Status,
     closed: bool,
@@ -250,6 +234,10 @@ impl Engine {
     /// A new engine; `seed` feeds the jitter (any value; the shell uses `Math.random`).
     pub fn new(config: Config, seed: u64) -> Self {
         let backoff = backoff::from_ms(config.backoff_initial_ms, config.backoff_max_ms);
+        let writer = config
+            .writer
+            .clone()
+            .unwrap_or_else(|| format!("{:016x}", (seed | 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)));
         Self {
             config,
             streams: BTreeMap::new(),
@@ -265,8 +253,10 @@ impl Engine {
             ws_failed_this_round: false,
             ws_fallbacks: 0,
             ws_blocked: false,
-            queued: VecDeque::new(),
+            queued: Queue::new(),
             inflight: Inflight::default(),
+            writes_held: false,
+            writer,
             next_op: 0,
             status: Status::connecting(),
             closed: false,
@@ -457,7 +447,7 @@ impl Engine {
             return;
         }
         view.loaded = true;
-        let changes = whole_view(&state.collection, view.narrowing(&state.data));
+        let changes = whole_view(&state.collection, &state.overlay, view.filter.as_ref());
         if !changes.is_empty() {
             self.effects.push(Effect::Changes {
                 stream: name,
@@ -474,7 +464,13 @@ impl Engine {
         self.streams.values().find_map(|state| {
             let view = state.views.iter().find(|view| view.id == id)?;
             let collection = view.loaded.then_some(&state.collection);
-            Some(ViewRead::new(collection, view.narrowing(&state.data)))
+            // Optimistic values are judged by the view's own filter.
+            let filter = if state.overlay.visible().is_empty() {
+                view.narrowing(&state.data)
+            } else {
+                view.filter.as_ref()
+            };
+            Some(ViewRead::new(collection, Some(&state.overlay), filter))
         })
     }
 
@@ -570,102 +566,6 @@ impl Engine {
             .collect()
     }
 
-    /// Queues a write and returns its operation id; the answer arrives as
-    /// [`Effect::Resolve`] or [`Effect::Reject`] with that id.
-    ///
-    /// # Errors
-    ///
-    /// [`ClientError::Closed`] after `close`, or [`ClientError::Invalid`] for a write the
-    /// relay would refuse (bad key, patch that is not an object, NUL in strings).
-    pub fn write(
-        &mut self,
-        stream: &str,
-        key: &str,
-        op: Op,
-        data: Value,
-    ) -> Result<String, ClientError> {
-        if self.closed {
-            return Err(ClientError::Closed);
-        }
-        let stream_name = StreamName::new(stream).map_err(|error| ClientError::BadStream {
-            stream: stream.chars().take(80).collect(),
-            reason: error.to_string(),
-        })?;
-        self.next_op += 1;
-        let publish = Publish {
-            id: format!("w{}", self.next_op),
-            stream: stream_name,
-            key: key.to_owned(),
-            op,
-            data,
-            write_id: None,
-        };
-        publish.validate().map_err(ClientError::from)?;
-        let id = publish.id.clone();
-        match self.link {
-            Link::Open { .. } => self.send_write(publish),
-            _ => self.queued.push_back(publish),
-        }
-        Ok(id)
-    }
-
-    fn send_write(&mut self, publish: Publish) {
-        let id = publish.id.clone();
-        match self.link {
-            Link::Open {
-                kind: TransportKind::Sse,
-            } => {
-                let body = serde_json::json!({
-                    "key": publish.key,
-                    "op": publish.op,
-                    "data": publish.data,
-                })
-                .to_string();
-                self.effects.push(Effect::Post {
-                    id: id.clone(),
-                    stream: publish.stream.to_string(),
-                    body,
-                });
-                self.inflight.insert(
-                    id,
-                    Write {
-                        publish,
-                        on_socket: false,
-                    },
-                );
-            }
-            _ => {
-                let text = ClientMessage::Publish(publish.clone()).encode();
-                self.effects.push(Effect::Send(text));
-                self.inflight.insert(
-                    id,
-                    Write {
-                        publish,
-                        on_socket: true,
-                    },
-                );
-            }
-        }
-    }
-
-    /// The answer to an [`Effect::Post`].
-    pub fn on_post_result(&mut self, id: &str, result: Result<u64, (String, String)>) {
-        if self.inflight.remove(id).is_none() {
-            return;
-        }
-        self.effects.push(match result {
-            Ok(seq) => Effect::Resolve {
-                id: id.to_owned(),
-                seq,
-            },
-            Err((code, message)) => Effect::Reject {
-                id: id.to_owned(),
-                code,
-                message,
-            },
-        });
-    }
-
     /// Sets (or with `Value::Null` clears) our presence state on `stream`.
     ///
     /// # Errors
@@ -691,7 +591,7 @@ impl Engine {
         Ok(())
     }
 
-    fn link_is(&self, wanted: TransportKind) -> bool {
+    pub(super) fn link_is(&self, wanted: TransportKind) -> bool {
         matches!(self.link, Link::Open { kind } if kind == wanted)
     }
 
@@ -783,20 +683,7 @@ impl Engine {
         if self.retry_in.take().is_some() {
             self.effects.push(Effect::CancelRetry);
         }
-        let mut ids: Vec<String> = self
-            .inflight
-            .take_where(|_| true)
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect();
-        ids.extend(self.queued.drain(..).map(|publish| publish.id));
-        for id in ids {
-            self.effects.push(Effect::Reject {
-                id,
-                code: "closed".into(),
-                message: "the client was closed before the write was acknowledged".into(),
-            });
-        }
+        self.fail_all_writes();
         self.update_status();
     }
 

@@ -65,11 +65,7 @@ impl Engine {
                 advisory.stream.map(|stream| stream.as_str().to_owned()),
                 advisory.reason,
             ),
-            ServerMessage::Ack { id, seq, .. } => {
-                if self.inflight.remove(&id).is_some() {
-                    self.effects.push(Effect::Resolve { id, seq });
-                }
-            }
+            ServerMessage::Ack { id, seq, .. } => self.acknowledged(&id, seq),
             ServerMessage::Error {
                 id,
                 stream,
@@ -187,7 +183,7 @@ impl Engine {
             let Some(view) = state.views.iter().find(|view| view.id == id) else {
                 continue;
             };
-            let whole = whole_view(&state.collection, view.narrowing(&state.data));
+            let whole = whole_view(&state.collection, &state.overlay, view.filter.as_ref());
             if !whole.is_empty() {
                 self.effects.push(Effect::Changes {
                     stream: stream.to_owned(),
@@ -198,15 +194,36 @@ impl Engine {
             }
         }
         self.emit(stream, &changes, origin, &fresh);
+        self.settle_writes(stream);
     }
 
-    /// Tells each view shown (but those in `except`) the changes of the union it sees.
+    /// Tells each view shown (but those in `except`) the changes of the union's committed
+    /// records it sees, as the application sees them: through the stream's pending writes.
     pub(super) fn emit(
         &mut self,
         stream: &str,
         changes: &[Change],
         origin: Origin,
         except: &[u32],
+    ) {
+        let Some(state) = self.streams.get_mut(stream) else {
+            return;
+        };
+        let optimistic = !state.overlay.visible().is_empty();
+        let changes = state.overlay.translate(&state.collection, changes);
+        self.emit_visible(stream, &changes, origin, except, optimistic);
+    }
+
+    /// Tells each view shown (but those in `except`) the changes of the union it sees.
+    /// `optimistic`: the changes may hold values of pending writes, which only the views' own
+    /// filters judge (the union's records all match the union, theirs may not).
+    pub(super) fn emit_visible(
+        &mut self,
+        stream: &str,
+        changes: &[Change],
+        origin: Origin,
+        except: &[u32],
+        optimistic: bool,
     ) {
         if changes.is_empty() {
             return;
@@ -218,7 +235,12 @@ impl Engine {
             if !view.loaded || except.contains(&view.id) {
                 continue;
             }
-            let seen: Vec<Change> = match view.narrowing(&state.data) {
+            let filter = if optimistic {
+                view.filter.as_ref()
+            } else {
+                view.narrowing(&state.data)
+            };
+            let seen: Vec<Change> = match filter {
                 None => changes.to_vec(),
                 Some(filter) => changes
                     .iter()
@@ -284,6 +306,7 @@ impl Engine {
                 if let Some(change) = change {
                     self.emit(stream, &[change], Origin::Event, &[]);
                 }
+                self.settle_writes(stream);
                 if gap.is_some() {
                     self.request_replay(stream);
                 }
@@ -359,6 +382,7 @@ impl Engine {
                 self.effects.push(Effect::Send(message.encode()));
             }
         }
+        self.settle_writes(stream);
         let all_live = self
             .streams
             .values()
@@ -427,9 +451,7 @@ impl Engine {
         message: String,
     ) {
         if let Some(id) = id {
-            if self.inflight.remove(&id).is_some() {
-                self.effects.push(Effect::Reject { id, code, message });
-            }
+            self.write_failed(id, code, message);
             return;
         }
         let Some(name) = stream else {

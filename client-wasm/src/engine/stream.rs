@@ -7,6 +7,7 @@ use serde_json::Value;
 use tidewire_shared::snapshot::{Assembled, SnapshotAssembler};
 use tidewire_shared::{Collection, Position, Record, Snapshot, StreamName};
 
+use super::optimistic::Overlay;
 use super::view::{Scope, View};
 
 /// Where a stream's subscription stands on the current connection.
@@ -79,6 +80,8 @@ pub(crate) struct StreamState {
     pub(crate) presence: BTreeMap<String, Value>,
     /// Our own presence state, re-sent after every (re)subscription.
     pub(crate) my_presence: Option<Value>,
+    /// This client's writes not yet applied from the relay, shown over `collection`.
+    pub(crate) overlay: Overlay,
 }
 
 impl StreamState {
@@ -107,6 +110,7 @@ impl StreamState {
             socket_snapshot: false,
             presence: BTreeMap::new(),
             my_presence: None,
+            overlay: Overlay::default(),
         }
     }
 
@@ -134,6 +138,14 @@ impl StreamState {
         } else {
             Scope::Any(members)
         }
+    }
+
+    /// Whether a record with this value is one the stream's collections hold (some view's
+    /// filter matches it).
+    pub(crate) fn wants(&self, value: &Value) -> bool {
+        self.views
+            .iter()
+            .any(|view| view.filter.as_ref().is_none_or(|filter| filter.matches(value)))
     }
 
     /// Whether the stream should be part of the next subscription round.

@@ -317,17 +317,24 @@ fn sse_writes_go_over_http_and_positions_resume() {
         .expect("valid");
     let effects = engine.take_effects();
     assert!(
-        matches!(&effects[..], [Effect::Post { stream, body, .. }]
+        matches!(&effects[..], [Effect::Changes { origin: Origin::Local, .. }, Effect::Post { stream, body, write_id: Some(_), .. }]
             if stream == "todos" && body == r#"{"data":{"x":1},"key":"a","op":"upsert"}"#),
         "{effects:?}"
     );
     engine.on_post_result(&id, Ok(8));
-    assert_eq!(engine.take_effects(), vec![Effect::Resolve { id, seq: 8 }]);
+    // Resolved once the event at that seq is applied here (read your writes).
+    assert!(engine.take_effects().is_empty());
+    engine.on_text(&event(3, 8, "a", json!({"x": 1})), 4.0);
+    let effects = io(engine.take_effects());
+    assert!(
+        matches!(&effects[..], [Effect::WriteSettled(_), Effect::Resolve { id: resolved, seq: 8 }] if *resolved == id),
+        "{effects:?}"
+    );
     assert_eq!(
         engine.sse_streams(),
         vec![(
             "todos".to_owned(),
-            Some(tidewire_shared::Position { epoch: 3, seq: 7 }),
+            Some(tidewire_shared::Position { epoch: 3, seq: 8 }),
             None
         )]
     );
@@ -481,7 +488,8 @@ fn writes_queue_while_down_and_fail_when_lost() {
     assert_eq!(
         sent(&effects),
         vec![
-            json!({"type": "publish", "id": queued, "stream": "todos", "key": "a", "op": "upsert", "data": 1})
+            json!({"type": "publish", "id": queued, "stream": "todos", "key": "a", "op": "upsert", "data": 1,
+                   "write_id": format!("{}.1", engine.writer)})
         ]
     );
     let acked = engine
@@ -494,8 +502,29 @@ fn writes_queue_while_down_and_fail_when_lost() {
     engine.take_effects();
     engine.on_closed(CloseInfo::default(), 3.0);
     let effects = engine.take_effects();
-    assert!(effects.iter().any(|effect| matches!(effect,
-        Effect::Reject { id, code, .. } if *id == queued && code == "connection_lost")));
+    // A durable write is not failed: it is sent again, with its write id, once reconnected.
+    assert!(!effects
+        .iter()
+        .any(|effect| matches!(effect, Effect::Reject { .. })));
+    let message = engine
+        .write("todos", "m", Op::Message, json!(1))
+        .expect("valid");
+    engine.on_retry_timer(1000.0);
+    engine.on_open(1001.0);
+    let again = sent(&engine.take_effects());
+    let publishes: Vec<_> = again
+        .iter()
+        .filter(|message| message["type"] == "publish")
+        .collect();
+    assert_eq!(publishes.len(), 2, "{again:?}");
+    assert_eq!(publishes[0]["id"], json!(queued));
+    assert_eq!(publishes[0]["write_id"], json!(format!("{}.1", engine.writer)));
+    assert_eq!(publishes[1]["op"], json!("message"));
+    assert_eq!(publishes[1].get("write_id"), None);
+    // Ephemeral messages are sent at most once.
+    engine.on_closed(CloseInfo::default(), 1002.0);
+    assert!(engine.take_effects().iter().any(|effect| matches!(effect,
+        Effect::Reject { id, code, .. } if *id == message && code == "connection_lost")));
     assert!(engine
         .write("todos", "", Op::Upsert, json!(1))
         .is_err_and(|error| error.code() == "bad_key"));

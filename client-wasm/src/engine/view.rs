@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 use tidewire_shared::view::Verdict;
 use tidewire_shared::{Change, Collection, Filter, Op};
 
+use super::optimistic::Overlay;
 use crate::error::ClientError;
 
 /// Which records of a stream a subscription asks for, or the collection holds.
@@ -201,14 +202,20 @@ pub(crate) fn judge_change(filter: &Filter, change: &Change) -> Option<Change> {
     }
 }
 
-/// Every record of `collection` that `filter` matches, as the `upsert`s that show them (in
-/// seq order, then key).
-pub(crate) fn whole_view(collection: &Collection, filter: Option<&Filter>) -> Vec<Change> {
-    collection
+/// Every record of `collection` (as `overlay` shows it) that `filter` matches, as the
+/// `upsert`s that show them (in seq order, then key; optimistic records last).
+pub(crate) fn whole_view(
+    collection: &Collection,
+    overlay: &Overlay,
+    filter: Option<&Filter>,
+) -> Vec<Change> {
+    let read = ViewRead::new(Some(collection), Some(overlay), filter);
+    let mut changes: Vec<Change> = collection
         .snapshot()
         .records
         .into_iter()
-        .filter(|record| filter.is_none_or(|filter| filter.matches(&record.data)))
+        .filter(|record| overlay.get(&record.key).is_none())
+        .filter(|record| read.keep(&record.data))
         .map(|record| Change {
             key: record.key,
             op: Op::Upsert,
@@ -216,19 +223,42 @@ pub(crate) fn whole_view(collection: &Collection, filter: Option<&Filter>) -> Ve
             old: None,
             new: Some(record.data),
         })
-        .collect()
+        .collect();
+    for (key, value) in overlay.visible() {
+        if let Some(value) = value.as_ref().filter(|value| read.keep(value)) {
+            changes.push(Change {
+                key: key.clone(),
+                op: Op::Upsert,
+                seq: collection.key_seq(key).unwrap_or(0),
+                old: None,
+                new: Some(value.clone()),
+            });
+        }
+    }
+    changes
 }
 
-/// Read access to one view: the records of the stream's collection its filter matches.
+/// Read access to one view: the records of the stream's collection its filter matches, as
+/// the client's pending writes show them.
 #[derive(Debug, Clone, Copy)]
 pub struct ViewRead<'a> {
     collection: Option<&'a Collection>,
+    overlay: Option<&'a Overlay>,
     filter: Option<&'a Filter>,
 }
 
 impl<'a> ViewRead<'a> {
-    pub(crate) fn new(collection: Option<&'a Collection>, filter: Option<&'a Filter>) -> Self {
-        Self { collection, filter }
+    pub(crate) fn new(
+        collection: Option<&'a Collection>,
+        overlay: Option<&'a Overlay>,
+        filter: Option<&'a Filter>,
+    ) -> Self {
+        let overlay = overlay.filter(|overlay| !overlay.visible().is_empty());
+        Self {
+            collection,
+            overlay,
+            filter,
+        }
     }
 
     fn keep(&self, value: &Value) -> bool {
@@ -237,24 +267,29 @@ impl<'a> ViewRead<'a> {
 
     /// The value of `key`, if the view holds it.
     pub fn get(&self, key: &str) -> Option<Value> {
-        self.collection?.get(key).filter(|value| self.keep(value))
+        let collection = self.collection?;
+        let value = match self.overlay.and_then(|overlay| overlay.get(key)) {
+            Some(shown) => shown.cloned(),
+            None => collection.get(key),
+        };
+        value.filter(|value| self.keep(value))
     }
 
     /// Whether the view holds `key`.
     pub fn contains_key(&self, key: &str) -> bool {
-        match (self.collection, self.filter) {
-            (None, _) => false,
-            (Some(collection), None) => collection.contains_key(key),
-            (Some(_), Some(_)) => self.get(key).is_some(),
+        match (self.collection, self.filter, self.overlay) {
+            (None, _, _) => false,
+            (Some(collection), None, None) => collection.contains_key(key),
+            _ => self.get(key).is_some(),
         }
     }
 
     /// Number of records.
     pub fn len(&self) -> usize {
-        match (self.collection, self.filter) {
-            (None, _) => 0,
-            (Some(collection), None) => collection.len(),
-            (Some(_), Some(_)) => self.iter().count(),
+        match (self.collection, self.filter, self.overlay) {
+            (None, _, _) => 0,
+            (Some(collection), None, None) => collection.len(),
+            _ => self.iter().count(),
         }
     }
 
@@ -265,18 +300,28 @@ impl<'a> ViewRead<'a> {
 
     /// Every `(key, value)` of the view, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (&'a str, Value)> + '_ {
-        self.collection
+        let overlay = self.overlay;
+        let committed = self
+            .collection
             .into_iter()
             .flat_map(Collection::iter)
+            .filter(move |(key, _)| overlay.is_none_or(|overlay| overlay.get(key).is_none()));
+        let shown = overlay
+            .into_iter()
+            .flat_map(|overlay| overlay.visible().iter())
+            .filter(|_| self.collection.is_some())
+            .filter_map(|(key, value)| value.clone().map(|value| (key.as_str(), value)));
+        committed
+            .chain(shown)
             .filter(|(_, value)| self.keep(value))
     }
 
     /// The keys of the view, in no particular order.
     pub fn keys(&self) -> Vec<&'a str> {
-        match (self.collection, self.filter) {
-            (None, _) => Vec::new(),
-            (Some(collection), None) => collection.keys().collect(),
-            (Some(_), Some(_)) => self.iter().map(|(key, _)| key).collect(),
+        match (self.collection, self.filter, self.overlay) {
+            (None, _, _) => Vec::new(),
+            (Some(collection), None, None) => collection.keys().collect(),
+            _ => self.iter().map(|(key, _)| key).collect(),
         }
     }
 

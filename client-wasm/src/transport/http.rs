@@ -110,6 +110,7 @@ pub(crate) async fn post_event(
     url: &str,
     token: Option<&str>,
     body: &str,
+    write_id: Option<&str>,
 ) -> Result<u64, (String, String)> {
     let network = |message: String| ("network".to_owned(), message);
     let request = request(
@@ -122,6 +123,12 @@ pub(crate) async fn post_event(
         RequestCache::NoStore,
     )
     .map_err(network)?;
+    if let Some(write_id) = write_id {
+        request
+            .headers()
+            .set("Idempotency-Key", write_id)
+            .map_err(|error| network(describe(&error)))?;
+    }
     let response = fetch(&request).await.map_err(network)?;
     let text = text(&response).await;
     if !response.ok() {
