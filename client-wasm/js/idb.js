@@ -42,3 +42,37 @@ export function idbPut(key, value) {
     )
     .catch(() => {});
 }
+
+// Every [key, value] whose key starts with `prefix` (values that are not strings are left out).
+export function idbEntries(prefix) {
+  return database().then(
+    (db) =>
+      new Promise((resolve, reject) => {
+        const range = IDBKeyRange.bound(prefix, prefix + "\uffff");
+        const store = db.transaction("state").objectStore("state");
+        const keys = store.getAllKeys(range);
+        const values = store.getAll(range);
+        values.onsuccess = () =>
+          resolve(
+            keys.result
+              .map((key, index) => [key, values.result[index]])
+              .filter(([, value]) => typeof value === "string"),
+          );
+        values.onerror = () => reject(values.error);
+      }),
+  );
+}
+
+export function idbDelete(key) {
+  return database()
+    .then(
+      (db) =>
+        new Promise((resolve, reject) => {
+          const transaction = db.transaction("state", "readwrite");
+          transaction.objectStore("state").delete(key);
+          transaction.oncomplete = () => resolve();
+          transaction.onerror = () => reject(transaction.error);
+        }),
+    )
+    .catch(() => {});
+}

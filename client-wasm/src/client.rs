@@ -68,7 +68,10 @@ impl TidewireClient {
             .persist
             .map(|kind| Store::new(kind, &endpoints.http));
         let seed = (js_sys::Math::random() * 9_007_199_254_740_991.0) as u64;
-        let config = options.config.clone();
+        let mut config = options.config.clone();
+        // Write ids must not collide across tabs, reloads and browsers: 104 random bits.
+        let random = || (js_sys::Math::random() * 4_503_599_627_370_496.0) as u64;
+        config.writer = Some(format!("{:013x}{:013x}", random(), random()));
         let manual = config.transport == TransportChoice::Manual;
         let tick_ms = (config.keepalive_ms / 4.0).clamp(1000.0, 5000.0) as u32;
         let engine = Engine::new(config, seed);
@@ -143,6 +146,29 @@ impl TidewireClient {
         )
     }
 
+    /// The writes the relay has not answered yet, oldest first:
+    /// `[{ writeId, stream, key, op, data }]` (with `persist`, these survive a reload).
+    #[wasm_bindgen(getter, js_name = pendingWrites, unchecked_return_type = "PendingWrite[]")]
+    pub fn pending_writes(&self) -> JsValue {
+        let Ok(inner) = self.shared.inner.try_borrow() else {
+            return JsValue::UNDEFINED;
+        };
+        let list: Vec<serde_json::Value> = inner
+            .engine
+            .pending_writes()
+            .map(|publish| {
+                serde_json::json!({
+                    "writeId": publish.write_id,
+                    "stream": publish.stream.as_str(),
+                    "key": publish.key,
+                    "op": publish.op.as_str(),
+                    "data": publish.data,
+                })
+            })
+            .collect();
+        convert::parse(&serde_json::Value::Array(list).to_string())
+    }
+
     /// Replaces the token. On a WebSocket it is sent at once (`auth`); after an
     /// authentication failure the client reconnects with it right away.
     #[wasm_bindgen(js_name = setToken)]
@@ -195,18 +221,19 @@ impl TidewireClient {
         Ok(value)
     }
 
-    /// Listens to `"status"` (argument: `StatusInfo`) or `"error"` (argument: a
-    /// `TidewireError` the relay reported outside a write). Returns a function that removes
-    /// the listener.
+    /// Listens to `"status"` (argument: `StatusInfo`), `"error"` (argument: a
+    /// `TidewireError` the relay reported outside a write) or `"write"` (argument:
+    /// `WriteEvent`, for every write confirmed or refused, including writes restored from
+    /// storage, which have no promise). Returns a function that removes the listener.
     #[wasm_bindgen(unchecked_return_type = "() => void")]
     pub fn on(
         &self,
-        #[wasm_bindgen(unchecked_param_type = "\"status\" | \"error\"")] event: &str,
+        #[wasm_bindgen(unchecked_param_type = "\"status\" | \"error\" | \"write\"")] event: &str,
         callback: Function,
     ) -> Result<JsValue, JsValue> {
         let kind = EventKind::client(event).ok_or_else(|| {
             ClientError::Argument(format!(
-                "unknown client event \"{event}\" (use \"status\" or \"error\")"
+                "unknown client event \"{event}\" (use \"status\", \"error\" or \"write\")"
             ))
         })?;
         Ok(add_listener(&self.shared, None, kind, callback))

@@ -180,9 +180,12 @@ impl LiveCollection {
         self.read(|view| convert::parse(&convert::entries_json(view.iter(), true)))
     }
 
-    /// Replaces the value of `key`. Resolves with the committed seq; rejects with a
-    /// `TidewireError` (`code`: `forbidden`, `bad_key`, `bad_data`, `rate_limited`,
-    /// `unavailable`, `connection_lost`, `closed`, ...).
+    /// Replaces the value of `key`. Shown at once (a change with origin `local`); resolves
+    /// with the committed seq once reads show the committed write; rejects with a
+    /// `TidewireError` when the relay refuses it (`code`: `forbidden`, `bad_key`, `bad_data`,
+    /// `too_large`, `rate_limited`, `conflict`, ...; the write is rolled back), with
+    /// `queue_full` when `maxPendingWrites` writes are unanswered, or `closed`. A lost
+    /// connection does not fail it: it is sent again, and committed once.
     #[wasm_bindgen(unchecked_return_type = "Promise<number>")]
     pub fn set(
         &self,

@@ -93,6 +93,29 @@ pub(crate) fn changes_json(changes: &[Change], origin: Origin) -> String {
     serde_json::to_string(&out).unwrap_or_else(|_| "[]".into())
 }
 
+/// A write's outcome for the `write` listeners: `{id, stream, key, op, status, seq}` when
+/// confirmed, `{id, stream, key, op, status, code, message}` when refused.
+pub(crate) fn write_outcome_json(outcome: &crate::engine::effect::WriteOutcome) -> String {
+    let mut event = serde_json::json!({
+        "id": outcome.id,
+        "stream": outcome.stream,
+        "key": outcome.key,
+        "op": outcome.op.as_str(),
+    });
+    match &outcome.outcome {
+        Ok(seq) => {
+            event["status"] = "confirmed".into();
+            event["seq"] = (*seq).into();
+        }
+        Err((code, message)) => {
+            event["status"] = "refused".into();
+            event["code"] = code.as_str().into();
+            event["message"] = message.as_str().into();
+        }
+    }
+    event.to_string()
+}
+
 /// Records as a JSON text (`[[key, value], ...]` or `{key: value}`), for iteration and
 /// `toJSON`, parsed by JavaScript in one call.
 pub(crate) fn entries_json<'a>(

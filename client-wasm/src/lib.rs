@@ -35,6 +35,7 @@ mod convert;
 mod handles;
 mod listeners;
 mod options;
+mod pending;
 mod persist;
 mod shell;
 mod transport;

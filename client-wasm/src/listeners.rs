@@ -24,6 +24,8 @@ pub(crate) enum EventKind {
     Presence,
     /// Stream: a snapshot replaced the collection.
     Resync,
+    /// Client: a write was confirmed or refused.
+    Write,
 }
 
 impl EventKind {
@@ -32,6 +34,7 @@ impl EventKind {
         match name {
             "status" => Some(EventKind::Status),
             "error" => Some(EventKind::Error),
+            "write" => Some(EventKind::Write),
             _ => None,
         }
     }

@@ -110,6 +110,13 @@ impl Options {
         }
         config.keepalive_ms = number(object, "keepaliveMs", config.keepalive_ms)?;
         config.connect_timeout_ms = number(object, "connectTimeoutMs", config.connect_timeout_ms)?;
+        let most = number(object, "maxPendingWrites", config.max_pending_writes as f64)?;
+        if most < 1.0 || most.fract() != 0.0 {
+            return Err(ClientError::Argument(
+                "option maxPendingWrites must be a whole number of at least 1".into(),
+            ));
+        }
+        config.max_pending_writes = most as usize;
         Ok(options)
     }
 }

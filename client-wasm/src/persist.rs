@@ -24,6 +24,10 @@ extern "C" {
     fn idb_get(key: &str) -> Result<Promise, JsValue>;
     #[wasm_bindgen(js_name = idbPut, catch)]
     fn idb_put(key: &str, value: &str) -> Result<Promise, JsValue>;
+    #[wasm_bindgen(js_name = idbEntries, catch)]
+    fn idb_entries(prefix: &str) -> Result<Promise, JsValue>;
+    #[wasm_bindgen(js_name = idbDelete, catch)]
+    fn idb_delete(key: &str) -> Result<Promise, JsValue>;
 }
 
 /// Where collections are stored.
@@ -83,6 +87,77 @@ impl Store {
                 let _ = idb_put(&key, &text);
             }
         }
+    }
+}
+
+impl Store {
+    fn writes_prefix(&self) -> String {
+        format!("{}writes:", self.prefix)
+    }
+
+    /// Stores the pending writes of client `writer` (`text` from `pending::encode`); an empty
+    /// queue removes the entry.
+    pub(crate) fn save_writes(&self, writer: &str, text: &str) {
+        let key = format!("{}{writer}", self.writes_prefix());
+        let empty = text == "[]";
+        match self.kind {
+            PersistKind::LocalStorage => {
+                if let Some(storage) = local_storage() {
+                    let _ = if empty {
+                        storage.remove_item(&key)
+                    } else {
+                        storage.set_item(&key, text)
+                    };
+                }
+            }
+            PersistKind::IndexedDb => {
+                let _ = if empty {
+                    idb_delete(&key)
+                } else {
+                    idb_put(&key, text)
+                };
+            }
+        }
+    }
+
+    /// Every stored queue of pending writes of this relay: `(writer, text)`.
+    pub(crate) async fn load_writes(&self) -> Vec<(String, String)> {
+        let prefix = self.writes_prefix();
+        let entries: Vec<(String, String)> = match self.kind {
+            PersistKind::LocalStorage => {
+                let Some(storage) = local_storage() else {
+                    return Vec::new();
+                };
+                let count = storage.length().unwrap_or(0);
+                (0..count)
+                    .filter_map(|index| storage.key(index).ok().flatten())
+                    .filter(|key| key.starts_with(&prefix))
+                    .filter_map(|key| {
+                        let text = storage.get_item(&key).ok()??;
+                        Some((key, text))
+                    })
+                    .collect()
+            }
+            PersistKind::IndexedDb => {
+                let Ok(promise) = idb_entries(&prefix) else {
+                    return Vec::new();
+                };
+                let Ok(found) = JsFuture::from(promise).await else {
+                    return Vec::new();
+                };
+                js_sys::Array::from(&found)
+                    .iter()
+                    .filter_map(|pair| {
+                        let pair = js_sys::Array::from(&pair);
+                        Some((pair.get(0).as_string()?, pair.get(1).as_string()?))
+                    })
+                    .collect()
+            }
+        };
+        entries
+            .into_iter()
+            .filter_map(|(key, text)| Some((key.strip_prefix(&prefix)?.to_owned(), text)))
+            .collect()
     }
 }
 

@@ -21,6 +21,7 @@ use crate::engine::status::{State, TransportKind};
 use crate::engine::{CloseInfo, Engine};
 use crate::error::js_error;
 use crate::listeners::{call, EventKind, Listeners};
+use crate::pending;
 use crate::persist::Store;
 use crate::transport::pages::{self, PageReader};
 use crate::transport::sse::{SseSignal, SseTransport};
@@ -138,6 +139,7 @@ pub(crate) fn start(shared: &Rc<Shared>, manual: bool, tick_ms: u32) {
             }));
         }
         inner.engine.start(now());
+        inner.adopt_stored_writes(&weak);
     });
 }
 
@@ -271,6 +273,12 @@ impl Inner {
                                 }));
                         }
                     }
+                    Effect::PersistWrites => {
+                        if let Some(store) = &self.store {
+                            let text = pending::encode(self.engine.pending_writes());
+                            store.save_writes(self.engine.writer(), &text);
+                        }
+                    }
                     note => notes.push(note),
                 }
             }
@@ -361,8 +369,7 @@ impl Inner {
         let token = self.token.clone();
         let weak = weak.clone();
         wasm_bindgen_futures::spawn_local(async move {
-            let result =
-                http::post_event(&url, token.as_deref(), &body, write_id.as_deref()).await;
+            let result = http::post_event(&url, token.as_deref(), &body, write_id.as_deref()).await;
             if let Some(shared) = weak.upgrade() {
                 drive(&shared, |inner| inner.engine.on_post_result(&id, result));
             }
@@ -398,6 +405,40 @@ impl Inner {
             if let Some(shared) = weak.upgrade() {
                 drive(&shared, |inner| inner.engine.restored(&stream, stored));
             }
+        });
+    }
+
+    /// Reads the write queues stored by earlier pages (or other tabs) of this relay, hands
+    /// their writes to the engine, and removes the queues adopted (the engine stores them
+    /// again under this client's own entry).
+    fn adopt_stored_writes(&mut self, weak: &Weak<Shared>) {
+        let Some(store) = self.store.clone() else {
+            return;
+        };
+        let weak = weak.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            let queues = store.load_writes().await;
+            if queues.is_empty() {
+                return;
+            }
+            let Some(shared) = weak.upgrade() else {
+                return;
+            };
+            drive(&shared, |inner| {
+                let own = inner.engine.writer().to_owned();
+                let mut writes = Vec::new();
+                for (writer, text) in &queues {
+                    if *writer != own {
+                        writes.extend(pending::decode(text));
+                    }
+                }
+                inner.engine.restore_writes(writes);
+                // The adopted writes are stored under this client's entry by now (storage
+                // requests run in order); the old entries go.
+                for (writer, _) in queues.iter().filter(|(writer, _)| *writer != own) {
+                    store.save_writes(writer, "[]");
+                }
+            });
         });
     }
 
@@ -584,6 +625,16 @@ fn notify(shared: &Rc<Shared>, notes: Vec<Effect>) {
                 let info = convert::parse(&status.to_json());
                 for callback in &callbacks {
                     call(callback, "status", &info);
+                }
+            }
+            Effect::WriteSettled(outcome) => {
+                let callbacks = shared.listeners.borrow().callbacks(None, EventKind::Write);
+                if callbacks.is_empty() {
+                    continue;
+                }
+                let event = convert::parse(&convert::write_outcome_json(&outcome));
+                for callback in &callbacks {
+                    call(callback, "write", &event);
                 }
             }
             Effect::Resolve { id, seq } => {

@@ -27,6 +27,9 @@ export interface TidewireOptions {
   keepaliveMs?: number;
   /** Give up on a connection attempt after this long. Default: 10000. */
   connectTimeoutMs?: number;
+  /** Most writes waiting for the relay's answer at once (sent or queued, for example while
+   * offline); one more throws a `TidewireError` with code `"queue_full"`. Default: 1000. */
+  maxPendingWrites?: number;
 }
 
 /** A scalar a filter compares with. */
@@ -95,9 +98,12 @@ export interface Change<T = any> {
   op: "upsert" | "patch" | "delete";
   /** The seq of the event (or snapshot) that caused the change. */
   seq: number;
-  /** `"event"`: live or replayed; `"snapshot"`: first load or a resync;
-   * `"restore"`: read from persistent storage. */
-  origin: "event" | "snapshot" | "restore";
+  /** `"event"`: live or replayed (also a write of this client giving way to its committed
+   * value, when that differs from what it showed); `"snapshot"`: first load or a resync;
+   * `"restore"`: read from persistent storage; `"local"`: a write of this client, shown
+   * before the relay committed it (`seq` 0); `"rollback"`: such a write the relay refused,
+   * taken back. */
+  origin: "event" | "snapshot" | "restore" | "local" | "rollback";
   /** The value before (absent if the key was absent). */
   oldValue?: T;
   /** The value after (absent if the key was deleted). */
@@ -136,10 +142,36 @@ export interface ClientStats {
   malformed: number;
 }
 
+/** A write the relay has not answered yet (`client.pendingWrites`). */
+export interface PendingWrite<T = any> {
+  /** Sent with the write; the relay commits a write id once. */
+  writeId: string;
+  stream: string;
+  key: string;
+  op: "upsert" | "patch" | "delete";
+  data: T;
+}
+
+/** A write confirmed or refused, passed to `client.on("write")`. Writes restored from
+ * storage after a reload have no promise: this event is how their outcome is known. */
+export interface WriteEvent {
+  /** The operation id (local to this client). */
+  id: string;
+  stream: string;
+  key: string;
+  op: "upsert" | "patch" | "delete";
+  /** `"confirmed"`: committed at `seq`, and reads show it; `"refused"`: rolled back. */
+  status: "confirmed" | "refused";
+  seq?: number;
+  code?: string;
+  message?: string;
+}
+
 /** Every error from this package: a plain `Error` with `name === "TidewireError"` and a
  * machine-readable `code` (`"closed"`, `"bad_stream"`, `"bad_filter"`, `"bad_key"`,
- * `"bad_data"`, `"forbidden"`, `"unauthorized"`, `"rate_limited"`, `"unavailable"`,
- * `"connection_lost"`, `"network"`, ...). Stream errors also carry `stream`. */
+ * `"bad_data"`, `"forbidden"`, `"unauthorized"`, `"rate_limited"`, `"conflict"`,
+ * `"queue_full"`, `"connection_lost"` (ephemeral messages only), ...). Stream errors also
+ * carry `stream`. */
 export interface TidewireError extends Error {
   name: "TidewireError";
   code: string;
@@ -149,6 +181,7 @@ export interface TidewireError extends Error {
 export interface TidewireClient {
   on(event: "status", callback: (status: StatusInfo) => void): () => void;
   on(event: "error", callback: (error: TidewireError) => void): () => void;
+  on(event: "write", callback: (write: WriteEvent) => void): () => void;
 }
 
 export interface LiveCollection {

@@ -371,6 +371,7 @@ impl Engine {
             state.views.push(view);
             state.scope = state.union();
             self.streams.insert(name.to_owned(), state);
+            self.overlay_pending(name);
             if self.config.persist {
                 self.effects.push(Effect::Restore(name.to_owned()));
             } else {

@@ -181,7 +181,11 @@ impl Overlay {
 pub(crate) fn shift_change((key, old, new): Shift, seq: u64) -> Change {
     Change {
         key,
-        op: if new.is_some() { Op::Upsert } else { Op::Delete },
+        op: if new.is_some() {
+            Op::Upsert
+        } else {
+            Op::Delete
+        },
         seq,
         old,
         new,

@@ -143,9 +143,11 @@ impl StreamState {
     /// Whether a record with this value is one the stream's collections hold (some view's
     /// filter matches it).
     pub(crate) fn wants(&self, value: &Value) -> bool {
-        self.views
-            .iter()
-            .any(|view| view.filter.as_ref().is_none_or(|filter| filter.matches(value)))
+        self.views.iter().any(|view| {
+            view.filter
+                .as_ref()
+                .is_none_or(|filter| filter.matches(value))
+        })
     }
 
     /// Whether the stream should be part of the next subscription round.

@@ -518,7 +518,10 @@ fn writes_queue_while_down_and_fail_when_lost() {
         .collect();
     assert_eq!(publishes.len(), 2, "{again:?}");
     assert_eq!(publishes[0]["id"], json!(queued));
-    assert_eq!(publishes[0]["write_id"], json!(format!("{}.1", engine.writer)));
+    assert_eq!(
+        publishes[0]["write_id"],
+        json!(format!("{}.1", engine.writer))
+    );
     assert_eq!(publishes[1]["op"], json!("message"));
     assert_eq!(publishes[1].get("write_id"), None);
     // Ephemeral messages are sent at most once.

@@ -311,9 +311,7 @@ impl<'a> ViewRead<'a> {
             .flat_map(|overlay| overlay.visible().iter())
             .filter(|_| self.collection.is_some())
             .filter_map(|(key, value)| value.clone().map(|value| (key.as_str(), value)));
-        committed
-            .chain(shown)
-            .filter(|(_, value)| self.keep(value))
+        committed.chain(shown).filter(|(_, value)| self.keep(value))
     }
 
     /// The keys of the view, in no particular order.

@@ -165,6 +165,39 @@ impl Engine {
         self.flush_writes();
     }
 
+    /// Shows the unanswered writes to a stream whose state was just made (writes made before
+    /// its first collection, or restored from storage before it).
+    pub(super) fn overlay_pending(&mut self, stream: &str) {
+        let writes: Vec<(String, Publish)> = self
+            .inflight
+            .0
+            .iter()
+            .map(|(id, write)| (id.clone(), write.publish.clone()))
+            .chain(self.queued.iter().cloned())
+            .filter(|(_, publish)| publish.stream.as_str() == stream && publish.op != Op::Message)
+            .collect();
+        let Some(state) = self.streams.get_mut(stream) else {
+            return;
+        };
+        for (id, publish) in writes {
+            state.overlay.add(
+                &state.collection,
+                Pending {
+                    op_id: id,
+                    key: publish.key,
+                    op: publish.op,
+                    data: publish.data,
+                    acked: None,
+                },
+            );
+        }
+    }
+
+    /// The prefix of this client's write ids.
+    pub fn writer(&self) -> &str {
+        &self.writer
+    }
+
     /// Writes neither answered nor settled: queued or sent.
     fn unanswered(&self) -> usize {
         self.inflight.len() + self.queued.len()
@@ -194,8 +227,9 @@ impl Engine {
     pub(super) fn send_write(&mut self, id: String, publish: Publish) {
         let on_socket = !self.link_is(TransportKind::Sse);
         if on_socket {
-            self.effects
-                .push(Effect::Send(ClientMessage::Publish(publish.clone()).encode()));
+            self.effects.push(Effect::Send(
+                ClientMessage::Publish(publish.clone()).encode(),
+            ));
         } else {
             let body = serde_json::json!({
                 "key": publish.key,

@@ -23,8 +23,10 @@ fn text(value: Value) -> String {
 }
 
 fn event(seq: u64, key: &str, op: &str, data: Value) -> String {
-    text(json!({"type": "event", "stream": "todos", "epoch": 1, "seq": seq, "key": key,
-                "op": op, "data": data}))
+    text(
+        json!({"type": "event", "stream": "todos", "epoch": 1, "seq": seq, "key": key,
+                "op": op, "data": data}),
+    )
 }
 
 fn ack(id: &str, seq: u64) -> String {
@@ -39,14 +41,18 @@ fn live(max_pending_writes: usize) -> Engine {
     engine.open_stream("todos").expect("valid");
     engine.on_open(1.0);
     engine.on_text(
-        &text(json!({"type": "snapshot", "stream": "todos", "epoch": 1, "seq": 2, "chunk": 0,
+        &text(
+            json!({"type": "snapshot", "stream": "todos", "epoch": 1, "seq": 2, "chunk": 0,
             "last": true, "records": [{"key": "a", "seq": 1, "data": {"n": 1, "k": "x"}},
-                                       {"key": "b", "seq": 2, "data": {"n": 2, "k": "y"}}]})),
+                                       {"key": "b", "seq": 2, "data": {"n": 2, "k": "y"}}]}),
+        ),
         2.0,
     );
     engine.on_text(
-        &text(json!({"type": "subscribed", "stream": "todos", "epoch": 1, "seq": 2,
-                     "resumed": false})),
+        &text(
+            json!({"type": "subscribed", "stream": "todos", "epoch": 1, "seq": 2,
+                     "resumed": false}),
+        ),
         3.0,
     );
     engine.take_effects();
@@ -187,8 +193,10 @@ fn a_refused_write_rolls_back() {
     assert_eq!(engine.view(1).expect("view").len(), 1);
     engine.take_effects();
     engine.on_text(
-        &text(json!({"type": "error", "id": id, "stream": "todos", "code": "forbidden",
-                     "message": "no write access to todos"})),
+        &text(
+            json!({"type": "error", "id": id, "stream": "todos", "code": "forbidden",
+                     "message": "no write access to todos"}),
+        ),
         4.0,
     );
     let effects = engine.take_effects();
@@ -250,8 +258,10 @@ fn writes_lost_with_the_connection_are_sent_again_with_their_ids() {
     );
     engine.on_text(&ack(&second, 4), 5003.0);
     engine.on_text(
-        &text(json!({"type": "subscribed", "stream": "todos", "epoch": 1, "seq": 2,
-                     "resumed": true})),
+        &text(
+            json!({"type": "subscribed", "stream": "todos", "epoch": 1, "seq": 2,
+                     "resumed": true}),
+        ),
         5004.0,
     );
     engine.on_text(&event(3, "a", "patch", json!({"n": 2})), 5005.0);
@@ -269,8 +279,10 @@ fn a_passing_failure_holds_the_queue_until_the_next_tick() {
         .expect("valid");
     engine.take_effects();
     engine.on_text(
-        &text(json!({"type": "error", "id": id, "stream": "todos", "code": "unavailable",
-                     "message": "the relay lost PostgreSQL"})),
+        &text(
+            json!({"type": "error", "id": id, "stream": "todos", "code": "unavailable",
+                     "message": "the relay lost PostgreSQL"}),
+        ),
         4.0,
     );
     let later = engine
@@ -293,8 +305,12 @@ fn a_passing_failure_holds_the_queue_until_the_next_tick() {
 fn the_queue_is_bounded() {
     let mut engine = engine(2);
     engine.start(0.0);
-    engine.write("todos", "a", Op::Upsert, json!(1)).expect("one");
-    engine.write("todos", "b", Op::Upsert, json!(1)).expect("two");
+    engine
+        .write("todos", "a", Op::Upsert, json!(1))
+        .expect("one");
+    engine
+        .write("todos", "b", Op::Upsert, json!(1))
+        .expect("two");
     let error = engine
         .write("todos", "c", Op::Upsert, json!(1))
         .expect_err("full");
@@ -340,13 +356,17 @@ fn a_write_no_collection_would_show_resolves_at_its_ack() {
         .expect("view");
     engine.on_open(1.0);
     engine.on_text(
-        &text(json!({"type": "snapshot", "stream": "todos", "epoch": 1, "seq": 2, "chunk": 0,
-            "last": true, "records": []})),
+        &text(
+            json!({"type": "snapshot", "stream": "todos", "epoch": 1, "seq": 2, "chunk": 0,
+            "last": true, "records": []}),
+        ),
         2.0,
     );
     engine.on_text(
-        &text(json!({"type": "subscribed", "stream": "todos", "epoch": 1, "seq": 2,
-                     "resumed": false})),
+        &text(
+            json!({"type": "subscribed", "stream": "todos", "epoch": 1, "seq": 2,
+                     "resumed": false}),
+        ),
         3.0,
     );
     let id = engine
