@@ -76,7 +76,7 @@ impl TidewireClient {
         let tick_ms = (config.keepalive_ms / 4.0).clamp(1000.0, 5000.0) as u32;
         let engine = Engine::new(config, seed);
         let shared = Shared::new(engine, endpoints, options.token, store);
-        shell::start(&shared, manual, tick_ms);
+        shell::start(&shared, manual, options.share, tick_ms);
         Ok(TidewireClient { shared })
     }
 
@@ -105,8 +105,12 @@ impl TidewireClient {
         }
     }
 
-    /// The transport in use or being tried: `"websocket"`, `"sse"`, or `undefined`.
-    #[wasm_bindgen(getter, unchecked_return_type = "\"websocket\" | \"sse\" | undefined")]
+    /// The transport in use or being tried: `"websocket"`, `"sse"`, `"shared"` (another tab's
+    /// connection, see `sharing`), or `undefined`.
+    #[wasm_bindgen(
+        getter,
+        unchecked_return_type = "\"websocket\" | \"sse\" | \"shared\" | undefined"
+    )]
     pub fn transport(&self) -> JsValue {
         let kind = self
             .shared
@@ -144,6 +148,18 @@ impl TidewireClient {
             })
             .to_string(),
         )
+    }
+
+    /// This tab's part in the browser's shared connection: `{ role, guests }` with role
+    /// `"host"` (this tab holds the connection; `guests` other clients use it), `"guest"`
+    /// (another tab holds it) or `"off"` (`share: false`, or the browser cannot share).
+    #[wasm_bindgen(getter, unchecked_return_type = "SharingInfo")]
+    pub fn sharing(&self) -> JsValue {
+        let Ok(inner) = self.shared.inner.try_borrow() else {
+            return JsValue::UNDEFINED;
+        };
+        let (role, guests) = inner.sharing();
+        convert::parse(&serde_json::json!({ "role": role, "guests": guests }).to_string())
     }
 
     /// The writes the relay has not answered yet, oldest first:

@@ -17,6 +17,8 @@ pub(crate) struct Options {
     pub(crate) config: Config,
     /// Where to persist collections.
     pub(crate) persist: Option<PersistKind>,
+    /// Whether tabs of the origin with the same relay and token share one connection.
+    pub(crate) share: bool,
 }
 
 fn get(object: &JsValue, name: &str) -> JsValue {
@@ -54,7 +56,10 @@ impl Options {
     ///
     /// [`ClientError::Argument`] naming the first bad option.
     pub(crate) fn from_js(object: &JsValue) -> Result<Self, ClientError> {
-        let mut options = Options::default();
+        let mut options = Options {
+            share: true,
+            ..Options::default()
+        };
         if object.is_undefined() || object.is_null() {
             return Ok(options);
         }
@@ -103,6 +108,12 @@ impl Options {
         if backoff.is_object() {
             config.backoff_initial_ms = number(&backoff, "initialMs", config.backoff_initial_ms)?;
             config.backoff_max_ms = number(&backoff, "maxMs", config.backoff_max_ms)?;
+        }
+        let share = get(object, "share");
+        if !share.is_undefined() && !share.is_null() {
+            options.share = share
+                .as_bool()
+                .ok_or_else(|| ClientError::Argument("option share must be a boolean".into()))?;
         }
         let pause = get(object, "pauseWhenHidden");
         if let Some(pause) = pause.as_bool() {

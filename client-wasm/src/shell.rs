@@ -23,10 +23,13 @@ use crate::error::js_error;
 use crate::listeners::{call, EventKind, Listeners};
 use crate::pending;
 use crate::persist::Store;
+use crate::share::group::Group;
 use crate::transport::pages::{self, PageReader};
 use crate::transport::sse::{SseSignal, SseTransport};
 use crate::transport::ws::{WsSignal, WsTransport};
 use crate::transport::{http, Endpoints};
+
+mod share;
 
 /// How long writes to storage are delayed to batch bursts, in ms.
 const PERSIST_DEBOUNCE_MS: u32 = 250;
@@ -55,6 +58,8 @@ enum Connection {
         _request: SseTransport,
     },
     Manual,
+    /// The link to the tab holding the browser's shared connection.
+    Shared,
 }
 
 /// Engine plus the I/O it drives.
@@ -76,6 +81,8 @@ pub(crate) struct Inner {
     page: Vec<Listener>,
     /// Frames "sent" on the manual transport, for tests.
     pub(crate) sent: Vec<String>,
+    /// The tabs sharing one connection, when sharing is on.
+    group: Option<Group>,
 }
 
 impl Shared {
@@ -100,6 +107,7 @@ impl Shared {
                 dirty: BTreeSet::new(),
                 page: Vec::new(),
                 sent: Vec::new(),
+                group: None,
             }),
             listeners: RefCell::new(Listeners::default()),
             collections: RefCell::new(BTreeMap::new()),
@@ -124,9 +132,12 @@ pub(crate) fn drive<R>(shared: &Rc<Shared>, input: impl FnOnce(&mut Inner) -> R)
 }
 
 /// Starts the client: page listeners, keepalive ticker, first connection.
-pub(crate) fn start(shared: &Rc<Shared>, manual: bool, tick_ms: u32) {
+pub(crate) fn start(shared: &Rc<Shared>, manual: bool, share: bool, tick_ms: u32) {
     let weak = Rc::downgrade(shared);
     drive(shared, |inner| {
+        if share && !manual {
+            inner.join_group(&weak);
+        }
         inner.engine.set_online(browser::navigator_online(), now());
         inner.engine.set_visible(browser::page_visible(), now());
         if !manual {
@@ -151,6 +162,7 @@ pub(crate) fn close(shared: &Rc<Shared>) {
     });
     if let Ok(mut inner) = shared.inner.try_borrow_mut() {
         inner.flush_persist();
+        inner.group = None;
         inner.connection = Connection::None;
         inner.retry = None;
         inner.ticker = None;
@@ -186,9 +198,10 @@ impl Inner {
             let weak_hide = weak.clone();
             self.page.push(Listener::new(&global, "pagehide", move |_| {
                 if let Some(shared) = weak_hide.upgrade() {
-                    if let Ok(mut inner) = shared.inner.try_borrow_mut() {
+                    drive(&shared, |inner| {
                         inner.flush_persist();
-                    }
+                        inner.leave_group();
+                    });
                 }
             }));
         }
@@ -211,13 +224,21 @@ impl Inner {
         loop {
             let effects = self.engine.take_effects();
             if effects.is_empty() {
+                // Answering guests reads the engine only: no new effects.
+                self.host_idle();
                 return notes;
             }
             for effect in effects {
+                let Some(effect) = self.host_effect(effect) else {
+                    continue;
+                };
                 match effect {
                     Effect::Connect(kind) => self.connect(kind, weak),
                     Effect::Disconnect => {
                         self.generation = self.generation.wrapping_add(1);
+                        if matches!(self.connection, Connection::Shared) {
+                            self.disconnect_shared();
+                        }
                         self.connection = Connection::None;
                     }
                     Effect::Send(text) => match &self.connection {
@@ -226,6 +247,7 @@ impl Inner {
                             socket.send(&text);
                         }
                         Connection::Manual => self.sent.push(text),
+                        Connection::Shared => self.send_shared(&text),
                         _ => {}
                     },
                     Effect::Post {
@@ -291,6 +313,7 @@ impl Inner {
         let generation = self.generation;
         match kind {
             TransportKind::Manual => self.connection = Connection::Manual,
+            TransportKind::Shared => self.connect_shared(),
             TransportKind::WebSocket => {
                 let mut url = format!("{}/v1/ws", self.endpoints.ws);
                 if let Some(token) = &self.token {

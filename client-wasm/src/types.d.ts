@@ -27,6 +27,11 @@ export interface TidewireOptions {
   keepaliveMs?: number;
   /** Give up on a connection attempt after this long. Default: 10000. */
   connectTimeoutMs?: number;
+  /** Share one connection between the tabs of this origin that use the same relay and
+   * token: one tab (elected with a Web Lock) holds the connection and relays it to the
+   * others over a BroadcastChannel; when it closes, another takes over and resumes from
+   * what it holds. Default: true (where the browser has Web Locks and BroadcastChannel). */
+  share?: boolean;
   /** Most writes waiting for the relay's answer at once (sent or queued, for example while
    * offline); one more throws a `TidewireError` with code `"queue_full"`. Default: 1000. */
   maxPendingWrites?: number;
@@ -140,6 +145,15 @@ export interface ClientStats {
   connections: number;
   /** Messages that could not be decoded (ignored). */
   malformed: number;
+}
+
+/** `client.sharing`: this tab's part in the browser's shared connection. */
+export interface SharingInfo {
+  /** `"host"`: this tab holds the connection; `"guest"`: another tab does; `"off"`: not
+   * shared. */
+  role: "host" | "guest" | "off";
+  /** Clients using this tab's connection (for a host). */
+  guests: number;
 }
 
 /** A write the relay has not answered yet (`client.pendingWrites`). */

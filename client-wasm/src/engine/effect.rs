@@ -5,7 +5,7 @@
 //! order. Keeping the decisions here makes the reconnection and dedupe rules testable natively.
 
 use serde_json::Value;
-use tidewire_shared::{Change, Op};
+use tidewire_shared::{Change, Event, Op};
 
 use super::status::{Status, TransportKind};
 
@@ -138,6 +138,8 @@ pub enum Effect {
     /// A write was confirmed or refused (for the `write` listeners; followed by its
     /// `Resolve` or `Reject`).
     WriteSettled(WriteOutcome),
+    /// What the engine applied, for the host of a shared connection (only while hosting).
+    Tap(Tap),
     /// A write failed.
     Reject {
         /// The write's operation id.
@@ -162,4 +164,30 @@ pub struct WriteOutcome {
     pub op: Op,
     /// The committed seq, or the refusal's code and message.
     pub outcome: Result<u64, (String, String)>,
+}
+
+/// What a hosting engine applied, so the host can relay it to the tabs sharing its
+/// connection (see `share::host`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Tap {
+    /// A durable event was applied, with the change it made to the committed records.
+    Applied {
+        /// The event as the relay sent it.
+        event: Event,
+        /// The committed record before and after (`None`: nothing changed).
+        change: Option<Change>,
+    },
+    /// An ephemeral message arrived.
+    Ephemeral(Event),
+    /// The stream's records were replaced (a snapshot, a restore, a drop).
+    Loaded(String),
+    /// The stream's subscription is live.
+    Live(String),
+    /// The stream was dropped in PostgreSQL.
+    Dropped {
+        /// The stream.
+        stream: String,
+        /// Why, as the relay said.
+        reason: Option<String>,
+    },
 }

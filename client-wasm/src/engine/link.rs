@@ -24,6 +24,7 @@ impl Engine {
             return;
         }
         let kind = match self.config.transport {
+            _ if self.guest => TransportKind::Shared,
             TransportChoice::Manual => TransportKind::Manual,
             TransportChoice::WebSocket => TransportKind::WebSocket,
             TransportChoice::Sse => TransportKind::Sse,
@@ -85,7 +86,7 @@ impl Engine {
                     }
                 }
             }
-            TransportKind::WebSocket | TransportKind::Manual => {
+            TransportKind::WebSocket | TransportKind::Manual | TransportKind::Shared => {
                 let idle: Vec<String> = self
                     .streams
                     .values()
@@ -139,8 +140,9 @@ impl Engine {
         self.effects.push(Effect::Send(message.encode()));
     }
 
-    /// Reopens the SSE request (to add a stream, replay or resync: its URL carries them).
-    pub(super) fn reconnect_sse(&mut self) {
+    /// Replaces the connection now: reopens the SSE request (to add a stream, replay or
+    /// resync: its URL carries them), or switches between the network and a shared link.
+    pub(super) fn reconnect_now(&mut self) {
         if self.closed {
             return;
         }
@@ -184,7 +186,7 @@ impl Engine {
         match self.link {
             Link::Open {
                 kind: TransportKind::Sse,
-            } => self.reconnect_sse(),
+            } => self.reconnect_now(),
             Link::Open { .. } => {
                 let replay_requested = self
                     .streams
@@ -307,7 +309,7 @@ impl Engine {
         let keepalive = self.config.keepalive_ms.max(1000.0);
         match self.link {
             Link::Connecting { kind, since_ms }
-                if kind != TransportKind::Manual
+                if !matches!(kind, TransportKind::Manual)
                     && now_ms - since_ms > self.config.connect_timeout_ms =>
             {
                 self.effects.push(Effect::Disconnect);
@@ -318,7 +320,9 @@ impl Engine {
                 };
                 self.on_closed(info, now_ms);
             }
-            Link::Open { kind } if kind != TransportKind::Manual => {
+            Link::Open { kind }
+                if !matches!(kind, TransportKind::Manual | TransportKind::Shared) =>
+            {
                 let quiet = now_ms - self.last_received_ms;
                 let limit = if kind == TransportKind::Sse {
                     keepalive * 3.0
@@ -342,7 +346,7 @@ impl Engine {
                     .any(|state| state.wants_subscription());
                 if kind == TransportKind::Sse && idle {
                     // A stream the relay could not serve: the SSE request must be made again.
-                    self.reconnect_sse();
+                    self.reconnect_now();
                 } else if kind == TransportKind::WebSocket {
                     if quiet > keepalive {
                         self.effects
@@ -357,6 +361,20 @@ impl Engine {
                     for stream in idle {
                         self.subscribe(&stream);
                     }
+                }
+            }
+            Link::Open {
+                kind: TransportKind::Shared,
+            } => {
+                // The host answers retryable refusals like the relay: subscribe again.
+                let idle: Vec<String> = self
+                    .streams
+                    .values()
+                    .filter(|state| state.wants_subscription())
+                    .map(|state| state.name.to_string())
+                    .collect();
+                for stream in idle {
+                    self.subscribe(&stream);
                 }
             }
             _ => {}

@@ -28,6 +28,7 @@
 //! | [`fetch`] | snapshots over HTTP pages (`snapshot: "http"`), then a resume with `since` |
 //! | [`writes`] | a write's life: optimistic, sent again until answered, confirmed or refused |
 //! | `optimistic` | the values pending writes show over a stream's records |
+//! | `sharing` | guest and host roles of one connection per browser |
 
 pub mod effect;
 pub mod fetch;
@@ -39,6 +40,7 @@ mod backoff;
 mod link;
 mod optimistic;
 mod receive;
+mod sharing;
 mod stream;
 
 use std::collections::BTreeMap;
@@ -209,6 +211,11 @@ pub struct Engine {
     ws_fallbacks: u32,
     /// In auto mode, SSE worked twice in a row after a WebSocket could not open: stay on SSE.
     ws_blocked: bool,
+    /// Another tab or a worker holds the connection: connect to it ([`TransportKind::Shared`]).
+    guest: bool,
+    /// This engine's connection is shared with other tabs: report what it applies
+    /// ([`Effect::Tap`]).
+    hosting: bool,
     /// Writes not sent yet, in order.
     queued: Queue,
     inflight: Inflight,
@@ -253,6 +260,8 @@ impl Engine {
             ws_failed_this_round: false,
             ws_fallbacks: 0,
             ws_blocked: false,
+            guest: false,
+            hosting: false,
             queued: Queue::new(),
             inflight: Inflight::default(),
             writes_held: false,
@@ -416,7 +425,7 @@ impl Engine {
                     ..
                 },
                 Phase::Idle | Phase::Subscribing | Phase::Live,
-            ) => self.reconnect_sse(),
+            ) => self.reconnect_now(),
             // A snapshot under way (or the subscription is live): ask for the new union now,
             // and ignore what the older subscription still sends until its snapshot.
             (Link::Open { .. }, Phase::Live) => self.subscribe(stream),
@@ -522,7 +531,7 @@ impl Engine {
             | Link::Connecting {
                 kind: TransportKind::Sse,
                 ..
-            } => self.reconnect_sse(),
+            } => self.reconnect_now(),
             Link::Open { .. } => self.subscribe(stream),
             Link::Down if self.retry_in.is_none() => self.connect_now(),
             _ => {}
@@ -586,7 +595,8 @@ impl Engine {
         message.validate().map_err(ClientError::from)?;
         state.my_presence = (!data.is_null()).then_some(data);
         let live = state.phase == Phase::Live;
-        if (live && self.link_is(TransportKind::WebSocket)) || self.link_is(TransportKind::Manual) {
+        let socket = self.link_is(TransportKind::WebSocket) || self.link_is(TransportKind::Shared);
+        if (live && socket) || self.link_is(TransportKind::Manual) {
             self.effects.push(Effect::Send(message.encode()));
         }
         Ok(())

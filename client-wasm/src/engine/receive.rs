@@ -4,7 +4,7 @@
 use tidewire_shared::message::{decode_server, ServerMessage};
 use tidewire_shared::{Change, Collection, DecodeLimits, Event, Outcome, Record, Snapshot};
 
-use super::effect::{Effect, Origin};
+use super::effect::{Effect, Origin, Tap};
 use super::stream::Phase;
 use super::view::{judge_change, whole_view, Scope};
 use super::Engine;
@@ -193,6 +193,10 @@ impl Engine {
                 });
             }
         }
+        if self.hosting {
+            self.effects
+                .push(Effect::Tap(Tap::Loaded(stream.to_owned())));
+        }
         self.emit(stream, &changes, origin, &fresh);
         self.settle_writes(stream);
     }
@@ -264,6 +268,10 @@ impl Engine {
             return;
         };
         if !event.is_durable() {
+            if self.hosting {
+                self.effects
+                    .push(Effect::Tap(Tap::Ephemeral(event.clone())));
+            }
             for view in &state.views {
                 let wanted = view
                     .narrowing(&state.data)
@@ -303,6 +311,12 @@ impl Engine {
         }
         match state.collection.apply(event) {
             Outcome::Applied { change, gap } => {
+                if self.hosting {
+                    self.effects.push(Effect::Tap(Tap::Applied {
+                        event: event.clone(),
+                        change: change.clone(),
+                    }));
+                }
                 if let Some(change) = change {
                     self.emit(stream, &[change], Origin::Event, &[]);
                 }
@@ -383,6 +397,9 @@ impl Engine {
             }
         }
         self.settle_writes(stream);
+        if self.hosting {
+            self.effects.push(Effect::Tap(Tap::Live(stream.to_owned())));
+        }
         let all_live = self
             .streams
             .values()
@@ -424,6 +441,12 @@ impl Engine {
                 if state.phase != Phase::Loading {
                     state.phase = Phase::Idle;
                     state.forget_subscribes();
+                }
+                if self.hosting {
+                    self.effects.push(Effect::Tap(Tap::Dropped {
+                        stream: name.clone(),
+                        reason: reason.clone(),
+                    }));
                 }
                 self.emit(&name, &changes, Origin::Snapshot, &[]);
                 self.effects.push(Effect::StreamError {

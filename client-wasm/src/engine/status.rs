@@ -41,6 +41,9 @@ pub enum TransportKind {
     Sse,
     /// No network: messages are injected by tests and benchmarks.
     Manual,
+    /// Another tab (or a shared worker) of this origin holds the connection and relays the
+    /// protocol to this one (see `share`).
+    Shared,
 }
 
 impl TransportKind {
@@ -50,6 +53,7 @@ impl TransportKind {
             TransportKind::WebSocket => "websocket",
             TransportKind::Sse => "sse",
             TransportKind::Manual => "manual",
+            TransportKind::Shared => "shared",
         }
     }
 }

@@ -94,6 +94,18 @@ impl Engine {
         op: Op,
         data: Value,
     ) -> Result<String, ClientError> {
+        self.write_with(stream, key, op, data, None)
+    }
+
+    /// [`Engine::write`] with a given write id (`None`: a new one).
+    pub(super) fn write_with(
+        &mut self,
+        stream: &str,
+        key: &str,
+        op: Op,
+        data: Value,
+        write_id: Option<String>,
+    ) -> Result<String, ClientError> {
         if self.closed {
             return Err(ClientError::Closed);
         }
@@ -111,7 +123,8 @@ impl Engine {
             key: key.to_owned(),
             op,
             data,
-            write_id: (op != Op::Message).then(|| format!("{}.{}", self.writer, self.next_op)),
+            write_id: (op != Op::Message)
+                .then(|| write_id.unwrap_or_else(|| format!("{}.{}", self.writer, self.next_op))),
         };
         publish.validate().map_err(ClientError::from)?;
         let id = publish.id.clone();

@@ -1,0 +1,64 @@
+//! The engine's side of one connection per browser: as a guest it talks to the tab (or
+//! worker) that holds the connection over a [`TransportKind::Shared`] link, speaking the
+//! relay's protocol; as the host it reports what it applies ([`Effect::Tap`]) so the shell's
+//! host can relay it to its guests.
+//!
+//! Switching role replaces the link at once: a guest that becomes the host connects to the
+//! relay resuming from what it holds (`since`), so its own collections lose and repeat
+//! nothing; writes sent on the old link are sent again with their write ids.
+
+use serde_json::Value;
+use tidewire_shared::Op;
+
+use super::status::TransportKind;
+use super::{Engine, Link};
+use crate::error::ClientError;
+
+impl Engine {
+    /// Makes this engine a guest (`true`: connect through the shared link) or not (connect
+    /// to the relay itself). Replaces the current link when the role changes.
+    pub fn set_guest(&mut self, guest: bool, now_ms: f64) {
+        self.now_ms = now_ms;
+        if self.guest == guest || self.closed {
+            return;
+        }
+        self.guest = guest;
+        if self.link != Link::Down || self.retry_in.is_some() {
+            self.backoff.reset();
+            self.reconnect_now();
+        }
+        self.update_status();
+    }
+
+    /// Whether this engine connects through a shared link.
+    pub fn is_guest(&self) -> bool {
+        self.guest
+    }
+
+    /// Reports what is applied from now on as [`Effect::Tap`]s (the host relays them).
+    pub fn set_hosting(&mut self, hosting: bool) {
+        self.hosting = hosting;
+    }
+
+    /// Whether the open link is the relay itself (not a shared link or the manual one).
+    pub fn on_network(&self) -> bool {
+        self.link_is(TransportKind::WebSocket) || self.link_is(TransportKind::Sse)
+    }
+
+    /// A write on behalf of a guest, with the guest's write id (so the relay commits it once
+    /// whichever tab sends it). Returns the operation id, as [`Engine::write`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Engine::write`].
+    pub fn write_for_guest(
+        &mut self,
+        stream: &str,
+        key: &str,
+        op: Op,
+        data: Value,
+        write_id: Option<String>,
+    ) -> Result<String, ClientError> {
+        self.write_with(stream, key, op, data, write_id)
+    }
+}

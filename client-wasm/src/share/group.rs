@@ -1,0 +1,134 @@
+//! The tabs of one origin that share a connection: a `BroadcastChannel` between them and a
+//! Web Lock that elects the host (helpers in `js/share.js`).
+//!
+//! Messages are `{kind, from, to, text}`: a guest says `hello` and is answered `welcome` by
+//! the host; `msg` carries the relay protocol both ways; `leave` and `bye` end a guest's and
+//! the host's part; a new host announces itself with `host`, and guests connected to
+//! another host (which died without a `bye`) connect again.
+
+use js_sys::Function;
+use wasm_bindgen::closure::Closure;
+use wasm_bindgen::prelude::wasm_bindgen;
+use wasm_bindgen::{JsCast, JsValue};
+
+use super::host::Host;
+
+#[wasm_bindgen(module = "/js/share.js")]
+extern "C" {
+    #[wasm_bindgen(js_name = shareSupported)]
+    fn share_supported() -> bool;
+    #[wasm_bindgen(js_name = shareJoin, catch)]
+    fn share_join(
+        name: &str,
+        id: &str,
+        on_message: &Function,
+        on_host: &Function,
+    ) -> Result<Handle, JsValue>;
+
+    type Handle;
+    #[wasm_bindgen(method)]
+    fn post(this: &Handle, kind: &str, to: &str, text: &str);
+    #[wasm_bindgen(method)]
+    fn close(this: &Handle);
+}
+
+/// A message of the group, as the shell gets it.
+#[derive(Debug)]
+pub(crate) struct Note {
+    pub(crate) kind: String,
+    pub(crate) from: String,
+    pub(crate) text: String,
+}
+
+/// This tab's part.
+#[derive(Debug)]
+pub(crate) enum Role {
+    /// Another tab holds the connection; `host` once it welcomed us.
+    Guest { host: Option<String> },
+    /// This tab holds it.
+    Host(Host),
+}
+
+/// Membership of the group.
+pub(crate) struct Group {
+    handle: Handle,
+    /// This client's id in the group.
+    pub(crate) id: String,
+    pub(crate) role: Role,
+    _on_message: Closure<dyn FnMut(String, String, String, String)>,
+    _on_host: Closure<dyn FnMut()>,
+}
+
+impl std::fmt::Debug for Group {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Group")
+            .field("id", &self.id)
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Group {
+    /// Joins the group of `relay` and `token` (tabs with another token share another
+    /// connection), if this browser has BroadcastChannel and Web Locks.
+    pub(crate) fn join(
+        relay: &str,
+        token: Option<&str>,
+        id: String,
+        on_note: impl Fn(Note) + 'static,
+        on_host: impl Fn() + 'static,
+    ) -> Option<Self> {
+        if !share_supported() {
+            return None;
+        }
+        let name = format!("tidewire:share:{relay}:{:016x}", fnv(token.unwrap_or("")));
+        let on_message = Closure::<dyn FnMut(String, String, String, String)>::new(
+            move |kind: String, from: String, _to: String, text: String| {
+                on_note(Note { kind, from, text });
+            },
+        );
+        let on_host = Closure::<dyn FnMut()>::new(on_host);
+        let handle = share_join(
+            &name,
+            &id,
+            on_message.as_ref().unchecked_ref(),
+            on_host.as_ref().unchecked_ref(),
+        )
+        .ok()?;
+        Some(Self {
+            handle,
+            id,
+            role: Role::Guest { host: None },
+            _on_message: on_message,
+            _on_host: on_host,
+        })
+    }
+
+    /// Sends `kind` to `to` (empty: everyone).
+    pub(crate) fn post(&self, kind: &str, to: &str, text: &str) {
+        self.handle.post(kind, to, text);
+    }
+
+    /// Leaves: the host says `bye` (its guests connect to the next host), a guest `leave`.
+    pub(crate) fn leave(&self) {
+        match &self.role {
+            Role::Host(_) => self.post("bye", "", ""),
+            Role::Guest { host: Some(host) } => self.post("leave", host, ""),
+            Role::Guest { host: None } => {}
+        }
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        self.leave();
+        self.handle.close();
+    }
+}
+
+/// FNV-1a, to name the group after the token without putting the token in the name.
+fn fnv(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}

@@ -1,0 +1,488 @@
+//! The host of a shared connection: a small relay, inside the tab (or worker) that holds the
+//! browser's one connection, for the other tabs of the origin.
+//!
+//! Guests speak the relay's protocol to the host. A guest's `subscribe` opens a view with its
+//! filter in the host's engine (so the host's subscription covers it), and is answered from
+//! the host's records once that view is live: `subscribed` at once when the guest is already
+//! at the host's position, the recent events it lacks when the host still has them, else a
+//! snapshot of the records its filter matches. From then on every event the host applies is
+//! relayed, judged for the guest's filter like the relay judges a view (move-in as `upsert`,
+//! move-out as `delete`, `prev` chaining the events a filtered guest gets). A guest ahead of
+//! the host (it was live on a host that died) waits until the host has caught up, so nothing
+//! goes backwards. Writes are made by the host's engine with the guest's write id and
+//! answered with `ack`/`error` once settled; presence is the connection's.
+//!
+//! Sans-IO: the shell delivers guest messages and the engine's [`Tap`]s, and sends what
+//! comes back to the guests.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use serde_json::Value;
+use tidewire_shared::message::{
+    decode_client, Advisory, AdvisoryKind, ClientMessage, PresenceEntry, Publish,
+};
+use tidewire_shared::view::Verdict;
+use tidewire_shared::{
+    Change, DecodeLimits, ErrorCode, Event, Filter, Op, Position, Record, ServerMessage, StreamName,
+};
+
+use crate::engine::effect::{Tap, WriteOutcome};
+use crate::engine::Engine;
+
+/// Events kept per stream to resume a guest exactly (a guest that lags further gets a
+/// snapshot, which reports only what differs).
+const RECENT_EVENTS: usize = 2000;
+
+/// Texts to send: `(guest, message)`.
+pub(crate) type Out = Vec<(String, String)>;
+
+/// One guest's subscription to one stream.
+#[derive(Debug)]
+struct Sub {
+    /// The host engine's view for the guest's filter.
+    view: u32,
+    filter: Option<Filter>,
+    /// Where the guest is (the `since` it asked with, then the last seq it was sent).
+    at: Option<Position>,
+    /// Answered (`subscribed` sent): events are relayed.
+    live: bool,
+}
+
+#[derive(Debug, Default)]
+struct Guest {
+    subs: BTreeMap<String, Sub>,
+}
+
+/// Recent events of one stream, oldest first, with the committed change each made.
+#[derive(Debug, Default)]
+struct Recent {
+    epoch: u64,
+    events: VecDeque<(Event, Option<Change>)>,
+}
+
+/// The host. See the module docs.
+#[derive(Debug, Default)]
+pub(crate) struct Host {
+    guests: BTreeMap<String, Guest>,
+    recent: BTreeMap<String, Recent>,
+    /// The host engine's operation ids of guest writes: `(guest, the guest's operation id)`.
+    writes: BTreeMap<String, (String, String)>,
+    /// The host's connection is down (guests were told with a `disconnect` advisory).
+    down: bool,
+}
+
+impl Host {
+    /// A guest joined: it is told the presence id of the shared connection.
+    pub(crate) fn join(&mut self, engine: &Engine, guest: &str) -> Out {
+        self.guests.insert(guest.to_owned(), Guest::default());
+        let mut out = Vec::new();
+        let reason = engine
+            .presence_id()
+            .map(|id| format!("relay=shared connection={id}"));
+        out.push((
+            guest.to_owned(),
+            advisory(AdvisoryKind::Connect, None, reason),
+        ));
+        if self.down {
+            out.push((
+                guest.to_owned(),
+                advisory(AdvisoryKind::Disconnect, None, None),
+            ));
+        }
+        out
+    }
+
+    /// A guest left (its tab closed).
+    pub(crate) fn leave(&mut self, guest: &str) {
+        self.guests.remove(guest);
+        self.writes.retain(|_, (owner, _)| owner != guest);
+    }
+
+    /// The guests.
+    pub(crate) fn guests(&self) -> impl Iterator<Item = &str> {
+        self.guests.keys().map(String::as_str)
+    }
+
+    /// One message from a guest.
+    pub(crate) fn on_text(&mut self, engine: &mut Engine, guest: &str, text: &str) -> Out {
+        if !self.guests.contains_key(guest) {
+            return Vec::new();
+        }
+        let message = match decode_client(text.as_bytes(), &DecodeLimits::default()) {
+            Ok(message) => message,
+            Err(error) => {
+                return vec![(
+                    guest.to_owned(),
+                    error_text(None, None, error.error_code(), &error.to_string()),
+                )]
+            }
+        };
+        match message {
+            ClientMessage::Subscribe(subscribe) => {
+                let stream = subscribe.stream.as_str().to_owned();
+                let view = match engine.open_view(&stream, subscribe.filter.as_ref()) {
+                    Ok(view) => view,
+                    Err(error) => {
+                        let code = ErrorCode::parse(error.code());
+                        return vec![(
+                            guest.to_owned(),
+                            error_text(None, Some(&stream), code, &error.to_string()),
+                        )];
+                    }
+                };
+                let filter = subscribe.parsed_filter().ok().flatten();
+                if let Some(state) = self.guests.get_mut(guest) {
+                    state.subs.insert(
+                        stream,
+                        Sub {
+                            view,
+                            filter,
+                            at: subscribe.since,
+                            live: false,
+                        },
+                    );
+                }
+                self.serve(engine)
+            }
+            ClientMessage::Unsubscribe { stream } => {
+                if let Some(state) = self.guests.get_mut(guest) {
+                    state.subs.remove(stream.as_str());
+                }
+                vec![(
+                    guest.to_owned(),
+                    ServerMessage::Unsubscribed { stream }.encode(),
+                )]
+            }
+            ClientMessage::Publish(publish) => self.publish(engine, guest, publish),
+            ClientMessage::Presence { stream, data } => {
+                let _ = engine.set_presence(stream.as_str(), data);
+                Vec::new()
+            }
+            ClientMessage::Ping { id } => {
+                vec![(guest.to_owned(), ServerMessage::Pong { id }.encode())]
+            }
+            // The token is the host's: guests with another token share another connection.
+            ClientMessage::Auth { .. } => Vec::new(),
+        }
+    }
+
+    fn publish(&mut self, engine: &mut Engine, guest: &str, publish: Publish) -> Out {
+        let Publish {
+            id,
+            stream,
+            key,
+            op,
+            data,
+            write_id,
+        } = publish;
+        match engine.write_for_guest(stream.as_str(), &key, op, data, write_id) {
+            Ok(host_id) => {
+                self.writes.insert(host_id, (guest.to_owned(), id));
+                Vec::new()
+            }
+            Err(error) => vec![(
+                guest.to_owned(),
+                error_text(
+                    Some(id),
+                    Some(stream.as_str()),
+                    ErrorCode::parse(error.code()),
+                    &error.to_string(),
+                ),
+            )],
+        }
+    }
+
+    /// A write of the host's engine settled: a guest's is answered (and `None` is returned
+    /// when the write was the host's own).
+    pub(crate) fn on_write(&mut self, outcome: &WriteOutcome) -> Option<Out> {
+        let (guest, id) = self.writes.remove(&outcome.id)?;
+        let stream = StreamName::new(&outcome.stream).ok()?;
+        let text = match &outcome.outcome {
+            Ok(seq) => ServerMessage::Ack {
+                id,
+                stream,
+                seq: *seq,
+                replayed: false,
+            }
+            .encode(),
+            Err((code, message)) => error_text(
+                Some(id),
+                Some(stream.as_str()),
+                ErrorCode::parse(code),
+                message,
+            ),
+        };
+        Some(vec![(guest, text)])
+    }
+
+    /// Something the host's engine applied.
+    pub(crate) fn on_tap(&mut self, engine: &Engine, tap: Tap) -> Out {
+        match tap {
+            Tap::Applied { event, change } => {
+                let stream = event.stream.as_str().to_owned();
+                let recent = self.recent.entry(stream.clone()).or_default();
+                if recent.epoch != event.epoch {
+                    recent.epoch = event.epoch;
+                    recent.events.clear();
+                }
+                if recent.events.len() == RECENT_EVENTS {
+                    recent.events.pop_front();
+                }
+                recent.events.push_back((event.clone(), change.clone()));
+                let mut out = Vec::new();
+                for (name, guest) in &mut self.guests {
+                    if let Some(sub) = guest.subs.get_mut(&stream) {
+                        if sub.live {
+                            relay_event(name, sub, &event, change.as_ref(), &mut out);
+                        }
+                    }
+                }
+                out
+            }
+            Tap::Ephemeral(event) => {
+                let stream = event.stream.as_str();
+                let text = ServerMessage::encode_event(&event);
+                self.guests
+                    .iter()
+                    .filter(|(_, guest)| {
+                        guest.subs.get(stream).is_some_and(|sub| {
+                            sub.live && sub.filter.as_ref().is_none_or(|f| f.matches(&event.data))
+                        })
+                    })
+                    .map(|(name, _)| (name.clone(), text.clone()))
+                    .collect()
+            }
+            Tap::Loaded(stream) => {
+                // New records (a resync): guests are served again, from a snapshot unless
+                // they are exactly at the new position.
+                self.recent.remove(&stream);
+                for guest in self.guests.values_mut() {
+                    if let Some(sub) = guest.subs.get_mut(&stream) {
+                        sub.live = false;
+                    }
+                }
+                self.serve(engine)
+            }
+            Tap::Live(_) => self.serve(engine),
+            Tap::Dropped { stream, reason } => {
+                self.recent.remove(&stream);
+                let Ok(name) = StreamName::new(&stream) else {
+                    return Vec::new();
+                };
+                let text = advisory(AdvisoryKind::Dropped, Some(name), reason);
+                let mut out = Vec::new();
+                for (guest_name, guest) in &mut self.guests {
+                    if let Some(sub) = guest.subs.get_mut(&stream) {
+                        sub.live = false;
+                        sub.at = None;
+                        out.push((guest_name.clone(), text.clone()));
+                    }
+                }
+                out
+            }
+        }
+    }
+
+    /// The host's presence set of `stream` changed: every guest of it gets the whole set.
+    pub(crate) fn on_presence(&self, engine: &Engine, stream: &str) -> Out {
+        let (Some(members), Ok(name)) = (engine.presence(stream), StreamName::new(stream)) else {
+            return Vec::new();
+        };
+        let text = ServerMessage::Presence {
+            stream: name,
+            present: members
+                .iter()
+                .map(|(client, data)| PresenceEntry {
+                    client: client.clone(),
+                    data: data.clone(),
+                })
+                .collect(),
+            left: Vec::new(),
+            full: true,
+        }
+        .encode();
+        self.guests
+            .iter()
+            .filter(|(_, guest)| guest.subs.get(stream).is_some_and(|sub| sub.live))
+            .map(|(name, _)| (name.clone(), text.clone()))
+            .collect()
+    }
+
+    /// The host's connection went down or came back: guests are told (their status follows).
+    pub(crate) fn on_link(&mut self, up: bool) -> Out {
+        if self.down != up {
+            return Vec::new();
+        }
+        self.down = !up;
+        let kind = if up {
+            AdvisoryKind::Reconnect
+        } else {
+            AdvisoryKind::Disconnect
+        };
+        let text = advisory(kind, None, None);
+        self.guests
+            .keys()
+            .map(|guest| (guest.clone(), text.clone()))
+            .collect()
+    }
+
+    /// Answers every subscription that can be answered now.
+    pub(crate) fn serve(&mut self, engine: &Engine) -> Out {
+        let mut out = Vec::new();
+        for (name, guest) in &mut self.guests {
+            for (stream, sub) in &mut guest.subs {
+                if !sub.live {
+                    answer(engine, self.recent.get(stream), name, stream, sub, &mut out);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Answers a subscription if the host's view of it is live and not behind the guest.
+fn answer(
+    engine: &Engine,
+    recent: Option<&Recent>,
+    guest: &str,
+    stream: &str,
+    sub: &mut Sub,
+    out: &mut Out,
+) {
+    if !engine.is_view_live(sub.view) {
+        return;
+    }
+    let Some(collection) = engine.collection(stream) else {
+        return;
+    };
+    if !collection.missing().is_empty() {
+        return;
+    }
+    let Ok(name) = StreamName::new(stream) else {
+        return;
+    };
+    let host = collection.position();
+    let since = sub.at.filter(|at| at.epoch == host.epoch);
+    if since.is_some_and(|at| at.seq > host.seq) {
+        // The guest is ahead: wait for the host to catch up.
+        return;
+    }
+    let replayable = since.filter(|at| {
+        at.seq == host.seq
+            || recent.is_some_and(|recent| {
+                recent.epoch == host.epoch
+                    && recent
+                        .events
+                        .front()
+                        .is_some_and(|(first, _)| first.seq <= at.seq + 1)
+            })
+    });
+    let resumed = if let Some(at) = replayable {
+        sub.at = Some(at);
+        if let Some(recent) = recent {
+            for (event, change) in recent.events.iter().filter(|(event, _)| event.seq > at.seq) {
+                relay_event(guest, sub, event, change.as_ref(), out);
+            }
+        }
+        true
+    } else {
+        let records: Vec<Record> = collection
+            .snapshot()
+            .records
+            .into_iter()
+            .filter(|record| sub.filter.as_ref().is_none_or(|f| f.matches(&record.data)))
+            .collect();
+        out.push((
+            guest.to_owned(),
+            ServerMessage::Snapshot {
+                stream: name.clone(),
+                epoch: host.epoch,
+                seq: host.seq,
+                chunk: 0,
+                last: true,
+                records,
+            }
+            .encode(),
+        ));
+        false
+    };
+    sub.at = Some(host);
+    sub.live = true;
+    out.push((
+        guest.to_owned(),
+        ServerMessage::Subscribed {
+            stream: name,
+            epoch: host.epoch,
+            seq: host.seq,
+            resumed,
+        }
+        .encode(),
+    ));
+}
+
+/// Relays one applied event to a guest's subscription, judged for its filter.
+fn relay_event(guest: &str, sub: &mut Sub, event: &Event, change: Option<&Change>, out: &mut Out) {
+    let at = sub.at.unwrap_or(Position {
+        epoch: event.epoch,
+        seq: 0,
+    });
+    if event.epoch != at.epoch || event.seq <= at.seq {
+        return;
+    }
+    let Some(filter) = &sub.filter else {
+        sub.at = Some(Position {
+            epoch: event.epoch,
+            seq: event.seq,
+        });
+        out.push((guest.to_owned(), ServerMessage::encode_event(event)));
+        return;
+    };
+    let matches = |value: Option<&Value>| value.is_some_and(|value| filter.matches(value));
+    let (old, new) = change.map_or((None, None), |change| {
+        (change.old.as_ref(), change.new.as_ref())
+    });
+    let mut relayed = event.clone();
+    match Verdict::of(matches(old), matches(new)) {
+        Verdict::Skip => return,
+        Verdict::Pass => {}
+        Verdict::MoveIn => {
+            relayed.op = Op::Upsert;
+            relayed.data = new.cloned().unwrap_or(Value::Null);
+        }
+        Verdict::MoveOut => {
+            relayed.op = Op::Delete;
+            relayed.data = Value::Null;
+        }
+    }
+    relayed.prev = Some(at.seq);
+    sub.at = Some(Position {
+        epoch: event.epoch,
+        seq: event.seq,
+    });
+    out.push((guest.to_owned(), ServerMessage::encode_event(&relayed)));
+}
+
+fn advisory(kind: AdvisoryKind, stream: Option<StreamName>, reason: Option<String>) -> String {
+    ServerMessage::Advisory(Advisory {
+        kind,
+        stream,
+        epoch: None,
+        from: None,
+        to: None,
+        reason,
+    })
+    .encode()
+}
+
+fn error_text(id: Option<String>, stream: Option<&str>, code: ErrorCode, message: &str) -> String {
+    ServerMessage::Error {
+        id,
+        stream: stream.map(str::to_owned),
+        code,
+        message: message.to_owned(),
+    }
+    .encode()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,214 @@
+//! The shell's part in sharing a connection between tabs: joining the group, switching
+//! between guest and host, and carrying the protocol between the engine, the host and the
+//! group (see `crate::share`).
+
+use std::rc::Weak;
+
+use crate::browser::now;
+use crate::engine::effect::Effect;
+use crate::engine::CloseInfo;
+use crate::share::group::{Group, Note, Role};
+use crate::share::host::{Host, Out};
+
+use super::{drive, Connection, Inner, Shared};
+
+impl Inner {
+    /// Joins the tabs of this relay and token (if the browser can): the engine starts as a
+    /// guest, and becomes the host if it wins the election.
+    pub(super) fn join_group(&mut self, weak: &Weak<Shared>) {
+        let note_weak = weak.clone();
+        let host_weak = weak.clone();
+        let group = Group::join(
+            &self.endpoints.http,
+            self.token.as_deref(),
+            self.engine.writer().to_owned(),
+            move |note| {
+                if let Some(shared) = note_weak.upgrade() {
+                    drive(&shared, |inner| inner.on_note(note));
+                }
+            },
+            move || {
+                if let Some(shared) = host_weak.upgrade() {
+                    drive(&shared, Inner::become_host);
+                }
+            },
+        );
+        if let Some(group) = group {
+            self.engine.set_guest(true, now());
+            self.group = Some(group);
+        }
+    }
+
+    /// Leaves the group (page hidden for good, or closed): the client goes on alone.
+    pub(super) fn leave_group(&mut self) {
+        if self.group.take().is_some() {
+            self.engine.set_hosting(false);
+            self.engine.set_guest(false, now());
+        }
+    }
+
+    /// `(role, guests)`: `"host"` with its number of guests, `"guest"`, or `"off"`.
+    pub(crate) fn sharing(&self) -> (&'static str, usize) {
+        match &self.group {
+            None => ("off", 0),
+            Some(Group {
+                role: Role::Host(host),
+                ..
+            }) => ("host", host.guests().count()),
+            Some(_) => ("guest", 0),
+        }
+    }
+
+    /// This tab won the election: it connects to the relay and serves the others.
+    fn become_host(&mut self) {
+        let Some(group) = &mut self.group else {
+            return;
+        };
+        group.role = Role::Host(Host::default());
+        group.post("host", "", "");
+        self.engine.set_hosting(true);
+        self.engine.set_guest(false, now());
+    }
+
+    /// The shared link opens: ask the host to take us.
+    pub(super) fn connect_shared(&mut self) {
+        self.connection = Connection::Shared;
+        if let Some(group) = &mut self.group {
+            if let Role::Guest { host } = &mut group.role {
+                *host = None;
+                group.post("hello", "", "");
+            }
+        }
+    }
+
+    /// A frame for the host (the engine's `Send` on the shared link).
+    pub(super) fn send_shared(&self, text: &str) {
+        if let Some(Group {
+            role: Role::Guest { host: Some(host) },
+            ..
+        }) = &self.group
+        {
+            if let Some(group) = &self.group {
+                group.post("msg", host, text);
+            }
+        }
+    }
+
+    /// The shared link is dropped by the engine.
+    pub(super) fn disconnect_shared(&mut self) {
+        if let Some(group) = &mut self.group {
+            if let Role::Guest { host } = &mut group.role {
+                if let Some(host) = host.take() {
+                    group.post("leave", &host, "");
+                }
+            }
+        }
+    }
+
+    /// Relays the host engine's effect to the guests; returns the effect unless it was only
+    /// theirs (a guest's write settling).
+    pub(super) fn host_effect(&mut self, effect: Effect) -> Option<Effect> {
+        let Some(Group {
+            role: Role::Host(host),
+            ..
+        }) = &mut self.group
+        else {
+            return match effect {
+                Effect::Tap(_) => None,
+                other => Some(other),
+            };
+        };
+        let (out, keep) = match effect {
+            Effect::Tap(tap) => (host.on_tap(&self.engine, tap), None),
+            Effect::WriteSettled(outcome) => match host.on_write(&outcome) {
+                Some(out) => (out, None),
+                None => (Vec::new(), Some(Effect::WriteSettled(outcome))),
+            },
+            Effect::Presence(stream) => {
+                let out = host.on_presence(&self.engine, &stream);
+                (out, Some(Effect::Presence(stream)))
+            }
+            other => (Vec::new(), Some(other)),
+        };
+        self.post_out(out);
+        keep
+    }
+
+    /// After the engine's effects: answers the guests that can be answered, and tells them
+    /// whether the connection is up.
+    pub(super) fn host_idle(&mut self) {
+        let Some(Group {
+            role: Role::Host(host),
+            ..
+        }) = &mut self.group
+        else {
+            return;
+        };
+        let mut out = host.serve(&self.engine);
+        out.extend(host.on_link(self.engine.on_network()));
+        self.post_out(out);
+    }
+
+    fn post_out(&self, out: Out) {
+        if let Some(group) = &self.group {
+            for (guest, text) in out {
+                group.post("msg", &guest, &text);
+            }
+        }
+    }
+
+    /// A message of the group.
+    fn on_note(&mut self, note: Note) {
+        let Some(group) = &mut self.group else {
+            return;
+        };
+        let Note { kind, from, text } = note;
+        let shared_link = matches!(self.connection, Connection::Shared);
+        let mut lost = false;
+        match (&mut group.role, kind.as_str()) {
+            (Role::Host(host), "hello") => {
+                let out = host.join(&self.engine, &from);
+                group.post("welcome", &from, "");
+                self.post_out(out);
+            }
+            (Role::Host(host), "msg") => {
+                let out = host.on_text(&mut self.engine, &from, &text);
+                self.post_out(out);
+            }
+            (Role::Host(host), "leave") => host.leave(&from),
+            (Role::Guest { host }, "welcome") if host.is_none() && shared_link => {
+                *host = Some(from);
+                self.engine.on_open(now());
+            }
+            (Role::Guest { host: Some(host) }, "msg") if *host == from => {
+                self.engine.on_text(&text, now());
+            }
+            // Our host left, or another took over (ours died without a word).
+            (Role::Guest { host: Some(host) }, "bye") if *host == from => lost = true,
+            (Role::Guest { host: Some(host) }, "host") if *host != from => lost = true,
+            (Role::Guest { host: None }, "host") if shared_link => group.post("hello", "", ""),
+            _ => {}
+        }
+        if lost {
+            self.lost_host();
+        }
+    }
+
+    fn lost_host(&mut self) {
+        if let Some(Group {
+            role: Role::Guest { host },
+            ..
+        }) = &mut self.group
+        {
+            *host = None;
+        }
+        self.connection = Connection::None;
+        let info = CloseInfo {
+            opened: true,
+            close_code: Some(1001),
+            reason: "the tab holding the shared connection went away".into(),
+            ..CloseInfo::default()
+        };
+        self.engine.on_closed(info, now());
+    }
+}
