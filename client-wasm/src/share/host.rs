@@ -18,14 +18,10 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use serde_json::Value;
-use tidewire_shared::message::{
-    decode_client, Advisory, AdvisoryKind, ClientMessage, PresenceEntry, Publish,
-};
 use tidewire_shared::view::Verdict;
-use tidewire_shared::{
-    Change, DecodeLimits, ErrorCode, Event, Filter, Op, Position, Record, ServerMessage, StreamName,
-};
+use tidewire_shared::{Change, Event, Filter, Op, Position, Record};
 
+use super::wire::{self, GuestMessage};
 use crate::engine::effect::{Tap, WriteOutcome};
 use crate::engine::Engine;
 
@@ -75,19 +71,15 @@ impl Host {
     /// A guest joined: it is told the presence id of the shared connection.
     pub(crate) fn join(&mut self, engine: &Engine, guest: &str) -> Out {
         self.guests.insert(guest.to_owned(), Guest::default());
-        let mut out = Vec::new();
         let reason = engine
             .presence_id()
             .map(|id| format!("relay=shared connection={id}"));
-        out.push((
+        let mut out = vec![(
             guest.to_owned(),
-            advisory(AdvisoryKind::Connect, None, reason),
-        ));
+            wire::advisory("connect", None, reason.as_deref()),
+        )];
         if self.down {
-            out.push((
-                guest.to_owned(),
-                advisory(AdvisoryKind::Disconnect, None, None),
-            ));
+            out.push((guest.to_owned(), wire::advisory("disconnect", None, None)));
         }
         out
     }
@@ -108,87 +100,72 @@ impl Host {
         if !self.guests.contains_key(guest) {
             return Vec::new();
         }
-        let message = match decode_client(text.as_bytes(), &DecodeLimits::default()) {
+        let message = match wire::decode(text) {
             Ok(message) => message,
-            Err(error) => {
-                return vec![(
-                    guest.to_owned(),
-                    error_text(None, None, error.error_code(), &error.to_string()),
-                )]
+            Err(reason) => {
+                let text = wire::error(None, None, "bad_message", &reason);
+                return vec![(guest.to_owned(), text)];
             }
         };
         match message {
-            ClientMessage::Subscribe(subscribe) => {
-                let stream = subscribe.stream.as_str().to_owned();
-                let view = match engine.open_view(&stream, subscribe.filter.as_ref()) {
+            GuestMessage::Subscribe {
+                stream,
+                since,
+                filter,
+            } => {
+                let name = stream.as_str().to_owned();
+                let view = match engine.open_view(&name, filter.as_ref()) {
                     Ok(view) => view,
                     Err(error) => {
-                        let code = ErrorCode::parse(error.code());
-                        return vec![(
-                            guest.to_owned(),
-                            error_text(None, Some(&stream), code, &error.to_string()),
-                        )];
+                        let code = wire::code(error.code());
+                        let text = wire::error(None, Some(&name), code, &error.to_string());
+                        return vec![(guest.to_owned(), text)];
                     }
                 };
-                let filter = subscribe.parsed_filter().ok().flatten();
+                let filter = filter.and_then(|value| Filter::parse_bounded(&value).ok());
                 if let Some(state) = self.guests.get_mut(guest) {
-                    state.subs.insert(
-                        stream,
-                        Sub {
-                            view,
-                            filter,
-                            at: subscribe.since,
-                            live: false,
-                        },
-                    );
+                    let sub = Sub {
+                        view,
+                        filter: filter.filter(|filter| !filter.is_everything()),
+                        at: since,
+                        live: false,
+                    };
+                    state.subs.insert(name, sub);
                 }
                 self.serve(engine)
             }
-            ClientMessage::Unsubscribe { stream } => {
+            GuestMessage::Unsubscribe(stream) => {
                 if let Some(state) = self.guests.get_mut(guest) {
                     state.subs.remove(stream.as_str());
                 }
-                vec![(
-                    guest.to_owned(),
-                    ServerMessage::Unsubscribed { stream }.encode(),
-                )]
+                vec![(guest.to_owned(), wire::unsubscribed(stream.as_str()))]
             }
-            ClientMessage::Publish(publish) => self.publish(engine, guest, publish),
-            ClientMessage::Presence { stream, data } => {
+            GuestMessage::Publish {
+                id,
+                stream,
+                key,
+                op,
+                data,
+                write_id,
+            } => match engine.write_for_guest(stream.as_str(), &key, op, data, write_id) {
+                Ok(host_id) => {
+                    self.writes.insert(host_id, (guest.to_owned(), id));
+                    Vec::new()
+                }
+                Err(error) => {
+                    let code = wire::code(error.code());
+                    let text =
+                        wire::error(Some(&id), Some(stream.as_str()), code, &error.to_string());
+                    vec![(guest.to_owned(), text)]
+                }
+            },
+            GuestMessage::Presence { stream, data } => {
                 let _ = engine.set_presence(stream.as_str(), data);
                 Vec::new()
             }
-            ClientMessage::Ping { id } => {
-                vec![(guest.to_owned(), ServerMessage::Pong { id }.encode())]
-            }
+            GuestMessage::Ping(id) => vec![(guest.to_owned(), wire::pong(id.as_deref()))],
             // The token is the host's: guests with another token share another connection.
-            ClientMessage::Auth { .. } => Vec::new(),
-        }
-    }
-
-    fn publish(&mut self, engine: &mut Engine, guest: &str, publish: Publish) -> Out {
-        let Publish {
-            id,
-            stream,
-            key,
-            op,
-            data,
-            write_id,
-        } = publish;
-        match engine.write_for_guest(stream.as_str(), &key, op, data, write_id) {
-            Ok(host_id) => {
-                self.writes.insert(host_id, (guest.to_owned(), id));
-                Vec::new()
-            }
-            Err(error) => vec![(
-                guest.to_owned(),
-                error_text(
-                    Some(id),
-                    Some(stream.as_str()),
-                    ErrorCode::parse(error.code()),
-                    &error.to_string(),
-                ),
-            )],
+            GuestMessage::Other => Vec::new(),
         }
     }
 
@@ -196,21 +173,10 @@ impl Host {
     /// when the write was the host's own).
     pub(crate) fn on_write(&mut self, outcome: &WriteOutcome) -> Option<Out> {
         let (guest, id) = self.writes.remove(&outcome.id)?;
-        let stream = StreamName::new(&outcome.stream).ok()?;
+        let stream = outcome.stream.as_str();
         let text = match &outcome.outcome {
-            Ok(seq) => ServerMessage::Ack {
-                id,
-                stream,
-                seq: *seq,
-                replayed: false,
-            }
-            .encode(),
-            Err((code, message)) => error_text(
-                Some(id),
-                Some(stream.as_str()),
-                ErrorCode::parse(code),
-                message,
-            ),
+            Ok(seq) => wire::ack(&id, stream, *seq),
+            Err((code, message)) => wire::error(Some(&id), Some(stream), wire::code(code), message),
         };
         Some(vec![(guest, text)])
     }
@@ -241,7 +207,7 @@ impl Host {
             }
             Tap::Ephemeral(event) => {
                 let stream = event.stream.as_str();
-                let text = ServerMessage::encode_event(&event);
+                let text = wire::event(&event);
                 self.guests
                     .iter()
                     .filter(|(_, guest)| {
@@ -266,16 +232,13 @@ impl Host {
             Tap::Live(_) => self.serve(engine),
             Tap::Dropped { stream, reason } => {
                 self.recent.remove(&stream);
-                let Ok(name) = StreamName::new(&stream) else {
-                    return Vec::new();
-                };
-                let text = advisory(AdvisoryKind::Dropped, Some(name), reason);
+                let text = wire::advisory("dropped", Some(&stream), reason.as_deref());
                 let mut out = Vec::new();
-                for (guest_name, guest) in &mut self.guests {
+                for (name, guest) in &mut self.guests {
                     if let Some(sub) = guest.subs.get_mut(&stream) {
                         sub.live = false;
                         sub.at = None;
-                        out.push((guest_name.clone(), text.clone()));
+                        out.push((name.clone(), text.clone()));
                     }
                 }
                 out
@@ -285,22 +248,10 @@ impl Host {
 
     /// The host's presence set of `stream` changed: every guest of it gets the whole set.
     pub(crate) fn on_presence(&self, engine: &Engine, stream: &str) -> Out {
-        let (Some(members), Ok(name)) = (engine.presence(stream), StreamName::new(stream)) else {
+        let Some(members) = engine.presence(stream) else {
             return Vec::new();
         };
-        let text = ServerMessage::Presence {
-            stream: name,
-            present: members
-                .iter()
-                .map(|(client, data)| PresenceEntry {
-                    client: client.clone(),
-                    data: data.clone(),
-                })
-                .collect(),
-            left: Vec::new(),
-            full: true,
-        }
-        .encode();
+        let text = wire::presence(stream, members.iter());
         self.guests
             .iter()
             .filter(|(_, guest)| guest.subs.get(stream).is_some_and(|sub| sub.live))
@@ -314,12 +265,7 @@ impl Host {
             return Vec::new();
         }
         self.down = !up;
-        let kind = if up {
-            AdvisoryKind::Reconnect
-        } else {
-            AdvisoryKind::Disconnect
-        };
-        let text = advisory(kind, None, None);
+        let text = wire::advisory(if up { "reconnect" } else { "disconnect" }, None, None);
         self.guests
             .keys()
             .map(|guest| (guest.clone(), text.clone()))
@@ -358,9 +304,6 @@ fn answer(
     if !collection.missing().is_empty() {
         return;
     }
-    let Ok(name) = StreamName::new(stream) else {
-        return;
-    };
     let host = collection.position();
     let since = sub.at.filter(|at| at.epoch == host.epoch);
     if since.is_some_and(|at| at.seq > host.seq) {
@@ -392,32 +335,12 @@ fn answer(
             .into_iter()
             .filter(|record| sub.filter.as_ref().is_none_or(|f| f.matches(&record.data)))
             .collect();
-        out.push((
-            guest.to_owned(),
-            ServerMessage::Snapshot {
-                stream: name.clone(),
-                epoch: host.epoch,
-                seq: host.seq,
-                chunk: 0,
-                last: true,
-                records,
-            }
-            .encode(),
-        ));
+        out.push((guest.to_owned(), wire::snapshot(stream, host, &records)));
         false
     };
     sub.at = Some(host);
     sub.live = true;
-    out.push((
-        guest.to_owned(),
-        ServerMessage::Subscribed {
-            stream: name,
-            epoch: host.epoch,
-            seq: host.seq,
-            resumed,
-        }
-        .encode(),
-    ));
+    out.push((guest.to_owned(), wire::subscribed(stream, host, resumed)));
 }
 
 /// Relays one applied event to a guest's subscription, judged for its filter.
@@ -434,7 +357,7 @@ fn relay_event(guest: &str, sub: &mut Sub, event: &Event, change: Option<&Change
             epoch: event.epoch,
             seq: event.seq,
         });
-        out.push((guest.to_owned(), ServerMessage::encode_event(event)));
+        out.push((guest.to_owned(), wire::event(event)));
         return;
     };
     let matches = |value: Option<&Value>| value.is_some_and(|value| filter.matches(value));
@@ -459,29 +382,7 @@ fn relay_event(guest: &str, sub: &mut Sub, event: &Event, change: Option<&Change
         epoch: event.epoch,
         seq: event.seq,
     });
-    out.push((guest.to_owned(), ServerMessage::encode_event(&relayed)));
-}
-
-fn advisory(kind: AdvisoryKind, stream: Option<StreamName>, reason: Option<String>) -> String {
-    ServerMessage::Advisory(Advisory {
-        kind,
-        stream,
-        epoch: None,
-        from: None,
-        to: None,
-        reason,
-    })
-    .encode()
-}
-
-fn error_text(id: Option<String>, stream: Option<&str>, code: ErrorCode, message: &str) -> String {
-    ServerMessage::Error {
-        id,
-        stream: stream.map(str::to_owned),
-        code,
-        message: message.to_owned(),
-    }
-    .encode()
+    out.push((guest.to_owned(), wire::event(&relayed)));
 }
 
 #[cfg(test)]

@@ -145,27 +145,36 @@ test("the queue is bounded: queue_full while the relay is unreachable", async ()
       error = caught.code;
     }
     const pending = client.pendingWrites.map(({ key }) => key);
-    const shown = [...collection.keys()].sort();
     client.close();
     const closed = await Promise.allSettled([first, second]);
-    return { error, pending, shown, closed: closed.map((outcome) => outcome.reason?.code) };
+    return { error, pending, closed: closed.map((outcome) => outcome.reason?.code) };
   });
   assert.equal(result.error, "queue_full");
   assert.deepEqual(result.pending, ["a", "b"]);
-  assert.deepEqual(result.shown, ["a", "b"]);
   assert.deepEqual(result.closed, ["closed", "closed"]);
   await page.close();
 });
 
-test("writes made while the relay is down survive a reload and commit once", async () => {
+test("writes made while the relay is unreachable survive a reload and commit once", async () => {
   const stream = "offline";
   await relay.publish(stream, "seed", "upsert", { n: 0 });
   const page = await openPage(browser.context, relay.url);
-  await page.evaluate(async (stream) => {
-    const index = harness.open(stream, { persist: "indexeddb", backoff: { initialMs: 100, maxMs: 500 } });
-    await harness.get(index).collection.ready();
-  }, stream);
-  await relay.kill();
+  // The page's WebSockets reach the relay only while `reachable` (the page itself is
+  // served by the relay, so the relay keeps running).
+  let reachable = true;
+  const sockets = [];
+  await page.routeWebSocket(/\/v1\/ws/, (socket) => {
+    if (!reachable) return socket.close({ code: 4000, reason: "unreachable" });
+    sockets.push(socket);
+    socket.connectToServer();
+  });
+  const open = (stream) => {
+    const index = harness.open(stream, { persist: "indexeddb", transport: "websocket", backoff: { initialMs: 100, maxMs: 500 } });
+    return harness.get(index).collection.ready();
+  };
+  await page.evaluate(open, stream);
+  reachable = false;
+  for (const socket of sockets) await socket.close({ code: 4000, reason: "unreachable" });
   await page.waitForFunction(() => harness.get().client.status !== "live", null, { timeout: 30_000 });
   const offline = await page.evaluate(() => {
     const { client, collection } = harness.get();
@@ -176,13 +185,11 @@ test("writes made while the relay is down survive a reload and commit once", asy
   assert.deepEqual(offline, { pending: 6, size: 5, seed: false });
   // IndexedDB writes are asynchronous: give them a moment, then reload the page.
   await sleep(500);
+  assert.equal((await events(relay, stream)).length, 1, "nothing reached the relay");
   await page.reload();
   await page.waitForFunction(() => window.harness !== undefined, null, { timeout: 30_000 });
-  await relay.start();
-  await page.evaluate(async (stream) => {
-    const index = harness.open(stream, { persist: "indexeddb", backoff: { initialMs: 100, maxMs: 500 } });
-    await harness.get(index).collection.ready();
-  }, stream);
+  reachable = true;
+  await page.evaluate(open, stream);
   await page.waitForFunction(() => harness.get().log.writes.length >= 6, null, { timeout: 30_000 });
   const state = await page.evaluate(() => ({
     writes: harness.get().log.writes.map(({ key, status }) => `${key}:${status}`),
@@ -200,10 +207,7 @@ test("writes made while the relay is down survive a reload and commit once", asy
   // A second reload finds nothing left to send.
   await page.reload();
   await page.waitForFunction(() => window.harness !== undefined, null, { timeout: 30_000 });
-  await page.evaluate(async (stream) => {
-    const index = harness.open(stream, { persist: "indexeddb" });
-    await harness.get(index).collection.ready();
-  }, stream);
+  await page.evaluate(open, stream);
   await sleep(500);
   assert.equal(await page.evaluate(() => harness.get().client.pendingWrites.length), 0);
   assert.equal((await events(relay, stream)).length, 7);
@@ -212,7 +216,7 @@ test("writes made while the relay is down survive a reload and commit once", asy
 
 for (const transport of ["websocket", "sse"]) {
   test(`exactly once over ${transport} while the relay dies between commit and ack`, async () => {
-    const crashing = await startRelay({ args: ["--crash-before-ack", "7"] });
+    const crashing = await startRelay({ args: ["--crash-before-ack", "6"] });
     try {
       const stream = `once_${transport}`;
       const page = await openPage(browser.context, crashing.url);
@@ -222,7 +226,7 @@ for (const transport of ["websocket", "sse"]) {
           await harness.get(index).collection.ready();
           window.outcomes = [];
           const { collection } = harness.get(index);
-          for (let index = 0; index < 50; index += 1) {
+          for (let index = 0; index < 30; index += 1) {
             const key = `k${index}`;
             collection.set(key, { index }).then(
               (seq) => window.outcomes.push({ key, seq }),
@@ -234,30 +238,34 @@ for (const transport of ["websocket", "sse"]) {
       );
       // Each time the relay exits (after a commit, before its answer), start it again.
       let restarts = 0;
+      const started = Date.now();
       for (;;) {
         const settled = await page.evaluate(() => window.outcomes.length);
-        if (settled === 50) break;
+        if (settled === 30) break;
         if (crashing.child.exitCode !== null) {
           restarts += 1;
-          await crashing.start();
+          // The client writes as soon as the relay listens, so it may die again before it
+          // reports ready: the next turn starts it again.
+          await crashing.start().catch(() => {});
         }
         await sleep(100);
-        assert.ok(restarts < 30, "the writes never settled");
+        assert.ok(restarts < 40, "the writes never settled");
       }
       const outcomes = await page.evaluate(() => window.outcomes);
-      assert.ok(restarts >= 5, `the relay died ${restarts} times`);
+      console.log(`# ${transport}: ${restarts} restarts in ${Date.now() - started} ms`);
+      assert.ok(restarts >= 4, `the relay died ${restarts} times`);
       assert.deepEqual(outcomes.filter((outcome) => outcome.error), [], "no write failed");
       const committed = await events(crashing, stream);
-      assert.equal(committed.length, 50, "every write committed exactly once");
+      assert.equal(committed.length, 30, "every write committed exactly once");
       const byKey = Object.fromEntries(committed.map(({ key, seq }) => [key, seq]));
       for (const { key, seq } of outcomes) assert.equal(seq, byKey[key], `the promise of ${key} resolved with its seq`);
       // In order, too: a connection's writes commit in the order they were made.
       assert.deepEqual(
         committed.map(({ key }) => key),
-        Array.from({ length: 50 }, (_, index) => `k${index}`),
+        Array.from({ length: 30 }, (_, index) => `k${index}`),
       );
       const records = await page.evaluate(() => harness.get().collection.toJSON());
-      assert.equal(Object.keys(records).length, 50);
+      assert.equal(Object.keys(records).length, 30);
       await page.close();
     } finally {
       await crashing.close();
