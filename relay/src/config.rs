@@ -86,6 +86,13 @@ pub struct Options {
     #[arg(long, env = "TIDEWIRE_JANITOR_INTERVAL_MS", default_value_t = 10_000)]
     pub janitor_interval_ms: u64,
 
+    /// How long a write id (a publish's `write_id`, an HTTP `Idempotency-Key`) is remembered,
+    /// in milliseconds (default 24 h, at least 1000): a write resent under its id within the
+    /// window answers the seq it committed at instead of committing again. The janitor forgets
+    /// older ids (at its next sweep); an id seen again after that commits again.
+    #[arg(long, env = "TIDEWIRE_WRITE_ID_WINDOW_MS", default_value_t = 24 * 60 * 60 * 1000)]
+    pub write_id_window_ms: u64,
+
     /// Deliveries a connection may have queued before it is marked lagged.
     #[arg(long, env = "TIDEWIRE_QUEUE_CAPACITY", default_value_t = 1024)]
     pub queue_capacity: usize,
@@ -261,6 +268,13 @@ pub struct Options {
     )]
     pub capture_crash_after_batches: u64,
 
+    /// Fault injection for tests and drills: the relay process exits (code 87, logged at
+    /// error) right after the Nth publish carrying a write id commits, before it answers, as a
+    /// crash between commit and ack would (the client's resend must be answered `replayed`).
+    /// Replayed answers do not count. 0 (the default): never.
+    #[arg(long, env = "TIDEWIRE_CRASH_BEFORE_ACK", default_value_t = 0)]
+    pub crash_before_ack: u64,
+
     /// Log filter (tracing EnvFilter syntax), e.g. `info`, `tidewire_relay=debug`.
     #[arg(long, env = "TIDEWIRE_LOG", default_value = "info")]
     pub log: String,
@@ -275,6 +289,10 @@ impl Default for Options {
         }
     }
 }
+
+/// The shortest `--write-id-window-ms`: a window shorter than a client's reconnect would
+/// defeat its purpose.
+pub const MIN_WRITE_ID_WINDOW_MS: u64 = 1000;
 
 /// The validated configuration the relay runs with.
 #[derive(Debug, Clone)]
@@ -337,6 +355,12 @@ impl Config {
                     reason: "must be at least 10 ms".into(),
                 });
             }
+        }
+        if options.write_id_window_ms < MIN_WRITE_ID_WINDOW_MS {
+            return Err(ConfigError {
+                option: "write-id-window-ms",
+                reason: format!("must be at least {MIN_WRITE_ID_WINDOW_MS} ms"),
+            });
         }
         if options.jwt_secret.is_some() && options.jwt_public_key.is_some() {
             return Err(ConfigError {
@@ -403,6 +427,11 @@ impl Config {
         Duration::from_millis(self.options.janitor_interval_ms)
     }
 
+    /// `write_id_window_ms` as a duration.
+    pub fn write_id_window(&self) -> Duration {
+        Duration::from_millis(self.options.write_id_window_ms)
+    }
+
     /// `header_timeout_ms` as a duration.
     pub fn header_timeout(&self) -> Duration {
         Duration::from_millis(self.options.header_timeout_ms)
@@ -465,6 +494,23 @@ mod tests {
     }
 
     #[test]
+    fn write_id_window_has_a_minimum() {
+        let config = Config::new(Options::default()).expect("defaults are valid");
+        assert_eq!(config.write_id_window(), Duration::from_secs(24 * 60 * 60));
+        let options = Options {
+            write_id_window_ms: MIN_WRITE_ID_WINDOW_MS - 1,
+            ..Options::default()
+        };
+        let error = Config::new(options).expect_err("under a second is invalid");
+        assert_eq!(error.option, "write-id-window-ms");
+        let options = Options {
+            write_id_window_ms: MIN_WRITE_ID_WINDOW_MS,
+            ..Options::default()
+        };
+        assert!(Config::new(options).is_ok());
+    }
+
+    #[test]
     fn help_documents_every_env_var() {
         use clap::CommandFactory;
         let help = Cli::command().render_long_help().to_string();
@@ -473,6 +519,8 @@ mod tests {
             "DATABASE_URL",
             "TIDEWIRE_DATA_DIR",
             "TIDEWIRE_MAX_CONNECTIONS",
+            "TIDEWIRE_WRITE_ID_WINDOW_MS",
+            "TIDEWIRE_CRASH_BEFORE_ACK",
         ] {
             assert!(help.contains(var), "--help lacks {var}");
         }

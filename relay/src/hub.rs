@@ -81,6 +81,8 @@ pub struct Hub {
     pub reaper: crate::reaper::Reaper,
     /// What capture of tracked tables is doing (mode, sequencer, slot lag).
     pub capture: Arc<crate::pg::capture::CaptureStatus>,
+    /// `--crash-before-ack`: ends the process after the configured commit (inert at 0).
+    pub crash_before_ack: crate::fault::CrashBeforeAck,
 }
 
 impl Hub {
@@ -161,7 +163,9 @@ impl Hub {
             &tracker,
         )
         .await?;
+        let crash_before_ack = crate::fault::CrashBeforeAck::new(options.crash_before_ack);
         let hub = Arc::new(Self {
+            crash_before_ack,
             capture,
             reaper,
             config,
@@ -185,6 +189,7 @@ impl Hub {
         crate::janitor::spawn(
             hub.pool.clone(),
             hub.config.janitor_interval(),
+            hub.config.write_id_window(),
             hub.token.clone(),
             &hub.tracker,
         );

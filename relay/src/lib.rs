@@ -21,13 +21,15 @@
 //! | tokens, grants, Origin, CORS | [`auth`] | `ConnectingHandler`, `credentials` |
 //! | counters and `GET /metrics` | [`metrics`] | `metrics.go` |
 //! | percent-encoding and query strings | [`query`] | |
-//! | retention and temp-stream expiry | [`janitor`] | |
+//! | retention, temp-stream expiry, old write ids | [`janitor`] | |
+//! | `--crash-before-ack`, for the exactly-once tests | [`fault`] | |
 //! | dropping dead connections off the workers | [`reaper`] | |
 //! | flags, environment, defaults | [`config`] | `Config` |
 
 pub mod auth;
 pub mod config;
 pub mod delivery;
+pub mod fault;
 pub mod hub;
 pub mod janitor;
 pub mod metrics;

@@ -68,7 +68,8 @@ impl Transport {
 /// | [`auth_failure`](Self::auth_failure) | `Authenticator::authenticate` or a token check on a live connection fails (401/403, close 4001/4003/4004) | `tidewire_auth_failures_total` |
 /// | [`resync`](Self::resync) | a client is told to reload (its `since` is unusable: other epoch, outside retention, ahead): the session's `resync` advisory, the HTTP API's 409 | `tidewire_resyncs_total{origin="client"}` |
 /// | [`disconnect`](Self::disconnect) | the relay closes a connection with a close code (WebSocket close frame, or the same reason ending an SSE stream) | `tidewire_disconnects_total{code}` |
-/// | [`observe_publish`](Self::observe_publish) | around `outbox::publish` (WebSocket and HTTP publishes) | `tidewire_publish_duration_seconds` |
+/// | [`observe_publish`](Self::observe_publish) | around a successful `pg::publish::publish_checked` (WebSocket and HTTP publishes) | `tidewire_publish_duration_seconds` |
+/// | [`write_replayed`](Self::write_replayed) | a publish's write id was seen before and its original seq answered (WebSocket `ack` with `replayed`, HTTP 200 with `Idempotent-Replayed`) | `tidewire_write_replays_total` |
 /// | [`DeliveryClock`] (merged with [`merge_delivery_latencies`](Self::merge_delivery_latencies)), or [`observe_delivery`](Self::observe_delivery) | when an event that carries `Delivery::committed_at_micros` is handed to the socket | `tidewire_delivery_latency_seconds` |
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -84,6 +85,8 @@ pub struct Metrics {
     auth_failures: AtomicU64,
     /// Clients told to resync (take a snapshot).
     resyncs: AtomicU64,
+    /// Publishes answered with the seq their write id committed at, nothing written again.
+    write_replays: AtomicU64,
     /// Connections closed by the relay, indexed like `ALL_CLOSE_CODES`.
     disconnects: [AtomicU64; ALL_CLOSE_CODES.len()],
     /// Time of `tidewire.publish` calls as the relay sees them.
@@ -131,6 +134,11 @@ impl Metrics {
         self.resyncs.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A publish's write id was seen before: its original seq was answered.
+    pub fn write_replayed(&self) {
+        self.write_replays.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The relay closed a connection with `code`.
     pub fn disconnect(&self, code: CloseCode) {
         if let Some(index) = ALL_CLOSE_CODES.iter().position(|known| *known == code) {
@@ -138,7 +146,8 @@ impl Metrics {
         }
     }
 
-    /// One publish took `elapsed` (from before `outbox::publish` to its answer).
+    /// One successful publish took `elapsed` (from before `pg::publish::publish_checked` to
+    /// its answer).
     pub fn observe_publish(&self, elapsed: Duration) {
         self.publish_latency.observe(elapsed);
     }
@@ -175,6 +184,7 @@ impl Metrics {
             }),
             auth_failures: load(&self.auth_failures),
             resyncs: load(&self.resyncs),
+            write_replays: load(&self.write_replays),
             disconnects: ALL_CLOSE_CODES
                 .iter()
                 .zip(&self.disconnects)
@@ -201,6 +211,8 @@ pub struct MetricsSnapshot {
     pub auth_failures: u64,
     /// Clients told to resync.
     pub resyncs: u64,
+    /// Publishes answered from their write id.
+    pub write_replays: u64,
     /// Relay-initiated closes per close code.
     pub disconnects: Vec<(CloseCode, u64)>,
     /// Publish latency.
@@ -312,11 +324,13 @@ mod tests {
         metrics.auth_failure();
         metrics.resync();
         metrics.resync();
+        metrics.write_replayed();
         metrics.disconnect(CloseCode::Slow);
         metrics.connection_refused(Transport::Sse);
         metrics.slow_consumer_dropped(Transport::WebSocket);
         let snapshot = metrics.snapshot();
         assert_eq!((snapshot.auth_failures, snapshot.resyncs), (1, 2));
+        assert_eq!(snapshot.write_replays, 1);
         assert!(snapshot.disconnects.contains(&(CloseCode::Slow, 1)));
         assert!(snapshot.disconnects.contains(&(CloseCode::Normal, 0)));
         assert_eq!(snapshot.refused[1], (Transport::Sse, 1));

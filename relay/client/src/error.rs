@@ -39,11 +39,16 @@ pub(crate) fn is_retryable_code(code: ErrorCode) -> bool {
 ///
 /// # Writes whose outcome is unknown
 ///
-/// [`ClientError::ConnectionLost`] and [`ClientError::Timeout`] on a publish mean the client
-/// never saw the relay's answer: the write may or may not have committed. Both are
-/// [retryable](ClientError::is_retryable), and [`ClientError::outcome_unknown`] is true for
-/// them; the caller decides whether to retry (safe for an `upsert` or `delete` of a whole
-/// value, which are idempotent in effect; a retried `patch` or `message` may apply twice).
+/// A durable write in flight when the connection drops is sent again under its write id
+/// (it commits once), so these errors are left for the cases the client cannot settle:
+/// [`ClientError::Timeout`] (no answer within the request timeout) and
+/// [`ClientError::ConnectionLost`] (an ephemeral message in flight when the connection
+/// dropped). Then the client never saw the relay's answer: the write may or may not have
+/// committed. Both are [retryable](ClientError::is_retryable), and
+/// [`ClientError::outcome_unknown`] is true for them; the caller decides whether to retry
+/// (a new call is a new write with a new write id: safe for an `upsert` or `delete` of a
+/// whole value, which are idempotent in effect; a retried `patch` or `message` may apply
+/// twice).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
@@ -71,8 +76,8 @@ pub enum ClientError {
         /// The HTTP status or close code and its meaning.
         reason: String,
     },
-    /// The connection dropped while the request was in flight. For a publish the write may
-    /// or may not have committed. Retryable.
+    /// The connection dropped while the request was in flight (an ephemeral message: durable
+    /// writes are sent again instead). The message may or may not have been sent. Retryable.
     #[error("connection lost before the relay answered; the write may or may not have committed")]
     ConnectionLost,
     /// No answer within the configured request timeout. For a publish the write may or may

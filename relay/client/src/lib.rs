@@ -44,9 +44,12 @@
 //!   the last position it delivered, so the relay replays what was missed; events already
 //!   delivered are dropped client-side, so the application sees each seq once, in order.
 //! * Publishes made while disconnected wait (up to the request timeout) and are sent after
-//!   the next connect. Publishes *in flight* when a connection drops fail with
-//!   [`ClientError::ConnectionLost`]: the write may have committed, so the client does not
-//!   retry by itself; the caller decides (see [`ClientError::outcome_unknown`]).
+//!   the next connect. Every durable write carries a write id (this client's random id and a
+//!   counter), so a publish *in flight* when a connection drops is sent again after the next
+//!   connect: the relay commits it once and answers a resend of a write that had committed
+//!   with its original seq (exactly once, within the relay's `--write-id-window-ms`).
+//!   Ephemeral messages have no write id: in flight, they fail with
+//!   [`ClientError::ConnectionLost`] and are not resent (at most once).
 //! * One subscription per stream per client (a [`LiveCollection`] counts as one).
 
 mod backoff;
@@ -100,6 +103,8 @@ struct Inner {
     http: HttpApi,
     /// Source of publish op ids (`p1`, `p2`, ...), unique for the client's lifetime.
     next_op: AtomicU64,
+    /// This client's part of its write ids (random): `<writer>.<op number>`.
+    writer: String,
 }
 
 impl Client {
@@ -165,6 +170,7 @@ impl Client {
                 counters,
                 http,
                 next_op: AtomicU64::new(1),
+                writer: format!("{:016x}", rand::random::<u64>()),
             }),
         })
     }
@@ -299,15 +305,17 @@ impl Client {
     }
 
     /// Publishes one write and waits for the relay's answer; returns the committed seq (0
-    /// for ephemeral messages).
+    /// for ephemeral messages). A durable write carries a write id and is sent again after a
+    /// lost connection until it is answered or the request timeout passes: it commits once.
     ///
     /// # Errors
     ///
     /// * [`ClientError::StreamName`] or [`ClientError::Invalid`]: rejected locally, not sent.
     /// * [`ClientError::Server`]: the relay answered `error` (its [`ErrorCode`](tidewire_shared::ErrorCode)
     ///   says why; [`ClientError::is_retryable`] says whether trying again can help).
-    /// * [`ClientError::ConnectionLost`] or [`ClientError::Timeout`]: no answer; the write
-    ///   may or may not have committed. The client does not retry by itself.
+    /// * [`ClientError::Timeout`]: no answer in time (the write may have committed; it is not
+    ///   sent again), or [`ClientError::ConnectionLost`] for an ephemeral message in flight
+    ///   when the connection dropped.
     /// * [`ClientError::Closed`]: the client is closed.
     pub async fn publish(
         &self,
@@ -316,14 +324,15 @@ impl Client {
         op: Op,
         data: Value,
     ) -> Result<u64, ClientError> {
-        let id = format!("p{}", self.inner.next_op.fetch_add(1, Ordering::Relaxed));
+        let number = self.inner.next_op.fetch_add(1, Ordering::Relaxed);
+        let write_id = (op != Op::Message).then(|| format!("{}.{number}", self.inner.writer));
         let message = Publish {
-            id,
+            id: format!("p{number}"),
             stream: StreamName::new(stream)?,
             key: key.to_owned(),
             op,
             data,
-            write_id: None,
+            write_id,
         };
         message.validate()?;
         let (reply, answer) = oneshot::channel();

@@ -24,6 +24,7 @@ pub(crate) struct Counters {
     pub(crate) acks: AtomicU64,
     pub(crate) publish_errors: AtomicU64,
     pub(crate) publishes_lost: AtomicU64,
+    pub(crate) publishes_resent: AtomicU64,
 }
 
 /// Increments `counter` by one.
@@ -73,9 +74,12 @@ pub struct ClientStats {
     pub acks: u64,
     /// Publishes answered with an `error`.
     pub publish_errors: u64,
-    /// Publishes in flight when a connection dropped (failed with
-    /// [`ClientError::ConnectionLost`](super::ClientError::ConnectionLost)).
+    /// Publishes without a write id (ephemeral messages) in flight when a connection
+    /// dropped (failed with [`ClientError::ConnectionLost`](super::ClientError::ConnectionLost)).
     pub publishes_lost: u64,
+    /// Publishes with a write id in flight when a connection dropped, queued to be sent again
+    /// on the next connection (the relay answers a resend of a committed write with its seq).
+    pub publishes_resent: u64,
 }
 
 impl Counters {
@@ -100,6 +104,7 @@ impl Counters {
             acks: read(&self.acks),
             publish_errors: read(&self.publish_errors),
             publishes_lost: read(&self.publishes_lost),
+            publishes_resent: read(&self.publishes_resent),
         }
     }
 }

@@ -23,7 +23,7 @@
 
 use hyper::header::{
     ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN,
-    ACCESS_CONTROL_MAX_AGE, VARY,
+    ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE, VARY,
 };
 use hyper::http::HeaderValue;
 use hyper::HeaderMap;
@@ -33,19 +33,25 @@ use super::OriginPolicy;
 /// Methods allowed cross-origin.
 pub const ALLOW_METHODS: &str = "GET, HEAD, POST, PUT, DELETE, OPTIONS";
 
-/// Request headers allowed cross-origin (`Last-Event-ID` for EventSource resumes).
-pub const ALLOW_HEADERS: &str = "Authorization, Content-Type, Last-Event-ID";
+/// Request headers allowed cross-origin (`Last-Event-ID` for EventSource resumes,
+/// `Idempotency-Key` for exactly-once publishes).
+pub const ALLOW_HEADERS: &str = "Authorization, Content-Type, Last-Event-ID, Idempotency-Key";
+
+/// Response headers a cross-origin script may read besides the safelisted ones
+/// (`Idempotent-Replayed` on a publish answered from its `Idempotency-Key`).
+pub const EXPOSE_HEADERS: &str = "Idempotent-Replayed";
 
 /// How long browsers may cache a preflight answer, in seconds.
 pub const MAX_AGE_SECS: u32 = 600;
 
 /// The CORS headers for a response to a request from an allowed origin:
 /// `Access-Control-Allow-Origin` (the request's origin, echoed), `Vary: Origin`,
-/// `Access-Control-Allow-Headers` and `Access-Control-Allow-Methods`. `None` if the request
-/// has no `Origin` (not a CORS request) or its origin is not allowed.
+/// `Access-Control-Allow-Headers`, `Access-Control-Allow-Methods` and
+/// `Access-Control-Expose-Headers`. `None` if the request has no `Origin` (not a CORS
+/// request) or its origin is not allowed.
 pub fn cors_headers(policy: &OriginPolicy, request_headers: &HeaderMap) -> Option<HeaderMap> {
     let origin = policy.check(request_headers).ok()??;
-    let mut headers = HeaderMap::with_capacity(4);
+    let mut headers = HeaderMap::with_capacity(5);
     headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
     headers.insert(VARY, HeaderValue::from_static("Origin"));
     headers.insert(
@@ -55,6 +61,10 @@ pub fn cors_headers(policy: &OriginPolicy, request_headers: &HeaderMap) -> Optio
     headers.insert(
         ACCESS_CONTROL_ALLOW_METHODS,
         HeaderValue::from_static(ALLOW_METHODS),
+    );
+    headers.insert(
+        ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static(EXPOSE_HEADERS),
     );
     Some(headers)
 }
@@ -135,6 +145,11 @@ mod tests {
         assert_eq!(headers[VARY], "Origin");
         assert_eq!(headers[ACCESS_CONTROL_ALLOW_HEADERS], ALLOW_HEADERS);
         assert_eq!(headers[ACCESS_CONTROL_ALLOW_METHODS], ALLOW_METHODS);
+        assert_eq!(
+            headers[ACCESS_CONTROL_EXPOSE_HEADERS],
+            "Idempotent-Replayed"
+        );
+        assert!(ALLOW_HEADERS.contains("Idempotency-Key"));
     }
 
     #[test]

@@ -187,6 +187,11 @@ fn render_events(
         &[("stream", listener.resyncs), ("client", metrics.resyncs)],
     );
     out.counter(
+        "tidewire_write_replays_total",
+        "Publishes answered with the seq their write id (write_id, Idempotency-Key) committed at, without writing again (WebSocket and HTTP).",
+        metrics.write_replays,
+    );
+    out.counter(
         "tidewire_raw_gaps_total",
         "Gap advisories sent on raw channels after a lost LISTEN connection.",
         listener.raw_gaps,
@@ -431,6 +436,7 @@ mod tests {
         for family in [
             "tidewire_lagged_total",
             "tidewire_resyncs_total",
+            "tidewire_write_replays_total",
             "tidewire_auth_failures_total",
             "tidewire_slow_consumer_drops_total",
             "tidewire_listen_reconnects_total",

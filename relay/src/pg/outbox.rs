@@ -1,13 +1,13 @@
-//! Reads and writes of durable streams through the query pool: heads, snapshots, replays and
-//! publishes. Every function is one short transaction.
+//! Reads of durable streams through the query pool: heads, snapshots and replays, and the
+//! [`OutboxError`] of every query (publishes are in [`super::publish`]). Every function is one
+//! short transaction.
 
 use std::sync::Arc;
 
 use deadpool_postgres::Pool;
 use serde_json::Value;
 use tidewire_shared::stored::StoredEvent;
-use tidewire_shared::{view, Event, Filter, Op, Position, Record, Snapshot, StreamName};
-use tokio_postgres::error::SqlState;
+use tidewire_shared::{Event, Op, Position, Record, Snapshot, StreamName};
 use tokio_postgres::{IsolationLevel, Row};
 
 /// A durable stream's current state: where it is and what is still retained.
@@ -89,6 +89,9 @@ pub enum OutboxError {
     /// the record before or after the write).
     #[error("{0}")]
     OutsideGrant(String),
+    /// The write id was used on the stream for a different write (SQLSTATE `TW409`).
+    #[error("{0}")]
+    Conflict(String),
     /// The failure of a read this caller shared with others (merged replay reads).
     #[error("{0}")]
     Shared(Arc<OutboxError>),
@@ -107,7 +110,7 @@ impl OutboxError {
     }
 }
 
-fn to_u64(value: i64, what: &str) -> Result<u64, OutboxError> {
+pub(crate) fn to_u64(value: i64, what: &str) -> Result<u64, OutboxError> {
     u64::try_from(value).map_err(|_| OutboxError::Corrupt(format!("negative {what}: {value}")))
 }
 
@@ -288,123 +291,4 @@ pub async fn replay_on(
             })
         })
         .collect()
-}
-
-/// Publishes one event through `tidewire.publish` and returns its seq (0 for an ephemeral
-/// message).
-///
-/// # Errors
-///
-/// [`OutboxError::Rejected`] when PostgreSQL refuses the input (the message says why);
-/// other variants when the database is unreachable.
-pub async fn publish(
-    pool: &Pool,
-    stream: &StreamName,
-    key: &str,
-    op: Op,
-    data: &Value,
-) -> Result<u64, OutboxError> {
-    let client = pool.get().await?;
-    let row = client
-        .query_one(PUBLISH, &[&stream.as_str(), &key, &op.as_str(), data])
-        .await
-        .map_err(rejected)?;
-    to_u64(row.try_get("seq")?, "seq")
-}
-
-const PUBLISH: &str = "select tidewire.publish($1, $2, $3, $4::jsonb) as seq";
-
-/// PostgreSQL's refusals of bad input are the caller's fault: [`OutboxError::Rejected`].
-fn rejected(error: tokio_postgres::Error) -> OutboxError {
-    match error.as_db_error() {
-        Some(db)
-            if *db.code() == SqlState::INVALID_PARAMETER_VALUE
-                || *db.code() == SqlState::PROGRAM_LIMIT_EXCEEDED
-                || db.code().code().starts_with("22") =>
-        {
-            OutboxError::Rejected(db.message().to_owned())
-        }
-        _ => OutboxError::Db(error),
-    }
-}
-
-/// [`publish`], or [`publish_within`] when the writer's grant has a filter.
-///
-/// # Errors
-///
-/// As [`publish`] and [`publish_within`].
-pub async fn publish_checked(
-    pool: &Pool,
-    stream: &StreamName,
-    key: &str,
-    op: Op,
-    data: &Value,
-    within: Option<&Filter>,
-) -> Result<u64, OutboxError> {
-    match within {
-        None => publish(pool, stream, key, op, data).await,
-        Some(filter) => publish_within(pool, stream, key, op, data, filter).await,
-    }
-}
-
-/// [`publish`] for a writer whose grant covers only the records `filter` matches: the record
-/// before the write (if any) and after it must match (a message's data must match), checked
-/// in the publish's own transaction. The stream's publish lock is taken first, so no other
-/// write to the stream can slip between the check and the publish.
-///
-/// # Errors
-///
-/// [`OutboxError::OutsideGrant`] when the write leaves the filter; as [`publish`] otherwise.
-pub async fn publish_within(
-    pool: &Pool,
-    stream: &StreamName,
-    key: &str,
-    op: Op,
-    data: &Value,
-    filter: &Filter,
-) -> Result<u64, OutboxError> {
-    if op == Op::Message {
-        if !filter.matches(data) {
-            return Err(OutboxError::OutsideGrant(
-                "the message's data is outside your grant's filter".into(),
-            ));
-        }
-        return publish(pool, stream, key, op, data).await;
-    }
-    let mut client = pool.get().await?;
-    let transaction = client.transaction().await?;
-    // The same lock tidewire.publish takes first (see functions/publish.sql).
-    transaction
-        .execute(
-            "select pg_advisory_xact_lock(1953955840, hashtext($1))",
-            &[&stream.as_str()],
-        )
-        .await?;
-    let prior: Option<Value> = transaction
-        .query_opt(
-            "select coalesce(data, 'null'::jsonb) as data from tidewire.records \
-             where stream = $1 and key = $2",
-            &[&stream.as_str(), &key],
-        )
-        .await?
-        .map(|row| row.try_get("data"))
-        .transpose()?;
-    if prior.as_ref().is_some_and(|record| !filter.matches(record)) {
-        return Err(OutboxError::OutsideGrant(format!(
-            "record {key:?} is outside your grant's filter"
-        )));
-    }
-    if let Some(after) = view::after(op, prior.as_ref(), data) {
-        if !filter.matches(&after) {
-            return Err(OutboxError::OutsideGrant(format!(
-                "the write would leave record {key:?} outside your grant's filter"
-            )));
-        }
-    }
-    let row = transaction
-        .query_one(PUBLISH, &[&stream.as_str(), &key, &op.as_str(), data])
-        .await
-        .map_err(rejected)?;
-    transaction.commit().await?;
-    to_u64(row.try_get("seq")?, "seq")
 }

@@ -79,6 +79,7 @@ pub const FUNCTIONS: &[Functions] = &[
     functions!("names.sql"),
     functions!("streams.sql"),
     functions!("publish.sql"),
+    functions!("writes.sql"),
     functions!("track.sql"),
     functions!("capture.sql"),
     functions!("snapshot.sql"),
@@ -97,6 +98,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(8, "0008_prior_from.sql"),
     migration!(9, "0009_capture.sql"),
     migration!(10, "0010_snapshot_pages.sql"),
+    migration!(11, "0011_write_ids.sql"),
 ];
 
 /// The version [`migrate`] brings a database to.

@@ -30,7 +30,7 @@ use tidewire_shared::{
 };
 use tokio::sync::watch;
 
-pub(crate) use self::publish::publish_error;
+pub(crate) use self::publish::{commit, publish_error};
 pub use self::rate::TokenBucket;
 pub(crate) use self::subscribe::snapshot_start;
 use crate::auth::Grant;

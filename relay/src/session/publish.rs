@@ -1,11 +1,17 @@
-//! Publishing from a client: permission, rate and size checks, then `tidewire.publish`.
+//! Publishing from a client: permission, rate and size checks, then the write
+//! (`pg::publish`), exactly once when it carries a write id. [`commit`] is the one path both
+//! transports publish through.
+
+use std::time::Instant;
 
 use tidewire_shared::message::Publish;
 use tidewire_shared::notify::NOTIFY_LIMIT;
-use tidewire_shared::{ErrorCode, Op, ServerMessage, StreamKind};
+use tidewire_shared::{ErrorCode, Filter, Op, ServerMessage, StreamKind};
 
 use super::Session;
-use crate::pg::outbox::{self, OutboxError};
+use crate::hub::Hub;
+use crate::pg::outbox::OutboxError;
+use crate::pg::publish::{self, Published, Write};
 
 impl Session {
     pub(super) async fn publish(&mut self, publish: Publish) {
@@ -18,24 +24,21 @@ impl Session {
                 return;
             }
         }
-        let started = std::time::Instant::now();
         let access = self.grant.permissions.write_access(&stream);
-        let result = outbox::publish_checked(
-            &self.hub.pool,
-            &stream,
-            &publish.key,
-            publish.op,
-            &publish.data,
-            access.filter().map(|filter| &**filter),
-        )
-        .await;
-        self.hub.metrics.observe_publish(started.elapsed());
+        let write = Write {
+            stream: &stream,
+            key: &publish.key,
+            op: publish.op,
+            data: &publish.data,
+            write_id: publish.write_id.as_deref(),
+        };
+        let result = commit(&self.hub, &write, access.filter().map(|filter| &**filter)).await;
         match result {
-            Ok(seq) => self.push(&ServerMessage::Ack {
+            Ok(Published { seq, replayed }) => self.push(&ServerMessage::Ack {
                 id: publish.id,
                 stream,
                 seq,
-                replayed: false,
+                replayed,
             }),
             Err(error) => {
                 let (code, message) = publish_error(&error);
@@ -84,11 +87,36 @@ impl Session {
     }
 }
 
+/// Publishes one client write (WebSocket or HTTP), within the writer's grant filter if it has
+/// one, and accounts for it: its latency, a replayed answer, and `--crash-before-ack`, which
+/// may end the process here, after the commit and before the caller answers.
+///
+/// # Errors
+///
+/// As [`publish::publish_checked`].
+pub(crate) async fn commit(
+    hub: &Hub,
+    write: &Write<'_>,
+    within: Option<&Filter>,
+) -> Result<Published, OutboxError> {
+    let started = Instant::now();
+    let published = publish::publish_checked(&hub.pool, write, within).await?;
+    hub.metrics.observe_publish(started.elapsed());
+    if published.replayed {
+        hub.metrics.write_replayed();
+    } else if write.once().is_some() {
+        hub.crash_before_ack
+            .committed(write.stream.as_str(), published.seq);
+    }
+    Ok(published)
+}
+
 /// The protocol answer for a failed publish.
 pub(crate) fn publish_error(error: &OutboxError) -> (ErrorCode, String) {
     match error {
         OutboxError::Rejected(message) => (ErrorCode::BadData, message.clone()),
         OutboxError::OutsideGrant(message) => (ErrorCode::Forbidden, message.clone()),
+        OutboxError::Conflict(message) => (ErrorCode::Conflict, message.clone()),
         error if error.is_unavailable() => (
             ErrorCode::Unavailable,
             "postgres is unavailable; retry the request".into(),

@@ -7,7 +7,7 @@
 //! | `DELETE /v1/streams/{stream}` | 204, 404 if missing |
 //! | `GET /v1/streams/{stream}/snapshot[?cursor=C][&limit=L]` | one page: `{"stream","epoch","seq","next","records":[{key,seq,data}]}`, `ETag`, `Cache-Control`; 409 for an expired cursor |
 //! | `GET /v1/streams/{stream}/events?since=N[&epoch=E][&limit=L]` | `{"stream","epoch","events","next","more","head"}`; 409 `bad_since` + `"resync":true` |
-//! | `POST /v1/streams/{stream}/events` | 201 `{"stream","seq"}` |
+//! | `POST /v1/streams/{stream}/events` | 201 `{"stream","seq"}`; with an `Idempotency-Key` seen before: 200 and `Idempotent-Replayed: true`, or 409 `conflict` |
 //!
 //! Every request is authenticated ([`Authenticator::authenticate`](crate::auth::Authenticator::authenticate))
 //! and checked against the grant's read or write patterns. Errors are the protocol's `error`

@@ -113,6 +113,16 @@ impl RelayProcess {
         self.child.as_ref().and_then(Child::id)
     }
 
+    /// Waits up to `limit` for the process to end by itself (a `--crash-before-ack` exit, for
+    /// example) and returns its exit status; `None` if it is still running after `limit` or
+    /// was not started.
+    pub async fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut()?;
+        let status = tokio::time::timeout(limit, child.wait()).await.ok()?.ok()?;
+        self.child = None;
+        Some(status)
+    }
+
     /// SIGKILL, and wait for the process to be gone.
     pub async fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -455,6 +455,33 @@ async fn every_documented_error_code_is_produced_over_each_transport() {
             .push("rate_limited over websocket: five publishes at once were all accepted".into());
     }
 
+    // A write id reused for another write, over both transports (on a connection whose
+    // publish budget the rate limit above did not spend). The id is first used over HTTP.
+    let headers = [
+        ("idempotency-key", "reused"),
+        ("content-type", "application/json"),
+    ]
+    .map(|(name, value)| (name.to_owned(), value.to_owned()));
+    let body = br#"{"key":"k","op":"upsert","data":1}"#;
+    let (status, answer) = http(addr, "POST", "/v1/streams/t/events", &headers, body).await;
+    assert_eq!(status, 201, "the first use of the write id: {answer}");
+    let mut fresh = WsClient::connected(addr).await;
+    let mut reused = publish("w8", "t", "k", "upsert", json!(2));
+    reused["write_id"] = json!("reused");
+    for case in [
+        ws("conflict", reused),
+        request(
+            "conflict",
+            "http",
+            "POST",
+            "/v1/streams/t/events",
+            &[("idempotency-key", "reused")],
+            r#"{"key":"k","op":"upsert","data":3}"#,
+        ),
+    ] {
+        walk.check(addr, &mut fresh, case).await;
+    }
+
     // A relay at its connection limit.
     let full = TestRelay::spawn_with(&pg, |options| options.max_connections = 1).await;
     let _holder = WsClient::connected(full.addr()).await;

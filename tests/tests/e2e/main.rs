@@ -21,3 +21,4 @@ mod track;
 mod track_views;
 mod transport;
 mod views;
+mod write_ids;

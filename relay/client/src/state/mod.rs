@@ -25,10 +25,12 @@
 //!   older ones dropped; losses are announced by the relay's `gap` advisories.
 //! * Ephemeral messages (`op: message`, `seq: 0`) are always delivered.
 
+mod writes;
+
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,9 +41,10 @@ use tidewire_shared::{
 };
 use tokio::sync::{mpsc, oneshot};
 
+use self::writes::Writes;
 use super::backoff::{self, Backoff, BackoffConfig};
 use super::error::{ClientError, ServerError};
-use super::stats::{add, bump, Counters};
+use super::stats::{bump, Counters};
 use super::subscription::{SubscribeOptions, SubscriptionEvent};
 
 /// What the state asks the driver to do.
@@ -59,13 +62,6 @@ pub(crate) enum Output {
 
 /// Where a publish's answer goes.
 pub(crate) type PublishReply = oneshot::Sender<Result<u64, ClientError>>;
-
-/// A publish not sent yet (the client was disconnected when it was made).
-#[derive(Debug)]
-struct Queued {
-    message: Publish,
-    reply: PublishReply,
-}
 
 /// One subscription's state.
 #[derive(Debug)]
@@ -109,10 +105,8 @@ impl Sub {
 #[derive(Debug)]
 pub(crate) struct State {
     subscriptions: HashMap<StreamName, Sub>,
-    /// Publishes sent on the current connection, by op id.
-    in_flight: HashMap<String, PublishReply>,
-    /// Publishes made while disconnected, sent after the next connect.
-    queued: VecDeque<Queued>,
+    /// Publishes waiting for their answer (or for a connection to be sent on).
+    writes: Writes,
     /// Unsubscribes sent on this connection whose `unsubscribed` has not arrived yet: until
     /// it does, messages for the stream belong to the old subscription and are dropped.
     stale: HashMap<StreamName, u32>,
@@ -127,8 +121,7 @@ impl State {
     pub(crate) fn new(backoff: BackoffConfig, counters: Arc<Counters>) -> Self {
         Self {
             subscriptions: HashMap::new(),
-            in_flight: HashMap::new(),
-            queued: VecDeque::new(),
+            writes: Writes::default(),
             stale: HashMap::new(),
             connected: false,
             next_id: 1,
@@ -209,20 +202,8 @@ impl State {
 
     /// Sends `message` now if connected, else queues it for the next connection.
     pub(crate) fn publish(&mut self, message: Publish, reply: PublishReply, out: &mut Vec<Output>) {
-        if reply.is_closed() {
-            return;
-        }
-        if self.connected {
-            self.send_publish(message, reply, out);
-        } else {
-            self.queued.push_back(Queued { message, reply });
-        }
-    }
-
-    fn send_publish(&mut self, message: Publish, reply: PublishReply, out: &mut Vec<Output>) {
-        self.in_flight.insert(message.id.clone(), reply);
-        out.push(Output::Send(ClientMessage::Publish(message)));
-        bump(&self.counters.publishes_sent);
+        self.writes
+            .publish(message, reply, self.connected, &self.counters, out);
     }
 
     /// A connection is up: re-sends every subscription from its position, then every queued
@@ -243,27 +224,19 @@ impl State {
             sub.live = false;
             sub.recovering = false;
         }
-        while let Some(queued) = self.queued.pop_front() {
-            // A caller that timed out must not see its write commit later.
-            if !queued.reply.is_closed() {
-                self.send_publish(queued.message, queued.reply, out);
-            }
-        }
+        self.writes.on_connected(&self.counters, out);
     }
 
-    /// The connection dropped: publishes in flight fail with
-    /// [`ClientError::ConnectionLost`] (they may have committed), subscriptions are told.
+    /// The connection dropped: publishes in flight that carry a write id are queued to be
+    /// sent again, the rest fail with [`ClientError::ConnectionLost`] (see [`Writes`]).
+    /// Subscriptions are told.
     pub(crate) fn on_disconnected(&mut self, reason: &str) {
         if !self.connected {
             return;
         }
         self.connected = false;
         self.stale.clear();
-        add(&self.counters.publishes_lost, self.in_flight.len() as u64);
-        for (_, reply) in self.in_flight.drain() {
-            // The caller may have timed out already; nobody to tell then.
-            let _ = reply.send(Err(ClientError::ConnectionLost));
-        }
+        self.writes.on_disconnected(&self.counters);
         for sub in self.subscriptions.values_mut() {
             sub.live = false;
             sub.recovering = false;
@@ -278,12 +251,7 @@ impl State {
     /// subscription ends.
     pub(crate) fn close(&mut self, error: &ClientError) {
         self.connected = false;
-        for (_, reply) in self.in_flight.drain() {
-            let _ = reply.send(Err(error.clone()));
-        }
-        for queued in self.queued.drain(..) {
-            let _ = queued.reply.send(Err(error.clone()));
-        }
+        self.writes.close(error);
         self.subscriptions.clear();
     }
 
@@ -308,7 +276,7 @@ impl State {
             ServerMessage::Unsubscribed { stream } => self.on_unsubscribed(&stream, out),
             ServerMessage::Advisory(advisory) => self.on_advisory(advisory),
             ServerMessage::Ack { id, seq, .. } => {
-                if let Some(reply) = self.in_flight.remove(&id) {
+                if let Some(reply) = self.writes.answered(&id) {
                     bump(&self.counters.acks);
                     let _ = reply.send(Ok(seq));
                 }
@@ -535,7 +503,7 @@ impl State {
         out: &mut Vec<Output>,
     ) {
         if let Some(id) = id {
-            if let Some(reply) = self.in_flight.remove(&id) {
+            if let Some(reply) = self.writes.answered(&id) {
                 bump(&self.counters.publish_errors);
                 let _ = reply.send(Err(ClientError::Server(error)));
             }

@@ -1,14 +1,15 @@
-//! Writes over HTTP: publish an event, create or update a stream, drop a stream.
+//! Writes over HTTP: publish an event (exactly once under an `Idempotency-Key`), create or
+//! update a stream, drop a stream.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use hyper::body::Incoming;
-use hyper::header::HeaderMap;
+use hyper::header::{HeaderMap, HeaderValue};
 use hyper::{Response, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tidewire_shared::event::{contains_nul, validate_key};
+use tidewire_shared::message::check_write_id;
 use tidewire_shared::notify::NOTIFY_LIMIT;
 use tidewire_shared::{ErrorCode, Filter, Op, StreamName};
 use tokio_postgres::error::SqlState;
@@ -17,8 +18,17 @@ use super::body::{parse_json, read_limited, require_json};
 use super::error::ApiError;
 use super::read::json;
 use crate::hub::Hub;
-use crate::pg::outbox::{self, OutboxError};
+use crate::pg::outbox::OutboxError;
+use crate::pg::publish::Write;
+use crate::session;
 use crate::transport::{full, Body};
+
+/// The request header that carries a publish's write id.
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// The response header of a publish answered from its `Idempotency-Key` (200, nothing
+/// written again).
+const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
 
 /// Room left for the envelope of an ephemeral message inside a NOTIFY payload (the same
 /// margin as a WebSocket publish).
@@ -37,20 +47,23 @@ struct PublishBody {
     data: Value,
 }
 
+/// The answer to a publish.
 #[derive(Serialize)]
-struct Published<'a> {
+struct Answer<'a> {
     stream: &'a StreamName,
     seq: u64,
 }
 
-/// `POST /v1/streams/{stream}/events`: publishes `{"key","op","data"}` through
-/// `tidewire.publish` and answers 201 `{"stream","seq"}` once committed (`seq` 0 for an
-/// ephemeral `message`).
+/// `POST /v1/streams/{stream}/events`: publishes `{"key","op","data"}` and answers 201
+/// `{"stream","seq"}` once committed (`seq` 0 for an ephemeral `message`). With an
+/// `Idempotency-Key` header the write commits once per stream and key: a resend answers 200
+/// with the original seq and `Idempotent-Replayed: true`.
 ///
 /// # Errors
 ///
 /// 413 `too_large` (body over `--max-message-bytes`, data over `--max-data-bytes`), 415 /
-/// 400 `bad_message` (not JSON), `bad_key`, `bad_op`, `bad_data`, 503 `unavailable`.
+/// 400 `bad_message` (not JSON, a bad `Idempotency-Key`), `bad_key`, `bad_op`, `bad_data`,
+/// 409 `conflict` (the key was used for another write), 503 `unavailable`.
 pub(crate) async fn publish(
     hub: &Hub,
     stream: &StreamName,
@@ -58,18 +71,62 @@ pub(crate) async fn publish(
     body: Incoming,
     within: Option<&Arc<Filter>>,
 ) -> Result<Response<Body>, ApiError> {
+    let write_id = idempotency_key(headers)?;
     require_json(headers)?;
     let limit = hub.config.options.max_message_bytes;
     let bytes = read_limited(headers, body, limit).await?;
     let body: PublishBody = parse_json(&bytes, limit)?;
     let op = check_publish(&body, hub.config.options.max_data_bytes)?;
-    let started = Instant::now();
+    let write = Write {
+        stream,
+        key: &body.key,
+        op,
+        data: &body.data,
+        write_id,
+    };
     let within = within.map(|filter| &**filter);
-    let seq = outbox::publish_checked(&hub.pool, stream, &body.key, op, &body.data, within)
+    let published = session::commit(hub, &write, within)
         .await
         .map_err(|error| ApiError::outbox(&error))?;
-    hub.metrics.observe_publish(started.elapsed());
-    Ok(json(StatusCode::CREATED, &Published { stream, seq }))
+    let answer = Answer {
+        stream,
+        seq: published.seq,
+    };
+    if !published.replayed {
+        return Ok(json(StatusCode::CREATED, &answer));
+    }
+    let mut response = json(StatusCode::OK, &answer);
+    response
+        .headers_mut()
+        .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    Ok(response)
+}
+
+/// The write id of a publish: its `Idempotency-Key` header, bare or as a quoted string
+/// (`"k1"`, the header's structured-field form), under the write id rule.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    let mut values = headers.get_all(IDEMPOTENCY_KEY).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    let invalid = |reason: &str| {
+        ApiError::new(
+            ErrorCode::BadMessage,
+            format!("invalid Idempotency-Key header: {reason}"),
+        )
+    };
+    if values.next().is_some() {
+        return Err(invalid("given more than once"));
+    }
+    let text = value
+        .to_str()
+        .map_err(|_| invalid("may hold only ASCII letters, digits and . _ : -"))?;
+    let key = text
+        .strip_prefix('"')
+        .and_then(|rest| rest.strip_suffix('"'))
+        .unwrap_or(text);
+    check_write_id(key).map_err(|reason| invalid(&reason))?;
+    Ok(Some(key))
 }
 
 /// The shared publish rules, checked before PostgreSQL sees the event.
@@ -274,6 +331,32 @@ mod tests {
     fn check(body: Value) -> Result<Op, ErrorCode> {
         let body: PublishBody = serde_json::from_value(body).map_err(|_| ErrorCode::BadMessage)?;
         check_publish(&body, 100).map_err(|error| error.code)
+    }
+
+    fn key_of(values: &[&str]) -> Result<Option<String>, ErrorCode> {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append(
+                IDEMPOTENCY_KEY,
+                HeaderValue::from_bytes(value.as_bytes()).expect("a header value"),
+            );
+        }
+        idempotency_key(&headers)
+            .map(|key| key.map(str::to_owned))
+            .map_err(|error| error.code)
+    }
+
+    #[test]
+    fn idempotency_keys() {
+        assert_eq!(key_of(&[]), Ok(None));
+        assert_eq!(key_of(&["order-7.a:b_c"]), Ok(Some("order-7.a:b_c".into())));
+        assert_eq!(key_of(&["\"quoted\""]), Ok(Some("quoted".into())));
+        assert_eq!(key_of(&[""]), Err(ErrorCode::BadMessage));
+        assert_eq!(key_of(&["\"\""]), Err(ErrorCode::BadMessage));
+        assert_eq!(key_of(&["a b"]), Err(ErrorCode::BadMessage));
+        assert_eq!(key_of(&[&"k".repeat(65)]), Err(ErrorCode::BadMessage));
+        assert_eq!(key_of(&["caf\u{e9}"]), Err(ErrorCode::BadMessage));
+        assert_eq!(key_of(&["a", "b"]), Err(ErrorCode::BadMessage));
     }
 
     #[test]

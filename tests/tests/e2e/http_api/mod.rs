@@ -107,14 +107,14 @@ impl Relay {
 
 /// What came back.
 #[derive(Debug)]
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
+pub(crate) struct Reply {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
 }
 
 impl Reply {
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|error| {
             panic!(
                 "not JSON ({error}): {}",
@@ -127,13 +127,13 @@ impl Reply {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|value| value.to_str().ok())
     }
 
     /// Asserts an `error` reply with this status and code.
     #[track_caller]
-    fn assert_error(&self, status: u16, code: &str, what: &str) {
+    pub(crate) fn assert_error(&self, status: u16, code: &str, what: &str) {
         assert_eq!(self.status.as_u16(), status, "{what}: {}", self.text());
         let body = self.json();
         assert_eq!(body["type"], "error", "{what}: {body}");
@@ -154,27 +154,43 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    try_exchange(addr, request)
+        .await
+        .unwrap_or_else(|error| panic!("no answer: {error}"))
+}
+
+/// [`exchange`] for a relay that may be gone: why there is no answer, instead of a panic.
+pub(crate) async fn try_exchange<B>(addr: SocketAddr, request: Request<B>) -> Result<Reply, String>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let stream = TcpStream::connect(addr)
         .await
-        .expect("connect to the relay");
+        .map_err(|error| format!("connect to the relay: {error}"))?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .expect("http handshake");
+        .map_err(|error| format!("http handshake: {error}"))?;
     tokio::spawn(async move {
         // Ends when the response is read or the relay closes; errors show in the response.
         let _ = connection.await;
     });
     let response = tokio::time::timeout(Duration::from_secs(20), sender.send_request(request))
         .await
-        .expect("the relay answers in time")
-        .expect("a response");
+        .map_err(|_| "no answer within 20 s".to_owned())?
+        .map_err(|error| format!("no response: {error}"))?;
     let (parts, body) = response.into_parts();
-    let body = body.collect().await.expect("the whole body").to_bytes();
-    Reply {
+    let body = body
+        .collect()
+        .await
+        .map_err(|error| format!("the body: {error}"))?
+        .to_bytes();
+    Ok(Reply {
         status: parts.status,
         headers: parts.headers,
         body,
-    }
+    })
 }
 
 fn events_of(page: &Value) -> Vec<u64> {

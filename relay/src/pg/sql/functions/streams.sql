@@ -38,9 +38,10 @@ begin
 end
 $$;
 
--- Deletes the stream's events, records and row, and tells subscribers on 'tw:' || stream with
--- {"t":"drop","stream":S,"epoch":E}. The next publish recreates it with a new epoch. Returns
--- whether the stream existed.
+-- Deletes the stream's events, records, write ids and row, and tells subscribers on
+-- 'tw:' || stream with {"t":"drop","stream":S,"epoch":E}. The next publish recreates it with a
+-- new epoch (and a write id seen before the drop commits again). Returns whether the stream
+-- existed.
 create or replace function tidewire.drop_stream(stream text)
 returns boolean
 language plpgsql
@@ -55,6 +56,7 @@ begin
     end if;
     delete from tidewire.events as e where e.stream = drop_stream.stream;
     delete from tidewire.records as r where r.stream = drop_stream.stream;
+    delete from tidewire.writes as w where w.stream = drop_stream.stream;
     perform pg_notify('tw:' || drop_stream.stream,
         '{"t":"drop","stream":' || to_json(drop_stream.stream)::text || ',"epoch":' || v_epoch || '}');
     return true;
