@@ -129,35 +129,37 @@ impl Presence {
         self.announce(stream, client, data, version).await
     }
 
-    /// Removes `client` from `stream`, or from every stream when `None` (its connection
-    /// closed), if it had joined. Runs in the background.
+    /// Removes `client` (and the members behind it, `<client>/<member>`) from `stream`, or
+    /// from every stream when `None` (its connection closed), if it had joined. Runs in the
+    /// background.
     pub fn leave(
         self: &Arc<Self>,
         client: &str,
         stream: Option<&StreamName>,
         tracker: &TaskTracker,
     ) {
-        let streams: Vec<StreamName> = {
+        let behind = format!("{client}/");
+        let left: Vec<(StreamName, String)> = {
             let mut local = self.lock_local();
-            let streams: Vec<StreamName> = local
+            let left: Vec<(StreamName, String)> = local
                 .keys()
                 .filter(|(joined, owner)| {
-                    owner == client && stream.is_none_or(|stream| stream == joined)
+                    (owner == client || owner.starts_with(&behind))
+                        && stream.is_none_or(|stream| stream == joined)
                 })
-                .map(|(stream, _)| stream.clone())
+                .cloned()
                 .collect();
-            for stream in &streams {
-                local.remove(&(stream.clone(), client.to_owned()));
+            for key in &left {
+                local.remove(key);
             }
-            streams
+            left
         };
-        if streams.is_empty() {
+        if left.is_empty() {
             return;
         }
         let presence = Arc::clone(self);
-        let client = client.to_owned();
         tracker.spawn(async move {
-            for stream in streams {
+            for (stream, client) in left {
                 let version = presence.next_version();
                 if let Err(error) = presence
                     .announce(&stream, &client, Value::Null, version)

@@ -582,6 +582,17 @@ impl Engine {
     ///
     /// [`ClientError::Closed`] after `close`; [`ClientError::Invalid`] for NUL in strings.
     pub fn set_presence(&mut self, stream: &str, data: Value) -> Result<(), ClientError> {
+        self.presence_of(stream, None, data)
+    }
+
+    /// Sets the presence of `member` (`None`: this client's own) on `stream`, kept and sent
+    /// again after every (re)subscription.
+    pub(super) fn presence_of(
+        &mut self,
+        stream: &str,
+        member: Option<String>,
+        data: Value,
+    ) -> Result<(), ClientError> {
         if self.closed {
             return Err(ClientError::Closed);
         }
@@ -591,9 +602,21 @@ impl Engine {
         let message = ClientMessage::Presence {
             stream: state.name.clone(),
             data: data.clone(),
+            member: member.clone(),
         };
         message.validate().map_err(ClientError::from)?;
-        state.my_presence = (!data.is_null()).then_some(data);
+        let kept = (!data.is_null()).then_some(data);
+        match member {
+            None => state.my_presence = kept,
+            Some(member) => match kept {
+                Some(data) => {
+                    state.members.insert(member, data);
+                }
+                None => {
+                    state.members.remove(&member);
+                }
+            },
+        }
         let live = state.phase == Phase::Live;
         let socket = self.link_is(TransportKind::WebSocket) || self.link_is(TransportKind::Shared);
         if (live && socket) || self.link_is(TransportKind::Manual) {

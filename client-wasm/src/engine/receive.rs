@@ -390,9 +390,23 @@ impl Engine {
                 self.subscribe(stream);
             }
         }
-        if let Some(data) = presence {
-            let message = tidewire_shared::ClientMessage::Presence { stream: name, data };
-            if !self.link_is(super::status::TransportKind::Sse) {
+        if !self.link_is(super::status::TransportKind::Sse) {
+            let members = self
+                .streams
+                .get(stream)
+                .map(|state| state.members.clone())
+                .unwrap_or_default();
+            let ours = presence.map(|data| (None, data));
+            for (member, data) in ours.into_iter().chain(
+                members
+                    .into_iter()
+                    .map(|(member, data)| (Some(member), data)),
+            ) {
+                let message = tidewire_shared::ClientMessage::Presence {
+                    stream: name.clone(),
+                    data,
+                    member,
+                };
                 self.effects.push(Effect::Send(message.encode()));
             }
         }

@@ -45,6 +45,21 @@ impl Engine {
         self.link_is(TransportKind::WebSocket) || self.link_is(TransportKind::Sse)
     }
 
+    /// Sets (or with `Value::Null` clears) the presence of guest `member` on `stream`: its
+    /// own entry in the presence set, `<connection>/<member>`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Engine::set_presence`].
+    pub fn set_guest_presence(
+        &mut self,
+        stream: &str,
+        member: &str,
+        data: Value,
+    ) -> Result<(), ClientError> {
+        self.presence_of(stream, Some(member.to_owned()), data)
+    }
+
     /// A write on behalf of a guest, with the guest's write id (so the relay commits it once
     /// whichever tab sends it). Returns the operation id, as [`Engine::write`].
     ///

@@ -80,6 +80,8 @@ pub(crate) struct StreamState {
     pub(crate) presence: BTreeMap<String, Value>,
     /// Our own presence state, re-sent after every (re)subscription.
     pub(crate) my_presence: Option<Value>,
+    /// The presence states of the tabs this client hosts, by member name, re-sent likewise.
+    pub(crate) members: BTreeMap<String, Value>,
     /// This client's writes not yet applied from the relay, shown over `collection`.
     pub(crate) overlay: Overlay,
 }
@@ -110,6 +112,7 @@ impl StreamState {
             socket_snapshot: false,
             presence: BTreeMap::new(),
             my_presence: None,
+            members: BTreeMap::new(),
             overlay: Overlay::default(),
         }
     }

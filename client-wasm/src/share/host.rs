@@ -71,9 +71,11 @@ impl Host {
     /// A guest joined: it is told the presence id of the shared connection.
     pub(crate) fn join(&mut self, engine: &Engine, guest: &str) -> Out {
         self.guests.insert(guest.to_owned(), Guest::default());
+        // The guest's presence id: its own entry behind the shared connection.
         let reason = engine
             .presence_id()
-            .map(|id| format!("relay=shared connection={id}"));
+            .and_then(|id| id.rsplit_once('-'))
+            .map(|(relay, connection)| format!("relay={relay} connection={connection}/{guest}"));
         let mut out = vec![(
             guest.to_owned(),
             wire::advisory("connect", None, reason.as_deref()),
@@ -84,9 +86,13 @@ impl Host {
         out
     }
 
-    /// A guest left (its tab closed).
-    pub(crate) fn leave(&mut self, guest: &str) {
-        self.guests.remove(guest);
+    /// A guest left (its tab closed): its presence entries go too.
+    pub(crate) fn leave(&mut self, engine: &mut Engine, guest: &str) {
+        if let Some(state) = self.guests.remove(guest) {
+            for stream in state.subs.keys() {
+                let _ = engine.set_guest_presence(stream, guest, Value::Null);
+            }
+        }
         self.writes.retain(|_, (owner, _)| owner != guest);
     }
 
@@ -160,7 +166,8 @@ impl Host {
                 }
             },
             GuestMessage::Presence { stream, data } => {
-                let _ = engine.set_presence(stream.as_str(), data);
+                // The guest's own entry; it leaves with the guest.
+                let _ = engine.set_guest_presence(stream.as_str(), guest, data);
                 Vec::new()
             }
             GuestMessage::Ping(id) => vec![(guest.to_owned(), wire::pong(id.as_deref()))],

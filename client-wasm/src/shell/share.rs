@@ -175,7 +175,7 @@ impl Inner {
                 let out = host.on_text(&mut self.engine, &from, &text);
                 self.post_out(out);
             }
-            (Role::Host(host), "leave") => host.leave(&from),
+            (Role::Host(host), "leave") => host.leave(&mut self.engine, &from),
             (Role::Guest { host }, "welcome") if host.is_none() && shared_link => {
                 *host = Some(from);
                 self.engine.on_open(now());

@@ -277,7 +277,12 @@ impl Session {
         format!("{}-{}", self.hub.relay_id, self.receiver.id().get())
     }
 
-    async fn set_presence(&mut self, stream: StreamName, data: serde_json::Value) {
+    async fn set_presence(
+        &mut self,
+        stream: StreamName,
+        data: serde_json::Value,
+        member: Option<String>,
+    ) {
         if !self.subscriptions.contains_key(&stream) {
             self.push_error(
                 None,
@@ -300,7 +305,10 @@ impl Session {
             );
             return;
         }
-        let client = self.presence_id();
+        let client = match member {
+            Some(member) => format!("{}/{member}", self.presence_id()),
+            None => self.presence_id(),
+        };
         if let Err(error) = self.hub.presence.set(&stream, &client, data).await {
             self.push_error(
                 None,
@@ -377,7 +385,11 @@ impl Session {
             ClientMessage::Unsubscribe { stream } => self.unsubscribe(&stream, true),
             ClientMessage::Publish(publish) => self.publish(publish).await,
             ClientMessage::Ping { id } => self.push(&ServerMessage::Pong { id }),
-            ClientMessage::Presence { stream, data } => self.set_presence(stream, data).await,
+            ClientMessage::Presence {
+                stream,
+                data,
+                member,
+            } => self.set_presence(stream, data, member).await,
             ClientMessage::Auth { token } => match self.hub.auth.verify(&token) {
                 Ok(grant) => self.regrant(grant),
                 Err(error) => {

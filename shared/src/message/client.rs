@@ -42,6 +42,11 @@ pub enum ClientMessage {
         /// The state to show to others (`null` leaves the presence set).
         #[serde(default)]
         data: Value,
+        /// One of several members behind this connection (the tabs sharing a browser's
+        /// connection), by a name of the write id rule: each has its own entry, with presence
+        /// id `<connection's>/<member>`. Absent: the connection's own entry.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        member: Option<String>,
     },
     /// Replace the connection's token (for example before the old one expires).
     Auth {
@@ -156,6 +161,13 @@ impl ClientMessage {
             ClientMessage::Subscribe(subscribe) => subscribe.parsed_filter().map(drop),
             ClientMessage::Ping { id: Some(id) } => check_op_id(id),
             ClientMessage::Presence { data, .. } if contains_nul(data) => Err(nul_in_data()),
+            ClientMessage::Presence {
+                member: Some(member),
+                ..
+            } => check_write_id(member).map_err(|reason| DecodeError::Invalid {
+                field: "member",
+                reason,
+            }),
             ClientMessage::Auth { token } if token.is_empty() => Err(DecodeError::Invalid {
                 field: "token",
                 reason: "empty".into(),

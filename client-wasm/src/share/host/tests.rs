@@ -224,7 +224,7 @@ fn a_guest_resumes_from_recent_events_and_waits_when_ahead() {
     pair.pump();
     live_host(&mut pair);
     // The guest's link drops; events go on meanwhile.
-    pair.relay.leave("g");
+    pair.relay.leave(&mut pair.host, "g");
     pair.guest
         .on_closed(crate::engine::CloseInfo::default(), 3.0);
     pair.relay_says(event(3, "c", "upsert", json!({"owner": "u1"})));
