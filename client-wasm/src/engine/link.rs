@@ -87,19 +87,26 @@ impl Engine {
                 }
             }
             TransportKind::WebSocket | TransportKind::Manual | TransportKind::Shared => {
-                let idle: Vec<String> = self
-                    .streams
-                    .values()
-                    .filter(|state| state.wants_subscription())
-                    .map(|state| state.name.to_string())
-                    .collect();
-                for stream in idle {
-                    self.subscribe(&stream);
-                }
+                self.subscribe_idle();
             }
         }
+        // A new connection is also the moment to try again writes held after a failure.
+        self.writes_held = false;
         self.flush_writes();
         self.update_status();
+    }
+
+    /// Subscribes every stream waiting for a subscription on this connection.
+    fn subscribe_idle(&mut self) {
+        let idle: Vec<String> = self
+            .streams
+            .values()
+            .filter(|state| state.wants_subscription())
+            .map(|state| state.name.to_string())
+            .collect();
+        for stream in idle {
+            self.subscribe(&stream);
+        }
     }
 
     /// Sends `subscribe` for `stream` with the union of its views' filters (resuming from
@@ -352,31 +359,13 @@ impl Engine {
                         self.effects
                             .push(Effect::Send(ClientMessage::Ping { id: None }.encode()));
                     }
-                    let idle: Vec<String> = self
-                        .streams
-                        .values()
-                        .filter(|state| state.wants_subscription())
-                        .map(|state| state.name.to_string())
-                        .collect();
-                    for stream in idle {
-                        self.subscribe(&stream);
-                    }
+                    self.subscribe_idle();
                 }
             }
+            // The host answers retryable refusals like the relay: subscribe again.
             Link::Open {
                 kind: TransportKind::Shared,
-            } => {
-                // The host answers retryable refusals like the relay: subscribe again.
-                let idle: Vec<String> = self
-                    .streams
-                    .values()
-                    .filter(|state| state.wants_subscription())
-                    .map(|state| state.name.to_string())
-                    .collect();
-                for stream in idle {
-                    self.subscribe(&stream);
-                }
-            }
+            } => self.subscribe_idle(),
             _ => {}
         }
         self.release_writes();

@@ -195,7 +195,7 @@ pub(crate) fn shift_change((key, old, new): Shift, seq: u64) -> Change {
 #[cfg(test)]
 mod tests {
     use serde_json::json;
-    use tidewire_shared::{Event, Snapshot, StreamName};
+    use tidewire_shared::{Event, Snapshot};
 
     use super::*;
 
@@ -223,14 +223,10 @@ mod tests {
 
     fn event(seq: u64, key: &str, op: Op, data: Value) -> Event {
         Event {
-            stream: StreamName::new("s").expect("valid"),
-            epoch: 1,
-            seq,
             key: key.into(),
             op,
             data,
-            prev: None,
-            ts: None,
+            ..tidewire_shared::fixtures::event("s", 1, seq)
         }
     }
 

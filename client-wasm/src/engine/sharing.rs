@@ -8,7 +8,6 @@
 //! nothing; writes sent on the old link are sent again with their write ids.
 
 use serde_json::Value;
-use tidewire_shared::Op;
 
 use super::status::TransportKind;
 use super::{Engine, Link};
@@ -58,22 +57,5 @@ impl Engine {
         data: Value,
     ) -> Result<(), ClientError> {
         self.presence_of(stream, Some(member.to_owned()), data)
-    }
-
-    /// A write on behalf of a guest, with the guest's write id (so the relay commits it once
-    /// whichever tab sends it). Returns the operation id, as [`Engine::write`].
-    ///
-    /// # Errors
-    ///
-    /// As [`Engine::write`].
-    pub fn write_for_guest(
-        &mut self,
-        stream: &str,
-        key: &str,
-        op: Op,
-        data: Value,
-        write_id: Option<String>,
-    ) -> Result<String, ClientError> {
-        self.write_with(stream, key, op, data, write_id)
     }
 }

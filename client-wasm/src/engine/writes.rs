@@ -6,9 +6,9 @@
 //!   with that id: the relay answers an id it has seen with the original seq, so a write
 //!   commits exactly once and the application never has to guess. Ephemeral messages have no
 //!   seq to answer with; they are sent at most once and fail with `connection_lost`.
-//! * A failure the relay may get over (`unavailable`, `internal`, `overloaded`,
-//!   `rate_limited`, or a network error of an HTTP post) holds the write back until the next
-//!   tick; any other refusal rolls it back.
+//! * A failure the relay may get over (`unavailable`, `internal`, `overloaded`, or a network
+//!   error of an HTTP post) holds the write back until the next tick or the next connection;
+//!   any other refusal rolls it back.
 //! * The promise resolves once reads show the write's committed event (or something newer),
 //!   so `await collection.set(...)` followed by `collection.get(...)` sees the write.
 //! * Unanswered writes are bounded (`max_pending_writes`); with persistence the shell stores
@@ -97,8 +97,13 @@ impl Engine {
         self.write_with(stream, key, op, data, None)
     }
 
-    /// [`Engine::write`] with a given write id (`None`: a new one).
-    pub(super) fn write_with(
+    /// [`Engine::write`] with a given write id (`None`: a new one): a host makes a guest
+    /// tab's write with the guest's id, so it commits once whichever tab sends it.
+    ///
+    /// # Errors
+    ///
+    /// As [`Engine::write`].
+    pub fn write_with(
         &mut self,
         stream: &str,
         key: &str,

@@ -153,7 +153,7 @@ impl Host {
                 op,
                 data,
                 write_id,
-            } => match engine.write_for_guest(stream.as_str(), &key, op, data, write_id) {
+            } => match engine.write_with(stream.as_str(), &key, op, data, write_id) {
                 Ok(host_id) => {
                     self.writes.insert(host_id, (guest.to_owned(), id));
                     Vec::new()

@@ -114,14 +114,20 @@ export class Relay {
     child.stdout.on("data", keep);
     child.stderr.on("data", keep);
     this.exited = once(child, "exit");
+    // A relay that exits while starting fails the start at once (not after the timeout).
+    let exitedEarly = false;
+    this.exited.then(() => {
+      exitedEarly = true;
+    });
     await waitFor(
       async () => {
-        if (child.exitCode !== null) throw new Error(`relay exited: ${this.log.join("")}`);
+        if (exitedEarly || child.exitCode !== null) return "exited";
         const response = await fetch(`${this.url}/readyz`);
         return response.ok;
       },
       { timeoutMs: 90_000, intervalMs: 200, what: "the relay to be ready" },
     );
+    if (exitedEarly || child.exitCode !== null) throw new Error(`relay exited: ${this.log.join("")}`);
   }
 
   /** kill -9: the embedded PostgreSQL keeps running and is adopted by the next start. */

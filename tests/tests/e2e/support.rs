@@ -102,3 +102,14 @@ pub(crate) async fn publish(
         .await?;
     Ok(row.get(0))
 }
+
+/// An HS256 token signed with `secret` for `claims`, valid for ten minutes (`exp` is set).
+pub(crate) fn signed_token(secret: &str, mut claims: serde_json::Value) -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs()
+        + 600;
+    claims["exp"] = serde_json::json!(exp);
+    tidewire_relay::auth::jwt::sign_hs256(secret.as_bytes(), &claims).expect("sign")
+}

@@ -29,8 +29,8 @@ fn new_state() -> (State, Arc<Counters>) {
     )
 }
 
-/// The messages among `out`, draining it.
-fn sent(out: &mut Vec<Output>) -> Vec<ClientMessage> {
+/// The messages among `out`, draining it (also used by the tests of `writes`).
+pub(super) fn sent(out: &mut Vec<Output>) -> Vec<ClientMessage> {
     out.drain(..)
         .filter_map(|output| match output {
             Output::Send(message) => Some(message),

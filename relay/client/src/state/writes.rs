@@ -119,6 +119,7 @@ mod tests {
     use tokio::sync::oneshot;
 
     use super::*;
+    use crate::state::tests::sent;
 
     fn publish(id: &str, write_id: Option<&str>) -> Publish {
         Publish {
@@ -129,15 +130,6 @@ mod tests {
             data: json!(1),
             write_id: write_id.map(str::to_owned),
         }
-    }
-
-    fn sent(out: &mut Vec<Output>) -> Vec<ClientMessage> {
-        out.drain(..)
-            .filter_map(|output| match output {
-                Output::Send(message) => Some(message),
-                Output::RetryLater { .. } => None,
-            })
-            .collect()
     }
 
     #[test]

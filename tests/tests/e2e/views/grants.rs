@@ -2,10 +2,7 @@
 //! fill patterns and filters without ever widening them, writes stay inside the filter, and
 //! a refreshed token narrows a live view.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use serde_json::{json, Value};
-use tidewire_relay::auth::jwt::sign_hs256;
 use tidewire_tests::relay::TestRelay;
 use tidewire_tests::TestPg;
 
@@ -15,14 +12,7 @@ use crate::transport::client::WsClient;
 const SECRET: &str = "an-hs256-secret-of-enough-length-for-views";
 
 fn token(claims: Value) -> String {
-    let exp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("after 1970")
-        .as_secs()
-        + 600;
-    let mut claims = claims;
-    claims["exp"] = json!(exp);
-    sign_hs256(SECRET.as_bytes(), &claims).expect("sign")
+    crate::support::signed_token(SECRET, claims)
 }
 
 /// The usual claim-bound grant: boards by claim, tasks by owner.

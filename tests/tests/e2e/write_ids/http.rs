@@ -4,11 +4,8 @@
 //! writer whose grant has a filter gets its original seq back even after the record left
 //! the filter.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use hyper::StatusCode;
 use serde_json::{json, Value};
-use tidewire_relay::auth::jwt::sign_hs256;
 use tidewire_tests::relay::TestRelay;
 use tidewire_tests::TestPg;
 
@@ -100,14 +97,7 @@ async fn an_idempotency_key_commits_once() {
 const SECRET: &str = "an-hs256-secret-for-the-write-id-tests";
 
 fn token(claims: Value) -> String {
-    let exp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("after 1970")
-        .as_secs()
-        + 600;
-    let mut claims = claims;
-    claims["exp"] = json!(exp);
-    sign_hs256(SECRET.as_bytes(), &claims).expect("sign")
+    crate::support::signed_token(SECRET, claims)
 }
 
 /// The write that committed inside the writer's filter passed its grant check then; a resend
