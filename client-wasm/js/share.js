@@ -1,7 +1,8 @@
-// The browser side of one connection per browser (see src/share): a BroadcastChannel to the
-// other tabs of the origin, and a Web Lock that elects the tab holding the connection. The
-// lock is held for the page's lifetime (the browser releases it when the tab closes or
-// crashes); the next tab waiting for it becomes the host.
+// The browser side of one connection per browser (see src/share): the package's shared
+// worker holds the connection; where there is none, a BroadcastChannel to the other tabs of
+// the origin and a Web Lock elect the tab holding it. The lock is held for the page's
+// lifetime (the browser releases it when the tab closes or crashes); the next tab waiting
+// for it becomes the host.
 
 // Whether this browser can share a connection between tabs.
 export function shareSupported() {
@@ -38,6 +39,65 @@ export function shareJoin(name, id, onMessage, onHost) {
       closed = true;
       channel.close();
       if (release) release();
+    },
+  };
+}
+
+// Joins through the package's shared worker (`worker.js`, next to the package's entry),
+// which holds the connection for every tab of the origin; `config` (the client's URL and
+// options, as JSON) travels with each `hello`. Falls back to `shareJoin` (a host tab elected
+// with a Web Lock) where SharedWorker is missing or the worker cannot start (a bundler that
+// did not emit worker.js, a Content-Security-Policy).
+export function shareConnect(name, id, config, useWorker, onMessage, onHost) {
+  if (useWorker && typeof SharedWorker === "function") {
+    try {
+      // This file is snippets/<crate>/js/share.js in the package.
+      const url = new URL("../../../worker.js", import.meta.url);
+      const worker = new SharedWorker(url, { type: "module", name });
+      return viaWorker(worker, name, id, config, onMessage, onHost);
+    } catch {
+      // Fall through to an elected tab.
+    }
+  }
+  return shareJoin(name, id, onMessage, onHost);
+}
+
+function viaWorker(worker, name, id, config, onMessage, onHost) {
+  const port = worker.port;
+  let fallback = null;
+  let closed = false;
+  let welcomed = false;
+  const fail = () => {
+    if (closed || fallback || welcomed) return;
+    port.close();
+    fallback = shareJoin(name, id, onMessage, onHost);
+    // Guests waiting for a host ask again.
+    onMessage("host", "", "", "");
+  };
+  worker.onerror = fail;
+  const timer = setTimeout(fail, 5000);
+  port.onmessage = (event) => {
+    const message = event.data;
+    if (closed || fallback || !message) return;
+    if (message.kind === "welcome") {
+      welcomed = true;
+      clearTimeout(timer);
+    }
+    onMessage(message.kind, message.from, message.to ?? "", message.text ?? "");
+  };
+  port.start();
+  return {
+    post(kind, to, text) {
+      if (fallback) return fallback.post(kind, to, text);
+      if (closed) return;
+      const body = kind === "hello" ? config : text;
+      port.postMessage({ kind, from: id, to: to || undefined, text: body || undefined });
+    },
+    close() {
+      closed = true;
+      clearTimeout(timer);
+      if (fallback) fallback.close();
+      else port.close();
     },
   };
 }

@@ -16,7 +16,7 @@ use crate::handles::add_listener;
 use crate::listeners::EventKind;
 use crate::options::Options;
 use crate::persist::Store;
-use crate::shell::{self, drive, Shared};
+use crate::shell::{self, drive, Shared, Sharing};
 use crate::transport::Endpoints;
 
 #[wasm_bindgen(inline_js = "export function install_iterator(object) {
@@ -61,22 +61,29 @@ impl TidewireClient {
         url: &str,
         #[wasm_bindgen(unchecked_param_type = "TidewireOptions")] options: JsValue,
     ) -> Result<TidewireClient, JsValue> {
-        let options = Options::from_js(&options)?;
-        let base = page_href();
-        let endpoints = Endpoints::parse(url, base.as_deref()).map_err(ClientError::Argument)?;
-        let store = options
-            .persist
-            .map(|kind| Store::new(kind, &endpoints.http));
-        let seed = (js_sys::Math::random() * 9_007_199_254_740_991.0) as u64;
-        let mut config = options.config.clone();
-        // Write ids must not collide across tabs, reloads and browsers: 104 random bits.
-        let random = || (js_sys::Math::random() * 4_503_599_627_370_496.0) as u64;
-        config.writer = Some(format!("{:013x}{:013x}", random(), random()));
-        let manual = config.transport == TransportChoice::Manual;
-        let tick_ms = (config.keepalive_ms / 4.0).clamp(1000.0, 5000.0) as u32;
-        let engine = Engine::new(config, seed);
-        let shared = Shared::new(engine, endpoints, options.token, store);
-        shell::start(&shared, manual, options.share, tick_ms);
+        let parsed = Options::from_js(&options)?;
+        let sharing = match (parsed.share, parsed.share_tabs) {
+            _ if parsed.config.transport == TransportChoice::Manual => Sharing::Off,
+            (false, _) => Sharing::Off,
+            (true, false) => Sharing::Worker,
+            (true, true) => Sharing::Tabs,
+        };
+        // What the shared worker needs to open the same connection.
+        let config = if sharing == Sharing::Off {
+            String::new()
+        } else {
+            let config = js_sys::Object::new();
+            let _ = js_sys::Reflect::set(&config, &"url".into(), &url.into());
+            let _ = js_sys::Reflect::set(&config, &"options".into(), &options);
+            js_sys::JSON::stringify(&config)
+                .ok()
+                .and_then(|text| text.as_string())
+                .unwrap_or_default()
+        };
+        let shared = build(url, &parsed)?;
+        let manual = parsed.config.transport == TransportChoice::Manual;
+        let tick_ms = (parsed.config.keepalive_ms / 4.0).clamp(1000.0, 5000.0) as u32;
+        shell::start(&shared, manual, sharing, &config, tick_ms);
         Ok(TidewireClient { shared })
     }
 
@@ -150,16 +157,18 @@ impl TidewireClient {
         )
     }
 
-    /// This tab's part in the browser's shared connection: `{ role, guests }` with role
-    /// `"host"` (this tab holds the connection; `guests` other clients use it), `"guest"`
-    /// (another tab holds it) or `"off"` (`share: false`, or the browser cannot share).
+    /// This tab's part in the browser's shared connection: `{ role, guests, worker }` with
+    /// role `"host"` (this tab holds the connection; `guests` other clients use it),
+    /// `"guest"` (the shared worker holds it, `worker: true`, or another tab) or `"off"`
+    /// (`share: false`, or the browser cannot share).
     #[wasm_bindgen(getter, unchecked_return_type = "SharingInfo")]
     pub fn sharing(&self) -> JsValue {
         let Ok(inner) = self.shared.inner.try_borrow() else {
             return JsValue::UNDEFINED;
         };
-        let (role, guests) = inner.sharing();
-        convert::parse(&serde_json::json!({ "role": role, "guests": guests }).to_string())
+        let (role, guests, worker) = inner.sharing();
+        let info = serde_json::json!({ "role": role, "guests": guests, "worker": worker });
+        convert::parse(&info.to_string())
     }
 
     /// The writes the relay has not answered yet, oldest first:
@@ -328,6 +337,22 @@ pub fn matches(
 }
 
 /// The page's URL, to resolve a relative relay URL.
+/// The client's state for `url` and `options`, not started.
+pub(crate) fn build(url: &str, options: &Options) -> Result<Rc<Shared>, JsValue> {
+    let base = page_href();
+    let endpoints = Endpoints::parse(url, base.as_deref()).map_err(ClientError::Argument)?;
+    let store = options
+        .persist
+        .map(|kind| Store::new(kind, &endpoints.http));
+    let seed = (js_sys::Math::random() * 9_007_199_254_740_991.0) as u64;
+    let mut config = options.config.clone();
+    // Write ids must not collide across tabs, reloads and browsers: 104 random bits.
+    let random = || (js_sys::Math::random() * 4_503_599_627_370_496.0) as u64;
+    config.writer = Some(format!("{:013x}{:013x}", random(), random()));
+    let engine = Engine::new(config, seed);
+    Ok(Shared::new(engine, endpoints, options.token.clone(), store))
+}
+
 fn page_href() -> Option<String> {
     let global = js_sys::global();
     let location = js_sys::Reflect::get(&global, &"location".into()).ok()?;

@@ -37,7 +37,7 @@ mod listeners;
 mod options;
 mod pending;
 mod persist;
-mod share;
+pub mod share;
 mod shell;
 mod transport;
 

@@ -19,6 +19,8 @@ pub(crate) struct Options {
     pub(crate) persist: Option<PersistKind>,
     /// Whether tabs of the origin with the same relay and token share one connection.
     pub(crate) share: bool,
+    /// Share through an elected tab even where there is a SharedWorker (`share: "tabs"`).
+    pub(crate) share_tabs: bool,
 }
 
 fn get(object: &JsValue, name: &str) -> JsValue {
@@ -110,10 +112,12 @@ impl Options {
             config.backoff_max_ms = number(&backoff, "maxMs", config.backoff_max_ms)?;
         }
         let share = get(object, "share");
-        if !share.is_undefined() && !share.is_null() {
-            options.share = share
-                .as_bool()
-                .ok_or_else(|| ClientError::Argument("option share must be a boolean".into()))?;
+        if share.as_string().as_deref() == Some("tabs") {
+            options.share_tabs = true;
+        } else if !share.is_undefined() && !share.is_null() {
+            options.share = share.as_bool().ok_or_else(|| {
+                ClientError::Argument("option share must be true, false or \"tabs\"".into())
+            })?;
         }
         let pause = get(object, "pauseWhenHidden");
         if let Some(pause) = pause.as_bool() {

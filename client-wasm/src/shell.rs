@@ -131,12 +131,30 @@ pub(crate) fn drive<R>(shared: &Rc<Shared>, input: impl FnOnce(&mut Inner) -> R)
     Some(result)
 }
 
-/// Starts the client: page listeners, keepalive ticker, first connection.
-pub(crate) fn start(shared: &Rc<Shared>, manual: bool, share: bool, tick_ms: u32) {
+/// How a client shares its connection with the other tabs of its origin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sharing {
+    /// It does not (`share: false`, the manual transport, or the shared worker itself).
+    Off,
+    /// Through the package's shared worker, or an elected tab where there is none.
+    Worker,
+    /// Through an elected tab (`share: "tabs"`).
+    Tabs,
+}
+
+/// Starts the client: page listeners, keepalive ticker, sharing, first connection.
+/// `config` is the client's URL and options as JSON, for the shared worker.
+pub(crate) fn start(
+    shared: &Rc<Shared>,
+    manual: bool,
+    sharing: Sharing,
+    config: &str,
+    tick_ms: u32,
+) {
     let weak = Rc::downgrade(shared);
     drive(shared, |inner| {
-        if share && !manual {
-            inner.join_group(&weak);
+        if sharing != Sharing::Off {
+            inner.join_group(&weak, config, sharing == Sharing::Worker);
         }
         inner.engine.set_online(browser::navigator_online(), now());
         inner.engine.set_visible(browser::page_visible(), now());

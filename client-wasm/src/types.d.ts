@@ -28,10 +28,11 @@ export interface TidewireOptions {
   /** Give up on a connection attempt after this long. Default: 10000. */
   connectTimeoutMs?: number;
   /** Share one connection between the tabs of this origin that use the same relay and
-   * token: one tab (elected with a Web Lock) holds the connection and relays it to the
-   * others over a BroadcastChannel; when it closes, another takes over and resumes from
-   * what it holds. Default: true (where the browser has Web Locks and BroadcastChannel). */
-  share?: boolean;
+   * token. `true` (default): the package's shared worker holds it; where there is no
+   * SharedWorker (or the worker cannot start), one tab elected with a Web Lock holds it and
+   * relays it over a BroadcastChannel, and when that tab closes another takes over.
+   * `"tabs"`: always an elected tab. `false`: a connection of this client's own. */
+  share?: boolean | "tabs";
   /** Most writes waiting for the relay's answer at once (sent or queued, for example while
    * offline); one more throws a `TidewireError` with code `"queue_full"`. Default: 1000. */
   maxPendingWrites?: number;
@@ -154,6 +155,8 @@ export interface SharingInfo {
   role: "host" | "guest" | "off";
   /** Clients using this tab's connection (for a host). */
   guests: number;
+  /** The package's shared worker holds the connection (for a guest). */
+  worker: boolean;
 }
 
 /** A write the relay has not answered yet (`client.pendingWrites`). */

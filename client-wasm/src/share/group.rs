@@ -1,15 +1,22 @@
-//! The tabs of one origin that share a connection: a `BroadcastChannel` between them and a
-//! Web Lock that elects the host (helpers in `js/share.js`).
+//! The tabs of one origin that share a connection: through the package's shared worker,
+//! which holds the connection, or (where there is no SharedWorker, or with `share: "tabs"`)
+//! through a `BroadcastChannel` between them and a Web Lock that elects the host tab
+//! (helpers in `js/share.js`). In the worker itself the group is the ports of its tabs.
 //!
 //! Messages are `{kind, from, to, text}`: a guest says `hello` and is answered `welcome` by
 //! the host; `msg` carries the relay protocol both ways; `leave` and `bye` end a guest's and
 //! the host's part; a new host announces itself with `host`, and guests connected to
 //! another host (which died without a `bye`) connect again.
 
-use js_sys::Function;
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use js_sys::{Function, Object, Reflect};
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::{JsCast, JsValue};
+use web_sys::MessagePort;
 
 use super::host::Host;
 
@@ -17,10 +24,12 @@ use super::host::Host;
 extern "C" {
     #[wasm_bindgen(js_name = shareSupported)]
     fn share_supported() -> bool;
-    #[wasm_bindgen(js_name = shareJoin, catch)]
-    fn share_join(
+    #[wasm_bindgen(js_name = shareConnect, catch)]
+    fn share_connect(
         name: &str,
         id: &str,
+        config: &str,
+        use_worker: bool,
         on_message: &Function,
         on_host: &Function,
     ) -> Result<Handle, JsValue>;
@@ -49,14 +58,27 @@ pub(crate) enum Role {
     Host(Host),
 }
 
+/// The ports of a shared worker's tabs, by their ids.
+pub(crate) type Ports = Rc<RefCell<BTreeMap<String, MessagePort>>>;
+
+/// How this member reaches the others.
+enum Backend {
+    /// A tab: the worker's port or the BroadcastChannel, behind one JavaScript handle.
+    Tab {
+        handle: Handle,
+        _on_message: Closure<dyn FnMut(String, String, String, String)>,
+        _on_host: Closure<dyn FnMut()>,
+    },
+    /// The shared worker: one port per tab.
+    Worker(Ports),
+}
+
 /// Membership of the group.
 pub(crate) struct Group {
-    handle: Handle,
+    backend: Backend,
     /// This client's id in the group.
     pub(crate) id: String,
     pub(crate) role: Role,
-    _on_message: Closure<dyn FnMut(String, String, String, String)>,
-    _on_host: Closure<dyn FnMut()>,
 }
 
 impl std::fmt::Debug for Group {
@@ -70,11 +92,15 @@ impl std::fmt::Debug for Group {
 
 impl Group {
     /// Joins the group of `relay` and `token` (tabs with another token share another
-    /// connection), if this browser has BroadcastChannel and Web Locks.
+    /// connection): through the shared worker when `use_worker` and the browser has one
+    /// (`config`, the client's URL and options as JSON, configures the worker's connection),
+    /// else by election, if this browser has BroadcastChannel and Web Locks.
     pub(crate) fn join(
         relay: &str,
         token: Option<&str>,
         id: String,
+        config: &str,
+        use_worker: bool,
         on_note: impl Fn(Note) + 'static,
         on_host: impl Fn() + 'static,
     ) -> Option<Self> {
@@ -88,25 +114,55 @@ impl Group {
             },
         );
         let on_host = Closure::<dyn FnMut()>::new(on_host);
-        let handle = share_join(
+        let handle = share_connect(
             &name,
             &id,
+            config,
+            use_worker,
             on_message.as_ref().unchecked_ref(),
             on_host.as_ref().unchecked_ref(),
         )
         .ok()?;
         Some(Self {
-            handle,
+            backend: Backend::Tab {
+                handle,
+                _on_message: on_message,
+                _on_host: on_host,
+            },
             id,
             role: Role::Guest { host: None },
-            _on_message: on_message,
-            _on_host: on_host,
         })
+    }
+
+    /// The group of a shared worker: it hosts, its tabs are `ports`.
+    pub(crate) fn worker(ports: Ports) -> Self {
+        Self {
+            backend: Backend::Worker(ports),
+            id: "worker".into(),
+            role: Role::Host(Host::default()),
+        }
     }
 
     /// Sends `kind` to `to` (empty: everyone).
     pub(crate) fn post(&self, kind: &str, to: &str, text: &str) {
-        self.handle.post(kind, to, text);
+        match &self.backend {
+            Backend::Tab { handle, .. } => handle.post(kind, to, text),
+            Backend::Worker(ports) => {
+                let message = Object::new();
+                for (field, value) in [("kind", kind), ("from", "worker"), ("text", text)] {
+                    let _ = Reflect::set(&message, &field.into(), &value.into());
+                }
+                let ports = ports.borrow();
+                let targets: Vec<&MessagePort> = if to.is_empty() {
+                    ports.values().collect()
+                } else {
+                    ports.get(to).into_iter().collect()
+                };
+                for port in targets {
+                    let _ = port.post_message(&message);
+                }
+            }
+        }
     }
 
     /// Leaves: the host says `bye` (its guests connect to the next host), a guest `leave`.
@@ -122,7 +178,9 @@ impl Group {
 impl Drop for Group {
     fn drop(&mut self) {
         self.leave();
-        self.handle.close();
+        if let Backend::Tab { handle, .. } = &self.backend {
+            handle.close();
+        }
     }
 }
 

@@ -7,21 +7,24 @@ use std::rc::Weak;
 use crate::browser::now;
 use crate::engine::effect::Effect;
 use crate::engine::CloseInfo;
-use crate::share::group::{Group, Note, Role};
+use crate::share::group::{Group, Note, Ports, Role};
 use crate::share::host::{Host, Out};
 
 use super::{drive, Connection, Inner, Shared};
 
 impl Inner {
     /// Joins the tabs of this relay and token (if the browser can): the engine starts as a
-    /// guest, and becomes the host if it wins the election.
-    pub(super) fn join_group(&mut self, weak: &Weak<Shared>) {
+    /// guest of the shared worker (`config`: the client's URL and options, as JSON), or of
+    /// the elected tab, and becomes the host if it wins the election.
+    pub(super) fn join_group(&mut self, weak: &Weak<Shared>, config: &str, use_worker: bool) {
         let note_weak = weak.clone();
         let host_weak = weak.clone();
         let group = Group::join(
             &self.endpoints.http,
             self.token.as_deref(),
             self.engine.writer().to_owned(),
+            config,
+            use_worker,
             move |note| {
                 if let Some(shared) = note_weak.upgrade() {
                     drive(&shared, |inner| inner.on_note(note));
@@ -47,16 +50,26 @@ impl Inner {
         }
     }
 
-    /// `(role, guests)`: `"host"` with its number of guests, `"guest"`, or `"off"`.
-    pub(crate) fn sharing(&self) -> (&'static str, usize) {
+    /// `(role, guests, through the shared worker)`: `"host"` with its number of guests,
+    /// `"guest"`, or `"off"`.
+    pub(crate) fn sharing(&self) -> (&'static str, usize, bool) {
         match &self.group {
-            None => ("off", 0),
+            None => ("off", 0, false),
             Some(Group {
                 role: Role::Host(host),
                 ..
-            }) => ("host", host.guests().count()),
-            Some(_) => ("guest", 0),
+            }) => ("host", host.guests().count(), false),
+            Some(Group {
+                role: Role::Guest { host },
+                ..
+            }) => ("guest", 0, host.as_deref() == Some("worker")),
         }
+    }
+
+    /// Hosts the tabs of a shared worker, reached through `ports`.
+    pub(crate) fn host_in_worker(&mut self, ports: Ports) {
+        self.group = Some(Group::worker(ports));
+        self.engine.set_hosting(true);
     }
 
     /// This tab won the election: it connects to the relay and serves the others.
@@ -158,7 +171,7 @@ impl Inner {
     }
 
     /// A message of the group.
-    fn on_note(&mut self, note: Note) {
+    pub(crate) fn on_note(&mut self, note: Note) {
         let Some(group) = &mut self.group else {
             return;
         };

@@ -1,9 +1,11 @@
 // One connection per browser: ten tabs of one origin over SSE (where HTTP/1.1's six
-// connections per origin would leave the seventh tab without one) share one connection held
-// by an elected tab. All are live and converge; the relay counts one connection; closing
-// the tab that holds it loses nothing, repeats no change, and the others are live again
-// within 2 s; a tab opened later gets the current state at once; a guest tab's writes are
-// shown at once and confirmed; `share: false` opts out.
+// connections per origin would leave the seventh tab without one) share one connection,
+// held by the package's shared worker (the default) or by an elected tab (`share: "tabs"`,
+// and where there is no SharedWorker). All are live and converge; the relay counts one
+// connection; closing tabs (the host tab, or the worker's last tab) loses nothing and
+// repeats no change, and the others are live again within 2 s; a tab opened later gets the
+// current state at once; a guest tab's writes are shown at once and confirmed;
+// `share: false` opts out.
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
@@ -55,6 +57,7 @@ async function tabState(page) {
     return {
       status: client.status,
       role: client.sharing.role,
+      worker: client.sharing.worker,
       transport: client.transport,
       records: collection.toJSON(),
       seq: collection.seq,
@@ -63,10 +66,73 @@ async function tabState(page) {
   });
 }
 
-test("ten tabs over SSE share one connection; the host tab closes and another takes over", async () => {
-  const stream = "tabs";
+test("ten tabs over SSE share the shared worker's connection; tabs come and go", async () => {
+  const stream = "worker_tabs";
   for (let index = 0; index < 20; index += 1) await relay.publish(stream, `k${index}`, "upsert", { index });
   const options = { transport: "sse", backoff: { initialMs: 100, maxMs: 500 } };
+  const before = await connections("sse");
+  const pages = [];
+  for (let index = 0; index < TABS; index += 1) pages.push(await openTab(stream, options));
+  for (const page of pages) {
+    await page.waitForFunction(() => harness.get().client.status === "live", null, { timeout: 30_000 });
+  }
+  const states = await Promise.all(pages.map(tabState));
+  assert.deepEqual(
+    states.map((state) => `${state.role}:${state.worker}:${state.transport}`),
+    pages.map(() => "guest:true:shared"),
+  );
+  await waitFor(async () => (await connections("sse")) === before + 1, { what: "one SSE connection at the relay" });
+
+  // A guest's write, and writes from outside while half of the tabs close.
+  const written = await pages[3].evaluate(async () => {
+    const { collection } = harness.get();
+    const promise = collection.set("from-tab", { by: "tab 3" });
+    const shown = collection.get("from-tab");
+    await promise;
+    return { shown, after: collection.get("from-tab") };
+  });
+  assert.deepEqual(written, { shown: { by: "tab 3" }, after: { by: "tab 3" } });
+  const writer = (async () => {
+    for (let index = 20; index < 60; index += 1) {
+      await relay.publish(stream, `k${index % 30}`, "patch", { index });
+      await sleep(10);
+    }
+  })();
+  for (const page of pages.slice(0, 5)) await page.close();
+  await writer;
+  const truth = (await relay.snapshot(stream)).records;
+  for (const page of pages.slice(5)) {
+    await waitFor(async () => canonical((await tabState(page)).records) === canonical(truth), {
+      what: "the remaining tabs converged",
+      timeoutMs: 10_000,
+    });
+    const state = await tabState(page);
+    assert.equal(state.status, "live");
+    assert.equal(state.repeated, 0, "no change reported twice");
+  }
+
+  // A tab opened later has the current state at once.
+  const late = await openTab(stream, options);
+  const openedAt = Date.now();
+  await late.waitForFunction(() => harness.get().client.status === "live", null, { timeout: 10_000 });
+  const lateMs = Date.now() - openedAt;
+  assert.equal(canonical((await tabState(late)).records), canonical(truth));
+  console.log(`# worker: a tab opened later was live after ${lateMs} ms`);
+  assert.ok(lateMs < 2000, `the late tab was live after ${lateMs} ms`);
+
+  // The worker's last tab closes: the connection goes with it; a new tab starts over.
+  for (const page of [...pages.slice(5), late]) await page.close();
+  await waitFor(async () => (await connections("sse")) === before, { what: "the worker's connection closed" });
+  const again = await openTab(stream, options);
+  await again.waitForFunction(() => harness.get().client.status === "live", null, { timeout: 10_000 });
+  assert.equal(canonical((await tabState(again)).records), canonical(truth));
+  await again.close();
+});
+
+test("ten tabs over SSE share one connection held by an elected tab; the host tab closes and another takes over", async () => {
+  const stream = "tabs";
+  for (let index = 0; index < 20; index += 1) await relay.publish(stream, `k${index}`, "upsert", { index });
+  const options = { transport: "sse", share: "tabs", backoff: { initialMs: 100, maxMs: 500 } };
   const pages = [];
   for (let index = 0; index < TABS; index += 1) pages.push(await openTab(stream, options));
   for (const page of pages) {

@@ -1,0 +1,117 @@
+//! The shared worker's side (`worker.js` in the package): one client in the worker holds the
+//! connection, configured by the first tab's `hello`, and hosts every tab that connects.
+//! When the last tab closes, the browser ends the worker and its connection with it.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use js_sys::Reflect;
+use wasm_bindgen::closure::Closure;
+use wasm_bindgen::prelude::wasm_bindgen;
+use wasm_bindgen::{JsCast, JsValue};
+use web_sys::{MessageEvent, MessagePort};
+
+use super::group::{Note, Ports};
+use crate::client::build;
+use crate::options::Options;
+use crate::shell::{self, drive, Shared, Sharing};
+
+/// The host in a shared worker. Not for applications: `worker.js` makes one.
+#[wasm_bindgen]
+pub struct SharedHost {
+    client: Rc<RefCell<Option<Rc<Shared>>>>,
+    ports: Ports,
+    handlers: RefCell<Vec<Closure<dyn FnMut(MessageEvent)>>>,
+}
+
+impl std::fmt::Debug for SharedHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedHost").finish_non_exhaustive()
+    }
+}
+
+impl Default for SharedHost {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[wasm_bindgen]
+impl SharedHost {
+    /// A host with no tab yet.
+    #[wasm_bindgen(constructor)]
+    pub fn new() -> SharedHost {
+        SharedHost {
+            client: Rc::new(RefCell::new(None)),
+            ports: Rc::new(RefCell::new(BTreeMap::new())),
+            handlers: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// A tab connected (the worker's `connect` event).
+    pub fn attach(&self, port: MessagePort) {
+        let client = Rc::clone(&self.client);
+        let ports = Rc::clone(&self.ports);
+        let from_port = port.clone();
+        let handler = Closure::<dyn FnMut(MessageEvent)>::new(move |event: MessageEvent| {
+            let data = event.data();
+            let field = |name: &str| {
+                Reflect::get(&data, &JsValue::from_str(name))
+                    .ok()
+                    .and_then(|value| value.as_string())
+                    .unwrap_or_default()
+            };
+            let note = Note {
+                kind: field("kind"),
+                from: field("from"),
+                text: field("text"),
+            };
+            on_message(&client, &ports, &from_port, note);
+        });
+        port.set_onmessage(Some(handler.as_ref().unchecked_ref()));
+        port.start();
+        self.handlers.borrow_mut().push(handler);
+    }
+}
+
+fn on_message(
+    client: &Rc<RefCell<Option<Rc<Shared>>>>,
+    ports: &Ports,
+    port: &MessagePort,
+    note: Note,
+) {
+    if note.from.is_empty() {
+        return;
+    }
+    if note.kind == "hello" {
+        ports.borrow_mut().insert(note.from.clone(), port.clone());
+        if client.borrow().is_none() {
+            *client.borrow_mut() = start(&note.text, ports);
+        }
+    }
+    let leaving = note.kind == "leave";
+    let from = note.from.clone();
+    let shared = client.borrow().clone();
+    if let Some(shared) = shared {
+        drive(&shared, |inner| inner.on_note(note));
+    }
+    if leaving {
+        ports.borrow_mut().remove(&from);
+    }
+}
+
+/// The worker's client, from the first tab's `{url, options}`.
+fn start(config: &str, ports: &Ports) -> Option<Rc<Shared>> {
+    let config = js_sys::JSON::parse(config).ok()?;
+    let url = Reflect::get(&config, &"url".into()).ok()?.as_string()?;
+    let options = Reflect::get(&config, &"options".into()).ok()?;
+    let parsed = Options::from_js(&options).ok()?;
+    let shared = build(&url, &parsed).ok()?;
+    if let Ok(mut inner) = shared.inner.try_borrow_mut() {
+        inner.host_in_worker(Rc::clone(ports));
+    }
+    let tick_ms = (parsed.config.keepalive_ms / 4.0).clamp(1000.0, 5000.0) as u32;
+    shell::start(&shared, false, Sharing::Off, "", tick_ms);
+    Some(shared)
+}
