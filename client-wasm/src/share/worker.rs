@@ -17,12 +17,15 @@ use crate::client::build;
 use crate::options::Options;
 use crate::shell::{self, drive, Shared, Sharing};
 
+/// A port's message handler, kept for as long as the host lives.
+type Handler = Closure<dyn FnMut(MessageEvent)>;
+
 /// The host in a shared worker. Not for applications: `worker.js` makes one.
 #[wasm_bindgen]
 pub struct SharedHost {
     client: Rc<RefCell<Option<Rc<Shared>>>>,
     ports: Ports,
-    handlers: RefCell<Vec<Closure<dyn FnMut(MessageEvent)>>>,
+    handlers: RefCell<Vec<Handler>>,
 }
 
 impl std::fmt::Debug for SharedHost {
@@ -54,7 +57,7 @@ impl SharedHost {
         let client = Rc::clone(&self.client);
         let ports = Rc::clone(&self.ports);
         let from_port = port.clone();
-        let handler = Closure::<dyn FnMut(MessageEvent)>::new(move |event: MessageEvent| {
+        let handler = Handler::new(move |event: MessageEvent| {
             let data = event.data();
             let field = |name: &str| {
                 Reflect::get(&data, &JsValue::from_str(name))
