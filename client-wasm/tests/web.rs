@@ -384,13 +384,27 @@ async fn writes_resolve_with_the_committed_seq() {
     assert_eq!(sent["type"], "publish");
     assert_eq!(sent["op"], "upsert");
     assert_eq!(sent["data"], json!({"x": [1, 2]}));
+    // Shown at once; the promise resolves once the event at the acknowledged seq is applied.
+    assert_eq!(
+        call(&todos, "get", &["c".into()])
+            .ok()
+            .and_then(|value| js_sys::JSON::stringify(&value).ok())
+            .and_then(|text| text.as_string())
+            .as_deref(),
+        Some(r#"{"x":[1,2]}"#)
+    );
     inject(
         &client,
-        &json!({"type": "ack", "id": sent["id"], "stream": "todos", "seq": 9}),
+        &json!({"type": "ack", "id": sent["id"], "stream": "todos", "seq": 3}),
+    );
+    inject(
+        &client,
+        &json!({"type": "event", "stream": "todos", "epoch": 1, "seq": 3, "key": "c",
+                "op": "upsert", "data": {"x": [1, 2]}}),
     );
     assert_eq!(
         JsFuture::from(set).await.expect("resolved").as_f64(),
-        Some(9.0)
+        Some(3.0)
     );
 
     let patch: js_sys::Promise = call(&todos, "patch", &["c".into(), JsValue::from(5)])

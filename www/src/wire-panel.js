@@ -48,6 +48,15 @@ export class WirePanel {
     return info.status in LABELS ? info.status : "connecting";
   }
 
+  /** How this tab is connected: its own WebSocket or SSE stream, or the one the tabs of this
+   * browser share (held by the package's shared worker or by another tab). */
+  static transport(transport, sharing) {
+    if (transport === "shared") return sharing?.worker ? "over the tabs' shared connection (worker)" : "over another tab's connection";
+    if (!transport) return "";
+    const own = transport === "sse" ? "SSE" : "WebSocket";
+    return sharing?.role === "host" ? `over ${own}, shared with ${sharing.guests} other tab(s)` : `over ${own}`;
+  }
+
   status(info) {
     const state = WirePanel.display(info, this.everLive);
     if (state === "live") this.everLive = true;
@@ -60,7 +69,7 @@ export class WirePanel {
     this.element("state-word").dataset.state = state;
     this.element("status-reason").textContent = reason ? `${reason}${info.code ? ` (${info.code})` : ""}${retry}` : "";
     pill.title = reason || "Connected: changes arrive as they commit";
-    this.element("transport").textContent = info.transport ? `over ${info.transport === "sse" ? "SSE" : "WebSocket"}` : "";
+    this.element("transport").textContent = WirePanel.transport(info.transport, this.client.sharing);
     if (state !== this.state || this.history.length === 0) {
       this.history.push({ state, reason, at: Date.now() });
       if (this.history.length > 200) this.history.shift();
