@@ -199,7 +199,8 @@ impl TidewireClient {
     #[wasm_bindgen(js_name = setToken)]
     pub fn set_token(&self, token: Option<String>) {
         let token = token.filter(|token| !token.is_empty());
-        drive(&self.shared, |inner| inner.set_token(token));
+        let weak = Rc::downgrade(&self.shared);
+        drive(&self.shared, |inner| inner.set_token(token, &weak));
     }
 
     /// The live collection of `stream`, or with `{ where }` the view of the records of

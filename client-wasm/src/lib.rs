@@ -18,7 +18,7 @@
 //! | `listeners` | application callbacks and pending promises |
 //! | `handles` | listener registration and `ready()` promises, for the client and collections |
 //! | `convert` | values between Rust and JavaScript (JSON text + `JSON.parse`) |
-//! | `browser` | timers, event listeners, clock (our own small gloo replacement) |
+//! | `browser` | timers (gloo), event listeners, clock, console reporting |
 //! | [`error`] | `TidewireError`: JavaScript `Error` objects with a `code` |
 #![warn(missing_docs)]
 

@@ -83,6 +83,10 @@ pub(crate) struct Inner {
     pub(crate) sent: Vec<String>,
     /// The tabs sharing one connection, when sharing is on.
     group: Option<Group>,
+    /// How this client shares, and its URL and options as JSON (for the shared worker).
+    sharing: (Sharing, String),
+    /// The refusal already passed on to the guests (a host's).
+    told_refusal: bool,
 }
 
 impl Shared {
@@ -108,6 +112,8 @@ impl Shared {
                 page: Vec::new(),
                 sent: Vec::new(),
                 group: None,
+                sharing: (Sharing::Off, String::new()),
+                told_refusal: false,
             }),
             listeners: RefCell::new(Listeners::default()),
             collections: RefCell::new(BTreeMap::new()),
@@ -153,6 +159,7 @@ pub(crate) fn start(
 ) {
     let weak = Rc::downgrade(shared);
     drive(shared, |inner| {
+        inner.sharing = (sharing, config.to_owned());
         if sharing != Sharing::Off {
             inner.join_group(&weak, config, sharing == Sharing::Worker);
         }
@@ -197,8 +204,12 @@ pub(crate) fn close(shared: &Rc<Shared>) {
 
 impl Inner {
     /// The token in force.
-    pub(crate) fn set_token(&mut self, token: Option<String>) {
+    pub(crate) fn set_token(&mut self, token: Option<String>, weak: &Weak<Shared>) {
         self.token = token;
+        if self.group.is_some() {
+            // Tabs with another token share another connection.
+            self.regroup(weak);
+        }
         let token = self.token.clone().unwrap_or_default();
         self.engine.token_changed(&token);
     }

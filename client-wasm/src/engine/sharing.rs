@@ -10,7 +10,7 @@
 use serde_json::Value;
 
 use super::status::TransportKind;
-use super::{Engine, Link};
+use super::{CloseInfo, Engine, Link};
 use crate::error::ClientError;
 
 impl Engine {
@@ -32,6 +32,19 @@ impl Engine {
     /// Whether this engine connects through a shared link.
     pub fn is_guest(&self) -> bool {
         self.guest
+    }
+
+    /// How the relay refused this engine's connection (an authentication failure or a
+    /// policy violation), as the close a guest of it should see; `None` when not refused.
+    pub fn refusal(&self) -> Option<CloseInfo> {
+        let refused = self.refused.as_ref()?;
+        Some(CloseInfo {
+            opened: true,
+            close_code: refused.failure.close_code,
+            http_status: None,
+            code: refused.failure.code.clone(),
+            reason: refused.failure.reason.clone(),
+        })
     }
 
     /// Reports what is applied from now on as [`Effect::Tap`]s (the host relays them).

@@ -4,13 +4,15 @@
 
 use std::rc::Weak;
 
+use wasm_bindgen::JsValue;
+
 use crate::browser::now;
 use crate::engine::effect::Effect;
 use crate::engine::CloseInfo;
 use crate::share::group::{Group, Note, Ports, Role};
 use crate::share::host::{Host, Out};
 
-use super::{drive, Connection, Inner, Shared};
+use super::{drive, Connection, Inner, Shared, Sharing};
 
 impl Inner {
     /// Joins the tabs of this relay and token (if the browser can): the engine starts as a
@@ -40,6 +42,34 @@ impl Inner {
             self.engine.set_guest(true, now());
             self.group = Some(group);
         }
+    }
+
+    /// Leaves this token's group for the new token's (`set_token`).
+    pub(super) fn regroup(&mut self, weak: &Weak<Shared>) {
+        let (sharing, config) = self.sharing.clone();
+        let config = js_sys::JSON::parse(&config)
+            .ok()
+            .and_then(|config| {
+                let options = js_sys::Reflect::get(&config, &"options".into()).ok()?;
+                let options = if options.is_object() {
+                    options
+                } else {
+                    js_sys::Object::new().into()
+                };
+                let token = self
+                    .token
+                    .as_deref()
+                    .map_or(JsValue::UNDEFINED, JsValue::from);
+                js_sys::Reflect::set(&options, &"token".into(), &token).ok()?;
+                js_sys::Reflect::set(&config, &"options".into(), &options).ok()?;
+                js_sys::JSON::stringify(&config).ok()?.as_string()
+            })
+            .unwrap_or(config);
+        self.group = None;
+        self.told_refusal = false;
+        self.engine.set_hosting(false);
+        self.sharing.1.clone_from(&config);
+        self.join_group(weak, &config, sharing == Sharing::Worker);
     }
 
     /// Leaves the group (page hidden for good, or closed): the client goes on alone.
@@ -160,6 +190,27 @@ impl Inner {
         let mut out = host.serve(&self.engine);
         out.extend(host.on_link(self.engine.on_network()));
         self.post_out(out);
+        // The relay refused our token: the guests are refused the same way (and set a new
+        // token, which takes them to that token's connection).
+        match (self.engine.refusal(), self.told_refusal) {
+            (Some(refusal), false) => {
+                self.told_refusal = true;
+                self.tell_refusal("", &refusal);
+            }
+            (None, true) => self.told_refusal = false,
+            _ => {}
+        }
+    }
+
+    fn tell_refusal(&self, to: &str, refusal: &CloseInfo) {
+        if let Some(group) = &self.group {
+            let text = serde_json::json!({
+                "closeCode": refusal.close_code,
+                "code": refusal.code,
+                "reason": refusal.reason,
+            });
+            group.post("close", to, &text.to_string());
+        }
     }
 
     fn post_out(&self, out: Out) {
@@ -178,11 +229,15 @@ impl Inner {
         let Note { kind, from, text } = note;
         let shared_link = matches!(self.connection, Connection::Shared);
         let mut lost = false;
+        let mut refusal: Option<String> = None;
         match (&mut group.role, kind.as_str()) {
             (Role::Host(host), "hello") => {
                 let out = host.join(&self.engine, &from);
                 group.post("welcome", &from, "");
                 self.post_out(out);
+                if let Some(refusal) = self.engine.refusal() {
+                    self.tell_refusal(&from, &refusal);
+                }
             }
             (Role::Host(host), "msg") => {
                 let out = host.on_text(&mut self.engine, &from, &text);
@@ -196,6 +251,10 @@ impl Inner {
             (Role::Guest { host: Some(host) }, "msg") if *host == from => {
                 self.engine.on_text(&text, now());
             }
+            // The relay refused the host's token: so are we.
+            (Role::Guest { host: Some(host) }, "close") if *host == from => {
+                refusal = Some(text);
+            }
             // Our host left, or another took over (ours died without a word).
             (Role::Guest { host: Some(host) }, "bye") if *host == from => lost = true,
             (Role::Guest { host: Some(host) }, "host") if *host != from => lost = true,
@@ -205,9 +264,32 @@ impl Inner {
         if lost {
             self.lost_host();
         }
+        if let Some(text) = refusal {
+            let value: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            let info = CloseInfo {
+                opened: true,
+                close_code: value["closeCode"]
+                    .as_u64()
+                    .and_then(|code| u16::try_from(code).ok()),
+                http_status: None,
+                code: value["code"].as_str().map(str::to_owned),
+                reason: value["reason"].as_str().unwrap_or_default().to_owned(),
+            };
+            self.drop_host(info);
+        }
     }
 
     fn lost_host(&mut self) {
+        self.drop_host(CloseInfo {
+            opened: true,
+            close_code: Some(1001),
+            reason: "the tab holding the shared connection went away".into(),
+            ..CloseInfo::default()
+        });
+    }
+
+    /// The shared link ended as `info` says.
+    fn drop_host(&mut self, info: CloseInfo) {
         if let Some(Group {
             role: Role::Guest { host },
             ..
@@ -216,12 +298,6 @@ impl Inner {
             *host = None;
         }
         self.connection = Connection::None;
-        let info = CloseInfo {
-            opened: true,
-            close_code: Some(1001),
-            reason: "the tab holding the shared connection went away".into(),
-            ..CloseInfo::default()
-        };
         self.engine.on_closed(info, now());
     }
 }
