@@ -253,6 +253,22 @@ impl Host {
         }
     }
 
+    /// The relay refused the host's subscription of `stream` (or could not serve it now): the
+    /// guests subscribed to it get the same error, and subscribe again when it can pass.
+    pub(crate) fn on_stream_error(&mut self, stream: &str, code: &str, message: &str) -> Out {
+        let text = wire::error(None, Some(stream), wire::code(code), message);
+        let mut out = Vec::new();
+        for (name, guest) in &mut self.guests {
+            if let Some(sub) = guest.subs.get(stream) {
+                if !sub.live {
+                    guest.subs.remove(stream);
+                    out.push((name.clone(), text.clone()));
+                }
+            }
+        }
+        out
+    }
+
     /// The host's presence set of `stream` changed: every guest of it gets the whole set.
     pub(crate) fn on_presence(&self, engine: &Engine, stream: &str) -> Out {
         let Some(members) = engine.presence(stream) else {

@@ -171,6 +171,19 @@ impl Inner {
                 let out = host.on_presence(&self.engine, &stream);
                 (out, Some(Effect::Presence(stream)))
             }
+            Effect::StreamError {
+                stream,
+                code,
+                message,
+            } => {
+                let out = host.on_stream_error(&stream, &code, &message);
+                let effect = Effect::StreamError {
+                    stream,
+                    code,
+                    message,
+                };
+                (out, Some(effect))
+            }
             other => (Vec::new(), Some(other)),
         };
         self.post_out(out);

@@ -17,6 +17,8 @@ struct Pair {
     /// Changes the guest's application saw: `(key, new value, origin)`.
     seen: Vec<(String, Option<Value>, String)>,
     resolved: Vec<(String, u64)>,
+    /// Stream errors the guest's application heard: `(stream, code)`.
+    errors: Vec<(String, String)>,
 }
 
 fn engine(writer: &str) -> Engine {
@@ -45,6 +47,7 @@ impl Pair {
             upstream: Vec::new(),
             seen: Vec::new(),
             resolved: Vec::new(),
+            errors: Vec::new(),
         };
         let out = pair.relay.join(&pair.host, "g");
         pair.deliver(out);
@@ -79,6 +82,7 @@ impl Pair {
                         }
                     }
                     Effect::Resolve { id, seq } => self.resolved.push((id, seq)),
+                    Effect::StreamError { stream, code, .. } => self.errors.push((stream, code)),
                     _ => {}
                 }
             }
@@ -99,6 +103,15 @@ impl Pair {
                             moved = true;
                             self.deliver(out);
                         }
+                    }
+                    Effect::StreamError {
+                        stream,
+                        code,
+                        message,
+                    } => {
+                        let out = self.relay.on_stream_error(&stream, &code, &message);
+                        moved |= !out.is_empty();
+                        self.deliver(out);
                     }
                     _ => {}
                 }
@@ -274,4 +287,24 @@ fn a_guest_resumes_from_recent_events_and_waits_when_ahead() {
     assert_eq!(out.len(), 1);
     assert!(out[0].1.contains("\"subscribed\""), "{out:?}");
     assert!(out[0].1.contains("\"resumed\":true"), "{out:?}");
+}
+
+#[test]
+fn a_refused_subscription_reaches_the_guest() {
+    let mut pair = Pair::new();
+    pair.guest.open_stream("todos").expect("valid");
+    pair.pump();
+    pair.relay_says(
+        json!({"type": "error", "stream": "todos", "code": "forbidden",
+                           "message": "no read access to todos"}),
+    );
+    assert_eq!(
+        pair.errors,
+        vec![("todos".to_owned(), "forbidden".to_owned())]
+    );
+    let out = pair
+        .relay
+        .on_stream_error("todos", "forbidden", "no read access to todos");
+    assert!(out.is_empty(), "told once: the subscription is gone");
+    assert!(!pair.guest.is_live("todos"));
 }
