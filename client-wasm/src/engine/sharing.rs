@@ -57,6 +57,19 @@ impl Engine {
         self.link_is(TransportKind::WebSocket) || self.link_is(TransportKind::Sse)
     }
 
+    /// Whether this engine's connection to the relay is up and the relay has PostgreSQL
+    /// (what a host tells its guests with `disconnect` / `reconnect` advisories), with the
+    /// reason when it is not.
+    pub fn connection_up(&self) -> Result<(), String> {
+        if !self.on_network() {
+            return Err("the shared connection is reconnecting".into());
+        }
+        match &self.degraded {
+            Some(reason) => Err(reason.clone()),
+            None => Ok(()),
+        }
+    }
+
     /// Sets (or with `Value::Null` clears) the presence of guest `member` on `stream`: its
     /// own entry in the presence set, `<connection>/<member>`.
     ///

@@ -65,21 +65,16 @@ pub(crate) struct Host {
     writes: BTreeMap<String, (String, String)>,
     /// The host's connection is down (guests were told with a `disconnect` advisory).
     down: bool,
+    /// The presence id of the host's connection the guests were told (each guest's own is
+    /// `<it>/<guest>`).
+    announced: Option<String>,
 }
 
 impl Host {
     /// A guest joined: it is told the presence id of the shared connection.
     pub(crate) fn join(&mut self, engine: &Engine, guest: &str) -> Out {
         self.guests.insert(guest.to_owned(), Guest::default());
-        // The guest's presence id: its own entry behind the shared connection.
-        let reason = engine
-            .presence_id()
-            .and_then(|id| id.rsplit_once('-'))
-            .map(|(relay, connection)| format!("relay={relay} connection={connection}/{guest}"));
-        let mut out = vec![(
-            guest.to_owned(),
-            wire::advisory("connect", None, reason.as_deref()),
-        )];
+        let mut out = vec![(guest.to_owned(), connect(engine.presence_id(), guest))];
         if self.down {
             out.push((guest.to_owned(), wire::advisory("disconnect", None, None)));
         }
@@ -94,6 +89,20 @@ impl Host {
             }
         }
         self.writes.retain(|_, (owner, _)| owner != guest);
+    }
+
+    /// Tells every guest its presence id again when the host's connection changed (a new
+    /// connection has a new id).
+    pub(crate) fn on_connection(&mut self, engine: &Engine) -> Out {
+        let id = engine.presence_id().map(str::to_owned);
+        if id == self.announced {
+            return Vec::new();
+        }
+        self.announced.clone_from(&id);
+        self.guests
+            .keys()
+            .map(|guest| (guest.clone(), connect(id.as_deref(), guest)))
+            .collect()
     }
 
     /// The guests.
@@ -282,13 +291,18 @@ impl Host {
             .collect()
     }
 
-    /// The host's connection went down or came back: guests are told (their status follows).
-    pub(crate) fn on_link(&mut self, up: bool) -> Out {
+    /// The host's connection went down or came back, or the relay lost or regained
+    /// PostgreSQL: guests are told (their status follows).
+    pub(crate) fn on_link(&mut self, state: Result<(), String>) -> Out {
+        let up = state.is_ok();
         if self.down != up {
             return Vec::new();
         }
         self.down = !up;
-        let text = wire::advisory(if up { "reconnect" } else { "disconnect" }, None, None);
+        let text = match state {
+            Ok(()) => wire::advisory("reconnect", None, None),
+            Err(reason) => wire::advisory("disconnect", None, Some(&reason)),
+        };
         self.guests
             .keys()
             .map(|guest| (guest.clone(), text.clone()))
@@ -307,6 +321,15 @@ impl Host {
         }
         out
     }
+}
+
+/// The `connect` advisory that gives `guest` its presence id: its own entry behind the
+/// shared connection, `<connection's id>/<guest>`.
+fn connect(presence_id: Option<&str>, guest: &str) -> String {
+    let reason = presence_id
+        .and_then(|id| id.rsplit_once('-'))
+        .map(|(relay, connection)| format!("relay={relay} connection={connection}/{guest}"));
+    wire::advisory("connect", None, reason.as_deref())
 }
 
 /// Answers a subscription if the host's view of it is live and not behind the guest.

@@ -200,8 +200,9 @@ impl Inner {
         else {
             return;
         };
-        let mut out = host.serve(&self.engine);
-        out.extend(host.on_link(self.engine.on_network()));
+        let mut out = host.on_connection(&self.engine);
+        out.extend(host.serve(&self.engine));
+        out.extend(host.on_link(self.engine.connection_up()));
         self.post_out(out);
         // The relay refused our token: the guests are refused the same way (and set a new
         // token, which takes them to that token's connection).

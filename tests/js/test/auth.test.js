@@ -1,5 +1,6 @@
 // Authentication failures surface as a status with a code (and no retry storm); a new token
-// set with setToken() brings the client back.
+// set with setToken() brings the client back. The clients share a connection through the
+// shared worker, so the worker's refusals reach them the same way.
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
@@ -19,7 +20,7 @@ for (const transport of ["auto", "websocket"]) {
     await relay.publish(stream, "a", "upsert", { secret: true }, token(SECRET));
     const page = await openPage(browser.context, relay.url);
     await page.evaluate(
-      ({ stream, transport }) => harness.open(stream, { token: "not-a-jwt", transport, backoff: { initialMs: 100, maxMs: 500 } }),
+      ({ stream, transport }) => harness.open(stream, { token: "not-a-jwt", transport, share: true, backoff: { initialMs: 100, maxMs: 500 } }),
       { stream, transport },
     );
     await page.waitForFunction(() => harness.get().client.status === "offline", null, { timeout: 30_000 });
@@ -45,7 +46,7 @@ test("an expired token closes with 4004 (token_expired); a fresh token resumes",
   await relay.publish(stream, "a", "upsert", 1, token(SECRET));
   const page = await openPage(browser.context, relay.url);
   await page.evaluate(
-    ({ stream, short }) => harness.get(harness.open(stream, { token: short, transport: "websocket" })).collection.ready(),
+    ({ stream, short }) => harness.get(harness.open(stream, { token: short, transport: "websocket", share: true })).collection.ready(),
     { stream, short: token(SECRET, { seconds: 2 }) },
   );
   await page.waitForFunction(() => harness.get().client.status === "offline", null, { timeout: 30_000 });
@@ -65,7 +66,7 @@ test("a forbidden stream is reported on the collection without blocking the othe
   const page = await openPage(browser.context, relay.url);
   const limited = token(SECRET, { read: ["auth_open"], write: [] });
   const result = await page.evaluate(async (limited) => {
-    const index = harness.open("auth_open", { token: limited, transport: "websocket" });
+    const index = harness.open("auth_open", { token: limited, transport: "websocket", share: true });
     const { client, collection } = harness.get(index);
     await collection.ready();
     const errors = [];

@@ -105,7 +105,7 @@ test("100,000 records load over HTTP pages during writes, then converge live", a
     const started = Date.now();
     await page.evaluate((stream) => {
       const { TidewireClient } = harness.tidewire;
-      const client = new TidewireClient(location.origin, { snapshot: "http" });
+      const client = new TidewireClient(location.origin, { snapshot: "http", share: false });
       const collection = client.collection(stream);
       const log = { snapshot: 0, events: [], order: [], resyncs: 0 };
       collection.subscribe((change) => {
@@ -223,7 +223,7 @@ test("a 409 resync starts the pages over; a failed page falls back to the socket
   try {
     await page.evaluate((stream) => {
       const { TidewireClient } = harness.tidewire;
-      const client = new TidewireClient(location.origin, { snapshot: "http" });
+      const client = new TidewireClient(location.origin, { snapshot: "http", share: false });
       const collection = client.collection(stream);
       const log = { origins: {}, resyncs: 0 };
       collection.subscribe((change) => {

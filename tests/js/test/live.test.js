@@ -105,12 +105,17 @@ test("two pages converge after concurrent writes to the same keys", async () => 
   }
 });
 
-test("ephemeral messages and presence reach the other page", async () => {
+test("ephemeral messages and presence reach the other page (two tabs sharing a connection)", async () => {
   const stream = "live_room";
   const pages = [await openPage(browser.context, relay.url), await openPage(browser.context, relay.url)];
   for (const page of pages) {
-    await page.evaluate((stream) => harness.get(harness.open(stream)).collection.ready(), stream);
+    // Through the shared worker: presence stays per tab.
+    await page.evaluate((stream) => harness.get(harness.open(stream, { share: true })).collection.ready(), stream);
   }
+  assert.deepEqual(
+    await Promise.all(pages.map((page) => page.evaluate(() => harness.get().client.sharing.worker))),
+    [true, true],
+  );
   await pages[0].evaluate(() => harness.get().collection.setPresence({ name: "ann" }));
   await pages[1].evaluate(() => harness.get().collection.setPresence({ name: "bob" }));
   for (const page of pages) {

@@ -69,7 +69,7 @@ async function tabState(page) {
 test("ten tabs over SSE share the shared worker's connection; tabs come and go", async () => {
   const stream = "worker_tabs";
   for (let index = 0; index < 20; index += 1) await relay.publish(stream, `k${index}`, "upsert", { index });
-  const options = { transport: "sse", backoff: { initialMs: 100, maxMs: 500 } };
+  const options = { transport: "sse", share: true, backoff: { initialMs: 100, maxMs: 500 } };
   const before = await connections("sse");
   const pages = [];
   for (let index = 0; index < TABS; index += 1) pages.push(await openTab(stream, options));

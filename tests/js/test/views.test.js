@@ -21,7 +21,7 @@ function installViews() {
     entries: {},
     /** A client (index returned) with the given options. */
     client(options) {
-      const client = new harness.tidewire.TidewireClient(location.origin, options);
+      const client = new harness.tidewire.TidewireClient(location.origin, { share: false, ...options });
       window.views.clients.push(client);
       return window.views.clients.length - 1;
     },
