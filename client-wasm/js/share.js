@@ -51,9 +51,9 @@ export function shareJoin(name, id, onMessage, onHost) {
 export function shareConnect(name, id, config, useWorker, onMessage, onHost) {
   if (useWorker && typeof SharedWorker === "function") {
     try {
-      // This file is snippets/<crate>/js/share.js in the package.
-      const url = new URL("../../../worker.js", import.meta.url);
-      const worker = new SharedWorker(url, { type: "module", name });
+      // This file is snippets/<crate>/js/share.js in the package. Written as one expression
+      // so bundlers (Vite, webpack 5, Parcel) recognise a worker and emit it with its imports.
+      const worker = new SharedWorker(new URL("../../../worker.js", import.meta.url), { type: "module", name });
       return viaWorker(worker, name, id, config, onMessage, onHost);
     } catch {
       // Fall through to an elected tab.

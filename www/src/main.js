@@ -37,6 +37,12 @@ tasks.on("resync", ({ reason }) => wire.system(`resync: ${reason}`));
 tasks.on("message", (message) => board.message(message));
 tasks.on("error", (error) => toast(`Board: ${error.message}`, "error"));
 client.on("error", (error) => toast(`Relay: ${error.message}`, "error"));
+// This tab's writes: shown at once, confirmed at their seq (a write whose committed value is
+// what was shown reports no change, so its confirmation is what moves the panel's seq).
+client.on("write", (write) => {
+  wire.written(write);
+  if (write.status === "refused") toast(`Not saved: ${write.message}`, "error");
+});
 client.on("status", (info) => {
   wire.status(info);
   presence.status(info);

@@ -101,6 +101,12 @@ export class WirePanel {
   }
 
   changed(change) {
+    if (change.origin === "local" || change.origin === "rollback") {
+      // This tab's own write, shown before it committed (or taken back): its row comes with
+      // its confirmation (`written`).
+      this.refresh();
+      return;
+    }
     if (change.origin !== "event") {
       // A snapshot (first load or resync) arrives as one change per record: one line.
       this.snapshotCount += 1;
@@ -159,6 +165,27 @@ export class WirePanel {
       this.latencyCells.delete(seq);
     }
     if (median !== null) this.element("stat-latency").textContent = `${median < 10 ? median.toFixed(1) : Math.round(median)} ms`;
+  }
+
+  /** This tab's write was confirmed (its row, at the committed seq) or refused. */
+  written(write) {
+    if (write.status === "refused") {
+      this.system(`refused: ${write.key} (${write.code})`, "state-offline");
+      this.refresh();
+      return;
+    }
+    const row = document.createElement("tr");
+    row.className = `op-${write.op} fresh`;
+    row.dataset.seq = String(write.seq);
+    const op = document.createElement("td");
+    const badge = document.createElement("span");
+    badge.className = `op ${write.op}`;
+    badge.textContent = write.op;
+    op.append(badge);
+    row.append(cell(String(write.seq), "seq"), op, cell(write.key, "key"), cell("yours", "num latency"));
+    this.prepend(row);
+    setTimeout(() => row.classList.remove("fresh"), 900);
+    this.refresh();
   }
 
   /** The board's fingerprint: `seq · digest`. */
