@@ -223,6 +223,8 @@ pub struct Engine {
     writes_held: bool,
     /// The prefix of write ids.
     writer: String,
+    /// Writes made for a guest tab (see [`Engine::write_with`]), not shown here.
+    unshown: Vec<String>,
     next_op: u64,
     status: Status,
     closed: bool,
@@ -266,6 +268,7 @@ impl Engine {
             inflight: Inflight::default(),
             writes_held: false,
             writer,
+            unshown: Vec::new(),
             next_op: 0,
             status: Status::connecting(),
             closed: false,

@@ -98,7 +98,9 @@ impl Engine {
     }
 
     /// [`Engine::write`] with a given write id (`None`: a new one): a host makes a guest
-    /// tab's write with the guest's id, so it commits once whichever tab sends it.
+    /// tab's write with the guest's id, so it commits once whichever tab sends it. Such a
+    /// write is not shown optimistically here (the guest shows it; this client's collections
+    /// show it when its event arrives, like anyone else's).
     ///
     /// # Errors
     ///
@@ -122,6 +124,7 @@ impl Engine {
             return Err(ClientError::QueueFull(self.config.max_pending_writes));
         }
         self.next_op += 1;
+        let for_guest = write_id.is_some();
         let publish = Publish {
             id: format!("w{}", self.next_op),
             stream: stream_name,
@@ -133,6 +136,9 @@ impl Engine {
         };
         publish.validate().map_err(ClientError::from)?;
         let id = publish.id.clone();
+        if for_guest {
+            self.unshown.push(id.clone());
+        }
         self.enqueue(id.clone(), publish);
         self.persist_writes();
         Ok(id)
@@ -163,7 +169,7 @@ impl Engine {
 
     /// Shows a new write optimistically and sends or queues it.
     fn enqueue(&mut self, id: String, publish: Publish) {
-        if publish.op != Op::Message {
+        if publish.op != Op::Message && !self.unshown.contains(&id) {
             if let Some(state) = self.streams.get_mut(publish.stream.as_str()) {
                 let shift = state.overlay.add(
                     &state.collection,
@@ -192,7 +198,11 @@ impl Engine {
             .iter()
             .map(|(id, write)| (id.clone(), write.publish.clone()))
             .chain(self.queued.iter().cloned())
-            .filter(|(_, publish)| publish.stream.as_str() == stream && publish.op != Op::Message)
+            .filter(|(id, publish)| {
+                publish.stream.as_str() == stream
+                    && publish.op != Op::Message
+                    && !self.unshown.contains(id)
+            })
             .collect();
         let Some(state) = self.streams.get_mut(stream) else {
             return;
@@ -438,6 +448,7 @@ impl Engine {
     /// Reports a write's outcome: the write event, then its promise (a restored write has
     /// none).
     fn settled(&mut self, id: String, publish: &Publish, outcome: Result<u64, (String, String)>) {
+        self.unshown.retain(|unshown| *unshown != id);
         self.effects.push(Effect::WriteSettled(WriteOutcome {
             id: id.clone(),
             stream: publish.stream.to_string(),

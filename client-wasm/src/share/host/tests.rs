@@ -19,6 +19,8 @@ struct Pair {
     resolved: Vec<(String, u64)>,
     /// Stream errors the guest's application heard: `(stream, code)`.
     errors: Vec<(String, String)>,
+    /// Changes the host's own application saw: `(key, origin)`.
+    host_seen: Vec<(String, String)>,
 }
 
 fn engine(writer: &str) -> Engine {
@@ -48,6 +50,7 @@ impl Pair {
             seen: Vec::new(),
             resolved: Vec::new(),
             errors: Vec::new(),
+            host_seen: Vec::new(),
         };
         let out = pair.relay.join(&pair.host, "g");
         pair.deliver(out);
@@ -102,6 +105,14 @@ impl Pair {
                         if let Some(out) = self.relay.on_write(&outcome) {
                             moved = true;
                             self.deliver(out);
+                        }
+                    }
+                    Effect::Changes {
+                        changes, origin, ..
+                    } => {
+                        for change in changes {
+                            self.host_seen
+                                .push((change.key, origin.as_str().to_owned()));
                         }
                     }
                     Effect::StreamError {
@@ -224,6 +235,12 @@ fn a_guest_write_goes_out_with_its_write_id_and_is_acknowledged_once_applied() {
     assert!(pair.resolved.is_empty(), "not before the event is applied");
     pair.relay_says(event(3, "a", "patch", json!({"n": 5})));
     assert_eq!(pair.resolved, vec![(id, 3)]);
+    // The host's own collections show the guest's write as anyone's: when it commits.
+    assert_eq!(
+        pair.host_seen.last(),
+        Some(&("a".to_owned(), "event".to_owned()))
+    );
+    assert!(!pair.host_seen.iter().any(|(_, origin)| origin == "local"));
     assert_eq!(
         pair.guest.view(1).and_then(|view| view.get("a")),
         Some(json!({"owner": "u1", "n": 5}))
