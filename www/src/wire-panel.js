@@ -121,20 +121,25 @@ export class WirePanel {
       this.refresh();
       return;
     }
+    this.latencyCells.set(change.seq, this.eventRow(change.seq, change.op, change.key, "…"));
+    this.refresh();
+  }
+
+  /** Adds the stream's row for one event; returns its latency cell. */
+  eventRow(seq, opName, key, latencyText) {
     const row = document.createElement("tr");
-    row.className = `op-${change.op} fresh`;
-    row.dataset.seq = String(change.seq);
+    row.className = `op-${opName} fresh`;
+    row.dataset.seq = String(seq);
     const op = document.createElement("td");
     const badge = document.createElement("span");
-    badge.className = `op ${change.op}`;
-    badge.textContent = change.op;
+    badge.className = `op ${opName}`;
+    badge.textContent = opName;
     op.append(badge);
-    const latency = cell("…", "num latency");
-    row.append(cell(String(change.seq), "seq"), op, cell(change.key, "key"), latency);
-    this.latencyCells.set(change.seq, latency);
+    const latency = cell(latencyText, "num latency");
+    row.append(cell(String(seq), "seq"), op, cell(key, "key"), latency);
     this.prepend(row);
     setTimeout(() => row.classList.remove("fresh"), 900);
-    this.refresh();
+    return latency;
   }
 
   /** A line that is not an event: status changes, snapshots, resyncs, races. */
@@ -174,17 +179,7 @@ export class WirePanel {
       this.refresh();
       return;
     }
-    const row = document.createElement("tr");
-    row.className = `op-${write.op} fresh`;
-    row.dataset.seq = String(write.seq);
-    const op = document.createElement("td");
-    const badge = document.createElement("span");
-    badge.className = `op ${write.op}`;
-    badge.textContent = write.op;
-    op.append(badge);
-    row.append(cell(String(write.seq), "seq"), op, cell(write.key, "key"), cell("yours", "num latency"));
-    this.prepend(row);
-    setTimeout(() => row.classList.remove("fresh"), 900);
+    this.eventRow(write.seq, write.op, write.key, "yours");
     this.refresh();
   }
 
