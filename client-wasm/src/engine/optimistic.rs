@@ -16,6 +16,7 @@
 use std::collections::BTreeMap;
 
 use serde_json::Value;
+use tidewire_shared::message::Publish;
 use tidewire_shared::view::after;
 use tidewire_shared::{Change, Collection, Op};
 
@@ -29,6 +30,19 @@ pub(crate) struct Pending {
     pub(crate) data: Value,
     /// The seq the relay acknowledged, with the epoch the collection had then.
     pub(crate) acked: Option<(u64, u64)>,
+}
+
+impl Pending {
+    /// The pending form of write `op_id`.
+    pub(crate) fn of(op_id: String, publish: &Publish) -> Self {
+        Pending {
+            op_id,
+            key: publish.key.clone(),
+            op: publish.op,
+            data: publish.data.clone(),
+            acked: None,
+        }
+    }
 }
 
 /// A visible value changed because of the overlay: `(key, old, new)`.
@@ -91,36 +105,37 @@ impl Overlay {
         (old != new).then_some((key, old, new))
     }
 
-    /// Drops the acknowledged writes the collection has caught up with (or that belong to an
-    /// older epoch), refreshing the values they showed. Returns their op ids and the keys to
-    /// refresh, whose visible values are still the old ones until [`Overlay::refresh_keys`].
-    pub(crate) fn settle(&mut self, committed: &Collection) -> (Vec<String>, Vec<String>) {
+    /// Drops and returns the acknowledged writes the collection has caught up with (or that
+    /// belong to an older epoch), oldest first. The values their keys show stay the old ones
+    /// until [`Overlay::refresh_keys`].
+    pub(crate) fn settle(&mut self, committed: &Collection) -> Vec<Pending> {
         let epoch = committed.epoch();
         let applied = committed.applied();
-        let mut settled = Vec::new();
-        let mut keys = Vec::new();
-        self.writes.retain(|write| match write.acked {
-            Some((at, seq)) if at != epoch || seq <= applied => {
-                settled.push(write.op_id.clone());
-                if !keys.contains(&write.key) {
-                    keys.push(write.key.clone());
-                }
-                false
-            }
-            _ => true,
-        });
-        (settled, keys)
+        let (settled, kept) = std::mem::take(&mut self.writes)
+            .into_iter()
+            .partition(|write| {
+                write
+                    .acked
+                    .is_some_and(|(at, seq)| at != epoch || seq <= applied)
+            });
+        self.writes = kept;
+        settled
     }
 
-    /// Recomputes the visible values of `keys` over `committed`; returns those that changed.
-    pub(crate) fn refresh_keys(&mut self, committed: &Collection, keys: &[String]) -> Vec<Shift> {
+    /// Recomputes the visible values of `keys` over `committed`; returns those that changed
+    /// (a key given twice changes once).
+    pub(crate) fn refresh_keys<'a>(
+        &mut self,
+        committed: &Collection,
+        keys: impl IntoIterator<Item = &'a str>,
+    ) -> Vec<Shift> {
         let mut shifts = Vec::new();
         for key in keys {
             let old = self.value(committed, key);
             self.refresh(committed, key);
             let new = self.value(committed, key);
             if old != new {
-                shifts.push((key.clone(), old, new));
+                shifts.push((key.to_owned(), old, new));
             }
         }
         shifts
@@ -146,11 +161,6 @@ impl Overlay {
             }
         }
         seen
-    }
-
-    /// Every write still pending, oldest first.
-    pub(crate) fn writes(&self) -> &[Pending] {
-        &self.writes
     }
 
     /// The value the application sees for `key`.
@@ -211,6 +221,14 @@ mod tests {
         })
     }
 
+    fn ids(writes: &[Pending]) -> Vec<&str> {
+        writes.iter().map(|write| write.op_id.as_str()).collect()
+    }
+
+    fn keys(writes: &[Pending]) -> impl Iterator<Item = &str> {
+        writes.iter().map(|write| write.key.as_str())
+    }
+
     fn write(op_id: &str, key: &str, op: Op, data: Value) -> Pending {
         Pending {
             op_id: op_id.into(),
@@ -252,11 +270,11 @@ mod tests {
         else {
             panic!("applied");
         };
-        let (settled, keys) = overlay.settle(&committed);
-        assert_eq!(settled, vec!["w1".to_owned()]);
+        let settled = overlay.settle(&committed);
+        assert_eq!(ids(&settled), vec!["w1"]);
         // The event shows nothing new: the application saw this value already.
         assert!(overlay.translate(&committed, &[change]).is_empty());
-        assert!(overlay.refresh_keys(&committed, &keys).is_empty());
+        assert!(overlay.refresh_keys(&committed, keys(&settled)).is_empty());
         assert!(overlay.is_empty());
         assert_eq!(overlay.get("a"), None);
     }
@@ -291,9 +309,9 @@ mod tests {
         assert_eq!(overlay.get("a"), Some(None));
         overlay.ack("w1", 0, 7);
         // Acknowledged in another epoch: settled whatever the seq.
-        let (settled, keys) = overlay.settle(&committed);
-        assert_eq!(settled, vec!["w1".to_owned()]);
-        let shifts = overlay.refresh_keys(&committed, &keys);
+        let settled = overlay.settle(&committed);
+        assert_eq!(ids(&settled), vec!["w1"]);
+        let shifts = overlay.refresh_keys(&committed, keys(&settled));
         assert_eq!(shifts.len(), 1);
         assert_eq!(shifts[0].2, Some(json!({"n": 1, "k": "x"})));
     }

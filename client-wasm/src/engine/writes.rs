@@ -171,16 +171,9 @@ impl Engine {
     fn enqueue(&mut self, id: String, publish: Publish) {
         if publish.op != Op::Message && !self.unshown.contains(&id) {
             if let Some(state) = self.streams.get_mut(publish.stream.as_str()) {
-                let shift = state.overlay.add(
-                    &state.collection,
-                    Pending {
-                        op_id: id.clone(),
-                        key: publish.key.clone(),
-                        op: publish.op,
-                        data: publish.data.clone(),
-                        acked: None,
-                    },
-                );
+                let shift = state
+                    .overlay
+                    .add(&state.collection, Pending::of(id.clone(), &publish));
                 let stream = publish.stream.to_string();
                 self.emit_shifts(&stream, shift.into_iter().collect(), Origin::Local, 0);
             }
@@ -208,16 +201,9 @@ impl Engine {
             return;
         };
         for (id, publish) in writes {
-            state.overlay.add(
-                &state.collection,
-                Pending {
-                    op_id: id,
-                    key: publish.key,
-                    op: publish.op,
-                    data: publish.data,
-                    acked: None,
-                },
-            );
+            state
+                .overlay
+                .add(&state.collection, Pending::of(id, &publish));
         }
     }
 
@@ -239,17 +225,6 @@ impl Engine {
             .map(|(_, write)| &write.publish)
             .chain(self.queued.iter().map(|(_, publish)| publish))
             .filter(|publish| publish.write_id.is_some())
-    }
-
-    /// How many writes are unanswered, and how many are acknowledged but not yet applied.
-    pub fn write_counts(&self) -> (usize, usize) {
-        let settling = self
-            .streams
-            .values()
-            .flat_map(|state| state.overlay.writes())
-            .filter(|write| write.acked.is_some())
-            .count();
-        (self.unanswered(), settling)
     }
 
     pub(super) fn send_write(&mut self, id: String, publish: Publish) {
@@ -351,13 +326,13 @@ impl Engine {
             None => false,
         };
         if !tracked {
-            self.settled(id.to_owned(), &write.publish, Ok(seq));
+            self.settle_one(id.to_owned(), &write.publish, Ok(seq));
             return;
         }
         if self.never_shown(stream, &write.publish.key) {
             // No event at that seq will come here: the write is settled now.
             self.drop_pending(stream, id, Origin::Event);
-            self.settled(id.to_owned(), &write.publish, Ok(seq));
+            self.settle_one(id.to_owned(), &write.publish, Ok(seq));
             return;
         }
         self.settle_writes(stream);
@@ -396,7 +371,7 @@ impl Engine {
         let stream = write.publish.stream.to_string();
         self.drop_pending(&stream, &id, Origin::Rollback);
         self.persist_writes();
-        self.settled(id, &write.publish, Err((code, message)));
+        self.settle_one(id, &write.publish, Err((code, message)));
     }
 
     /// Removes a write from its stream's overlay, telling the views what that shows.
@@ -419,41 +394,52 @@ impl Engine {
         if state.overlay.is_empty() {
             return;
         }
-        let pending: Vec<Pending> = state.overlay.writes().to_vec();
-        let (settled, keys) = state.overlay.settle(&state.collection);
+        let settled = state.overlay.settle(&state.collection);
         if settled.is_empty() {
             return;
         }
         let seq = state.collection.applied();
-        let shifts = state.overlay.refresh_keys(&state.collection, &keys);
-        let name = state.name.clone();
+        let keys = settled.iter().map(|write| write.key.as_str());
+        let shifts = state.overlay.refresh_keys(&state.collection, keys);
         self.emit_shifts(stream, shifts, Origin::Event, seq);
-        for id in settled {
-            let Some(write) = pending.iter().find(|write| write.op_id == id) else {
-                continue;
-            };
-            let publish = Publish {
-                id: id.clone(),
-                stream: name.clone(),
-                key: write.key.clone(),
-                op: write.op,
-                data: Value::Null,
-                write_id: None,
-            };
+        for write in settled {
             let seq = write.acked.map_or(0, |(_, seq)| seq);
-            self.settled(id, &publish, Ok(seq));
+            self.settled(write.op_id, stream, &write.key, write.op, Ok(seq));
         }
+    }
+
+    /// [`Engine::settled`] for a write still at hand.
+    fn settle_one(
+        &mut self,
+        id: String,
+        publish: &Publish,
+        outcome: Result<u64, (String, String)>,
+    ) {
+        self.settled(
+            id,
+            publish.stream.as_str(),
+            &publish.key,
+            publish.op,
+            outcome,
+        );
     }
 
     /// Reports a write's outcome: the write event, then its promise (a restored write has
     /// none).
-    fn settled(&mut self, id: String, publish: &Publish, outcome: Result<u64, (String, String)>) {
+    fn settled(
+        &mut self,
+        id: String,
+        stream: &str,
+        key: &str,
+        op: Op,
+        outcome: Result<u64, (String, String)>,
+    ) {
         self.unshown.retain(|unshown| *unshown != id);
         self.effects.push(Effect::WriteSettled(WriteOutcome {
             id: id.clone(),
-            stream: publish.stream.to_string(),
-            key: publish.key.clone(),
-            op: publish.op,
+            stream: stream.to_owned(),
+            key: key.to_owned(),
+            op,
             outcome: outcome.clone(),
         }));
         self.effects.push(match outcome {

@@ -126,12 +126,8 @@ impl Inner {
 
     /// A frame for the host (the engine's `Send` on the shared link).
     pub(super) fn send_shared(&self, text: &str) {
-        if let Some(Group {
-            role: Role::Guest { host: Some(host) },
-            ..
-        }) = &self.group
-        {
-            if let Some(group) = &self.group {
+        if let Some(group) = &self.group {
+            if let Role::Guest { host: Some(host) } = &group.role {
                 group.post("msg", host, text);
             }
         }
