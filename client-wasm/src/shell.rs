@@ -233,6 +233,19 @@ impl Inner {
                     });
                 }
             }));
+            // Back from the back/forward cache: join the tabs again.
+            let weak_show = weak.clone();
+            self.page
+                .push(Listener::new(&global, "pageshow", move |event| {
+                    let persisted = js_sys::Reflect::get(&event, &"persisted".into())
+                        .ok()
+                        .and_then(|value| value.as_bool())
+                        .unwrap_or(false);
+                    if let Some(shared) = weak_show.upgrade().filter(|_| persisted) {
+                        let weak = Rc::downgrade(&shared);
+                        drive(&shared, |inner| inner.rejoin_group(&weak));
+                    }
+                }));
         }
         if let Some(document) = browser::document() {
             let weak = weak.clone();

@@ -72,11 +72,36 @@ impl Inner {
         self.join_group(weak, &config, sharing == Sharing::Worker);
     }
 
-    /// Leaves the group (page hidden for good, or closed): the client goes on alone.
+    /// Leaves the group as the page goes away (`pagehide`): the others hear `leave` or
+    /// `bye`. Nothing reconnects here: the page is closing, or frozen in the back/forward
+    /// cache, from which `rejoin_group` brings it back.
     pub(super) fn leave_group(&mut self) {
         if self.group.take().is_some() {
             self.engine.set_hosting(false);
+        }
+    }
+
+    /// The page came back from the back/forward cache: join the group again and connect
+    /// through it (the old link went with the old group).
+    pub(super) fn rejoin_group(&mut self, weak: &Weak<Shared>) {
+        let (sharing, config) = self.sharing.clone();
+        if self.group.is_some() || sharing == Sharing::Off {
+            return;
+        }
+        let was_guest = self.engine.is_guest();
+        self.join_group(weak, &config, sharing == Sharing::Worker);
+        if self.group.is_none() {
+            // The group cannot be joined now: a connection of its own.
             self.engine.set_guest(false, now());
+        } else if was_guest {
+            // A host tab becomes a guest and reconnects in `join_group`; a guest's link went
+            // with the old group.
+            self.drop_host(CloseInfo {
+                opened: true,
+                close_code: Some(1001),
+                reason: "the page came back from the back/forward cache".into(),
+                ..CloseInfo::default()
+            });
         }
     }
 
