@@ -37,6 +37,7 @@ export function shareJoin(name, id, onMessage, onHost) {
     },
     close() {
       closed = true;
+      channel.onmessage = null;
       channel.close();
       if (release) release();
     },
@@ -96,6 +97,9 @@ function viaWorker(worker, name, id, config, onMessage, onHost) {
     close() {
       closed = true;
       clearTimeout(timer);
+      // Chrome keeps a SharedWorker object alive while its worker runs: drop what it holds.
+      worker.onerror = null;
+      port.onmessage = null;
       if (fallback) fallback.close();
       else port.close();
     },

@@ -6,7 +6,8 @@
 //! Messages are `{kind, from, to, text}`: a guest says `hello` and is answered `welcome` by
 //! the host; `msg` carries the relay protocol both ways; `leave` and `bye` end a guest's and
 //! the host's part; a new host announces itself with `host`, and guests connected to
-//! another host (which died without a `bye`) connect again.
+//! another host (which died without a `bye`) connect again. A closing client says `quit`
+//! last, so the shared worker lets go of its port.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -169,9 +170,16 @@ impl Group {
     pub(crate) fn leave(&self) {
         match &self.role {
             Role::Host(_) => self.post("bye", "", ""),
-            Role::Guest { host: Some(host) } => self.post("leave", host, ""),
-            Role::Guest { host: None } => {}
+            Role::Guest { host } => self.leave_host(host.as_deref()),
         }
+    }
+}
+
+impl Group {
+    /// A guest leaves its host, or, before any host welcomed it, whoever got its `hello`
+    /// (which may have taken it in already).
+    pub(crate) fn leave_host(&self, host: Option<&str>) {
+        self.post("leave", host.unwrap_or_default(), "");
     }
 }
 
@@ -179,6 +187,8 @@ impl Drop for Group {
     fn drop(&mut self) {
         self.leave();
         if let Backend::Tab { handle, .. } = &self.backend {
+            // The shared worker forgets this tab's port (tabs ignore `quit`).
+            handle.post("quit", "", "");
             handle.close();
         }
     }

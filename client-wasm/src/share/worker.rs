@@ -17,15 +17,18 @@ use crate::client::build;
 use crate::options::Options;
 use crate::shell::{self, drive, Shared, Sharing};
 
-/// A port's message handler, kept for as long as the host lives.
+/// A port's message handler, kept until its tab leaves.
 type Handler = Closure<dyn FnMut(MessageEvent)>;
+
+/// The ports' handlers.
+type Handlers = Rc<RefCell<Vec<(MessagePort, Handler)>>>;
 
 /// The host in a shared worker. Not for applications: `worker.js` makes one.
 #[wasm_bindgen]
 pub struct SharedHost {
     client: Rc<RefCell<Option<Rc<Shared>>>>,
     ports: Ports,
-    handlers: RefCell<Vec<Handler>>,
+    handlers: Handlers,
 }
 
 impl std::fmt::Debug for SharedHost {
@@ -48,7 +51,7 @@ impl SharedHost {
         SharedHost {
             client: Rc::new(RefCell::new(None)),
             ports: Rc::new(RefCell::new(BTreeMap::new())),
-            handlers: RefCell::new(Vec::new()),
+            handlers: Rc::new(RefCell::new(Vec::new())),
         }
     }
 
@@ -57,6 +60,7 @@ impl SharedHost {
         let client = Rc::clone(&self.client);
         let ports = Rc::clone(&self.ports);
         let from_port = port.clone();
+        let handlers = Rc::downgrade(&self.handlers);
         let handler = Handler::new(move |event: MessageEvent| {
             let data = event.data();
             let field = |name: &str| {
@@ -70,28 +74,43 @@ impl SharedHost {
                 from: field("from"),
                 text: field("text"),
             };
-            on_message(&client, &ports, &from_port, note);
+            if on_message(&client, &ports, &from_port, note) {
+                // Its client closed: the port and its handler go (the handler is freed once this
+                // call returns).
+                from_port.set_onmessage(None);
+                from_port.close();
+                if let Some(handlers) = handlers.upgrade() {
+                    handlers.borrow_mut().retain(|(port, _)| *port != from_port);
+                }
+            }
         });
         port.set_onmessage(Some(handler.as_ref().unchecked_ref()));
         port.start();
-        self.handlers.borrow_mut().push(handler);
+        self.handlers.borrow_mut().push((port, handler));
     }
 }
 
+/// Handles a tab's message; whether the tab is done with its port (`quit`).
 fn on_message(
     client: &Rc<RefCell<Option<Rc<Shared>>>>,
     ports: &Ports,
     port: &MessagePort,
     note: Note,
-) {
+) -> bool {
     if note.from.is_empty() {
-        return;
+        return false;
     }
     if note.kind == "hello" {
         ports.borrow_mut().insert(note.from.clone(), port.clone());
         if client.borrow().is_none() {
             *client.borrow_mut() = start(&note.text, ports);
         }
+    }
+    // `quit`: the tab's client closed, its port is done.
+    if note.kind == "quit" {
+        let mut ports = ports.borrow_mut();
+        ports.retain(|_, used| used != port);
+        return true;
     }
     let leaving = note.kind == "leave";
     let from = note.from.clone();
@@ -102,6 +121,7 @@ fn on_message(
     if leaving {
         ports.borrow_mut().remove(&from);
     }
+    false
 }
 
 /// The worker's client, from the first tab's `{url, options}`.

@@ -162,9 +162,8 @@ impl Inner {
     pub(super) fn disconnect_shared(&mut self) {
         if let Some(group) = &mut self.group {
             if let Role::Guest { host } = &mut group.role {
-                if let Some(host) = host.take() {
-                    group.post("leave", &host, "");
-                }
+                let host = host.take();
+                group.leave_host(host.as_deref());
             }
         }
     }
