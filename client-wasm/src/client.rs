@@ -59,8 +59,9 @@ impl TidewireClient {
     #[wasm_bindgen(constructor)]
     pub fn new(
         url: &str,
-        #[wasm_bindgen(unchecked_param_type = "TidewireOptions")] options: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "TidewireOptions")] options: Option<JsValue>,
     ) -> Result<TidewireClient, JsValue> {
+        let options = options.unwrap_or(JsValue::UNDEFINED);
         let parsed = Options::from_js(&options)?;
         let sharing = match (parsed.share, parsed.share_tabs) {
             _ if parsed.config.transport == TransportChoice::Manual => Sharing::Off,

@@ -201,9 +201,9 @@ export interface TidewireClient {
   on(event: "write", callback: (write: WriteEvent) => void): () => void;
 }
 
-export interface LiveCollection {
-  [Symbol.iterator](): IterableIterator<[string, any]>;
-  on(event: "change", callback: (change: Change) => void): () => void;
+export interface LiveCollection<T = any> {
+  [Symbol.iterator](): IterableIterator<[string, T]>;
+  on(event: "change", callback: (change: Change<T>) => void): () => void;
   on(event: "message", callback: (message: EphemeralMessage) => void): () => void;
   on(event: "presence", callback: (members: PresenceMember[]) => void): () => void;
   on(event: "resync", callback: (info: { reason: string }) => void): () => void;

@@ -10,7 +10,8 @@ import path from "node:path";
 import { after, before, test } from "node:test";
 
 import { launch } from "../lib/browser.js";
-import { freePort, PACKAGE_DIR, ROOT, Relay, waitFor } from "../lib/relay.js";
+import { install, pack } from "../lib/pack.js";
+import { freePort, ROOT, Relay, waitFor } from "../lib/relay.js";
 
 const FIXTURES = path.join(ROOT, "tests/js/fixtures");
 const VITE = path.join(ROOT, "tests/js/node_modules/vite/bin/vite.js");
@@ -19,13 +20,6 @@ let scratch;
 let tarball;
 let browser;
 const relays = [];
-
-function install(dir) {
-  fs.writeFileSync(path.join(dir, "package.json"), JSON.stringify({ name: path.basename(dir), private: true, type: "module" }));
-  execFileSync("npm", ["install", "--offline", "--no-audit", "--no-fund", "--no-package-lock", tarball], { cwd: dir, stdio: "pipe" });
-  const installed = JSON.parse(fs.readFileSync(path.join(dir, "node_modules/tidewire/package.json"), "utf8"));
-  assert.equal(installed.name, "tidewire");
-}
 
 async function check(page, url, relay) {
   await page.goto(url);
@@ -41,10 +35,8 @@ async function check(page, url, relay) {
 
 before(async () => {
   scratch = fs.mkdtempSync(path.join(os.tmpdir(), "tidewire-pack-"));
-  const output = execFileSync("npm", ["pack", "--json", "--pack-destination", scratch], { cwd: PACKAGE_DIR }).toString();
-  const [packed] = JSON.parse(output);
-  tarball = path.join(scratch, packed.filename);
-  const files = packed.files.map((file) => file.path);
+  let files;
+  ({ tarball, files } = pack(scratch));
   for (const required of ["index.js", "index.d.ts", "tidewire.js", "tidewire_bg.wasm", "package.json", "README.md"]) {
     assert.ok(files.includes(required), `${required} is packed (${files.join(", ")})`);
   }
@@ -61,7 +53,7 @@ after(async () => {
 test("npm pack installs and works from a plain <script type=module> page", async () => {
   const site = path.join(scratch, "plain");
   fs.cpSync(path.join(FIXTURES, "plain"), site, { recursive: true });
-  install(site);
+  install(site, tarball);
   const relay = new Relay({ staticDir: site });
   relays.push(relay);
   await relay.start();
@@ -74,7 +66,7 @@ test("npm pack installs and works from a plain <script type=module> page", async
 test("npm pack installs into a Vite 7 project: production build and dev server", async () => {
   const app = path.join(scratch, "vite-app");
   fs.cpSync(path.join(FIXTURES, "vite-app"), app, { recursive: true });
-  install(app);
+  install(app, tarball);
   // The published TypeScript types describe the API (strict mode).
   execFileSync(
     process.execPath,

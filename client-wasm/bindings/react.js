@@ -1,0 +1,84 @@
+// `tidewire/react`: React bindings for the tidewire client. Hooks read live collections
+// through `useSyncExternalStore`, so a component re-renders only when what it reads
+// changed, and a record that did not change keeps its object (React.memo rows skip).
+import { createContext, createElement, useCallback, useContext, useMemo, useSyncExternalStore } from "react";
+
+import { storeOf } from "./store.js";
+
+const ClientContext = createContext(null);
+
+/** Makes `client` (a `TidewireClient`) available to the hooks below it. */
+export function TidewireProvider({ client, children }) {
+  return createElement(ClientContext.Provider, { value: client }, children);
+}
+
+/** The client of the nearest `<TidewireProvider>`. */
+export function useTidewireClient() {
+  const client = useContext(ClientContext);
+  if (!client) throw new Error("tidewire/react: wrap your components in <TidewireProvider client={client}>");
+  return client;
+}
+
+/** The live collection of `stream` (with `{ where }`, the view that filter matches). */
+export function useLiveCollection(stream, options) {
+  const client = useTidewireClient();
+  const where = options?.where;
+  const filter = where === undefined ? "" : JSON.stringify(where);
+  // Collections are cached by the client per stream and filter: the same object each time.
+  return useMemo(
+    () => client.collection(stream, filter ? { where: JSON.parse(filter) } : undefined),
+    [client, stream, filter],
+  );
+}
+
+/** Every record of `stream` (or of its view `{ where }`) as `{ key, value }` rows: the same
+ * array until a record changes, and the same row object until its record changes. */
+export function useCollection(stream, options) {
+  const store = storeOf(useLiveCollection(stream, options));
+  return useSyncExternalStore(store.subscribe, store.all, store.all);
+}
+
+/** The value of `key` in `stream` (undefined while absent); re-renders only when it changes. */
+export function useRecord(stream, key) {
+  const store = storeOf(useLiveCollection(stream));
+  const read = useCallback(() => store.row(key)?.value, [store, key]);
+  return useSyncExternalStore(store.subscribe, read, read);
+}
+
+/** Who is present on `stream`: `[{ client, data, self }]`, updated as members come and go. */
+export function usePresence(stream) {
+  const collection = useLiveCollection(stream);
+  const state = useMemo(() => {
+    let members = collection.presence;
+    return {
+      subscribe: (notify) => {
+        members = collection.presence;
+        return collection.on("presence", (next) => {
+          members = next;
+          notify();
+        });
+      },
+      read: () => members,
+    };
+  }, [collection]);
+  return useSyncExternalStore(state.subscribe, state.read, state.read);
+}
+
+/** The client's connection status (`StatusInfo`: `status`, `reason`, `code`, ...). */
+export function useStatus() {
+  const client = useTidewireClient();
+  const state = useMemo(() => {
+    let info = client.statusInfo;
+    return {
+      subscribe: (notify) => {
+        info = client.statusInfo;
+        return client.on("status", (next) => {
+          info = next;
+          notify();
+        });
+      },
+      read: () => info,
+    };
+  }, [client]);
+  return useSyncExternalStore(state.subscribe, state.read, state.read);
+}
