@@ -15,7 +15,7 @@ wasm_bindgen_test_configure!(run_in_browser);
 
 fn manual() -> TidewireClient {
     let options = JSON::parse(r#"{"transport":"manual"}"#).expect("options");
-    TidewireClient::new("http://localhost:1", options).expect("client")
+    TidewireClient::new("http://localhost:1", Some(options)).expect("client")
 }
 
 /// Calls `object[name](...arguments)` as JavaScript would.
@@ -465,23 +465,25 @@ async fn ready_resolves_when_live() {
 #[wasm_bindgen_test]
 fn errors_are_error_objects_with_codes() {
     let bad_option = JSON::parse(r#"{"transport":"pigeon"}"#).expect("json");
-    let error = TidewireClient::new("http://localhost:1", bad_option).expect_err("bad option");
+    let error =
+        TidewireClient::new("http://localhost:1", Some(bad_option)).expect_err("bad option");
     assert!(error.is_instance_of::<js_sys::Error>());
     assert_eq!(
         get(&error, "code").as_string().as_deref(),
         Some("bad_argument")
     );
     let bad_snapshot = JSON::parse(r#"{"snapshot":"pigeon"}"#).expect("json");
-    let error = TidewireClient::new("http://localhost:1", bad_snapshot).expect_err("bad option");
+    let error =
+        TidewireClient::new("http://localhost:1", Some(bad_snapshot)).expect_err("bad option");
     assert_eq!(
         get(&error, "code").as_string().as_deref(),
         Some("bad_argument")
     );
     let http = JSON::parse(r#"{"transport":"manual","snapshot":"http"}"#).expect("json");
-    TidewireClient::new("http://localhost:1", http)
+    TidewireClient::new("http://localhost:1", Some(http))
         .expect("snapshot: http is an option")
         .close();
-    let error = TidewireClient::new("ftp://x", JsValue::UNDEFINED).expect_err("bad url");
+    let error = TidewireClient::new("ftp://x", None).expect_err("bad url");
     assert_eq!(
         get(&error, "code").as_string().as_deref(),
         Some("bad_argument")
