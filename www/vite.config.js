@@ -7,7 +7,18 @@ import { defineConfig } from "vite";
 const relay = process.env.TIDEWIRE_URL ?? "http://127.0.0.1:7300";
 
 export default defineConfig({
+  // `tidewire` is a link to ../client-wasm/pkg: its React bindings must use this site's React.
+  resolve: { dedupe: ["react", "react-dom"] },
+  // The React page (react.html) is JSX compiled by Vite's esbuild: no plugin needed.
+  esbuild: { jsx: "automatic" },
   build: {
+    // Two pages: the demo (index.html) and the same board written with tidewire/react.
+    rollupOptions: {
+      input: {
+        main: fileURLToPath(new URL("index.html", import.meta.url)),
+        react: fileURLToPath(new URL("react.html", import.meta.url)),
+      },
+    },
     // The package initialises its wasm with top-level await: every target that has ES
     // modules and WebAssembly has it too (Chrome 89, Firefox 89, Safari 15).
     target: "es2022",

@@ -4,6 +4,7 @@
 // duplicate nothing; presence must follow tabs coming and going. No page may log an error.
 import assert from "node:assert/strict";
 import { after, afterEach, before, test } from "node:test";
+import { isDeepStrictEqual } from "node:util";
 
 import { Browser, DemoRelay, addTask, allAt, saveArtifact, sleep, state, task, titles, waitFor } from "./lib/harness.mjs";
 
@@ -218,6 +219,29 @@ test("presence shows the other tabs, who is editing, and drops a tab that closes
   // Her preview goes with her.
   await waitFor(async () => !(await task(ben, "Hello from SQL").locator(".task-draft").isVisible()), { what: "Cleo's draft to go" });
   assert.equal(await ann.locator(".presence-label").textContent(), "1 other here");
+});
+
+test("the React page (tidewire/react) shows the same board and edits it with the other tabs", async () => {
+  const cleo = await browser.openReact(relay.url, "Cleo");
+  try {
+    // The same tasks in the same order as the main page.
+    await waitFor(async () => (await titles(cleo)).join("|") === (await titles(ann)).join("|"), { what: "the React page's list" });
+    await addTask(cleo, "Ship the React example");
+    await task(ann, "Ship the React example").waitFor();
+    await task(ann, "Ship the React example").locator(".task-toggle").check();
+    await cleo.locator("#task-list li.task.done", { has: cleo.locator(".task-title", { hasText: "Ship the React example" }) }).waitFor();
+    await task(cleo, "Ship the React example").hover();
+    await task(cleo, "Ship the React example").locator(".icon-btn.delete").click();
+    await task(ben, "Ship the React example").waitFor({ state: "detached" });
+    const { committed, titles: shown } = await converged();
+    await waitFor(
+      async () => isDeepStrictEqual(await cleo.evaluate(() => window.tidewireReact.client.collection("demo:tasks").toJSON()), committed.records),
+      { what: "the React page's records to equal the committed ones" },
+    );
+    assert.deepEqual(await titles(cleo), shown);
+  } finally {
+    await cleo.close();
+  }
 });
 
 test("readable at phone width; screenshot of two tabs saved", async () => {

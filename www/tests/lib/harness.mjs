@@ -98,6 +98,18 @@ export class Browser {
     return page;
   }
 
+  /** Opens the React page (react.html) as `name` and waits until it is live. */
+  async openReact(url, name) {
+    const page = await this.context.newPage();
+    page.on("console", (message) => {
+      if (message.type() === "error") this.errors.push(`${name} (React): ${message.text()}`);
+    });
+    page.on("pageerror", (error) => this.errors.push(`${name} (React): ${error.message}`));
+    await page.goto(`${url}/react.html?name=${encodeURIComponent(name)}`);
+    await page.locator("#status-pill[data-state=live]").waitFor({ timeout: 30_000 });
+    return page;
+  }
+
   async close() {
     await this.closeContext?.();
   }
