@@ -19,20 +19,6 @@ use crate::persist::Store;
 use crate::shell::{self, drive, Shared, Sharing};
 use crate::transport::Endpoints;
 
-#[wasm_bindgen(inline_js = "export function install_iterator(object) {
-  const prototype = Object.getPrototypeOf(object);
-  if (!Object.prototype.hasOwnProperty.call(prototype, Symbol.iterator)) {
-    Object.defineProperty(prototype, Symbol.iterator, {
-      value: function () { return this.entries(); },
-      configurable: true,
-      writable: true,
-    });
-  }
-}")]
-extern "C" {
-    fn install_iterator(object: &JsValue);
-}
-
 /// A connection to a Tidewire relay, shared by any number of live collections.
 ///
 /// ```js
@@ -240,7 +226,8 @@ impl TidewireClient {
             view,
             filter,
         ));
-        install_iterator(&value);
+        let records = crate::records::attach_records(&value);
+        self.shared.records.borrow_mut().insert(view, records);
         self.shared
             .collections
             .borrow_mut()

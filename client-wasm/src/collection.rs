@@ -1,17 +1,16 @@
 //! `LiveCollection`: one stream's records as a read-mostly map, plus writes, change
 //! listeners, ephemeral messages and presence.
 //!
-//! The records live in wasm (the shared crate's `Collection`); JavaScript objects are built
-//! only when asked for (`get`, iteration, `toJSON`, change callbacks), from JSON text in one
-//! `JSON.parse` call.
+//! The merge rules run in wasm (the shared crate's `Collection`); JavaScript holds each
+//! view's records as objects in a Map that every reported change updates (`js/records.js`),
+//! so reads (`get`, `has`, `size`, iteration, `toJSON`) are Map reads defined there.
 
 use std::rc::Rc;
 
-use js_sys::{Array, Function, Promise};
+use js_sys::{Function, Promise};
 use serde_json::Value;
 use tidewire_shared::Op;
 use wasm_bindgen::prelude::*;
-use wasm_bindgen::JsCast;
 
 use crate::convert;
 use crate::engine::view::ViewRead;
@@ -101,23 +100,6 @@ impl LiveCollection {
             .map_or(JsValue::UNDEFINED, convert::parse)
     }
 
-    /// The value of `key`, or `undefined`.
-    #[wasm_bindgen(unchecked_return_type = "any")]
-    pub fn get(&self, key: &str) -> JsValue {
-        self.read(|view| convert::to_js(view.get(key).as_ref()))
-    }
-
-    /// Whether `key` has a value.
-    pub fn has(&self, key: &str) -> bool {
-        self.read(|view| view.contains_key(key))
-    }
-
-    /// Number of records.
-    #[wasm_bindgen(getter)]
-    pub fn size(&self) -> u32 {
-        self.read(|view| u32::try_from(view.len()).unwrap_or(u32::MAX))
-    }
-
     /// The last applied seq: every event up to it is reflected (0 before the snapshot).
     #[wasm_bindgen(getter)]
     pub fn seq(&self) -> f64 {
@@ -137,47 +119,6 @@ impl LiveCollection {
             .inner
             .try_borrow()
             .is_ok_and(|inner| inner.engine.is_view_live(self.view))
-    }
-
-    /// The keys (a snapshot taken now, in no particular order).
-    #[wasm_bindgen(unchecked_return_type = "IterableIterator<string>")]
-    pub fn keys(&self) -> js_sys::Iterator {
-        let array: Array = self
-            .read(|view| {
-                let keys: Vec<&str> = view.keys();
-                convert::parse(&serde_json::to_string(&keys).unwrap_or_else(|_| "[]".into()))
-            })
-            .unchecked_into();
-        array.values()
-    }
-
-    /// The values (a snapshot taken now).
-    #[wasm_bindgen(unchecked_return_type = "IterableIterator<any>")]
-    pub fn values(&self) -> js_sys::Iterator {
-        let array: Array = self
-            .read(|view| {
-                let values: Vec<Value> = view.iter().map(|(_, value)| value).collect();
-                convert::parse(&Value::Array(values).to_string())
-            })
-            .unchecked_into();
-        array.values()
-    }
-
-    /// `[key, value]` pairs (a snapshot taken now). The collection itself is iterable the
-    /// same way: `for (const [key, value] of collection)`.
-    #[wasm_bindgen(unchecked_return_type = "IterableIterator<[string, any]>")]
-    pub fn entries(&self) -> js_sys::Iterator {
-        let array: Array = self
-            .read(|view| convert::parse(&convert::entries_json(view.iter(), false)))
-            .unchecked_into();
-        array.values()
-    }
-
-    /// The records as a plain object `{ [key]: value }` (so `JSON.stringify(collection)`
-    /// works).
-    #[wasm_bindgen(js_name = toJSON, unchecked_return_type = "Record<string, any>")]
-    pub fn to_json(&self) -> JsValue {
-        self.read(|view| convert::parse(&convert::entries_json(view.iter(), true)))
     }
 
     /// Replaces the value of `key`. Shown at once (a change with origin `local`); resolves

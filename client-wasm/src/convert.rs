@@ -12,20 +12,7 @@ use serde_json::Value;
 use tidewire_shared::Change;
 use wasm_bindgen::JsValue;
 
-use crate::engine::effect::Origin;
 use crate::error::ClientError;
-
-/// A Rust value as a JavaScript value (`undefined` for `None`).
-pub(crate) fn to_js(value: Option<&Value>) -> JsValue {
-    match value {
-        None => JsValue::UNDEFINED,
-        Some(Value::Null) => JsValue::NULL,
-        Some(Value::Bool(flag)) => JsValue::from_bool(*flag),
-        Some(Value::Number(number)) => number.as_f64().map_or(JsValue::NULL, JsValue::from_f64),
-        Some(Value::String(text)) => JsValue::from_str(text),
-        Some(other) => parse(&other.to_string()),
-    }
-}
 
 /// Parses JSON text made by `serde_json` (always valid) into a JavaScript value.
 pub(crate) fn parse(text: &str) -> JsValue {
@@ -63,29 +50,24 @@ fn describe(error: &JsValue) -> String {
     )
 }
 
-/// One change as JavaScript sees it.
+/// One change as `js/records.js` takes it (it adds `origin` and `oldValue`).
 #[derive(Serialize)]
 struct ChangeOut<'a> {
     key: &'a str,
     op: &'static str,
     seq: u64,
-    origin: &'static str,
-    #[serde(rename = "oldValue", skip_serializing_if = "Option::is_none")]
-    old_value: Option<&'a Value>,
     #[serde(rename = "newValue", skip_serializing_if = "Option::is_none")]
     new_value: Option<&'a Value>,
 }
 
-/// The changes as one JSON array text: `[{key, op, seq, origin, oldValue?, newValue?}]`.
-pub(crate) fn changes_json(changes: &[Change], origin: Origin) -> String {
+/// The changes as one JSON array text: `[{key, op, seq, newValue?}]`.
+pub(crate) fn changes_json(changes: &[Change]) -> String {
     let out: Vec<ChangeOut<'_>> = changes
         .iter()
         .map(|change| ChangeOut {
             key: &change.key,
             op: change.op.as_str(),
             seq: change.seq,
-            origin: origin.as_str(),
-            old_value: change.old.as_ref(),
             new_value: change.new.as_ref(),
         })
         .collect();
@@ -116,36 +98,6 @@ pub(crate) fn write_outcome_json(outcome: &crate::engine::effect::WriteOutcome) 
     event.to_string()
 }
 
-/// Records as a JSON text (`[[key, value], ...]` or `{key: value}`), for iteration and
-/// `toJSON`, parsed by JavaScript in one call.
-pub(crate) fn entries_json<'a>(
-    entries: impl Iterator<Item = (&'a str, Value)>,
-    as_object: bool,
-) -> String {
-    let mut text = String::from(if as_object { "{" } else { "[" });
-    let mut first = true;
-    for (key, value) in entries {
-        if !first {
-            text.push(',');
-        }
-        first = false;
-        let key_json = Value::String(key.to_owned()).to_string();
-        if as_object {
-            text.push_str(&key_json);
-            text.push(':');
-            text.push_str(&value.to_string());
-        } else {
-            text.push('[');
-            text.push_str(&key_json);
-            text.push(',');
-            text.push_str(&value.to_string());
-            text.push(']');
-        }
-    }
-    text.push(if as_object { '}' } else { ']' });
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,27 +113,7 @@ mod tests {
             old: Some(json!({"x": 1})),
             new: None,
         }];
-        let value: Value =
-            serde_json::from_str(&changes_json(&changes, Origin::Event)).expect("json");
-        assert_eq!(
-            value,
-            json!([{"key": "a", "op": "delete", "seq": 3, "origin": "event", "oldValue": {"x": 1}}])
-        );
-    }
-
-    #[test]
-    fn entries_json_forms() {
-        let entries = vec![("a\"", json!(1)), ("b", json!({"y": [true]}))];
-        let pairs = entries_json(entries.clone().into_iter(), false);
-        assert_eq!(
-            serde_json::from_str::<Value>(&pairs).expect("json"),
-            json!([["a\"", 1], ["b", {"y": [true]}]])
-        );
-        let object = entries_json(entries.into_iter(), true);
-        assert_eq!(
-            serde_json::from_str::<Value>(&object).expect("json"),
-            json!({"a\"": 1, "b": {"y": [true]}})
-        );
-        assert_eq!(entries_json(std::iter::empty(), true), "{}");
+        let value: Value = serde_json::from_str(&changes_json(&changes)).expect("json");
+        assert_eq!(value, json!([{"key": "a", "op": "delete", "seq": 3}]));
     }
 }

@@ -37,6 +37,7 @@ mod listeners;
 mod options;
 mod pending;
 mod persist;
+mod records;
 pub mod share;
 mod shell;
 mod transport;

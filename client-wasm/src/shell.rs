@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::rc::{Rc, Weak};
 
 use js_sys::Array;
-use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen::JsValue;
 
 use crate::browser::{self, now, Listener, Timer};
 use crate::convert;
@@ -46,6 +46,8 @@ pub(crate) struct Shared {
     /// text (empty for none), so `collection(s, options)` returns the same object each time.
     /// Cleared on close (these hold the shared state strongly).
     pub(crate) collections: RefCell<BTreeMap<(String, String), JsValue>>,
+    /// Each collection's records as JavaScript objects (`js/records.js`), by view id.
+    pub(crate) records: RefCell<BTreeMap<u32, js_sys::Map>>,
 }
 
 /// The current connection.
@@ -117,6 +119,7 @@ impl Shared {
             }),
             listeners: RefCell::new(Listeners::default()),
             collections: RefCell::new(BTreeMap::new()),
+            records: RefCell::new(BTreeMap::new()),
         })
     }
 }
@@ -604,23 +607,23 @@ fn notify(shared: &Rc<Shared>, notes: Vec<Effect>) {
                 origin,
                 ..
             } => {
-                let callbacks = shared
-                    .listeners
-                    .borrow()
-                    .view_callbacks(view, EventKind::Change);
-                if callbacks.is_empty() {
-                    continue;
-                }
-                let Ok(array) =
-                    convert::parse(&convert::changes_json(&changes, origin)).dyn_into::<Array>()
-                else {
+                // Views without a collection (a host's views for its guests) have no
+                // records in JavaScript.
+                let Some(records) = shared.records.borrow().get(&view).cloned() else {
                     continue;
                 };
-                for change in array.iter() {
-                    for callback in &callbacks {
-                        call(callback, "change", &change);
-                    }
-                }
+                let callbacks: Array = shared
+                    .listeners
+                    .borrow()
+                    .view_callbacks(view, EventKind::Change)
+                    .into_iter()
+                    .collect();
+                crate::records::apply_changes(
+                    &records,
+                    &convert::changes_json(&changes),
+                    origin.as_str(),
+                    &callbacks,
+                );
             }
             Effect::Message {
                 view, key, data, ..

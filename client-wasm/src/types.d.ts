@@ -202,6 +202,22 @@ export interface TidewireClient {
 }
 
 export interface LiveCollection<T = any> {
+  /** The value of `key`, or `undefined`. The same object until the record changes (treat
+   * it as immutable). */
+  get(key: string): T | undefined;
+  /** Whether `key` has a value. */
+  has(key: string): boolean;
+  /** Number of records. */
+  readonly size: number;
+  /** The keys (live, like a Map's iterators; in no particular order). */
+  keys(): IterableIterator<string>;
+  /** The values. */
+  values(): IterableIterator<T>;
+  /** `[key, value]` pairs. The collection itself is iterable the same way:
+   * `for (const [key, value] of collection)`. */
+  entries(): IterableIterator<[string, T]>;
+  /** The records as a plain object `{ [key]: value }` (so `JSON.stringify(collection)` works). */
+  toJSON(): Record<string, T>;
   [Symbol.iterator](): IterableIterator<[string, T]>;
   on(event: "change", callback: (change: Change<T>) => void): () => void;
   on(event: "message", callback: (message: EphemeralMessage) => void): () => void;

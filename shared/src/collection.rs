@@ -382,6 +382,12 @@ impl Collection {
     /// Replaces the state with `snapshot` and returns the visible changes (keys that appeared,
     /// disappeared or changed value), so a resync can be reported to the application.
     pub fn load_snapshot(&mut self, snapshot: &Snapshot) -> Vec<Change> {
+        self.load_snapshot_owned(snapshot.clone())
+    }
+
+    /// [`Collection::load_snapshot`] for a snapshot the caller no longer needs: each value is
+    /// copied once (into the collection) instead of twice.
+    pub fn load_snapshot_owned(&mut self, snapshot: Snapshot) -> Vec<Change> {
         let mut old_values: HashMap<String, Value> = self
             .iter()
             .map(|(key, value)| (key.to_owned(), value))
@@ -392,8 +398,8 @@ impl Collection {
         self.tombstones.clear();
         self.entries.clear();
         self.live = 0;
-        let mut changes = Vec::new();
-        for record in &snapshot.records {
+        let mut changes = Vec::with_capacity(snapshot.records.len());
+        for record in snapshot.records {
             let entry = Entry {
                 base_seq: record.seq,
                 base: Some(record.data.clone()),
@@ -405,11 +411,11 @@ impl Collection {
             let old = old_values.remove(&record.key);
             if old.as_ref() != Some(&record.data) {
                 changes.push(Change {
-                    key: record.key.clone(),
+                    key: record.key,
                     op: Op::Upsert,
                     seq: record.seq,
                     old,
-                    new: Some(record.data.clone()),
+                    new: Some(record.data),
                 });
             }
         }

@@ -123,7 +123,7 @@ impl Engine {
                 state.fetch_restarts = 0;
                 // The snapshot is the one a resync asked for: resume from it.
                 state.force_snapshot = false;
-                self.accept_snapshot(stream, &snapshot, scope);
+                self.accept_snapshot(stream, snapshot, scope);
             }
             Err(FetchError::Resync) if state.fetch_restarts < MAX_RESTARTS => {
                 state.fetch_restarts += 1;

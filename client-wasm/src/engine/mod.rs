@@ -518,7 +518,7 @@ impl Engine {
         }
         state.phase = Phase::Idle;
         if let Some((scope, snapshot)) = stored {
-            self.load(stream, &snapshot, scope, Origin::Restore);
+            self.load(stream, snapshot, scope, Origin::Restore);
         }
         self.subscribe_added(stream);
         self.update_status();

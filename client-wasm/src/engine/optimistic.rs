@@ -144,14 +144,18 @@ impl Overlay {
     /// Turns changes of the committed records (already applied to `committed`) into the
     /// changes the application sees: a key under a pending write shows the write applied
     /// over its new committed value, and nothing when that is what it showed before.
-    pub(crate) fn translate(&mut self, committed: &Collection, changes: &[Change]) -> Vec<Change> {
+    pub(crate) fn translate(
+        &mut self,
+        committed: &Collection,
+        changes: Vec<Change>,
+    ) -> Vec<Change> {
         if self.visible.is_empty() {
-            return changes.to_vec();
+            return changes;
         }
         let mut seen = Vec::with_capacity(changes.len());
         for change in changes {
             let Some(shown) = self.visible.get(&change.key).cloned() else {
-                seen.push(change.clone());
+                seen.push(change);
                 continue;
             };
             self.refresh(committed, &change.key);
@@ -273,7 +277,7 @@ mod tests {
         let settled = overlay.settle(&committed);
         assert_eq!(ids(&settled), vec!["w1"]);
         // The event shows nothing new: the application saw this value already.
-        assert!(overlay.translate(&committed, &[change]).is_empty());
+        assert!(overlay.translate(&committed, vec![change]).is_empty());
         assert!(overlay.refresh_keys(&committed, keys(&settled)).is_empty());
         assert!(overlay.is_empty());
         assert_eq!(overlay.get("a"), None);
@@ -291,7 +295,7 @@ mod tests {
         else {
             panic!("applied");
         };
-        let seen = overlay.translate(&committed, &[change]);
+        let seen = overlay.translate(&committed, vec![change]);
         assert_eq!(seen.len(), 1);
         assert_eq!(seen[0].old, Some(json!({"n": 2, "k": "x"})));
         assert_eq!(seen[0].new, Some(json!({"n": 2, "k": "y"})));

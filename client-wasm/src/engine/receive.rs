@@ -131,13 +131,13 @@ impl Engine {
         state.force_snapshot = false;
         state.replay_requested = false;
         let scope = state.sent.clone();
-        self.accept_snapshot(stream, &snapshot, scope);
+        self.accept_snapshot(stream, snapshot, scope);
     }
 
     /// A whole snapshot of `scope` arrived, in the subscription or over HTTP: it replaces the
     /// records, and a reload of the same scope is reported as a resync (one of another scope
     /// only widens or narrows the union, which the views do not see as such).
-    pub(super) fn accept_snapshot(&mut self, stream: &str, snapshot: &Snapshot, scope: Scope) {
+    pub(super) fn accept_snapshot(&mut self, stream: &str, snapshot: Snapshot, scope: Scope) {
         let Some(state) = self.streams.get_mut(stream) else {
             return;
         };
@@ -159,12 +159,15 @@ impl Engine {
     /// Replaces the stream's records with `snapshot`, of `scope`, and tells each view what
     /// changed for it; views that scope covers and that were not shown yet get all their
     /// records.
-    pub(super) fn load(&mut self, stream: &str, snapshot: &Snapshot, scope: Scope, origin: Origin) {
+    pub(super) fn load(&mut self, stream: &str, snapshot: Snapshot, scope: Scope, origin: Origin) {
         let Some(state) = self.streams.get_mut(stream) else {
             return;
         };
-        let was_empty = state.collection.is_empty();
-        let changes = state.collection.load_snapshot(snapshot);
+        // Views shown for the first time get every record they see; the load's changes
+        // tell only what differs from before, so they do for them only when there was
+        // nothing before: no records, and no pending writes shown over them.
+        let was_empty = state.collection.is_empty() && state.overlay.visible().is_empty();
+        let changes = state.collection.load_snapshot_owned(snapshot);
         state.has_baseline = true;
         state.socket_snapshot = false;
         state.data = scope;
@@ -197,7 +200,7 @@ impl Engine {
             self.effects
                 .push(Effect::Tap(Tap::Loaded(stream.to_owned())));
         }
-        self.emit(stream, &changes, origin, &fresh);
+        self.emit(stream, changes, origin, &fresh);
         self.settle_writes(stream);
     }
 
@@ -206,7 +209,7 @@ impl Engine {
     pub(super) fn emit(
         &mut self,
         stream: &str,
-        changes: &[Change],
+        changes: Vec<Change>,
         origin: Origin,
         except: &[u32],
     ) {
@@ -215,7 +218,7 @@ impl Engine {
         };
         let optimistic = !state.overlay.visible().is_empty();
         let changes = state.overlay.translate(&state.collection, changes);
-        self.emit_visible(stream, &changes, origin, except, optimistic);
+        self.emit_visible(stream, changes, origin, except, optimistic);
     }
 
     /// Tells each view shown (but those in `except`) the changes of the union it sees.
@@ -224,7 +227,7 @@ impl Engine {
     pub(super) fn emit_visible(
         &mut self,
         stream: &str,
-        changes: &[Change],
+        changes: Vec<Change>,
         origin: Origin,
         except: &[u32],
         optimistic: bool,
@@ -235,6 +238,9 @@ impl Engine {
         let Some(state) = self.streams.get(stream) else {
             return;
         };
+        // The effects of views that see every change, filled in at the end: the last one
+        // takes `changes` itself (a 10,000-record snapshot is not copied for its one view).
+        let mut whole: Vec<usize> = Vec::new();
         for view in &state.views {
             if !view.loaded || except.contains(&view.id) {
                 continue;
@@ -245,19 +251,37 @@ impl Engine {
                 view.narrowing(&state.data)
             };
             let seen: Vec<Change> = match filter {
-                None => changes.to_vec(),
-                Some(filter) => changes
-                    .iter()
-                    .filter_map(|change| judge_change(filter, change))
-                    .collect(),
+                None => {
+                    whole.push(self.effects.len());
+                    Vec::new()
+                }
+                Some(filter) => {
+                    let seen: Vec<Change> = changes
+                        .iter()
+                        .filter_map(|change| judge_change(filter, change))
+                        .collect();
+                    if seen.is_empty() {
+                        continue;
+                    }
+                    seen
+                }
             };
-            if !seen.is_empty() {
-                self.effects.push(Effect::Changes {
-                    stream: stream.to_owned(),
-                    view: view.id,
-                    changes: seen,
-                    origin,
-                });
+            self.effects.push(Effect::Changes {
+                stream: stream.to_owned(),
+                view: view.id,
+                changes: seen,
+                origin,
+            });
+        }
+        let mut changes = Some(changes);
+        for (index, &at) in whole.iter().enumerate() {
+            let all = if index + 1 == whole.len() {
+                changes.take().unwrap_or_default()
+            } else {
+                changes.clone().unwrap_or_default()
+            };
+            if let Some(Effect::Changes { changes, .. }) = self.effects.get_mut(at) {
+                *changes = all;
             }
         }
     }
@@ -318,7 +342,7 @@ impl Engine {
                     }));
                 }
                 if let Some(change) = change {
-                    self.emit(stream, &[change], Origin::Event, &[]);
+                    self.emit(stream, vec![change], Origin::Event, &[]);
                 }
                 self.settle_writes(stream);
                 if gap.is_some() {
@@ -462,7 +486,7 @@ impl Engine {
                         reason: reason.clone(),
                     }));
                 }
-                self.emit(&name, &changes, Origin::Snapshot, &[]);
+                self.emit(&name, changes, Origin::Snapshot, &[]);
                 self.effects.push(Effect::StreamError {
                     stream: name.clone(),
                     code: "dropped".into(),

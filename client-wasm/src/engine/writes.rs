@@ -454,7 +454,7 @@ impl Engine {
             .into_iter()
             .map(|shift| shift_change(shift, seq))
             .collect();
-        self.emit_visible(stream, &changes, origin, &[], true);
+        self.emit_visible(stream, changes, origin, &[], true);
     }
 
     /// Asks the shell to store the unanswered writes (with persistence only).

@@ -115,6 +115,10 @@ const results = await page.evaluate(async () => {
   client._inject(subscribed);
   out.get10kMs = median(Array.from({ length: RUNS }, () => time(() => { for (let n = 0; n < RECORDS; n += 1) collection.get(`k${n}`); })));
   out.entries10kMs = median(Array.from({ length: RUNS }, () => time(() => { let count = 0; for (const _ of collection) count += 1; if (count !== RECORDS) throw new Error("iteration"); })));
+  // The same reads on a plain JavaScript Map of the same objects: the baseline for reads.
+  const map = new Map(collection.entries());
+  out.mapGet10kMs = median(Array.from({ length: RUNS }, () => time(() => { for (let n = 0; n < RECORDS; n += 1) map.get(`k${n}`); })));
+  out.mapEntries10kMs = median(Array.from({ length: RUNS }, () => time(() => { let count = 0; for (const _ of map) count += 1; if (count !== RECORDS) throw new Error("iteration"); })));
   client.close();
 
   const convert = [];
@@ -141,5 +145,17 @@ console.log(`  get() of 10,000 keys                         ${fixed(results.get1
 console.log(`  iterate 10,000 entries                       ${fixed(results.entries10kMs)} ms`);
 console.log(`  value -> JS, one record x10,000: JSON text + JSON.parse ${results.convertJsonParseMs.toFixed(1)} ms, serde-wasm-bindgen ${results.convertSerdeWasmBindgenMs.toFixed(1)} ms`);
 console.log(`  value -> JS, 100 records x200:   JSON text + JSON.parse ${results.convertBigJsonParseMs.toFixed(1)} ms, serde-wasm-bindgen ${results.convertBigSerdeWasmBindgenMs.toFixed(1)} ms`);
+
+// The targets of the speed issue, as ratios measured in this run.
+const perKey = (ms) => (ms / 10_000) * 1000;
+const wasmGzip = Number(process.env.TIDEWIRE_WASM_GZIP ?? NaN);
+const row = (what, value, target) => console.log(`  ${what.padEnd(46)} ${value.padStart(16)}   ${target}`);
+console.log("ratios (targets of the client speed and size issue)");
+row("snapshot apply / JSON.parse", `${(results.snapshotMs / results.baselineSnapshotParseMs).toFixed(1)}x`, "target <= 2x");
+row("live events with a listener / JSON.parse", `${(results.eventsWithListenerMs / results.baselineEventsParseMs).toFixed(1)}x`, "target <= 3x");
+row("get() per key", `${perKey(results.get10kMs).toFixed(3)} µs`, `target <= 0.2 µs (a JS Map: ${perKey(results.mapGet10kMs).toFixed(3)} µs)`);
+row("iteration per entry", `${perKey(results.entries10kMs).toFixed(3)} µs`, `a JS Map: ${perKey(results.mapEntries10kMs).toFixed(3)} µs`);
+row("change callback per change", `${Math.max(0, perKey(callbackOverhead)).toFixed(2)} µs`, "target <= 1 µs");
+if (Number.isFinite(wasmGzip)) row(".wasm gzipped (release package)", `${(wasmGzip / 1024).toFixed(1)} KB`, "target <= 60 KB");
 await browser.close();
 server.close();

@@ -413,3 +413,42 @@ fn restored_writes_are_shown_and_sent_with_their_ids_once() {
         Effect::WriteSettled(outcome) if outcome.outcome == Ok(3) && outcome.key == "r")));
     assert_eq!(engine.pending_writes().count(), 0);
 }
+
+#[test]
+fn a_view_loading_after_restored_writes_is_shown_them() {
+    // Writes restored from storage before the stream's first collection: the view's first
+    // load must report them with the committed records (a view's changes are all the
+    // application learns of its records).
+    let mut engine = engine(10);
+    engine.start(0.0);
+    engine.restore_writes(vec![Publish {
+        id: "old".into(),
+        stream: StreamName::new("todos").expect("valid"),
+        key: "w".into(),
+        op: Op::Upsert,
+        data: json!({"n": 5}),
+        write_id: Some("tab0.3".into()),
+    }]);
+    engine.open_stream("todos").expect("valid");
+    engine.on_open(1.0);
+    engine.on_text(
+        &text(
+            json!({"type": "snapshot", "stream": "todos", "epoch": 1, "seq": 1, "chunk": 0,
+            "last": true, "records": [{"key": "a", "seq": 1, "data": {"n": 1}}]}),
+        ),
+        2.0,
+    );
+    let mut shown: Vec<(String, Option<Value>)> = seen(&engine.take_effects())
+        .into_iter()
+        .filter(|(view, ..)| *view == 1)
+        .map(|(_, key, _, new, _)| (key, new))
+        .collect();
+    shown.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        shown,
+        vec![
+            ("a".to_owned(), Some(json!({"n": 1}))),
+            ("w".to_owned(), Some(json!({"n": 5})))
+        ]
+    );
+}
