@@ -377,8 +377,27 @@ impl Engine {
             state.collection = Collection::new(epoch);
             state.has_baseline = true;
             state.data = state.sent.clone();
+            let mut shown: Vec<u32> = Vec::new();
             for view in &mut state.views {
-                view.loaded |= state.data.covers(view.key.as_deref());
+                if !view.loaded && state.data.covers(view.key.as_deref()) {
+                    view.loaded = true;
+                    shown.push(view.id);
+                }
+            }
+            // Pending writes over the empty stream are all these views have: show them.
+            for id in shown {
+                let Some(view) = state.views.iter().find(|view| view.id == id) else {
+                    continue;
+                };
+                let whole = whole_view(&state.collection, &state.overlay, view.filter.as_ref());
+                if !whole.is_empty() {
+                    self.effects.push(Effect::Changes {
+                        stream: stream.to_owned(),
+                        view: id,
+                        changes: whole,
+                        origin: Origin::Local,
+                    });
+                }
             }
         }
         let view = !matches!(state.sent, Scope::All) || state.saw_prev;

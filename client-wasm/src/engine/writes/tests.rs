@@ -452,3 +452,30 @@ fn a_view_loading_after_restored_writes_is_shown_them() {
         ]
     );
 }
+
+#[test]
+fn a_write_made_before_an_empty_stream_loads_is_shown_when_it_does() {
+    // No snapshot comes for an empty stream: `subscribed` makes its views shown, and a write
+    // made before then must reach them.
+    let mut engine = engine(10);
+    engine.start(0.0);
+    engine.open_stream("todos").expect("valid");
+    engine
+        .write("todos", "w", Op::Upsert, json!({"n": 1}))
+        .expect("valid");
+    engine.on_open(1.0);
+    engine.take_effects();
+    engine.on_text(
+        &text(
+            json!({"type": "subscribed", "stream": "todos", "epoch": 1, "seq": 0,
+                     "resumed": false}),
+        ),
+        2.0,
+    );
+    let shown: Vec<(String, Option<Value>)> = seen(&engine.take_effects())
+        .into_iter()
+        .filter(|(view, ..)| *view == 1)
+        .map(|(_, key, _, new, _)| (key, new))
+        .collect();
+    assert_eq!(shown, vec![("w".to_owned(), Some(json!({"n": 1})))]);
+}
