@@ -100,6 +100,25 @@ impl LiveCollection {
             .map_or(JsValue::UNDEFINED, convert::parse)
     }
 
+    /// Test hook: the view's records as the engine holds them, as JSON text, so the browser
+    /// tests can check that the JavaScript Map the reads use agrees.
+    #[wasm_bindgen(js_name = _engineRecords, skip_typescript)]
+    pub fn engine_records(&self) -> String {
+        self.read(|view| {
+            let mut text = String::from("{");
+            for (key, value) in view.iter() {
+                if text.len() > 1 {
+                    text.push(',');
+                }
+                text.push_str(&Value::from(key).to_string());
+                text.push(':');
+                text.push_str(&value.to_string());
+            }
+            text.push('}');
+            text
+        })
+    }
+
     /// The last applied seq: every event up to it is reflected (0 before the snapshot).
     #[wasm_bindgen(getter)]
     pub fn seq(&self) -> f64 {
