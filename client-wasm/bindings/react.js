@@ -45,40 +45,42 @@ export function useRecord(stream, key) {
   return useSyncExternalStore(store.subscribe, read, read);
 }
 
-/** Who is present on `stream`: `[{ client, data, self }]`, updated as members come and go. */
-export function usePresence(stream) {
-  const collection = useLiveCollection(stream);
+/** A value that `listen(callback)` reports changes of (it returns the unsubscribe), read
+ * first with `read()`; `deps` say when the source changes. */
+function useListened(deps, read, listen) {
+  // eslint-disable-next-line react-hooks/exhaustive-deps
   const state = useMemo(() => {
-    let members = collection.presence;
+    let value = read();
     return {
       subscribe: (notify) => {
-        members = collection.presence;
-        return collection.on("presence", (next) => {
-          members = next;
+        value = read();
+        return listen((next) => {
+          value = next;
           notify();
         });
       },
-      read: () => members,
+      read: () => value,
     };
-  }, [collection]);
+  }, deps);
   return useSyncExternalStore(state.subscribe, state.read, state.read);
+}
+
+/** Who is present on `stream`: `[{ client, data, self }]`, updated as members come and go. */
+export function usePresence(stream) {
+  const collection = useLiveCollection(stream);
+  return useListened(
+    [collection],
+    () => collection.presence,
+    (callback) => collection.on("presence", callback),
+  );
 }
 
 /** The client's connection status (`StatusInfo`: `status`, `reason`, `code`, ...). */
 export function useStatus() {
   const client = useTidewireClient();
-  const state = useMemo(() => {
-    let info = client.statusInfo;
-    return {
-      subscribe: (notify) => {
-        info = client.statusInfo;
-        return client.on("status", (next) => {
-          info = next;
-          notify();
-        });
-      },
-      read: () => info,
-    };
-  }, [client]);
-  return useSyncExternalStore(state.subscribe, state.read, state.read);
+  return useListened(
+    [client],
+    () => client.statusInfo,
+    (callback) => client.on("status", callback),
+  );
 }

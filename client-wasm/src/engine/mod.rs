@@ -54,7 +54,7 @@ use self::backoff::Backoff;
 use self::effect::{Effect, Origin};
 use self::status::{State, Status, TransportKind};
 use self::stream::{Phase, StreamState};
-use self::view::{whole_view, Scope, View, ViewRead};
+use self::view::{Scope, View, ViewRead};
 use self::writes::{Inflight, Queue};
 use crate::error::ClientError;
 
@@ -460,15 +460,7 @@ impl Engine {
             return;
         }
         view.loaded = true;
-        let changes = whole_view(&state.collection, &state.overlay, view.filter.as_ref());
-        if !changes.is_empty() {
-            self.effects.push(Effect::Changes {
-                stream: name,
-                view: id,
-                changes,
-                origin: Origin::Snapshot,
-            });
-        }
+        self.show_whole(&name, &[id], Origin::Snapshot);
     }
 
     /// Read access to view `id` (`None` if there is no such view). A view not shown yet reads

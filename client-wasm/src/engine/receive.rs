@@ -180,9 +180,23 @@ impl Engine {
                 }
             }
         }
-        for &id in &fresh {
-            // Shown for the first time over records that were already here for other views:
-            // every record of the view (the changes would tell only what differed).
+        // Shown for the first time over records that were already here for other views:
+        // every record of the view (the changes would tell only what differed).
+        self.show_whole(stream, &fresh, origin);
+        if self.hosting {
+            self.effects
+                .push(Effect::Tap(Tap::Loaded(stream.to_owned())));
+        }
+        self.emit(stream, changes, origin, &fresh);
+        self.settle_writes(stream);
+    }
+
+    /// Tells views `ids` of `stream` every record they see, as changes with `origin`.
+    pub(super) fn show_whole(&mut self, stream: &str, ids: &[u32], origin: Origin) {
+        let Some(state) = self.streams.get(stream) else {
+            return;
+        };
+        for &id in ids {
             let Some(view) = state.views.iter().find(|view| view.id == id) else {
                 continue;
             };
@@ -196,12 +210,6 @@ impl Engine {
                 });
             }
         }
-        if self.hosting {
-            self.effects
-                .push(Effect::Tap(Tap::Loaded(stream.to_owned())));
-        }
-        self.emit(stream, changes, origin, &fresh);
-        self.settle_writes(stream);
     }
 
     /// Tells each view shown (but those in `except`) the changes of the union's committed
@@ -372,31 +380,16 @@ impl Engine {
         state.resyncing = None;
         state.fresh_in_flight = false;
         state.socket_snapshot = false;
+        let mut shown: Vec<u32> = Vec::new();
         if !state.has_baseline {
             // No snapshot was sent (an empty stream, or none asked for): start empty here.
             state.collection = Collection::new(epoch);
             state.has_baseline = true;
             state.data = state.sent.clone();
-            let mut shown: Vec<u32> = Vec::new();
             for view in &mut state.views {
                 if !view.loaded && state.data.covers(view.key.as_deref()) {
                     view.loaded = true;
                     shown.push(view.id);
-                }
-            }
-            // Pending writes over the empty stream are all these views have: show them.
-            for id in shown {
-                let Some(view) = state.views.iter().find(|view| view.id == id) else {
-                    continue;
-                };
-                let whole = whole_view(&state.collection, &state.overlay, view.filter.as_ref());
-                if !whole.is_empty() {
-                    self.effects.push(Effect::Changes {
-                        stream: stream.to_owned(),
-                        view: id,
-                        changes: whole,
-                        origin: Origin::Local,
-                    });
                 }
             }
         }
@@ -433,6 +426,8 @@ impl Engine {
                 self.subscribe(stream);
             }
         }
+        // Pending writes over the empty stream are all the views shown now have.
+        self.show_whole(stream, &shown, Origin::Local);
         if !self.link_is(super::status::TransportKind::Sse) {
             let members = self
                 .streams
