@@ -202,8 +202,8 @@ export interface TidewireClient {
 }
 
 export interface LiveCollection<T = any> {
-  /** The value of `key`, or `undefined`. The same object until the record changes (treat
-   * it as immutable). */
+  /** The value of `key`, or `undefined`: a frozen object (deeply), the same one until the
+   * record changes. To change a record, write a new value (`set`, `patch`). */
   get(key: string): T | undefined;
   /** Whether `key` has a value. */
   has(key: string): boolean;

@@ -137,3 +137,55 @@ test("ephemeral messages and presence reach the other page (two tabs sharing a c
   await pages[1].waitForFunction(() => harness.get().collection.presence.length === 1);
   for (const page of pages) await page.close();
 });
+
+test("records are frozen objects that keep their identity until they change", async () => {
+  const stream = "live_identity";
+  await relay.publish(stream, "a", "upsert", { title: "a", tags: ["x"], owner: { id: 1 } });
+  await relay.publish(stream, "b", "upsert", { title: "b" });
+  const page = await openPage(browser.context, relay.url);
+  await page.evaluate((stream) => harness.get(harness.open(stream)).collection.ready(), stream);
+  await page.evaluate(() => {
+    const { collection } = harness.get();
+    window.kept = { a: collection.get("a"), b: collection.get("b") };
+  });
+  const seq = await relay.publish(stream, "b", "patch", { done: true });
+  await page.waitForFunction((seq) => harness.get().collection.seq >= seq, seq);
+  const seen = await page.evaluate(() => {
+    const { collection, log } = harness.get();
+    const a = collection.get("a");
+    const last = log.changes.at(-1);
+    let threw = false;
+    try {
+      // As application modules run: in strict mode, where writing a frozen field throws.
+      (() => {
+        "use strict";
+        a.owner.id = 2;
+      })();
+    } catch {
+      threw = true;
+    }
+    return {
+      sameA: a === window.kept.a,
+      sameB: collection.get("b") === window.kept.b,
+      oldIsKept: last.oldValue === window.kept.b,
+      newIsShown: last.newValue === collection.get("b"),
+      iterated: [...collection.values()].includes(a),
+      frozen: Object.isFrozen(a) && Object.isFrozen(a.tags) && Object.isFrozen(a.owner),
+      threw,
+      owner: a.owner.id,
+      b: collection.get("b"),
+    };
+  });
+  assert.deepEqual(seen, {
+    sameA: true,
+    sameB: false,
+    oldIsKept: true,
+    newIsShown: true,
+    iterated: true,
+    frozen: true,
+    threw: true,
+    owner: 1,
+    b: { title: "b", done: true },
+  });
+  await page.close();
+});
