@@ -90,6 +90,7 @@ test("two pages converge through the hooks and a TanStack DB join; a changed row
     await until(page, "#first", "milk");
     await until(page, "#open", "t1,t3");
     await until(page, "#joined", "t1:milk@Ann|t2:eggs@Ben|t3:bread@Ann");
+    await until(page, "#open-titles", "bread,milk");
     await until(page, "#presence", "2");
   }
 
@@ -114,9 +115,18 @@ test("two pages converge through the hooks and a TanStack DB join; a changed row
   await relay.publish("rx_users", "u2", "upsert", { id: "u2", name: "Bea" });
   for (const page of [a, b]) await until(page, "#joined", "t1:milk@Ann|t2:brown eggs@Bea|t3:bread@Ann|t4:jam@Bea");
 
+  // A record moving into and out of a filtered collection (a tidewire view) is inserted
+  // into and deleted from its TanStack DB collection.
+  await until(a, "#open-titles", "bread,jam,milk");
+  await relay.publish("rx_tasks", "t2", "patch", { done: false });
+  for (const page of [a, b]) await until(page, "#open-titles", "bread,brown eggs,jam,milk");
+  await b.evaluate(() => window.app.tasks.update("t3", (draft) => { draft.done = true; }).isPersisted.promise);
+  for (const page of [a, b]) await until(page, "#open-titles", "brown eggs,jam,milk");
+
   // A TanStack DB delete.
   await a.evaluate(() => window.app.tasks.delete("t4").isPersisted.promise);
-  for (const page of [a, b]) await until(page, "#open", "t1,t3");
+  for (const page of [a, b]) await until(page, "#open", "t1,t2");
+  for (const page of [a, b]) await until(page, "#open-titles", "brown eggs,milk");
   for (const page of [a, b]) assert.deepEqual(page.errors, []);
 });
 
