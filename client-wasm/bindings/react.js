@@ -38,11 +38,12 @@ export function useCollection(stream, options) {
   return useSyncExternalStore(store.subscribe, store.all, store.all);
 }
 
-/** The value of `key` in `stream` (undefined while absent); re-renders only when it changes. */
+/** The value of `key` in `stream` (undefined while absent); re-renders only when it changes
+ * (records keep their object until they change). */
 export function useRecord(stream, key) {
-  const store = storeOf(useLiveCollection(stream));
-  const read = useCallback(() => store.row(key)?.value, [store, key]);
-  return useSyncExternalStore(store.subscribe, read, read);
+  const collection = useLiveCollection(stream);
+  const read = useCallback(() => collection.get(key), [collection, key]);
+  return useSyncExternalStore(storeOf(collection).subscribe, read, read);
 }
 
 /** A value that `listen(callback)` reports changes of (it returns the unsubscribe), read

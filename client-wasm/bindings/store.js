@@ -1,8 +1,8 @@
-// A collection's records as JavaScript objects with stable identity, for the framework
-// bindings (react.js, tanstack-db.js): one store per live collection, fed by its change
-// callbacks. A record keeps its object until it changes, so frameworks compare rows by
-// reference; listeners hear once per task, however many changes the task applied (a
-// 10,000-record snapshot is one notification, not 10,000).
+// A collection's records as `{ key, value }` rows with stable identity, for the React
+// bindings (react.js): one store per live collection. The records themselves are the
+// collection's (frozen, the same object until they change); a row keeps its object while its
+// record does, so frameworks compare rows by reference. Listeners hear once per task, however
+// many changes the task applied (a 10,000-record snapshot is one notification, not 10,000).
 
 const stores = new WeakMap();
 
@@ -16,27 +16,20 @@ export function storeOf(collection) {
   return store;
 }
 
-export class RecordStore {
+class RecordStore {
   constructor(collection) {
     this.collection = collection;
-    /** key -> frozen `{ key, value }` row, in arrival order. */
-    this.rows = new Map();
     this.listeners = new Set();
-    this.version = 0;
-    this.list = [];
-    this.listVersion = 0;
+    this.changed = true;
     this.notifying = false;
-    for (const [key, value] of collection) this.rows.set(key, Object.freeze({ key, value }));
-    this.off = collection.subscribe((change) => this.apply(change));
+    /** The last rows handed out, by key, and as one array. */
+    this.rows = new Map();
+    this.list = [];
+    collection.subscribe(() => this.apply());
   }
 
-  apply(change) {
-    if (change.newValue === undefined) {
-      if (!this.rows.delete(change.key)) return;
-    } else {
-      this.rows.set(change.key, Object.freeze({ key: change.key, value: change.newValue }));
-    }
-    this.version += 1;
+  apply() {
+    this.changed = true;
     if (!this.notifying) {
       this.notifying = true;
       queueMicrotask(() => {
@@ -52,17 +45,19 @@ export class RecordStore {
     return () => this.listeners.delete(listener);
   };
 
-  /** Every row, as one array that is the same object until a record changes. */
+  /** Every row, in the collection's order, as one array that is the same object until a
+   * record changes; a row is the same object while its record is. */
   all = () => {
-    if (this.listVersion !== this.version || this.list === null) {
-      this.list = Object.freeze([...this.rows.values()]);
-      this.listVersion = this.version;
+    if (this.changed) {
+      const rows = new Map();
+      for (const [key, value] of this.collection) {
+        const row = this.rows.get(key);
+        rows.set(key, row?.value === value ? row : Object.freeze({ key, value }));
+      }
+      this.rows = rows;
+      this.list = Object.freeze([...rows.values()]);
+      this.changed = false;
     }
     return this.list;
   };
-
-  /** The row of `key`, or undefined. */
-  row(key) {
-    return this.rows.get(key);
-  }
 }

@@ -69,8 +69,7 @@ impl TidewireClient {
         };
         let shared = build(url, &parsed)?;
         let manual = parsed.config.transport == TransportChoice::Manual;
-        let tick_ms = (parsed.config.keepalive_ms / 4.0).clamp(1000.0, 5000.0) as u32;
-        shell::start(&shared, manual, sharing, &config, tick_ms);
+        shell::start(&shared, manual, sharing, &config, tick_ms(&parsed));
         Ok(TidewireClient { shared })
     }
 
@@ -325,7 +324,6 @@ pub fn matches(
     Ok(filter.matches(&value))
 }
 
-/// The page's URL, to resolve a relative relay URL.
 /// The client's state for `url` and `options`, not started.
 pub(crate) fn build(url: &str, options: &Options) -> Result<Rc<Shared>, JsValue> {
     let base = page_href();
@@ -342,6 +340,13 @@ pub(crate) fn build(url: &str, options: &Options) -> Result<Rc<Shared>, JsValue>
     Ok(Shared::new(engine, endpoints, options.token.clone(), store))
 }
 
+/// How often the client's timer ticks (keepalive and retries): a quarter of the keepalive,
+/// between 1 and 5 seconds.
+pub(crate) fn tick_ms(options: &Options) -> u32 {
+    (options.config.keepalive_ms / 4.0).clamp(1000.0, 5000.0) as u32
+}
+
+/// The page's URL, to resolve a relative relay URL.
 fn page_href() -> Option<String> {
     let global = js_sys::global();
     let location = js_sys::Reflect::get(&global, &"location".into()).ok()?;

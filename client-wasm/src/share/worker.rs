@@ -13,7 +13,7 @@ use wasm_bindgen::{JsCast, JsValue};
 use web_sys::{MessageEvent, MessagePort};
 
 use super::group::{Note, Ports};
-use crate::client::build;
+use crate::client::{build, tick_ms};
 use crate::options::Options;
 use crate::shell::{self, drive, Shared, Sharing};
 
@@ -134,7 +134,6 @@ fn start(config: &str, ports: &Ports) -> Option<Rc<Shared>> {
     if let Ok(mut inner) = shared.inner.try_borrow_mut() {
         inner.host_in_worker(Rc::clone(ports));
     }
-    let tick_ms = (parsed.config.keepalive_ms / 4.0).clamp(1000.0, 5000.0) as u32;
-    shell::start(&shared, false, Sharing::Off, "", tick_ms);
+    shell::start(&shared, false, Sharing::Off, "", tick_ms(&parsed));
     Some(shared)
 }
