@@ -100,8 +100,13 @@ function viaWorker(worker, name, id, config, onMessage, onHost) {
       // Chrome keeps a SharedWorker object alive while its worker runs: drop what it holds.
       worker.onerror = null;
       port.onmessage = null;
-      if (fallback) fallback.close();
-      else port.close();
+      if (fallback) {
+        fallback.close();
+      } else {
+        // The worker lets go of this port (and its handler) on `quit`.
+        port.postMessage({ kind: "quit", from: id });
+        port.close();
+      }
     },
   };
 }

@@ -164,7 +164,7 @@ pub(crate) fn start(
     drive(shared, |inner| {
         inner.sharing = (sharing, config.to_owned());
         if sharing != Sharing::Off {
-            inner.join_group(&weak, config, sharing == Sharing::Worker);
+            inner.join_group(&weak);
         }
         inner.engine.set_online(browser::navigator_online(), now());
         inner.engine.set_visible(browser::page_visible(), now());

@@ -198,7 +198,7 @@ impl Collection {
     }
 
     /// A collection holding `snapshot`.
-    pub fn from_snapshot(snapshot: &Snapshot) -> Self {
+    pub fn from_snapshot(snapshot: Snapshot) -> Self {
         let mut collection = Self::default();
         collection.load_snapshot(snapshot);
         collection
@@ -381,13 +381,9 @@ impl Collection {
 
     /// Replaces the state with `snapshot` and returns the visible changes (keys that appeared,
     /// disappeared or changed value), so a resync can be reported to the application.
-    pub fn load_snapshot(&mut self, snapshot: &Snapshot) -> Vec<Change> {
-        self.load_snapshot_owned(snapshot.clone())
-    }
-
-    /// [`Collection::load_snapshot`] for a snapshot the caller no longer needs: each value is
-    /// copied once (into the collection) instead of twice.
-    pub fn load_snapshot_owned(&mut self, snapshot: Snapshot) -> Vec<Change> {
+    /// It takes the snapshot by value: each value is copied once (into the collection), and
+    /// the changes get the snapshot's own.
+    pub fn load_snapshot(&mut self, snapshot: Snapshot) -> Vec<Change> {
         let mut old_values: HashMap<String, Value> = self
             .iter()
             .map(|(key, value)| (key.to_owned(), value))
@@ -458,7 +454,7 @@ impl Collection {
 
     /// Forgets everything and starts `epoch` empty (for a dropped and recreated stream).
     pub fn reset(&mut self, epoch: u64) -> Vec<Change> {
-        self.load_snapshot(&Snapshot {
+        self.load_snapshot(Snapshot {
             epoch,
             seq: 0,
             records: Vec::new(),
@@ -577,7 +573,7 @@ mod tests {
                 },
             ],
         };
-        let changes = collection.load_snapshot(&snapshot);
+        let changes = collection.load_snapshot(snapshot.clone());
         let keys: Vec<(&str, Op)> = changes.iter().map(|c| (c.key.as_str(), c.op)).collect();
         assert_eq!(keys, vec![("c", Op::Upsert), ("a", Op::Delete)]);
         assert_eq!(collection.epoch(), 9);

@@ -123,7 +123,7 @@ proptest! {
         for event in &events[..cut] {
             head.apply(event);
         }
-        let mut resumed = Collection::from_snapshot(&head.snapshot());
+        let mut resumed = Collection::from_snapshot(head.snapshot());
         for event in &events {
             resumed.apply(event);
         }

@@ -148,7 +148,7 @@ fn collections() {
         let mut collection = Collection::new(epoch);
         if let Some(snapshot) = case.get("snapshot") {
             let snapshot: Snapshot = serde_json::from_value(snapshot.clone()).expect("snapshot");
-            collection.load_snapshot(&snapshot);
+            collection.load_snapshot(snapshot);
         }
         let mut outcomes = Vec::new();
         for raw in case["events"].as_array().expect("events") {

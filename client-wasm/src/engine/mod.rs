@@ -608,7 +608,11 @@ impl Engine {
                     state.members.insert(member, data);
                 }
                 None => {
-                    state.members.remove(&member);
+                    if state.members.remove(&member).is_none() {
+                        // A member that never set presence (a guest tab leaving): nothing
+                        // to clear, and the relay would tell every subscriber it left.
+                        return Ok(());
+                    }
                 }
             },
         }

@@ -214,7 +214,7 @@ mod tests {
     use super::*;
 
     fn collection() -> Collection {
-        Collection::from_snapshot(&Snapshot {
+        Collection::from_snapshot(Snapshot {
             epoch: 1,
             seq: 1,
             records: vec![tidewire_shared::Record {

@@ -167,7 +167,7 @@ impl Engine {
         // tell only what differs from before, so they do for them only when there was
         // nothing before: no records, and no pending writes shown over them.
         let was_empty = state.collection.is_empty() && state.overlay.visible().is_empty();
-        let changes = state.collection.load_snapshot_owned(snapshot);
+        let changes = state.collection.load_snapshot(snapshot);
         state.has_baseline = true;
         state.socket_snapshot = false;
         state.data = scope;

@@ -6,8 +6,8 @@
 //! Messages are `{kind, from, to, text}`: a guest says `hello` and is answered `welcome` by
 //! the host; `msg` carries the relay protocol both ways; `leave` and `bye` end a guest's and
 //! the host's part; a new host announces itself with `host`, and guests connected to
-//! another host (which died without a `bye`) connect again. A closing client says `quit`
-//! last, so the shared worker lets go of its port.
+//! another host (which died without a `bye`) connect again. A client closing its port to
+//! the shared worker says `quit` last (`js/share.js`), so the worker lets go of the port.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -58,6 +58,9 @@ pub(crate) enum Role {
     /// This tab holds it.
     Host(Host),
 }
+
+/// The shared worker's id in its group.
+pub(crate) const WORKER_ID: &str = "worker";
 
 /// The ports of a shared worker's tabs, by their ids.
 pub(crate) type Ports = Rc<RefCell<BTreeMap<String, MessagePort>>>;
@@ -139,7 +142,7 @@ impl Group {
     pub(crate) fn worker(ports: Ports) -> Self {
         Self {
             backend: Backend::Worker(ports),
-            id: "worker".into(),
+            id: WORKER_ID.into(),
             role: Role::Host(Host::default()),
         }
     }
@@ -150,7 +153,7 @@ impl Group {
             Backend::Tab { handle, .. } => handle.post(kind, to, text),
             Backend::Worker(ports) => {
                 let message = Object::new();
-                for (field, value) in [("kind", kind), ("from", "worker"), ("text", text)] {
+                for (field, value) in [("kind", kind), ("from", self.id.as_str()), ("text", text)] {
                     let _ = Reflect::set(&message, &field.into(), &value.into());
                 }
                 let ports = ports.borrow();
@@ -187,8 +190,6 @@ impl Drop for Group {
     fn drop(&mut self) {
         self.leave();
         if let Backend::Tab { handle, .. } = &self.backend {
-            // The shared worker forgets this tab's port (tabs ignore `quit`).
-            handle.post("quit", "", "");
             handle.close();
         }
     }

@@ -9,23 +9,26 @@ use wasm_bindgen::JsValue;
 use crate::browser::now;
 use crate::engine::effect::Effect;
 use crate::engine::CloseInfo;
-use crate::share::group::{Group, Note, Ports, Role};
+use crate::share::group::{Group, Note, Ports, Role, WORKER_ID};
 use crate::share::host::{Host, Out};
 
 use super::{drive, Connection, Inner, Shared, Sharing};
 
 impl Inner {
-    /// Joins the tabs of this relay and token (if the browser can): the engine starts as a
-    /// guest of the shared worker (`config`: the client's URL and options, as JSON), or of
-    /// the elected tab, and becomes the host if it wins the election.
-    pub(super) fn join_group(&mut self, weak: &Weak<Shared>, config: &str, use_worker: bool) {
+    /// Joins the tabs of this relay and token (if the browser can), as `self.sharing` says:
+    /// the engine starts as a guest of the shared worker (configured with the client's URL
+    /// and options, as JSON), or of the elected tab, and becomes the host if it wins the
+    /// election.
+    pub(super) fn join_group(&mut self, weak: &Weak<Shared>) {
+        let (sharing, config) = self.sharing.clone();
+        let use_worker = sharing == Sharing::Worker;
         let note_weak = weak.clone();
         let host_weak = weak.clone();
         let group = Group::join(
             &self.endpoints.http,
             self.token.as_deref(),
             self.engine.writer().to_owned(),
-            config,
+            &config,
             use_worker,
             move |note| {
                 if let Some(shared) = note_weak.upgrade() {
@@ -46,8 +49,7 @@ impl Inner {
 
     /// Leaves this token's group for the new token's (`set_token`).
     pub(super) fn regroup(&mut self, weak: &Weak<Shared>) {
-        let (sharing, config) = self.sharing.clone();
-        let config = js_sys::JSON::parse(&config)
+        let config = js_sys::JSON::parse(&self.sharing.1)
             .ok()
             .and_then(|config| {
                 let options = js_sys::Reflect::get(&config, &"options".into()).ok()?;
@@ -64,12 +66,12 @@ impl Inner {
                 js_sys::Reflect::set(&config, &"options".into(), &options).ok()?;
                 js_sys::JSON::stringify(&config).ok()?.as_string()
             })
-            .unwrap_or(config);
+            .unwrap_or_else(|| self.sharing.1.clone());
         self.group = None;
         self.told_refusal = false;
         self.engine.set_hosting(false);
         self.sharing.1.clone_from(&config);
-        self.join_group(weak, &config, sharing == Sharing::Worker);
+        self.join_group(weak);
     }
 
     /// Leaves the group as the page goes away (`pagehide`): the others hear `leave` or
@@ -84,12 +86,11 @@ impl Inner {
     /// The page came back from the back/forward cache: join the group again and connect
     /// through it (the old link went with the old group).
     pub(super) fn rejoin_group(&mut self, weak: &Weak<Shared>) {
-        let (sharing, config) = self.sharing.clone();
-        if self.group.is_some() || sharing == Sharing::Off {
+        if self.group.is_some() || self.sharing.0 == Sharing::Off {
             return;
         }
         let was_guest = self.engine.is_guest();
-        self.join_group(weak, &config, sharing == Sharing::Worker);
+        self.join_group(weak);
         if self.group.is_none() {
             // The group cannot be joined now: a connection of its own.
             self.engine.set_guest(false, now());
@@ -117,7 +118,7 @@ impl Inner {
             Some(Group {
                 role: Role::Guest { host },
                 ..
-            }) => ("guest", 0, host.as_deref() == Some("worker")),
+            }) => ("guest", 0, host.as_deref() == Some(WORKER_ID)),
         }
     }
 

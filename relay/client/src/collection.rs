@@ -96,7 +96,7 @@ impl Shared {
     /// Applies one subscription event.
     fn apply(&self, event: SubscriptionEvent) {
         match event {
-            SubscriptionEvent::Snapshot(snapshot) => self.load(&snapshot),
+            SubscriptionEvent::Snapshot(snapshot) => self.load(snapshot),
             SubscriptionEvent::Event(event) => {
                 let outcome = self.write().apply(&event);
                 match outcome {
@@ -133,12 +133,12 @@ impl Shared {
         }
     }
 
-    fn load(&self, snapshot: &Snapshot) {
-        let changes = self.write().load_snapshot(snapshot);
+    fn load(&self, snapshot: Snapshot) {
         let position = Position {
             epoch: snapshot.epoch,
             seq: snapshot.seq,
         };
+        let changes = self.write().load_snapshot(snapshot);
         let mut events: Vec<CollectionEvent> =
             changes.into_iter().map(CollectionEvent::Change).collect();
         events.push(CollectionEvent::Loaded(position));

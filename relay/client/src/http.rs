@@ -91,7 +91,7 @@ impl HttpApi {
         if events.is_empty() {
             return Ok(snapshot);
         }
-        let mut collection = tidewire_shared::Collection::from_snapshot(&snapshot);
+        let mut collection = tidewire_shared::Collection::from_snapshot(snapshot);
         for event in &events {
             collection.apply(event);
         }
