@@ -58,10 +58,18 @@ impl Writes {
         }
     }
 
-    fn send(&mut self, pending: Pending, counters: &Counters, out: &mut Vec<Output>) {
-        out.push(Output::Send(ClientMessage::Publish(
-            pending.message.clone(),
-        )));
+    fn send(&mut self, mut pending: Pending, counters: &Counters, out: &mut Vec<Output>) {
+        // Only writes with an id are sent again, so only they keep their data.
+        let message = if pending.message.write_id.is_some() {
+            pending.message.clone()
+        } else {
+            let data = std::mem::take(&mut pending.message.data);
+            Publish {
+                data,
+                ..pending.message.clone()
+            }
+        };
+        out.push(Output::Send(ClientMessage::Publish(message)));
         bump(&counters.publishes_sent);
         self.in_flight.insert(pending.message.id.clone(), pending);
     }
