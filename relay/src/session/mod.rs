@@ -409,7 +409,9 @@ impl Session {
                 return Some(outgoing);
             }
             if let Some(work) = self.pending.front().cloned() {
-                self.do_work(work).await;
+                // Boxed: a replay's queries are a large future that would otherwise be part
+                // of every connection's future, idle or not.
+                Box::pin(self.do_work(work)).await;
                 continue;
             }
             // Out of work: the burst is over.

@@ -15,7 +15,8 @@
 
 mod connection;
 pub mod echo;
-mod obligation;
+mod frame;
+
 mod reader;
 mod writer;
 

@@ -10,7 +10,9 @@
 //! connection is dropped.
 
 use std::collections::VecDeque;
+use std::future::poll_fn;
 use std::io::{self, IoSlice};
+use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -77,11 +79,6 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     /// Bytes queued and not yet written.
     pub(super) fn pending(&self) -> usize {
         self.pending
-    }
-
-    /// Whether a close frame was queued.
-    pub(super) fn is_closed(&self) -> bool {
-        self.closed
     }
 
     /// Queues one unfragmented frame; ignored after a close frame.
@@ -159,17 +156,9 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
             self.chunks.push_back(self.scratch.split().freeze());
         }
         while !self.chunks.is_empty() {
-            let wrote = {
-                let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-                let mut count = 0;
-                for (slot, chunk) in slices.iter_mut().zip(&self.chunks) {
-                    *slot = IoSlice::new(chunk);
-                    count += 1;
-                }
-                tokio::time::timeout(stall, self.io.write_vectored(&slices[..count]))
-                    .await
-                    .map_err(|_| WriteError::Stalled(stall))??
-            };
+            let wrote = tokio::time::timeout(stall, self.write_some())
+                .await
+                .map_err(|_| WriteError::Stalled(stall))??;
             if wrote == 0 {
                 return Err(WriteError::Closed);
             }
@@ -182,6 +171,23 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
             self.scratch = BytesMut::new();
         }
         Ok(())
+    }
+
+    /// One vectored write of the queued chunks. The slices are made anew at every poll, so
+    /// they are not part of the connection's future while it waits (64 slices are 1 KiB, and
+    /// the future lives as long as the connection).
+    async fn write_some(&mut self) -> io::Result<usize> {
+        let Self { io, chunks, .. } = self;
+        poll_fn(|context| {
+            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            let mut count = 0;
+            for (slot, chunk) in slices.iter_mut().zip(chunks.iter()) {
+                *slot = IoSlice::new(chunk);
+                count += 1;
+            }
+            Pin::new(&mut *io).poll_write_vectored(context, &slices[..count])
+        })
+        .await
     }
 
     /// Drops `written` bytes from the front of the queue.
