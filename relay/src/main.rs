@@ -6,6 +6,11 @@ use clap::Parser as _;
 use tidewire_relay::config::{Cli, Command, Config};
 use tidewire_relay::hub::Migrated;
 
+/// mimalloc instead of glibc's malloc: see "Allocator" in docs/BENCHMARKS.md for what it
+/// bought (memory per connection and CPU per delivery, measured side by side).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();

@@ -67,8 +67,7 @@ pub(super) enum Ending {
 /// set of values it holds across one `.await` (rustc keeps a moved-from local's slot). So
 /// the connection is built in plain functions, and what runs rarely (handling a client
 /// message, the keepalive timer, closing) is boxed, allocated only while it runs: the future
-/// went from 4.1 KiB to 1.1 KiB, and an idle connection from 16.9 KiB to 4 KiB with the
-/// frame reader (`frame.rs`).
+/// went from 4.1 KiB to 1.8 KiB (`size_of_val`, release build).
 pub(super) async fn run(hub: Arc<Hub>, upgrade: UpgradeFut, admission: Admission) {
     if let Some(io) = upgraded(&hub, upgrade).await {
         live(hub, io, admission).await;
