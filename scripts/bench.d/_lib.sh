@@ -97,6 +97,27 @@ stop_baseline() {
   wait "$BASELINE_PID" 2>/dev/null || true
 }
 
+# start_bun: the Bun peer (tests/peers/bun/peer.js: uWebSockets pub/sub fed by PostgreSQL
+# LISTEN) on a free port, installed from the npm registry on first use; sets BUN_ADDR/BUN_PID.
+start_bun() {
+  local port peer=tests/peers/bun
+  if [ ! -x "$peer/node_modules/.bin/bun" ]; then
+    (cd "$peer" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+  port=$(free_port)
+  PORT="$port" DATABASE_URL="$DATABASE_URL" "$peer/node_modules/.bin/bun" "$peer/peer.js" \
+    > "$work/bun-$port.log" 2>&1 &
+  BUN_PID=$!
+  started_pids+=("$BUN_PID")
+  BUN_ADDR="127.0.0.1:$port"
+  wait_port "$port"
+}
+
+stop_bun() {
+  kill "$BUN_PID" 2>/dev/null || true
+  wait "$BUN_PID" 2>/dev/null || true
+}
+
 # psql_value SQL: one value from the benchmark cluster.
 psql_value() {
   psql "$DATABASE_URL" -qtAX -c "$1"
