@@ -41,13 +41,12 @@
 //! # Memory per connection
 //!
 //! A queue holds `Arc<Delivery>` pointers, 8 bytes each; the encoded JSON is shared by every
-//! subscriber and not counted here. tokio's bounded `mpsc` stores slots in blocks of 32
-//! (32 × 8 bytes plus a 32-byte header, 288 bytes) allocated as the queue fills and recycled as it
-//! drains. An idle connection costs about 1 KiB: the channel (a few hundred bytes, cache-padded),
-//! its first block, the [`Subscriber`] and its lag state, the [`ConnReceiver`]. A full default
-//! queue of 1024 deliveries adds 32 blocks, about 9 KiB. Each subscription adds a map entry in
-//! both registry indexes (about 110 bytes measured; stream names are shared) and one in the
-//! [`LastSent`].
+//! subscriber and not counted here. The queue is a `VecDeque` that grows as deliveries wait
+//! and is let go (down to 16 slots) once the connection's task has drained it, so an idle
+//! connection's queue costs its [`Subscriber`] state (the lag set, the wake-up, about
+//! 200 bytes) and nothing else. A full default queue of 1024 deliveries is 8 KiB. Each
+//! subscription adds a map entry in both registry indexes (about 110 bytes measured; stream
+//! names are shared) and one in the [`LastSent`].
 //! A lagging connection also pins at most `capacity` shared deliveries alive until it drains.
 
 pub mod fanout;
