@@ -230,7 +230,14 @@ impl Connection {
                 .metrics
                 .open_connections(crate::metrics::Transport::WebSocket),
         );
+        let mut frames = 0usize;
         while let Some(outgoing) = next {
+            frames += 1;
+            if frames == 2 {
+                // A burst: room for all of it at once, instead of doubling the buffer frame by
+                // frame (the buffer's growth and copies were 8% of the relay's samples).
+                self.writer.reserve(limit);
+            }
             match outgoing {
                 Outgoing::Frame { json, .. } => self.writer.text_shared(&json),
                 // The session closes (going away) when the listener stops at shutdown.

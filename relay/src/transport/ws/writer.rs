@@ -81,6 +81,12 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         self.pending
     }
 
+    /// Makes room for `bytes` more in the buffer of small frames, in one allocation (a
+    /// burst's size is known before its frames are copied in one by one).
+    pub(super) fn reserve(&mut self, bytes: usize) {
+        self.scratch.reserve(bytes);
+    }
+
     /// Queues one unfragmented frame; ignored after a close frame.
     pub(super) fn push(&mut self, opcode: OpCode, payload: &[u8]) {
         if self.head(opcode, payload) {
