@@ -6,11 +6,11 @@
 //! |---|---|
 //! | `connection` | the per-connection loop: reads, writes, keepalive, token expiry, shutdown |
 //! | `echo` | the same reader and writer as an echo server, for the Autobahn conformance run |
-//! | `obligation` | pongs and close echoes owed while a read is pending, written in order |
-//! | `reader` | whole messages from frames: fragments, the size limit, UTF-8 |
+//! | `frame` | client frames decoded from the bytes received so far (sans-IO) |
+//! | `reader` | whole messages from frames: no buffer while idle, fragments, the size limit, UTF-8, pings and closes |
 //! | `writer` | coalesced frame writes under the slow-consumer deadline |
 //!
-//! Why fastwebsockets, and how per-connection memory stays small: docs/ARCHITECTURE.md,
+//! What fastwebsockets does here, and how per-connection memory stays small: docs/ARCHITECTURE.md,
 //! section "WebSocket implementation".
 
 mod connection;
