@@ -63,39 +63,46 @@ wait_port() {
   return 1
 }
 
+# launch NAME PORT COMMAND...: COMMAND in the background (log: $work/NAME-PORT.log), stopped on
+# exit; sets LAUNCHED_PID and waits until something listens on PORT.
+launch() {
+  local name=$1 port=$2
+  shift 2
+  "$@" > "$work/$name-$port.log" 2>&1 &
+  LAUNCHED_PID=$!
+  started_pids+=("$LAUNCHED_PID")
+  wait_port "$port"
+}
+
+# stop_pid PID: SIGTERM a process this script launched and wait for it.
+stop_pid() {
+  kill "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}
+
 # start_relay [flags...]: the relay on a free port; sets RELAY_ADDR and RELAY_PID.
 start_relay() {
   local port
   port=$(free_port)
-  "$bin/tidewire-relay" --listen "127.0.0.1:$port" --max-connections 25000 --log warn "$@" \
-    > "$work/relay-$port.log" 2>&1 &
-  RELAY_PID=$!
-  started_pids+=("$RELAY_PID")
   RELAY_ADDR="127.0.0.1:$port"
-  wait_port "$port"
+  launch relay "$port" "$bin/tidewire-relay" --listen "$RELAY_ADDR" --max-connections 25000 \
+    --log warn "$@"
+  RELAY_PID=$LAUNCHED_PID
 }
 
 # stop_relay: SIGTERM the relay started last and wait for it.
-stop_relay() {
-  kill "$RELAY_PID" 2>/dev/null || true
-  wait "$RELAY_PID" 2>/dev/null || true
-}
+stop_relay() { stop_pid "$RELAY_PID"; }
 
 # start_baseline [flags...]: fanout_baseline on a free port; sets BASELINE_ADDR/BASELINE_PID.
 start_baseline() {
   local port
   port=$(free_port)
-  "$bin/fanout_baseline" --listen "127.0.0.1:$port" "$@" > "$work/baseline-$port.log" 2>&1 &
-  BASELINE_PID=$!
-  started_pids+=("$BASELINE_PID")
   BASELINE_ADDR="127.0.0.1:$port"
-  wait_port "$port"
+  launch baseline "$port" "$bin/fanout_baseline" --listen "$BASELINE_ADDR" "$@"
+  BASELINE_PID=$LAUNCHED_PID
 }
 
-stop_baseline() {
-  kill "$BASELINE_PID" 2>/dev/null || true
-  wait "$BASELINE_PID" 2>/dev/null || true
-}
+stop_baseline() { stop_pid "$BASELINE_PID"; }
 
 # start_bun: the Bun peer (tests/peers/bun/peer.js: uWebSockets pub/sub fed by PostgreSQL
 # LISTEN) on a free port, installed from the npm registry on first use; sets BUN_ADDR/BUN_PID.
@@ -105,18 +112,13 @@ start_bun() {
     (cd "$peer" && npm ci --no-audit --no-fund --loglevel=error)
   fi
   port=$(free_port)
-  PORT="$port" DATABASE_URL="$DATABASE_URL" "$peer/node_modules/.bin/bun" "$peer/peer.js" \
-    > "$work/bun-$port.log" 2>&1 &
-  BUN_PID=$!
-  started_pids+=("$BUN_PID")
   BUN_ADDR="127.0.0.1:$port"
-  wait_port "$port"
+  launch bun "$port" env PORT="$port" DATABASE_URL="$DATABASE_URL" \
+    "$peer/node_modules/.bin/bun" "$peer/peer.js"
+  BUN_PID=$LAUNCHED_PID
 }
 
-stop_bun() {
-  kill "$BUN_PID" 2>/dev/null || true
-  wait "$BUN_PID" 2>/dev/null || true
-}
+stop_bun() { stop_pid "$BUN_PID"; }
 
 # psql_value SQL: one value from the benchmark cluster.
 psql_value() {
