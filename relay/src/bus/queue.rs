@@ -123,17 +123,17 @@ impl Subscriber {
         if inner.lag.is_lagged_on(&delivery.stream) {
             return Offer::Dropped;
         }
-        if self.is_closed() {
-            return Offer::Closed;
-        }
         let depth = {
             let mut queue = inner.lock_queue();
-            if queue.len() >= inner.capacity {
-                None
-            } else {
-                queue.push_back(Arc::clone(delivery));
-                Some(queue.len())
+            // Read under the lock the receiver's drop takes: nothing is queued after it
+            // emptied the queue.
+            if self.is_closed() {
+                return Offer::Closed;
             }
+            (queue.len() < inner.capacity).then(|| {
+                queue.push_back(Arc::clone(delivery));
+                queue.len()
+            })
         };
         match depth {
             Some(depth) => {
@@ -243,9 +243,13 @@ pub struct ConnReceiver {
 
 impl Drop for ConnReceiver {
     fn drop(&mut self) {
-        self.inner.receiver_gone.store(true, Ordering::Release);
-        // Let go of the queued deliveries now, not when the last snapshot drops the sender.
-        let queued = std::mem::take(&mut *self.inner.lock_queue());
+        // Let go of the queued deliveries now, not when the last snapshot drops the sender;
+        // the flag is set under the same lock, so no offer queues anything afterwards.
+        let queued = {
+            let mut queue = self.inner.lock_queue();
+            self.inner.receiver_gone.store(true, Ordering::Release);
+            std::mem::take(&mut *queue)
+        };
         drop(queued);
     }
 }
