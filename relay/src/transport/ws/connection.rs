@@ -61,6 +61,17 @@ pub(super) enum Ending {
     Drop,
 }
 
+impl Ending {
+    /// How a connection ends after a read failed: with the close code the error calls for,
+    /// or silently when the peer cannot receive one.
+    pub(super) fn after(error: &ReadError) -> Self {
+        match error.close_code() {
+            Some(code) => Ending::Close(code, error.to_string()),
+            None => Ending::Drop,
+        }
+    }
+}
+
 /// Waits for the upgrade, then runs the connection until it closes.
 ///
 /// The task's future lives as long as the connection, and it is as large as the largest
@@ -287,10 +298,7 @@ impl Connection {
 
     fn on_read_error(&mut self, error: ReadError) -> Ending {
         tracing::debug!(connection = %self.id, %error, "websocket read ended");
-        match error.close_code() {
-            Some(code) => Ending::Close(code, error.to_string()),
-            None => Ending::Drop,
-        }
+        Ending::after(&error)
     }
 
     fn on_write_error(&self, error: &WriteError) -> Ending {

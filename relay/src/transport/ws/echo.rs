@@ -1,7 +1,8 @@
 //! An echo server on the relay's own WebSocket code (frame decoder, reader, assembler,
-//! writer, control-frame ordering, close codes), for the Autobahn conformance cases (`tests/src/bin/ws_echo.rs`,
-//! `scripts/test.d/30-conformance`): complete text and binary messages are echoed instead of
-//! being handed to a session, so the cases exercise the code that serves clients.
+//! writer, control-frame ordering, close codes), for the Autobahn conformance cases
+//! (`tests/src/bin/ws_echo.rs`, `scripts/test.d/30-conformance`): complete text and binary
+//! messages are echoed instead of being handed to a session, so the cases exercise the code
+//! that serves clients.
 
 use std::time::Duration;
 
@@ -24,10 +25,7 @@ pub async fn echo(upgrade: UpgradeFut, max_message_bytes: usize, stall: Duration
     let ending = loop {
         let message = match reader.next(&mut read_half).await {
             Ok(message) => message,
-            Err(error) => match error.close_code() {
-                Some(code) => break Ending::Close(code, error.to_string()),
-                None => break Ending::Drop,
-            },
+            Err(error) => break Ending::after(&error),
         };
         match message {
             Message::Text(text) => writer.push(OpCode::Text, &text),
