@@ -16,6 +16,7 @@
 //! | [`stored`] | [`StoredEvent`](stored::StoredEvent): an event with the record before it |
 //! | [`cursor`] | the SSE `id:` cursor covering several streams |
 //! | [`sse`] | the `text/event-stream` writer and parser |
+//! | [`json`] | [`Json`]: a value kept as its JSON text (the clients' records) |
 //! | [`collection`] | [`Collection`]: idempotent, order-independent application of events |
 //! | [`snapshot`] | [`Snapshot`] and reassembly of chunked snapshots |
 //! | [`merge_pool`] | [`MergePool`]: ephemeral last-writer-wins state with TTL (presence) |
@@ -39,6 +40,7 @@ pub mod event;
 pub mod filter;
 #[cfg(feature = "test-util")]
 pub mod fixtures;
+pub mod json;
 pub mod limits;
 pub mod merge_pool;
 pub mod message;
@@ -55,6 +57,7 @@ pub use cursor::Cursor;
 pub use error::{DecodeError, KeyError, NameError};
 pub use event::{Event, Op, Position};
 pub use filter::{Filter, FilterError};
+pub use json::Json;
 pub use limits::DecodeLimits;
 pub use merge_pool::MergePool;
 pub use message::{ClientMessage, ServerMessage};
