@@ -7,8 +7,8 @@
 //! client-wasm/README.md), so it is the only path in the package. Scalars skip JSON.
 
 use js_sys::JSON;
-use serde::Serialize;
 use serde_json::Value;
+use tidewire_shared::json::{array, ObjectWriter};
 use tidewire_shared::Change;
 use wasm_bindgen::JsValue;
 
@@ -50,29 +50,26 @@ fn describe(error: &JsValue) -> String {
     )
 }
 
-/// One change as `js/records.js` takes it (it adds `origin` and `oldValue`).
-#[derive(Serialize)]
-struct ChangeOut<'a> {
-    key: &'a str,
-    op: &'static str,
-    seq: u64,
-    #[serde(rename = "newValue", skip_serializing_if = "Option::is_none")]
-    new_value: Option<&'a Value>,
-}
-
-/// The changes as one JSON array text: `[{key, op, seq, newValue?}]`.
+/// The changes as one JSON array text: `[{key, op, seq, newValue?}]` (what `js/records.js`
+/// takes; it adds `origin` and `oldValue`). Written by hand: each record's text is copied in
+/// as it is, never parsed or serialised again.
 pub(crate) fn changes_json(changes: &[Change]) -> String {
-    let out: Vec<ChangeOut<'_>> = changes
+    let texts: Vec<String> = changes
         .iter()
-        .map(|change| ChangeOut {
-            key: &change.key,
-            op: change.op.as_str(),
-            seq: change.seq,
-            new_value: change.new.as_ref(),
+        .map(|change| {
+            let size = change.key.len() + change.new.as_ref().map_or(0, |new| new.as_str().len());
+            let mut object = ObjectWriter::with_capacity(size + 48);
+            object
+                .str("key", &change.key)
+                .str("op", change.op.as_str())
+                .u64("seq", change.seq);
+            if let Some(new) = &change.new {
+                object.raw("newValue", new.as_str());
+            }
+            object.finish()
         })
         .collect();
-    // Serialising borrowed JSON values into a String cannot fail.
-    serde_json::to_string(&out).unwrap_or_else(|_| "[]".into())
+    array(texts.iter().map(String::as_str))
 }
 
 /// A write's outcome for the `write` listeners: `{id, stream, key, op, status, seq}` when
@@ -102,7 +99,7 @@ pub(crate) fn write_outcome_json(outcome: &crate::engine::effect::WriteOutcome) 
 mod tests {
     use super::*;
     use serde_json::json;
-    use tidewire_shared::Op;
+    use tidewire_shared::{Json, Op};
 
     #[test]
     fn change_json_omits_absent_values() {
@@ -110,7 +107,7 @@ mod tests {
             key: "a".into(),
             op: Op::Delete,
             seq: 3,
-            old: Some(json!({"x": 1})),
+            old: Some(Json::from(json!({"x": 1}))),
             new: None,
         }];
         let value: Value = serde_json::from_str(&changes_json(&changes)).expect("json");

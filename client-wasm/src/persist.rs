@@ -11,7 +11,8 @@
 //! ignored (the client then starts from a snapshot), so storage can never break syncing.
 
 use js_sys::Promise;
-use tidewire_shared::Snapshot;
+use tidewire_shared::json::ObjectWriter;
+use tidewire_shared::{Json, Snapshot};
 
 use crate::engine::view::Scope;
 use wasm_bindgen::prelude::wasm_bindgen;
@@ -60,7 +61,7 @@ impl Store {
     }
 
     /// Reads the stored snapshot of `stream` and its scope (`None` if absent or unreadable).
-    pub(crate) async fn load(&self, stream: &str) -> Option<(Scope, Snapshot)> {
+    pub(crate) async fn load(&self, stream: &str) -> Option<(Scope, Snapshot<Json>)> {
         let key = self.key(stream);
         let text = match self.kind {
             PersistKind::LocalStorage => local_storage()?.get_item(&key).ok()??,
@@ -73,7 +74,7 @@ impl Store {
     }
 
     /// Writes `snapshot`, of `scope`, for `stream` (best effort: quota errors are ignored).
-    pub(crate) fn save(&self, stream: &str, scope: &Scope, snapshot: &Snapshot) {
+    pub(crate) fn save(&self, stream: &str, scope: &Scope, snapshot: &Snapshot<Json>) {
         let key = self.key(stream);
         let text = encode(scope, snapshot);
         match self.kind {
@@ -170,19 +171,30 @@ fn local_storage() -> Option<web_sys::Storage> {
 }
 
 /// The stored form of a snapshot of `scope`.
-pub(crate) fn encode(scope: &Scope, snapshot: &Snapshot) -> String {
+pub(crate) fn encode(scope: &Scope, snapshot: &Snapshot<Json>) -> String {
+    let mut stored = ObjectWriter::new();
     match scope.members() {
-        None => serde_json::json!({ "v": 1, "snapshot": snapshot }).to_string(),
-        Some(filters) => {
-            serde_json::json!({ "v": 2, "where": filters, "snapshot": snapshot }).to_string()
-        }
-    }
+        None => stored.u64("v", 1),
+        Some(filters) => stored
+            .u64("v", 2)
+            .raw("where", &serde_json::Value::from(filters).to_string()),
+    };
+    let mut inner = ObjectWriter::new();
+    inner
+        .u64("epoch", snapshot.epoch)
+        .u64("seq", snapshot.seq)
+        .raw(
+            "records",
+            &crate::share::wire::records_json(&snapshot.records),
+        );
+    stored.raw("snapshot", &inner.finish());
+    stored.finish()
 }
 
 /// Reads the stored form; `None` for anything else (what another version wrote, or garbage).
 /// Taken apart by hand over a `Value`, like the relay's messages, to keep serde's derived
 /// decoders out of the package.
-pub(crate) fn decode(text: &str) -> Option<(Scope, Snapshot)> {
+pub(crate) fn decode(text: &str) -> Option<(Scope, Snapshot<Json>)> {
     use serde_json::Value;
     let Value::Object(mut stored) = serde_json::from_str(text).ok()? else {
         return None;
@@ -225,7 +237,7 @@ mod tests {
             records: vec![Record {
                 key: "a".into(),
                 seq: 9,
-                data: serde_json::json!({"x": 1}),
+                data: Json::from(serde_json::json!({"x": 1})),
             }],
         };
         assert_eq!(

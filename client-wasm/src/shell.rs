@@ -635,8 +635,9 @@ fn notify(shared: &Rc<Shared>, notes: Vec<Effect>) {
                 if callbacks.is_empty() {
                     continue;
                 }
-                let text = serde_json::json!({ "key": key, "data": data }).to_string();
-                let message = convert::parse(&text);
+                let mut text = tidewire_shared::json::ObjectWriter::new();
+                text.str("key", &key).raw("data", data.as_str());
+                let message = convert::parse(&text.finish());
                 for callback in &callbacks {
                     call(callback, "message", &message);
                 }

@@ -17,12 +17,15 @@
 //!   the view, so there is no gap and `applied` moves to its seq.
 //! * A snapshot sets the state at `(epoch, seq)`; afterwards only greater seqs apply. An event
 //!   of another epoch is refused with [`Outcome::EpochMismatch`]: the caller must resync.
+//!
+//! Values are kept as their JSON text ([`Json`]): the clients decode, store and hand them on
+//! without building a tree (see `json.rs` for the measurement), and a patched record's text
+//! is computed once per change.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use serde_json::{Map, Value};
-
 use crate::event::{Event, Op, Position};
+use crate::json::Json;
 use crate::snapshot::{Record, Snapshot};
 
 /// One change to a key, as seen by the application.
@@ -35,9 +38,9 @@ pub struct Change {
     /// The seq of that event.
     pub seq: u64,
     /// The value before (`None` if absent).
-    pub old: Option<Value>,
+    pub old: Option<Json>,
     /// The value after (`None` if absent).
-    pub new: Option<Value>,
+    pub new: Option<Json>,
 }
 
 /// Missing seqs `from..=to` detected when an event arrived early.
@@ -86,35 +89,41 @@ struct Entry {
     /// Seq of the last upsert or delete.
     base_seq: u64,
     /// Value of the last upsert (`None` after a delete).
-    base: Option<Value>,
-    /// Patched fields newer than `base_seq`, each with its seq.
-    fields: BTreeMap<String, (Value, u64)>,
+    base: Option<Json>,
+    /// Patched fields newer than `base_seq`, each with its seq, sorted by name. (A record has
+    /// few fields; a `BTreeMap` here cost the browser package 3 KB.)
+    fields: Vec<(String, Json, u64)>,
+    /// The value: `base` with `fields` written over it (kept, so reading it is a clone of a
+    /// reference, and a patch merges once).
+    value: Option<Json>,
 }
 
 impl Entry {
-    fn value(&self) -> Option<Value> {
-        if self.fields.is_empty() {
-            return self.base.clone();
-        }
-        let mut object = match &self.base {
-            Some(Value::Object(map)) => map.clone(),
-            _ => Map::new(),
+    fn value(&self) -> Option<Json> {
+        self.value.clone()
+    }
+
+    fn merge(&mut self) {
+        self.value = if self.fields.is_empty() {
+            self.base.clone()
+        } else {
+            let fields = self
+                .fields
+                .iter()
+                .map(|(name, value, _)| (name.as_str(), value));
+            Some(Json::merged(self.base.as_ref(), fields))
         };
-        for (name, (value, _)) in &self.fields {
-            object.insert(name.clone(), value.clone());
-        }
-        Some(Value::Object(object))
     }
 
     fn seq(&self) -> u64 {
         self.fields
-            .values()
-            .map(|(_, seq)| *seq)
+            .iter()
+            .map(|(_, _, seq)| *seq)
             .fold(self.base_seq, u64::max)
     }
 
     /// Applies one write; returns whether the entry changed.
-    fn apply(&mut self, op: Op, seq: u64, data: &Value) -> bool {
+    fn apply(&mut self, op: Op, seq: u64, data: &Json) -> bool {
         match op {
             Op::Upsert | Op::Delete => {
                 if seq <= self.base_seq {
@@ -122,26 +131,33 @@ impl Entry {
                 }
                 self.base_seq = seq;
                 self.base = (op == Op::Upsert).then(|| data.clone());
-                self.fields.retain(|_, (_, field_seq)| *field_seq > seq);
+                self.fields.retain(|(_, _, field_seq)| *field_seq > seq);
+                self.merge();
                 true
             }
             Op::Patch => {
-                if seq <= self.base_seq {
+                if seq <= self.base_seq || !data.is_object() {
                     return false;
                 }
-                let Value::Object(patch) = data else {
-                    return false;
-                };
                 let mut changed = false;
-                for (name, value) in patch {
-                    let newer = self
+                for (name, value) in data.fields() {
+                    let at = self
                         .fields
-                        .get(name)
-                        .is_none_or(|(_, field_seq)| *field_seq < seq);
-                    if newer {
-                        self.fields.insert(name.clone(), (value.clone(), seq));
-                        changed = true;
+                        .binary_search_by(|(known, _, _)| known.as_str().cmp(name.as_ref()));
+                    match at {
+                        Ok(at) if self.fields[at].2 < seq => {
+                            self.fields[at] = (name.into_owned(), value, seq);
+                            changed = true;
+                        }
+                        Ok(_) => {}
+                        Err(at) => {
+                            self.fields.insert(at, (name.into_owned(), value, seq));
+                            changed = true;
+                        }
                     }
+                }
+                if changed {
+                    self.merge();
                 }
                 changed
             }
@@ -159,17 +175,18 @@ impl Entry {
 /// # Examples
 ///
 /// ```
-/// use tidewire_shared::{Collection, Event, Op, StreamName};
+/// use tidewire_shared::{Collection, Event, Json, Op, StreamName};
 /// use serde_json::json;
 /// let stream = StreamName::new("todos")?;
 /// let event = |seq, key: &str, op, data| Event {
-///     stream: stream.clone(), epoch: 1, seq, key: key.into(), op, data, prev: None, ts: None,
+///     stream: stream.clone(), epoch: 1, seq, key: key.into(), op, data: Json::from(data),
+///     prev: None, ts: None,
 /// };
 /// let mut todos = Collection::new(1);
 /// todos.apply(&event(2, "a", Op::Patch, json!({"done": true})));
 /// todos.apply(&event(1, "a", Op::Upsert, json!({"title": "milk", "done": false})));
 /// todos.apply(&event(1, "a", Op::Upsert, json!({"title": "milk", "done": false})));
-/// assert_eq!(todos.get("a"), Some(json!({"title": "milk", "done": true})));
+/// assert_eq!(todos.get("a"), Some(Json::from(json!({"title": "milk", "done": true}))));
 /// assert_eq!(todos.applied(), 2);
 /// # Ok::<(), tidewire_shared::NameError>(())
 /// ```
@@ -198,7 +215,7 @@ impl Collection {
     }
 
     /// A collection holding `snapshot`.
-    pub fn from_snapshot(snapshot: Snapshot) -> Self {
+    pub fn from_snapshot(snapshot: Snapshot<Json>) -> Self {
         let mut collection = Self::default();
         collection.load_snapshot(snapshot);
         collection
@@ -249,7 +266,7 @@ impl Collection {
     }
 
     /// The current value of `key`.
-    pub fn get(&self, key: &str) -> Option<Value> {
+    pub fn get(&self, key: &str) -> Option<Json> {
         self.entries.get(key).and_then(Entry::value)
     }
 
@@ -266,7 +283,7 @@ impl Collection {
     }
 
     /// Every `(key, value)` with a value, in no particular order.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, Value)> + '_ {
+    pub fn iter(&self) -> impl Iterator<Item = (&str, Json)> + '_ {
         self.entries
             .iter()
             .filter_map(|(key, entry)| entry.value().map(|value| (key.as_str(), value)))
@@ -281,7 +298,7 @@ impl Collection {
     }
 
     /// Applies one event. See the module docs for the rules.
-    pub fn apply(&mut self, event: &Event) -> Outcome {
+    pub fn apply(&mut self, event: &Event<Json>) -> Outcome {
         if event.op == Op::Message {
             return Outcome::Ephemeral;
         }
@@ -323,7 +340,7 @@ impl Collection {
         }
     }
 
-    fn write(&mut self, key: &str, op: Op, seq: u64, data: &Value) -> Option<Change> {
+    fn write(&mut self, key: &str, op: Op, seq: u64, data: &Json) -> Option<Change> {
         let entry = self.entries.entry(key.to_owned()).or_default();
         let old = entry.value();
         if !entry.apply(op, seq, data) {
@@ -381,10 +398,9 @@ impl Collection {
 
     /// Replaces the state with `snapshot` and returns the visible changes (keys that appeared,
     /// disappeared or changed value), so a resync can be reported to the application.
-    /// It takes the snapshot by value: each value is copied once (into the collection), and
-    /// the changes get the snapshot's own.
-    pub fn load_snapshot(&mut self, snapshot: Snapshot) -> Vec<Change> {
-        let mut old_values: HashMap<String, Value> = self
+    /// It takes the snapshot by value: the collection and the changes share each record's text.
+    pub fn load_snapshot(&mut self, snapshot: Snapshot<Json>) -> Vec<Change> {
+        let mut old_values: HashMap<String, Json> = self
             .iter()
             .map(|(key, value)| (key.to_owned(), value))
             .collect();
@@ -399,7 +415,8 @@ impl Collection {
             let entry = Entry {
                 base_seq: record.seq,
                 base: Some(record.data.clone()),
-                fields: BTreeMap::new(),
+                fields: Vec::new(),
+                value: Some(record.data.clone()),
             };
             if self.entries.insert(record.key.clone(), entry).is_none() {
                 self.live += 1;
@@ -432,8 +449,8 @@ impl Collection {
 
     /// The collection as a snapshot at `applied`: every live record, ordered by seq (then
     /// key, for determinism).
-    pub fn snapshot(&self) -> Snapshot {
-        let mut records: Vec<Record> = self
+    pub fn snapshot(&self) -> Snapshot<Json> {
+        let mut records: Vec<Record<Json>> = self
             .entries
             .iter()
             .filter_map(|(key, entry)| {
@@ -466,19 +483,23 @@ impl Collection {
 mod tests {
     use super::*;
     use crate::stream::StreamName;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
-    fn event(seq: u64, key: &str, op: Op, data: Value) -> Event {
+    fn event(seq: u64, key: &str, op: Op, data: Value) -> Event<Json> {
         Event {
             stream: StreamName::new("s").expect("valid"),
             epoch: 1,
             seq,
             key: key.into(),
             op,
-            data,
+            data: Json::from(data),
             prev: None,
             ts: None,
         }
+    }
+
+    fn value(collection: &Collection, key: &str) -> Option<Value> {
+        collection.get(key).map(|json| json.to_value())
     }
 
     #[test]
@@ -521,7 +542,7 @@ mod tests {
         collection.apply(&event(2, "a", Op::Delete, Value::Null));
         let outcome = collection.apply(&event(1, "a", Op::Upsert, json!(1)));
         assert!(matches!(outcome, Outcome::Applied { change: None, .. }));
-        assert_eq!(collection.get("a"), None);
+        assert_eq!(value(&collection, "a"), None);
         assert!(collection.is_empty());
         // Once everything up to the delete is seen, the tombstone is pruned.
         assert!(collection.entries.is_empty());
@@ -533,11 +554,14 @@ mod tests {
         collection.apply(&event(1, "a", Op::Upsert, json!({"x": 1, "y": 1})));
         collection.apply(&event(3, "a", Op::Patch, json!({"x": 3})));
         collection.apply(&event(2, "a", Op::Patch, json!({"x": 2, "z": 2})));
-        assert_eq!(collection.get("a"), Some(json!({"x": 3, "y": 1, "z": 2})));
+        assert_eq!(
+            value(&collection, "a"),
+            Some(json!({"x": 3, "y": 1, "z": 2}))
+        );
         collection.apply(&event(4, "a", Op::Upsert, json!("scalar")));
-        assert_eq!(collection.get("a"), Some(json!("scalar")));
+        assert_eq!(value(&collection, "a"), Some(json!("scalar")));
         collection.apply(&event(5, "a", Op::Patch, json!({"w": 5})));
-        assert_eq!(collection.get("a"), Some(json!({"w": 5})));
+        assert_eq!(value(&collection, "a"), Some(json!({"w": 5})));
     }
 
     #[test]
@@ -564,12 +588,12 @@ mod tests {
                 Record {
                     key: "b".into(),
                     seq: 2,
-                    data: json!(2),
+                    data: Json::from(json!(2)),
                 },
                 Record {
                     key: "c".into(),
                     seq: 5,
-                    data: json!(5),
+                    data: Json::from(json!(5)),
                 },
             ],
         };
@@ -607,7 +631,7 @@ mod tests {
             other => panic!("unfollowed, got {other:?}"),
         }
         assert_eq!(collection.applied(), 7);
-        assert_eq!(collection.get("k"), Some(json!({"n": 7})));
+        assert_eq!(value(&collection, "k"), Some(json!({"n": 7})));
         assert!(matches!(
             collection.apply(&view_event(12, 7)),
             Outcome::Applied { gap: None, .. }

@@ -77,8 +77,12 @@ pub struct Position {
 /// assert!(event.is_durable());
 /// # Ok::<(), tidewire_shared::NameError>(())
 /// ```
+///
+/// The data is a `serde_json::Value` by default (the relay); the clients keep it as its text
+/// ([`Json`](crate::Json)), which their collections store as it is.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Event {
+#[serde(bound(deserialize = "D: Deserialize<'de> + Default"))]
+pub struct Event<D = Value> {
     /// The stream the event belongs to.
     pub stream: StreamName,
     /// The stream's epoch when the event committed.
@@ -91,7 +95,7 @@ pub struct Event {
     pub op: Op,
     /// The value (upsert), fields (patch), payload (message) or `null` (delete).
     #[serde(default)]
-    pub data: Value,
+    pub data: D,
     /// On a filtered subscription only: the seq of the previous event sent on it, or the
     /// position it started from. A client that has applied exactly up to `prev` has missed
     /// nothing; seqs between `prev` and `seq` did not concern its view.
@@ -102,7 +106,7 @@ pub struct Event {
     pub ts: Option<i64>,
 }
 
-impl Event {
+impl<D> Event<D> {
     /// True for events that are stored and sequenced (everything but [`Op::Message`]).
     pub fn is_durable(&self) -> bool {
         self.op != Op::Message
@@ -113,6 +117,21 @@ impl Event {
         Position {
             epoch: self.epoch,
             seq: self.seq,
+        }
+    }
+
+    /// The same event with its data converted (for example to its [`Json`](crate::Json)
+    /// text, as the clients' collections take it).
+    pub fn map_data<E>(self, convert: impl FnOnce(D) -> E) -> Event<E> {
+        Event {
+            stream: self.stream,
+            epoch: self.epoch,
+            seq: self.seq,
+            key: self.key,
+            op: self.op,
+            data: convert(self.data),
+            prev: self.prev,
+            ts: self.ts,
         }
     }
 }

@@ -5,47 +5,82 @@ use serde_json::Value;
 
 /// One record of a snapshot: the current value of a key and the seq that last wrote it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Record {
+pub struct Record<D = Value> {
     /// The record key.
     pub key: String,
     /// The seq of the last event that changed this record.
     pub seq: u64,
-    /// The current value.
-    pub data: Value,
+    /// The current value (a [`Json`](crate::Json) text in the clients).
+    pub data: D,
 }
 
 /// A consistent view of a durable stream: every live record as of `seq` in `epoch`. The
 /// relay sends records in key order, page by page; [`crate::Collection::snapshot`] orders
 /// them by record seq (oldest write first), then key.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-pub struct Snapshot {
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot<D = Value> {
     /// The stream's epoch.
     pub epoch: u64,
     /// The stream's seq at the time of the snapshot; events with a greater seq follow it.
     pub seq: u64,
     /// The records (see the type's docs for their order).
-    pub records: Vec<Record>,
+    pub records: Vec<Record<D>>,
+}
+
+impl<D> Snapshot<D> {
+    /// The same snapshot with each record's data converted.
+    pub fn map_data<E>(self, mut convert: impl FnMut(D) -> E) -> Snapshot<E> {
+        Snapshot {
+            epoch: self.epoch,
+            seq: self.seq,
+            records: self
+                .records
+                .into_iter()
+                .map(|record| Record {
+                    key: record.key,
+                    seq: record.seq,
+                    data: convert(record.data),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl<D> Default for Snapshot<D> {
+    fn default() -> Self {
+        Self {
+            epoch: 0,
+            seq: 0,
+            records: Vec::new(),
+        }
+    }
 }
 
 /// What feeding one chunk to a [`SnapshotAssembler`] produced.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Assembled {
+pub enum Assembled<D = Value> {
     /// More chunks are needed.
     Partial,
     /// The last chunk arrived: here is the whole snapshot.
-    Complete(Snapshot),
+    Complete(Snapshot<D>),
     /// The chunk does not belong to the snapshot being assembled (different epoch or seq, or
     /// out of order); the assembler restarted from this chunk if it was the first one.
     Mismatch,
 }
 
 /// Reassembles a snapshot sent as several `snapshot` messages (`chunk` 0, 1, ..., `last`).
-#[derive(Debug, Default, Clone)]
-pub struct SnapshotAssembler {
-    pending: Option<(Snapshot, u32)>,
+#[derive(Debug, Clone)]
+pub struct SnapshotAssembler<D = Value> {
+    pending: Option<(Snapshot<D>, u32)>,
 }
 
-impl SnapshotAssembler {
+impl<D> Default for SnapshotAssembler<D> {
+    fn default() -> Self {
+        Self { pending: None }
+    }
+}
+
+impl<D> SnapshotAssembler<D> {
     /// A new, empty assembler.
     pub fn new() -> Self {
         Self::default()
@@ -58,8 +93,8 @@ impl SnapshotAssembler {
         seq: u64,
         chunk: u32,
         last: bool,
-        records: Vec<Record>,
-    ) -> Assembled {
+        records: Vec<Record<D>>,
+    ) -> Assembled<D> {
         if chunk == 0 {
             self.pending = Some((
                 Snapshot {

@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 use tidewire_shared::cursor::Cursor;
-use tidewire_shared::message::{decode_client, decode_server};
+use tidewire_shared::message::{decode_client, decode_server, decode_server_json};
 use tidewire_shared::notify::{self, NotifyPayload};
 use tidewire_shared::{
-    ClientMessage, Collection, DecodeLimits, Event, Op, Position, ServerMessage, StreamName,
+    ClientMessage, Collection, DecodeLimits, Event, Json, Op, Position, ServerMessage, StreamName,
 };
 
 /// The relay's `records` table semantics, applied in seq order: the reference model.
@@ -44,7 +44,16 @@ fn reference(events: &[Event]) -> BTreeMap<String, Value> {
 fn state(collection: &Collection) -> BTreeMap<String, Value> {
     collection
         .iter()
-        .map(|(key, value)| (key.to_owned(), value))
+        .map(|(key, value)| (key.to_owned(), value.to_value()))
+        .collect()
+}
+
+/// The events as the clients' collections take them (data as JSON text).
+fn texts(events: &[Event]) -> Vec<Event<Json>> {
+    events
+        .iter()
+        .cloned()
+        .map(|event| event.map_data(Json::from))
         .collect()
 }
 
@@ -102,11 +111,11 @@ proptest! {
     #[test]
     fn any_order_and_duplication_converges((events, delivered) in shuffled_with_duplicates()) {
         let mut in_order = Collection::new(1);
-        for event in &events {
+        for event in &texts(&events) {
             in_order.apply(event);
         }
         let mut shuffled = Collection::new(1);
-        for event in &delivered {
+        for event in &texts(&delivered) {
             shuffled.apply(event);
         }
         prop_assert_eq!(state(&in_order), reference(&events));
@@ -120,11 +129,11 @@ proptest! {
     fn snapshot_plus_tail_equals_full_replay(events in events(), cut in 0usize..41) {
         let cut = cut.min(events.len());
         let mut head = Collection::new(1);
-        for event in &events[..cut] {
+        for event in &texts(&events[..cut]) {
             head.apply(event);
         }
         let mut resumed = Collection::from_snapshot(head.snapshot());
-        for event in &events {
+        for event in &texts(&events) {
             resumed.apply(event);
         }
         prop_assert_eq!(state(&resumed), reference(&events));
@@ -163,6 +172,9 @@ proptest! {
         let encoded = message.encode();
         prop_assert!(!encoded.contains('\n') && !encoded.contains('\r'));
         prop_assert_eq!(decode_server(encoded.as_bytes(), &DecodeLimits::default()), Ok(message));
+        // The clients' decoding keeps the data as the relay's text of it.
+        let as_text = ServerMessage::Event(event.clone().map_data(Json::from));
+        prop_assert_eq!(decode_server_json(encoded.as_bytes(), &DecodeLimits::default()), Ok(as_text));
         // `prev` belongs to a filtered subscription, never to NOTIFY.
         let event = Event { prev: None, ..event };
         prop_assert_eq!(notify::decode(&notify::encode_event(&event)), Ok(NotifyPayload::Event(tidewire_shared::stored::StoredEvent::new(event))));
@@ -184,7 +196,7 @@ proptest! {
     fn decoding_arbitrary_bytes_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
         let limits = DecodeLimits::default();
         let _ = decode_client(&bytes, &limits);
-        let _ = decode_server(&bytes, &limits);
+        agree(&bytes, &limits)?;
         let text = String::from_utf8_lossy(&bytes);
         let _ = notify::decode(&text);
         let _ = Cursor::decode(&text);
@@ -195,7 +207,21 @@ proptest! {
     fn decoding_json_shaped_noise_never_panics(text in r#"\{("[a-z]{1,6}":("[a-z:]{0,8}"|-?[0-9]{1,22}|\[|\{|null|true),?){0,8}\}?"#) {
         let limits = DecodeLimits::default();
         let _ = decode_client(text.as_bytes(), &limits);
-        let _ = decode_server(text.as_bytes(), &limits);
+        agree(text.as_bytes(), &limits)?;
         let _ = notify::decode(&text);
     }
+}
+
+/// Both decodings of the relay's messages take the same inputs and read the same values.
+fn agree(input: &[u8], limits: &DecodeLimits) -> Result<(), TestCaseError> {
+    let tree = decode_server(input, limits);
+    let text = decode_server_json(input, limits);
+    match (tree, text) {
+        (Ok(ServerMessage::Event(tree)), Ok(ServerMessage::Event(text))) => {
+            prop_assert_eq!(tree.clone(), text.map_data(|data| data.to_value()));
+        }
+        (Ok(_), Ok(_)) | (Err(_), Err(_)) => {}
+        (tree, text) => prop_assert!(false, "decodings differ: {:?} and {:?}", tree, text),
+    }
+    Ok(())
 }

@@ -5,7 +5,9 @@ use serde_json::{json, Value};
 use tidewire_shared::cursor::Cursor;
 use tidewire_shared::message::{decode_client, decode_server};
 use tidewire_shared::snapshot::Snapshot;
-use tidewire_shared::{notify, Collection, DecodeError, DecodeLimits, Event, Outcome, StreamName};
+use tidewire_shared::{
+    notify, Collection, DecodeError, DecodeLimits, Event, Json, Outcome, StreamName,
+};
 
 #[cfg(target_family = "wasm")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
@@ -147,7 +149,8 @@ fn collections() {
         let epoch = case["epoch"].as_u64().expect("epoch");
         let mut collection = Collection::new(epoch);
         if let Some(snapshot) = case.get("snapshot") {
-            let snapshot: Snapshot = serde_json::from_value(snapshot.clone()).expect("snapshot");
+            let snapshot: Snapshot<Json> =
+                serde_json::from_value(snapshot.clone()).expect("snapshot");
             collection.load_snapshot(snapshot);
         }
         let mut outcomes = Vec::new();
@@ -157,13 +160,13 @@ fn collections() {
             if raw.get("epoch").is_none() {
                 raw["epoch"] = json!(epoch);
             }
-            let event: Event = serde_json::from_value(raw).expect("event");
+            let event: Event<Json> = serde_json::from_value(raw).expect("event");
             outcomes.push(outcome_name(&collection.apply(&event)));
         }
         let expect = &case["expect"];
         let records: serde_json::Map<String, Value> = collection
             .iter()
-            .map(|(key, value)| (key.to_owned(), value))
+            .map(|(key, value)| (key.to_owned(), value.to_value()))
             .collect();
         let missing: Vec<Value> = collection
             .missing()

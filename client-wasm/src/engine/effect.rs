@@ -5,7 +5,7 @@
 //! order. Keeping the decisions here makes the reconnection and dedupe rules testable natively.
 
 use serde_json::Value;
-use tidewire_shared::{Change, Event, Op};
+use tidewire_shared::{Change, Event, Json, Op};
 
 use super::status::{Status, TransportKind};
 
@@ -106,7 +106,7 @@ pub enum Effect {
         /// The message key.
         key: String,
         /// The payload.
-        data: Value,
+        data: Json,
     },
     /// The stream's presence set changed.
     Presence(String),
@@ -173,12 +173,12 @@ pub enum Tap {
     /// A durable event was applied, with the change it made to the committed records.
     Applied {
         /// The event as the relay sent it.
-        event: Event,
+        event: Event<Json>,
         /// The committed record before and after (`None`: nothing changed).
         change: Option<Change>,
     },
     /// An ephemeral message arrived.
-    Ephemeral(Event),
+    Ephemeral(Event<Json>),
     /// The stream's records were replaced (a snapshot, a restore, a drop).
     Loaded(String),
     /// The stream's subscription is live.

@@ -19,7 +19,7 @@
 //!   subscription, for that load. Nothing is applied from a load that did not finish, so no
 //!   change is lost or reported twice either way.
 
-use tidewire_shared::{Snapshot, StreamKind};
+use tidewire_shared::{Json, Snapshot, StreamKind};
 
 use super::effect::Effect;
 use super::stream::Phase;
@@ -106,7 +106,7 @@ impl Engine {
         &mut self,
         stream: &str,
         id: u32,
-        result: Result<Snapshot, FetchError>,
+        result: Result<Snapshot<Json>, FetchError>,
     ) {
         if !self.fetch_wanted(stream, id) {
             return;

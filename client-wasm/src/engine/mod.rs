@@ -48,7 +48,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 use tidewire_shared::ending::Reconnect;
 use tidewire_shared::message::ClientMessage;
-use tidewire_shared::{Position, Snapshot, StreamName};
+use tidewire_shared::{Json, Position, Snapshot, StreamName};
 
 use self::backoff::Backoff;
 use self::effect::{Effect, Origin};
@@ -501,7 +501,7 @@ impl Engine {
     /// The persisted state of `stream` was read (`None`: nothing stored or unreadable), with
     /// the scope it was stored for: it shows the views that scope covers, and is resumed from
     /// only if the stream's union is still that scope.
-    pub fn restored(&mut self, stream: &str, stored: Option<(Scope, Snapshot)>) {
+    pub fn restored(&mut self, stream: &str, stored: Option<(Scope, Snapshot<Json>)>) {
         let Some(state) = self.streams.get_mut(stream) else {
             return;
         };
@@ -556,7 +556,7 @@ impl Engine {
     }
 
     /// The state of `stream` to persist, if it is complete, with the scope it is of.
-    pub fn persistable(&self, stream: &str) -> Option<(Scope, Snapshot)> {
+    pub fn persistable(&self, stream: &str) -> Option<(Scope, Snapshot<Json>)> {
         self.streams.get(stream).and_then(StreamState::persistable)
     }
 

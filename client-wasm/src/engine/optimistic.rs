@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 use tidewire_shared::message::Publish;
 use tidewire_shared::view::after;
-use tidewire_shared::{Change, Collection, Op};
+use tidewire_shared::{Change, Collection, Json, Op};
 
 /// One durable write not yet settled.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,24 +46,24 @@ impl Pending {
 }
 
 /// A visible value changed because of the overlay: `(key, old, new)`.
-pub(crate) type Shift = (String, Option<Value>, Option<Value>);
+pub(crate) type Shift = (String, Option<Json>, Option<Json>);
 
 /// The pending writes of one stream and the values they show.
 #[derive(Debug, Default)]
 pub(crate) struct Overlay {
     writes: Vec<Pending>,
-    visible: BTreeMap<String, Option<Value>>,
+    visible: BTreeMap<String, Option<Json>>,
 }
 
 impl Overlay {
     /// The value the application sees for `key` if a pending write touches it: `Some(None)`
     /// for a key deleted optimistically; `None` when only the committed record counts.
-    pub(crate) fn get(&self, key: &str) -> Option<Option<&Value>> {
+    pub(crate) fn get(&self, key: &str) -> Option<Option<&Json>> {
         self.visible.get(key).map(Option::as_ref)
     }
 
     /// The keys pending writes touch, with the value each shows.
-    pub(crate) fn visible(&self) -> &BTreeMap<String, Option<Value>> {
+    pub(crate) fn visible(&self) -> &BTreeMap<String, Option<Json>> {
         &self.visible
     }
 
@@ -168,7 +168,7 @@ impl Overlay {
     }
 
     /// The value the application sees for `key`.
-    fn value(&self, committed: &Collection, key: &str) -> Option<Value> {
+    fn value(&self, committed: &Collection, key: &str) -> Option<Json> {
         match self.visible.get(key) {
             Some(value) => value.clone(),
             None => committed.get(key),
@@ -178,13 +178,15 @@ impl Overlay {
     /// Folds the pending writes of `key` over its committed value.
     fn refresh(&mut self, committed: &Collection, key: &str) {
         let mut touched = false;
-        let mut value = committed.get(key);
+        // Pending writes are few: their values are folded as trees, and the result kept as
+        // text like every record.
+        let mut value = committed.get(key).map(|value| value.to_value());
         for write in self.writes.iter().filter(|write| write.key == key) {
             touched = true;
             value = after(write.op, value.as_ref(), &write.data);
         }
         if touched {
-            self.visible.insert(key.to_owned(), value);
+            self.visible.insert(key.to_owned(), value.map(Json::from));
         } else {
             self.visible.remove(key);
         }
@@ -220,7 +222,7 @@ mod tests {
             records: vec![tidewire_shared::Record {
                 key: "a".into(),
                 seq: 1,
-                data: json!({"n": 1, "k": "x"}),
+                data: Json::from(json!({"n": 1, "k": "x"})),
             }],
         })
     }
@@ -243,13 +245,14 @@ mod tests {
         }
     }
 
-    fn event(seq: u64, key: &str, op: Op, data: Value) -> Event {
+    fn event(seq: u64, key: &str, op: Op, data: Value) -> Event<Json> {
         Event {
             key: key.into(),
             op,
             data,
             ..tidewire_shared::fixtures::event("s", 1, seq)
         }
+        .map_data(Json::from)
     }
 
     #[test]
@@ -261,11 +264,14 @@ mod tests {
             shift,
             Some((
                 "a".into(),
-                Some(json!({"n": 1, "k": "x"})),
-                Some(json!({"n": 2, "k": "x"}))
+                Some(Json::from(json!({"n": 1, "k": "x"}))),
+                Some(Json::from(json!({"n": 2, "k": "x"})))
             ))
         );
-        assert_eq!(overlay.get("a"), Some(Some(&json!({"n": 2, "k": "x"}))));
+        assert_eq!(
+            overlay.get("a"),
+            Some(Some(&Json::from(json!({"n": 2, "k": "x"}))))
+        );
         assert!(overlay.ack("w1", 1, 2));
         let tidewire_shared::Outcome::Applied {
             change: Some(change),
@@ -297,11 +303,11 @@ mod tests {
         };
         let seen = overlay.translate(&committed, vec![change]);
         assert_eq!(seen.len(), 1);
-        assert_eq!(seen[0].old, Some(json!({"n": 2, "k": "x"})));
-        assert_eq!(seen[0].new, Some(json!({"n": 2, "k": "y"})));
+        assert_eq!(seen[0].old, Some(Json::from(json!({"n": 2, "k": "x"}))));
+        assert_eq!(seen[0].new, Some(Json::from(json!({"n": 2, "k": "y"}))));
         // A refused write rolls back to the committed value.
         let shift = overlay.remove(&committed, "w1").expect("a change");
-        assert_eq!(shift.2, Some(json!({"n": 9, "k": "y"})));
+        assert_eq!(shift.2, Some(Json::from(json!({"n": 9, "k": "y"}))));
         assert_eq!(overlay.get("a"), None);
     }
 
@@ -317,6 +323,6 @@ mod tests {
         assert_eq!(ids(&settled), vec!["w1"]);
         let shifts = overlay.refresh_keys(&committed, keys(&settled));
         assert_eq!(shifts.len(), 1);
-        assert_eq!(shifts[0].2, Some(json!({"n": 1, "k": "x"})));
+        assert_eq!(shifts[0].2, Some(Json::from(json!({"n": 1, "k": "x"}))));
     }
 }

@@ -1,8 +1,8 @@
 //! Handling the relay's messages: snapshots, events, `subscribed`, advisories, write
 //! answers and presence.
 
-use tidewire_shared::message::{decode_server, ServerMessage};
-use tidewire_shared::{Change, Collection, DecodeLimits, Event, Outcome, Record, Snapshot};
+use tidewire_shared::message::{decode_server_json, ServerMessage};
+use tidewire_shared::{Change, Collection, DecodeLimits, Event, Json, Outcome, Record, Snapshot};
 
 use super::effect::{Effect, Origin, Tap};
 use super::stream::Phase;
@@ -24,7 +24,7 @@ impl Engine {
         if self.closed {
             return;
         }
-        match decode_server(text.as_bytes(), &SERVER_LIMITS) {
+        match decode_server_json(text.as_bytes(), &SERVER_LIMITS) {
             Ok(message) => self.on_message(message),
             Err(_) => self.stats.malformed += 1,
         }
@@ -37,7 +37,7 @@ impl Engine {
         self.last_received_ms = now_ms;
     }
 
-    fn on_message(&mut self, message: ServerMessage) {
+    fn on_message(&mut self, message: ServerMessage<Json>) {
         match message {
             ServerMessage::Snapshot {
                 stream,
@@ -104,7 +104,7 @@ impl Engine {
         seq: u64,
         chunk: u32,
         last: bool,
-        records: Vec<Record>,
+        records: Vec<Record<Json>>,
     ) {
         let Some(state) = self.streams.get_mut(stream) else {
             return;
@@ -137,7 +137,7 @@ impl Engine {
     /// A whole snapshot of `scope` arrived, in the subscription or over HTTP: it replaces the
     /// records, and a reload of the same scope is reported as a resync (one of another scope
     /// only widens or narrows the union, which the views do not see as such).
-    pub(super) fn accept_snapshot(&mut self, stream: &str, snapshot: Snapshot, scope: Scope) {
+    pub(super) fn accept_snapshot(&mut self, stream: &str, snapshot: Snapshot<Json>, scope: Scope) {
         let Some(state) = self.streams.get_mut(stream) else {
             return;
         };
@@ -159,7 +159,13 @@ impl Engine {
     /// Replaces the stream's records with `snapshot`, of `scope`, and tells each view what
     /// changed for it; views that scope covers and that were not shown yet get all their
     /// records.
-    pub(super) fn load(&mut self, stream: &str, snapshot: Snapshot, scope: Scope, origin: Origin) {
+    pub(super) fn load(
+        &mut self,
+        stream: &str,
+        snapshot: Snapshot<Json>,
+        scope: Scope,
+        origin: Origin,
+    ) {
         let Some(state) = self.streams.get_mut(stream) else {
             return;
         };
@@ -294,7 +300,7 @@ impl Engine {
         }
     }
 
-    fn on_event(&mut self, event: &Event) {
+    fn on_event(&mut self, event: &Event<Json>) {
         let stream = event.stream.as_str();
         let Some(state) = self.streams.get_mut(stream) else {
             return;
@@ -307,7 +313,7 @@ impl Engine {
             for view in &state.views {
                 let wanted = view
                     .narrowing(&state.data)
-                    .is_none_or(|filter| filter.matches(&event.data));
+                    .is_none_or(|filter| filter.matches_json(&event.data));
                 if wanted {
                     self.effects.push(Effect::Message {
                         stream: stream.to_owned(),

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 use tidewire_shared::snapshot::{Assembled, SnapshotAssembler};
-use tidewire_shared::{Collection, Position, Record, Snapshot, StreamName};
+use tidewire_shared::{Collection, Json, Position, Record, Snapshot, StreamName};
 
 use super::optimistic::Overlay;
 use super::view::{Scope, View};
@@ -63,7 +63,7 @@ pub(crate) struct StreamState {
     /// The subscription phase.
     pub(crate) phase: Phase,
     /// Chunks of the snapshot being received.
-    assembler: SnapshotAssembler,
+    assembler: SnapshotAssembler<Json>,
     /// Set while a snapshot reload is under way, with its reason.
     pub(crate) resyncing: Option<String>,
     /// A resync was requested: the next subscription must not resume from `since`.
@@ -145,11 +145,11 @@ impl StreamState {
 
     /// Whether a record with this value is one the stream's collections hold (some view's
     /// filter matches it).
-    pub(crate) fn wants(&self, value: &Value) -> bool {
+    pub(crate) fn wants(&self, value: &Json) -> bool {
         self.views.iter().any(|view| {
             view.filter
                 .as_ref()
-                .is_none_or(|filter| filter.matches(value))
+                .is_none_or(|filter| filter.matches_json(value))
         })
     }
 
@@ -192,8 +192,8 @@ impl StreamState {
         seq: u64,
         chunk: u32,
         last: bool,
-        records: Vec<Record>,
-    ) -> Result<Option<Snapshot>, ()> {
+        records: Vec<Record<Json>>,
+    ) -> Result<Option<Snapshot<Json>>, ()> {
         match self.assembler.push(epoch, seq, chunk, last, records) {
             Assembled::Partial => Ok(None),
             Assembled::Complete(snapshot) => Ok(Some(snapshot)),
@@ -208,7 +208,7 @@ impl StreamState {
 
     /// The persisted form: the collection as a snapshot, if it is complete (no holes below
     /// the highest seq seen; a snapshot with holes could not be resumed from correctly).
-    pub(crate) fn persistable(&self) -> Option<(Scope, Snapshot)> {
+    pub(crate) fn persistable(&self) -> Option<(Scope, Snapshot<Json>)> {
         (self.has_baseline && self.collection.missing().is_empty())
             .then(|| (self.data.clone(), self.collection.snapshot()))
     }

@@ -2,7 +2,7 @@
 //! authentication failures, offline handling and writes.
 
 use serde_json::json;
-use tidewire_shared::Op;
+use tidewire_shared::{Json, Op};
 
 use super::effect::{Effect, Origin};
 use super::status::{State, TransportKind};
@@ -624,7 +624,7 @@ fn persistence_restores_then_resumes() {
         records: vec![tidewire_shared::Record {
             key: "a".into(),
             seq: 10,
-            data: json!(1),
+            data: Json::from(json!(1)),
         }],
     };
     engine.restored("todos", Some((Scope::All, stored.clone())));
@@ -947,7 +947,10 @@ fn views_are_independent() {
         })
         .collect();
     assert_eq!(moved[0].old, None);
-    assert_eq!(moved[0].new, Some(json!({"owner": "u1", "n": 2})));
+    assert_eq!(
+        moved[0].new,
+        Some(Json::from(json!({"owner": "u1", "n": 2})))
+    );
     assert_eq!(moved[1].new, None);
     assert_eq!(keys_of(&engine, u1), vec!["t2"]);
     assert!(keys_of(&engine, u2).is_empty());
@@ -1172,7 +1175,7 @@ fn an_event_whose_prev_is_not_our_position_asks_for_a_replay() {
         .is_some_and(|c| c.missing().is_empty()));
     assert_eq!(
         engine.view(u1).expect("view").get("t1"),
-        Some(json!({"owner": "u1", "n": 3}))
+        Some(Json::from(json!({"owner": "u1", "n": 3})))
     );
     assert_eq!(engine.status().state, State::Live);
 }
@@ -1345,7 +1348,7 @@ fn stored_state_of_another_union_is_shown_but_not_resumed() {
         records: vec![tidewire_shared::Record {
             key: "t1".into(),
             seq: 4,
-            data: json!({"owner": "u1"}),
+            data: Json::from(json!({"owner": "u1"})),
         }],
     };
     let scope = Scope::from_members(Some(vec![json!({"owner": "u1"})])).expect("scope");

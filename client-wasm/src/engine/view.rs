@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 use tidewire_shared::view::Verdict;
-use tidewire_shared::{Change, Collection, Filter, Op};
+use tidewire_shared::{Change, Collection, Filter, Json, Op};
 
 use super::optimistic::Overlay;
 use crate::error::ClientError;
@@ -185,7 +185,11 @@ impl View {
 
 /// What one change of the union is for a view with `filter`.
 pub(crate) fn judge_change(filter: &Filter, change: &Change) -> Option<Change> {
-    let matches = |value: &Option<Value>| value.as_ref().is_some_and(|value| filter.matches(value));
+    let matches = |value: &Option<Json>| {
+        value
+            .as_ref()
+            .is_some_and(|value| filter.matches_json(value))
+    };
     match Verdict::of(matches(&change.old), matches(&change.new)) {
         Verdict::Skip => None,
         Verdict::Pass => Some(change.clone()),
@@ -261,12 +265,12 @@ impl<'a> ViewRead<'a> {
         }
     }
 
-    fn keep(&self, value: &Value) -> bool {
-        self.filter.is_none_or(|filter| filter.matches(value))
+    fn keep(&self, value: &Json) -> bool {
+        self.filter.is_none_or(|filter| filter.matches_json(value))
     }
 
     /// The value of `key`, if the view holds it.
-    pub fn get(&self, key: &str) -> Option<Value> {
+    pub fn get(&self, key: &str) -> Option<Json> {
         let collection = self.collection?;
         let value = match self.overlay.and_then(|overlay| overlay.get(key)) {
             Some(shown) => shown.cloned(),
@@ -299,7 +303,7 @@ impl<'a> ViewRead<'a> {
     }
 
     /// Every `(key, value)` of the view, in no particular order.
-    pub fn iter(&self) -> impl Iterator<Item = (&'a str, Value)> + '_ {
+    pub fn iter(&self) -> impl Iterator<Item = (&'a str, Json)> + '_ {
         let overlay = self.overlay;
         let committed = self
             .collection
@@ -427,8 +431,8 @@ mod tests {
             key: "t".into(),
             op,
             seq: 5,
-            old,
-            new,
+            old: old.map(Json::from),
+            new: new.map(Json::from),
         };
         let mine = json!({"owner": "u1", "n": 1});
         let mine2 = json!({"owner": "u1", "n": 2});

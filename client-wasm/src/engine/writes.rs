@@ -18,7 +18,7 @@ use std::collections::VecDeque;
 
 use serde_json::Value;
 use tidewire_shared::message::{ClientMessage, Publish};
-use tidewire_shared::{Op, StreamName};
+use tidewire_shared::{Json, Op, StreamName};
 
 use super::effect::{Effect, Origin, WriteOutcome};
 use super::optimistic::{shift_change, Pending, Shift};
@@ -354,7 +354,7 @@ impl Engine {
             .overlay
             .get(key)
             .map_or_else(|| committed.clone(), |value| value.cloned());
-        let wanted = |value: &Option<Value>| value.as_ref().is_some_and(|v| state.wants(v));
+        let wanted = |value: &Option<Json>| value.as_ref().is_some_and(|v| state.wants(v));
         state.has_baseline && !wanted(&committed) && !wanted(&shown)
     }
 

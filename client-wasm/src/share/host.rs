@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde_json::Value;
 use tidewire_shared::view::Verdict;
-use tidewire_shared::{Change, Event, Filter, Op, Position, Record};
+use tidewire_shared::{Change, Event, Filter, Json, Op, Position, Record};
 
 use super::wire::{self, GuestMessage};
 use crate::engine::effect::{Tap, WriteOutcome};
@@ -53,7 +53,7 @@ struct Guest {
 #[derive(Debug, Default)]
 struct Recent {
     epoch: u64,
-    events: VecDeque<(Event, Option<Change>)>,
+    events: VecDeque<(Event<Json>, Option<Change>)>,
 }
 
 /// The host. See the module docs.
@@ -228,7 +228,11 @@ impl Host {
                     .iter()
                     .filter(|(_, guest)| {
                         guest.subs.get(stream).is_some_and(|sub| {
-                            sub.live && sub.filter.as_ref().is_none_or(|f| f.matches(&event.data))
+                            sub.live
+                                && sub
+                                    .filter
+                                    .as_ref()
+                                    .is_none_or(|f| f.matches_json(&event.data))
                         })
                     })
                     .map(|(name, _)| (name.clone(), text.clone()))
@@ -375,11 +379,15 @@ fn answer(
         }
         true
     } else {
-        let records: Vec<Record> = collection
+        let records: Vec<Record<Json>> = collection
             .snapshot()
             .records
             .into_iter()
-            .filter(|record| sub.filter.as_ref().is_none_or(|f| f.matches(&record.data)))
+            .filter(|record| {
+                sub.filter
+                    .as_ref()
+                    .is_none_or(|f| f.matches_json(&record.data))
+            })
             .collect();
         out.push((guest.to_owned(), wire::snapshot(stream, host, &records)));
         false
@@ -390,7 +398,13 @@ fn answer(
 }
 
 /// Relays one applied event to a guest's subscription, judged for its filter.
-fn relay_event(guest: &str, sub: &mut Sub, event: &Event, change: Option<&Change>, out: &mut Out) {
+fn relay_event(
+    guest: &str,
+    sub: &mut Sub,
+    event: &Event<Json>,
+    change: Option<&Change>,
+    out: &mut Out,
+) {
     let at = sub.at.unwrap_or(Position {
         epoch: event.epoch,
         seq: 0,
@@ -406,7 +420,7 @@ fn relay_event(guest: &str, sub: &mut Sub, event: &Event, change: Option<&Change
         out.push((guest.to_owned(), wire::event(event)));
         return;
     };
-    let matches = |value: Option<&Value>| value.is_some_and(|value| filter.matches(value));
+    let matches = |value: Option<&Json>| value.is_some_and(|value| filter.matches_json(value));
     let (old, new) = change.map_or((None, None), |change| {
         (change.old.as_ref(), change.new.as_ref())
     });
@@ -416,11 +430,11 @@ fn relay_event(guest: &str, sub: &mut Sub, event: &Event, change: Option<&Change
         Verdict::Pass => {}
         Verdict::MoveIn => {
             relayed.op = Op::Upsert;
-            relayed.data = new.cloned().unwrap_or(Value::Null);
+            relayed.data = new.cloned().unwrap_or_default();
         }
         Verdict::MoveOut => {
             relayed.op = Op::Delete;
-            relayed.data = Value::Null;
+            relayed.data = Json::null();
         }
     }
     relayed.prev = Some(at.seq);

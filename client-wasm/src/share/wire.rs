@@ -4,7 +4,8 @@
 //! package (measured: 197.6 KB with them, 138 KB without sharing).
 
 use serde_json::{json, Map, Value};
-use tidewire_shared::{ErrorCode, Event, Op, Position, Record, StreamName};
+use tidewire_shared::json::{array, ObjectWriter};
+use tidewire_shared::{ErrorCode, Event, Json, Op, Position, Record, StreamName};
 
 /// What a guest asks of its host.
 #[derive(Debug, Clone, PartialEq)]
@@ -90,34 +91,53 @@ fn stream(object: &Map<String, Value>) -> Result<StreamName, String> {
 }
 
 /// `event`.
-pub(crate) fn event(event: &Event) -> String {
-    let mut message = json!({
-        "type": "event",
-        "stream": event.stream.as_str(),
-        "epoch": event.epoch,
-        "seq": event.seq,
-        "key": event.key,
-        "op": event.op.as_str(),
-        "data": event.data,
-    });
+pub(crate) fn event(event: &Event<Json>) -> String {
+    let mut message = ObjectWriter::with_capacity(event.data.as_str().len() + 128);
+    message
+        .str("type", "event")
+        .str("stream", event.stream.as_str())
+        .u64("epoch", event.epoch)
+        .u64("seq", event.seq)
+        .str("key", &event.key)
+        .str("op", event.op.as_str())
+        .raw("data", event.data.as_str());
     if let Some(prev) = event.prev {
-        message["prev"] = prev.into();
+        message.u64("prev", prev);
     }
     if let Some(ts) = event.ts {
-        message["ts"] = ts.into();
+        message.i64("ts", ts);
     }
-    message.to_string()
+    message.finish()
 }
 
 /// One whole `snapshot` (chunk 0, last).
-pub(crate) fn snapshot(stream: &str, at: Position, records: &[Record]) -> String {
-    let records: Vec<Value> = records
+pub(crate) fn snapshot(stream: &str, at: Position, records: &[Record<Json>]) -> String {
+    let mut message = ObjectWriter::new();
+    message
+        .str("type", "snapshot")
+        .str("stream", stream)
+        .u64("epoch", at.epoch)
+        .u64("seq", at.seq)
+        .u64("chunk", 0)
+        .bool("last", true)
+        .raw("records", &records_json(records));
+    message.finish()
+}
+
+/// `[{key, seq, data}]`: records as the relay sends them (also their stored form, `persist`).
+pub(crate) fn records_json(records: &[Record<Json>]) -> String {
+    let texts: Vec<String> = records
         .iter()
-        .map(|record| json!({"key": record.key, "seq": record.seq, "data": record.data}))
+        .map(|record| {
+            let mut object = ObjectWriter::with_capacity(record.data.as_str().len() + 48);
+            object
+                .str("key", &record.key)
+                .u64("seq", record.seq)
+                .raw("data", record.data.as_str());
+            object.finish()
+        })
         .collect();
-    json!({"type": "snapshot", "stream": stream, "epoch": at.epoch, "seq": at.seq, "chunk": 0,
-           "last": true, "records": records})
-    .to_string()
+    array(texts.iter().map(String::as_str))
 }
 
 /// `subscribed`.
@@ -237,7 +257,7 @@ mod tests {
         let record = Record {
             key: "a".into(),
             seq: 9,
-            data: json!(1),
+            data: Json::from(json!(1)),
         };
         for text in [
             snapshot("todos", at, &[record]),
@@ -254,7 +274,7 @@ mod tests {
                 seq: 10,
                 key: "a".into(),
                 op: Op::Delete,
-                data: Value::Null,
+                data: Json::null(),
                 prev: Some(7),
                 ts: None,
             }),

@@ -85,7 +85,7 @@ pub(crate) async fn text(response: &Response) -> String {
 pub(crate) fn error_from_body(status: u16, body: &str) -> (String, String) {
     let limits = tidewire_shared::DecodeLimits::default();
     if let Ok(tidewire_shared::ServerMessage::Error { code, message, .. }) =
-        tidewire_shared::message::decode_server(body.as_bytes(), &limits)
+        tidewire_shared::message::decode_server_json(body.as_bytes(), &limits)
     {
         return (code.as_str().to_owned(), message);
     }

@@ -6,7 +6,7 @@
 //! read are held; nothing reaches the collection before the last page.
 
 use serde_json::{Map, Value};
-use tidewire_shared::{Record, Snapshot};
+use tidewire_shared::{Json, Record, Snapshot};
 
 use crate::engine::fetch::FetchError;
 
@@ -16,7 +16,7 @@ pub(crate) struct PageReader {
     /// `.../v1/streams/{s}/snapshot`, with `?where=..` when filtered.
     base: String,
     /// The records so far, at the first page's position.
-    snapshot: Option<Snapshot>,
+    snapshot: Option<Snapshot<Json>>,
     /// The cursor of the next page (`None`: the first).
     cursor: Option<String>,
 }
@@ -56,7 +56,11 @@ impl PageReader {
     /// [`FetchError::Resync`] for 409 with `resync: true`; [`FetchError::Failed`] for any other
     /// refusal, a body that is not a page, a page at another position than the first, or a
     /// cursor that does not move.
-    pub(crate) fn push(&mut self, status: u16, body: &str) -> Result<Option<Snapshot>, FetchError> {
+    pub(crate) fn push(
+        &mut self,
+        status: u16,
+        body: &str,
+    ) -> Result<Option<Snapshot<Json>>, FetchError> {
         let parsed: Option<Value> = serde_json::from_str(body).ok();
         if !(200..300).contains(&status) {
             let field = |name: &str| parsed.as_ref().and_then(|value| value.get(name));
@@ -73,18 +77,11 @@ impl PageReader {
         let Some(Value::Object(page)) = parsed else {
             return Err(failed("is not a JSON object"));
         };
-        let (epoch, seq, next, records) =
-            page_fields(page).ok_or_else(|| failed("lacks a field"))?;
+        let (page, next) = page_fields(page).ok_or_else(|| failed("lacks a field"))?;
         match &mut self.snapshot {
-            None => {
-                self.snapshot = Some(Snapshot {
-                    epoch,
-                    seq,
-                    records,
-                });
-            }
-            Some(snapshot) if (snapshot.epoch, snapshot.seq) == (epoch, seq) => {
-                snapshot.records.extend(records);
+            None => self.snapshot = Some(page),
+            Some(snapshot) if (snapshot.epoch, snapshot.seq) == (page.epoch, page.seq) => {
+                snapshot.records.extend(page.records);
             }
             Some(_) => return Err(failed("is at another position than the first page")),
         }
@@ -105,9 +102,9 @@ fn failed(what: &str) -> FetchError {
     FetchError::Failed(format!("a snapshot page {what}"))
 }
 
-/// `(epoch, seq, next, records)` of a page; `next` absent or `null` on the last (and on a
-/// relay that answers the whole snapshot at once).
-fn page_fields(mut page: Map<String, Value>) -> Option<(u64, u64, Option<String>, Vec<Record>)> {
+/// A page's records at its position, and its `next` cursor (absent or `null` on the last, and
+/// on a relay that answers the whole snapshot at once).
+fn page_fields(mut page: Map<String, Value>) -> Option<(Snapshot<Json>, Option<String>)> {
     let epoch = page.get("epoch")?.as_u64()?;
     let seq = page.get("seq")?.as_u64()?;
     let next = match page.remove("next") {
@@ -119,11 +116,18 @@ fn page_fields(mut page: Map<String, Value>) -> Option<(u64, u64, Option<String>
         return None;
     };
     let records = records.into_iter().map(record).collect::<Option<_>>()?;
-    Some((epoch, seq, next, records))
+    Some((
+        Snapshot {
+            epoch,
+            seq,
+            records,
+        },
+        next,
+    ))
 }
 
 /// One `{key, seq, data}` record (also the stored form, see `persist`).
-pub(crate) fn record(value: Value) -> Option<Record> {
+pub(crate) fn record(value: Value) -> Option<Record<Json>> {
     let Value::Object(mut record) = value else {
         return None;
     };
@@ -133,7 +137,7 @@ pub(crate) fn record(value: Value) -> Option<Record> {
     Some(Record {
         key,
         seq: record.get("seq")?.as_u64()?,
-        data: record.remove("data").unwrap_or(Value::Null),
+        data: Json::from(record.remove("data").unwrap_or(Value::Null)),
     })
 }
 
@@ -171,7 +175,7 @@ pub(crate) async fn load(
     mut reader: PageReader,
     token: Option<&str>,
     wanted: impl Fn() -> bool,
-) -> Result<Snapshot, FetchError> {
+) -> Result<Snapshot<Json>, FetchError> {
     use super::http;
     let cache = if token.is_some() {
         web_sys::RequestCache::NoCache
@@ -240,7 +244,7 @@ mod tests {
         assert_eq!((snapshot.epoch, snapshot.seq), (7, 9));
         let keys: Vec<&str> = snapshot.records.iter().map(|r| r.key.as_str()).collect();
         assert_eq!(keys, ["a", "b", "c"]);
-        assert_eq!(snapshot.records[0].data, json!({"k": "a"}));
+        assert_eq!(snapshot.records[0].data, Json::from(json!({"k": "a"})));
         let plain = PageReader::new("http://h:1", "todos", None);
         assert_eq!(plain.url(), "http://h:1/v1/streams/todos/snapshot");
     }

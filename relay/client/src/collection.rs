@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 
 use futures_util::Stream;
 use serde_json::Value;
-use tidewire_shared::{Change, Collection, Event, Outcome, Position, Snapshot, StreamName};
+use tidewire_shared::{Change, Collection, Event, Json, Outcome, Position, Snapshot, StreamName};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -98,7 +98,7 @@ impl Shared {
         match event {
             SubscriptionEvent::Snapshot(snapshot) => self.load(snapshot),
             SubscriptionEvent::Event(event) => {
-                let outcome = self.write().apply(&event);
+                let outcome = self.write().apply(&event.clone().map_data(Json::from));
                 match outcome {
                     Outcome::Applied { change, .. } => {
                         self.notify(change.map(CollectionEvent::Change).into_iter().collect());
@@ -138,7 +138,7 @@ impl Shared {
             epoch: snapshot.epoch,
             seq: snapshot.seq,
         };
-        let changes = self.write().load_snapshot(snapshot);
+        let changes = self.write().load_snapshot(snapshot.map_data(Json::from));
         let mut events: Vec<CollectionEvent> =
             changes.into_iter().map(CollectionEvent::Change).collect();
         events.push(CollectionEvent::Loaded(position));
@@ -206,7 +206,7 @@ impl LiveCollection {
 
     /// The current value of `key`.
     pub fn get(&self, key: &str) -> Option<Value> {
-        self.shared.read().get(key)
+        self.shared.read().get(key).map(|value| value.to_value())
     }
 
     /// Whether `key` has a value.
@@ -229,7 +229,7 @@ impl LiveCollection {
         self.shared
             .read()
             .iter()
-            .map(|(key, value)| (key.to_owned(), value))
+            .map(|(key, value)| (key.to_owned(), value.to_value()))
             .collect()
     }
 
@@ -242,7 +242,10 @@ impl LiveCollection {
     /// The records as a snapshot at the applied position, ordered by seq (comparable with
     /// the relay's snapshot at the same position).
     pub fn snapshot(&self) -> Snapshot {
-        self.shared.read().snapshot()
+        self.shared
+            .read()
+            .snapshot()
+            .map_data(|value| value.to_value())
     }
 
     /// `(epoch, applied seq)`: every event up to it is in the collection.

@@ -7,7 +7,7 @@ use hyper::header::{ACCEPT, AUTHORIZATION, HOST};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
-use tidewire_shared::{Event, ServerMessage, Snapshot, StreamName};
+use tidewire_shared::{Event, Json, ServerMessage, Snapshot, StreamName};
 use tokio::net::TcpStream;
 
 use super::config::{ClientConfig, Endpoint};
@@ -91,11 +91,12 @@ impl HttpApi {
         if events.is_empty() {
             return Ok(snapshot);
         }
-        let mut collection = tidewire_shared::Collection::from_snapshot(snapshot);
-        for event in &events {
-            collection.apply(event);
+        let mut collection =
+            tidewire_shared::Collection::from_snapshot(snapshot.map_data(Json::from));
+        for event in events {
+            collection.apply(&event.map_data(Json::from));
         }
-        Ok(collection.snapshot())
+        Ok(collection.snapshot().map_data(|value| value.to_value()))
     }
 
     /// The relay's snapshot of `stream` as it sends it, following the pages (`next` cursors)

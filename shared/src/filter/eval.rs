@@ -6,12 +6,18 @@ use std::cmp::Ordering;
 use serde_json::Value;
 
 use super::{Cmp, Filter, Node};
+use crate::json::Json;
 
 impl Filter {
     /// True if the record's value matches. A value that is not an object has no fields: every
     /// field reads as missing.
     pub fn matches(&self, record: &Value) -> bool {
         self.root.matches(record)
+    }
+
+    /// [`Filter::matches`] for a value kept as its text (the clients' records).
+    pub fn matches_json(&self, record: &Json) -> bool {
+        self.root.matches(&record.to_value())
     }
 }
 

@@ -22,9 +22,13 @@ use crate::stream::StreamName;
 /// assert_eq!((event.seq, event.op), (42, Op::Upsert));
 /// # Ok::<(), tidewire_shared::DecodeError>(())
 /// ```
+///
+/// Record and event data is a `serde_json::Value` by default (the relay, and
+/// [`decode_server`](super::decode_server)); the clients decode it as its text
+/// ([`Json`](crate::Json), [`decode_server_json`](super::decode_server_json)).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-pub enum ServerMessage {
+pub enum ServerMessage<D = Value> {
     /// One chunk of a snapshot. Chunks are numbered from 0; the one with `last: true` ends it.
     Snapshot {
         /// The stream.
@@ -38,10 +42,10 @@ pub enum ServerMessage {
         /// True on the final chunk.
         last: bool,
         /// The records in this chunk, ordered by seq.
-        records: Vec<Record>,
+        records: Vec<Record<D>>,
     },
     /// One event (durable, or ephemeral with `op: "message"` and `seq: 0`).
-    Event(Event),
+    Event(Event<D>),
     /// The subscription is live: everything up to `seq` has been sent.
     Subscribed {
         /// The stream.
@@ -331,7 +335,7 @@ mod tests {
 
     #[test]
     fn advisory_shape() {
-        let advisory = ServerMessage::Advisory(
+        let advisory: ServerMessage = ServerMessage::Advisory(
             Advisory::new(AdvisoryKind::Gap)
                 .stream(StreamName::new("raw:x").expect("valid"))
                 .range(3, 9),

@@ -1,5 +1,5 @@
 //! Decoding the relay's messages: the one decoder of both clients (and of the relay's own
-//! checks), written by hand over a parsed `serde_json::Value`, for code size.
+//! checks), written by hand over the message's fields, for code size.
 //!
 //! Measured (2026-12-06, `scripts/build-client`, release, wasm-opt -Oz), the browser
 //! package's `tidewire_bg.wasm`: decoding with serde's derived, internally tagged enums made it
@@ -7,19 +7,25 @@
 //! gzipped bytes (20%) less. (The browser's former decoder of its own, which read only the
 //! fields it used, gave 118,594; one decoder for both clients costs those 4,624 bytes.) Every
 //! message type is instantiated for serde's buffering deserializer; here the text is parsed
-//! once into a `Value` (needed anyway for record data) and the fields are taken out, moving
-//! the data rather than copying it.
+//! once into its top-level fields, each kept as its text, and the fields are taken out one by
+//! one.
+//!
+//! Record and event data is never built into a tree here: [`decode_server_json`] keeps it as
+//! its text ([`Json`], what the clients' collections store), [`decode_server`] parses it into
+//! a `Value` (the relay's checks).
 //!
 //! The rules match what the relay encodes: every required field present with its type, stream
 //! names valid, unknown fields ignored. An error code this client does not know (from a newer
 //! relay) decodes as [`ErrorCode::Unknown`], so the request it answers still fails.
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::server::{Advisory, AdvisoryKind, PresenceEntry, ServerMessage};
 use crate::codes::ErrorCode;
 use crate::error::DecodeError;
 use crate::event::{Event, Op};
+use crate::json::scan::{self, ScanError};
+use crate::json::Json;
 use crate::limits::{check, DecodeLimits};
 use crate::snapshot::Record;
 use crate::stream::StreamName;
@@ -45,12 +51,51 @@ use crate::stream::StreamName;
 /// # Ok::<(), tidewire_shared::DecodeError>(())
 /// ```
 pub fn decode_server(input: &[u8], limits: &DecodeLimits) -> Result<ServerMessage, DecodeError> {
+    decode(input, limits)
+}
+
+/// [`decode_server`], with record and event data kept as its text: what the clients' collections
+/// store, without building a tree for every value.
+///
+/// # Errors
+///
+/// As [`decode_server`].
+pub fn decode_server_json(
+    input: &[u8],
+    limits: &DecodeLimits,
+) -> Result<ServerMessage<Json>, DecodeError> {
+    decode(input, limits)
+}
+
+/// What record and event data decodes into.
+trait Data: Sized {
+    /// From a field's text (checked by the scanner); `None`: absent or `null`.
+    fn from_text(text: Option<&str>) -> Result<Self, DecodeError>;
+}
+
+impl Data for Value {
+    fn from_text(text: Option<&str>) -> Result<Self, DecodeError> {
+        text.map_or(Ok(Value::Null), |text| {
+            serde_json::from_str(text).map_err(|error| DecodeError::from_json(&error))
+        })
+    }
+}
+
+impl Data for Json {
+    fn from_text(text: Option<&str>) -> Result<Self, DecodeError> {
+        Ok(text.map_or_else(Json::null, Json::from_scanned))
+    }
+}
+
+fn malformed(error: ScanError) -> DecodeError {
+    DecodeError::Malformed(error.to_string())
+}
+
+fn decode<D: Data>(input: &[u8], limits: &DecodeLimits) -> Result<ServerMessage<D>, DecodeError> {
     check(input, limits)?;
-    let value: Value =
-        serde_json::from_slice(input).map_err(|error| DecodeError::from_json(&error))?;
-    let Value::Object(object) = value else {
-        return Err(DecodeError::Malformed("a message is a JSON object".into()));
-    };
+    let text = std::str::from_utf8(input)
+        .map_err(|_| DecodeError::Malformed("a message is UTF-8 text".into()))?;
+    let object = scan::object(text).map_err(malformed)?;
     let mut fields = Fields { object, kind: "" };
     let kind = fields.string("type")?;
     fields.kind = match kind.as_str() {
@@ -69,14 +114,14 @@ pub fn decode_server(input: &[u8], limits: &DecodeLimits) -> Result<ServerMessag
 }
 
 /// The fields of one message, taken out one by one.
-struct Fields {
-    object: Map<String, Value>,
+struct Fields<'a> {
+    object: scan::Fields<'a>,
     /// The message's `type`, for error texts.
     kind: &'static str,
 }
 
-impl Fields {
-    fn message(mut self) -> Result<ServerMessage, DecodeError> {
+impl<'a> Fields<'a> {
+    fn message<D: Data>(self) -> Result<ServerMessage<D>, DecodeError> {
         Ok(match self.kind {
             "snapshot" => ServerMessage::Snapshot {
                 stream: self.stream("stream")?,
@@ -92,9 +137,9 @@ impl Fields {
                 seq: self.u64("seq")?,
                 key: self.string("key")?,
                 op: Op::parse(&self.string("op")?).ok_or_else(|| self.bad("op"))?,
-                data: self.take("data"),
-                prev: self.optional("prev", Value::as_u64)?,
-                ts: self.optional("ts", Value::as_i64)?,
+                data: D::from_text(self.raw("data"))?,
+                prev: self.optional("prev", |value| value.as_u64())?,
+                ts: self.optional("ts", |value| value.as_i64())?,
             }),
             "subscribed" => ServerMessage::Subscribed {
                 stream: self.stream("stream")?,
@@ -108,16 +153,18 @@ impl Fields {
             "advisory" => ServerMessage::Advisory(Advisory {
                 kind: AdvisoryKind::parse(&self.string("kind")?).ok_or_else(|| self.bad("kind"))?,
                 stream: self.optional_stream("stream")?,
-                epoch: self.optional("epoch", Value::as_u64)?,
-                from: self.optional("from", Value::as_u64)?,
-                to: self.optional("to", Value::as_u64)?,
+                epoch: self.optional("epoch", |value| value.as_u64())?,
+                from: self.optional("from", |value| value.as_u64())?,
+                to: self.optional("to", |value| value.as_u64())?,
                 reason: self.optional_string("reason")?,
             }),
             "ack" => ServerMessage::Ack {
                 id: self.string("id")?,
                 stream: self.stream("stream")?,
                 seq: self.u64("seq")?,
-                replayed: self.optional("replayed", Value::as_bool)?.unwrap_or(false),
+                replayed: self
+                    .optional("replayed", |value| value.as_bool())?
+                    .unwrap_or(false),
             },
             "error" => ServerMessage::Error {
                 id: self.optional_string("id")?,
@@ -129,7 +176,9 @@ impl Fields {
                 stream: self.stream("stream")?,
                 present: self.presence_entries()?,
                 left: self.strings("left")?,
-                full: self.optional("full", Value::as_bool)?.unwrap_or(false),
+                full: self
+                    .optional("full", |value| value.as_bool())?
+                    .unwrap_or(false),
             },
             _ => ServerMessage::Pong {
                 id: self.optional_string("id")?,
@@ -144,108 +193,119 @@ impl Fields {
         ))
     }
 
-    fn take(&mut self, field: &str) -> Value {
-        self.object.remove(field).unwrap_or(Value::Null)
+    /// The text of a field (the last one, if a name repeats), `None` if absent or `null`.
+    fn raw(&self, field: &str) -> Option<&'a str> {
+        self.object
+            .iter()
+            .rev()
+            .find(|(name, _)| name == field)
+            .map(|(_, value)| *value)
+            .filter(|value| *value != "null")
     }
 
-    /// An optional field: absent or `null` is `None`, any other value must convert.
+    /// An optional field: absent or `null` is `None`, any other value must convert. Small
+    /// fields are read through one `Value` parser rather than one typed parser each: the
+    /// browser package is smaller so.
     fn optional<T>(
-        &mut self,
+        &self,
         field: &str,
-        convert: impl Fn(&Value) -> Option<T>,
+        convert: impl Fn(Value) -> Option<T>,
     ) -> Result<Option<T>, DecodeError> {
-        match self.object.get(field) {
-            None | Some(Value::Null) => Ok(None),
-            Some(value) => convert(value).map(Some).ok_or_else(|| self.bad(field)),
+        match self.raw(field) {
+            None => Ok(None),
+            Some(raw) => serde_json::from_str::<Value>(raw)
+                .ok()
+                .and_then(convert)
+                .map(Some)
+                .ok_or_else(|| self.bad(field)),
         }
     }
 
-    fn u64(&mut self, field: &str) -> Result<u64, DecodeError> {
-        self.optional(field, Value::as_u64)?
+    fn u64(&self, field: &str) -> Result<u64, DecodeError> {
+        self.optional(field, |value| value.as_u64())?
             .ok_or_else(|| self.bad(field))
     }
 
-    fn bool(&mut self, field: &str) -> Result<bool, DecodeError> {
-        self.optional(field, Value::as_bool)?
+    fn bool(&self, field: &str) -> Result<bool, DecodeError> {
+        self.optional(field, |value| value.as_bool())?
             .ok_or_else(|| self.bad(field))
     }
 
-    fn optional_string(&mut self, field: &str) -> Result<Option<String>, DecodeError> {
-        match self.take(field) {
-            Value::Null => Ok(None),
-            Value::String(text) => Ok(Some(text)),
-            _ => Err(self.bad(field)),
-        }
+    fn optional_string(&self, field: &str) -> Result<Option<String>, DecodeError> {
+        self.optional(field, |value| match value {
+            Value::String(text) => Some(text),
+            _ => None,
+        })
     }
 
-    fn string(&mut self, field: &str) -> Result<String, DecodeError> {
+    fn string(&self, field: &str) -> Result<String, DecodeError> {
         self.optional_string(field)?.ok_or_else(|| self.bad(field))
     }
 
-    fn optional_stream(&mut self, field: &str) -> Result<Option<StreamName>, DecodeError> {
+    fn optional_stream(&self, field: &str) -> Result<Option<StreamName>, DecodeError> {
         self.optional_string(field)?
             .map(|name| StreamName::new(&name).map_err(DecodeError::Name))
             .transpose()
     }
 
-    fn stream(&mut self, field: &str) -> Result<StreamName, DecodeError> {
+    fn stream(&self, field: &str) -> Result<StreamName, DecodeError> {
         self.optional_stream(field)?.ok_or_else(|| self.bad(field))
     }
 
     /// A list field: absent or `null` is empty (`present`, `left`), unless `required`.
-    fn array(&mut self, field: &str, required: bool) -> Result<Vec<Value>, DecodeError> {
-        match self.take(field) {
-            Value::Null if !required => Ok(Vec::new()),
-            Value::Array(items) => Ok(items),
-            _ => Err(self.bad(field)),
+    fn array(&self, field: &str, required: bool) -> Result<Vec<&'a str>, DecodeError> {
+        match self.raw(field) {
+            None if !required => Ok(Vec::new()),
+            None => Err(self.bad(field)),
+            Some(raw) => scan::array(raw).map_err(|_| self.bad(field)),
         }
     }
 
-    fn records(&mut self) -> Result<Vec<Record>, DecodeError> {
+    fn records<D: Data>(&self) -> Result<Vec<Record<D>>, DecodeError> {
         self.array("records", true)?
             .into_iter()
             .map(|item| {
-                let mut record = self.nested(item, "records")?;
+                let record = self.nested(item, "records")?;
                 Ok(Record {
                     key: record.string("key")?,
                     seq: record.u64("seq")?,
-                    data: record.take("data"),
+                    data: D::from_text(record.raw("data"))?,
                 })
             })
             .collect()
     }
 
-    fn presence_entries(&mut self) -> Result<Vec<PresenceEntry>, DecodeError> {
+    fn presence_entries(&self) -> Result<Vec<PresenceEntry>, DecodeError> {
         self.array("present", false)?
             .into_iter()
             .map(|item| {
-                let mut entry = self.nested(item, "present")?;
+                let entry = self.nested(item, "present")?;
                 Ok(PresenceEntry {
                     client: entry.string("client")?,
-                    data: entry.take("data"),
+                    data: Value::from_text(entry.raw("data"))?,
                 })
             })
             .collect()
     }
 
-    fn strings(&mut self, field: &str) -> Result<Vec<String>, DecodeError> {
+    fn strings(&self, field: &str) -> Result<Vec<String>, DecodeError> {
         self.array(field, false)?
             .into_iter()
-            .map(|item| match item {
-                Value::String(text) => Ok(text),
+            .map(|item| match serde_json::from_str::<Value>(item) {
+                Ok(Value::String(text)) => Ok(text),
                 _ => Err(self.bad(field)),
             })
             .collect()
     }
 
     /// An object inside a list field, with the same error texts.
-    fn nested(&self, item: Value, field: &str) -> Result<Fields, DecodeError> {
-        match item {
-            Value::Object(object) => Ok(Fields {
+    fn nested(&self, item: &'a str, field: &str) -> Result<Fields<'a>, DecodeError> {
+        match scan::object(item) {
+            Ok(object) => Ok(Fields {
                 object,
                 kind: self.kind,
             }),
-            _ => Err(self.bad(field)),
+            Err(_) => Err(self.bad(field)),
         }
     }
 }

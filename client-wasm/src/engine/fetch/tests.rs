@@ -3,7 +3,7 @@
 //! socket, and nothing an older subscription sends meanwhile is applied.
 
 use serde_json::{json, Value};
-use tidewire_shared::{Op, Record, Snapshot};
+use tidewire_shared::{Json, Op, Record, Snapshot};
 
 use super::{FetchError, MAX_RESTARTS};
 use crate::engine::effect::{Effect, Origin};
@@ -52,7 +52,7 @@ fn resyncs(effects: &[Effect]) -> usize {
         .count()
 }
 
-fn pages(epoch: u64, seq: u64, records: &[(&str, u64, Value)]) -> Snapshot {
+fn pages(epoch: u64, seq: u64, records: &[(&str, u64, Value)]) -> Snapshot<Json> {
     Snapshot {
         epoch,
         seq,
@@ -61,7 +61,7 @@ fn pages(epoch: u64, seq: u64, records: &[(&str, u64, Value)]) -> Snapshot {
             .map(|(key, seq, data)| Record {
                 key: (*key).to_owned(),
                 seq: *seq,
-                data: data.clone(),
+                data: Json::from(data),
             })
             .collect(),
     }

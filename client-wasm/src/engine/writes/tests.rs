@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 use tidewire_shared::message::Publish;
-use tidewire_shared::{Op, StreamName};
+use tidewire_shared::{Json, Op, StreamName};
 
 use crate::engine::effect::{Effect, Origin};
 use crate::engine::{CloseInfo, Config, Engine, TransportChoice};
@@ -76,8 +76,8 @@ fn seen(effects: &[Effect]) -> Seen {
                 out.push((
                     *view,
                     change.key.clone(),
-                    change.old.clone(),
-                    change.new.clone(),
+                    change.old.as_ref().map(Json::to_value),
+                    change.new.as_ref().map(Json::to_value),
                     *origin,
                 ));
             }
@@ -122,7 +122,7 @@ fn a_write_shows_at_once_and_its_promise_waits_for_its_event() {
     );
     assert_eq!(publishes(&effects)[0]["write_id"], json!("tab1.1"));
     let view = engine.view(1).expect("view");
-    assert_eq!(view.get("a"), Some(json!({"n": 5, "k": "x"})));
+    assert_eq!(view.get("a"), Some(Json::from(json!({"n": 5, "k": "x"}))));
     // The ack comes first: the promise waits for the event at that seq.
     engine.on_text(&ack(&id, 4), 4.0);
     assert!(resolved(&engine.take_effects()).is_empty());
@@ -148,7 +148,7 @@ fn a_write_shows_at_once_and_its_promise_waits_for_its_event() {
     assert_eq!(resolved(&effects), vec![(id, 4)]);
     assert_eq!(
         engine.view(1).expect("view").get("a"),
-        Some(json!({"n": 5, "k": "z"}))
+        Some(Json::from(json!({"n": 5, "k": "z"})))
     );
 }
 
@@ -235,7 +235,7 @@ fn writes_lost_with_the_connection_are_sent_again_with_their_ids() {
     // Still shown while disconnected.
     assert_eq!(
         engine.view(1).expect("view").get("d"),
-        Some(json!({"n": 4}))
+        Some(Json::from(json!({"n": 4})))
     );
     engine.on_retry_timer(5000.0);
     engine.on_open(5001.0);
@@ -396,7 +396,7 @@ fn restored_writes_are_shown_and_sent_with_their_ids_once() {
     assert_eq!(sent[0]["write_id"], json!("tab0.9"));
     assert_eq!(
         engine.view(1).expect("view").get("r"),
-        Some(json!({"n": 7}))
+        Some(Json::from(json!({"n": 7})))
     );
     assert_eq!(
         engine

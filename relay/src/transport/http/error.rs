@@ -90,7 +90,7 @@ impl ApiError {
 
     /// The JSON response.
     pub(crate) fn into_response(self) -> Response<Body> {
-        let message = ServerMessage::Error {
+        let message: ServerMessage = ServerMessage::Error {
             id: None,
             stream: self.stream.map(|stream| stream.as_str().to_owned()),
             code: self.code,
