@@ -76,6 +76,17 @@ pub fn array(text: &str) -> Result<Vec<&str>, ScanError> {
     Ok(items)
 }
 
+/// The contents of `text`, a scanned JSON string (quotes included), unescaped; `None` if it is
+/// not a string.
+pub fn string(text: &str) -> Option<Cow<'_, str>> {
+    if !text.starts_with('"') {
+        return None;
+    }
+    let mut scanner = Scanner::new(text);
+    let contents = scanner.string().ok()?;
+    (scanner.at == text.len()).then_some(contents)
+}
+
 struct Scanner<'a> {
     text: &'a str,
     bytes: &'a [u8],
@@ -373,6 +384,10 @@ mod tests {
             ]
         );
         assert_eq!(array("[1, \"two\" ,{}]"), Ok(vec!["1", "\"two\"", "{}"]));
+        assert_eq!(string(r#""plain""#), Some(Cow::Borrowed("plain")));
+        assert_eq!(string(r#""a\nb""#), Some(Cow::Owned("a\nb".to_owned())));
+        assert_eq!(string("1"), None);
+        assert_eq!(string(r#""a" "#), None);
         assert!(object("[1]").is_err());
         assert!(array("{}").is_err());
     }

@@ -18,6 +18,8 @@
 //! names valid, unknown fields ignored. An error code this client does not know (from a newer
 //! relay) decodes as [`ErrorCode::Unknown`], so the request it answers still fails.
 
+use std::borrow::Cow;
+
 use serde_json::Value;
 
 use super::server::{Advisory, AdvisoryKind, PresenceEntry, ServerMessage};
@@ -87,6 +89,20 @@ impl Data for Json {
     }
 }
 
+/// A JSON integer (the text of a scanned number) that fits `T`; fractions and exponents do
+/// not.
+fn number<T: std::str::FromStr>(raw: &str) -> Option<T> {
+    raw.parse().ok()
+}
+
+fn boolean(raw: &str) -> Option<bool> {
+    match raw {
+        "true" => Some(true),
+        "false" => Some(false),
+        _ => None,
+    }
+}
+
 fn malformed(error: ScanError) -> DecodeError {
     DecodeError::Malformed(error.to_string())
 }
@@ -138,8 +154,8 @@ impl<'a> Fields<'a> {
                 key: self.string("key")?,
                 op: Op::parse(&self.string("op")?).ok_or_else(|| self.bad("op"))?,
                 data: D::from_text(self.raw("data"))?,
-                prev: self.optional("prev", |value| value.as_u64())?,
-                ts: self.optional("ts", |value| value.as_i64())?,
+                prev: self.optional("prev", number)?,
+                ts: self.optional("ts", number)?,
             }),
             "subscribed" => ServerMessage::Subscribed {
                 stream: self.stream("stream")?,
@@ -153,18 +169,16 @@ impl<'a> Fields<'a> {
             "advisory" => ServerMessage::Advisory(Advisory {
                 kind: AdvisoryKind::parse(&self.string("kind")?).ok_or_else(|| self.bad("kind"))?,
                 stream: self.optional_stream("stream")?,
-                epoch: self.optional("epoch", |value| value.as_u64())?,
-                from: self.optional("from", |value| value.as_u64())?,
-                to: self.optional("to", |value| value.as_u64())?,
+                epoch: self.optional("epoch", number)?,
+                from: self.optional("from", number)?,
+                to: self.optional("to", number)?,
                 reason: self.optional_string("reason")?,
             }),
             "ack" => ServerMessage::Ack {
                 id: self.string("id")?,
                 stream: self.stream("stream")?,
                 seq: self.u64("seq")?,
-                replayed: self
-                    .optional("replayed", |value| value.as_bool())?
-                    .unwrap_or(false),
+                replayed: self.optional("replayed", boolean)?.unwrap_or(false),
             },
             "error" => ServerMessage::Error {
                 id: self.optional_string("id")?,
@@ -176,9 +190,7 @@ impl<'a> Fields<'a> {
                 stream: self.stream("stream")?,
                 present: self.presence_entries()?,
                 left: self.strings("left")?,
-                full: self
-                    .optional("full", |value| value.as_bool())?
-                    .unwrap_or(false),
+                full: self.optional("full", boolean)?.unwrap_or(false),
             },
             _ => ServerMessage::Pong {
                 id: self.optional_string("id")?,
@@ -203,39 +215,30 @@ impl<'a> Fields<'a> {
             .filter(|value| *value != "null")
     }
 
-    /// An optional field: absent or `null` is `None`, any other value must convert. Small
-    /// fields are read through one `Value` parser rather than one typed parser each: the
-    /// browser package is smaller so.
+    /// An optional field: absent or `null` is `None`, any other value must convert. Fields are
+    /// read from their text (checked by the scanner): no tree, no typed parser per type.
     fn optional<T>(
         &self,
         field: &str,
-        convert: impl Fn(Value) -> Option<T>,
+        convert: impl Fn(&'a str) -> Option<T>,
     ) -> Result<Option<T>, DecodeError> {
         match self.raw(field) {
             None => Ok(None),
-            Some(raw) => serde_json::from_str::<Value>(raw)
-                .ok()
-                .and_then(convert)
-                .map(Some)
-                .ok_or_else(|| self.bad(field)),
+            Some(raw) => convert(raw).map(Some).ok_or_else(|| self.bad(field)),
         }
     }
 
     fn u64(&self, field: &str) -> Result<u64, DecodeError> {
-        self.optional(field, |value| value.as_u64())?
-            .ok_or_else(|| self.bad(field))
+        self.optional(field, number)?.ok_or_else(|| self.bad(field))
     }
 
     fn bool(&self, field: &str) -> Result<bool, DecodeError> {
-        self.optional(field, |value| value.as_bool())?
+        self.optional(field, boolean)?
             .ok_or_else(|| self.bad(field))
     }
 
     fn optional_string(&self, field: &str) -> Result<Option<String>, DecodeError> {
-        self.optional(field, |value| match value {
-            Value::String(text) => Some(text),
-            _ => None,
-        })
+        self.optional(field, |raw| scan::string(raw).map(Cow::into_owned))
     }
 
     fn string(&self, field: &str) -> Result<String, DecodeError> {
@@ -291,9 +294,10 @@ impl<'a> Fields<'a> {
     fn strings(&self, field: &str) -> Result<Vec<String>, DecodeError> {
         self.array(field, false)?
             .into_iter()
-            .map(|item| match serde_json::from_str::<Value>(item) {
-                Ok(Value::String(text)) => Ok(text),
-                _ => Err(self.bad(field)),
+            .map(|item| {
+                scan::string(item)
+                    .map(Cow::into_owned)
+                    .ok_or_else(|| self.bad(field))
             })
             .collect()
     }
