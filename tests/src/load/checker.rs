@@ -295,6 +295,17 @@ impl Track {
         self.applied
     }
 
+    /// What the run's drain compares with the head: the seq applied, or `u64::MAX` for a raw
+    /// channel whose last word was a `gap` advisory. Nothing it lost can come again, and what
+    /// it would hear next is newer than the gap: it is not behind, it was told.
+    pub fn progress(&self) -> u64 {
+        if self.kind == Kind::Raw && self.gap_open {
+            u64::MAX
+        } else {
+            self.applied
+        }
+    }
+
     /// The first baseline's seq, once known.
     pub fn baseline(&self) -> Option<u64> {
         self.baseline
@@ -483,12 +494,18 @@ impl Track {
             };
         }
         let (from, to) = (baseline + 1, head);
+        // A raw channel's `gap` advisory covers everything up to the next event; when no event
+        // followed, it covers everything to the head.
+        let mut announced_set = self.announced.clone();
+        if self.kind == Kind::Raw && self.gap_open && head > self.applied {
+            announced_set.insert_range(self.applied + 1, head);
+        }
         let mut lost = 0;
         let mut silent = 0;
         for (start, end) in self.delivered.missing(from, to) {
             let missing = (end - start + 1).saturating_sub(uncertain.count_within(start, end));
             let not_stood_for = missing.saturating_sub(self.stood_for.count_within(start, end));
-            let announced = self.announced.count_within(start, end).min(not_stood_for);
+            let announced = announced_set.count_within(start, end).min(not_stood_for);
             lost += not_stood_for;
             silent += not_stood_for - announced;
         }
@@ -633,6 +650,27 @@ mod tests {
         track.event(99, 9);
         let verdict = track.verdict(9);
         assert_eq!(verdict.silent_loss, 2);
+        assert!(!verdict.passes(Kind::Raw));
+    }
+
+    #[test]
+    fn a_raw_gap_at_the_end_announces_the_rest() {
+        let mut track = Track::new(Kind::Raw);
+        track.subscribed(99, 0);
+        track.event(99, 1);
+        track.event(99, 2);
+        assert_eq!(track.progress(), 2);
+        track.advisory("gap", Some(3), None);
+        // Nothing follows: the rest up to the head was announced, and the drain stops waiting.
+        assert_eq!(track.progress(), u64::MAX);
+        let verdict = track.verdict(7);
+        assert_eq!((verdict.lost, verdict.silent_loss), (5, 0));
+        assert!(verdict.passes(Kind::Raw));
+        // An event after the gap closes the window: what follows must arrive again.
+        track.event(99, 5);
+        assert_eq!(track.progress(), 5);
+        let verdict = track.verdict(7);
+        assert_eq!((verdict.lost, verdict.silent_loss), (4, 2));
         assert!(!verdict.passes(Kind::Raw));
     }
 }

@@ -303,7 +303,7 @@ impl State {
                         request = Some((stream.to_owned(), Some(Position { epoch, seq })));
                     }
                     if let Some(slot) = self.progress.get(self.progress_slot + index) {
-                        slot.store(track.applied(), Ordering::Relaxed);
+                        slot.store(track.progress(), Ordering::Relaxed);
                     }
                 }
             }
@@ -339,12 +339,13 @@ impl State {
             self.shared.clients_live.fetch_add(1, Ordering::Relaxed);
         }
         if kind != "event" {
-            // Baselines move `applied` too (snapshots, `subscribed`).
+            // Baselines move `applied` too (snapshots, `subscribed`), and a raw `gap` ends
+            // what a channel can still hear.
             if let (Some(slot), Some((_, track))) = (
                 self.progress.get(self.progress_slot + index),
                 self.tracks.get(index),
             ) {
-                slot.store(track.applied(), Ordering::Relaxed);
+                slot.store(track.progress(), Ordering::Relaxed);
             }
         }
         request
