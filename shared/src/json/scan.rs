@@ -147,37 +147,32 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// An object, telling `field` each field. (`dyn`: one copy of the code, not one per
-    /// caller.)
-    fn object(
+    /// A bracketed, comma-separated list (an object or an array), with `element` reading each
+    /// element. (`dyn`: one copy of the code, not one per caller.)
+    fn list(
         &mut self,
         depth: usize,
-        field: &mut dyn FnMut(Cow<'a, str>, &'a str),
+        (open, close): (u8, u8),
+        element: &mut dyn FnMut(&mut Self) -> Result<(), ScanError>,
     ) -> Result<(), ScanError> {
         if depth >= MAX_DEPTH {
             return self.fail();
         }
-        self.expect(b'{')?;
+        self.expect(open)?;
         self.space();
-        if self.peek() == Some(b'}') {
+        if self.peek() == Some(close) {
             self.at += 1;
             return Ok(());
         }
         loop {
-            let name = self.string()?;
-            self.space();
-            self.expect(b':')?;
-            self.space();
-            let start = self.at;
-            self.value(depth + 1)?;
-            field(name, &self.text[start..self.at]);
+            element(self)?;
             self.space();
             match self.peek() {
                 Some(b',') => {
                     self.at += 1;
                     self.space();
                 }
-                Some(b'}') => {
+                Some(byte) if byte == close => {
                     self.at += 1;
                     return Ok(());
                 }
@@ -186,33 +181,32 @@ impl<'a> Scanner<'a> {
         }
     }
 
+    /// An object, telling `field` each field.
+    fn object(
+        &mut self,
+        depth: usize,
+        field: &mut dyn FnMut(Cow<'a, str>, &'a str),
+    ) -> Result<(), ScanError> {
+        self.list(depth, (b'{', b'}'), &mut |scanner| {
+            let name = scanner.string()?;
+            scanner.space();
+            scanner.expect(b':')?;
+            scanner.space();
+            let start = scanner.at;
+            scanner.value(depth + 1)?;
+            field(name, &scanner.text[start..scanner.at]);
+            Ok(())
+        })
+    }
+
+    /// An array, telling `item` each item.
     fn array(&mut self, depth: usize, item: &mut dyn FnMut(&'a str)) -> Result<(), ScanError> {
-        if depth >= MAX_DEPTH {
-            return self.fail();
-        }
-        self.expect(b'[')?;
-        self.space();
-        if self.peek() == Some(b']') {
-            self.at += 1;
-            return Ok(());
-        }
-        loop {
-            let start = self.at;
-            self.value(depth + 1)?;
-            item(&self.text[start..self.at]);
-            self.space();
-            match self.peek() {
-                Some(b',') => {
-                    self.at += 1;
-                    self.space();
-                }
-                Some(b']') => {
-                    self.at += 1;
-                    return Ok(());
-                }
-                _ => return self.fail(),
-            }
-        }
+        self.list(depth, (b'[', b']'), &mut |scanner| {
+            let start = scanner.at;
+            scanner.value(depth + 1)?;
+            item(&scanner.text[start..scanner.at]);
+            Ok(())
+        })
     }
 
     /// A string; returns its contents, unescaped (borrowed when there is nothing to unescape).
