@@ -32,7 +32,9 @@ use crate::limits::{check, DecodeLimits};
 use crate::snapshot::Record;
 use crate::stream::StreamName;
 
-/// Decodes one server message from untrusted bytes (clients use this).
+/// Decodes one server message from untrusted bytes, with record and event data as `Value`
+/// trees (the native client and the relay's checks; the browser client keeps the text, with
+/// [`decode_server_json`]).
 ///
 /// # Errors
 ///
