@@ -113,4 +113,70 @@ mod tests {
         let value: Value = serde_json::from_str(&changes_json(&changes)).expect("json");
         assert_eq!(value, json!([{"key": "a", "op": "delete", "seq": 3}]));
     }
+
+    /// Every record reaches JavaScript as the value the relay sent, through a snapshot, an
+    /// upsert and a patch: the text is copied, so escapes, non-ASCII text, big and small
+    /// numbers and deep nesting must come out as they went in.
+    #[test]
+    fn tricky_values_reach_javascript_exactly() {
+        use crate::engine::effect::Effect;
+        use crate::engine::{Config, Engine, TransportChoice};
+
+        let tricky = json!({
+            "quote\"and\\backslash": "line\nbreak\ttab \u{1} \u{e9}\u{1F600}",
+            "numbers": [0, -0.5, 1e300, 1.5e-300, 18446744073709551615u64, -9223372036854775808i64],
+            "nested": {"a": [[[{"b": [null, true, false]}]]]},
+            "empty": {"o": {}, "a": [], "s": ""},
+        });
+        let mut engine = Engine::new(
+            Config {
+                transport: TransportChoice::WebSocket,
+                ..Config::default()
+            },
+            7,
+        );
+        engine.start(0.0);
+        engine.open_stream("todos").expect("valid");
+        engine.on_open(1.0);
+        let messages = [
+            json!({"type": "snapshot", "stream": "todos", "epoch": 1, "seq": 1, "chunk": 0,
+                   "last": true, "records": [{"key": "k\"1", "seq": 1, "data": tricky}]}),
+            json!({"type": "subscribed", "stream": "todos", "epoch": 1, "seq": 1, "resumed": false}),
+            json!({"type": "event", "stream": "todos", "epoch": 1, "seq": 2, "key": "k2",
+                   "op": "upsert", "data": tricky}),
+            json!({"type": "event", "stream": "todos", "epoch": 1, "seq": 3, "key": "k\"1",
+                   "op": "patch", "data": {"numbers": "replaced", "\u{e9}": {"x": [1]}}}),
+        ];
+        let mut seen = Vec::new();
+        let mut texts = String::new();
+        for message in &messages {
+            engine.on_text(&message.to_string(), 2.0);
+            for effect in engine.take_effects() {
+                if let Effect::Changes { changes, .. } = effect {
+                    let text = changes_json(&changes);
+                    let parsed: Value = serde_json::from_str(&text).expect("valid JSON");
+                    seen.extend(parsed.as_array().cloned().unwrap_or_default());
+                    texts.push_str(&text);
+                }
+            }
+        }
+        // The relay's digits reach JavaScript as they are. (serde_json's own parser reads
+        // 1.5e-300 as 1.4999999999999998e-300; the client used to hand that on.)
+        assert!(texts.contains("1.5e-300"), "{texts}");
+        // Compared as serde_json reads both sides.
+        let read = |value: Value| -> Value {
+            serde_json::from_str(&value.to_string()).expect("valid JSON")
+        };
+        let mut patched = tricky.clone();
+        patched["numbers"] = json!("replaced");
+        patched["\u{e9}"] = json!({"x": [1]});
+        assert_eq!(
+            seen,
+            vec![
+                read(json!({"key": "k\"1", "op": "upsert", "seq": 1, "newValue": tricky})),
+                read(json!({"key": "k2", "op": "upsert", "seq": 2, "newValue": tricky})),
+                read(json!({"key": "k\"1", "op": "patch", "seq": 3, "newValue": patched})),
+            ]
+        );
+    }
 }
