@@ -3,10 +3,10 @@
 
 use std::cmp::Ordering;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::{Cmp, Filter, Node};
-use crate::json::Json;
+use crate::json::{scan, Json};
 
 impl Filter {
     /// True if the record's value matches. A value that is not an object has no fields: every
@@ -15,13 +15,37 @@ impl Filter {
         self.root.matches(record)
     }
 
-    /// [`Filter::matches`] for a value kept as its text (the clients' records).
+    /// [`Filter::matches`] for a value kept as its text (the clients' records). Only the
+    /// top-level fields the filter names are read into trees; the rest of the record is not
+    /// parsed. A value that is not an object has no fields, as in [`Filter::matches`].
     pub fn matches_json(&self, record: &Json) -> bool {
-        self.root.matches(&record.to_value())
+        let mut named = Map::new();
+        if record.is_object() {
+            for (name, text) in scan::object(record.as_str()).unwrap_or_default() {
+                if self.root.names(&name) {
+                    let value = serde_json::from_str(text).unwrap_or(Value::Null);
+                    named.insert(name.into_owned(), value);
+                }
+            }
+        }
+        self.root.matches(&Value::Object(named))
     }
 }
 
 impl Node {
+    /// Whether the filter reads the top-level field `name`.
+    fn names(&self, name: &str) -> bool {
+        match self {
+            Node::All(children) | Node::Any(children) => {
+                children.iter().any(|child| child.names(name))
+            }
+            Node::Not(child) => child.names(name),
+            Node::Compare { field, .. } | Node::In { field, .. } | Node::Null { field, .. } => {
+                &**field == name
+            }
+        }
+    }
+
     fn matches(&self, record: &Value) -> bool {
         match self {
             Node::All(children) => children.iter().all(|child| child.matches(record)),

@@ -61,3 +61,36 @@ fn index_terms_are_required_equalities() {
         Scalar::from_json(&json!(1)).expect("scalar")
     );
 }
+
+#[test]
+fn text_records_are_judged_as_trees() {
+    let filters = [
+        json!({"owner": "u1"}),
+        json!({"owner": {"ne": "u1"}}),
+        json!({"due": {"null": true}}),
+        json!({"or": [{"prio": {"ge": 2}}, {"not": {"tags": {"in": ["a", "b"]}}}]}),
+    ];
+    let records = [
+        r#"1"#,
+        r#""owner""#,
+        r#"null"#,
+        r#"[{"owner": "u1"}]"#,
+        r#"{}"#,
+        r#"{"owner": "u1", "big": {"deep": [1, 2, {"owner": "u2"}]}, "prio": 3}"#,
+        r#"{"owner": "u1", "owner": "u2"}"#,
+        r#"{"ow\u006eer": "u1", "due": null, "tags": "a"}"#,
+        r#"{"prio": 1.5, "tags": "c", "due": "2027-01-01"}"#,
+    ];
+    for filter in &filters {
+        let filter = Filter::parse(filter).expect("valid");
+        for text in records {
+            let tree: serde_json::Value = serde_json::from_str(text).expect("valid");
+            let json = crate::Json::parse(text).expect("valid");
+            assert_eq!(
+                filter.matches_json(&json),
+                filter.matches(&tree),
+                "{filter:?} on {text}"
+            );
+        }
+    }
+}
