@@ -97,14 +97,19 @@ impl Shared {
     fn apply(&self, event: SubscriptionEvent) {
         match event {
             SubscriptionEvent::Snapshot(snapshot) => self.load(snapshot),
+            // Messages are not stored: they go to the listeners as they are.
+            SubscriptionEvent::Event(event) if !event.is_durable() => {
+                self.notify(vec![CollectionEvent::Message(event)]);
+                let status = self.state.borrow().0;
+                self.set_status(status);
+            }
             SubscriptionEvent::Event(event) => {
-                let outcome = self.write().apply(&event.clone().map_data(Json::from));
+                let outcome = self.write().apply(&event.map_data(Json::from));
                 match outcome {
                     Outcome::Applied { change, .. } => {
                         self.notify(change.map(CollectionEvent::Change).into_iter().collect());
                     }
-                    Outcome::Ephemeral => self.notify(vec![CollectionEvent::Message(event)]),
-                    Outcome::Duplicate => {}
+                    Outcome::Ephemeral | Outcome::Duplicate => {}
                     Outcome::Unfollowed { gap } => {
                         // The subscription recovers from such gaps before delivering.
                         tracing::warn!(stream = %self.stream, from = gap.from, to = gap.to, "view event after a gap ignored");
