@@ -8,7 +8,7 @@
 
 use js_sys::JSON;
 use serde_json::Value;
-use tidewire_shared::json::{array, ObjectWriter};
+use tidewire_shared::json::objects;
 use tidewire_shared::Change;
 use wasm_bindgen::JsValue;
 
@@ -54,22 +54,18 @@ fn describe(error: &JsValue) -> String {
 /// takes; it adds `origin` and `oldValue`). Written by hand: each record's text is copied in
 /// as it is, never parsed or serialised again.
 pub(crate) fn changes_json(changes: &[Change]) -> String {
-    let texts: Vec<String> = changes
-        .iter()
-        .map(|change| {
-            let size = change.key.len() + change.new.as_ref().map_or(0, |new| new.as_str().len());
-            let mut object = ObjectWriter::with_capacity(size + 48);
-            object
-                .str("key", &change.key)
-                .str("op", change.op.as_str())
-                .u64("seq", change.seq);
-            if let Some(new) = &change.new {
-                object.raw("newValue", new.as_str());
-            }
-            object.finish()
-        })
-        .collect();
-    array(texts.iter().map(String::as_str))
+    let bytes = |change: &Change| {
+        change.key.len() + change.new.as_ref().map_or(0, |new| new.as_str().len())
+    };
+    objects(changes, bytes, |change, object| {
+        object
+            .str("key", &change.key)
+            .str("op", change.op.as_str())
+            .u64("seq", change.seq);
+        if let Some(new) = &change.new {
+            object.raw("newValue", new.as_str());
+        }
+    })
 }
 
 /// A write's outcome for the `write` listeners: `{id, stream, key, op, status, seq}` when

@@ -4,7 +4,7 @@
 //! package (measured: 197.6 KB with them, 138 KB without sharing).
 
 use serde_json::{json, Map, Value};
-use tidewire_shared::json::{array, ObjectWriter};
+use tidewire_shared::json::{objects, ObjectWriter};
 use tidewire_shared::{ErrorCode, Event, Json, Op, Position, Record, StreamName};
 
 /// What a guest asks of its host.
@@ -126,18 +126,13 @@ pub(crate) fn snapshot(stream: &str, at: Position, records: &[Record<Json>]) -> 
 
 /// `[{key, seq, data}]`: records as the relay sends them (also their stored form, `persist`).
 pub(crate) fn records_json(records: &[Record<Json>]) -> String {
-    let texts: Vec<String> = records
-        .iter()
-        .map(|record| {
-            let mut object = ObjectWriter::with_capacity(record.data.as_str().len() + 48);
-            object
-                .str("key", &record.key)
-                .u64("seq", record.seq)
-                .raw("data", record.data.as_str());
-            object.finish()
-        })
-        .collect();
-    array(texts.iter().map(String::as_str))
+    let bytes = |record: &Record<Json>| record.key.len() + record.data.as_str().len();
+    objects(records, bytes, |record, object| {
+        object
+            .str("key", &record.key)
+            .u64("seq", record.seq)
+            .raw("data", record.data.as_str());
+    })
 }
 
 /// `subscribed`.

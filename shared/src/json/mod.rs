@@ -23,7 +23,7 @@ pub mod scan;
 mod writer;
 
 pub use scan::ScanError;
-pub use writer::{array, ObjectWriter};
+pub use writer::{objects, ObjectWriter};
 
 /// A JSON value held as its (valid, compact) text. Cheap to clone.
 #[derive(Clone, PartialEq, Eq, Hash)]

@@ -18,6 +18,8 @@ use super::push_string;
 #[derive(Debug)]
 pub struct ObjectWriter {
     text: String,
+    /// Whether a field was written (the next one needs a comma).
+    fields: bool,
 }
 
 impl Default for ObjectWriter {
@@ -34,15 +36,23 @@ impl ObjectWriter {
 
     /// An empty object with room for `bytes`.
     pub fn with_capacity(bytes: usize) -> Self {
-        let mut text = String::with_capacity(bytes);
+        Self::after(String::with_capacity(bytes))
+    }
+
+    /// An object written at the end of `text` (which [`ObjectWriter::finish`] gives back).
+    fn after(mut text: String) -> Self {
         text.push('{');
-        Self { text }
+        Self {
+            text,
+            fields: false,
+        }
     }
 
     fn name(&mut self, name: &str) -> &mut String {
-        if self.text.len() > 1 {
+        if self.fields {
             self.text.push(',');
         }
+        self.fields = true;
         push_string(&mut self.text, name);
         self.text.push(':');
         &mut self.text
@@ -86,14 +96,23 @@ impl ObjectWriter {
     }
 }
 
-/// The text of a JSON array of `items`, each JSON text already.
-pub fn array<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
-    let mut text = String::from("[");
-    for (index, item) in items.into_iter().enumerate() {
+/// The text of a JSON array of objects, one per item, each written by `write` into one
+/// buffer (a list of whole records: no text per record to copy again).
+pub fn objects<T>(
+    items: &[T],
+    bytes: impl Fn(&T) -> usize,
+    mut write: impl FnMut(&T, &mut ObjectWriter),
+) -> String {
+    let size: usize = items.iter().map(|item| bytes(item) + 48).sum();
+    let mut text = String::with_capacity(size + 2);
+    text.push('[');
+    for (index, item) in items.iter().enumerate() {
         if index > 0 {
             text.push(',');
         }
-        text.push_str(item);
+        let mut object = ObjectWriter::after(text);
+        write(item, &mut object);
+        text = object.finish();
     }
     text.push(']');
     text
@@ -122,7 +141,14 @@ mod tests {
                    "yes": true, "no": false, "data": [1, {"a": null}]})
         );
         assert_eq!(ObjectWriter::new().finish(), "{}");
-        assert_eq!(array(["1", "{}", "\"x\""]), r#"[1,{},"x"]"#);
-        assert_eq!(array([]), "[]");
+        let list = objects(
+            &[1u64, 2],
+            |_| 0,
+            |n, object| {
+                object.u64("n", *n).raw("empty", "{}");
+            },
+        );
+        assert_eq!(list, r#"[{"n":1,"empty":{}},{"n":2,"empty":{}}]"#);
+        assert_eq!(objects(&[0u8; 0], |_| 0, |_, _| {}), "[]");
     }
 }
