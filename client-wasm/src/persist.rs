@@ -11,7 +11,7 @@
 //! ignored (the client then starts from a snapshot), so storage can never break syncing.
 
 use js_sys::Promise;
-use tidewire_shared::json::ObjectWriter;
+use tidewire_shared::json::{scan, ObjectWriter};
 use tidewire_shared::{Json, Snapshot};
 
 use crate::engine::view::Scope;
@@ -192,36 +192,23 @@ pub(crate) fn encode(scope: &Scope, snapshot: &Snapshot<Json>) -> String {
 }
 
 /// Reads the stored form; `None` for anything else (what another version wrote, or garbage).
-/// Taken apart by hand over a `Value`, like the relay's messages, to keep serde's derived
-/// decoders out of the package.
+/// Taken apart by hand with the scanner, like the relay's messages: serde's derived decoders
+/// stay out of the package, and each record's data stays text.
 pub(crate) fn decode(text: &str) -> Option<(Scope, Snapshot<Json>)> {
-    use serde_json::Value;
-    let Value::Object(mut stored) = serde_json::from_str(text).ok()? else {
-        return None;
-    };
-    let scope = match (stored.get("v")?.as_u64()?, stored.remove("where")) {
+    let stored = scan::object(text).ok()?;
+    let version = scan::field(&stored, "v")?.parse::<u64>().ok()?;
+    let scope = match (version, scan::field(&stored, "where")) {
         (1, None) => Scope::All,
-        (2, Some(Value::Array(filters))) if !filters.is_empty() => {
-            Scope::from_members(Some(filters))?
-        }
+        (2, Some(filters)) => match serde_json::from_str(filters).ok()? {
+            serde_json::Value::Array(filters) if !filters.is_empty() => {
+                Scope::from_members(Some(filters))?
+            }
+            _ => return None,
+        },
         _ => return None,
     };
-    let Value::Object(mut snapshot) = stored.remove("snapshot")? else {
-        return None;
-    };
-    let Value::Array(records) = snapshot.remove("records")? else {
-        return None;
-    };
-    let records = records
-        .into_iter()
-        .map(crate::transport::pages::record)
-        .collect::<Option<Vec<_>>>()?;
-    let snapshot = Snapshot {
-        epoch: snapshot.get("epoch")?.as_u64()?,
-        seq: snapshot.get("seq")?.as_u64()?,
-        records,
-    };
-    Some((scope, snapshot))
+    let snapshot = scan::object(scan::field(&stored, "snapshot")?).ok()?;
+    Some((scope, crate::transport::pages::snapshot(&snapshot)?))
 }
 
 #[cfg(test)]

@@ -5,7 +5,8 @@
 //! natively; [`load`] runs it with fetch. Only the records assembled so far and the page being
 //! read are held; nothing reaches the collection before the last page.
 
-use serde_json::{Map, Value};
+use serde_json::Value;
+use tidewire_shared::json::scan;
 use tidewire_shared::{Json, Record, Snapshot};
 
 use crate::engine::fetch::FetchError;
@@ -61,8 +62,8 @@ impl PageReader {
         status: u16,
         body: &str,
     ) -> Result<Option<Snapshot<Json>>, FetchError> {
-        let parsed: Option<Value> = serde_json::from_str(body).ok();
         if !(200..300).contains(&status) {
+            let parsed: Option<Value> = serde_json::from_str(body).ok();
             let field = |name: &str| parsed.as_ref().and_then(|value| value.get(name));
             if status == 409 && field("resync").and_then(Value::as_bool) == Some(true) {
                 return Err(FetchError::Resync);
@@ -74,10 +75,8 @@ impl PageReader {
                 "the snapshot page answered HTTP {status} ({code})"
             )));
         }
-        let Some(Value::Object(page)) = parsed else {
-            return Err(failed("is not a JSON object"));
-        };
-        let (page, next) = page_fields(page).ok_or_else(|| failed("lacks a field"))?;
+        let page = scan::object(body).map_err(|_| failed("is not a JSON object"))?;
+        let (page, next) = page_fields(&page).ok_or_else(|| failed("lacks a field"))?;
         match &mut self.snapshot {
             None => self.snapshot = Some(page),
             Some(snapshot) if (snapshot.epoch, snapshot.seq) == (page.epoch, page.seq) => {
@@ -104,40 +103,37 @@ fn failed(what: &str) -> FetchError {
 
 /// A page's records at its position, and its `next` cursor (absent or `null` on the last, and
 /// on a relay that answers the whole snapshot at once).
-fn page_fields(mut page: Map<String, Value>) -> Option<(Snapshot<Json>, Option<String>)> {
-    let epoch = page.get("epoch")?.as_u64()?;
-    let seq = page.get("seq")?.as_u64()?;
-    let next = match page.remove("next") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(next)) => Some(next),
-        Some(_) => return None,
+fn page_fields(page: &scan::Fields<'_>) -> Option<(Snapshot<Json>, Option<String>)> {
+    let next = match scan::field(page, "next") {
+        None => None,
+        Some(text) => Some(scan::string(text)?.into_owned()),
     };
-    let Value::Array(records) = page.remove("records")? else {
-        return None;
-    };
-    let records = records.into_iter().map(record).collect::<Option<_>>()?;
-    Some((
-        Snapshot {
-            epoch,
-            seq,
-            records,
-        },
-        next,
-    ))
+    Some((snapshot(page)?, next))
 }
 
-/// One `{key, seq, data}` record (also the stored form, see `persist`).
-pub(crate) fn record(value: Value) -> Option<Record<Json>> {
-    let Value::Object(mut record) = value else {
-        return None;
-    };
-    let Value::String(key) = record.remove("key")? else {
-        return None;
+/// `{epoch, seq, records: [{key, seq, data}]}`: a page, and the stored form (see `persist`).
+/// Read from the text: each record's data is kept as its text, never built into a tree.
+pub(crate) fn snapshot(fields: &scan::Fields<'_>) -> Option<Snapshot<Json>> {
+    let number = |name: &str| scan::field(fields, name)?.parse::<u64>().ok();
+    let records = scan::array(scan::field(fields, "records")?).ok()?;
+    Some(Snapshot {
+        epoch: number("epoch")?,
+        seq: number("seq")?,
+        records: records.into_iter().map(record).collect::<Option<_>>()?,
+    })
+}
+
+/// One `{key, seq, data}` record.
+fn record(text: &str) -> Option<Record<Json>> {
+    let fields = scan::object(text).ok()?;
+    let data = match scan::field(&fields, "data") {
+        None => Json::null(),
+        Some(data) => Json::parse(data).ok()?,
     };
     Some(Record {
-        key,
-        seq: record.get("seq")?.as_u64()?,
-        data: Json::from(record.remove("data").unwrap_or(Value::Null)),
+        key: scan::string(scan::field(&fields, "key")?)?.into_owned(),
+        seq: scan::field(&fields, "seq")?.parse().ok()?,
+        data,
     })
 }
 

@@ -76,6 +76,17 @@ pub fn array(text: &str) -> Result<Vec<&str>, ScanError> {
     Ok(items)
 }
 
+/// The text of the field `name` of scanned `fields` (the last one, if a name repeats, as
+/// serde_json reads it); `None` if it is absent or `null`.
+pub fn field<'a>(fields: &Fields<'a>, name: &str) -> Option<&'a str> {
+    fields
+        .iter()
+        .rev()
+        .find(|(known, _)| known == name)
+        .map(|(_, value)| *value)
+        .filter(|value| *value != "null")
+}
+
 /// The contents of `text`, a scanned JSON string (quotes included), unescaped; `None` if it is
 /// not a string.
 pub fn string(text: &str) -> Option<Cow<'_, str>> {

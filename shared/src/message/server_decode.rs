@@ -209,12 +209,7 @@ impl<'a> Fields<'a> {
 
     /// The text of a field (the last one, if a name repeats), `None` if absent or `null`.
     fn raw(&self, field: &str) -> Option<&'a str> {
-        self.object
-            .iter()
-            .rev()
-            .find(|(name, _)| name == field)
-            .map(|(_, value)| *value)
-            .filter(|value| *value != "null")
+        scan::field(&self.object, field)
     }
 
     /// An optional field: absent or `null` is `None`, any other value must convert. Fields are
