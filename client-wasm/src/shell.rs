@@ -621,7 +621,7 @@ fn notify(shared: &Rc<Shared>, notes: Vec<Effect>) {
                 crate::records::apply_changes(
                     &records,
                     &convert::changes_json(&changes),
-                    origin.as_str(),
+                    &crate::records::origin_js(origin),
                     &callbacks,
                 );
             }
