@@ -7,8 +7,8 @@
 //! `Weak` reference plus the connection's generation number, so a replaced connection's late
 //! events are ignored and nothing keeps a closed client alive.
 
+use litemap::LiteMap;
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet};
 use std::rc::{Rc, Weak};
 
 use js_sys::Array;
@@ -45,9 +45,9 @@ pub(crate) struct Shared {
     /// The JavaScript `LiveCollection` objects handed out, by stream and canonical filter
     /// text (empty for none), so `collection(s, options)` returns the same object each time.
     /// Cleared on close (these hold the shared state strongly).
-    pub(crate) collections: RefCell<BTreeMap<(String, String), JsValue>>,
+    pub(crate) collections: RefCell<LiteMap<(String, String), JsValue>>,
     /// Each collection's records as JavaScript objects (`js/records.js`), by view id.
-    pub(crate) records: RefCell<BTreeMap<u32, js_sys::Map>>,
+    pub(crate) records: RefCell<LiteMap<u32, js_sys::Map>>,
 }
 
 /// The current connection.
@@ -79,7 +79,7 @@ pub(crate) struct Inner {
     retry: Option<Timer>,
     ticker: Option<Timer>,
     persist_timer: Option<Timer>,
-    dirty: BTreeSet<String>,
+    dirty: LiteMap<String, ()>,
     page: Vec<Listener>,
     /// Frames "sent" on the manual transport, for tests.
     pub(crate) sent: Vec<String>,
@@ -110,7 +110,7 @@ impl Shared {
                 retry: None,
                 ticker: None,
                 persist_timer: None,
-                dirty: BTreeSet::new(),
+                dirty: LiteMap::new(),
                 page: Vec::new(),
                 sent: Vec::new(),
                 group: None,
@@ -118,8 +118,8 @@ impl Shared {
                 told_refusal: false,
             }),
             listeners: RefCell::new(Listeners::default()),
-            collections: RefCell::new(BTreeMap::new()),
-            records: RefCell::new(BTreeMap::new()),
+            collections: RefCell::new(LiteMap::new()),
+            records: RefCell::new(LiteMap::new()),
         })
     }
 }
@@ -326,7 +326,7 @@ impl Inner {
                         });
                     }
                     Effect::Persist(stream) => {
-                        self.dirty.insert(stream);
+                        self.dirty.insert(stream, ());
                         if self.persist_timer.is_none() {
                             let weak = weak.clone();
                             self.persist_timer =
@@ -546,7 +546,7 @@ impl Inner {
             self.dirty.clear();
             return;
         };
-        for stream in std::mem::take(&mut self.dirty) {
+        for (stream, ()) in std::mem::take(&mut self.dirty) {
             if let Some((scope, snapshot)) = self.engine.persistable(&stream) {
                 store.save(&stream, &scope, &snapshot);
             }

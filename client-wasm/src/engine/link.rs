@@ -78,7 +78,7 @@ impl Engine {
         match kind {
             TransportKind::Sse => {
                 // The request named every ready stream with its position and filter.
-                for state in self.streams.values_mut() {
+                for state in self.streams.iter_mut().map(|(_, value)| value) {
                     if state.phase == Phase::Idle {
                         state.phase = Phase::Subscribing;
                         state.force_snapshot = false;
@@ -153,7 +153,7 @@ impl Engine {
         if self.closed {
             return;
         }
-        for state in self.streams.values_mut() {
+        for state in self.streams.iter_mut().map(|(_, value)| value) {
             state.connection_lost();
         }
         self.requeue_socket_writes();
@@ -219,7 +219,7 @@ impl Engine {
         self.link = Link::Down;
         self.degraded = None;
         self.requeue_socket_writes();
-        for state in self.streams.values_mut() {
+        for state in self.streams.iter_mut().map(|(_, value)| value) {
             state.connection_lost();
         }
         let verdict = verdict(&info);

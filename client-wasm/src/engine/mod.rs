@@ -45,6 +45,8 @@ mod stream;
 
 use std::collections::BTreeMap;
 
+use litemap::LiteMap;
+
 use serde_json::Value;
 use tidewire_shared::ending::Reconnect;
 use tidewire_shared::message::ClientMessage;
@@ -189,7 +191,7 @@ pub struct CloseInfo {
 #[derive(Debug)]
 pub struct Engine {
     config: Config,
-    streams: BTreeMap<String, StreamState>,
+    streams: LiteMap<String, StreamState>,
     link: Link,
     online: bool,
     visible: bool,
@@ -249,7 +251,7 @@ impl Engine {
             .unwrap_or_else(|| format!("{:016x}", (seed | 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)));
         Self {
             config,
-            streams: BTreeMap::new(),
+            streams: LiteMap::new(),
             link: Link::Down,
             online: true,
             visible: true,
@@ -447,7 +449,8 @@ impl Engine {
     pub fn attach_view(&mut self, id: u32) {
         let Some(state) = self
             .streams
-            .values_mut()
+            .iter_mut()
+            .map(|(_, value)| value)
             .find(|state| state.views.iter().any(|view| view.id == id))
         else {
             return;
@@ -659,7 +662,7 @@ impl Engine {
             .is_some_and(|refused| refused.reconnect == Reconnect::NewToken);
         if waits_for_token {
             self.refused = None;
-            for state in self.streams.values_mut() {
+            for state in self.streams.iter_mut().map(|(_, value)| value) {
                 if state.phase == Phase::Failed {
                     state.phase = Phase::Idle;
                 }

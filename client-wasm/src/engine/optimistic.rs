@@ -13,7 +13,7 @@
 //! The overlay keeps, for each key some pending write touches, the value the application
 //! sees (`None`: deleted), so reads cost one map lookup more than without writes.
 
-use std::collections::BTreeMap;
+use litemap::LiteMap;
 
 use serde_json::Value;
 use tidewire_shared::message::Publish;
@@ -52,7 +52,7 @@ pub(crate) type Shift = (String, Option<Json>, Option<Json>);
 #[derive(Debug, Default)]
 pub(crate) struct Overlay {
     writes: Vec<Pending>,
-    visible: BTreeMap<String, Option<Json>>,
+    visible: LiteMap<String, Option<Json>>,
 }
 
 impl Overlay {
@@ -63,7 +63,7 @@ impl Overlay {
     }
 
     /// The keys pending writes touch, with the value each shows.
-    pub(crate) fn visible(&self) -> &BTreeMap<String, Option<Json>> {
+    pub(crate) fn visible(&self) -> &LiteMap<String, Option<Json>> {
         &self.visible
     }
 

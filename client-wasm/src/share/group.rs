@@ -9,8 +9,8 @@
 //! another host (which died without a `bye`) connect again. A client closing its port to
 //! the shared worker says `quit` last (`js/share.js`), so the worker lets go of the port.
 
+use litemap::LiteMap;
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use js_sys::{Function, Object, Reflect};
@@ -63,7 +63,7 @@ pub(crate) enum Role {
 pub(crate) const WORKER_ID: &str = "worker";
 
 /// The ports of a shared worker's tabs, by their ids.
-pub(crate) type Ports = Rc<RefCell<BTreeMap<String, MessagePort>>>;
+pub(crate) type Ports = Rc<RefCell<LiteMap<String, MessagePort>>>;
 
 /// How this member reaches the others.
 enum Backend {

@@ -15,7 +15,9 @@
 //! Sans-IO: the shell delivers guest messages and the engine's [`Tap`]s, and sends what
 //! comes back to the guests.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
+
+use litemap::LiteMap;
 
 use serde_json::Value;
 use tidewire_shared::view::Verdict;
@@ -46,7 +48,7 @@ struct Sub {
 
 #[derive(Debug, Default)]
 struct Guest {
-    subs: BTreeMap<String, Sub>,
+    subs: LiteMap<String, Sub>,
 }
 
 /// Recent events of one stream, oldest first, with the committed change each made.
@@ -59,10 +61,10 @@ struct Recent {
 /// The host. See the module docs.
 #[derive(Debug, Default)]
 pub(crate) struct Host {
-    guests: BTreeMap<String, Guest>,
-    recent: BTreeMap<String, Recent>,
+    guests: LiteMap<String, Guest>,
+    recent: LiteMap<String, Recent>,
     /// The host engine's operation ids of guest writes: `(guest, the guest's operation id)`.
-    writes: BTreeMap<String, (String, String)>,
+    writes: LiteMap<String, (String, String)>,
     /// The host's connection is down (guests were told with a `disconnect` advisory).
     down: bool,
     /// The presence id of the host's connection the guests were told (each guest's own is
@@ -242,7 +244,7 @@ impl Host {
                 // New records (a resync): guests are served again, from a snapshot unless
                 // they are exactly at the new position.
                 self.recent.remove(&stream);
-                for guest in self.guests.values_mut() {
+                for guest in self.guests.iter_mut().map(|(_, value)| value) {
                     if let Some(sub) = guest.subs.get_mut(&stream) {
                         sub.live = false;
                     }

@@ -2,8 +2,8 @@
 //! connection, configured by the first tab's `hello`, and hosts every tab that connects.
 //! When the last tab closes, the browser ends the worker and its connection with it.
 
+use litemap::LiteMap;
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use js_sys::Reflect;
@@ -50,7 +50,7 @@ impl SharedHost {
     pub fn new() -> SharedHost {
         SharedHost {
             client: Rc::new(RefCell::new(None)),
-            ports: Rc::new(RefCell::new(BTreeMap::new())),
+            ports: Rc::new(RefCell::new(LiteMap::new())),
             handlers: Rc::new(RefCell::new(Vec::new())),
         }
     }
