@@ -119,6 +119,18 @@ async fn live(hub: Arc<Hub>, io: Io, admission: Admission) {
     drop(permit);
 }
 
+/// What woke the loop.
+enum Turn {
+    /// The relay is stopping.
+    Shutdown,
+    /// A message from the peer, or why none can come.
+    Read(Result<Message, ReadError>),
+    /// The keepalive, silence or expiry timer.
+    Timer,
+    /// The session has something to write (`None`: it is over).
+    Outgoing(Option<Outgoing>),
+}
+
 /// Everything the loop owns except the read side.
 #[derive(Debug)]
 struct Connection {
@@ -174,15 +186,22 @@ impl Connection {
     async fn serve(&mut self, reader: &mut FrameReader, read_half: &mut ReadHalf<Io>) -> Ending {
         loop {
             self.arm_timer();
-            let ending = tokio::select! {
-                () = self.hub.token.cancelled() => Some(self.on_shutdown()),
+            // What happened is handled after the `select!`, not in its arms: the futures the
+            // arms wait on are gone by then, so the task's future holds either them or a
+            // handler's, not both (the task: 1,832 -> 1,720 bytes, `size_of_val`, release build).
+            let turn = tokio::select! {
+                () = self.hub.token.cancelled() => Turn::Shutdown,
+                read = reader.next(read_half) => Turn::Read(read),
+                () = &mut self.timer => Turn::Timer,
+                outgoing = self.session.next() => Turn::Outgoing(outgoing),
+            };
+            let ending = match turn {
+                Turn::Shutdown => Some(self.on_shutdown()),
                 // The cold branches are boxed (see `run`).
-                read = reader.next(read_half) => match read {
-                    Ok(message) => Box::pin(self.on_message(message)).await,
-                    Err(error) => Some(self.on_read_error(error)),
-                },
-                () = &mut self.timer => Box::pin(self.on_timer()).await,
-                outgoing = self.session.next() => self.on_outgoing(outgoing).await,
+                Turn::Read(Ok(message)) => Box::pin(self.on_message(message)).await,
+                Turn::Read(Err(error)) => Some(self.on_read_error(error)),
+                Turn::Timer => Box::pin(self.on_timer()).await,
+                Turn::Outgoing(outgoing) => self.on_outgoing(outgoing).await,
             };
             if let Some(ending) = ending {
                 return ending;
