@@ -5,8 +5,9 @@
 //! replay is never sent twice and an event that would skip a seq is never sent early. See the
 //! [module docs of `bus`](super) for the subscribe protocol this supports.
 
-use std::collections::HashMap;
 use std::sync::Arc;
+
+use super::StreamMap;
 
 use crate::delivery::{Delivery, DeliveryKind, Position};
 
@@ -55,9 +56,9 @@ impl Admit {
 pub struct LastSent {
     /// Last `(epoch, seq)` written to the client per stream. A stream is "tracked" while it has an
     /// entry; entries are added by [`LastSent::start`] and removed by [`LastSent::forget`].
-    /// Looked up for every delivery: a fast hasher (the keys are this connection's own
-    /// subscriptions, bounded by `--max-subscriptions`).
-    last_sent: HashMap<Arc<str>, Position, foldhash::fast::RandomState>,
+    /// Looked up for every delivery (the keys are this connection's own subscriptions, bounded
+    /// by `--max-subscriptions`).
+    last_sent: StreamMap<Arc<str>, Position>,
 }
 
 impl LastSent {

@@ -54,6 +54,7 @@ mod last_sent;
 pub(crate) mod queue;
 pub mod registry;
 mod stats;
+mod stream_map;
 
 use std::future::Future;
 use std::num::NonZeroUsize;
@@ -63,6 +64,7 @@ pub use self::last_sent::{Admit, LastSent};
 use self::queue::Offer;
 pub use self::queue::{ConnReceiver, Received, Subscriber};
 pub use self::stats::{BusStats, BusStatsSnapshot};
+pub use self::stream_map::StreamMap;
 use tidewire_shared::Filter;
 
 use crate::bus::registry::{ConnId, Registry, RegistryError, SubscribeOutcome};

@@ -19,7 +19,7 @@ mod rate;
 mod subscribe;
 mod view;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -35,7 +35,9 @@ pub use self::rate::TokenBucket;
 pub(crate) use self::subscribe::snapshot_start;
 use crate::auth::Grant;
 use crate::bus::registry::ConnId;
-use crate::bus::{self, Admit, ConnReceiver, Delivery, DeliveryKind, LastSent, Received};
+use crate::bus::{
+    self, Admit, ConnReceiver, Delivery, DeliveryKind, LastSent, Received, StreamMap,
+};
 use crate::hub::Hub;
 use crate::metrics::DeliveryClock;
 use crate::pg::listener::PgStatus;
@@ -208,8 +210,8 @@ pub struct Session {
     hub: Arc<Hub>,
     receiver: ConnReceiver,
     cursor: LastSent,
-    /// Looked up for every delivery: a fast hasher (bounded by `--max-subscriptions`).
-    subscriptions: HashMap<StreamName, SubscriptionState, foldhash::fast::RandomState>,
+    /// Looked up for every delivery (bounded by `--max-subscriptions`).
+    subscriptions: StreamMap<StreamName, SubscriptionState>,
     grant: Grant,
     pending: VecDeque<Work>,
     out: outbound::Outbound,
@@ -242,7 +244,7 @@ impl Session {
             hub,
             receiver,
             cursor: LastSent::new(),
-            subscriptions: HashMap::default(),
+            subscriptions: StreamMap::default(),
             grant,
             pending: VecDeque::new(),
             out: outbound::Outbound::default(),
@@ -414,8 +416,12 @@ impl Session {
                 Box::pin(self.do_work(work)).await;
                 continue;
             }
-            // Out of work: the burst is over.
+            // Out of work: the burst is over. An idle session keeps no empty queues.
             self.latency.flush(&self.hub.metrics);
+            self.out.release_if_empty();
+            if self.pending.capacity() > 0 {
+                self.pending = VecDeque::new();
+            }
             tokio::select! {
                 biased;
                 changed = self.status.changed() => {
