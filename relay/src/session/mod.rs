@@ -419,9 +419,7 @@ impl Session {
             // Out of work: the burst is over. An idle session keeps no empty queues.
             self.latency.flush(&self.hub.metrics);
             self.out.release_if_empty();
-            if self.pending.capacity() > 0 {
-                self.pending = VecDeque::new();
-            }
+            outbound::release_if_empty(&mut self.pending);
             tokio::select! {
                 biased;
                 changed = self.status.changed() => {

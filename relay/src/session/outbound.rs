@@ -12,6 +12,15 @@ use tidewire_shared::StreamName;
 use super::{Json, Outgoing};
 use crate::pg::replay_cache::Page;
 
+/// Lets go of `queue`'s slots once it is empty, so that an idle connection holds none (the
+/// slots grown by a connection's first messages were 318 bytes per idle connection,
+/// heaptrack). A busy connection allocates them again once per burst.
+pub(super) fn release_if_empty<T>(queue: &mut VecDeque<T>) {
+    if queue.is_empty() && queue.capacity() > 0 {
+        *queue = VecDeque::new();
+    }
+}
+
 /// One entry of the queue.
 #[derive(Debug)]
 enum Entry {
@@ -48,13 +57,9 @@ impl Outbound {
         }
     }
 
-    /// Lets go of the queue's slots once it is empty, so that an idle connection holds none
-    /// (the slots grown by a connection's first messages were 318 bytes per idle connection,
-    /// heaptrack). A busy connection allocates them again once per burst.
+    /// Lets go of the queue's slots once it is empty (see [`release_if_empty`]).
     pub(super) fn release_if_empty(&mut self) {
-        if self.entries.is_empty() && self.entries.capacity() > 0 {
-            self.entries = VecDeque::new();
-        }
+        release_if_empty(&mut self.entries);
     }
 
     /// The next message, if any.
