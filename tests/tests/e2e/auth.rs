@@ -529,3 +529,27 @@ async fn native_client_stops_on_an_expired_token_instead_of_retrying_it() {
     );
     relay.stop().await;
 }
+
+/// An SSE stream whose token expires while it is open ends with `event: close` and code 4004
+/// (the SSE stand-in for the WebSocket close), when the token expires and not before.
+#[tokio::test]
+async fn an_sse_stream_ends_with_a_close_event_when_its_token_expires() {
+    let relay = Relay::start().await;
+    let lifetime = 2;
+    let expires = now() + lifetime;
+    let target = format!(
+        "/v1/sse?stream=room:1&access_token={}",
+        token(&["room:1"], lifetime)
+    );
+    let (mut socket, head) = request(relay.addr, "GET", &target, &[]).await;
+    assert_eq!(head.status, 200, "{head:?}");
+    let text = read_until(&mut socket, head.rest, "\"code\":4004").await;
+    assert!(
+        now() >= expires,
+        "closed before the token expired (at {expires}, now {})",
+        now()
+    );
+    assert!(text.contains("event: close\n"), "{text}");
+    assert!(text.contains("token expired"), "{text}");
+    relay.stop().await;
+}

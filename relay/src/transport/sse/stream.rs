@@ -23,6 +23,7 @@ use tokio::time::Instant;
 
 use super::frame;
 use super::request::SseRequest;
+use crate::auth::Grant;
 use crate::bus::registry::ConnId;
 use crate::bus::DeliveryKind;
 use crate::hub::Hub;
@@ -114,6 +115,37 @@ pub(super) async fn run(
     } = admission;
     let _counted =
         crate::metrics::ConnectionGuard::new(&hub.metrics, crate::metrics::Transport::Sse);
+    // Boxed, and the streaming state built inside it: the task's future keeps the largest set
+    // of values it holds across one `.await`, and a moved-from local's slot with them. Opening
+    // (the `retry:` line, a subscribe's queries per stream) runs once. With the boxed last
+    // words and the single timer in `serve`, the task went from 3,968 to 1,576 bytes
+    // (`size_of_val`, release build) and an idle SSE connection from 23.1 to 21.1 KiB.
+    let Some(mut events) = Box::pin(open(hub, request, grant, reset, sender)).await else {
+        return;
+    };
+    tracing::debug!(connection = %events.id, "sse open");
+    events.serve().await;
+    // The session (and its queue) is dropped off the workers (see `Reaper`).
+    let Events {
+        hub,
+        session,
+        sender,
+        ..
+    } = events;
+    drop(sender);
+    hub.reaper.bury(session);
+    drop(permit);
+}
+
+/// Sends the `retry:` line, opens the session and subscribes the request's streams; `None`
+/// if the reader is gone or does not take the first line.
+async fn open(
+    hub: Arc<Hub>,
+    request: SseRequest,
+    grant: Grant,
+    reset: Reset,
+    sender: mpsc::Sender<Chunk>,
+) -> Option<Events> {
     let mut chunk = BytesMut::new();
     frame::retry(&mut chunk, hub.config.options.sse_retry_ms);
     let stall = hub.config.slow_consumer();
@@ -121,9 +153,9 @@ pub(super) async fn run(
         Ok(()) => {}
         Err(SendError::Stalled(_)) => {
             reset.slow_consumer(&hub.metrics, crate::metrics::Transport::Sse);
-            return;
+            return None;
         }
-        Err(SendError::Gone) => return,
+        Err(SendError::Gone) => return None,
     }
     let mut session = Session::open(Arc::clone(&hub), grant);
     let SseRequest {
@@ -144,7 +176,7 @@ pub(super) async fn run(
         };
         session.handle(ClientMessage::Subscribe(subscribe)).await;
     }
-    let mut events = Events {
+    Some(Events {
         id: session.id(),
         hub,
         session,
@@ -156,19 +188,17 @@ pub(super) async fn run(
         stall,
         id_text: String::new(),
         reset,
-    };
-    tracing::debug!(connection = %events.id, "sse open");
-    events.serve().await;
-    // The session (and its queue) is dropped off the workers (see `Reaper`).
-    let Events {
-        hub,
-        session,
-        sender,
-        ..
-    } = events;
-    drop(sender);
-    hub.reaper.bury(session);
-    drop(permit);
+    })
+}
+
+/// What woke the streaming loop.
+enum Turn {
+    /// The relay is stopping.
+    Shutdown,
+    /// The heartbeat or the grant's expiry is due.
+    Timer,
+    /// The session has something to send (`None`: it is over).
+    Outgoing(Option<Outgoing>),
 }
 
 /// The state of the streaming loop.
@@ -197,44 +227,59 @@ struct Events {
 impl Events {
     async fn serve(&mut self) {
         let every = self.hub.config.sse_heartbeat();
-        let heartbeat = tokio::time::sleep(every);
-        tokio::pin!(heartbeat);
+        let mut heartbeat_at = Instant::now() + every;
         // The grant of an SSE connection cannot change (the client sends nothing).
-        let expiry = expiry(self.session.grant());
-        let expired = tokio::time::sleep_until(expiry.unwrap_or_else(Instant::now));
-        tokio::pin!(expired);
+        let mut expiry = expiry(self.session.grant());
+        // One timer for the heartbeat and the expiry: each `Sleep` is 112 bytes of an idle
+        // connection's task.
+        let timer = tokio::time::sleep_until(earliest(heartbeat_at, expiry));
+        tokio::pin!(timer);
         let token = self.hub.token.clone();
         loop {
-            let result = tokio::select! {
-                () = token.cancelled() => {
+            // What happened is handled after the `select!`, not in its arms: the futures the
+            // arms wait on are gone by then, so the task's future holds either them or a
+            // handler's, not both (as in the WebSocket loop). The last words are boxed: they
+            // are said once.
+            let turn = tokio::select! {
+                () = token.cancelled() => Turn::Shutdown,
+                () = self.sender.closed() => return,
+                () = &mut timer => Turn::Timer,
+                outgoing = self.session.next() => Turn::Outgoing(outgoing),
+            };
+            let result = match turn {
+                Turn::Shutdown => {
                     self.shutdown_event();
-                    self.last_words().await;
+                    Box::pin(self.last_words()).await;
                     return;
                 }
-                () = self.sender.closed() => return,
-                () = &mut expired, if expiry.is_some() => {
+                Turn::Timer if expiry.is_some_and(|at| Instant::now() >= at) => {
                     if !is_expired(self.session.grant()) {
-                        expired.as_mut().reset(Instant::now() + Duration::from_millis(100));
+                        // The timer ran ahead of the grant's clock: look again shortly.
+                        expiry = Some(Instant::now() + Duration::from_millis(100));
+                        timer.as_mut().reset(earliest(heartbeat_at, expiry));
                         continue;
                     }
-                    self.close_event(CloseCode::TokenExpired, "token expired; reconnect with a fresh token");
-                    self.last_words().await;
+                    self.close_event(
+                        CloseCode::TokenExpired,
+                        "token expired; reconnect with a fresh token",
+                    );
+                    Box::pin(self.last_words()).await;
                     return;
                 }
-                () = &mut heartbeat => {
+                Turn::Timer => {
                     frame::heartbeat(&mut self.chunk);
                     self.flush().await
                 }
-                outgoing = self.session.next() => match self.burst(outgoing) {
+                Turn::Outgoing(outgoing) => match self.burst(outgoing) {
                     // The session closes (going away) when the listener stops at shutdown.
                     Some(_) if token.is_cancelled() => {
                         self.shutdown_event();
-                        self.last_words().await;
+                        Box::pin(self.last_words()).await;
                         return;
                     }
                     Some((code, reason)) => {
                         self.close_event(code, &reason);
-                        self.last_words().await;
+                        Box::pin(self.last_words()).await;
                         return;
                     }
                     None => self.flush().await,
@@ -255,7 +300,8 @@ impl Events {
                 }
                 return;
             }
-            heartbeat.as_mut().reset(Instant::now() + every);
+            heartbeat_at = Instant::now() + every;
+            timer.as_mut().reset(earliest(heartbeat_at, expiry));
         }
     }
 
@@ -364,6 +410,11 @@ impl Events {
         }
         send(&self.sender, chunk, stall).await
     }
+}
+
+/// The earlier of the next heartbeat and the grant's expiry.
+fn earliest(heartbeat_at: Instant, expiry: Option<Instant>) -> Instant {
+    expiry.map_or(heartbeat_at, |at| at.min(heartbeat_at))
 }
 
 async fn send(
