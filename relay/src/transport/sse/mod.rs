@@ -4,6 +4,7 @@
 //! |---|---|
 //! | `request` | the streams and the resume cursor (`Last-Event-ID`, else `since=`) |
 //! | `stream` | the per-connection task and the response body |
+//! | `handoff` | the one-slot handoff of chunks from the task to the body |
 //! | `frame` | byte-level SSE framing (injection-proof) |
 //!
 //! # Status codes
@@ -20,6 +21,7 @@
 //! CORS headers are added by the router (`auth::cors`), not here.
 
 mod frame;
+mod handoff;
 mod request;
 mod stream;
 

@@ -1,9 +1,10 @@
 //! One SSE connection: a task on the hub's tracker subscribes the requested streams, then
-//! turns the session's output into SSE events and hands them, a burst per chunk, to a bounded
-//! channel that the response body ([`EventBody`]) drains as hyper writes.
+//! turns the session's output into SSE events and hands them, a burst per chunk, through a
+//! one-slot [`handoff`](super::handoff) to the response body ([`EventBody`]), which hyper drains
+//! as it writes.
 //!
-//! The channel is the backpressure: a reader that does not read fills the socket, hyper stops
-//! polling the body, the channel fills and the task waits; a chunk that cannot be handed over
+//! The handoff is the backpressure: a reader that does not read fills the socket, hyper stops
+//! polling the body, the slot stays full and the task waits; a chunk that cannot be handed over
 //! for `--slow-consumer-ms` ends the connection. The task keeps the connection's [`Cursor`]
 //! and stamps every event that moves a position with `id: <cursor>`.
 
@@ -18,10 +19,10 @@ use bytes::{Bytes, BytesMut};
 use hyper::body::{Body, Frame};
 use tidewire_shared::message::{Advisory, AdvisoryKind, Subscribe};
 use tidewire_shared::{ClientMessage, CloseCode, Cursor, ServerMessage};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::frame;
+use super::handoff::{handoff, Giver, Gone, Taker};
 use super::request::SseRequest;
 use crate::auth::Grant;
 use crate::bus::registry::ConnId;
@@ -30,11 +31,6 @@ use crate::hub::Hub;
 use crate::session::{Outgoing, Session};
 use crate::transport::admission::{expiry, is_expired, Admission};
 use crate::transport::reset::Reset;
-
-/// Chunks (bursts) that may wait between the task and hyper. One is enough to keep hyper
-/// busy (the task builds the next while hyper writes this one); every extra one is memory a
-/// reader that falls behind pins (10,000 lagging readers x 4 x 32 KiB was 1.3 GiB).
-const CHANNEL_CHUNKS: usize = 1;
 
 /// Stop adding ready messages to a chunk past this many bytes. Large bursts are what make
 /// fan-out cheap (one chunk, one `write` for a hundred events); 16 KiB measured slower.
@@ -55,7 +51,10 @@ const LAST_WORDS: Duration = Duration::from_secs(1);
 /// The response body: the chunks the connection's task produces, until it ends.
 #[derive(Debug)]
 pub(super) struct EventBody {
-    receiver: mpsc::Receiver<Chunk>,
+    /// One chunk (burst) may wait between the task and hyper: enough to keep hyper busy (the
+    /// task builds the next while hyper writes this one); every extra one would be memory a
+    /// reader that falls behind pins (10,000 lagging readers x 4 x 32 KiB was 1.3 GiB).
+    receiver: Taker<Chunk>,
     /// The rest of the chunk being handed to hyper, one part per frame.
     parts: std::vec::IntoIter<Bytes>,
 }
@@ -73,7 +72,7 @@ impl Body for EventBody {
             if let Some(part) = body.parts.next() {
                 return Poll::Ready(Some(Ok(Frame::data(part))));
             }
-            match body.receiver.poll_recv(context) {
+            match body.receiver.poll_take(context) {
                 Poll::Ready(Some(chunk)) => body.parts = chunk.into_iter(),
                 Poll::Ready(None) => return Poll::Ready(None),
                 Poll::Pending => return Poll::Pending,
@@ -82,9 +81,9 @@ impl Body for EventBody {
     }
 }
 
-/// The channel between the task and the body.
-pub(super) fn channel() -> (mpsc::Sender<Chunk>, EventBody) {
-    let (sender, receiver) = mpsc::channel(CHANNEL_CHUNKS);
+/// The handoff between the task and the body.
+pub(super) fn channel() -> (Giver<Chunk>, EventBody) {
+    let (sender, receiver) = handoff();
     let body = EventBody {
         receiver,
         parts: Vec::new().into_iter(),
@@ -106,7 +105,7 @@ pub(super) async fn run(
     hub: Arc<Hub>,
     request: SseRequest,
     admission: Admission,
-    sender: mpsc::Sender<Chunk>,
+    sender: Giver<Chunk>,
 ) {
     let Admission {
         grant,
@@ -144,7 +143,7 @@ async fn open(
     request: SseRequest,
     grant: Grant,
     reset: Reset,
-    sender: mpsc::Sender<Chunk>,
+    sender: Giver<Chunk>,
 ) -> Option<Events> {
     let mut chunk = BytesMut::new();
     frame::retry(&mut chunk, hub.config.options.sse_retry_ms);
@@ -208,7 +207,7 @@ struct Events {
     session: Session,
     /// Every stream's last position sent; its encoding is the `id:` of each positioned event.
     cursor: Cursor,
-    sender: mpsc::Sender<Chunk>,
+    sender: Giver<Chunk>,
     /// The copied tail of the chunk being built (empty between bursts).
     chunk: BytesMut,
     /// The parts of the chunk before `chunk` (empty between bursts, and unless a large
@@ -382,7 +381,7 @@ impl Events {
     /// it is reset instead.
     async fn last_words(&mut self) {
         let taken = match self.flush_within(LAST_WORDS).await {
-            Ok(()) => tokio::time::timeout(LAST_WORDS, self.sender.reserve())
+            Ok(()) => tokio::time::timeout(LAST_WORDS, self.sender.taken())
                 .await
                 .is_ok(),
             Err(SendError::Stalled(_)) => false,
@@ -417,14 +416,10 @@ fn earliest(heartbeat_at: Instant, expiry: Option<Instant>) -> Instant {
     expiry.map_or(heartbeat_at, |at| at.min(heartbeat_at))
 }
 
-async fn send(
-    sender: &mpsc::Sender<Chunk>,
-    chunk: Chunk,
-    stall: Duration,
-) -> Result<(), SendError> {
-    match tokio::time::timeout(stall, sender.send(chunk)).await {
+async fn send(sender: &Giver<Chunk>, chunk: Chunk, stall: Duration) -> Result<(), SendError> {
+    match tokio::time::timeout(stall, sender.give(chunk)).await {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(_)) => Err(SendError::Gone),
+        Ok(Err(Gone)) => Err(SendError::Gone),
         Err(_) => Err(SendError::Stalled(stall)),
     }
 }
