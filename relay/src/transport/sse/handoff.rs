@@ -4,7 +4,9 @@
 //!
 //! It replaces tokio's bounded `mpsc` channel of capacity 1, which allocated 1.3 KB per
 //! connection for as long as the connection lived (its cache-padded state and a first block of
-//! 32 slots; heaptrack, 2,000 idle SSE connections). This is one allocation of about 120 bytes.
+//! 32 slots; heaptrack, 2,000 idle SSE connections). This is one allocation of about 110 bytes:
+//! an idle SSE connection went from 21.1 to 19.9 KiB. (`async-channel`'s bounded channel cannot
+//! wait until the last value is taken, which the connection's last words need.)
 
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, Ordering};
