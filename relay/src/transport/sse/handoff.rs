@@ -192,9 +192,29 @@ mod tests {
         (wakes, waker)
     }
 
+    /// Runs `wait` as a task, which must not finish while the slot holds `held`; takes `held`
+    /// and returns what `wait` returns once the take has let it finish.
+    async fn until_taken<R: Send + 'static>(
+        taker: &mut Taker<u32>,
+        context: &mut Context<'_>,
+        held: u32,
+        wait: impl std::future::Future<Output = R> + Send + 'static,
+    ) -> R {
+        let wait = tokio::spawn(wait);
+        tokio::task::yield_now().await;
+        assert!(
+            !wait.is_finished(),
+            "{held} in the slot holds the giver back"
+        );
+        assert_eq!(taker.poll_take(context), Poll::Ready(Some(held)));
+        tokio::time::timeout(std::time::Duration::from_secs(10), wait)
+            .await
+            .expect("the take ends the wait")
+            .expect("the task ran")
+    }
+
     #[tokio::test]
     async fn values_pass_one_at_a_time_in_order_and_end_when_the_giver_goes() {
-        let wait = std::time::Duration::from_secs(10);
         let (giver, mut taker) = handoff::<u32>();
         let (wakes, waker) = counting();
         let mut context = Context::from_waker(&waker);
@@ -203,30 +223,17 @@ mod tests {
         assert_eq!(wakes.0.load(Ordering::SeqCst), 1, "a give wakes the body");
 
         // The slot is full: the second give waits until the body takes the first.
-        let second = tokio::spawn(async move {
+        let give = async move {
             giver.give(2).await.expect("the body is there");
             giver
-        });
-        tokio::task::yield_now().await;
-        assert!(!second.is_finished(), "a full slot holds the giver back");
-        assert_eq!(taker.poll_take(&mut context), Poll::Ready(Some(1)));
-        let giver = tokio::time::timeout(wait, second)
-            .await
-            .expect("the take lets the giver go on")
-            .expect("the task ran");
-
+        };
+        let giver = until_taken(&mut taker, &mut context, 1, give).await;
         // `taken` waits for the body to take the last value.
-        let taken = tokio::spawn(async move {
+        let taken = async move {
             giver.taken().await;
             giver
-        });
-        tokio::task::yield_now().await;
-        assert!(!taken.is_finished(), "2 is still in the slot");
-        assert_eq!(taker.poll_take(&mut context), Poll::Ready(Some(2)));
-        let giver = tokio::time::timeout(wait, taken)
-            .await
-            .expect("the take ends the wait")
-            .expect("the task ran");
+        };
+        let giver = until_taken(&mut taker, &mut context, 2, taken).await;
 
         giver.give(3).await.expect("the body is there");
         drop(giver);
