@@ -4,7 +4,7 @@
 //!
 //! It replaces tokio's bounded `mpsc` channel of capacity 1, which allocated 1.3 KB per
 //! connection for as long as the connection lived (its cache-padded state and a first block of
-//! 32 slots; heaptrack, 2,000 idle SSE connections). This is one allocation of about 110 bytes:
+//! 32 slots; heaptrack, 2,000 idle SSE connections). This is one allocation of about 130 bytes:
 //! an idle SSE connection went from 21.1 to 19.9 KiB. (`async-channel`'s bounded channel cannot
 //! wait until the last value is taken, which the connection's last words need.)
 
@@ -21,7 +21,8 @@ pub(super) fn handoff<T>() -> (Giver<T>, Taker<T>) {
         slot: Mutex::new(None),
         giver_gone: AtomicBool::new(false),
         taker_gone: AtomicBool::new(false),
-        giver_waker: AtomicWaker::new(),
+        room_waker: AtomicWaker::new(),
+        gone_waker: AtomicWaker::new(),
         taker_waker: AtomicWaker::new(),
     });
     (Giver(Arc::clone(&shared)), Taker(shared))
@@ -34,8 +35,11 @@ struct Shared<T> {
     giver_gone: AtomicBool,
     /// The body was dropped (the client is gone): nothing will be taken any more.
     taker_gone: AtomicBool,
-    /// The task, waiting for the slot to empty or the body to go.
-    giver_waker: AtomicWaker,
+    /// The task, waiting for the slot to empty (`give`, `taken`).
+    room_waker: AtomicWaker,
+    /// The task, waiting for the body to go. Apart from `room_waker` so that a task that only
+    /// watches for the client leaving (an idle connection's loop) is not woken by every take.
+    gone_waker: AtomicWaker,
     /// The body, waiting for a chunk or the task to go.
     taker_waker: AtomicWaker,
 }
@@ -59,38 +63,32 @@ pub(super) struct Giver<T>(Arc<Shared<T>>);
 impl<T> Giver<T> {
     /// Waits until the slot is empty, then puts `value` in it.
     pub(super) async fn give(&self, value: T) -> Result<(), Gone> {
-        let mut value = Some(value);
-        poll_fn(|context| loop {
+        loop {
+            self.taken().await;
             if self.is_closed() {
-                return Poll::Ready(Err(Gone));
+                return Err(Gone);
             }
-            {
-                let mut slot = self.0.slot();
-                if slot.is_none() {
-                    *slot = value.take();
-                    drop(slot);
-                    self.0.taker_waker.wake();
-                    return Poll::Ready(Ok(()));
-                }
+            let mut slot = self.0.slot();
+            if slot.is_none() {
+                *slot = Some(value);
+                drop(slot);
+                self.0.taker_waker.wake();
+                return Ok(());
             }
-            // Registered, then a last look: a take or the body's drop in between woke no one.
-            self.0.giver_waker.register(context.waker());
-            if !self.is_closed() && !self.has_room() {
-                return Poll::Pending;
-            }
-        })
-        .await
+        }
     }
 
     /// Waits until the body has taken what was given last (or is gone).
     pub(super) async fn taken(&self) {
-        self.wait_until(|giver| giver.is_closed() || giver.has_room())
+        let wakers = [&self.0.room_waker, &self.0.gone_waker];
+        self.wait_until(|giver| giver.is_closed() || giver.has_room(), &wakers)
             .await;
     }
 
     /// Waits until the body is gone.
     pub(super) async fn closed(&self) {
-        self.wait_until(Self::is_closed).await;
+        self.wait_until(Self::is_closed, &[&self.0.gone_waker])
+            .await;
     }
 
     /// Whether the body is gone.
@@ -102,15 +100,17 @@ impl<T> Giver<T> {
         self.0.slot().is_none()
     }
 
-    /// Waits until `ready` holds. The body wakes the task after each take and when it is
-    /// dropped, which is everything `ready` may look at.
-    async fn wait_until(&self, ready: impl Fn(&Self) -> bool) {
+    /// Waits until `ready` holds, registered with `wakers`: the body wakes `room_waker` after
+    /// each take and both when it is dropped.
+    async fn wait_until(&self, ready: impl Fn(&Self) -> bool, wakers: &[&AtomicWaker]) {
         poll_fn(|context| {
             if ready(self) {
                 return Poll::Ready(());
             }
-            // Registered, then a last look: a change in between woke no one.
-            self.0.giver_waker.register(context.waker());
+            for waker in wakers {
+                waker.register(context.waker());
+            }
+            // A last look: a change between the first look and the registration woke no one.
             if ready(self) {
                 Poll::Ready(())
             } else {
@@ -153,7 +153,7 @@ impl<T> Taker<T> {
         // that value still in the slot.
         let giver_gone = self.0.giver_gone.load(Ordering::Acquire);
         if let Some(value) = self.0.slot().take() {
-            self.0.giver_waker.wake();
+            self.0.room_waker.wake();
             return Some(Some(value));
         }
         giver_gone.then_some(None)
@@ -165,12 +165,14 @@ impl<T> Drop for Taker<T> {
         self.0.taker_gone.store(true, Ordering::Release);
         // What was given and not taken goes now, not when the task lets go of its end.
         drop(self.0.slot().take());
-        self.0.giver_waker.wake();
+        self.0.room_waker.wake();
+        self.0.gone_waker.wake();
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::future::Future;
     use std::sync::atomic::AtomicUsize;
     use std::task::{Wake, Waker};
 
@@ -243,6 +245,29 @@ mod tests {
             "what was given before the giver went is still taken"
         );
         assert_eq!(taker.poll_take(&mut context), Poll::Ready(None));
+    }
+
+    #[tokio::test]
+    async fn a_task_watching_for_the_body_to_go_is_not_woken_by_takes() {
+        let (giver, mut taker) = handoff::<u32>();
+        giver.give(1).await.expect("the body is there");
+        let (wakes, waker) = counting();
+        let mut context = Context::from_waker(&waker);
+        let mut closed = std::pin::pin!(giver.closed());
+        assert!(closed.as_mut().poll(&mut context).is_pending());
+        let (_, body_waker) = counting();
+        assert_eq!(
+            taker.poll_take(&mut Context::from_waker(&body_waker)),
+            Poll::Ready(Some(1))
+        );
+        assert_eq!(
+            wakes.0.load(Ordering::SeqCst),
+            0,
+            "a take is not the body going"
+        );
+        drop(taker);
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1, "the body going wakes it");
+        assert!(closed.as_mut().poll(&mut context).is_ready());
     }
 
     #[tokio::test]
