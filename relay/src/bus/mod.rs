@@ -62,7 +62,7 @@ use std::sync::Arc;
 
 pub use self::last_sent::{Admit, LastSent};
 use self::queue::Offer;
-pub use self::queue::{ConnReceiver, Received, Subscriber};
+pub use self::queue::{ConnReceiver, Lagged, Received, Subscriber};
 pub use self::stats::{BusStats, BusStatsSnapshot};
 pub use self::stream_map::StreamMap;
 use tidewire_shared::Filter;

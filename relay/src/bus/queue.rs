@@ -232,7 +232,18 @@ pub enum Received {
     /// task replays from its cursor position (the outbox for a durable stream) or sends a `gap`
     /// advisory (a raw channel), then carries on; deliveries for these streams still queued are
     /// deduped by the cursor. May name streams the connection has since left: ignore those.
-    Lagged(Vec<Arc<str>>),
+    Lagged(Vec<Lagged>),
+}
+
+/// One stream a connection lagged on, as its task takes the lag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lagged {
+    pub stream: Arc<str>,
+    /// Deliveries for the stream still queued when the lag was taken. All of them were queued
+    /// before the first one dropped (once a stream is lagged its offers are dropped until the
+    /// lag is taken, and the count is made under the queue's lock, with the take), so the hole
+    /// starts right after the last of them. A raw channel announces its `gap` there.
+    pub queued: usize,
 }
 
 /// The receiving half of a connection's queue, owned by the connection's task.
@@ -296,8 +307,7 @@ impl ConnReceiver {
 
     /// What `recv` would return now: `None` if it would have to wait.
     fn take_ready(&mut self) -> Option<Option<Received>> {
-        let lagged = self.inner.lag.take();
-        if !lagged.is_empty() {
+        if let Some(lagged) = self.take_lags() {
             return Some(Some(Received::Lagged(lagged)));
         }
         {
@@ -320,17 +330,44 @@ impl ConnReceiver {
     /// Takes the next lag report or queued delivery without waiting, for draining a burst into
     /// one write. `None` when nothing is pending (or the connection is unregistered).
     pub fn try_recv(&mut self) -> Option<Received> {
-        let lagged = self.inner.lag.take();
-        if !lagged.is_empty() {
+        if let Some(lagged) = self.take_lags() {
             return Some(Received::Lagged(lagged));
         }
         self.inner.pop().map(Received::Delivery)
     }
 
     /// Takes the streams the connection has lagged on since the last call, clearing them so that
-    /// deliveries on those streams are queued again.
-    pub fn take_lagged(&self) -> Vec<Arc<str>> {
-        self.inner.lag.take()
+    /// deliveries on those streams are queued again. Empty if there are none.
+    pub fn take_lagged(&self) -> Vec<Lagged> {
+        self.take_lags().unwrap_or_default()
+    }
+
+    /// The lags to report, if any, each with the deliveries still queued for its stream.
+    ///
+    /// The queue stays locked from the take to the count: an offer for a stream whose lag was
+    /// just taken queues behind the lock, after the count, so every counted delivery predates
+    /// the drop. (Lock order: queue, then lag set. `offer` never holds both.)
+    fn take_lags(&self) -> Option<Vec<Lagged>> {
+        if !self.inner.lag.any.load(Ordering::Acquire) {
+            return None;
+        }
+        let queue = self.inner.lock_queue();
+        let streams = self.inner.lag.take();
+        if streams.is_empty() {
+            return None;
+        }
+        let lagged = streams
+            .into_iter()
+            .map(|stream| {
+                // Only on a lag, and the queue holds at most its capacity.
+                let queued = queue
+                    .iter()
+                    .filter(|delivery| delivery.stream == stream)
+                    .count();
+                Lagged { stream, queued }
+            })
+            .collect();
+        Some(lagged)
     }
 
     /// Whether any stream is lagged and not yet taken.
@@ -390,10 +427,44 @@ mod tests {
             "no post-gap event is queued before the task has seen the lag"
         );
         assert_eq!(subscriber.offer(&event("b", 1)), Offer::Queued { depth: 2 });
-        assert_eq!(receiver.take_lagged(), vec![Arc::<str>::from("a")]);
+        assert_eq!(
+            receiver.take_lagged(),
+            vec![Lagged {
+                stream: Arc::from("a"),
+                queued: 1
+            }],
+            "seq 2 is still queued, and it came before the drop"
+        );
         assert!(!receiver.has_lagged());
         drop(receiver.try_recv());
         assert_eq!(subscriber.offer(&event("a", 5)), Offer::Queued { depth: 2 });
+    }
+
+    #[test]
+    fn a_lag_counts_only_its_streams_deliveries_queued_before_the_drop() {
+        let (subscriber, mut receiver) = test_channel(4);
+        for delivery in [event("a", 1), event("b", 1), event("a", 2), event("b", 2)] {
+            assert!(matches!(subscriber.offer(&delivery), Offer::Queued { .. }));
+        }
+        assert_eq!(subscriber.offer(&event("a", 3)), Offer::Lagged);
+        assert!(matches!(
+            receiver.try_recv(),
+            Some(Received::Lagged(lagged)) if lagged == vec![Lagged { stream: Arc::from("a"), queued: 2 }]
+        ));
+        // The take lets the stream be offered again; the queue is still full, so it lags again.
+        assert_eq!(subscriber.offer(&event("a", 4)), Offer::Lagged);
+        let seqs: Vec<(String, u64)> = std::iter::from_fn(|| match receiver.try_recv()? {
+            Received::Delivery(delivery) => Some((delivery.stream.to_string(), delivery.seq)),
+            Received::Lagged(lagged) => Some((format!("lag {}", lagged[0].queued), 0)),
+        })
+        .collect();
+        assert_eq!(
+            seqs,
+            [("lag 2", 0), ("a", 1), ("b", 1), ("a", 2), ("b", 2)]
+                .map(|(s, q)| (s.to_string(), q))
+                .to_vec(),
+            "the second lag on a counts the two deliveries still queued for it"
+        );
     }
 
     #[tokio::test]
@@ -408,7 +479,13 @@ mod tests {
             .await
             .expect("woken in time")
             .expect("task ran");
-        assert_eq!(received, Some(Received::Lagged(vec![Arc::from("a")])));
+        assert_eq!(
+            received,
+            Some(Received::Lagged(vec![Lagged {
+                stream: Arc::from("a"),
+                queued: 0
+            }]))
+        );
     }
 
     /// Counts its wake-ups.
@@ -447,7 +524,10 @@ mod tests {
         assert_eq!(woken(), 2, "a lag wakes the task");
         assert_eq!(
             receiver.poll_recv(&mut context),
-            Poll::Ready(Some(Received::Lagged(vec![Arc::from("b")])))
+            Poll::Ready(Some(Received::Lagged(vec![Lagged {
+                stream: Arc::from("b"),
+                queued: 0
+            }])))
         );
 
         assert!(receiver.poll_recv(&mut context).is_pending());

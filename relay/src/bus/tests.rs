@@ -228,7 +228,12 @@ async fn slow_subscriber_is_marked_lagged_and_never_delays_others() {
 
     let mut slow = slow;
     assert!(slow.has_lagged());
-    assert_eq!(slow.take_lagged(), vec![Arc::<str>::from("s")]);
+    let lagged = slow.take_lagged();
+    assert_eq!(lagged.len(), 1);
+    assert_eq!(
+        (&*lagged[0].stream, lagged[0].queued),
+        ("s", usize::try_from(CAPACITY).expect("fits"))
+    );
     assert!(slow.take_lagged().is_empty());
     let queued: Vec<u64> = drain(&mut slow)
         .iter()
@@ -260,11 +265,16 @@ async fn lag_is_reported_before_queued_deliveries_and_only_on_its_stream() {
     assert_eq!((again.dropped, again.newly_lagged), (1, 1));
     assert_eq!(bus.publish(event("a", 4)).newly_lagged, 0, "already lagged");
 
-    let Some(Received::Lagged(mut streams)) = receiver.recv().await else {
+    let Some(Received::Lagged(lagged)) = receiver.recv().await else {
         panic!("lag comes first");
     };
-    streams.sort();
-    assert_eq!(streams, vec![Arc::<str>::from("a"), Arc::from("b")]);
+    let mut streams: Vec<(&str, usize)> = lagged.iter().map(|l| (&*l.stream, l.queued)).collect();
+    streams.sort_unstable();
+    assert_eq!(
+        streams,
+        vec![("a", 2), ("b", 0)],
+        "a's two queued ones came before its drop"
+    );
     for expected in [1, 2] {
         let Some(Received::Delivery(delivery)) = receiver.recv().await else {
             panic!("queued deliveries follow");

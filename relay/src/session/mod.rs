@@ -36,7 +36,7 @@ pub(crate) use self::subscribe::snapshot_start;
 use crate::auth::Grant;
 use crate::bus::registry::ConnId;
 use crate::bus::{
-    self, Admit, ConnReceiver, Delivery, DeliveryKind, LastSent, Received, StreamMap,
+    self, Admit, ConnReceiver, Delivery, DeliveryKind, Lagged, LastSent, Received, StreamMap,
 };
 use crate::hub::Hub;
 use crate::metrics::DeliveryClock;
@@ -141,6 +141,9 @@ struct SubscriptionState {
     /// Raw channels only: the cursor starts at the first delivery (its seq is only known
     /// then). `Some(since)` if the client resumes and wants to know about missed seqs.
     raw_pending: Option<RawStart>,
+    /// Raw channels after a lag: deliveries for the channel still queued from before the
+    /// drop. The `gap` is announced after the last of them, where the hole starts.
+    raw_gap_after: usize,
     /// The `where` the client asked for, kept to recompute the view when the grant changes.
     asked: Option<Filter>,
     /// Durable streams with a filter (asked or granted) only.
@@ -149,8 +152,12 @@ struct SubscriptionState {
 
 #[derive(Debug, Clone, Copy)]
 enum RawStart {
-    Fresh,
+    /// Subscribed without `since`; `head` was the channel's seq then.
+    Fresh {
+        head: u64,
+    },
     Since(Position),
+    /// After a `gap` the client was sent: start at the next delivery, announcing nothing.
     AfterLag,
 }
 
@@ -495,7 +502,7 @@ impl Session {
 
     fn on_delivery(&mut self, delivery: Arc<Delivery>) {
         // The subscription's own key: no per-delivery validation or allocation.
-        let Some((stream, kind, raw_pending, viewed)) = self
+        let Some((stream, kind, raw_pending, viewed, gap_after)) = self
             .subscriptions
             .get_key_value(&*delivery.stream)
             .map(|(stream, subscription)| {
@@ -504,11 +511,35 @@ impl Session {
                     subscription.kind,
                     subscription.raw_pending,
                     subscription.view.is_some(),
+                    subscription.raw_gap_after,
                 )
             })
         else {
             return;
         };
+        if gap_after == 0 {
+            self.deliver(stream, kind, raw_pending, viewed, delivery);
+            return;
+        }
+        // One of the raw deliveries queued before a drop.
+        if let Some(subscription) = self.subscriptions.get_mut(&stream) {
+            subscription.raw_gap_after = gap_after - 1;
+        }
+        self.deliver(stream.clone(), kind, raw_pending, viewed, delivery);
+        if gap_after == 1 {
+            self.announce_raw_drop(&stream);
+        }
+    }
+
+    /// [`on_delivery`](Self::on_delivery) once the subscription is found.
+    fn deliver(
+        &mut self,
+        stream: StreamName,
+        kind: StreamKind,
+        raw_pending: Option<RawStart>,
+        viewed: bool,
+        delivery: Arc<Delivery>,
+    ) {
         if viewed && delivery.kind != DeliveryKind::Advisory {
             self.on_view_delivery(&stream, &delivery);
             return;
@@ -559,7 +590,7 @@ impl Session {
                             Arc::clone(&delivery.stream),
                             bus::Position::new(delivery.epoch, got - 1),
                         );
-                        self.on_delivery(delivery);
+                        self.deliver(stream, kind, None, viewed, delivery);
                     }
                     _ => {
                         tracing::debug!(
@@ -692,46 +723,84 @@ impl Session {
         );
     }
 
-    fn on_lagged(&mut self, streams: &[Arc<str>]) {
-        for name in streams {
-            let Ok(stream) = StreamName::new(name) else {
+    fn on_lagged(&mut self, lags: &[Lagged]) {
+        for lag in lags {
+            let Ok(stream) = StreamName::new(&lag.stream) else {
                 continue;
             };
             let Some(subscription) = self.subscriptions.get_mut(&stream) else {
                 continue;
             };
-            let Some(position) = self.cursor.position(name) else {
-                continue;
-            };
+            let kind = subscription.kind;
+            let position = self.cursor.position(&lag.stream);
+            let epoch = position.map_or(self.hub.boot_epoch, |position| position.epoch);
             tracing::debug!(
                 connection = %self.receiver.id(),
                 %stream,
-                seq = position.seq,
+                seq = position.map(|position| position.seq),
+                queued = lag.queued,
                 "queue overflowed; resuming from the position"
             );
-            self.out.push(Outgoing::message(&ServerMessage::Advisory(
-                Advisory::new(AdvisoryKind::Lagged)
-                    .stream(stream.clone())
-                    .epoch(position.epoch)
-                    .reason("your queue overflowed; resuming"),
-            )));
-            match subscription.kind {
+            match kind {
                 StreamKind::Durable => {
-                    self.schedule_replay(&stream, position.epoch, position.seq, None)
+                    // Not started yet: the subscribe's own flush reads from its baseline.
+                    let Some(position) = position else {
+                        continue;
+                    };
+                    self.push_lagged(&stream, epoch);
+                    self.schedule_replay(&stream, position.epoch, position.seq, None);
                 }
                 StreamKind::Raw => {
-                    subscription.raw_pending = Some(RawStart::AfterLag);
-                    let gap = Advisory::new(AdvisoryKind::Gap)
-                        .stream(stream.clone())
-                        .epoch(position.epoch)
-                        .reason("your queue overflowed; raw notifications were dropped");
-                    self.push(&ServerMessage::Advisory(Advisory {
-                        from: Some(position.seq + 1),
-                        ..gap
-                    }));
+                    self.push_lagged(&stream, epoch);
+                    if lag.queued == 0 {
+                        self.announce_raw_drop(&stream);
+                    } else if let Some(subscription) = self.subscriptions.get_mut(&stream) {
+                        // Those come first; the hole starts after the last of them.
+                        subscription.raw_gap_after = lag.queued;
+                    }
                 }
             }
         }
+    }
+
+    fn push_lagged(&mut self, stream: &StreamName, epoch: u64) {
+        self.out.push(Outgoing::message(&ServerMessage::Advisory(
+            Advisory::new(AdvisoryKind::Lagged)
+                .stream(stream.clone())
+                .epoch(epoch)
+                .reason("your queue overflowed; resuming"),
+        )));
+    }
+
+    /// A raw channel dropped deliveries after everything it has sent (or, before its first
+    /// delivery, after the position it started from): sends a `gap` from there, open-ended (the
+    /// next delivery closes it), and starts the cursor again at that next delivery.
+    fn announce_raw_drop(&mut self, stream: &StreamName) {
+        let Some(subscription) = self.subscriptions.get_mut(stream) else {
+            return;
+        };
+        let from = match (
+            self.cursor.position(stream.as_str()),
+            subscription.raw_pending,
+        ) {
+            (Some(position), None) => Some((position.epoch, position.seq + 1)),
+            (_, Some(RawStart::Fresh { head })) => Some((self.hub.boot_epoch, head + 1)),
+            (_, Some(RawStart::Since(since))) => Some((since.epoch, since.seq + 1)),
+            // A gap from before is still open: it covers this drop too.
+            (_, Some(RawStart::AfterLag)) | (None, None) => None,
+        };
+        subscription.raw_pending = Some(RawStart::AfterLag);
+        let Some((epoch, from)) = from else {
+            return;
+        };
+        let gap = Advisory::new(AdvisoryKind::Gap)
+            .stream(stream.clone())
+            .epoch(epoch)
+            .reason("your queue overflowed; raw notifications were dropped");
+        self.push(&ServerMessage::Advisory(Advisory {
+            from: Some(from),
+            ..gap
+        }));
     }
 }
 

@@ -131,13 +131,14 @@ impl Session {
                 epoch,
                 seq: head.max(since.seq),
             }),
-            _ => RawStart::Fresh,
+            _ => RawStart::Fresh { head },
         };
         self.subscriptions.insert(
             stream.clone(),
             SubscriptionState {
                 kind: StreamKind::Raw,
                 raw_pending: Some(start),
+                raw_gap_after: 0,
                 asked: None,
                 view: None,
             },
@@ -200,6 +201,7 @@ impl Session {
             SubscriptionState {
                 kind: StreamKind::Durable,
                 raw_pending: None,
+                raw_gap_after: 0,
                 asked,
                 view: filter.map(|filter| View {
                     filter,

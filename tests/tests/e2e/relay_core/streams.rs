@@ -354,3 +354,91 @@ async fn a_lagged_consumer_resumes_from_the_outbox_without_loss() {
     );
     assert!(hub.bus.stats().snapshot().dropped_lagged > 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagged_raw_subscriber_is_told_where_its_drop_began() {
+    let pg = TestPg::start().await;
+    let hub = hub(&pg.url(), |config| config.options.queue_capacity = 4).await;
+    let client = pg.client().await;
+    // `started` has read an event before the burst; `unstarted` has read nothing, so the
+    // relay has no position for it yet when it lags.
+    let mut started = Probe::open(&hub);
+    let mut unstarted = Probe::open(&hub);
+    for probe in [&mut started, &mut unstarted] {
+        probe.subscribe("raw:burst").await;
+        probe.until(WAIT, |m| m["type"] == "subscribed").await;
+    }
+    client
+        .execute("select pg_notify('burst', 'first')", &[])
+        .await
+        .expect("notify");
+    started.until_seq("raw:burst", 1, WAIT).await;
+    // Twenty more in one transaction while nobody reads: what fits in each queue is kept,
+    // the rest is dropped, and the last one dropped is the last one published.
+    client
+        .execute(
+            "select pg_notify('burst', n::text) from generate_series(2, 21) as n",
+            &[],
+        )
+        .await
+        .expect("notify");
+    // `started` keeps 4 of the 20 and drops 16; `unstarted` still holds seq 1, keeps 3 and
+    // drops 17.
+    tokio::time::timeout(WAIT, async {
+        while hub.bus.stats().snapshot().dropped_lagged < 32 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the relay published all 21 and both queues overflowed");
+    for (probe, who) in [(&mut started, "started"), (&mut unstarted, "unstarted")] {
+        while probe.recv(Duration::from_millis(300)).await.is_some() {}
+        assert_gap_follows_the_last_event(probe, who);
+    }
+
+    // The next notification closes the gap and needs no second advisory.
+    client
+        .execute("select pg_notify('burst', 'after')", &[])
+        .await
+        .expect("notify");
+    for probe in [&mut started, &mut unstarted] {
+        probe.until_seq("raw:burst", 22, WAIT).await;
+        assert_eq!(probe.seqs("raw:burst").last(), Some(&22));
+        assert_eq!(probe.advisories("gap").len(), 1, "told once");
+    }
+}
+
+/// The probe got `raw:burst`'s seqs 1 to some `last` < 21, each once and in order, then one
+/// open-ended `gap` from `last + 1` and one `lagged`.
+fn assert_gap_follows_the_last_event(probe: &Probe, who: &str) {
+    let seqs = probe.seqs("raw:burst");
+    let last = *seqs.last().expect("events");
+    assert_eq!(
+        seqs,
+        (1..=last).collect::<Vec<_>>(),
+        "{who}: what was queued arrives"
+    );
+    assert!(last < 21, "{who}: some were dropped: {seqs:?}");
+    let gaps = probe.advisories("gap");
+    assert_eq!(gaps.len(), 1, "{who}: one gap: {gaps:?}");
+    assert_eq!(
+        gaps[0]["from"],
+        json!(last + 1),
+        "{who}: the gap starts right after the last event delivered"
+    );
+    assert!(
+        gaps[0].get("to").is_none(),
+        "{who}: its end is not known yet"
+    );
+    let at = |kind: &str| {
+        probe
+            .received
+            .iter()
+            .rposition(|m| m["kind"] == kind || m["type"] == kind)
+    };
+    assert!(
+        at("gap") > at("event"),
+        "{who}: the gap follows the events queued before the drop"
+    );
+    assert_eq!(probe.advisories("lagged").len(), 1, "{who}");
+}
