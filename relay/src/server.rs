@@ -1,21 +1,24 @@
-//! The accept loop and router: one hyper HTTP/1.1 connection per socket, routed to the
-//! transports; graceful shutdown of everything on SIGINT/SIGTERM (or the caller's future).
+//! The accept loop and router: one hyper HTTP/1.1 connection per socket (but for an event
+//! stream asked for first, see `sse::direct`), routed to the transports; graceful shutdown of everything on SIGINT/SIGTERM (or the caller's future).
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use hyper::body::Incoming;
+use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tidewire_shared::ErrorCode;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::hub::{Hub, StartError};
 use crate::transport::reset::{Reset, Socket};
+use crate::transport::sse::{self, direct::Sniffed};
 use crate::transport::{self, error_response, Body};
 
 /// Runs the relay on `listener` until `shutdown` completes: starts the hub (PostgreSQL,
@@ -46,11 +49,13 @@ pub async fn run(
 /// everything gets `shutdown_grace` to finish.
 pub async fn serve(listener: TcpListener, hub: Arc<Hub>, shutdown: impl Future<Output = ()>) {
     let options = &hub.config.options;
-    let mut builder = hyper::server::conn::http1::Builder::new();
+    let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(hub.config.header_timeout())
         .max_buf_size(options.max_header_bytes.max(8192));
+    // Shared: every connection's task would otherwise keep a copy (about 500 bytes).
+    let builder = Arc::new(builder);
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -69,42 +74,8 @@ pub async fn serve(listener: TcpListener, hub: Arc<Hub>, shutdown: impl Future<O
         // Small writes (events) must not wait for Nagle.
         let _ = socket.set_nodelay(true);
         limit_unsent(&socket, hub.config.options.socket_unsent_bytes);
-        // A transport that drops this connection as a slow consumer resets it (see `Reset`).
-        let reset = Reset::new();
-        let socket = Socket::new(socket, reset.clone(), hub.reaper.clone());
-        let hub_for_service = Arc::clone(&hub);
-        let reset_for_service = reset.clone();
-        let service = service_fn(move |mut request: Request<Incoming>| {
-            request.extensions_mut().insert(reset_for_service.clone());
-            route(Arc::clone(&hub_for_service), request)
-        });
-        let connection = builder
-            .serve_connection(TokioIo::new(socket), service)
-            .with_upgrades();
-        let token = hub.token.clone();
-        let reaper = hub.reaper.clone();
-        hub.tracker.spawn(async move {
-            let mut connection = Box::pin(connection);
-            let result = tokio::select! {
-                result = connection.as_mut() => result,
-                // An SSE body given up on: dropping the connection drops (and resets) the
-                // socket hyper was stuck writing to, with the events queued for it (on the
-                // reaper, like the session).
-                () = reset.requested() => {
-                    reaper.bury(connection);
-                    return;
-                }
-                () = token.cancelled() => {
-                    // Finish the request in flight, then close; upgraded sockets (WebSocket)
-                    // and SSE bodies watch the same token and close themselves.
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
-                }
-            };
-            if let Err(error) = result {
-                tracing::debug!(%error, "http connection ended with an error");
-            }
-        });
+        hub.tracker
+            .spawn(connection(Arc::clone(&hub), Arc::clone(&builder), socket));
     }
     tracing::info!("shutting down: closing connections");
     hub.token.cancel();
@@ -115,6 +86,74 @@ pub async fn serve(listener: TcpListener, hub: Arc<Hub>, shutdown: impl Future<O
         .is_err()
     {
         tracing::warn!(?grace, "connections did not drain in time; closing them");
+    }
+}
+
+/// Serves one accepted connection: an event stream asked for by its first request without
+/// hyper (`sse::direct`), everything else through hyper.
+///
+/// Each part is boxed: the task keeps room for the largest future it awaits, and hyper's
+/// connection (2 KB, heaptrack) would otherwise be part of every event stream's task, and the
+/// sniffing's buffers and timers part of every connection's for its whole life.
+async fn connection(hub: Arc<Hub>, builder: Arc<http1::Builder>, socket: TcpStream) {
+    // A transport that drops this connection as a slow consumer resets it (see `Reset`).
+    let reset = Reset::new();
+    let options = &hub.config.options;
+    let serving: Pin<Box<dyn Future<Output = ()> + Send>> = {
+        let sniffing = sse::direct::sniff(
+            &socket,
+            options.max_header_bytes,
+            hub.config.header_timeout(),
+        );
+        // Matched inside this block: a `match` on the sniffed request kept it (about 240
+        // bytes) in the task for as long as the connection is served.
+        match Box::pin(sniffing).await {
+            Sniffed::Sse { request, head_len } => {
+                Box::pin(sse::direct::serve(hub, socket, request, head_len, reset))
+            }
+            Sniffed::Silent => return,
+            Sniffed::Other => Box::pin(through_hyper(hub, builder, socket, reset)),
+        }
+    };
+    serving.await;
+}
+
+/// Serves a connection with hyper, until it ends or its [`Reset`] is thrown.
+async fn through_hyper(
+    hub: Arc<Hub>,
+    builder: Arc<http1::Builder>,
+    socket: TcpStream,
+    reset: Reset,
+) {
+    let socket = Socket::new(socket, reset.clone(), hub.reaper.clone());
+    let hub_for_service = Arc::clone(&hub);
+    let reset_for_service = reset.clone();
+    let service = service_fn(move |mut request: Request<Incoming>| {
+        request.extensions_mut().insert(reset_for_service.clone());
+        route(Arc::clone(&hub_for_service), request)
+    });
+    let connection = builder
+        .serve_connection(TokioIo::new(socket), service)
+        .with_upgrades();
+    let mut connection = Box::pin(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        // An SSE body given up on: dropping the connection drops (and resets) the
+        // socket hyper was stuck writing to, with the events queued for it (on the
+        // reaper, like the session).
+        () = reset.requested() => {
+            hub.reaper.bury(connection);
+            return;
+        }
+        () = hub.token.cancelled() => {
+            // Finish the request in flight, then close; upgraded sockets (WebSocket)
+            // and SSE bodies watch the same token and close themselves.
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(%error, "http connection ended with an error");
     }
 }
 

@@ -234,6 +234,11 @@ fn rows(epoch: u64) -> Vec<Row> {
         get("20 KiB header", "/healthz", &[("x-big", &"h".repeat(20 * 1024))], Expect::Status(431, None)),
         row("slowloris headers", Input::Slow(b"GET /healthz HTTP/1.1\r\nhost: x\r\nx-slow: ".to_vec()), Expect::Dropped),
         row("idle socket", Input::Slow(Vec::new()), Expect::Dropped),
+        // An event stream's first request is read by the relay itself (`sse::direct`), not
+        // hyper: the same limits.
+        get("20 KiB header on an event stream", "/v1/sse?stream=a", &[("x-big", &"h".repeat(20 * 1024))], Expect::Status(431, None)),
+        row("slowloris event stream", Input::Slow(b"GET /v1/sse?stream=a HTTP/1.1\r\nhost: x\r\nx-slow: ".to_vec()), Expect::Dropped),
+        row("half a request line", Input::Slow(b"GET /v1/s".to_vec()), Expect::Dropped),
         // JWTs on the WebSocket upgrade (no 101).
         bearer("alg none", &unsigned(&json!({"alg": "none", "typ": "JWT"}), &valid, ""), Expect::Status(401, Some("unauthorized"))),
         bearer("alg None", &unsigned(&json!({"alg": "None"}), &valid, ""), Expect::Status(401, Some("unauthorized"))),

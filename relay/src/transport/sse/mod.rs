@@ -2,8 +2,10 @@
 //!
 //! | module | role |
 //! |---|---|
+//! | `direct` | a connection's first request served on the socket, without hyper |
 //! | `request` | the streams and the resume cursor (`Last-Event-ID`, else `since=`) |
 //! | `stream` | the per-connection task and the response body |
+//! | `sink` | where the task's chunks go: the body, or the socket |
 //! | `handoff` | the one-slot handoff of chunks from the task to the body |
 //! | `frame` | byte-level SSE framing (injection-proof) |
 //!
@@ -20,65 +22,80 @@
 //!
 //! CORS headers are added by the router (`auth::cors`), not here.
 
+pub(crate) mod direct;
 mod frame;
 mod handoff;
 mod request;
+mod sink;
 mod stream;
 
 use std::sync::Arc;
 
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+use hyper::header::{HeaderMap, HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Request, Response};
 use tidewire_shared::ErrorCode;
 
 use self::request::SseRequest;
-use super::admission::{acquire_permit, authenticate, Admission};
+use self::sink::Sink;
+use super::admission::{acquire_permit, authenticate, Admission, Refusal};
 use super::reset::Reset;
 use super::{error_response, Body};
 use crate::hub::Hub;
 
 /// Answers with an event stream that runs a session, or with an error before streaming.
-pub async fn handle(hub: Arc<Hub>, request: Request<Incoming>) -> Response<Body> {
+/// The request's body is not read (an event stream is a `GET`).
+pub async fn handle<B>(hub: Arc<Hub>, request: Request<B>) -> Response<Body> {
+    let (sse_request, admission) = match admit(&hub, &request) {
+        Ok(admitted) => admitted,
+        Err(refusal) => return *refusal,
+    };
+    let (sender, body) = stream::channel();
+    hub.tracker.spawn(stream::run(
+        Arc::clone(&hub),
+        sse_request,
+        admission,
+        Sink::Body(sender),
+    ));
+    let mut response = Response::new(body.boxed());
+    stream_headers(response.headers_mut());
+    response
+}
+
+/// Everything that can refuse an event stream, in order: the token, the request, read access
+/// and a connection permit. The refusal is boxed: it is the rare case.
+fn admit<B>(
+    hub: &Arc<Hub>,
+    request: &Request<B>,
+) -> Result<(SseRequest, Admission), Box<Response<Body>>> {
     let headers = request.headers();
     let query = request.uri().query();
-    let grant = match authenticate(&hub, headers, query) {
-        Ok(grant) => grant,
-        Err(refusal) => return refusal.into_response(),
-    };
+    let refuse = |refusal: Refusal| Box::new(refusal.into_response());
+    let grant = authenticate(hub, headers, query).map_err(refuse)?;
     let max_streams = hub.config.options.max_subscriptions;
-    let sse_request = match SseRequest::parse(query, headers, max_streams) {
-        Ok(sse_request) => sse_request,
-        Err(refusal) => return refusal.into_response(),
-    };
+    let sse_request = SseRequest::parse(query, headers, max_streams).map_err(refuse)?;
     if let Some(stream) = sse_request
         .streams
         .iter()
         .find(|stream| !grant.permissions.can_read(stream))
     {
-        return error_response(ErrorCode::Forbidden, format!("no read access to {stream}"));
+        return Err(Box::new(error_response(
+            ErrorCode::Forbidden,
+            format!("no read access to {stream}"),
+        )));
     }
-    let permit = match acquire_permit(&hub, crate::metrics::Transport::Sse) {
-        Ok(permit) => permit,
-        Err(refusal) => return refusal.into_response(),
-    };
-    let (sender, body) = stream::channel();
+    let permit = acquire_permit(hub, crate::metrics::Transport::Sse).map_err(refuse)?;
     let admission = Admission {
         grant,
         permit,
-        reset: Reset::of(&request),
+        reset: Reset::of(request),
     };
-    hub.tracker.spawn(stream::run(
-        Arc::clone(&hub),
-        sse_request,
-        admission,
-        sender,
-    ));
-    let mut response = Response::new(body.boxed());
-    let response_headers = response.headers_mut();
-    response_headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-    response_headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    response_headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    response
+    Ok((sse_request, admission))
+}
+
+/// The headers of an event stream's 200 (CORS aside, which the router adds).
+fn stream_headers(headers: &mut HeaderMap) {
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
 }

@@ -1,11 +1,11 @@
-//! One SSE connection: a task on the hub's tracker subscribes the requested streams, then
-//! turns the session's output into SSE events and hands them, a burst per chunk, through a
+//! One SSE connection: a task subscribes the requested streams, then turns the session's
+//! output into SSE events and sends them, a burst per chunk, to its [`Sink`]: through a
 //! one-slot [`handoff`](super::handoff) to the response body ([`EventBody`]), which hyper drains
-//! as it writes.
+//! as it writes, or straight to the socket ([`direct`](super::direct)).
 //!
-//! The handoff is the backpressure: a reader that does not read fills the socket, hyper stops
-//! polling the body, the slot stays full and the task waits; a chunk that cannot be handed over
-//! for `--slow-consumer-ms` ends the connection. The task keeps the connection's [`Cursor`]
+//! The sink is the backpressure: a reader that does not read fills the socket, hyper stops
+//! polling the body (the slot stays full) or the write waits, and the task waits; a chunk that
+//! cannot be sent for `--slow-consumer-ms` ends the connection. The task keeps the connection's [`Cursor`]
 //! and stamps every event that moves a position with `id: <cursor>`.
 
 use std::borrow::Cow;
@@ -22,8 +22,9 @@ use tidewire_shared::{ClientMessage, CloseCode, Cursor, ServerMessage};
 use tokio::time::Instant;
 
 use super::frame;
-use super::handoff::{handoff, Giver, Gone, Taker};
+use super::handoff::{handoff, Giver, Taker};
 use super::request::SseRequest;
+use super::sink::{Chunk, SendError, Sink};
 use crate::auth::Grant;
 use crate::bus::registry::ConnId;
 use crate::bus::DeliveryKind;
@@ -40,10 +41,6 @@ const MAX_CHUNK_BYTES: usize = 32 * 1024;
 /// the encoded event shared by every subscriber (hyper writes the parts vectored). Below it a
 /// copy is cheaper than a part.
 const SHARE_FROM: usize = 512;
-
-/// One burst as handed to hyper: copied framing and small events, and shared large events,
-/// in order.
-type Chunk = Vec<Bytes>;
 
 /// How long the last words (shutdown advisory, close event) may wait for a slow reader.
 const LAST_WORDS: Duration = Duration::from_secs(1);
@@ -91,22 +88,8 @@ pub(super) fn channel() -> (Giver<Chunk>, EventBody) {
     (sender, body)
 }
 
-/// Why a chunk could not be handed over.
-#[derive(Debug, thiserror::Error)]
-enum SendError {
-    #[error("the reader did not take a chunk for {0:?}")]
-    Stalled(Duration),
-    #[error("the response body was dropped (client gone)")]
-    Gone,
-}
-
 /// Subscribes the request's streams and streams the session until it ends.
-pub(super) async fn run(
-    hub: Arc<Hub>,
-    request: SseRequest,
-    admission: Admission,
-    sender: Giver<Chunk>,
-) {
+pub(super) async fn run(hub: Arc<Hub>, request: SseRequest, admission: Admission, sink: Sink) {
     let Admission {
         grant,
         permit,
@@ -119,19 +102,16 @@ pub(super) async fn run(
     // (the `retry:` line, a subscribe's queries per stream) runs once. With the boxed last
     // words and the single timer in `serve`, the task went from 3,968 to 1,576 bytes
     // (`size_of_val`, release build) and an idle SSE connection from 23.1 to 21.1 KiB.
-    let Some(mut events) = Box::pin(open(hub, request, grant, reset, sender)).await else {
+    let Some(mut events) = Box::pin(open(hub, request, grant, reset, sink)).await else {
         return;
     };
     tracing::debug!(connection = %events.id, "sse open");
     events.serve().await;
     // The session (and its queue) is dropped off the workers (see `Reaper`).
     let Events {
-        hub,
-        session,
-        sender,
-        ..
+        hub, session, sink, ..
     } = events;
-    drop(sender);
+    drop(sink);
     hub.reaper.bury(session);
     drop(permit);
 }
@@ -143,12 +123,15 @@ async fn open(
     request: SseRequest,
     grant: Grant,
     reset: Reset,
-    sender: Giver<Chunk>,
+    mut sink: Sink,
 ) -> Option<Events> {
     let mut chunk = BytesMut::new();
     frame::retry(&mut chunk, hub.config.options.sse_retry_ms);
     let stall = hub.config.slow_consumer();
-    match send(&sender, vec![std::mem::take(&mut chunk).freeze()], stall).await {
+    match sink
+        .send(vec![std::mem::take(&mut chunk).freeze()], stall)
+        .await
+    {
         Ok(()) => {}
         Err(SendError::Stalled(_)) => {
             reset.slow_consumer(&hub.metrics, crate::metrics::Transport::Sse);
@@ -163,7 +146,7 @@ async fn open(
         filters,
     } = request;
     for (stream, filter) in streams.into_iter().zip(filters) {
-        if hub.token.is_cancelled() || sender.is_closed() {
+        if hub.token.is_cancelled() || sink.is_closed() {
             break;
         }
         let since = cursor.get(&stream);
@@ -180,7 +163,7 @@ async fn open(
         hub,
         session,
         cursor,
-        sender,
+        sink,
         chunk,
         parts: Vec::new(),
         parts_bytes: 0,
@@ -207,7 +190,7 @@ struct Events {
     session: Session,
     /// Every stream's last position sent; its encoding is the `id:` of each positioned event.
     cursor: Cursor,
-    sender: Giver<Chunk>,
+    sink: Sink,
     /// The copied tail of the chunk being built (empty between bursts).
     chunk: BytesMut,
     /// The parts of the chunk before `chunk` (empty between bursts, and unless a large
@@ -241,7 +224,7 @@ impl Events {
             // are said once.
             let turn = tokio::select! {
                 () = token.cancelled() => Turn::Shutdown,
-                () = self.sender.closed() => return,
+                () = self.sink.closed() => return,
                 () = &mut timer => Turn::Timer,
                 outgoing = self.session.next() => Turn::Outgoing(outgoing),
             };
@@ -381,7 +364,7 @@ impl Events {
     /// it is reset instead.
     async fn last_words(&mut self) {
         let taken = match self.flush_within(LAST_WORDS).await {
-            Ok(()) => tokio::time::timeout(LAST_WORDS, self.sender.taken())
+            Ok(()) => tokio::time::timeout(LAST_WORDS, self.sink.taken())
                 .await
                 .is_ok(),
             Err(SendError::Stalled(_)) => false,
@@ -407,19 +390,11 @@ impl Events {
             // A fresh buffer per burst: an idle connection holds no chunk memory.
             chunk.push(std::mem::take(&mut self.chunk).freeze());
         }
-        send(&self.sender, chunk, stall).await
+        self.sink.send(chunk, stall).await
     }
 }
 
 /// The earlier of the next heartbeat and the grant's expiry.
 fn earliest(heartbeat_at: Instant, expiry: Option<Instant>) -> Instant {
     expiry.map_or(heartbeat_at, |at| at.min(heartbeat_at))
-}
-
-async fn send(sender: &Giver<Chunk>, chunk: Chunk, stall: Duration) -> Result<(), SendError> {
-    match tokio::time::timeout(stall, sender.give(chunk)).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(Gone)) => Err(SendError::Gone),
-        Err(_) => Err(SendError::Stalled(stall)),
-    }
 }

@@ -302,6 +302,17 @@ pub(crate) async fn get(
     path: &str,
     headers: &[(&str, &str)],
 ) -> (StatusCode, HeaderMap, Incoming) {
+    get_after(addr, None, path, headers).await
+}
+
+/// [`get`], after a `GET first` on the same kept-alive connection (read to its end) if
+/// `first` is given.
+pub(crate) async fn get_after(
+    addr: SocketAddr,
+    first: Option<&str>,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, HeaderMap, Incoming) {
     let socket = TcpStream::connect(addr)
         .await
         .expect("connect to the relay");
@@ -309,6 +320,21 @@ pub(crate) async fn get(
         .await
         .expect("http handshake");
     tokio::spawn(connection);
+    if let Some(first) = first {
+        let request = Request::get(first)
+            .header("host", addr.to_string())
+            .body(Empty::<Bytes>::new())
+            .expect("a valid request");
+        let response = sender
+            .send_request(request)
+            .await
+            .expect("an http response");
+        tokio::time::timeout(WAIT, response.into_body().collect())
+            .await
+            .expect("body in time")
+            .expect("body");
+        sender.ready().await.expect("the connection is kept alive");
+    }
     let mut request = Request::get(path).header("host", addr.to_string());
     for (name, value) in headers {
         request = request.header(*name, *value);
@@ -346,7 +372,18 @@ impl SseClient {
         path: &str,
         headers: &[(&str, &str)],
     ) -> (HeaderMap, Self) {
-        let (status, headers, body) = get(addr, path, headers).await;
+        Self::open_after(addr, None, path, headers).await
+    }
+
+    /// [`open`](Self::open), after a `GET first` on the same kept-alive connection if
+    /// `first` is given.
+    pub(crate) async fn open_after(
+        addr: SocketAddr,
+        first: Option<&str>,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> (HeaderMap, Self) {
+        let (status, headers, body) = get_after(addr, first, path, headers).await;
         assert_eq!(status, StatusCode::OK, "GET {path}");
         let client = Self {
             body,

@@ -5,12 +5,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use http_body_util::BodyExt;
 use serde_json::Value;
 use tidewire_tests::relay::TestRelay;
 use tidewire_tests::TestPg;
 use tokio_postgres::Client;
 
-use super::client::{get_json, SseClient, SseEvent};
+use super::client::{get, get_json, SseClient, SseEvent};
 use crate::support::publish;
 
 async fn put(client: &Client, stream: &str, key: &str) -> i64 {
@@ -236,4 +237,89 @@ async fn shutdown_sends_an_advisory_and_ends_the_stream() {
         .await
         .expect("the relay drains in time")
         .expect("shutdown task");
+}
+
+/// The relay's `tidewire_connections{transport="sse"}`.
+async fn sse_connections(relay: &TestRelay) -> u64 {
+    let (_, _, body) = get(relay.addr(), "/metrics", &[]).await;
+    let text = body.collect().await.expect("metrics").to_bytes();
+    let text = String::from_utf8_lossy(&text);
+    text.lines()
+        .find_map(|line| line.strip_prefix("tidewire_connections{transport=\"sse\"} "))
+        .and_then(|value| value.trim().parse().ok())
+        .expect("the sse connection gauge")
+}
+
+#[tokio::test]
+async fn both_ways_to_an_event_stream_stream_and_a_hang_up_frees_it() {
+    let pg = TestPg::start().await;
+    let db = pg.client().await;
+    let relay = TestRelay::spawn(&pg).await;
+    // The first request on its connection is served without hyper: the close ends the body.
+    let path = "/v1/sse?stream=todos";
+    let (headers, mut direct) = SseClient::open(relay.addr(), path, &[]).await;
+    assert_eq!(headers["connection"], "close");
+    assert_eq!(headers["content-type"], "text/event-stream");
+    assert!(headers.get("transfer-encoding").is_none(), "{headers:?}");
+    // After another request on a kept-alive connection, hyper serves it, chunked.
+    let (headers, mut kept) =
+        SseClient::open_after(relay.addr(), Some("/healthz"), path, &[]).await;
+    assert_eq!(headers["transfer-encoding"], "chunked");
+    assert_eq!(headers["content-type"], "text/event-stream");
+    for sse in [&mut direct, &mut kept] {
+        sse.until("subscribed").await;
+    }
+    let seq = put(&db, "todos", "a").await;
+    for sse in [&mut direct, &mut kept] {
+        let event = sse.until("event").await;
+        assert_eq!(event.json()["seq"].as_i64(), Some(seq));
+    }
+    assert_eq!(sse_connections(&relay).await, 2);
+    // A client that hangs up is noticed at once, not at the next heartbeat (15 s).
+    drop(direct);
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while sse_connections(&relay).await != 1 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the relay let the stream go");
+    let seq = put(&db, "todos", "b").await;
+    assert_eq!(kept.until("event").await.json()["seq"].as_i64(), Some(seq));
+}
+
+#[tokio::test]
+async fn a_request_that_arrives_in_pieces_still_streams() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pg = TestPg::start().await;
+    let relay = TestRelay::spawn(&pg).await;
+    let mut socket = tokio::net::TcpStream::connect(relay.addr())
+        .await
+        .expect("connect");
+    let request = b"GET /v1/sse?stream=todos HTTP/1.1\r\nhost: x\r\n\r\n";
+    for piece in request.chunks(7) {
+        socket.write_all(piece).await.expect("a piece");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while !String::from_utf8_lossy(&received).contains("event: subscribed") {
+        let read = tokio::time::timeout(Duration::from_secs(10), socket.read(&mut buffer))
+            .await
+            .expect("the stream in time")
+            .expect("read");
+        assert_ne!(
+            read,
+            0,
+            "ended early: {}",
+            String::from_utf8_lossy(&received)
+        );
+        received.extend_from_slice(&buffer[..read]);
+    }
+    let text = String::from_utf8_lossy(&received);
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(
+        text.contains("\r\n\r\nretry: "),
+        "the retry line first: {text}"
+    );
 }

@@ -1,0 +1,102 @@
+//! Where an SSE connection's chunks go: through the one-slot [`handoff`](super::handoff) to
+//! the response body hyper writes, or, for an event stream served without hyper
+//! ([`direct`](super::direct)), straight to the socket by the connection's own task.
+
+use std::pin::Pin;
+use std::task::Poll;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
+
+use super::handoff::{Giver, Gone};
+use crate::transport::reset::Socket;
+
+/// One burst: copied framing and small events, and shared large events, in order.
+pub(super) type Chunk = Vec<Bytes>;
+
+/// Why a chunk could not be handed over.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum SendError {
+    #[error("the reader did not take a chunk for {0:?}")]
+    Stalled(Duration),
+    #[error("the response body was dropped (client gone)")]
+    Gone,
+}
+
+/// The connection's way out.
+#[derive(Debug)]
+pub(super) enum Sink {
+    /// To hyper's response body.
+    Body(Giver<Chunk>),
+    /// To the socket (the response head is already written).
+    Socket(Socket),
+}
+
+impl Sink {
+    /// Sends `chunk`, failing if it is not taken (or written) within `stall`.
+    pub(super) async fn send(&mut self, chunk: Chunk, stall: Duration) -> Result<(), SendError> {
+        let sent = match self {
+            Self::Body(giver) => tokio::time::timeout(stall, giver.give(chunk))
+                .await
+                .map(|given| given.map_err(|Gone| SendError::Gone)),
+            Self::Socket(socket) => tokio::time::timeout(stall, write(socket, chunk))
+                .await
+                .map(|written| written.map_err(|_| SendError::Gone)),
+        };
+        sent.unwrap_or(Err(SendError::Stalled(stall)))
+    }
+
+    /// Completes once the client is gone: the body dropped, or the socket read its end.
+    pub(super) async fn closed(&mut self) {
+        match self {
+            Self::Body(giver) => giver.closed().await,
+            Self::Socket(socket) => hung_up(socket).await,
+        }
+    }
+
+    /// Whether the client is known to be gone (without waiting).
+    pub(super) fn is_closed(&self) -> bool {
+        match self {
+            Self::Body(giver) => giver.is_closed(),
+            // Only a read tells, and `closed` does the reading.
+            Self::Socket(_) => false,
+        }
+    }
+
+    /// Completes once the last chunk sent has left: hyper took it (a written chunk has).
+    pub(super) async fn taken(&self) {
+        if let Self::Body(giver) = self {
+            giver.taken().await;
+        }
+    }
+}
+
+async fn write(socket: &mut Socket, chunk: Chunk) -> std::io::Result<()> {
+    for part in chunk {
+        socket.write_all(&part).await?;
+    }
+    Ok(())
+}
+
+/// Reads until the client hangs up (end of stream or an error); what it sends is dropped (an
+/// event-stream client sends nothing after its request).
+async fn hung_up(socket: &mut Socket) {
+    std::future::poll_fn(|context| {
+        // On the stack, not in the connection's future.
+        let mut discard = [0u8; 64];
+        let mut buffer = ReadBuf::new(&mut discard);
+        match Pin::new(&mut *socket).poll_read(context, &mut buffer) {
+            Poll::Ready(Ok(())) if buffer.filled().is_empty() => Poll::Ready(()),
+            Poll::Ready(Err(_)) => Poll::Ready(()),
+            Poll::Ready(Ok(())) => {
+                // Bytes after the request: drop them, and let other tasks run before
+                // reading more.
+                context.waker().wake_by_ref();
+                Poll::Pending
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await;
+}
