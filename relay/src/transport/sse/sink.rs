@@ -2,11 +2,12 @@
 //! the response body hyper writes, or, for an event stream served without hyper
 //! ([`direct`](super::direct)), straight to the socket by the connection's own task.
 
+use std::io::IoSlice;
 use std::pin::Pin;
 use std::task::Poll;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 
 use super::handoff::{Giver, Gone};
@@ -72,11 +73,54 @@ impl Sink {
     }
 }
 
+/// Writes a chunk's parts vectored, as hyper did for the body (one `writev` per burst, not
+/// one write per part).
 async fn write(socket: &mut Socket, chunk: Chunk) -> std::io::Result<()> {
-    for part in chunk {
-        socket.write_all(&part).await?;
+    let mut parts = Parts {
+        parts: chunk.into_iter().filter(|part| !part.is_empty()).collect(),
+        first: 0,
+    };
+    socket.write_all_buf(&mut parts).await
+}
+
+/// A chunk as one [`Buf`], for tokio's vectored `write_all_buf`. Holds no empty part.
+struct Parts {
+    parts: Chunk,
+    /// The first part not yet written in full.
+    first: usize,
+}
+
+impl Buf for Parts {
+    fn remaining(&self) -> usize {
+        self.parts[self.first..].iter().map(Bytes::len).sum()
     }
-    Ok(())
+
+    fn chunk(&self) -> &[u8] {
+        self.parts.get(self.first).map_or(&[], |part| part.as_ref())
+    }
+
+    fn advance(&mut self, mut count: usize) {
+        while count > 0 {
+            let Some(part) = self.parts.get_mut(self.first) else {
+                return;
+            };
+            if count < part.len() {
+                part.advance(count);
+                return;
+            }
+            count -= part.len();
+            self.first += 1;
+        }
+    }
+
+    fn chunks_vectored<'a>(&'a self, slices: &mut [IoSlice<'a>]) -> usize {
+        let mut filled = 0;
+        for (part, slice) in self.parts[self.first..].iter().zip(slices.iter_mut()) {
+            *slice = IoSlice::new(part);
+            filled += 1;
+        }
+        filled
+    }
 }
 
 /// Reads until the client hangs up (end of stream or an error); what it sends is dropped (an
@@ -99,4 +143,24 @@ async fn hung_up(socket: &mut Socket) {
         }
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_advance_across_part_boundaries() {
+        let mut parts = Parts {
+            parts: vec![Bytes::from_static(b"ab"), Bytes::from_static(b"cde")],
+            first: 0,
+        };
+        assert_eq!(parts.remaining(), 5);
+        let mut slices = [IoSlice::new(&[]); 4];
+        assert_eq!(parts.chunks_vectored(&mut slices), 2);
+        parts.advance(3);
+        assert_eq!((parts.remaining(), parts.chunk()), (2, &b"de"[..]));
+        parts.advance(2);
+        assert_eq!((parts.remaining(), parts.chunk()), (0, &b""[..]));
+    }
 }

@@ -269,10 +269,19 @@ async fn both_ways_to_an_event_stream_stream_and_a_hang_up_frees_it() {
     for sse in [&mut direct, &mut kept] {
         sse.until("subscribed").await;
     }
-    let seq = put(&db, "todos", "a").await;
+    // A small event, copied into the burst, and a large one, written from the buffer every
+    // subscriber shares (a part of its own in the burst).
+    let large = format!(r#"{{"text":"{}"}}"#, "x".repeat(4096));
+    let small_seq = put(&db, "todos", "a").await;
+    let large_seq = publish(&db, "todos", "big", "upsert", &large)
+        .await
+        .expect("publish");
     for sse in [&mut direct, &mut kept] {
-        let event = sse.until("event").await;
-        assert_eq!(event.json()["seq"].as_i64(), Some(seq));
+        let small = sse.until("event").await;
+        assert_eq!(small.json()["seq"].as_i64(), Some(small_seq));
+        let large = sse.until("event").await.json();
+        assert_eq!(large["seq"].as_i64(), Some(large_seq));
+        assert_eq!(large["data"]["text"].as_str().map(str::len), Some(4096));
     }
     assert_eq!(sse_connections(&relay).await, 2);
     // A client that hangs up is noticed at once, not at the next heartbeat (15 s).
