@@ -8,9 +8,10 @@
 //! request head is parsed with `httparse` and judged as through hyper (`admit`), and the
 //! connection's task runs the stream itself, writing to the socket, until it ends and the
 //! connection closes (`connection: close`: the end of the body is the end of the
-//! connection, no chunked framing). No hyper connection, response body or handoff stays. Anything else, or a request that does not parse here, is
-//! left unread for hyper, which answers it (and its errors) as before. An event stream asked
-//! for later on a kept-alive connection also goes through hyper.
+//! connection, no chunked framing). No hyper connection, response body or handoff stays.
+//! Anything else, or a request that does not parse here, is left unread for hyper, which
+//! answers it (and its errors) as before. An event stream asked for later on a kept-alive
+//! connection also goes through hyper.
 
 use std::io;
 use std::sync::Arc;

@@ -48,7 +48,8 @@ impl Sink {
         sent.unwrap_or(Err(SendError::Stalled(stall)))
     }
 
-    /// Completes once the client is gone: the body dropped, or the socket read its end.
+    /// Completes once the client is gone: the body dropped, or the socket read its end (or
+    /// anything: see [`hung_up`]).
     pub(super) async fn closed(&mut self) {
         match self {
             Self::Body(giver) => giver.closed().await,
@@ -123,22 +124,16 @@ impl Buf for Parts {
     }
 }
 
-/// Reads until the client hangs up (end of stream or an error); what it sends is dropped (an
-/// event-stream client sends nothing after its request).
+/// Completes when the client hangs up (end of stream or an error), or sends anything: an
+/// event-stream client sends nothing after its request, and reading and dropping whatever it
+/// sends would be work without end.
 async fn hung_up(socket: &mut Socket) {
     std::future::poll_fn(|context| {
         // On the stack, not in the connection's future.
-        let mut discard = [0u8; 64];
-        let mut buffer = ReadBuf::new(&mut discard);
+        let mut probe = [0u8; 1];
+        let mut buffer = ReadBuf::new(&mut probe);
         match Pin::new(&mut *socket).poll_read(context, &mut buffer) {
-            Poll::Ready(Ok(())) if buffer.filled().is_empty() => Poll::Ready(()),
-            Poll::Ready(Err(_)) => Poll::Ready(()),
-            Poll::Ready(Ok(())) => {
-                // Bytes after the request: drop them, and let other tasks run before
-                // reading more.
-                context.waker().wake_by_ref();
-                Poll::Pending
-            }
+            Poll::Ready(_) => Poll::Ready(()),
             Poll::Pending => Poll::Pending,
         }
     })

@@ -38,8 +38,8 @@ use crate::transport::reset::Reset;
 const MAX_CHUNK_BYTES: usize = 32 * 1024;
 
 /// Event data of at least this many bytes is not copied into the chunk: the chunk refers to
-/// the encoded event shared by every subscriber (hyper writes the parts vectored). Below it a
-/// copy is cheaper than a part.
+/// the encoded event shared by every subscriber (both sinks write the parts vectored). Below
+/// it a copy is cheaper than a part.
 const SHARE_FROM: usize = 512;
 
 /// How long the last words (shutdown advisory, close event) may wait for a slow reader.
