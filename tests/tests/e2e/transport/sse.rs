@@ -331,4 +331,17 @@ async fn a_request_that_arrives_in_pieces_still_streams() {
         text.contains("\r\n\r\nretry: "),
         "the retry line first: {text}"
     );
+    // An event-stream client sends nothing more: anything it does send ends the stream.
+    socket.write_all(b"x").await.expect("a stray byte");
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match socket.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    });
+    ended
+        .await
+        .expect("the relay ended the stream, not at the 15 s heartbeat");
 }
