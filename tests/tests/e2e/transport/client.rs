@@ -321,20 +321,25 @@ pub(crate) async fn get_after(
         .expect("http handshake");
     tokio::spawn(connection);
     if let Some(first) = first {
-        let request = Request::get(first)
-            .header("host", addr.to_string())
-            .body(Empty::<Bytes>::new())
-            .expect("a valid request");
-        let response = sender
-            .send_request(request)
-            .await
-            .expect("an http response");
+        let response = send_get(&mut sender, addr, first, &[]).await;
         tokio::time::timeout(WAIT, response.into_body().collect())
             .await
             .expect("body in time")
             .expect("body");
         sender.ready().await.expect("the connection is kept alive");
     }
+    let response = send_get(&mut sender, addr, path, headers).await;
+    let (parts, body) = response.into_parts();
+    (parts.status, parts.headers, body)
+}
+
+/// Sends `GET path` with `headers` on `sender`'s connection.
+async fn send_get(
+    sender: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> hyper::Response<Incoming> {
     let mut request = Request::get(path).header("host", addr.to_string());
     for (name, value) in headers {
         request = request.header(*name, *value);
@@ -342,12 +347,10 @@ pub(crate) async fn get_after(
     let request = request
         .body(Empty::<Bytes>::new())
         .expect("a valid request");
-    let response = sender
+    sender
         .send_request(request)
         .await
-        .expect("an http response");
-    let (parts, body) = response.into_parts();
-    (parts.status, parts.headers, body)
+        .expect("an http response")
 }
 
 /// `GET path` and the whole body as JSON (for refusals).
