@@ -1,5 +1,6 @@
 //! The accept loop and router: one hyper HTTP/1.1 connection per socket (but for an event
-//! stream asked for first, see `sse::direct`), routed to the transports; graceful shutdown of everything on SIGINT/SIGTERM (or the caller's future).
+//! stream asked for first, see `sse::direct`), routed to the transports; graceful shutdown
+//! of everything on SIGINT/SIGTERM (or the caller's future).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -105,9 +106,16 @@ async fn connection(hub: Arc<Hub>, builder: Arc<http1::Builder>, socket: TcpStre
             options.max_header_bytes,
             hub.config.header_timeout(),
         );
+        // A connection that has not sent its first request yet is closed at shutdown, as
+        // hyper closes an idle one; waiting for the header timeout (10 s) would outlast the
+        // shutdown grace (5 s).
+        let sniffed = tokio::select! {
+            sniffed = Box::pin(sniffing) => sniffed,
+            () = hub.token.cancelled() => return,
+        };
         // Matched inside this block: a `match` on the sniffed request kept it (about 240
         // bytes) in the task for as long as the connection is served.
-        match Box::pin(sniffing).await {
+        match sniffed {
             Sniffed::Sse { request, head_len } => {
                 Box::pin(sse::direct::serve(hub, socket, request, head_len, reset))
             }

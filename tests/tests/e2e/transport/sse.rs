@@ -224,6 +224,30 @@ async fn bad_requests_are_refused_before_streaming() {
 }
 
 #[tokio::test]
+async fn a_connection_that_sent_nothing_yet_does_not_hold_up_shutdown() {
+    let pg = TestPg::start().await;
+    // Long enough that waiting for either would show.
+    let relay = TestRelay::spawn_with(&pg, |options| {
+        options.header_timeout_ms = 60_000;
+        options.shutdown_grace_ms = 60_000;
+    })
+    .await;
+    // A browser's speculative preconnection: open, silent.
+    let _silent = tokio::net::TcpStream::connect(relay.addr())
+        .await
+        .expect("connect");
+    // Let the relay accept it and start waiting for its first request.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    relay.shutdown().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "shutdown waited {:?} for a connection with no request",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
 async fn shutdown_sends_an_advisory_and_ends_the_stream() {
     let pg = TestPg::start().await;
     let relay = TestRelay::spawn(&pg).await;
