@@ -206,9 +206,8 @@ enum Answer {
 
 /// Decides on the request, as [`handle`](super::handle) does through hyper, and adds the
 /// CORS headers the router adds there; returns the response head too.
-fn answer(hub: &Arc<Hub>, mut request: Box<Request<()>>, reset: Reset) -> (BytesMut, Answer) {
-    request.extensions_mut().insert(reset);
-    match super::admit(hub, &request) {
+fn answer(hub: &Arc<Hub>, request: Box<Request<()>>, reset: Reset) -> (BytesMut, Answer) {
+    match super::admit(hub, &request, reset) {
         Err(mut response) => {
             hub.auth
                 .apply_cors(request.headers(), response.headers_mut());

@@ -4,8 +4,8 @@
 //! |---|---|
 //! | `direct` | a connection's first request served on the socket, without hyper |
 //! | `request` | the streams and the resume cursor (`Last-Event-ID`, else `since=`) |
-//! | `stream` | the per-connection task and the response body |
-//! | `sink` | where the task's chunks go: the body, or the socket |
+//! | `stream` | the per-connection task |
+//! | `sink` | where the task's chunks go: the response body, or the socket |
 //! | `handoff` | the one-slot handoff of chunks from the task to the body |
 //! | `frame` | byte-level SSE framing (injection-proof) |
 //!
@@ -46,27 +46,25 @@ use crate::hub::Hub;
 /// Answers with an event stream that runs a session, or with an error before streaming.
 /// The request's body is not read (an event stream is a `GET`).
 pub async fn handle<B>(hub: Arc<Hub>, request: Request<B>) -> Response<Body> {
-    let (sse_request, admission) = match admit(&hub, &request) {
+    let (sse_request, admission) = match admit(&hub, &request, Reset::of(&request)) {
         Ok(admitted) => admitted,
         Err(refusal) => return *refusal,
     };
-    let (sender, body) = stream::channel();
-    hub.tracker.spawn(stream::run(
-        Arc::clone(&hub),
-        sse_request,
-        admission,
-        Sink::Body(sender),
-    ));
+    let (sink, body) = Sink::body();
+    hub.tracker
+        .spawn(stream::run(Arc::clone(&hub), sse_request, admission, sink));
     let mut response = Response::new(body.boxed());
     stream_headers(response.headers_mut());
     response
 }
 
 /// Everything that can refuse an event stream, in order: the token, the request, read access
-/// and a connection permit. The refusal is boxed: it is the rare case.
+/// and a connection permit; `reset` is the connection's. The refusal is boxed: it is the rare
+/// case.
 fn admit<B>(
     hub: &Arc<Hub>,
     request: &Request<B>,
+    reset: Reset,
 ) -> Result<(SseRequest, Admission), Box<Response<Body>>> {
     let headers = request.headers();
     let query = request.uri().query();
@@ -88,7 +86,7 @@ fn admit<B>(
     let admission = Admission {
         grant,
         permit,
-        reset: Reset::of(request),
+        reset,
     };
     Ok((sse_request, admission))
 }

@@ -1,28 +1,24 @@
 //! One SSE connection: a task subscribes the requested streams, then turns the session's
 //! output into SSE events and sends them, a burst per chunk, to its [`Sink`]: through a
-//! one-slot [`handoff`](super::handoff) to the response body ([`EventBody`]), which hyper drains
-//! as it writes, or straight to the socket ([`direct`](super::direct)).
+//! one-slot [`handoff`](super::handoff) to the response body that hyper drains as it writes
+//! ([`EventBody`](super::sink::EventBody)), or straight to the socket
+//! ([`direct`](super::direct)).
 //!
 //! The sink is the backpressure: a reader that does not read fills the socket, hyper stops
-//! polling the body (the slot stays full) or the write waits, and the task waits; a chunk that
-//! cannot be sent for `--slow-consumer-ms` ends the connection. The task keeps the connection's [`Cursor`]
-//! and stamps every event that moves a position with `id: <cursor>`.
+//! polling the body (the slot stays full) or the write waits, and the task waits; a chunk
+//! that cannot be sent for `--slow-consumer-ms` ends the connection. The task keeps the
+//! connection's [`Cursor`] and stamps every event that moves a position with `id: <cursor>`.
 
 use std::borrow::Cow;
-use std::convert::Infallible;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use hyper::body::{Body, Frame};
 use tidewire_shared::message::{Advisory, AdvisoryKind, Subscribe};
 use tidewire_shared::{ClientMessage, CloseCode, Cursor, ServerMessage};
 use tokio::time::Instant;
 
 use super::frame;
-use super::handoff::{handoff, Giver, Taker};
 use super::request::SseRequest;
 use super::sink::{Chunk, SendError, Sink};
 use crate::auth::Grant;
@@ -44,49 +40,6 @@ const SHARE_FROM: usize = 512;
 
 /// How long the last words (shutdown advisory, close event) may wait for a slow reader.
 const LAST_WORDS: Duration = Duration::from_secs(1);
-
-/// The response body: the chunks the connection's task produces, until it ends.
-#[derive(Debug)]
-pub(super) struct EventBody {
-    /// One chunk (burst) may wait between the task and hyper: enough to keep hyper busy (the
-    /// task builds the next while hyper writes this one); every extra one would be memory a
-    /// reader that falls behind pins (10,000 lagging readers x 4 x 32 KiB was 1.3 GiB).
-    receiver: Taker<Chunk>,
-    /// The rest of the chunk being handed to hyper, one part per frame.
-    parts: std::vec::IntoIter<Bytes>,
-}
-
-impl Body for EventBody {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        context: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        let body = self.get_mut();
-        loop {
-            if let Some(part) = body.parts.next() {
-                return Poll::Ready(Some(Ok(Frame::data(part))));
-            }
-            match body.receiver.poll_take(context) {
-                Poll::Ready(Some(chunk)) => body.parts = chunk.into_iter(),
-                Poll::Ready(None) => return Poll::Ready(None),
-                Poll::Pending => return Poll::Pending,
-            }
-        }
-    }
-}
-
-/// The handoff between the task and the body.
-pub(super) fn channel() -> (Giver<Chunk>, EventBody) {
-    let (sender, receiver) = handoff();
-    let body = EventBody {
-        receiver,
-        parts: Vec::new().into_iter(),
-    };
-    (sender, body)
-}
 
 /// Subscribes the request's streams and streams the session until it ends.
 pub(super) async fn run(hub: Arc<Hub>, request: SseRequest, admission: Admission, sink: Sink) {
