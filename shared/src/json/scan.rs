@@ -89,6 +89,63 @@ pub fn array(text: &str) -> Result<Vec<&str>, ScanError> {
     Ok(items)
 }
 
+/// The fields of each item of `text`, which must be one JSON array of objects: one pass,
+/// where [`array`] and then [`object`] on each item would read every item twice.
+///
+/// # Errors
+///
+/// A [`ScanError`] if `text` is not one JSON array, or an item is not an object.
+pub fn objects(text: &str) -> Result<Vec<Fields<'_>>, ScanError> {
+    let mut scanner = Scanner::new(text);
+    scanner.space();
+    let items = scanner.objects(0)?;
+    scanner.end()?;
+    Ok(items)
+}
+
+/// [`object_within`], with the field `list` also read as [`objects`] in the same pass when it
+/// is an array of objects (`None` otherwise; its text is among the fields either way). A
+/// snapshot chunk's `records` is such a list: reading the message, then the list, then each
+/// record went over every record three times. Decoding a 500-record chunk natively: 284 MB/s
+/// in three passes, 338-360 in two ([`objects`] on the list's text), 548-554 in one; applying
+/// a 10,000-record snapshot in Chromium (`scripts/bench client-wasm`): 33.1 -> 25.5 ms.
+///
+/// # Errors
+///
+/// A [`ScanError`] if `text` is not one JSON object, or nests deeper than `max_depth`.
+pub fn object_with_list<'a>(
+    text: &'a str,
+    max_depth: usize,
+    list: &str,
+) -> Result<(Fields<'a>, Option<Vec<Fields<'a>>>), ScanError> {
+    let mut scanner = Scanner::new(text);
+    scanner.max_depth = max_depth.min(MAX_DEPTH);
+    scanner.space();
+    let mut fields = Vec::new();
+    let mut items = None;
+    scanner.list(0, (b'{', b'}'), &mut |scanner| {
+        let name = scanner.string()?;
+        scanner.space();
+        scanner.expect(b':')?;
+        scanner.space();
+        let start = scanner.at;
+        if name == list {
+            // The last of a repeated name counts, as in `field`.
+            items = scanner.objects(1).ok();
+            if items.is_none() {
+                scanner.at = start;
+                scanner.value(1)?;
+            }
+        } else {
+            scanner.value(1)?;
+        }
+        fields.push((name, &scanner.text[start..scanner.at]));
+        Ok(())
+    })?;
+    scanner.end()?;
+    Ok((fields, items))
+}
+
 /// The text of the field `name` of scanned `fields` (the last one, if a name repeats, as
 /// serde_json reads it); `None` if it is absent or `null`.
 pub fn field<'a>(fields: &Fields<'a>, name: &str) -> Option<&'a str> {
@@ -315,6 +372,18 @@ impl<'a> Scanner<'a> {
         })
     }
 
+    /// An array of objects at nesting `depth`, each object's fields.
+    fn objects(&mut self, depth: usize) -> Result<Vec<Fields<'a>>, ScanError> {
+        let mut items = Vec::new();
+        self.list(depth, (b'[', b']'), &mut |scanner| {
+            let mut fields = Vec::new();
+            scanner.object(depth + 1, &mut |name, value| fields.push((name, value)))?;
+            items.push(fields);
+            Ok(())
+        })?;
+        Ok(items)
+    }
+
     /// An array, telling `item` each item.
     fn array(&mut self, depth: usize, item: &mut dyn FnMut(&'a str)) -> Result<(), ScanError> {
         self.list(depth, (b'[', b']'), &mut |scanner| {
@@ -506,6 +575,43 @@ mod tests {
         assert_eq!(string(r#""a" "#), None);
         assert!(object("[1]").is_err());
         assert!(array("{}").is_err());
+    }
+
+    /// A list read in the object's pass gives what reading its text again would, and a list
+    /// that is not an array of objects is only skipped (any field may be named so).
+    #[test]
+    fn a_list_read_in_the_same_pass_matches_a_second_reading() {
+        let text = r#"{"records" : [ {"key":"a","data":{"x":[1,{"y":"z"}]}} , {} ],"seq":3}"#;
+        let (fields, items) = object_with_list(text, 64, "records").expect("an object");
+        assert_eq!(fields, object(text).expect("an object"));
+        let raw = field(&fields, "records").expect("records");
+        assert_eq!(items, Some(objects(raw).expect("a list of objects")));
+        assert_eq!(
+            items.as_ref().and_then(|items| items.first()).cloned(),
+            object(r#"{"key":"a","data":{"x":[1,{"y":"z"}]}}"#).ok()
+        );
+        for (text, has_list) in [
+            (r#"{"records":[1,{}]}"#, false),
+            (r#"{"records":{"a":1}}"#, false),
+            (r#"{"records":[]}"#, true),
+            // The last of a repeated name counts.
+            (r#"{"records":[{}],"records":5}"#, false),
+            (r#"{"records":5,"records":[{}]}"#, true),
+        ] {
+            let (fields, items) = object_with_list(text, 64, "records").expect("an object");
+            assert_eq!(fields, object(text).expect("an object"), "{text}");
+            assert_eq!(items.is_some(), has_list, "{text}");
+        }
+        // The depth limit holds inside the list as it does elsewhere.
+        let deep = format!(
+            r#"{{"records":[{{"a":{}1{}}}]}}"#,
+            "[".repeat(10),
+            "]".repeat(10)
+        );
+        assert!(object_with_list(&deep, 12, "records").is_err());
+        assert!(object_with_list(&deep, 14, "records").is_ok());
+        assert!(object_with_list(r#"{"records":[{]}"#, 64, "records").is_err());
+        assert!(objects(r#"[{}, 1]"#).is_err());
     }
 
     /// The word-at-a-time search stops where a byte-by-byte one does, wherever the stop is

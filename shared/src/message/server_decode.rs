@@ -119,9 +119,14 @@ fn decode<D: Data>(input: &[u8], limits: &DecodeLimits) -> Result<ServerMessage<
     }
     let text = std::str::from_utf8(input)
         .map_err(|_| refused(DecodeError::Malformed("a message is UTF-8 text".into())))?;
-    let object =
-        scan::object_within(text, limits.max_depth).map_err(|error| refused(malformed(error)))?;
-    let mut fields = Fields { object, kind: "" };
+    // A snapshot's records are read in the same pass (see `scan::object_with_list`).
+    let (object, records) = scan::object_with_list(text, limits.max_depth, "records")
+        .map_err(|error| refused(malformed(error)))?;
+    let mut fields = Fields {
+        object,
+        records,
+        kind: "",
+    };
     let kind = fields.string("type")?;
     fields.kind = match kind.as_str() {
         "snapshot" => "snapshot",
@@ -141,6 +146,8 @@ fn decode<D: Data>(input: &[u8], limits: &DecodeLimits) -> Result<ServerMessage<
 /// The fields of one message, taken out one by one.
 struct Fields<'a> {
     object: scan::Fields<'a>,
+    /// The fields of each item of `records`, when it is an array of objects.
+    records: Option<Vec<scan::Fields<'a>>>,
     /// The message's `type`, for error texts.
     kind: &'static str,
 }
@@ -268,11 +275,19 @@ impl<'a> Fields<'a> {
         }
     }
 
-    fn records<D: Data>(&self) -> Result<Vec<Record<D>>, DecodeError> {
-        self.array("records", true)?
+    fn records<D: Data>(mut self) -> Result<Vec<Record<D>>, DecodeError> {
+        let Some(records) = self.records.take() else {
+            return Err(self.bad("records"));
+        };
+        let kind = self.kind;
+        records
             .into_iter()
-            .map(|item| {
-                let record = self.nested(item, "records")?;
+            .map(|object| {
+                let record = Fields {
+                    object,
+                    records: None,
+                    kind,
+                };
                 Ok(Record {
                     key: record.string("key")?,
                     seq: record.u64("seq")?,
@@ -311,6 +326,7 @@ impl<'a> Fields<'a> {
         match scan::object(item) {
             Ok(object) => Ok(Fields {
                 object,
+                records: None,
                 kind: self.kind,
             }),
             Err(_) => Err(self.bad(field)),
