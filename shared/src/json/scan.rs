@@ -121,7 +121,8 @@ pub fn object_with_list<'a>(
     let mut scanner = Scanner::new(text);
     scanner.max_depth = max_depth.min(MAX_DEPTH);
     scanner.space();
-    let mut fields = Vec::new();
+    // Room for a message's fields (an event has seven): no growing on the way.
+    let mut fields = Vec::with_capacity(8);
     let mut items = None;
     scanner.list(0, (b'{', b'}'), &mut |scanner| {
         let name = scanner.string()?;

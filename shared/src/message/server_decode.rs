@@ -127,8 +127,8 @@ fn decode<D: Data>(input: &[u8], limits: &DecodeLimits) -> Result<ServerMessage<
         records,
         kind: "",
     };
-    let kind = fields.string("type")?;
-    fields.kind = match kind.as_str() {
+    let kind = fields.text("type")?;
+    fields.kind = match kind.as_ref() {
         "snapshot" => "snapshot",
         "event" => "event",
         "subscribed" => "subscribed",
@@ -168,7 +168,7 @@ impl<'a> Fields<'a> {
                 epoch: self.u64("epoch")?,
                 seq: self.u64("seq")?,
                 key: self.string("key")?,
-                op: Op::parse(&self.string("op")?).ok_or_else(|| self.bad("op"))?,
+                op: Op::parse(&self.text("op")?).ok_or_else(|| self.bad("op"))?,
                 data: D::from_text(self.raw("data"))?,
                 prev: self.optional("prev", number)?,
                 ts: self.optional("ts", number)?,
@@ -183,7 +183,7 @@ impl<'a> Fields<'a> {
                 stream: self.stream("stream")?,
             },
             "advisory" => ServerMessage::Advisory(Advisory {
-                kind: AdvisoryKind::parse(&self.string("kind")?).ok_or_else(|| self.bad("kind"))?,
+                kind: AdvisoryKind::parse(&self.text("kind")?).ok_or_else(|| self.bad("kind"))?,
                 stream: self.optional_stream("stream")?,
                 epoch: self.optional("epoch", number)?,
                 from: self.optional("from", number)?,
@@ -199,7 +199,7 @@ impl<'a> Fields<'a> {
             "error" => ServerMessage::Error {
                 id: self.optional_string("id")?,
                 stream: self.optional_string("stream")?,
-                code: ErrorCode::parse(&self.string("code")?),
+                code: ErrorCode::parse(&self.text("code")?),
                 message: self.string("message")?,
             },
             "presence" => ServerMessage::Presence {
@@ -248,8 +248,19 @@ impl<'a> Fields<'a> {
             .ok_or_else(|| self.bad(field))
     }
 
+    /// A string field, borrowed from the message unless it has escapes: for the fields only
+    /// looked at (`type`, `op`, a stream name), where an owned copy was an allocation per
+    /// message for nothing.
+    fn optional_text(&self, field: &str) -> Result<Option<Cow<'a, str>>, DecodeError> {
+        self.optional(field, scan::string)
+    }
+
+    fn text(&self, field: &str) -> Result<Cow<'a, str>, DecodeError> {
+        self.optional_text(field)?.ok_or_else(|| self.bad(field))
+    }
+
     fn optional_string(&self, field: &str) -> Result<Option<String>, DecodeError> {
-        self.optional(field, |raw| scan::string(raw).map(Cow::into_owned))
+        Ok(self.optional_text(field)?.map(Cow::into_owned))
     }
 
     fn string(&self, field: &str) -> Result<String, DecodeError> {
@@ -257,7 +268,7 @@ impl<'a> Fields<'a> {
     }
 
     fn optional_stream(&self, field: &str) -> Result<Option<StreamName>, DecodeError> {
-        self.optional_string(field)?
+        self.optional_text(field)?
             .map(|name| StreamName::new(&name).map_err(DecodeError::Name))
             .transpose()
     }
