@@ -60,27 +60,84 @@ function freeze(value) {
   return value;
 }
 
+const OPS = ["upsert", "delete", "patch", "message"];
+const NONE = [];
+
+/** `base` (when a plain object; `{}` otherwise) with every field of `patch` written over it,
+ * keys sorted: the record a patch makes when each of its fields wins, which the engine saw
+ * (the patch was newer than everything its stream had). Sorted as JavaScript sorts, by UTF-16
+ * units, where the relay sorts by UTF-8 bytes: the two differ only between names with
+ * characters above U+FFFF and names with characters from U+E000 to U+FFFF. */
+function patched(base, patch) {
+  const out = {};
+  const plain = typeof base === "object" && base !== null && !Array.isArray(base);
+  const names = plain ? Object.keys(base) : [];
+  for (const name in patch) if (!plain || !Object.prototype.hasOwnProperty.call(base, name)) names.push(name);
+  names.sort();
+  for (const name of names) {
+    const value = Object.prototype.hasOwnProperty.call(patch, name) ? patch[name] : base[name];
+    // JSON.parse makes `__proto__` an own field; an assignment would set the prototype.
+    if (name === "__proto__") Object.defineProperty(out, name, { value, enumerable: true, writable: true, configurable: true });
+    else out[name] = value;
+  }
+  return out;
+}
+
 /**
- * Applies a batch of changes to `records` and tells `callbacks`: `text` is the batch as
- * `[{key, op, seq, newValue?}]` (no `newValue`: the record is gone). Each change gets its
- * `origin` and, from the Map, its `oldValue`. A callback that throws is logged; the others
- * still run.
+ * Applies a batch of changes to `records` and tells `callbacks`. Each change is `{key, op,
+ * seq, newValue?}` (no `newValue`: the record is gone), made one of two ways:
+ *
+ * - `plan` empty: every change is in `text`, a JSON array of them;
+ * - otherwise `plan` holds five numbers per change: the slot in `messages` of the message it
+ *   came in (-1: the next change of `text`), the index in that message's `records` (-1: the
+ *   event itself), the op (an index in `OPS`), the seq, and how the value is made: 0 the
+ *   message's `data` as it is, 1 the old record with that `data` written over it, 2 none (a
+ *   removal). A message is parsed the first time a change needs it, and its object kept in
+ *   its slot, so each message is parsed once and its records are the objects shown.
+ *
+ * Each change gets its `origin` and, from the Map, its `oldValue`. A callback that throws is
+ * logged; the others still run.
  */
-export function applyChanges(records, text, origin, callbacks) {
-  const changes = JSON.parse(text);
-  for (let index = 0; index < changes.length; index += 1) {
-    const change = changes[index];
-    const old = records.get(change.key);
-    change.origin = origin;
-    if (old !== undefined) change.oldValue = old;
-    if (change.newValue === undefined) records.delete(change.key);
-    else records.set(change.key, freeze(change.newValue));
-    for (let at = 0; at < callbacks.length; at += 1) {
-      try {
-        callbacks[at](change);
-      } catch (error) {
-        console.error("tidewire: change callback threw", error);
-      }
+export function applyChanges(records, text, origin, callbacks, plan, messages) {
+  const listed = text === undefined ? NONE : JSON.parse(text);
+  if (plan.length === 0) {
+    for (let index = 0; index < listed.length; index += 1) apply(records, listed[index], origin, callbacks);
+    return;
+  }
+  let next = 0;
+  for (let at = 0; at < plan.length; at += 5) {
+    const slot = plan[at];
+    if (slot < 0) {
+      apply(records, listed[next], origin, callbacks);
+      next += 1;
+      continue;
+    }
+    let message = messages[slot];
+    if (typeof message === "string") {
+      message = JSON.parse(message);
+      messages[slot] = message;
+    }
+    const index = plan[at + 1];
+    const holder = index < 0 ? message : message.records[index];
+    const change = { key: holder.key, op: OPS[plan[at + 2]], seq: plan[at + 3] };
+    const how = plan[at + 4];
+    if (how === 0) change.newValue = holder.data;
+    else if (how === 1) change.newValue = patched(records.get(holder.key), holder.data);
+    apply(records, change, origin, callbacks);
+  }
+}
+
+function apply(records, change, origin, callbacks) {
+  const old = records.get(change.key);
+  change.origin = origin;
+  if (old !== undefined) change.oldValue = old;
+  if (change.newValue === undefined) records.delete(change.key);
+  else records.set(change.key, freeze(change.newValue));
+  for (let at = 0; at < callbacks.length; at += 1) {
+    try {
+      callbacks[at](change);
+    } catch (error) {
+      console.error("tidewire: change callback threw", error);
     }
   }
 }

@@ -261,9 +261,12 @@ impl TidewireClient {
 
     /// Test hook: handles `text` as if the relay had sent it (transport `"manual"`).
     #[wasm_bindgen(js_name = _inject, skip_typescript)]
-    pub fn inject(&self, text: &str) {
+    pub fn inject(&self, text: JsValue) {
+        let Some(string) = text.as_string() else {
+            return;
+        };
         drive(&self.shared, |inner| {
-            inner.engine.on_text(text, crate::browser::now())
+            crate::shell::receive(&self.shared, inner, &text, &string);
         });
     }
 

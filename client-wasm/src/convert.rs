@@ -6,6 +6,8 @@
 //! boundary; JSON text won (1.7x for one record, 3.3x for a 100-record value; numbers in
 //! client-wasm/README.md), so it is the only path in the package. Scalars skip JSON.
 
+use std::borrow::Borrow;
+
 use js_sys::JSON;
 use serde_json::Value;
 use tidewire_shared::json::objects;
@@ -53,11 +55,13 @@ fn describe(error: &JsValue) -> String {
 /// The changes as one JSON array text: `[{key, op, seq, newValue?}]` (what `js/records.js`
 /// takes; it adds `origin` and `oldValue`). Written by hand: each record's text is copied in
 /// as it is, never parsed or serialised again.
-pub(crate) fn changes_json(changes: &[Change]) -> String {
-    let bytes = |change: &Change| {
+pub(crate) fn changes_json<C: Borrow<Change>>(changes: &[C]) -> String {
+    let bytes = |change: &C| {
+        let change = change.borrow();
         change.key.len() + change.new.as_ref().map_or(0, |new| new.as_str().len())
     };
     objects(changes, bytes, |change, object| {
+        let change = change.borrow();
         object
             .str("key", &change.key)
             .str("op", change.op.as_str())

@@ -1,8 +1,9 @@
 //! Tidewire browser client (npm package `tidewire`), built with wasm-bindgen.
 //!
 //! Keeps JavaScript collections in sync with PostgreSQL through a Tidewire relay. The
-//! merge rules are the shared crate's, the same code the relay runs; records stay in wasm
-//! and become JavaScript objects only when the application reads them.
+//! merge rules are the shared crate's, the same code the relay runs. The engine keeps each
+//! record's text; the application reads JavaScript objects kept in step with it (`records`),
+//! made from the messages JavaScript parses once (`parsed`).
 //!
 //! # Layout
 //!
@@ -17,6 +18,8 @@
 //! | `options` | the constructor's options |
 //! | `listeners` | application callbacks and pending promises |
 //! | `handles` | listener registration and `ready()` promises, for the client and collections |
+//! | `records` | each collection's records as JavaScript objects, changed batch by batch |
+//! | `parsed` | changes made from the objects JavaScript parsed from a message |
 //! | `convert` | values between Rust and JavaScript (JSON text + `JSON.parse`) |
 //! | `browser` | timers (gloo), event listeners, clock, console reporting |
 //! | [`error`] | `TidewireError`: JavaScript `Error` objects with a `code` |
@@ -35,6 +38,7 @@ mod convert;
 mod handles;
 mod listeners;
 mod options;
+mod parsed;
 mod pending;
 mod persist;
 mod records;

@@ -14,10 +14,19 @@ extern "C" {
     #[wasm_bindgen(js_name = attachRecords)]
     pub(crate) fn attach_records(collection: &JsValue) -> Map;
 
-    /// Applies `text` (`[{key, op, seq, newValue?}]`) to `records` and calls `callbacks`
-    /// with each change, completed with `origin` and `oldValue`.
+    /// Applies a batch of changes to `records` and calls `callbacks` with each, completed
+    /// with `origin` and `oldValue`. The changes are `text` (`[{key, op, seq, newValue?}]`)
+    /// when `plan` is empty; otherwise `plan` says how each is made, from a message of
+    /// `messages` or the next one of `text` ([`crate::parsed`]).
     #[wasm_bindgen(js_name = applyChanges)]
-    pub(crate) fn apply_changes(records: &Map, text: &str, origin: &JsValue, callbacks: &Array);
+    pub(crate) fn apply_changes(
+        records: &Map,
+        text: Option<String>,
+        origin: &JsValue,
+        callbacks: &Array,
+        plan: &[f64],
+        messages: &Array,
+    );
 }
 
 thread_local! {

@@ -21,6 +21,7 @@ use crate::engine::status::{State, TransportKind};
 use crate::engine::{CloseInfo, Engine};
 use crate::error::js_error;
 use crate::listeners::{call, EventKind, Listeners};
+use crate::parsed::Parsed;
 use crate::pending;
 use crate::persist::Store;
 use crate::share::group::Group;
@@ -48,6 +49,9 @@ pub(crate) struct Shared {
     pub(crate) collections: RefCell<LiteMap<(String, String), JsValue>>,
     /// Each collection's records as JavaScript objects (`js/records.js`), by view id.
     pub(crate) records: RefCell<LiteMap<u32, js_sys::Map>>,
+    /// The messages of the input being handled, for JavaScript to parse once
+    /// ([`crate::parsed`]).
+    pub(crate) parsed: RefCell<Parsed>,
 }
 
 /// The current connection.
@@ -94,11 +98,12 @@ pub(crate) struct Inner {
 impl Shared {
     /// Creates the shared state (not yet connected: call [`start`]).
     pub(crate) fn new(
-        engine: Engine,
+        mut engine: Engine,
         endpoints: Endpoints,
         token: Option<String>,
         store: Option<Store>,
     ) -> Rc<Self> {
+        engine.note_arrivals(true);
         Rc::new(Self {
             inner: RefCell::new(Inner {
                 engine,
@@ -120,6 +125,7 @@ impl Shared {
             listeners: RefCell::new(Listeners::default()),
             collections: RefCell::new(LiteMap::new()),
             records: RefCell::new(LiteMap::new()),
+            parsed: RefCell::new(Parsed::new()),
         })
     }
 }
@@ -136,8 +142,20 @@ pub(crate) fn drive<R>(shared: &Rc<Shared>, input: impl FnOnce(&mut Inner) -> R)
         (result, notes)
     };
     notify(shared, notes);
+    if let Ok(mut parsed) = shared.parsed.try_borrow_mut() {
+        parsed.end();
+    }
     resolve_ready(shared);
     Some(result)
+}
+
+/// Hands the engine one message from the relay, `message` as JavaScript received it, and
+/// notes its values for JavaScript to take from the message itself ([`crate::parsed`]).
+pub(crate) fn receive(shared: &Rc<Shared>, inner: &mut Inner, message: &JsValue, text: &str) {
+    inner.engine.on_text(text, now());
+    if let Ok(mut parsed) = shared.parsed.try_borrow_mut() {
+        parsed.add(message, inner.engine.take_arrivals());
+    }
 }
 
 /// How a client shares its connection with the other tabs of its origin.
@@ -561,9 +579,16 @@ fn on_ws_signal(shared: &Rc<Shared>, generation: u32, signal: WsSignal) {
         }
         match signal {
             WsSignal::Open => inner.engine.on_open(now()),
-            WsSignal::Text(text) => inner.engine.on_text(&text, now()),
+            WsSignal::Text(message) => {
+                if let Some(text) = message.as_string() {
+                    receive(shared, inner, &message, &text);
+                }
+            }
             WsSignal::Closed { code, reason } => {
                 inner.connection = Connection::None;
+                if let Ok(mut parsed) = shared.parsed.try_borrow_mut() {
+                    parsed.clear();
+                }
                 let info = CloseInfo {
                     close_code: Some(code),
                     reason,
@@ -587,10 +612,22 @@ fn on_sse_signal(shared: &Rc<Shared>, generation: u32, signal: SseSignal) {
                 inner.engine.on_activity(time);
                 for text in messages {
                     inner.engine.on_text(&text, time);
+                    // Made a JavaScript string only when it brought values: that costs a
+                    // decoding, as the changes' text would.
+                    let arrivals = inner.engine.take_arrivals();
+                    if arrivals.len() == 0 {
+                        continue;
+                    }
+                    if let Ok(mut parsed) = shared.parsed.try_borrow_mut() {
+                        parsed.add(&JsValue::from_str(&text), arrivals);
+                    }
                 }
             }
             SseSignal::Closed(info) => {
                 inner.connection = Connection::None;
+                if let Ok(mut parsed) = shared.parsed.try_borrow_mut() {
+                    parsed.clear();
+                }
                 inner.engine.on_closed(info, now());
             }
         }
@@ -612,18 +649,26 @@ fn notify(shared: &Rc<Shared>, notes: Vec<Effect>) {
                 let Some(records) = shared.records.borrow().get(&view).cloned() else {
                     continue;
                 };
-                let callbacks: Array = shared
-                    .listeners
-                    .borrow()
-                    .view_callbacks(view, EventKind::Change)
-                    .into_iter()
-                    .collect();
-                crate::records::apply_changes(
-                    &records,
-                    &convert::changes_json(&changes),
-                    &crate::records::origin_js(origin),
-                    &callbacks,
-                );
+                let callbacks = shared.listeners.borrow_mut().change_array(view);
+                let origin = crate::records::origin_js(origin);
+                let planned = shared.parsed.try_borrow().ok().and_then(|parsed| {
+                    let plan = parsed.plan(&changes)?;
+                    let text = (!plan.text.is_empty()).then(|| convert::changes_json(&plan.text));
+                    Some((plan.numbers, text, parsed.messages().clone()))
+                });
+                match planned {
+                    Some((plan, text, messages)) => crate::records::apply_changes(
+                        &records, text, &origin, &callbacks, &plan, &messages,
+                    ),
+                    None => crate::records::apply_changes(
+                        &records,
+                        Some(convert::changes_json(&changes)),
+                        &origin,
+                        &callbacks,
+                        &[],
+                        &Array::new(),
+                    ),
+                }
             }
             Effect::Message {
                 view, key, data, ..

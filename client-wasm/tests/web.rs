@@ -4,7 +4,7 @@
 //! the client exactly as JavaScript uses it.
 #![cfg(target_family = "wasm")]
 
-use js_sys::{Array, Function, Reflect, JSON};
+use js_sys::{Array, Function, Object, Reflect, JSON};
 use serde_json::{json, Value};
 use tidewire_wasm::TidewireClient;
 use wasm_bindgen::{JsCast, JsValue};
@@ -52,7 +52,7 @@ fn recorder() -> (Function, Array) {
 }
 
 fn inject(client: &TidewireClient, message: &Value) {
-    client.inject(&message.to_string());
+    client.inject(JsValue::from_str(&message.to_string()));
 }
 
 fn snapshot(stream: &str, epoch: u64, seq: u64, records: Value) -> Value {
@@ -190,7 +190,7 @@ fn server_message_vectors_never_break_the_client() {
     );
     inject(&client, &subscribed("todos", 7, 41));
     for case in &cases {
-        client.inject(case["input"].as_str().expect("input"));
+        client.inject(case["input"].as_str().expect("input").into());
     }
     // The `event` vector (seq 42, patch of "a") applied; the snapshot vector (seq 42, an
     // older snapshot position) was then loaded as a resync.
@@ -204,7 +204,7 @@ fn server_message_vectors_never_break_the_client() {
     assert_eq!(get(&todos, "size").as_f64(), Some(0.0));
     // Garbage of every kind is ignored.
     for garbage in ["", "{", "[]", "null", "{\"type\":7}", &"[".repeat(10_000)] {
-        client.inject(garbage);
+        client.inject(garbage.into());
     }
     assert_eq!(client.status(), "live");
 }
@@ -711,5 +711,119 @@ fn bad_filters_throw_and_matches_evaluates_locally() {
         get(&error, "code").as_string().as_deref(),
         Some("bad_filter")
     );
+    client.close();
+}
+
+/// Every record the application reads is the record the engine holds, and each change's
+/// `newValue` is the object shown, whichever way the value reached JavaScript: made from the
+/// message JavaScript parsed (a value as it arrived, a patch newer than everything, a removal)
+/// or sent as text (a patch that arrived late, a record moving into a filtered collection,
+/// a record under a pending write). 1,000 events over four keys, in order with swaps and
+/// repeats, with values that are not objects and a `__proto__` field.
+#[wasm_bindgen_test]
+fn records_shown_are_the_records_held() {
+    let client = manual();
+    let all = client.collection("mix", None).expect("collection");
+    let open = client
+        .collection("mix", options(&json!({"where": {"done": false}})))
+        .expect("collection");
+    let (on_change, changes) = recorder();
+    call(&all, "subscribe", &[on_change.into()]).expect("subscribe");
+    inject(
+        &client,
+        &snapshot(
+            "mix",
+            1,
+            2,
+            json!([{"key": "k0", "seq": 1, "data": {"done": false, "n": 0}},
+                   {"key": "k1", "seq": 2, "data": "not an object"}]),
+        ),
+    );
+    inject(&client, &subscribed("mix", 1, 2));
+    // A pending write (never answered here) over one key: events to it go through the
+    // optimistic overlay.
+    call(
+        &all,
+        "set",
+        &["k7".into(), js(&json!({"done": false, "mine": true}))],
+    )
+    .expect("set");
+    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move |below: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % below
+    };
+    let mut events: Vec<Value> = Vec::new();
+    for seq in 3..1003u64 {
+        // Few keys, so late patches often meet newer writes to their key.
+        let key = if next(10) == 0 {
+            "k7".to_owned()
+        } else {
+            format!("k{}", next(3))
+        };
+        let (op, data) = match next(20) {
+            0..=5 => (
+                "upsert",
+                json!({"done": next(2) == 0, "n": seq, "tags": ["a", format!("t{}", next(5))]}),
+            ),
+            6 => ("upsert", json!([seq])),
+            7..=17 => {
+                let mut patch = json!({"n": seq});
+                if next(2) == 0 {
+                    patch["done"] = json!(next(2) == 0);
+                }
+                if next(10) == 0 {
+                    patch["__proto__"] = json!({"polluted": seq});
+                }
+                ("patch", patch)
+            }
+            _ => ("delete", Value::Null),
+        };
+        events.push(
+            json!({"type": "event", "stream": "mix", "epoch": 1, "seq": seq,
+                           "key": key, "op": op, "data": data}),
+        );
+    }
+    // In order, but a third of the events swapped with one up to two places on (a patch
+    // may then arrive after a newer write to its key), and a tenth sent twice.
+    let mut order: Vec<usize> = (0..events.len()).collect();
+    for at in 0..order.len() - 2 {
+        if next(3) == 0 {
+            order.swap(at, at + 1 + next(2) as usize);
+        }
+    }
+    let engine = |collection: &JsValue| -> Value {
+        let text = call(collection, "_engineRecords", &[]).expect("engine records");
+        serde_json::from_str(&text.as_string().expect("text")).expect("json")
+    };
+    for (step, &index) in order.iter().enumerate() {
+        let times = if next(10) == 0 { 2 } else { 1 };
+        for _ in 0..times {
+            let before = changes.length();
+            inject(&client, &events[index]);
+            for at in before..changes.length() {
+                let change = changes.get(at);
+                let key = get(&change, "key");
+                let new = get(&change, "newValue");
+                assert!(
+                    new.is_undefined()
+                        || Object::is(&new, &call(&all, "get", &[key]).expect("get")),
+                    "step {step}: a change's newValue is the record shown"
+                );
+            }
+            for collection in [&all, &open] {
+                let shown = to_json(&call(collection, "toJSON", &[]).expect("toJSON"));
+                assert_eq!(
+                    shown,
+                    engine(collection),
+                    "step {step}, event {}",
+                    events[index]
+                );
+            }
+        }
+    }
+    assert_eq!(get(&all, "seq").as_f64(), Some(1002.0));
     client.close();
 }

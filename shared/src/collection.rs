@@ -299,6 +299,12 @@ impl Collection {
             .map(|(key, _)| key.as_str())
     }
 
+    /// Whether `seq` is above every seq seen here: a write with it wins over every field of
+    /// every record (a patch's new value is the old one with all its fields written over it).
+    pub fn is_newest(&self, seq: u64) -> bool {
+        seq > self.early.back().copied().unwrap_or(self.applied)
+    }
+
     /// Applies one event. See the module docs for the rules.
     pub fn apply(&mut self, event: &Event<Json>) -> Outcome {
         if event.op == Op::Message {

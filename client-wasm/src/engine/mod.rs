@@ -18,6 +18,7 @@
 //!
 //! | module | concept |
 //! |---|---|
+//! | [`arrival`] | the values a message brought, for the shell to hand on as parsed |
 //! | [`effect`] | what the shell must do |
 //! | [`status`] | the status shown to the application |
 //! | `stream` | one stream's state |
@@ -30,6 +31,7 @@
 //! | `optimistic` | the values pending writes show over a stream's records |
 //! | `sharing` | guest and host roles of one connection per browser |
 
+pub mod arrival;
 pub mod effect;
 pub mod fetch;
 pub mod status;
@@ -239,6 +241,10 @@ pub struct Engine {
     next_view: u32,
     /// The id of the last HTTP snapshot load started (see [`fetch`]).
     next_fetch: u32,
+    /// Whether to note the values messages bring ([`arrival`]).
+    noting: bool,
+    /// The values noted since the shell last took them.
+    arrived: Vec<arrival::Arrival>,
 }
 
 impl Engine {
@@ -282,6 +288,8 @@ impl Engine {
             stats: Stats::default(),
             next_view: 0,
             next_fetch: 0,
+            noting: false,
+            arrived: Vec::new(),
         }
     }
 

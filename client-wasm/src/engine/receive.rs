@@ -21,11 +21,15 @@ impl Engine {
     pub fn on_text(&mut self, text: &str, now_ms: f64) {
         self.now_ms = now_ms;
         self.last_received_ms = now_ms;
+        self.arrived.clear();
         if self.closed {
             return;
         }
         match decode_server_json(text.as_bytes(), &SERVER_LIMITS) {
-            Ok(message) => self.on_message(message),
+            Ok(message) => {
+                self.note(&message);
+                self.on_message(message);
+            }
             Err(_) => self.stats.malformed += 1,
         }
         self.update_status();
@@ -347,8 +351,12 @@ impl Engine {
             self.request_replay(stream);
             return;
         }
+        let newest = state.collection.is_newest(event.seq);
         match state.collection.apply(event) {
             Outcome::Applied { change, gap } => {
+                if let Some(change) = change.as_ref().filter(|_| newest) {
+                    self.note_patch(change);
+                }
                 if self.hosting {
                     self.effects.push(Effect::Tap(Tap::Applied {
                         event: event.clone(),

@@ -1392,3 +1392,119 @@ fn stored_state_of_another_union_is_shown_but_not_resumed() {
         Some(scope)
     );
 }
+
+/// The values a message brought are noted with their place when the shell asks, and a patch
+/// newer than everything notes the very values its change holds; a patch that arrived after
+/// a newer write to its key does not (some of its fields lost).
+#[test]
+fn arrivals_note_where_values_came_from() {
+    use super::arrival::Place;
+    let mut engine = live_engine();
+    engine.note_arrivals(true);
+    let patch = |seq: u64, data: serde_json::Value| {
+        json!({"type": "event", "stream": "todos", "epoch": 1, "seq": seq, "key": "a",
+               "op": "patch", "data": data})
+        .to_string()
+    };
+    engine.on_text(&event(1, 3, "a", json!({"n": 3})), 1.0);
+    let arrivals: Vec<_> = engine.take_arrivals().collect();
+    assert_eq!(arrivals.len(), 1);
+    assert!(matches!(&arrivals[0].place, Place::Data { key, seq: 3, patched: None } if key == "a"));
+    let noted = arrivals[0].value.clone();
+    let shown = engine
+        .take_effects()
+        .into_iter()
+        .find_map(|effect| match effect {
+            Effect::Changes { mut changes, .. } => changes.pop(),
+            _ => None,
+        });
+    let shown = shown.and_then(|change| change.new).expect("a change");
+    assert_eq!(
+        shown.address(),
+        noted.address(),
+        "the change holds the value noted"
+    );
+
+    engine.on_text(&patch(4, json!({"done": true})), 1.0);
+    let arrivals: Vec<_> = engine.take_arrivals().collect();
+    let change = engine
+        .take_effects()
+        .into_iter()
+        .find_map(|effect| match effect {
+            Effect::Changes { mut changes, .. } => changes.pop(),
+            _ => None,
+        })
+        .expect("a change");
+    let Some(Place::Data {
+        patched: Some((before, after)),
+        ..
+    }) = arrivals.first().map(|arrival| &arrival.place)
+    else {
+        panic!("a patch newer than everything notes its values: {arrivals:?}");
+    };
+    assert_eq!(
+        before.as_ref().map(Json::address),
+        change.old.as_ref().map(Json::address)
+    );
+    assert_eq!(
+        Some(after.address()),
+        change.new.as_ref().map(Json::address)
+    );
+
+    // Seq 6 arrives before 5: the late patch's `n` loses to 6's.
+    engine.on_text(&patch(6, json!({"n": 6})), 1.0);
+    engine.take_arrivals();
+    engine.on_text(&patch(5, json!({"n": 5, "x": 1})), 1.0);
+    let arrivals: Vec<_> = engine.take_arrivals().collect();
+    assert!(
+        matches!(
+            &arrivals[0].place,
+            Place::Data {
+                seq: 5,
+                patched: None,
+                ..
+            }
+        ),
+        "{arrivals:?}"
+    );
+    assert_eq!(
+        engine
+            .collection("todos")
+            .and_then(|collection| collection.get("a")),
+        Some(Json::from(json!({"done": true, "n": 6, "x": 1})))
+    );
+
+    // A snapshot's records, with their index and whether the chunk is the last.
+    engine.on_text(
+        &snapshot(
+            2,
+            9,
+            json!([{"key": "a", "seq": 9, "data": 1}, {"key": "b", "seq": 8, "data": 2}]),
+        ),
+        1.0,
+    );
+    let places: Vec<Place> = engine
+        .take_arrivals()
+        .map(|arrival| arrival.place)
+        .collect();
+    assert_eq!(
+        places,
+        vec![
+            Place::Record {
+                index: 0,
+                last: true
+            },
+            Place::Record {
+                index: 1,
+                last: true
+            }
+        ]
+    );
+    engine.note_arrivals(false);
+    engine.on_text(&event(2, 10, "a", json!(2)), 1.0);
+    assert_eq!(
+        engine.take_arrivals().len(),
+        0,
+        "nothing noted unless asked"
+    );
+}

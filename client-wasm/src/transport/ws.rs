@@ -12,8 +12,8 @@ use web_sys::{BinaryType, CloseEvent, MessageEvent, WebSocket};
 pub(crate) enum WsSignal {
     /// The handshake completed.
     Open,
-    /// A text frame.
-    Text(String),
+    /// A text frame, as the JavaScript string it is.
+    Text(JsValue),
     /// The socket closed (or failed to open): the close code and reason.
     Closed {
         /// The close code (1006 when the connection dropped or never opened).
@@ -55,8 +55,9 @@ impl WsTransport {
         let message_sink = sink.clone();
         let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |event: MessageEvent| {
             // Binary frames are not part of the protocol; ignore them.
-            if let Some(text) = event.data().as_string() {
-                message_sink(WsSignal::Text(text));
+            let data = event.data();
+            if data.is_string() {
+                message_sink(WsSignal::Text(data));
             }
         });
         let on_close = Closure::<dyn FnMut(CloseEvent)>::new(move |event: CloseEvent| {
