@@ -1393,6 +1393,19 @@ fn stored_state_of_another_union_is_shown_but_not_resumed() {
     );
 }
 
+/// The last change the engine reported since its effects were last taken.
+fn last_change(engine: &mut Engine) -> tidewire_shared::Change {
+    engine
+        .take_effects()
+        .into_iter()
+        .filter_map(|effect| match effect {
+            Effect::Changes { mut changes, .. } => changes.pop(),
+            _ => None,
+        })
+        .last()
+        .expect("a change")
+}
+
 /// The values a message brought are noted with their place when the shell asks, and a patch
 /// newer than everything notes the very values its change holds; a patch that arrived after
 /// a newer write to its key does not (some of its fields lost).
@@ -1411,14 +1424,7 @@ fn arrivals_note_where_values_came_from() {
     assert_eq!(arrivals.len(), 1);
     assert!(matches!(&arrivals[0].place, Place::Data { key, seq: 3, patched: None } if key == "a"));
     let noted = arrivals[0].value.clone();
-    let shown = engine
-        .take_effects()
-        .into_iter()
-        .find_map(|effect| match effect {
-            Effect::Changes { mut changes, .. } => changes.pop(),
-            _ => None,
-        });
-    let shown = shown.and_then(|change| change.new).expect("a change");
+    let shown = last_change(&mut engine).new.expect("a value");
     assert_eq!(
         shown.address(),
         noted.address(),
@@ -1427,14 +1433,7 @@ fn arrivals_note_where_values_came_from() {
 
     engine.on_text(&patch(4, json!({"done": true})), 1.0);
     let arrivals: Vec<_> = engine.take_arrivals().collect();
-    let change = engine
-        .take_effects()
-        .into_iter()
-        .find_map(|effect| match effect {
-            Effect::Changes { mut changes, .. } => changes.pop(),
-            _ => None,
-        })
-        .expect("a change");
+    let change = last_change(&mut engine);
     let Some(Place::Data {
         patched: Some((before, after)),
         ..
