@@ -90,7 +90,7 @@ pub fn array(text: &str) -> Result<Vec<&str>, ScanError> {
 }
 
 /// The fields of each item of `text`, which must be one JSON array of objects: one pass,
-/// where [`array`] and then [`object`] on each item would read every item twice.
+/// where [`array()`] and then [`object()`] on each item would read every item twice.
 ///
 /// # Errors
 ///
