@@ -266,7 +266,7 @@ impl TidewireClient {
             return;
         };
         drive(&self.shared, |inner| {
-            crate::shell::receive(&self.shared, inner, &text, &string);
+            crate::shell::receive(&self.shared, &mut inner.engine, &text, &string);
         });
     }
 

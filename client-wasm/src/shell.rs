@@ -151,10 +151,10 @@ pub(crate) fn drive<R>(shared: &Rc<Shared>, input: impl FnOnce(&mut Inner) -> R)
 
 /// Hands the engine one message from the relay, `message` as JavaScript received it, and
 /// notes its values for JavaScript to take from the message itself ([`crate::parsed`]).
-pub(crate) fn receive(shared: &Rc<Shared>, inner: &mut Inner, message: &JsValue, text: &str) {
-    inner.engine.on_text(text, now());
+pub(crate) fn receive(shared: &Rc<Shared>, engine: &mut Engine, message: &JsValue, text: &str) {
+    engine.on_text(text, now());
     if let Ok(mut parsed) = shared.parsed.try_borrow_mut() {
-        parsed.add(message, inner.engine.take_arrivals());
+        parsed.add(message, engine.take_arrivals());
     }
 }
 
@@ -581,7 +581,7 @@ fn on_ws_signal(shared: &Rc<Shared>, generation: u32, signal: WsSignal) {
             WsSignal::Open => inner.engine.on_open(now()),
             WsSignal::Text(message) => {
                 if let Some(text) = message.as_string() {
-                    receive(shared, inner, &message, &text);
+                    receive(shared, &mut inner.engine, &message, &text);
                 }
             }
             WsSignal::Closed { code, reason } => {

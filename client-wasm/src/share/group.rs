@@ -48,6 +48,9 @@ pub(crate) struct Note {
     pub(crate) kind: String,
     pub(crate) from: String,
     pub(crate) text: String,
+    /// `text` as the JavaScript string it arrived as: a guest hands the relay's messages on
+    /// to JavaScript from it ([`crate::parsed`]).
+    pub(crate) message: JsValue,
 }
 
 /// This tab's part.
@@ -70,7 +73,7 @@ enum Backend {
     /// A tab: the worker's port or the BroadcastChannel, behind one JavaScript handle.
     Tab {
         handle: Handle,
-        _on_message: Closure<dyn FnMut(String, String, String, String)>,
+        _on_message: Closure<dyn FnMut(String, String, String, JsValue)>,
         _on_host: Closure<dyn FnMut()>,
     },
     /// The shared worker: one port per tab.
@@ -112,9 +115,15 @@ impl Group {
             return None;
         }
         let name = format!("tidewire:share:{relay}:{:016x}", fnv(token.unwrap_or("")));
-        let on_message = Closure::<dyn FnMut(String, String, String, String)>::new(
-            move |kind: String, from: String, _to: String, text: String| {
-                on_note(Note { kind, from, text });
+        let on_message = Closure::<dyn FnMut(String, String, String, JsValue)>::new(
+            move |kind: String, from: String, _to: String, message: JsValue| {
+                let text = message.as_string().unwrap_or_default();
+                on_note(Note {
+                    kind,
+                    from,
+                    text,
+                    message,
+                });
             },
         );
         let on_host = Closure::<dyn FnMut()>::new(on_host);

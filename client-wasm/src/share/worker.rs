@@ -73,6 +73,7 @@ impl SharedHost {
                 kind: field("kind"),
                 from: field("from"),
                 text: field("text"),
+                message: JsValue::UNDEFINED,
             };
             if on_message(&client, &ports, &from_port, note) {
                 // Its client closed: the port and its handler go (the handler is freed once this
@@ -116,7 +117,7 @@ fn on_message(
     let from = note.from.clone();
     let shared = client.borrow().clone();
     if let Some(shared) = shared {
-        drive(&shared, |inner| inner.on_note(note));
+        drive(&shared, |inner| inner.on_note(&shared, note));
     }
     if leaving {
         ports.borrow_mut().remove(&from);

@@ -2,7 +2,7 @@
 //! between guest and host, and carrying the protocol between the engine, the host and the
 //! group (see `crate::share`).
 
-use std::rc::Weak;
+use std::rc::{Rc, Weak};
 
 use wasm_bindgen::JsValue;
 
@@ -12,7 +12,7 @@ use crate::engine::CloseInfo;
 use crate::share::group::{Group, Note, Ports, Role, WORKER_ID};
 use crate::share::host::{Host, Out};
 
-use super::{drive, Connection, Inner, Shared, Sharing};
+use super::{drive, receive, Connection, Inner, Shared, Sharing};
 
 impl Inner {
     /// Joins the tabs of this relay and token (if the browser can), as `self.sharing` says:
@@ -32,7 +32,7 @@ impl Inner {
             use_worker,
             move |note| {
                 if let Some(shared) = note_weak.upgrade() {
-                    drive(&shared, |inner| inner.on_note(note));
+                    drive(&shared, |inner| inner.on_note(&shared, note));
                 }
             },
             move || {
@@ -256,12 +256,17 @@ impl Inner {
         }
     }
 
-    /// A message of the group.
-    pub(crate) fn on_note(&mut self, note: Note) {
+    /// A message of the group (`shared`: this client's, whose [`Inner`] this is).
+    pub(crate) fn on_note(&mut self, shared: &Rc<Shared>, note: Note) {
         let Some(group) = &mut self.group else {
             return;
         };
-        let Note { kind, from, text } = note;
+        let Note {
+            kind,
+            from,
+            text,
+            message,
+        } = note;
         let shared_link = matches!(self.connection, Connection::Shared);
         let mut lost = false;
         let mut refusal: Option<String> = None;
@@ -284,7 +289,11 @@ impl Inner {
                 self.engine.on_open(now());
             }
             (Role::Guest { host: Some(host) }, "msg") if *host == from => {
-                self.engine.on_text(&text, now());
+                if message.is_string() {
+                    receive(shared, &mut self.engine, &message, &text);
+                } else {
+                    self.engine.on_text(&text, now());
+                }
             }
             // The relay refused the host's token: so are we.
             (Role::Guest { host: Some(host) }, "close") if *host == from => {
@@ -297,6 +306,10 @@ impl Inner {
             _ => {}
         }
         if lost {
+            // The messages of a snapshot the old host was sending will not be finished.
+            if let Ok(mut parsed) = shared.parsed.try_borrow_mut() {
+                parsed.clear();
+            }
             self.lost_host();
         }
         if let Some(text) = refusal {
