@@ -12,6 +12,7 @@
 
 use js_sys::Promise;
 use tidewire_shared::json::{scan, ObjectWriter};
+use tidewire_shared::message::decode_page;
 use tidewire_shared::{Json, Snapshot};
 
 use crate::engine::view::Scope;
@@ -207,8 +208,8 @@ pub(crate) fn decode(text: &str) -> Option<(Scope, Snapshot<Json>)> {
         },
         _ => return None,
     };
-    let snapshot = scan::object(scan::field(&stored, "snapshot")?).ok()?;
-    Some((scope, crate::transport::pages::snapshot(&snapshot)?))
+    let (snapshot, _) = decode_page(scan::field(&stored, "snapshot")?).ok()?;
+    Some((scope, snapshot))
 }
 
 #[cfg(test)]

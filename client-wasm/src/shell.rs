@@ -16,6 +16,7 @@ use wasm_bindgen::JsValue;
 
 use crate::browser::{self, now, Listener, Timer};
 use crate::convert;
+use crate::engine::arrival::{Arrival, Place};
 use crate::engine::effect::Effect;
 use crate::engine::status::{State, TransportKind};
 use crate::engine::{CloseInfo, Engine};
@@ -155,6 +156,24 @@ pub(crate) fn receive(shared: &Rc<Shared>, engine: &mut Engine, message: &JsValu
     engine.on_text(text, now());
     if let Ok(mut parsed) = shared.parsed.try_borrow_mut() {
         parsed.add(message, engine.take_arrivals());
+    }
+}
+
+/// Notes the records of a snapshot read over HTTP pages, each page as the JavaScript string
+/// it arrived as, for the input that loads it ([`crate::parsed`]).
+fn note_pages(shared: &Rc<Shared>, loaded: &pages::Loaded) {
+    let Ok(mut parsed) = shared.parsed.try_borrow_mut() else {
+        return;
+    };
+    let mut records = loaded.snapshot.records.iter();
+    for (page, count) in &loaded.pages {
+        let arrivals = (0u32..)
+            .zip(records.by_ref().take(*count))
+            .map(|(index, record)| Arrival {
+                value: record.data.clone(),
+                place: Place::Record { index, last: true },
+            });
+        parsed.add(page, arrivals.collect::<Vec<_>>().into_iter());
     }
 }
 
@@ -551,6 +570,10 @@ impl Inner {
             };
             let result = pages::load(reader, token.as_deref(), wanted).await;
             if let Some(shared) = weak.upgrade() {
+                let result = result.map(|loaded| {
+                    note_pages(&shared, &loaded);
+                    loaded.snapshot
+                });
                 drive(&shared, |inner| {
                     inner.engine.snapshot_fetched(&stream, id, result);
                 });

@@ -70,14 +70,15 @@ pub(crate) fn request(
 
 /// Reads a whole body as text.
 pub(crate) async fn text(response: &Response) -> String {
+    body(response).await.as_string().unwrap_or_default()
+}
+
+/// Reads a whole body as the JavaScript string it is (`undefined` if it cannot be read).
+pub(crate) async fn body(response: &Response) -> JsValue {
     let Ok(promise) = response.text() else {
-        return String::new();
+        return JsValue::UNDEFINED;
     };
-    JsFuture::from(promise)
-        .await
-        .ok()
-        .and_then(|value| value.as_string())
-        .unwrap_or_default()
+    JsFuture::from(promise).await.unwrap_or(JsValue::UNDEFINED)
 }
 
 /// `(code, message)` from an error response body (`{"type":"error","code":..}`), or from the

@@ -6,8 +6,8 @@
 //! read are held; nothing reaches the collection before the last page.
 
 use serde_json::Value;
-use tidewire_shared::json::scan;
-use tidewire_shared::{Json, Record, Snapshot};
+use tidewire_shared::message::decode_page;
+use tidewire_shared::{Json, Snapshot};
 
 use crate::engine::fetch::FetchError;
 
@@ -36,6 +36,13 @@ impl PageReader {
             snapshot: None,
             cursor: None,
         }
+    }
+
+    /// How many records the pages read so far brought.
+    fn records(&self) -> usize {
+        self.snapshot
+            .as_ref()
+            .map_or(0, |snapshot| snapshot.records.len())
     }
 
     /// The URL of the next page.
@@ -75,8 +82,9 @@ impl PageReader {
                 "the snapshot page answered HTTP {status} ({code})"
             )));
         }
-        let page = scan::object(body).map_err(|_| failed("is not a JSON object"))?;
-        let (page, next) = page_fields(&page).ok_or_else(|| failed("lacks a field"))?;
+        let (page, next) = decode_page(body).map_err(|error| {
+            FetchError::Failed(format!("a snapshot page could not be read: {error}"))
+        })?;
         match &mut self.snapshot {
             None => self.snapshot = Some(page),
             Some(snapshot) if (snapshot.epoch, snapshot.seq) == (page.epoch, page.seq) => {
@@ -99,42 +107,6 @@ impl PageReader {
 
 fn failed(what: &str) -> FetchError {
     FetchError::Failed(format!("a snapshot page {what}"))
-}
-
-/// A page's records at its position, and its `next` cursor (absent or `null` on the last, and
-/// on a relay that answers the whole snapshot at once).
-fn page_fields(page: &scan::Fields<'_>) -> Option<(Snapshot<Json>, Option<String>)> {
-    let next = match scan::field(page, "next") {
-        None => None,
-        Some(text) => Some(scan::string(text)?.into_owned()),
-    };
-    Some((snapshot(page)?, next))
-}
-
-/// `{epoch, seq, records: [{key, seq, data}]}`: a page, and the stored form (see `persist`).
-/// Read from the text: each record's data is kept as its text, never built into a tree.
-pub(crate) fn snapshot(fields: &scan::Fields<'_>) -> Option<Snapshot<Json>> {
-    let number = |name: &str| scan::field(fields, name)?.parse::<u64>().ok();
-    let records = scan::array(scan::field(fields, "records")?).ok()?;
-    Some(Snapshot {
-        epoch: number("epoch")?,
-        seq: number("seq")?,
-        records: records.into_iter().map(record).collect::<Option<_>>()?,
-    })
-}
-
-/// One `{key, seq, data}` record.
-fn record(text: &str) -> Option<Record<Json>> {
-    let fields = scan::object(text).ok()?;
-    let data = match scan::field(&fields, "data") {
-        None => Json::null(),
-        Some(data) => Json::parse(data).ok()?,
-    };
-    Some(Record {
-        key: scan::string(scan::field(&fields, "key")?)?.into_owned(),
-        seq: scan::field(&fields, "seq")?.parse().ok()?,
-        data,
-    })
 }
 
 /// Percent-encodes everything but RFC 3986's unreserved characters (for a path segment or a
@@ -171,7 +143,8 @@ pub(crate) async fn load(
     mut reader: PageReader,
     token: Option<&str>,
     wanted: impl Fn() -> bool,
-) -> Result<Snapshot<Json>, FetchError> {
+) -> Result<Loaded, FetchError> {
+    let mut pages = Vec::new();
     use super::http;
     let cache = if token.is_some() {
         web_sys::RequestCache::NoCache
@@ -193,11 +166,27 @@ pub(crate) async fn load(
         )
         .map_err(FetchError::Failed)?;
         let response = http::fetch(&request).await.map_err(FetchError::Failed)?;
-        let body = http::text(&response).await;
-        if let Some(snapshot) = reader.push(response.status(), &body)? {
-            return Ok(snapshot);
+        let body = http::body(&response).await;
+        let text = body.as_string().unwrap_or_default();
+        let before = reader.records();
+        let done = reader.push(response.status(), &text)?;
+        let after = done
+            .as_ref()
+            .map_or_else(|| reader.records(), |snapshot| snapshot.records.len());
+        pages.push((body, after.saturating_sub(before)));
+        if let Some(snapshot) = done {
+            return Ok(Loaded { snapshot, pages });
         }
     }
+}
+
+/// A snapshot read page by page, with each page as the JavaScript string it arrived as and
+/// how many of the snapshot's records it brought (in order), so JavaScript can take the
+/// records from its own parse of the pages ([`crate::parsed`]).
+#[derive(Debug)]
+pub(crate) struct Loaded {
+    pub(crate) snapshot: Snapshot<Json>,
+    pub(crate) pages: Vec<(wasm_bindgen::JsValue, usize)>,
 }
 
 #[cfg(test)]

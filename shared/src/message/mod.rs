@@ -11,7 +11,7 @@ mod server_decode;
 pub use client::{check_write_id, decode_client, parse_where, ClientMessage, Publish, Subscribe};
 pub use refusal::{decode_or_refuse, Refusal};
 pub use server::{Advisory, AdvisoryKind, PresenceEntry, ServerMessage};
-pub use server_decode::{decode_server, decode_server_json};
+pub use server_decode::{decode_page, decode_server, decode_server_json};
 
 /// Longest client operation id (`id` of publish and ping), in bytes.
 pub const MAX_OP_ID_LEN: usize = 64;

@@ -29,7 +29,7 @@ use crate::event::{Event, Op};
 use crate::json::scan::{self, ScanError};
 use crate::json::Json;
 use crate::limits::{check, DecodeLimits};
-use crate::snapshot::Record;
+use crate::snapshot::{Record, Snapshot};
 use crate::stream::StreamName;
 
 /// Decodes one server message from untrusted bytes, with record and event data as `Value`
@@ -69,6 +69,32 @@ pub fn decode_server_json(
     limits: &DecodeLimits,
 ) -> Result<ServerMessage<Json>, DecodeError> {
     decode(input, limits)
+}
+
+/// One page of a snapshot over HTTP (`GET /v1/streams/{s}/snapshot`, docs/PROTOCOL.md):
+/// `{epoch, seq, next?, records: [{key, seq, data}]}`, with each record's data kept as its
+/// text, and the `next` cursor (absent or `null` on the last page). The browser client's
+/// stored snapshots have the same form without `next`. Read in one pass, like a snapshot
+/// chunk (`scan::object_with_list`); nesting is bounded by the scanner's own limit.
+///
+/// # Errors
+///
+/// [`DecodeError::Malformed`] for a text that is not such a page.
+pub fn decode_page(text: &str) -> Result<(Snapshot<Json>, Option<String>), DecodeError> {
+    let (object, records) =
+        scan::object_with_list(text, usize::MAX, "records").map_err(malformed)?;
+    let fields = Fields {
+        object,
+        records,
+        kind: "snapshot page",
+    };
+    let next = fields.optional_string("next")?;
+    let snapshot = Snapshot {
+        epoch: fields.u64("epoch")?,
+        seq: fields.u64("seq")?,
+        records: fields.records()?,
+    };
+    Ok((snapshot, next))
 }
 
 /// What record and event data decodes into.
@@ -476,6 +502,44 @@ mod tests {
             assert_eq!(
                 serde_json::to_value(kind).expect("serializes"),
                 kind.as_str()
+            );
+        }
+    }
+
+    /// A snapshot page: its records with their data as text, the `next` cursor (absent or
+    /// `null` on the last page), and a clear refusal of anything else.
+    #[test]
+    fn snapshot_pages_decode_with_their_cursor() {
+        let page = r#"{"epoch":7,"seq":9,"next":"c/1","records":[{"key":"a","seq":3,"data":{"x":[1]}},{"key":"b","seq":9}]}"#;
+        let (snapshot, next) = decode_page(page).expect("a page");
+        assert_eq!(
+            (snapshot.epoch, snapshot.seq, next.as_deref()),
+            (7, 9, Some("c/1"))
+        );
+        let records: Vec<(&str, u64, &str)> = snapshot
+            .records
+            .iter()
+            .map(|record| (record.key.as_str(), record.seq, record.data.as_str()))
+            .collect();
+        assert_eq!(records, vec![("a", 3, r#"{"x":[1]}"#), ("b", 9, "null")]);
+        for last in [
+            r#"{"epoch":1,"seq":0,"records":[]}"#,
+            r#"{"epoch":1,"seq":0,"next":null,"records":[]}"#,
+        ] {
+            assert_eq!(decode_page(last).expect("a page").1, None, "{last}");
+        }
+        for bad in [
+            "[]",
+            r#"{"epoch":1,"seq":0}"#,
+            r#"{"epoch":1,"seq":0,"records":[1]}"#,
+            r#"{"epoch":1,"seq":0,"records":[{"seq":1}]}"#,
+            r#"{"epoch":1,"seq":0,"next":5,"records":[]}"#,
+            r#"{"epoch":"1","seq":0,"records":[]}"#,
+            r#"{"epoch":1,"seq":0,"records":[]"#,
+        ] {
+            assert!(
+                matches!(decode_page(bad), Err(DecodeError::Malformed(_))),
+                "{bad}"
             );
         }
     }

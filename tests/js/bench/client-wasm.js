@@ -4,7 +4,9 @@
 //   1. apply a 10,000-record snapshot (20 chunks of 500, as the relay sends it);
 //   2. apply 10,000 live events (one message each, as they arrive);
 //   3. change-callback overhead: the same events with a no-op listener;
-//   4. values handed to JavaScript: JSON text + JSON.parse vs serde-wasm-bindgen.
+//   4. values handed to JavaScript: JSON text + JSON.parse vs serde-wasm-bindgen;
+//   5. a 10,000-record snapshot read over HTTP pages (`snapshot: "http"`, 20 pages of 500
+//      served by this script), from `collection()` to the last record shown.
 // Each number is the median of several runs; the baseline is JSON.parse of the same texts
 // in JavaScript (what any client must at least pay).
 import { once } from "node:events";
@@ -18,8 +20,24 @@ const pkg = process.argv[2];
 if (!pkg) throw new Error("usage: node bench/client-wasm.js <package dir>");
 
 const types = { ".js": "text/javascript", ".wasm": "application/wasm", ".html": "text/html" };
+// The snapshot pages of stream `bench`, as the relay serves them: the same records as the
+// socket snapshot below.
+const PAGE_RECORDS = 500;
+const PAGES = 20;
+const pageRecord = (n) => ({ title: `todo number ${n}`, done: n % 3 === 0, priority: n % 5, tags: ["home", `t${n % 7}`], owner: { id: n % 100, name: "ann" } });
+const pageTexts = Array.from({ length: PAGES }, (_, page) => {
+  const records = [];
+  for (let n = page * PAGE_RECORDS; n < (page + 1) * PAGE_RECORDS; n += 1) records.push({ key: `k${n}`, seq: n + 1, data: pageRecord(n) });
+  return JSON.stringify({ stream: "bench", epoch: 1, seq: PAGES * PAGE_RECORDS, next: page + 1 < PAGES ? String(page + 1) : null, records });
+});
 const server = http.createServer((request, response) => {
   const url = new URL(request.url, "http://x");
+  if (url.pathname === "/v1/streams/bench/snapshot") {
+    const page = Number(url.searchParams.get("cursor") ?? 0);
+    response.writeHead(200, { "content-type": "application/json", "cache-control": "no-store" });
+    response.end(pageTexts[page] ?? pageTexts[0]);
+    return;
+  }
   const file = url.pathname === "/" ? null : path.join(pkg, path.normalize(url.pathname));
   if (!file || !file.startsWith(pkg) || !fs.existsSync(file)) {
     response.writeHead(url.pathname === "/" ? 200 : 404, { "content-type": "text/html" });
@@ -121,6 +139,35 @@ const results = await page.evaluate(async () => {
   out.mapEntries10kMs = median(Array.from({ length: RUNS }, () => time(() => { let count = 0; for (const _ of map) count += 1; if (count !== RECORDS) throw new Error("iteration"); })));
   client.close();
 
+  // A snapshot over HTTP pages, from `collection()` to its last record shown; the baseline
+  // is JSON.parse of the same pages.
+  const pageTexts = await Promise.all(
+    Array.from({ length: 20 }, (_, page) => fetch(`/v1/streams/bench/snapshot${page ? `?cursor=${page}` : ""}`).then((answer) => answer.text())),
+  );
+  const httpRuns = [];
+  const baselinePages = [];
+  const fetchRuns = [];
+  for (let run = 0; run < RUNS; run += 1) {
+    // The 20 fetches alone, one after the other as the client must (each page names the next).
+    const fetchStart = performance.now();
+    for (let page = 0; page < 20; page += 1) await fetch(`/v1/streams/bench/snapshot${page ? `?cursor=${page}` : ""}`).then((answer) => answer.text());
+    fetchRuns.push(performance.now() - fetchStart);
+    const client = new TidewireClient(location.origin, { transport: "manual", snapshot: "http" });
+    const start = performance.now();
+    const collection = client.collection("bench");
+    await new Promise((resolve) => {
+      collection.subscribe(() => {
+        if (collection.size === RECORDS) resolve();
+      });
+    });
+    httpRuns.push(performance.now() - start);
+    client.close();
+    baselinePages.push(time(() => pageTexts.forEach((text) => JSON.parse(text))));
+  }
+  out.httpSnapshotMs = median(httpRuns);
+  out.fetchPagesMs = median(fetchRuns);
+  out.baselinePagesParseMs = median(baselinePages);
+
   const convert = [];
   for (let run = 0; run < RUNS; run += 1) convert.push(benchConvert(JSON.stringify(record(42)), 10_000));
   out.convertJsonParseMs = median(convert.map((result) => result.jsonParseMs));
@@ -141,6 +188,7 @@ console.log(`    with a change listener (10,000 callbacks)  ${fixed(results.snap
 console.log(`  apply 10,000 live events (one message each)  ${fixed(results.eventsMs)} ms   (JSON.parse baseline ${results.baselineEventsParseMs.toFixed(1)} ms)`);
 console.log(`    with a change listener                     ${fixed(results.eventsWithListenerMs)} ms`);
 console.log(`  change-callback overhead                     ${fixed(callbackOverhead)} ms per 10,000 events (${((callbackOverhead / 10_000) * 1000).toFixed(2)} µs each)`);
+console.log(`  10,000-record snapshot over HTTP pages (20)   ${fixed(results.httpSnapshotMs)} ms   (JSON.parse of the pages ${results.baselinePagesParseMs.toFixed(1)} ms; the 20 fetches alone ${results.fetchPagesMs.toFixed(1)} ms)`);
 console.log(`  get() of 10,000 keys                         ${fixed(results.get10kMs)} ms`);
 console.log(`  iterate 10,000 entries                       ${fixed(results.entries10kMs)} ms`);
 console.log(`  value -> JS, one record x10,000: JSON text + JSON.parse ${results.convertJsonParseMs.toFixed(1)} ms, serde-wasm-bindgen ${results.convertSerdeWasmBindgenMs.toFixed(1)} ms`);
@@ -153,6 +201,7 @@ const row = (what, value, target) => console.log(`  ${what.padEnd(46)} ${value.p
 console.log("ratios (targets of the client speed and size issue)");
 row("snapshot apply / JSON.parse", `${(results.snapshotMs / results.baselineSnapshotParseMs).toFixed(1)}x`, "target <= 2x");
 row("live events with a listener / JSON.parse", `${(results.eventsWithListenerMs / results.baselineEventsParseMs).toFixed(1)}x`, "target <= 3x");
+row("HTTP-page snapshot less its fetches / JSON.parse", `${((results.httpSnapshotMs - results.fetchPagesMs) / results.baselinePagesParseMs).toFixed(1)}x`, "no target (the socket snapshot's is <= 2x)");
 row("get() per key", `${perKey(results.get10kMs).toFixed(3)} µs`, `target <= 0.2 µs (a JS Map: ${perKey(results.mapGet10kMs).toFixed(3)} µs)`);
 row("iteration per entry", `${perKey(results.entries10kMs).toFixed(3)} µs`, `a JS Map: ${perKey(results.mapEntries10kMs).toFixed(3)} µs`);
 row("change callback per change", `${Math.max(0, perKey(callbackOverhead)).toFixed(2)} µs`, "target <= 1 µs");
