@@ -141,23 +141,26 @@ const results = await page.evaluate(async () => {
 
   // A snapshot over HTTP pages, from `collection()` to its last record shown; the baseline
   // is JSON.parse of the same pages.
-  const pageTexts = await Promise.all(
-    Array.from({ length: 20 }, (_, page) => fetch(`/v1/streams/bench/snapshot${page ? `?cursor=${page}` : ""}`).then((answer) => answer.text())),
-  );
+  const pageText = (page) => fetch(`/v1/streams/bench/snapshot${page ? `?cursor=${page}` : ""}`).then((answer) => answer.text());
+  const pageTexts = await Promise.all(Array.from({ length: 20 }, (_, page) => pageText(page)));
   const httpRuns = [];
   const baselinePages = [];
   const fetchRuns = [];
   for (let run = 0; run < RUNS; run += 1) {
     // The 20 fetches alone, one after the other as the client must (each page names the next).
     const fetchStart = performance.now();
-    for (let page = 0; page < 20; page += 1) await fetch(`/v1/streams/bench/snapshot${page ? `?cursor=${page}` : ""}`).then((answer) => answer.text());
+    for (let page = 0; page < 20; page += 1) await pageText(page);
     fetchRuns.push(performance.now() - fetchStart);
     const client = new TidewireClient(location.origin, { transport: "manual", snapshot: "http" });
     const start = performance.now();
     const collection = client.collection("bench");
-    await new Promise((resolve) => {
+    await new Promise((resolve, reject) => {
+      const stuck = setTimeout(() => reject(new Error(`the HTTP snapshot showed ${collection.size} records in 30 s`)), 30_000);
       collection.subscribe(() => {
-        if (collection.size === RECORDS) resolve();
+        if (collection.size === RECORDS) {
+          clearTimeout(stuck);
+          resolve();
+        }
       });
     });
     httpRuns.push(performance.now() - start);
