@@ -349,11 +349,7 @@ impl Collection {
     }
 
     fn write(&mut self, key: &str, op: Op, seq: u64, data: &Json) -> Option<Change> {
-        // Looked up first: a write to a key already here (most of them) makes no key.
-        if !self.entries.contains_key(key) {
-            self.entries.insert(key.to_owned(), Entry::default());
-        }
-        let entry = self.entries.get_mut(key)?;
+        let entry = self.entries.entry(key.to_owned()).or_default();
         let old = entry.value();
         if !entry.apply(op, seq, data) {
             if entry.base_seq == 0 && entry.is_tombstone() {
