@@ -674,24 +674,20 @@ fn notify(shared: &Rc<Shared>, notes: Vec<Effect>) {
                 };
                 let callbacks = shared.listeners.borrow_mut().change_array(view);
                 let origin = crate::records::origin_js(origin);
-                let planned = shared.parsed.try_borrow().ok().and_then(|parsed| {
-                    let plan = parsed.plan(&changes)?;
-                    let text = (!plan.text.is_empty()).then(|| convert::changes_json(&plan.text));
-                    Some((plan.numbers, text, parsed.messages().clone()))
-                });
-                match planned {
-                    Some((plan, text, messages)) => crate::records::apply_changes(
-                        &records, text, &origin, &callbacks, &plan, &messages,
-                    ),
-                    None => crate::records::apply_changes(
-                        &records,
-                        Some(convert::changes_json(&changes)),
-                        &origin,
-                        &callbacks,
-                        &[],
-                        &Array::new(),
-                    ),
-                }
+                // (Never borrowed here in practice; if it were, every change goes as text.)
+                let parsed = shared.parsed.try_borrow().ok();
+                let (plan, text) = match parsed.as_ref().and_then(|parsed| parsed.plan(&changes)) {
+                    Some(plan) => {
+                        let text =
+                            (!plan.text.is_empty()).then(|| convert::changes_json(&plan.text));
+                        (plan.numbers, text)
+                    }
+                    None => (Vec::new(), Some(convert::changes_json(&changes))),
+                };
+                let messages = parsed.map_or_else(Array::new, |parsed| parsed.messages().clone());
+                crate::records::apply_changes(
+                    &records, text, &origin, &callbacks, &plan, &messages,
+                );
             }
             Effect::Message {
                 view, key, data, ..
