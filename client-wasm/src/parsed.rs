@@ -23,7 +23,7 @@ use js_sys::Array;
 use tidewire_shared::{Change, Json, Op};
 use wasm_bindgen::JsValue;
 
-use crate::engine::arrival::{Arrival, Place};
+use crate::engine::arrival::{Arrival, Made, Place};
 
 /// How JavaScript makes a change (the plan's fifth number).
 const AS_ARRIVED: f64 = 0.0;
@@ -31,7 +31,7 @@ const PATCHED: f64 = 1.0;
 const DELETED: f64 = 2.0;
 /// The plan's numbers per change: message slot (-1: from the text), index in the message's
 /// `records` (-1: the event's `data`), op, seq, how.
-pub(crate) const STRIDE: usize = 5;
+const STRIDE: usize = 5;
 
 /// A value noted in a message, held so its address stays its own.
 #[derive(Debug)]
@@ -50,8 +50,7 @@ pub(crate) struct Parsed {
     messages: Array,
     /// The noted values by address.
     known: HashMap<usize, Known>,
-    /// Each event's key, seq, slot and, for a patch newer than everything, the record's value
-    /// before and after it: for the change it made to its own key.
+    /// Each event's seq, slot and the change it made to its key.
     events: Vec<Event>,
     /// A snapshot's chunks are still arriving: keep everything past this input.
     keep: bool,
@@ -92,13 +91,10 @@ impl Parsed {
         let slot = self.messages.push(message) - 1;
         for arrival in arrivals {
             let index = match arrival.place {
-                Place::Data { key, seq, patched } => {
-                    self.events.push(Event {
-                        key,
-                        seq,
-                        slot,
-                        patched,
-                    });
+                Place::Data { seq, made } => {
+                    if let Some(made) = made {
+                        self.events.push(Event { seq, slot, made });
+                    }
                     -1.0
                 }
                 Place::Record { index, last } => {
@@ -174,29 +170,31 @@ impl Parsed {
         {
             return Some((known.slot, known.index, AS_ARRIVED));
         }
-        // Otherwise only the change an event made to its own key: its key is the event's.
-        let event = self
-            .events
-            .iter()
-            .rev()
-            .find(|event| event.seq == change.seq && event.key == change.key)?;
+        // Otherwise only the change an event made to its own key: the same values.
         let same = |a: Option<&Json>, b: Option<&Json>| match (a, b) {
             (None, None) => true,
             (Some(a), Some(b)) => a.address() == b.address(),
             _ => false,
         };
-        match (&change.new, &event.patched) {
-            (None, _) => Some((event.slot, -1.0, DELETED)),
-            // The very values the patch made (not a view's or a pending write's): the record
-            // JavaScript shows is `before`, and the patch's fields all won.
-            (Some(new), Some((before, after)))
+        let event = self
+            .events
+            .iter()
+            .rev()
+            .find(|event| event.seq == change.seq)?;
+        if !same(change.old.as_ref(), event.made.before.as_ref()) {
+            return None;
+        }
+        match &change.new {
+            None => Some((event.slot, -1.0, DELETED)),
+            // Not a view's or a pending write's values, and every field of the patch won.
+            Some(new)
                 if change.op == Op::Patch
-                    && new.address() == after.address()
-                    && same(change.old.as_ref(), before.as_ref()) =>
+                    && event.made.newest
+                    && same(Some(new), event.made.after.as_ref()) =>
             {
                 Some((event.slot, -1.0, PATCHED))
             }
-            _ => None,
+            Some(_) => None,
         }
     }
 }
@@ -204,11 +202,9 @@ impl Parsed {
 /// An event of the input, for the change it made to its own key.
 #[derive(Debug)]
 struct Event {
-    key: String,
     seq: u64,
     slot: u32,
-    /// See [`Place::Data`].
-    patched: Option<(Option<Json>, Json)>,
+    made: Made,
 }
 
 /// The op's index in `js/records.js`'s `OPS`.

@@ -8,7 +8,7 @@
 //! objects it has. Noting is off unless the shell asks ([`Engine::note_arrivals`]).
 
 use tidewire_shared::message::ServerMessage;
-use tidewire_shared::{Change, Json, Op};
+use tidewire_shared::{Change, Json};
 
 use super::Engine;
 
@@ -17,15 +17,10 @@ use super::Engine;
 pub enum Place {
     /// The event's `data`.
     Data {
-        /// The event's key (its change has it).
-        key: String,
         /// The event's seq (its change has it).
         seq: u64,
-        /// For a patch newer than everything the stream had: the record's value before it
-        /// and after. Every field of the patch won, so the value after is the value before
-        /// with the patch's fields written over it (a value before that is not an object
-        /// counts as `{}`).
-        patched: Option<(Option<Json>, Json)>,
+        /// The change the event made to its key, once applied (see [`Made`]).
+        made: Option<Made>,
     },
     /// The `data` of the snapshot chunk's record `index`.
     Record {
@@ -34,6 +29,22 @@ pub enum Place {
         /// Whether the chunk is its snapshot's last.
         last: bool,
     },
+}
+
+/// The change an event made to its own key in the collection: the key's values before and
+/// after, the very texts the collection holds. A change that holds these same texts (by
+/// address) is that change, so its key is the event's, even as a filtered collection sees it
+/// (a record moving out is a removal of the same old value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Made {
+    /// The value before.
+    pub before: Option<Json>,
+    /// The value after.
+    pub after: Option<Json>,
+    /// The event was newer than everything its stream had: for a patch, every field won, so
+    /// the value after is the value before with the patch's fields written over it (a value
+    /// before that is not an object counts as `{}`).
+    pub newest: bool,
 }
 
 /// A value that arrived in the message just handled.
@@ -69,9 +80,8 @@ impl Engine {
             ServerMessage::Event(event) if event.is_durable() => self.arrived.push(Arrival {
                 value: event.data.clone(),
                 place: Place::Data {
-                    key: event.key.clone(),
                     seq: event.seq,
-                    patched: None,
+                    made: None,
                 },
             }),
             ServerMessage::Snapshot { records, last, .. } => {
@@ -86,22 +96,23 @@ impl Engine {
         }
     }
 
-    /// Notes that the event just noted made `change` as a patch newer than everything its
-    /// stream had (see [`Place::Data`]).
-    pub(super) fn note_patch(&mut self, change: &Change) {
-        if !self.noting || change.op != Op::Patch {
+    /// Notes that the event just noted made `change` to its key; `newest`: it was newer than
+    /// everything its stream had (see [`Made`]).
+    pub(super) fn note_change(&mut self, change: &Change, newest: bool) {
+        if !self.noting {
             return;
         }
-        let Some(new) = &change.new else {
-            return;
-        };
         if let Some(Arrival {
-            place: Place::Data { key, seq, patched },
+            place: Place::Data { seq, made },
             ..
         }) = self.arrived.last_mut()
         {
-            if *key == change.key && *seq == change.seq {
-                *patched = Some((change.old.clone(), new.clone()));
+            if *seq == change.seq {
+                *made = Some(Made {
+                    before: change.old.clone(),
+                    after: change.new.clone(),
+                    newest,
+                });
             }
         }
     }

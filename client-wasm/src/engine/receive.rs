@@ -354,8 +354,8 @@ impl Engine {
         let newest = state.collection.is_newest(event.seq);
         match state.collection.apply(event) {
             Outcome::Applied { change, gap } => {
-                if let Some(change) = change.as_ref().filter(|_| newest) {
-                    self.note_patch(change);
+                if let Some(change) = &change {
+                    self.note_change(change, newest);
                 }
                 if self.hosting {
                     self.effects.push(Effect::Tap(Tap::Applied {

@@ -1406,9 +1406,9 @@ fn last_change(engine: &mut Engine) -> tidewire_shared::Change {
         .expect("a change")
 }
 
-/// The values a message brought are noted with their place when the shell asks, and a patch
-/// newer than everything notes the very values its change holds; a patch that arrived after
-/// a newer write to its key does not (some of its fields lost).
+/// The values a message brought are noted with their place when the shell asks, with the
+/// very values of the change the event made; a patch newer than everything is noted as such,
+/// a patch that arrived after a newer write to its key is not (some of its fields lost).
 #[test]
 fn arrivals_note_where_values_came_from() {
     use super::arrival::Place;
@@ -1422,31 +1422,42 @@ fn arrivals_note_where_values_came_from() {
     engine.on_text(&event(1, 3, "a", json!({"n": 3})), 1.0);
     let arrivals: Vec<_> = engine.take_arrivals().collect();
     assert_eq!(arrivals.len(), 1);
-    assert!(matches!(&arrivals[0].place, Place::Data { key, seq: 3, patched: None } if key == "a"));
     let noted = arrivals[0].value.clone();
+    let Place::Data {
+        seq: 3,
+        made: Some(made),
+    } = &arrivals[0].place
+    else {
+        panic!("an event's change is noted: {arrivals:?}");
+    };
+    assert!(made.newest);
     let shown = last_change(&mut engine).new.expect("a value");
     assert_eq!(
         shown.address(),
         noted.address(),
         "the change holds the value noted"
     );
+    assert_eq!(
+        made.after.as_ref().map(Json::address),
+        Some(noted.address())
+    );
 
     engine.on_text(&patch(4, json!({"done": true})), 1.0);
     let arrivals: Vec<_> = engine.take_arrivals().collect();
     let change = last_change(&mut engine);
     let Some(Place::Data {
-        patched: Some((before, after)),
-        ..
+        made: Some(made), ..
     }) = arrivals.first().map(|arrival| &arrival.place)
     else {
         panic!("a patch newer than everything notes its values: {arrivals:?}");
     };
+    assert!(made.newest);
     assert_eq!(
-        before.as_ref().map(Json::address),
+        made.before.as_ref().map(Json::address),
         change.old.as_ref().map(Json::address)
     );
     assert_eq!(
-        Some(after.address()),
+        made.after.as_ref().map(Json::address),
         change.new.as_ref().map(Json::address)
     );
 
@@ -1460,9 +1471,8 @@ fn arrivals_note_where_values_came_from() {
             &arrivals[0].place,
             Place::Data {
                 seq: 5,
-                patched: None,
-                ..
-            }
+                made: Some(made),
+            } if !made.newest
         ),
         "{arrivals:?}"
     );
