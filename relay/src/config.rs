@@ -93,9 +93,22 @@ pub struct Options {
     #[arg(long, env = "TIDEWIRE_WRITE_ID_WINDOW_MS", default_value_t = 24 * 60 * 60 * 1000)]
     pub write_id_window_ms: u64,
 
-    /// Deliveries a connection may have queued before it is marked lagged.
+    /// Deliveries a connection may have queued of its own. Beyond them it borrows from
+    /// --queue-spare while a burst lasts; with neither it is marked lagged (a durable stream
+    /// is then replayed from the outbox, a raw channel gets a `gap`).
     #[arg(long, env = "TIDEWIRE_QUEUE_CAPACITY", default_value_t = 1024)]
     pub queue_capacity: usize,
+
+    /// Queue slots shared by all connections (8 bytes each; default 2,097,152, 16 MiB), which
+    /// a connection borrows while a burst outgrows --queue-capacity, so the burst is absorbed
+    /// instead of replayed. 0: no sharing.
+    #[arg(long, env = "TIDEWIRE_QUEUE_SPARE", default_value_t = 2 * 1024 * 1024)]
+    pub queue_spare: usize,
+
+    /// Most slots one connection borrows from --queue-spare (default 15,360: a queue reaches
+    /// 16,384 deliveries with the default capacity).
+    #[arg(long, env = "TIDEWIRE_QUEUE_BURST", default_value_t = 15 * 1024)]
+    pub queue_burst: usize,
 
     /// Events per page when replaying from the outbox.
     #[arg(long, env = "TIDEWIRE_REPLAY_PAGE", default_value_t = 1000)]

@@ -119,7 +119,11 @@ impl Hub {
         let pool = pool::build(&database_url, options.pg_pool_size, config.pg_timeout())?;
         let capacity =
             NonZeroUsize::new(options.queue_capacity).unwrap_or(BusConfig::DEFAULT_QUEUE_CAPACITY);
-        let bus = Arc::new(Bus::new(BusConfig::default().with_queue_capacity(capacity)));
+        let bus = Arc::new(Bus::new(
+            BusConfig::default()
+                .with_queue_capacity(capacity)
+                .with_spare(options.queue_spare, options.queue_burst),
+        ));
         let boot_epoch = rand::thread_rng().gen_range(1..(1u64 << 53));
         let relay_id = format!("{:08x}", rand::thread_rng().gen::<u32>());
         let listener = listener::spawn(

@@ -10,7 +10,8 @@
 //!
 //! # Slow consumers
 //!
-//! `publish` never waits. A connection whose queue is full is marked *lagged* on that stream and
+//! `publish` never waits. A connection whose queue is full, and can borrow no more room
+//! ([`room`]), is marked *lagged* on that stream and
 //! further deliveries on that stream are dropped for it (and counted) until its task takes the
 //! lag with [`ConnReceiver::recv`] / [`ConnReceiver::take_lagged`]. The task then replays the
 //! stream from its cursor position (the outbox for a durable stream) or sends `gap` (a raw
@@ -48,11 +49,14 @@
 //! subscription adds a map entry in both registry indexes (about 110 bytes measured; stream
 //! names are shared) and one in the [`LastSent`].
 //! A lagging connection also pins at most `capacity` shared deliveries alive until it drains.
+//! Beyond its capacity a queue borrows slots from one relay-wide pool ([`room`]): the pool's
+//! size bounds the extra slots, and what they pin, for all connections together.
 
 pub mod fanout;
 mod last_sent;
 pub(crate) mod queue;
 pub mod registry;
+pub mod room;
 mod stats;
 mod stream_map;
 
@@ -75,13 +79,21 @@ pub use crate::delivery::{Delivery, DeliveryKind, Position};
 /// | field | default |
 /// |---|---|
 /// | `queue_capacity` | 1024 deliveries |
+/// | `spare_slots` | 2,097,152 deliveries (16 MiB of slots), relay-wide |
+/// | `burst` | 15,360 deliveries per connection |
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct BusConfig {
-    /// Deliveries each connection's queue holds before the connection is marked lagged. Each slot
-    /// is an 8-byte pointer; see [memory per connection](self#memory-per-connection).
+    /// Deliveries each connection's queue holds of its own. Each slot is an 8-byte pointer;
+    /// see [memory per connection](self#memory-per-connection).
     /// Default: [`BusConfig::DEFAULT_QUEUE_CAPACITY`].
     pub queue_capacity: NonZeroUsize,
+    /// Slots shared by all connections, which a queue borrows while a burst outgrows its own
+    /// capacity (see [`room`](self::room)). A connection is marked lagged when its queue is
+    /// full and it can borrow no more. 0: no sharing, every queue holds its capacity.
+    pub spare_slots: usize,
+    /// Most slots one connection holds borrowed from the shared ones.
+    pub burst: usize,
 }
 
 impl BusConfig {
@@ -91,9 +103,25 @@ impl BusConfig {
         None => panic!("1024 is not zero"),
     };
 
+    /// Default shared slots: 2,097,152 (16 MiB of pointers), enough for 1,000 connections to
+    /// hold about 3,000 deliveries each at once.
+    pub const DEFAULT_SPARE_SLOTS: usize = 2 * 1024 * 1024;
+
+    /// Default most borrowed by one connection: 15,360, so a queue reaches 16,384 deliveries
+    /// with the default capacity.
+    pub const DEFAULT_BURST: usize = 15 * 1024;
+
     /// Sets the queue capacity. Default: 1024.
     pub fn with_queue_capacity(mut self, queue_capacity: NonZeroUsize) -> Self {
         self.queue_capacity = queue_capacity;
+        self
+    }
+
+    /// Sets the shared slots and the most one connection borrows. Default: 2,097,152 and
+    /// 15,360.
+    pub fn with_spare(mut self, spare_slots: usize, burst: usize) -> Self {
+        self.spare_slots = spare_slots;
+        self.burst = burst;
         self
     }
 }
@@ -102,6 +130,8 @@ impl Default for BusConfig {
     fn default() -> Self {
         Self {
             queue_capacity: Self::DEFAULT_QUEUE_CAPACITY,
+            spare_slots: Self::DEFAULT_SPARE_SLOTS,
+            burst: Self::DEFAULT_BURST,
         }
     }
 }
@@ -175,7 +205,7 @@ impl Bus {
     /// A bus with no connection.
     pub fn new(config: BusConfig) -> Self {
         Self {
-            registry: Registry::new(config.queue_capacity),
+            registry: Registry::new(config),
             stats: BusStats::default(),
         }
     }

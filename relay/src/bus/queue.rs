@@ -7,22 +7,29 @@
 //!
 //! Memory per connection is described in the [`bus` module docs](super#memory-per-connection).
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 
 use futures_util::task::AtomicWaker;
 
+use super::room::{Slots, SparePool};
 use super::Delivery;
 use crate::bus::registry::ConnId;
 
-/// Creates a connection's queue with room for `capacity` deliveries.
-pub(crate) fn channel(id: ConnId, capacity: usize) -> (Subscriber, ConnReceiver) {
+/// Creates a connection's queue with room for `capacity` deliveries of its own, and more
+/// borrowed from `pool` while a burst needs it.
+pub(crate) fn channel(
+    id: ConnId,
+    capacity: usize,
+    pool: Arc<SparePool>,
+) -> (Subscriber, ConnReceiver) {
     let inner = Arc::new(SubscriberInner {
         id,
-        queue: Mutex::new(VecDeque::new()),
+        queue: Mutex::new(Slots::default()),
         capacity: capacity.max(1),
+        pool,
         receiver_gone: AtomicBool::new(false),
         lag: LagState::default(),
         unregistered: AtomicBool::new(false),
@@ -59,9 +66,11 @@ pub struct Subscriber(Arc<SubscriberInner>);
 #[derive(Debug)]
 struct SubscriberInner {
     id: ConnId,
-    queue: Mutex<VecDeque<Arc<Delivery>>>,
-    /// Deliveries the queue holds before the connection is marked lagged.
+    queue: Mutex<Slots<Arc<Delivery>>>,
+    /// Deliveries the queue holds of its own; beyond them it borrows from `pool`, and when
+    /// neither has room the connection is marked lagged.
     capacity: usize,
+    pool: Arc<SparePool>,
     /// The connection's task dropped its [`ConnReceiver`].
     receiver_gone: AtomicBool,
     lag: LagState,
@@ -137,10 +146,10 @@ impl Subscriber {
             if self.is_closed() {
                 return Offer::Closed;
             }
-            (queue.len() < inner.capacity).then(|| {
-                queue.push_back(Arc::clone(delivery));
-                queue.len()
-            })
+            queue
+                .push(Arc::clone(delivery), inner.capacity, &inner.pool)
+                .ok()
+                .map(|()| queue.len())
         };
         match depth {
             Some(depth) => {
@@ -168,7 +177,7 @@ impl Subscriber {
 }
 
 impl SubscriberInner {
-    fn lock_queue(&self) -> MutexGuard<'_, VecDeque<Arc<Delivery>>> {
+    fn lock_queue(&self) -> MutexGuard<'_, Slots<Arc<Delivery>>> {
         // Every critical section is one push, pop or clear: a poisoned lock still guards a
         // consistent queue.
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
@@ -176,7 +185,7 @@ impl SubscriberInner {
 
     /// Takes the oldest delivery, if any.
     fn pop(&self) -> Option<Arc<Delivery>> {
-        self.lock_queue().pop_front()
+        self.lock_queue().pop(self.capacity, &self.pool)
     }
 }
 
@@ -265,7 +274,7 @@ impl Drop for ConnReceiver {
         let queued = {
             let mut queue = self.inner.lock_queue();
             self.inner.receiver_gone.store(true, Ordering::Release);
-            std::mem::take(&mut *queue)
+            queue.clear(&self.inner.pool)
         };
         drop(queued);
     }
@@ -312,13 +321,11 @@ impl ConnReceiver {
         }
         {
             let mut queue = self.inner.lock_queue();
-            if let Some(delivery) = queue.pop_front() {
+            if let Some(delivery) = queue.pop(self.inner.capacity, &self.inner.pool) {
                 return Some(Some(Received::Delivery(delivery)));
             }
-            if queue.capacity() > KEEP_SLOTS {
-                // The burst is over: an idle connection keeps no large queue.
-                *queue = VecDeque::new();
-            }
+            // The burst is over: an idle connection keeps no large queue.
+            queue.shrink_if_empty(KEEP_SLOTS);
         }
         // Everything queued before was taken: the end.
         self.inner
@@ -393,19 +400,19 @@ impl ConnReceiver {
 
 #[cfg(test)]
 mod tests {
-    use std::num::NonZeroUsize;
     use std::time::Duration;
 
     use bytes::Bytes;
 
     use super::*;
     use crate::bus::registry::Registry;
+    use crate::bus::BusConfig;
 
     fn test_channel(capacity: usize) -> (Subscriber, ConnReceiver) {
         // Borrow a real id from a registry; the registry itself is not involved further.
-        let registry = Registry::new(NonZeroUsize::MIN);
+        let registry = Registry::new(BusConfig::default());
         let id = registry.register().id();
-        channel(id, capacity)
+        channel(id, capacity, Arc::new(SparePool::new(0, 0)))
     }
 
     fn event(stream: &str, seq: u64) -> Arc<Delivery> {

@@ -31,7 +31,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use tidewire_shared::Filter;
 
 use crate::bus::fanout::Fanout;
-use crate::bus::{ConnReceiver, Subscriber};
+use crate::bus::room::SparePool;
+use crate::bus::{BusConfig, ConnReceiver, Subscriber};
 
 /// Identifies one client connection for the life of the process (never reused).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -107,6 +108,8 @@ pub struct Registry {
     next_id: AtomicU64,
     /// Capacity of each connection's queue, in deliveries.
     queue_capacity: NonZeroUsize,
+    /// The slots queues borrow beyond their capacity.
+    spare: Arc<SparePool>,
 }
 
 #[derive(Debug, Default)]
@@ -133,13 +136,19 @@ struct StreamEntry {
 }
 
 impl Registry {
-    /// An empty registry whose connections get queues of `queue_capacity` deliveries.
-    pub fn new(queue_capacity: NonZeroUsize) -> Self {
+    /// An empty registry whose connections get queues as `config` says.
+    pub fn new(config: BusConfig) -> Self {
         Self {
             state: Mutex::new(State::default()),
             next_id: AtomicU64::new(1),
-            queue_capacity,
+            queue_capacity: config.queue_capacity,
+            spare: Arc::new(SparePool::new(config.spare_slots, config.burst)),
         }
+    }
+
+    /// The slots queues borrow beyond their own capacity.
+    pub fn spare(&self) -> &SparePool {
+        &self.spare
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -151,7 +160,8 @@ impl Registry {
     /// Registers a new connection with an empty queue and no stream.
     pub fn register(&self) -> ConnReceiver {
         let id = ConnId(self.next_id.fetch_add(1, Ordering::Relaxed));
-        let (subscriber, receiver) = crate::bus::queue::channel(id, self.queue_capacity.get());
+        let (subscriber, receiver) =
+            crate::bus::queue::channel(id, self.queue_capacity.get(), Arc::clone(&self.spare));
         let connection = Connection {
             subscriber,
             streams: HashSet::new(),
@@ -447,7 +457,11 @@ mod tests {
     use super::*;
 
     fn registry() -> Registry {
-        Registry::new(NonZeroUsize::new(4).expect("4 is not zero"))
+        Registry::new(
+            BusConfig::default()
+                .with_queue_capacity(NonZeroUsize::new(4).expect("4 is not zero"))
+                .with_spare(0, 0),
+        )
     }
 
     #[test]

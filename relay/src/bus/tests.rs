@@ -16,7 +16,11 @@ const EPOCH: u64 = 7;
 
 fn bus(capacity: usize) -> Arc<Bus> {
     let capacity = NonZeroUsize::new(capacity).expect("test capacities are not zero");
-    Arc::new(Bus::new(BusConfig::default().with_queue_capacity(capacity)))
+    Arc::new(Bus::new(
+        BusConfig::default()
+            .with_queue_capacity(capacity)
+            .with_spare(0, 0),
+    ))
 }
 
 fn event(stream: &str, seq: u64) -> Arc<Delivery> {

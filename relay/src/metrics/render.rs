@@ -30,6 +30,8 @@ pub struct Gauges {
     pub streams: u64,
     /// Subscriptions, summed over streams.
     pub subscriptions: u64,
+    /// Shared queue slots lent to connections (`--queue-spare`).
+    pub spare_borrowed: u64,
     /// Whether the LISTEN connection is up.
     pub listen_up: bool,
 }
@@ -106,6 +108,11 @@ fn render_connections(out: &mut Exposition, metrics: &MetricsSnapshot, gauges: G
         "tidewire_subscriptions",
         "Stream subscriptions over all connections.",
         gauges.subscriptions,
+    );
+    out.gauge(
+        "tidewire_queue_spare_borrowed",
+        "Shared queue slots (--queue-spare) lent to connections whose burst outgrew their own queue.",
+        gauges.spare_borrowed,
     );
     out.gauge(
         "tidewire_subscribed_streams",
@@ -376,6 +383,7 @@ mod tests {
             registered: 3,
             streams: 2,
             subscriptions: 4,
+            spare_borrowed: 256,
             listen_up: true,
         };
         let text = render(
@@ -410,6 +418,7 @@ mod tests {
             Some(1.0)
         );
         assert_eq!(value("tidewire_subscriptions", None), Some(4.0));
+        assert_eq!(value("tidewire_queue_spare_borrowed", None), Some(256.0));
         assert_eq!(value("tidewire_events_out_total", None), Some(12.0));
         assert_eq!(value("tidewire_dropped_total", None), Some(3.0));
         assert_eq!(

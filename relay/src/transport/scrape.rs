@@ -19,6 +19,7 @@ pub fn handle(hub: &Hub) -> Response<Body> {
         registered: to_u64(registry.connection_count()),
         streams: to_u64(streams.len()),
         subscriptions: to_u64(subscriptions),
+        spare_borrowed: to_u64(registry.spare().borrowed()),
         listen_up: hub.listener.is_up(),
     };
     let text = render(

@@ -9,6 +9,7 @@ use tidewire_shared::{Filter, Op};
 
 use super::Fanout;
 use crate::bus::registry::Registry;
+use crate::bus::BusConfig;
 use crate::delivery::{Change, Delivery};
 
 fn change(op: Op, prior: Option<Value>, data: Value) -> Delivery {
@@ -23,7 +24,9 @@ fn change(op: Op, prior: Option<Value>, data: Value) -> Delivery {
 
 #[test]
 fn candidates_are_the_filters_indexed_under_the_values_before_and_after() {
-    let registry = Registry::new(NonZeroUsize::new(4).expect("not zero"));
+    let registry = Registry::new(
+        BusConfig::default().with_queue_capacity(NonZeroUsize::new(4).expect("not zero")),
+    );
     let receivers: Vec<_> = (0..5).map(|_| registry.register()).collect();
     let filters: Vec<Option<Arc<Filter>>> = [
         Some(json!({"owner": "u1"})),

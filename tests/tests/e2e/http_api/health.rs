@@ -94,6 +94,7 @@ async fn health_readiness_and_metrics() {
         "tidewire_connections{transport=\"ws\"} ",
         "tidewire_connections{transport=\"sse\"} ",
         "tidewire_subscriptions ",
+        "tidewire_queue_spare_borrowed 0",
         "tidewire_events_in_total{kind=\"durable\"} ",
         "tidewire_events_out_total ",
         "tidewire_dropped_total ",

@@ -329,7 +329,11 @@ async fn dropped_and_expired_streams_tell_subscribers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lagged_consumer_resumes_from_the_outbox_without_loss() {
     let pg = TestPg::start().await;
-    let hub = hub(&pg.url(), |config| config.options.queue_capacity = 4).await;
+    let hub = hub(&pg.url(), |config| {
+        config.options.queue_capacity = 4;
+        config.options.queue_spare = 0;
+    })
+    .await;
     let mut slow = Probe::open(&hub);
     let mut healthy = Probe::open(&hub);
     slow.subscribe("busy").await;
@@ -356,9 +360,72 @@ async fn a_lagged_consumer_resumes_from_the_outbox_without_loss() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_borrows_shared_room_before_it_lags() {
+    let pg = TestPg::start().await;
+    // Four slots of its own per connection, 40 shared, at most 30 borrowed by one: a burst
+    // of 30 fits one connection that is not reading, not two.
+    let hub = hub(&pg.url(), |config| {
+        config.options.queue_capacity = 4;
+        config.options.queue_spare = 40;
+        config.options.queue_burst = 30;
+    })
+    .await;
+    let mut first = Probe::open(&hub);
+    let mut second = Probe::open(&hub);
+    for probe in [&mut first, &mut second] {
+        probe.subscribe("bursty").await;
+        probe.until(WAIT, |m| m["type"] == "subscribed").await;
+    }
+    let client = pg.client().await;
+    for n in 1..=30u64 {
+        publish(&client, "bursty", &format!("k{n}"), "upsert", json!(n)).await;
+    }
+    // Neither has read: wait until the bus has offered all 30.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while hub.bus.stats().snapshot().published < 30 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the bus saw every event"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let stats = hub.bus.stats().snapshot();
+    assert_eq!(
+        stats.lagged_events, 1,
+        "only the one left without room lagged"
+    );
+    assert_eq!(
+        hub.bus.registry().spare().borrowed(),
+        40,
+        "the pool is lent out"
+    );
+    for (probe, who) in [(&mut first, "first"), (&mut second, "second")] {
+        probe.until_seq("bursty", 30, WAIT).await;
+        // A replay may reach 30 before the queue is drained: read until silence.
+        while probe.recv(Duration::from_millis(300)).await.is_some() {}
+        assert_exactly(&probe.seqs("bursty"), 1, 30, who);
+    }
+    let lagged = [&first, &second].map(|probe| probe.advisories("lagged").len());
+    assert_eq!(
+        lagged.iter().sum::<usize>(),
+        1,
+        "one was told it lagged: {lagged:?}"
+    );
+    assert_eq!(
+        hub.bus.registry().spare().borrowed(),
+        0,
+        "drained queues returned the loan"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lagged_raw_subscriber_is_told_where_its_drop_began() {
     let pg = TestPg::start().await;
-    let hub = hub(&pg.url(), |config| config.options.queue_capacity = 4).await;
+    let hub = hub(&pg.url(), |config| {
+        config.options.queue_capacity = 4;
+        config.options.queue_spare = 0;
+    })
+    .await;
     let client = pg.client().await;
     // `started` has read an event before the burst; `unstarted` has read nothing, so the
     // relay has no position for it yet when it lags.
