@@ -190,6 +190,12 @@ impl Hub {
             embedded,
             database_url,
         });
+        crate::nudger::spawn(
+            Arc::clone(&hub.bus),
+            hub.listener.status(),
+            hub.token.clone(),
+            &hub.tracker,
+        );
         crate::janitor::spawn(
             hub.pool.clone(),
             hub.config.janitor_interval(),

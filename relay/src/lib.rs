@@ -33,6 +33,7 @@ pub mod fault;
 pub mod hub;
 pub mod janitor;
 pub mod metrics;
+pub mod nudger;
 pub mod pg;
 pub mod presence;
 pub mod query;

@@ -33,6 +33,7 @@ pub(crate) fn channel(
         receiver_gone: AtomicBool::new(false),
         lag: LagState::default(),
         unregistered: AtomicBool::new(false),
+        nudged: AtomicBool::new(false),
     });
     let subscriber = Subscriber(Arc::clone(&inner));
     let receiver = ConnReceiver { id, inner };
@@ -77,6 +78,8 @@ struct SubscriberInner {
     /// Set when the registry lets go of the connection: its queue ends once drained. (The
     /// receiver holds this struct, so the sender alone no longer tells.)
     unregistered: AtomicBool,
+    /// Set by [`Subscriber::nudge`]: something relay-wide changed (see [`Received::Nudged`]).
+    nudged: AtomicBool,
 }
 
 /// Which streams a connection has lagged on since its task last asked.
@@ -169,6 +172,12 @@ impl Subscriber {
         self.0.lag.clear(stream);
     }
 
+    /// Wakes the connection's task with [`Received::Nudged`], ahead of anything queued.
+    pub(crate) fn nudge(&self) {
+        self.0.nudged.store(true, Ordering::Release);
+        self.0.lag.wake.wake();
+    }
+
     /// The registry let go of the connection: its receiver ends once the queue is drained.
     pub(crate) fn unregistered(&self) {
         self.0.unregistered.store(true, Ordering::Release);
@@ -242,6 +251,10 @@ pub enum Received {
     /// advisory (a raw channel), then carries on; deliveries for these streams still queued are
     /// deduped by the cursor. May name streams the connection has since left: ignore those.
     Lagged(Vec<Lagged>),
+    /// Something relay-wide changed (PostgreSQL's status, shutdown): look at it. A
+    /// connection learns of such changes here, through its own wake-up, so that waiting costs
+    /// it no place in a list shared by every connection (see `nudger.rs`).
+    Nudged,
 }
 
 /// One stream a connection lagged on, as its task takes the lag.
@@ -316,6 +329,9 @@ impl ConnReceiver {
 
     /// What `recv` would return now: `None` if it would have to wait.
     fn take_ready(&mut self) -> Option<Option<Received>> {
+        if self.take_nudge() {
+            return Some(Some(Received::Nudged));
+        }
         if let Some(lagged) = self.take_lags() {
             return Some(Some(Received::Lagged(lagged)));
         }
@@ -337,10 +353,19 @@ impl ConnReceiver {
     /// Takes the next lag report or queued delivery without waiting, for draining a burst into
     /// one write. `None` when nothing is pending (or the connection is unregistered).
     pub fn try_recv(&mut self) -> Option<Received> {
+        if self.take_nudge() {
+            return Some(Received::Nudged);
+        }
         if let Some(lagged) = self.take_lags() {
             return Some(Received::Lagged(lagged));
         }
         self.inner.pop().map(Received::Delivery)
+    }
+
+    /// Whether the connection was nudged since the last look (a plain load first: nearly
+    /// always it was not, and the line stays shared).
+    pub fn take_nudge(&self) -> bool {
+        self.inner.nudged.load(Ordering::Acquire) && self.inner.nudged.swap(false, Ordering::AcqRel)
     }
 
     /// Takes the streams the connection has lagged on since the last call, clearing them so that
@@ -463,6 +488,7 @@ mod tests {
         let seqs: Vec<(String, u64)> = std::iter::from_fn(|| match receiver.try_recv()? {
             Received::Delivery(delivery) => Some((delivery.stream.to_string(), delivery.seq)),
             Received::Lagged(lagged) => Some((format!("lag {}", lagged[0].queued), 0)),
+            Received::Nudged => Some(("nudge".to_string(), 0)),
         })
         .collect();
         assert_eq!(
@@ -472,6 +498,34 @@ mod tests {
                 .to_vec(),
             "the second lag on a counts the two deliveries still queued for it"
         );
+    }
+
+    #[tokio::test]
+    async fn a_nudge_wakes_a_parked_receiver_once_and_comes_first() {
+        let (subscriber, mut receiver) = test_channel(4);
+        let parked = tokio::spawn(async move {
+            let first = receiver.recv().await;
+            (first, receiver)
+        });
+        tokio::task::yield_now().await;
+        subscriber.nudge();
+        let (first, mut receiver) = tokio::time::timeout(Duration::from_secs(10), parked)
+            .await
+            .expect("woken in time")
+            .expect("task ran");
+        assert_eq!(first, Some(Received::Nudged));
+        assert_eq!(receiver.try_recv(), None, "one nudge is taken once");
+        assert!(matches!(
+            subscriber.offer(&event("a", 1)),
+            Offer::Queued { .. }
+        ));
+        subscriber.nudge();
+        assert_eq!(
+            receiver.try_recv(),
+            Some(Received::Nudged),
+            "ahead of the queue"
+        );
+        assert!(matches!(receiver.try_recv(), Some(Received::Delivery(_))));
     }
 
     #[tokio::test]

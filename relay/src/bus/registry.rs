@@ -146,6 +146,19 @@ impl Registry {
         }
     }
 
+    /// Wakes every registered connection with [`Received::Nudged`](crate::bus::Received).
+    pub fn nudge_all(&self) {
+        let subscribers: Vec<Subscriber> = self
+            .lock()
+            .by_id
+            .values()
+            .map(|connection| connection.subscriber.clone())
+            .collect();
+        for subscriber in subscribers {
+            subscriber.nudge();
+        }
+    }
+
     /// The slots queues borrow beyond their own capacity.
     pub fn spare(&self) -> &SparePool {
         &self.spare

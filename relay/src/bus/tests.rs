@@ -37,6 +37,7 @@ fn drain(receiver: &mut ConnReceiver) -> Vec<Arc<Delivery>> {
         match received {
             Received::Delivery(delivery) => out.push(delivery),
             Received::Lagged(streams) => panic!("unexpected lag on {streams:?}"),
+            Received::Nudged => {}
         }
     }
     out
@@ -430,6 +431,7 @@ async fn join_and_follow(
             },
             Received::Lagged(_) if replay => replay_from_outbox(&mut cursor, &mut admitted),
             Received::Lagged(streams) => panic!("queue sized never to lag: {streams:?}"),
+            Received::Nudged => {}
         }
     }
     bus.registry()

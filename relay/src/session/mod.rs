@@ -418,6 +418,11 @@ impl Session {
                 return Some(outgoing);
             }
             if let Some(work) = self.pending.front().cloned() {
+                if self.receiver.take_nudge() {
+                    // Shutdown does not wait for a long replay to end.
+                    self.on_received(Received::Nudged);
+                    continue;
+                }
                 // Boxed: a replay's queries are a large future that would otherwise be part
                 // of every connection's future, idle or not.
                 Box::pin(self.do_work(work)).await;
@@ -427,21 +432,37 @@ impl Session {
             self.latency.flush(&self.hub.metrics);
             self.out.release_if_empty();
             outbound::release_if_empty(&mut self.pending);
-            tokio::select! {
-                biased;
-                changed = self.status.changed() => {
-                    if changed.is_err() {
-                        self.close(CloseCode::GoingAway, "relay shutting down");
-                    } else {
-                        self.on_status();
-                    }
+            // PostgreSQL's status and shutdown are looked at here, and a change of either
+            // nudges the queue (`nudger.rs`): waiting on the status channel itself put every
+            // connection's waiter in one shared list at each wait, and took it out again
+            // (5% of the relay's samples at 1,000 subscribers x 200 events/s).
+            match self.status.has_changed() {
+                Err(_) => {
+                    self.close(CloseCode::GoingAway, "relay shutting down");
+                    continue;
                 }
-                received = self.receiver.recv() => match received {
-                    Some(Received::Delivery(delivery)) => self.on_delivery(delivery),
-                    Some(Received::Lagged(streams)) => self.on_lagged(&streams),
-                    None => self.close(CloseCode::InternalError, "connection unregistered"),
-                },
+                Ok(true) => {
+                    self.on_status();
+                    continue;
+                }
+                Ok(false) => {}
             }
+            match self.receiver.recv().await {
+                Some(received) => self.on_received(received),
+                None => self.close(CloseCode::InternalError, "connection unregistered"),
+            }
+        }
+    }
+
+    fn on_received(&mut self, received: Received) {
+        match received {
+            Received::Delivery(delivery) => self.on_delivery(delivery),
+            Received::Lagged(streams) => self.on_lagged(&streams),
+            // The status is looked at before the next wait.
+            Received::Nudged if self.hub.token.is_cancelled() => {
+                self.close(CloseCode::GoingAway, "relay shutting down");
+            }
+            Received::Nudged => {}
         }
     }
 
@@ -456,10 +477,8 @@ impl Session {
         if !self.pending.is_empty() {
             return None;
         }
-        match self.receiver.try_recv()? {
-            Received::Delivery(delivery) => self.on_delivery(delivery),
-            Received::Lagged(streams) => self.on_lagged(&streams),
-        }
+        let received = self.receiver.try_recv()?;
+        self.on_received(received);
         self.ready_from_out()
     }
 

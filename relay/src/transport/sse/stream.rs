@@ -128,8 +128,6 @@ async fn open(
 
 /// What woke the streaming loop.
 enum Turn {
-    /// The relay is stopping.
-    Shutdown,
     /// The heartbeat or the grant's expiry is due.
     Timer,
     /// The session has something to send (`None`: it is over).
@@ -175,18 +173,14 @@ impl Events {
             // arms wait on are gone by then, so the task's future holds either them or a
             // handler's, not both (as in the WebSocket loop). The last words are boxed: they
             // are said once.
+            // Shutdown reaches the stream through its session, which closes when nudged by
+            // it (`nudger.rs`), as in the WebSocket loop.
             let turn = tokio::select! {
-                () = token.cancelled() => Turn::Shutdown,
                 () = self.sink.closed() => return,
                 () = &mut timer => Turn::Timer,
                 outgoing = self.session.next() => Turn::Outgoing(outgoing),
             };
             let result = match turn {
-                Turn::Shutdown => {
-                    self.shutdown_event();
-                    Box::pin(self.last_words()).await;
-                    return;
-                }
                 Turn::Timer if expiry.is_some_and(|at| Instant::now() >= at) => {
                     if !is_expired(self.session.grant()) {
                         // The timer ran ahead of the grant's clock: look again shortly.

@@ -121,8 +121,6 @@ async fn live(hub: Arc<Hub>, io: Io, admission: Admission) {
 
 /// What woke the loop.
 enum Turn {
-    /// The relay is stopping.
-    Shutdown,
     /// A message from the peer, or why none can come.
     Read(Result<Message, ReadError>),
     /// The keepalive, silence or expiry timer.
@@ -189,14 +187,15 @@ impl Connection {
             // What happened is handled after the `select!`, not in its arms: the futures the
             // arms wait on are gone by then, so the task's future holds either them or a
             // handler's, not both (the task: 1,832 -> 1,720 bytes, `size_of_val`, release build).
+            // Shutdown reaches the connection through its session, which closes when
+            // nudged by it (`nudger.rs`): waiting on the token here put a waiter in a list
+            // every connection shares, at each turn.
             let turn = tokio::select! {
-                () = self.hub.token.cancelled() => Turn::Shutdown,
                 read = reader.next(read_half) => Turn::Read(read),
                 () = &mut self.timer => Turn::Timer,
                 outgoing = self.session.next() => Turn::Outgoing(outgoing),
             };
             let ending = match turn {
-                Turn::Shutdown => Some(self.on_shutdown()),
                 // The cold branches are boxed (see `run`).
                 Turn::Read(Ok(message)) => Box::pin(self.on_message(message)).await,
                 Turn::Read(Err(error)) => Some(self.on_read_error(error)),
