@@ -18,6 +18,7 @@ pub mod preflight;
 pub mod reset;
 pub mod scrape;
 pub mod sse;
+pub(crate) mod stall;
 pub mod static_files;
 pub mod ws;
 

@@ -15,6 +15,7 @@ use hyper::body::{Body, Frame};
 
 use super::handoff::{handoff, Giver, Gone, Taker};
 use crate::transport::reset::Socket;
+use crate::transport::stall::within;
 
 /// One burst: copied framing and small events, and shared large events, in order.
 pub(super) type Chunk = Vec<Bytes>;
@@ -85,10 +86,10 @@ impl Sink {
     /// Sends `chunk`, failing if it is not taken (or written) within `stall`.
     pub(super) async fn send(&mut self, chunk: Chunk, stall: Duration) -> Result<(), SendError> {
         let sent = match self {
-            Self::Body(giver) => tokio::time::timeout(stall, giver.give(chunk))
+            Self::Body(giver) => within(stall, giver.give(chunk))
                 .await
                 .map(|given| given.map_err(|Gone| SendError::Gone)),
-            Self::Socket(socket) => tokio::time::timeout(stall, write(socket, chunk))
+            Self::Socket(socket) => within(stall, write(socket, chunk))
                 .await
                 .map(|written| written.map_err(|_| SendError::Gone)),
         };

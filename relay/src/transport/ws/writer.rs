@@ -19,6 +19,8 @@ use bytes::{Buf, Bytes, BytesMut};
 use fastwebsockets::{Frame, OpCode, Payload};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
+use crate::transport::stall::within;
+
 /// Capacity kept between bursts; a larger buffer is freed once written.
 const KEEP_CAPACITY: usize = 2048;
 
@@ -162,7 +164,7 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
             self.chunks.push_back(self.scratch.split().freeze());
         }
         while !self.chunks.is_empty() {
-            let wrote = tokio::time::timeout(stall, self.write_some())
+            let wrote = within(stall, self.write_some())
                 .await
                 .map_err(|_| WriteError::Stalled(stall))??;
             if wrote == 0 {
@@ -170,7 +172,7 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
             }
             self.consume(wrote);
         }
-        tokio::time::timeout(stall, self.io.flush())
+        within(stall, self.io.flush())
             .await
             .map_err(|_| WriteError::Stalled(stall))??;
         if self.scratch.capacity() > KEEP_CAPACITY {
