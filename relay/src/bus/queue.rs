@@ -391,7 +391,7 @@ impl ConnReceiver {
         let lagged = streams
             .into_iter()
             .map(|stream| {
-                // Only on a lag, and the queue holds at most its capacity.
+                // Only on a lag, and the queue holds at most its capacity and its loan.
                 let queued = queue
                     .iter()
                     .filter(|delivery| delivery.stream == stream)
