@@ -266,7 +266,13 @@ impl TidewireClient {
             return;
         };
         drive(&self.shared, |inner| {
-            crate::shell::receive(&self.shared, &mut inner.engine, &text, &string);
+            crate::shell::receive(
+                &self.shared,
+                &mut inner.engine,
+                &string,
+                crate::browser::now(),
+                Some(&text),
+            );
         });
     }
 

@@ -150,12 +150,36 @@ pub(crate) fn drive<R>(shared: &Rc<Shared>, input: impl FnOnce(&mut Inner) -> R)
     Some(result)
 }
 
-/// Hands the engine one message from the relay, `message` as JavaScript received it, and
-/// notes its values for JavaScript to take from the message itself ([`crate::parsed`]).
-pub(crate) fn receive(shared: &Rc<Shared>, engine: &mut Engine, message: &JsValue, text: &str) {
-    engine.on_text(text, now());
+/// Hands the engine one message from the relay (`text`, at `time`), and notes the values it
+/// brought for JavaScript to take from the message itself ([`crate::parsed`]). `message` is
+/// the message as the JavaScript string it arrived as; without one, a string is made from
+/// `text` only when the message brought values (that costs a decoding, as the changes' text
+/// would). Not generic: one copy in the `.wasm`.
+pub(crate) fn receive(
+    shared: &Shared,
+    engine: &mut Engine,
+    text: &str,
+    time: f64,
+    message: Option<&JsValue>,
+) {
+    engine.on_text(text, time);
+    let arrivals = engine.take_arrivals();
+    if arrivals.len() == 0 {
+        return;
+    }
     if let Ok(mut parsed) = shared.parsed.try_borrow_mut() {
-        parsed.add(message, engine.take_arrivals());
+        match message {
+            Some(message) => parsed.add(message, arrivals),
+            None => parsed.add(&JsValue::from_str(text), arrivals),
+        }
+    }
+}
+
+/// Forgets the messages noted for JavaScript: the connection (or the host) that was sending
+/// them is gone, so a snapshot they began will not be finished.
+pub(crate) fn forget_messages(shared: &Shared) {
+    if let Ok(mut parsed) = shared.parsed.try_borrow_mut() {
+        parsed.clear();
     }
 }
 
@@ -604,14 +628,12 @@ fn on_ws_signal(shared: &Rc<Shared>, generation: u32, signal: WsSignal) {
             WsSignal::Open => inner.engine.on_open(now()),
             WsSignal::Text(message) => {
                 if let Some(text) = message.as_string() {
-                    receive(shared, &mut inner.engine, &message, &text);
+                    receive(shared, &mut inner.engine, &text, now(), Some(&message));
                 }
             }
             WsSignal::Closed { code, reason } => {
                 inner.connection = Connection::None;
-                if let Ok(mut parsed) = shared.parsed.try_borrow_mut() {
-                    parsed.clear();
-                }
+                forget_messages(shared);
                 let info = CloseInfo {
                     close_code: Some(code),
                     reason,
@@ -634,23 +656,12 @@ fn on_sse_signal(shared: &Rc<Shared>, generation: u32, signal: SseSignal) {
                 let time = now();
                 inner.engine.on_activity(time);
                 for text in messages {
-                    inner.engine.on_text(&text, time);
-                    // Made a JavaScript string only when it brought values: that costs a
-                    // decoding, as the changes' text would.
-                    let arrivals = inner.engine.take_arrivals();
-                    if arrivals.len() == 0 {
-                        continue;
-                    }
-                    if let Ok(mut parsed) = shared.parsed.try_borrow_mut() {
-                        parsed.add(&JsValue::from_str(&text), arrivals);
-                    }
+                    receive(shared, &mut inner.engine, &text, time, None);
                 }
             }
             SseSignal::Closed(info) => {
                 inner.connection = Connection::None;
-                if let Ok(mut parsed) = shared.parsed.try_borrow_mut() {
-                    parsed.clear();
-                }
+                forget_messages(shared);
                 inner.engine.on_closed(info, now());
             }
         }

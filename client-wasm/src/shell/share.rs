@@ -12,7 +12,7 @@ use crate::engine::CloseInfo;
 use crate::share::group::{Group, Note, Ports, Role, WORKER_ID};
 use crate::share::host::{Host, Out};
 
-use super::{drive, receive, Connection, Inner, Shared, Sharing};
+use super::{drive, forget_messages, receive, Connection, Inner, Shared, Sharing};
 
 impl Inner {
     /// Joins the tabs of this relay and token (if the browser can), as `self.sharing` says:
@@ -290,7 +290,7 @@ impl Inner {
             }
             (Role::Guest { host: Some(host) }, "msg") if *host == from => {
                 if message.is_string() {
-                    receive(shared, &mut self.engine, &message, &text);
+                    receive(shared, &mut self.engine, &text, now(), Some(&message));
                 } else {
                     self.engine.on_text(&text, now());
                 }
@@ -306,10 +306,7 @@ impl Inner {
             _ => {}
         }
         if lost {
-            // The messages of a snapshot the old host was sending will not be finished.
-            if let Ok(mut parsed) = shared.parsed.try_borrow_mut() {
-                parsed.clear();
-            }
+            forget_messages(shared);
             self.lost_host();
         }
         if let Some(text) = refusal {
