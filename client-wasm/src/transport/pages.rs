@@ -82,9 +82,8 @@ impl PageReader {
                 "the snapshot page answered HTTP {status} ({code})"
             )));
         }
-        let (page, next) = decode_page(body).map_err(|error| {
-            FetchError::Failed(format!("a snapshot page could not be read: {error}"))
-        })?;
+        let (page, next) =
+            decode_page(body).map_err(|error| failed(&format!("could not be read: {error}")))?;
         match &mut self.snapshot {
             None => self.snapshot = Some(page),
             Some(snapshot) if (snapshot.epoch, snapshot.seq) == (page.epoch, page.seq) => {
