@@ -89,13 +89,14 @@ pub fn array(text: &str) -> Result<Vec<&str>, ScanError> {
     Ok(items)
 }
 
-/// The fields of each item of `text`, which must be one JSON array of objects: one pass,
-/// where [`array()`] and then [`object()`] on each item would read every item twice.
+/// The fields of each item of `text`, which must be one JSON array of objects (the tests'
+/// second reading of a list [`object_with_list`] read in its object's pass).
 ///
 /// # Errors
 ///
 /// A [`ScanError`] if `text` is not one JSON array, or an item is not an object.
-pub fn objects(text: &str) -> Result<Vec<Fields<'_>>, ScanError> {
+#[cfg(test)]
+fn objects(text: &str) -> Result<Vec<Fields<'_>>, ScanError> {
     let mut scanner = Scanner::new(text);
     scanner.space();
     let items = scanner.objects(0)?;
@@ -103,11 +104,12 @@ pub fn objects(text: &str) -> Result<Vec<Fields<'_>>, ScanError> {
     Ok(items)
 }
 
-/// [`object_within`], with the field `list` also read as [`objects`] in the same pass when it
-/// is an array of objects (`None` otherwise; its text is among the fields either way). A
+/// [`object_within`], with the field `list` also read, in the same pass, as each of its
+/// items' fields when it is an array of objects (`None` otherwise; its text is among the
+/// fields either way). A
 /// snapshot chunk's `records` is such a list: reading the message, then the list, then each
 /// record went over every record three times. Decoding a 500-record chunk natively: 284 MB/s
-/// in three passes, 338-360 in two ([`objects`] on the list's text), 548-554 in one; applying
+/// in three passes, 338-360 in two (the list's text read again), 548-554 in one; applying
 /// a 10,000-record snapshot in Chromium (`scripts/bench client-wasm`): 33.1 -> 25.5 ms.
 ///
 /// # Errors
@@ -125,10 +127,7 @@ pub fn object_with_list<'a>(
     let mut fields = Vec::with_capacity(8);
     let mut items = None;
     scanner.list(0, (b'{', b'}'), &mut |scanner| {
-        let name = scanner.string()?;
-        scanner.space();
-        scanner.expect(b':')?;
-        scanner.space();
+        let name = scanner.field_name()?;
         let start = scanner.at;
         if name == list {
             // The last of a repeated name counts, as in `field`.
@@ -362,15 +361,21 @@ impl<'a> Scanner<'a> {
         field: &mut dyn FnMut(Cow<'a, str>, &'a str),
     ) -> Result<(), ScanError> {
         self.list(depth, (b'{', b'}'), &mut |scanner| {
-            let name = scanner.string()?;
-            scanner.space();
-            scanner.expect(b':')?;
-            scanner.space();
+            let name = scanner.field_name()?;
             let start = scanner.at;
             scanner.value(depth + 1)?;
             field(name, &scanner.text[start..scanner.at]);
             Ok(())
         })
+    }
+
+    /// A member's name and its colon, leaving the scanner at its value.
+    fn field_name(&mut self) -> Result<Cow<'a, str>, ScanError> {
+        let name = self.string()?;
+        self.space();
+        self.expect(b':')?;
+        self.space();
+        Ok(name)
     }
 
     /// An array of objects at nesting `depth`, each object's fields.
