@@ -187,14 +187,11 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     async fn write_some(&mut self) -> io::Result<usize> {
         let Self { io, chunks, .. } = self;
         poll_fn(|context| {
-            if let [only] = chunks.as_slices().0 {
-                if chunks.len() == 1 {
-                    // One chunk (a burst of small frames is one): a plain write, which a
-                    // socket makes with `send`; `writev` also goes through the VFS
-                    // (`vfs_writev`, `fdget_pos`: 5% of the relay's samples at one event per
-                    // wake).
-                    return Pin::new(&mut *io).poll_write(context, only);
-                }
+            if let (Some(only), 1) = (chunks.front(), chunks.len()) {
+                // One chunk (a burst of small frames is one): a plain write, which a socket
+                // makes with `send`; `writev` also goes through the VFS (`vfs_writev`,
+                // `fdget_pos`: 5% of the relay's samples at one event per wake).
+                return Pin::new(&mut *io).poll_write(context, only);
             }
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
             let mut count = 0;
