@@ -1,11 +1,14 @@
-//! One WebSocket connection after the upgrade: a single task that `select!`s over the
-//! socket's next message, the session's next output, one timer (keepalive ping, silence
-//! timeout, token expiry) and relay shutdown. [`FrameReader::next`] and [`Session::next`] are
+//! One WebSocket connection after the upgrade: a single task that waits on the socket's next
+//! message, the session's next output (which carries relay shutdown) and one timer (keepalive
+//! ping, silence timeout, token expiry), polling the socket and the timer only when they woke
+//! it (`wakes.rs`). [`FrameReader::next`] and [`Session::next`] are
 //! both cancel safe, so both are recreated every turn. The pong for a ping and the echo of a
 //! close are written as their frame is read, before anything a later message causes.
 
-use std::pin::Pin;
+use std::future::{poll_fn, Future};
+use std::pin::{pin, Pin};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,6 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncWrite, ReadHalf, WriteHalf};
 use tokio::time::{Instant, Sleep};
 
 use super::reader::{Assembler, FrameReader, Message, ReadError};
+use super::wakes::Wakes;
 use super::writer::{FrameWriter, WriteError};
 use crate::auth::Grant;
 use crate::bus::registry::ConnId;
@@ -145,6 +149,8 @@ struct Connection {
     /// `timer_at` changes.
     timer: Pin<Box<Sleep>>,
     timer_at: Instant,
+    /// Whether the socket or the timer is to be polled (`wakes.rs`).
+    wakes: Wakes,
     /// Thrown when the peer is dropped as a slow consumer.
     reset: Reset,
     /// Counts the connection as open until it is dropped.
@@ -174,6 +180,7 @@ impl Connection {
             next_ping: now + keepalive,
             timer: Box::pin(tokio::time::sleep_until(now + keepalive)),
             timer_at: now + keepalive,
+            wakes: Wakes::new(),
             reset,
             _counted: counted,
             hub,
@@ -190,11 +197,7 @@ impl Connection {
             // Shutdown reaches the connection through its session, which closes when
             // nudged by it (`nudger.rs`): waiting on the token here put a waiter in a list
             // every connection shares, at each turn.
-            let turn = tokio::select! {
-                read = reader.next(read_half) => Turn::Read(read),
-                () = &mut self.timer => Turn::Timer,
-                outgoing = self.session.next() => Turn::Outgoing(outgoing),
-            };
+            let turn = self.turn(reader, read_half).await;
             let ending = match turn {
                 // The cold branches are boxed (see `run`).
                 Turn::Read(Ok(message)) => Box::pin(self.on_message(message)).await,
@@ -208,6 +211,36 @@ impl Connection {
         }
     }
 
+    /// What wakes the loop next. The socket's read half and the timer are polled first, and
+    /// only when their waker marked them (`wakes.rs`); the session at every turn. All three
+    /// futures are cancel safe.
+    async fn turn(&mut self, reader: &mut FrameReader, read_half: &mut ReadHalf<Io>) -> Turn {
+        let mut read = pin!(reader.next(read_half));
+        let mut outgoing = pin!(self.session.next());
+        let timer = &mut self.timer;
+        let wakes = &self.wakes;
+        poll_fn(|cx| loop {
+            if wakes.take() {
+                let mut others = wakes.context();
+                if let Poll::Ready(read) = read.as_mut().poll(&mut others) {
+                    wakes.mark();
+                    return Poll::Ready(Turn::Read(read));
+                }
+                if timer.as_mut().poll(&mut others).is_ready() {
+                    wakes.mark();
+                    return Poll::Ready(Turn::Timer);
+                }
+            }
+            if let Poll::Ready(outgoing) = outgoing.as_mut().poll(cx) {
+                return Poll::Ready(Turn::Outgoing(outgoing));
+            }
+            if !wakes.park(cx) {
+                return Poll::Pending;
+            }
+        })
+        .await
+    }
+
     /// Points the timer at the earliest of: the next ping, the silence deadline, expiry.
     fn arm_timer(&mut self) {
         let silence = self.last_heard + 2 * self.keepalive;
@@ -218,6 +251,8 @@ impl Connection {
         if at != self.timer_at {
             self.timer_at = at;
             self.timer.as_mut().reset(at);
+            // Polled at the next turn, under its new deadline.
+            self.wakes.mark();
         }
     }
 

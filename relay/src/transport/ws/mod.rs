@@ -8,6 +8,7 @@
 //! | `echo` | the same reader and writer as an echo server, for the Autobahn conformance run |
 //! | `frame` | client frames decoded from the bytes received so far (sans-IO) |
 //! | `reader` | whole messages from frames: no buffer while idle, fragments, the size limit, UTF-8, pings and closes |
+//! | `wakes` | whether the socket or the timer woke the task, so a delivery's wake-up polls the session alone |
 //! | `writer` | coalesced frame writes under the slow-consumer deadline |
 //!
 //! What fastwebsockets does here, and how per-connection memory stays small: docs/ARCHITECTURE.md,
@@ -18,6 +19,7 @@ pub mod echo;
 mod frame;
 
 mod reader;
+mod wakes;
 mod writer;
 
 use std::sync::Arc;
