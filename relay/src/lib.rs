@@ -28,6 +28,8 @@
 
 pub mod auth;
 pub mod config;
+#[cfg(test)]
+mod counting_waker;
 pub mod delivery;
 pub mod fault;
 pub mod hub;

@@ -432,6 +432,7 @@ mod tests {
     use super::*;
     use crate::bus::registry::Registry;
     use crate::bus::BusConfig;
+    use crate::counting_waker::CountingWaker;
 
     fn test_channel(capacity: usize) -> (Subscriber, ConnReceiver) {
         // Borrow a real id from a registry; the registry itself is not involved further.
@@ -549,23 +550,12 @@ mod tests {
         );
     }
 
-    /// Counts its wake-ups.
-    #[derive(Default)]
-    struct Wakes(std::sync::atomic::AtomicUsize);
-
-    impl std::task::Wake for Wakes {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
     #[test]
     fn a_parked_receiver_is_woken_by_a_delivery_a_lag_and_its_unregistration() {
         let (subscriber, mut receiver) = test_channel(1);
-        let wakes = Arc::new(Wakes::default());
-        let waker = std::task::Waker::from(Arc::clone(&wakes));
+        let (wakes, waker) = CountingWaker::new();
         let mut context = Context::from_waker(&waker);
-        let woken = || wakes.0.load(Ordering::SeqCst);
+        let woken = || wakes.count();
 
         assert!(receiver.poll_recv(&mut context).is_pending());
         assert_eq!(subscriber.offer(&event("a", 1)), Offer::Queued { depth: 1 });
@@ -602,7 +592,7 @@ mod tests {
         let (subscriber, mut receiver) = test_channel(2);
         // Nobody registered yet: the wake-up reaches no one, and the next poll finds it.
         assert_eq!(subscriber.offer(&event("a", 1)), Offer::Queued { depth: 1 });
-        let waker = std::task::Waker::from(Arc::new(Wakes::default()));
+        let (_, waker) = CountingWaker::new();
         let mut context = Context::from_waker(&waker);
         assert!(matches!(
             receiver.poll_recv(&mut context),

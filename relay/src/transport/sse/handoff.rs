@@ -173,26 +173,9 @@ impl<T> Drop for Taker<T> {
 #[cfg(test)]
 mod tests {
     use std::future::Future;
-    use std::sync::atomic::AtomicUsize;
-    use std::task::{Wake, Waker};
 
     use super::*;
-
-    /// Counts its wake-ups.
-    #[derive(Default)]
-    struct Wakes(AtomicUsize);
-
-    impl Wake for Wakes {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
-    fn counting() -> (Arc<Wakes>, Waker) {
-        let wakes = Arc::new(Wakes::default());
-        let waker = Waker::from(Arc::clone(&wakes));
-        (wakes, waker)
-    }
+    use crate::counting_waker::CountingWaker;
 
     /// Runs `wait` as a task, which must not finish while the slot holds `held`; takes `held`
     /// and returns what `wait` returns once the take has let it finish.
@@ -218,11 +201,11 @@ mod tests {
     #[tokio::test]
     async fn values_pass_one_at_a_time_in_order_and_end_when_the_giver_goes() {
         let (giver, mut taker) = handoff::<u32>();
-        let (wakes, waker) = counting();
+        let (wakes, waker) = CountingWaker::new();
         let mut context = Context::from_waker(&waker);
         assert!(taker.poll_take(&mut context).is_pending());
         giver.give(1).await.expect("the body is there");
-        assert_eq!(wakes.0.load(Ordering::SeqCst), 1, "a give wakes the body");
+        assert_eq!(wakes.count(), 1, "a give wakes the body");
 
         // The slot is full: the second give waits until the body takes the first.
         let give = async move {
@@ -251,22 +234,18 @@ mod tests {
     async fn a_task_watching_for_the_body_to_go_is_not_woken_by_takes() {
         let (giver, mut taker) = handoff::<u32>();
         giver.give(1).await.expect("the body is there");
-        let (wakes, waker) = counting();
+        let (wakes, waker) = CountingWaker::new();
         let mut context = Context::from_waker(&waker);
         let mut closed = std::pin::pin!(giver.closed());
         assert!(closed.as_mut().poll(&mut context).is_pending());
-        let (_, body_waker) = counting();
+        let (_, body_waker) = CountingWaker::new();
         assert_eq!(
             taker.poll_take(&mut Context::from_waker(&body_waker)),
             Poll::Ready(Some(1))
         );
-        assert_eq!(
-            wakes.0.load(Ordering::SeqCst),
-            0,
-            "a take is not the body going"
-        );
+        assert_eq!(wakes.count(), 0, "a take is not the body going");
         drop(taker);
-        assert_eq!(wakes.0.load(Ordering::SeqCst), 1, "the body going wakes it");
+        assert_eq!(wakes.count(), 1, "the body going wakes it");
         assert!(closed.as_mut().poll(&mut context).is_ready());
     }
 

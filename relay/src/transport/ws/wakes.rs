@@ -78,34 +78,19 @@ impl Wakes {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicUsize;
-
     use super::*;
-
-    #[derive(Default)]
-    struct Count(AtomicUsize);
-
-    impl Wake for Count {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
+    use crate::counting_waker::CountingWaker;
 
     #[test]
     fn a_mark_is_taken_once_and_a_wake_marks_and_wakes_the_task() {
-        let count = Arc::new(Count::default());
-        let task = Waker::from(Arc::clone(&count));
+        let (count, task) = CountingWaker::new();
         let cx = Context::from_waker(&task);
         let wakes = Wakes::new();
         assert!(wakes.take(), "the first turn polls everything");
         assert!(!wakes.take(), "nothing woke the socket or the timer since");
         assert!(!wakes.park(&cx), "nothing to poll: the task may park");
         wakes.context().waker().wake_by_ref();
-        assert_eq!(
-            count.0.load(Ordering::SeqCst),
-            1,
-            "the parked task is woken"
-        );
+        assert_eq!(count.count(), 1, "the parked task is woken");
         assert!(wakes.take());
         assert!(!wakes.take());
         wakes.mark();
