@@ -1,9 +1,9 @@
 //! One WebSocket connection after the upgrade: a single task that waits on the socket's next
 //! message, the session's next output (which carries relay shutdown) and one timer (keepalive
 //! ping, silence timeout, token expiry), polling the socket and the timer only when they woke
-//! it (`wakes.rs`). [`FrameReader::next`] and [`Session::next`] are
-//! both cancel safe, so both are recreated every turn. The pong for a ping and the echo of a
-//! close are written as their frame is read, before anything a later message causes.
+//! it (`wakes.rs`). [`FrameReader::next`] and [`Session::next`] are both cancel safe, so
+//! both are recreated every turn. The pong for a ping and the echo of a close are written as
+//! their frame is read, before anything a later message causes.
 
 use std::future::{poll_fn, Future};
 use std::pin::{pin, Pin};
