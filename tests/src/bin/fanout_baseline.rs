@@ -6,6 +6,9 @@
 //! per socket drains everything queued and writes it in one `write_vectored` burst. No
 //! PostgreSQL, no registry, no per-connection state beyond the socket.
 //!
+//! With `--writer-loop` one task writes every WebSocket instead (`writer_loop.rs`): the
+//! same frames, without a task or a wake-up per socket, as uWebSockets fans out.
+//!
 //! With `--sse` it serves Server-Sent Events instead (`GET /v1/sse?stream=...`, answered
 //! with a chunked `text/event-stream` like the relay's): each event is pre-encoded once as
 //! the relay's SSE event (`event:`, `id:` cursor, `data:` JSON), and each burst is one HTTP
@@ -36,7 +39,10 @@ use hyper_util::rt::TokioIo;
 use tidewire_tests::load::wire::now_micros;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
+
+#[path = "fanout_baseline/writer_loop.rs"]
+mod writer_loop;
 
 /// Command line.
 #[derive(Debug, Clone, Parser)]
@@ -60,6 +66,9 @@ struct Args {
     /// Serve Server-Sent Events (`GET /v1/sse`) instead of WebSocket.
     #[arg(long)]
     sse: bool,
+    /// Write every WebSocket from one task (as uWebSockets does) instead of a task per socket.
+    #[arg(long, conflicts_with = "sse")]
+    writer_loop: bool,
     /// Print a line with the rate every this many seconds.
     #[arg(long, default_value_t = 5)]
     report_seconds: u64,
@@ -81,6 +90,22 @@ async fn main() -> anyhow::Result<()> {
     let (sender, _) = broadcast::channel::<Bytes>(args.queue);
     let counters = Arc::new(Counters::default());
     let seq = Arc::new(AtomicU64::new(0));
+    let joins = args.writer_loop.then(|| {
+        let (joins, joined) = mpsc::unbounded_channel();
+        let (to_loop, events) = mpsc::channel(args.queue);
+        tokio::spawn(writer_loop::bridge(
+            sender.subscribe(),
+            to_loop,
+            Arc::clone(&counters),
+        ));
+        tokio::spawn(writer_loop::run(
+            joined,
+            events,
+            Arc::clone(&counters),
+            args.queue,
+        ));
+        joins
+    });
     tokio::spawn(produce(
         sender.clone(),
         Arc::clone(&counters),
@@ -116,6 +141,7 @@ async fn main() -> anyhow::Result<()> {
         let sender = sender.clone();
         let counters = Arc::clone(&counters);
         let seq = Arc::clone(&seq);
+        let joins = joins.clone();
         if args.sse {
             tokio::spawn(serve_sse(socket, sender, counters, seq));
             continue;
@@ -127,6 +153,7 @@ async fn main() -> anyhow::Result<()> {
                     sender.clone(),
                     Arc::clone(&counters),
                     Arc::clone(&seq),
+                    joins.clone(),
                 )
             });
             let connection = hyper::server::conn::http1::Builder::new()
@@ -151,6 +178,11 @@ fn encode(seq: u64, pad: &str, sse: bool) -> Bytes {
             "event: event\nid: 1;load-0,1,{seq}\ndata: {json}\n\n"
         ));
     }
+    text_frame(&json)
+}
+
+/// `json` as one unmasked WebSocket text frame.
+fn text_frame(json: &str) -> Bytes {
     let mut frame = Frame::new(true, OpCode::Text, None, Payload::Borrowed(json.as_bytes()));
     let mut head = [0u8; 14];
     let size = frame.fmt_head(&mut head);
@@ -158,6 +190,13 @@ fn encode(seq: u64, pad: &str, sse: bool) -> Bytes {
     bytes.put_slice(&head[..size]);
     bytes.put_slice(json.as_bytes());
     bytes.freeze()
+}
+
+/// The `subscribed` answer for `stream` at `seq`, as a WebSocket frame.
+fn subscribed(stream: &str, seq: u64) -> Bytes {
+    text_frame(&format!(
+        r#"{{"type":"subscribed","stream":"{stream}","epoch":1,"seq":{seq},"resumed":false}}"#
+    ))
 }
 
 async fn produce(
@@ -205,10 +244,11 @@ async fn upgrade(
     sender: broadcast::Sender<Bytes>,
     counters: Arc<Counters>,
     seq: Arc<AtomicU64>,
+    joins: Option<mpsc::UnboundedSender<writer_loop::Join>>,
 ) -> Result<Response<Empty<Bytes>>, std::convert::Infallible> {
     match fastwebsockets::upgrade::upgrade(&mut request) {
         Ok((response, upgrade)) => {
-            tokio::spawn(serve(upgrade, sender, counters, seq));
+            tokio::spawn(serve(upgrade, sender, counters, seq, joins));
             Ok(response)
         }
         Err(_) => {
@@ -219,12 +259,14 @@ async fn upgrade(
     }
 }
 
-/// One socket: read the subscribe, answer `subscribed`, then write every event.
+/// One socket: read the subscribe, answer `subscribed`, then write every event (or hand the
+/// socket to the writer loop, which does both).
 async fn serve(
     upgrade: UpgradeFut,
     sender: broadcast::Sender<Bytes>,
     counters: Arc<Counters>,
     seq: Arc<AtomicU64>,
+    joins: Option<mpsc::UnboundedSender<writer_loop::Join>>,
 ) {
     let Ok(mut websocket) = upgrade.await else {
         return;
@@ -244,24 +286,16 @@ async fn serve(
             break message["stream"].as_str().unwrap_or("load-0").to_owned();
         }
     };
+    if let Some(joins) = joins {
+        // A closed loop only means the program is ending.
+        let _ = joins.send((websocket.into_inner(), stream));
+        return;
+    }
     // Subscribe to the broadcast before reading the head, so nothing after it is missed.
     let mut events = sender.subscribe();
     let head = seq.load(Ordering::Relaxed);
-    let subscribed = format!(
-        r#"{{"type":"subscribed","stream":"{stream}","epoch":1,"seq":{head},"resumed":false}}"#
-    );
     let mut socket = websocket.into_inner();
-    let mut frame = Frame::new(
-        true,
-        OpCode::Text,
-        None,
-        Payload::Borrowed(subscribed.as_bytes()),
-    );
-    let mut head_bytes = [0u8; 14];
-    let size = frame.fmt_head(&mut head_bytes);
-    if socket.write_all(&head_bytes[..size]).await.is_err()
-        || socket.write_all(subscribed.as_bytes()).await.is_err()
-    {
+    if socket.write_all(&subscribed(&stream, head)).await.is_err() {
         return;
     }
     counters.subscribed.fetch_add(1, Ordering::Relaxed);
