@@ -24,7 +24,7 @@
 use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -74,6 +74,26 @@ struct Args {
     report_seconds: u64,
 }
 
+/// The seq of the last event sent. Sending the next one and subscribing take its lock, so a
+/// subscriber's `subscribed` position is exactly the event before its first: an atomic counter
+/// let a subscriber read the seq of an event counted but not yet sent, and then receive it
+/// (the end-to-end test of this program found it).
+#[derive(Debug, Default)]
+struct Head(Mutex<u64>);
+
+impl Head {
+    fn lock(&self) -> MutexGuard<'_, u64> {
+        // A number: a panic elsewhere cannot leave it half written.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Subscribes to `sender`, and the seq it starts after.
+    fn subscribe(&self, sender: &broadcast::Sender<Bytes>) -> (broadcast::Receiver<Bytes>, u64) {
+        let head = self.lock();
+        (sender.subscribe(), *head)
+    }
+}
+
 /// Counters printed while running.
 #[derive(Debug, Default)]
 struct Counters {
@@ -89,7 +109,7 @@ async fn main() -> anyhow::Result<()> {
     println!("fanout_baseline listening on {}", listener.local_addr()?);
     let (sender, _) = broadcast::channel::<Bytes>(args.queue);
     let counters = Arc::new(Counters::default());
-    let seq = Arc::new(AtomicU64::new(0));
+    let seq = Arc::new(Head::default());
     let joins = args.writer_loop.then(|| {
         let (joins, joined) = mpsc::unbounded_channel();
         let (to_loop, events) = mpsc::channel(args.queue);
@@ -202,7 +222,7 @@ fn subscribed(stream: &str, seq: u64) -> Bytes {
 async fn produce(
     sender: broadcast::Sender<Bytes>,
     counters: Arc<Counters>,
-    seq: Arc<AtomicU64>,
+    seq: Arc<Head>,
     args: Args,
 ) {
     let Args {
@@ -231,10 +251,18 @@ async fn produce(
             while sender.len() >= queue / 2 {
                 tokio::time::sleep(Duration::from_micros(200)).await;
             }
+            // Otherwise nothing here awaits: yield when the task's budget is spent, or the
+            // tasks queued behind it on its worker (a socket's task waiting for its
+            // `subscribe`, the reporter) wait for as long as the readers keep up (the
+            // end-to-end test of this program saw a subscriber unanswered for 30 s).
+            tokio::task::consume_budget().await;
         }
-        let next = seq.fetch_add(1, Ordering::Relaxed) + 1;
-        // No receivers is fine: nobody subscribed yet or everyone left.
-        let _ = sender.send(encode(next, &pad, sse));
+        {
+            let mut head = seq.lock();
+            *head += 1;
+            // No receivers is fine: nobody subscribed yet or everyone left.
+            let _ = sender.send(encode(*head, &pad, sse));
+        }
         produced += 1;
     }
 }
@@ -243,7 +271,7 @@ async fn upgrade(
     mut request: Request<Incoming>,
     sender: broadcast::Sender<Bytes>,
     counters: Arc<Counters>,
-    seq: Arc<AtomicU64>,
+    seq: Arc<Head>,
     joins: Option<mpsc::UnboundedSender<writer_loop::Join>>,
 ) -> Result<Response<Empty<Bytes>>, std::convert::Infallible> {
     match fastwebsockets::upgrade::upgrade(&mut request) {
@@ -265,7 +293,7 @@ async fn serve(
     upgrade: UpgradeFut,
     sender: broadcast::Sender<Bytes>,
     counters: Arc<Counters>,
-    seq: Arc<AtomicU64>,
+    seq: Arc<Head>,
     joins: Option<mpsc::UnboundedSender<writer_loop::Join>>,
 ) {
     let Ok(mut websocket) = upgrade.await else {
@@ -291,9 +319,7 @@ async fn serve(
         let _ = joins.send((websocket.into_inner(), stream));
         return;
     }
-    // Subscribe to the broadcast before reading the head, so nothing after it is missed.
-    let mut events = sender.subscribe();
-    let head = seq.load(Ordering::Relaxed);
+    let (mut events, head) = seq.subscribe(&sender);
     let mut socket = websocket.into_inner();
     if socket.write_all(&subscribed(&stream, head)).await.is_err() {
         return;
@@ -309,7 +335,7 @@ async fn serve_sse(
     mut socket: TcpStream,
     sender: broadcast::Sender<Bytes>,
     counters: Arc<Counters>,
-    seq: Arc<AtomicU64>,
+    seq: Arc<Head>,
 ) {
     let mut head = Vec::new();
     let mut buffer = [0u8; 2048];
@@ -328,8 +354,7 @@ async fn serve_sse(
         .find_map(|part| part.strip_prefix("stream="))
         .unwrap_or("load-0")
         .to_owned();
-    let mut events = sender.subscribe();
-    let at = seq.load(Ordering::Relaxed);
+    let (mut events, at) = seq.subscribe(&sender);
     let first = format!(
         "retry: 1000\n\nevent: subscribed\nid: 1;{stream},1,{at}\ndata: \
          {{\"type\":\"subscribed\",\"stream\":\"{stream}\",\"epoch\":1,\"seq\":{at},\"resumed\":false}}\n\n"

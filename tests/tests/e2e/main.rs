@@ -8,6 +8,7 @@ mod client;
 mod contract;
 mod embedded;
 mod error_table;
+mod fanout_baseline;
 mod http_api;
 mod load;
 mod publish;
