@@ -1,5 +1,6 @@
 //! Benchmark-only exports (cargo feature `bench`, never in the published package): compares
-//! the two ways of handing a Rust `serde_json::Value` to JavaScript.
+//! the two ways of handing a Rust `serde_json::Value` to JavaScript, and measures the floor of
+//! a client whose wasm decides from keys and seqs alone ([`BenchSeqs`]).
 
 use serde::Serialize;
 use serde_json::Value;
@@ -38,4 +39,58 @@ pub fn bench_convert(json: &str, iterations: u32) -> Result<JsValue, JsValue> {
     js_sys::Reflect::set(&result, &"serdeWasmBindgenMs".into(), &swb_ms.into())?;
     js_sys::Reflect::set(&result, &"checksum".into(), &checksum.into())?;
     Ok(result.into())
+}
+
+/// The floor of a redesign in which JavaScript parses each message once and keeps the
+/// values, and wasm decides what changes from keys and seqs alone: the merge rules' per-key
+/// check (a write applies when its seq is newer than everything its key had), with the key as
+/// a string or as a number JavaScript gives each key. Not the merge rules themselves (no
+/// per-field seqs, no gaps, no views): what such a design could not go below.
+#[wasm_bindgen(js_name = BenchSeqs)]
+#[derive(Debug, Default)]
+pub struct BenchSeqs {
+    by_key: std::collections::HashMap<String, u64>,
+    by_id: Vec<u64>,
+}
+
+#[wasm_bindgen(js_class = BenchSeqs)]
+impl BenchSeqs {
+    /// An empty table.
+    #[wasm_bindgen(constructor)]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether a write at `seq` to `key` applies (and notes it if so).
+    pub fn decide(&mut self, key: &str, seq: u32) -> bool {
+        let seq = u64::from(seq);
+        match self.by_key.get_mut(key) {
+            Some(last) if *last >= seq => false,
+            Some(last) => {
+                *last = seq;
+                true
+            }
+            None => {
+                self.by_key.insert(key.to_owned(), seq);
+                true
+            }
+        }
+    }
+
+    /// The same, for the key JavaScript numbered `id`.
+    #[wasm_bindgen(js_name = decideId)]
+    pub fn decide_id(&mut self, id: u32, seq: u32) -> bool {
+        let seq = u64::from(seq);
+        let at = usize::try_from(id).unwrap_or(usize::MAX);
+        if at >= self.by_id.len() {
+            self.by_id.resize(at.saturating_add(1), 0);
+        }
+        match self.by_id.get_mut(at) {
+            Some(last) if *last < seq => {
+                *last = seq;
+                true
+            }
+            _ => false,
+        }
+    }
 }

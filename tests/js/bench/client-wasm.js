@@ -4,6 +4,7 @@
 //   1. apply a 10,000-record snapshot (20 chunks of 500, as the relay sends it);
 //   2. apply 10,000 live events (one message each, as they arrive);
 //   3. change-callback overhead: the same events with a no-op listener;
+//   3b. the floor of a redesign where wasm decides from keys and seqs alone (BenchSeqs);
 //   4. values handed to JavaScript: JSON text + JSON.parse vs serde-wasm-bindgen;
 //   5. a 10,000-record snapshot read over HTTP pages (`snapshot: "http"`, 20 pages of 500
 //      served by this script), from `collection()` to the last record shown.
@@ -56,7 +57,7 @@ await page.goto(`http://127.0.0.1:${server.address().port}/`);
 await page.waitForFunction(() => window.t !== undefined);
 
 const results = await page.evaluate(async () => {
-  const { TidewireClient, benchConvert } = window.t;
+  const { TidewireClient, benchConvert, BenchSeqs } = window.t;
   const RECORDS = 10_000;
   const CHUNK = 500;
   const RUNS = 7;
@@ -126,6 +127,63 @@ const results = await page.evaluate(async () => {
   out.baselineSnapshotParseMs = median(baselineSnapshot);
   out.baselineEventsParseMs = median(baselineEvents);
   out.callbacks = calls;
+
+  // The floor of a redesign (`BenchSeqs` in client-wasm/src/bench.rs): JavaScript parses each
+  // message once and keeps the values, and wasm decides what applies from the key and the seq
+  // alone, given the key as a string or as a number JavaScript assigns. Not the client: what
+  // such a client could not go below, with the same listener and deeply frozen records (a
+  // patch spreads the fields over the record, without sorting them).
+  const freezeDeep = (value) => {
+    if (typeof value === "object" && value !== null && !Object.isFrozen(value)) {
+      Object.freeze(value);
+      for (const key in value) freezeDeep(value[key]);
+    }
+    return value;
+  };
+  const floor = (numbered) => {
+    const seqs = new BenchSeqs();
+    const records = new Map();
+    const ids = new Map();
+    const keyId = (key) => {
+      let id = ids.get(key);
+      if (id === undefined) {
+        id = ids.size;
+        ids.set(key, id);
+      }
+      return id;
+    };
+    const decide = numbered ? (key, seq) => seqs.decideId(keyId(key), seq) : (key, seq) => seqs.decide(key, seq);
+    const listener = () => (calls += 1);
+    const show = (key, op, seq, newValue) => {
+      const oldValue = records.get(key);
+      records.set(key, freezeDeep(newValue));
+      listener({ key, op, seq, newValue, oldValue, origin: "event" });
+    };
+    const snapshotMs = time(() => {
+      for (const text of chunks) {
+        for (const record of JSON.parse(text).records) {
+          if (decide(record.key, record.seq)) show(record.key, "upsert", record.seq, record.data);
+        }
+      }
+    });
+    const eventsMs = time(() => {
+      for (const text of events) {
+        const message = JSON.parse(text);
+        if (!decide(message.key, message.seq)) continue;
+        const value = message.op === "patch" ? { ...records.get(message.key), ...message.data } : message.data;
+        show(message.key, message.op, message.seq, value);
+      }
+    });
+    if (records.size !== RECORDS) throw new Error(`the floor kept ${records.size} records`);
+    seqs.free();
+    return { snapshotMs, eventsMs };
+  };
+  for (const numbered of [false, true]) {
+    const runs = Array.from({ length: RUNS }, () => floor(numbered));
+    const name = numbered ? "floorNumbered" : "floorKeyed";
+    out[`${name}SnapshotMs`] = median(runs.map((run) => run.snapshotMs));
+    out[`${name}EventsMs`] = median(runs.map((run) => run.eventsMs));
+  }
 
   // Reads: get() of every key, and a full iteration.
   const { client, collection } = live(null);
@@ -204,6 +262,11 @@ const row = (what, value, target) => console.log(`  ${what.padEnd(46)} ${value.p
 console.log("ratios (targets of the client speed and size issue)");
 row("snapshot apply / JSON.parse", `${(results.snapshotMs / results.baselineSnapshotParseMs).toFixed(1)}x`, "target <= 2x");
 row("live events with a listener / JSON.parse", `${(results.eventsWithListenerMs / results.baselineEventsParseMs).toFixed(1)}x`, "target <= 3x");
+for (const [name, label] of [["floorKeyed", "string"], ["floorNumbered", "numbered"]]) {
+  const note = "floor: JS parses once, wasm sees keys and seqs (bench.rs)";
+  row(`floor, ${label} keys: snapshot / JSON.parse`, `${(results[`${name}SnapshotMs`] / results.baselineSnapshotParseMs).toFixed(1)}x`, note);
+  row(`floor, ${label} keys: events / JSON.parse`, `${(results[`${name}EventsMs`] / results.baselineEventsParseMs).toFixed(1)}x`, note);
+}
 row("HTTP-page snapshot less its fetches / JSON.parse", `${((results.httpSnapshotMs - results.fetchPagesMs) / results.baselinePagesParseMs).toFixed(1)}x`, "no target (the socket snapshot's is <= 2x)");
 row("get() per key", `${perKey(results.get10kMs).toFixed(3)} µs`, `target <= 0.2 µs (a JS Map: ${perKey(results.mapGet10kMs).toFixed(3)} µs)`);
 row("iteration per entry", `${perKey(results.entries10kMs).toFixed(3)} µs`, `a JS Map: ${perKey(results.mapEntries10kMs).toFixed(3)} µs`);
