@@ -43,42 +43,38 @@ struct Slot {
 }
 
 impl Slot {
-    fn unsent(&self) -> usize {
+    /// Bytes not taken yet. Zero means an empty buffer: `flush` empties it once drained.
+    fn backlog(&self) -> usize {
         self.unsent.len() - self.start
     }
 
     /// Writes `bytes` after what is unsent, as much as the socket takes now; returns true when
-    /// it takes no more (`cx`'s waker is then registered).
+    /// it takes no more (`cx`'s waker is then registered). With nothing unsent, the batch is
+    /// written straight from its buffer, and only what the socket does not take is copied.
     fn write(&mut self, cx: &mut Context<'_>, bytes: &[u8]) -> bool {
-        if self.unsent() > 0 {
-            self.unsent.extend_from_slice(bytes);
-            return self.flush(cx);
+        let rest = if self.backlog() > 0 {
+            bytes
+        } else {
+            match Pin::new(&mut self.socket).poll_write(cx, bytes) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                    self.dead = true;
+                    return false;
+                }
+                Poll::Ready(Ok(written)) => bytes.get(written..).unwrap_or_default(),
+                Poll::Pending => bytes,
+            }
+        };
+        if rest.is_empty() {
+            return false;
         }
-        match Pin::new(&mut self.socket).poll_write(cx, bytes) {
-            Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
-                self.dead = true;
-                false
-            }
-            Poll::Ready(Ok(written)) => {
-                self.unsent.clear();
-                self.start = 0;
-                self.unsent
-                    .extend_from_slice(bytes.get(written..).unwrap_or_default());
-                self.unsent() > 0 && self.flush(cx)
-            }
-            Poll::Pending => {
-                self.unsent.clear();
-                self.start = 0;
-                self.unsent.extend_from_slice(bytes);
-                true
-            }
-        }
+        self.unsent.extend_from_slice(rest);
+        self.flush(cx)
     }
 
     /// Writes what is unsent, as much as the socket takes now; returns true when it takes no
     /// more (`cx`'s waker is then registered).
     fn flush(&mut self, cx: &mut Context<'_>) -> bool {
-        while self.unsent() > 0 {
+        while self.backlog() > 0 {
             let rest = self.unsent.get(self.start..).unwrap_or_default();
             match Pin::new(&mut self.socket).poll_write(cx, rest) {
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
@@ -257,17 +253,11 @@ pub(crate) async fn run(
                 entry.blocked = false;
             }
         }
-        let all: Vec<usize>;
-        let to_write: &[usize] = if taken > 0 {
-            all = (0..entries.len()).collect();
-            &all
-        } else {
-            touched.append(&mut woken);
-            &touched
-        };
-        for &index in to_write {
+        // A new batch goes to every socket; otherwise only new and woken ones are written.
+        let count = entries.len();
+        let mut visit = |index: usize| {
             let Some(Some(entry)) = entries.get_mut(index) else {
-                continue;
+                return;
             };
             let gone = if entry.blocked {
                 // Its waker will call: keep the batch for then.
@@ -276,7 +266,7 @@ pub(crate) async fn run(
             } else {
                 entry.write(&batch)
             };
-            let now_full = !gone && entry.slot.unsent() >= limit;
+            let now_full = !gone && entry.slot.backlog() >= limit;
             if now_full != entry.full {
                 if now_full {
                     full += 1;
@@ -286,14 +276,16 @@ pub(crate) async fn run(
                 entry.full = now_full;
             }
             if gone {
-                if entry.full {
-                    full -= 1;
-                }
                 entries[index] = None;
                 free.push(index);
                 live -= 1;
                 counters.subscribed.fetch_sub(1, Ordering::Relaxed);
             }
+        };
+        if taken > 0 {
+            (0..count).for_each(&mut visit);
+        } else {
+            touched.iter().chain(&woken).for_each(|&index| visit(index));
         }
         woken.clear();
         // Park only when every source that could wake the loop holds its waker: the sockets'
