@@ -51,8 +51,9 @@ export function attachRecords(collection) {
 
 /** Freezes a parsed JSON value and everything in it: records are shared by reference (the
  * Map, `get`, change callbacks, framework state), so changing one in place would change what
- * every reader sees without the relay knowing. */
-function freeze(value) {
+ * every reader sees without the relay knowing. (Exported from this module, not from the
+ * package, for the benchmark's floor: tests/js/bench/client-wasm.js.) */
+export function freeze(value) {
   if (typeof value === "object" && value !== null && !Object.isFrozen(value)) {
     Object.freeze(value);
     for (const key in value) freeze(value[key]);
@@ -67,8 +68,9 @@ const NONE = [];
  * keys sorted: the record a patch makes when each of its fields wins, which the engine saw
  * (the patch was newer than everything its stream had). Sorted as JavaScript sorts, by UTF-16
  * units, where the relay sorts by UTF-8 bytes: the two differ only between names with
- * characters above U+FFFF and names with characters from U+E000 to U+FFFF. */
-function patched(base, patch) {
+ * characters above U+FFFF and names with characters from U+E000 to U+FFFF. (Exported like
+ * `freeze`.) */
+export function patched(base, patch) {
   const out = {};
   const plain = typeof base === "object" && base !== null && !Array.isArray(base);
   const names = plain ? Object.keys(base) : [];

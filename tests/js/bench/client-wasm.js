@@ -55,8 +55,13 @@ const browser = await launch();
 const page = await browser.context.newPage();
 await page.goto(`http://127.0.0.1:${server.address().port}/`);
 await page.waitForFunction(() => window.t !== undefined);
+// The package's own record helpers (its `js/records.js`, which wasm-bindgen copies under
+// `snippets/`), for the floor below: the same freezing and patching as the client.
+const snippets = fs.readdirSync(path.join(pkg, "snippets"));
+const recordsModule = snippets.map((dir) => `/snippets/${dir}/js/records.js`).find((url) => fs.existsSync(path.join(pkg, url)));
+if (!recordsModule) throw new Error(`no js/records.js under ${pkg}/snippets`);
 
-const results = await page.evaluate(async () => {
+const results = await page.evaluate(async (recordsModule) => {
   const { TidewireClient, benchConvert, BenchSeqs } = window.t;
   const RECORDS = 10_000;
   const CHUNK = 500;
@@ -131,15 +136,9 @@ const results = await page.evaluate(async () => {
   // The floor of a redesign (`BenchSeqs` in client-wasm/src/bench.rs): JavaScript parses each
   // message once and keeps the values, and wasm decides what applies from the key and the seq
   // alone, given the key as a string or as a number JavaScript assigns. Not the client: what
-  // such a client could not go below, with the same listener and deeply frozen records (a
-  // patch spreads the fields over the record, without sorting them).
-  const freezeDeep = (value) => {
-    if (typeof value === "object" && value !== null && !Object.isFrozen(value)) {
-      Object.freeze(value);
-      for (const key in value) freezeDeep(value[key]);
-    }
-    return value;
-  };
+  // such a client could not go below, with the same listener, and the client's own freezing
+  // and patching of records.
+  const { freeze, patched } = await import(recordsModule);
   const floor = (numbered) => {
     const seqs = new BenchSeqs();
     const records = new Map();
@@ -156,7 +155,7 @@ const results = await page.evaluate(async () => {
     const listener = () => (calls += 1);
     const show = (key, op, seq, newValue) => {
       const oldValue = records.get(key);
-      records.set(key, freezeDeep(newValue));
+      records.set(key, freeze(newValue));
       listener({ key, op, seq, newValue, oldValue, origin: "event" });
     };
     const snapshotMs = time(() => {
@@ -170,7 +169,7 @@ const results = await page.evaluate(async () => {
       for (const text of events) {
         const message = JSON.parse(text);
         if (!decide(message.key, message.seq)) continue;
-        const value = message.op === "patch" ? { ...records.get(message.key), ...message.data } : message.data;
+        const value = message.op === "patch" ? patched(records.get(message.key), message.data) : message.data;
         show(message.key, message.op, message.seq, value);
       }
     });
@@ -239,7 +238,7 @@ const results = await page.evaluate(async () => {
   out.convertBigJsonParseMs = median(convertBig.map((result) => result.jsonParseMs));
   out.convertBigSerdeWasmBindgenMs = median(convertBig.map((result) => result.serdeWasmBindgenMs));
   return out;
-});
+}, recordsModule);
 
 const fixed = (value) => value.toFixed(1).padStart(8);
 const callbackOverhead = results.eventsWithListenerMs - results.eventsMs;
