@@ -63,34 +63,32 @@ impl BenchSeqs {
 
     /// Whether a write at `seq` to `key` applies (and notes it if so).
     pub fn decide(&mut self, key: &str, seq: u32) -> bool {
-        let seq = u64::from(seq);
-        match self.by_key.get_mut(key) {
-            Some(last) if *last >= seq => false,
-            Some(last) => {
-                *last = seq;
-                true
-            }
-            None => {
-                self.by_key.insert(key.to_owned(), seq);
-                true
-            }
+        if let Some(last) = self.by_key.get_mut(key) {
+            return newer(last, seq);
         }
+        self.by_key.insert(key.to_owned(), u64::from(seq));
+        true
     }
 
     /// The same, for the key JavaScript numbered `id`.
     #[wasm_bindgen(js_name = decideId)]
     pub fn decide_id(&mut self, id: u32, seq: u32) -> bool {
-        let seq = u64::from(seq);
-        let at = usize::try_from(id).unwrap_or(usize::MAX);
+        let Ok(at) = usize::try_from(id) else {
+            return false;
+        };
         if at >= self.by_id.len() {
             self.by_id.resize(at.saturating_add(1), 0);
         }
-        match self.by_id.get_mut(at) {
-            Some(last) if *last < seq => {
-                *last = seq;
-                true
-            }
-            _ => false,
-        }
+        self.by_id.get_mut(at).is_some_and(|last| newer(last, seq))
     }
+}
+
+/// Whether `seq` is newer than `last`, which then becomes it.
+fn newer(last: &mut u64, seq: u32) -> bool {
+    let seq = u64::from(seq);
+    let newer = seq > *last;
+    if newer {
+        *last = seq;
+    }
+    newer
 }
