@@ -106,11 +106,11 @@ fn objects(text: &str) -> Result<Vec<Fields<'_>>, ScanError> {
 
 /// [`object_within`], with the field `list` also read, in the same pass, as each of its
 /// items' fields when it is an array of objects (`None` otherwise; its text is among the
-/// fields either way). A
-/// snapshot chunk's `records` is such a list: reading the message, then the list, then each
-/// record went over every record three times. Decoding a 500-record chunk natively: 284 MB/s
-/// in three passes, 338-360 in two (the list's text read again), 548-554 in one; applying
-/// a 10,000-record snapshot in Chromium (`scripts/bench client-wasm`): 33.1 -> 25.5 ms.
+/// fields either way). A snapshot chunk's `records` is such a list: reading the message, then
+/// the list, then each record went over every record three times. Decoding a 500-record chunk
+/// natively: 284 MB/s in three passes, 338-360 in two (the list's text read again), 548-554 in
+/// one; applying a 10,000-record snapshot in Chromium (`scripts/bench client-wasm`): 33.1 ->
+/// 25.5 ms.
 ///
 /// # Errors
 ///
