@@ -20,12 +20,15 @@
 //!
 //! Values are kept as their JSON text ([`Json`]): the clients decode, store and hand them on
 //! without building a tree (see `json.rs` for the measurement), and a patched record's text
-//! is computed once per change.
+//! is computed once per change. Which write wins is the [`Ledger`]'s to say, from seqs
+//! alone; this module makes the values.
 
-use std::collections::{HashMap, VecDeque};
+use std::borrow::Cow;
+use std::collections::HashMap;
 
 use crate::event::{Event, Op, Position};
-use crate::json::Json;
+use crate::json::{scan, Json};
+use crate::ledger::{Head, How, Ledger};
 use crate::snapshot::{Record, Snapshot};
 
 /// One change to a key, as seen by the application.
@@ -52,14 +55,15 @@ pub struct Gap {
     pub to: u64,
 }
 
-/// What applying one event did.
+/// What applying one event did. `C` is the change reported: a [`Change`] for a
+/// [`Collection`], the caller's own for a [`Ledger`].
 #[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
+pub enum Outcome<C = Change> {
     /// The event was new. `change` is `None` when it was superseded by a newer write to the
     /// same key (it still counts as seen). `gap` is set when seqs before it are missing.
     Applied {
         /// The visible change, if any.
-        change: Option<Change>,
+        change: Option<C>,
         /// Seqs still missing below this one, if any.
         gap: Option<Gap>,
     },
@@ -83,90 +87,38 @@ pub enum Outcome {
     },
 }
 
-/// The state of one key.
-#[derive(Debug, Clone, PartialEq, Default)]
-struct Entry {
-    /// Seq of the last upsert or delete.
-    base_seq: u64,
-    /// Value of the last upsert (`None` after a delete).
-    base: Option<Json>,
-    /// Patched fields newer than `base_seq`, each with its seq, sorted by name. (A record has
-    /// few fields; a `BTreeMap` here cost the browser package 3 KB.)
-    fields: Vec<(String, Json, u64)>,
-    /// The value: `base` with `fields` written over it (kept, so reading it is a clone of a
-    /// reference, and a patch merges once).
-    value: Option<Json>,
-}
-
-impl Entry {
-    fn value(&self) -> Option<Json> {
-        self.value.clone()
-    }
-
-    fn merge(&mut self) {
-        self.value = if self.fields.is_empty() {
-            self.base.clone()
-        } else {
-            let fields = self
-                .fields
+/// The value a winning write makes of `old` (see the [ledger's module docs](crate::ledger)):
+/// `data` is the event's, `patch` its fields when it is a patch.
+fn made(
+    old: Option<&Json>,
+    op: Op,
+    data: &Json,
+    patch: &[(Cow<'_, str>, &str)],
+    how: How<'_>,
+) -> Option<Json> {
+    match how {
+        How::Replaced { kept } => {
+            let base = (op == Op::Upsert).then_some(data);
+            if kept.is_empty() {
+                return base.cloned();
+            }
+            // The kept fields' values are in the old value: it holds every patched field.
+            let fields = old
+                .and_then(|old| scan::object(old.as_str()).ok())
+                .unwrap_or_default();
+            let mut kept = fields
                 .iter()
-                .map(|(name, value, _)| (name.as_str(), value));
-            Some(Json::merged(self.base.as_ref(), fields))
-        };
-    }
-
-    fn seq(&self) -> u64 {
-        self.fields
-            .iter()
-            .map(|(_, _, seq)| *seq)
-            .fold(self.base_seq, u64::max)
-    }
-
-    /// Applies one write; returns whether the entry changed.
-    fn apply(&mut self, op: Op, seq: u64, data: &Json) -> bool {
-        match op {
-            Op::Upsert | Op::Delete => {
-                if seq <= self.base_seq {
-                    return false;
-                }
-                self.base_seq = seq;
-                self.base = (op == Op::Upsert).then(|| data.clone());
-                self.fields.retain(|(_, _, field_seq)| *field_seq > seq);
-                self.merge();
-                true
-            }
-            Op::Patch => {
-                if seq <= self.base_seq || !data.is_object() {
-                    return false;
-                }
-                let mut changed = false;
-                for (name, value) in data.fields() {
-                    let at = self
-                        .fields
-                        .binary_search_by(|(known, _, _)| known.as_str().cmp(name.as_ref()));
-                    match at {
-                        Ok(at) if self.fields[at].2 < seq => {
-                            self.fields[at] = (name.into_owned(), value, seq);
-                            changed = true;
-                        }
-                        Ok(_) => {}
-                        Err(at) => {
-                            self.fields.insert(at, (name.into_owned(), value, seq));
-                            changed = true;
-                        }
-                    }
-                }
-                if changed {
-                    self.merge();
-                }
-                changed
-            }
-            Op::Message => false,
+                .filter(|(name, _)| kept.contains(name))
+                .map(|(name, text)| (name.as_ref(), *text));
+            Some(Json::merged(base, &mut kept))
         }
-    }
-
-    fn is_tombstone(&self) -> bool {
-        self.base.is_none() && self.fields.is_empty()
+        How::Patched { won } => {
+            let mut won = won
+                .iter()
+                .filter_map(|&at| patch.get(at))
+                .map(|(name, text)| (name.as_ref(), *text));
+            Some(Json::merged(old, &mut won))
+        }
     }
 }
 
@@ -192,27 +144,17 @@ impl Entry {
 /// ```
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Collection {
-    epoch: u64,
-    /// Every seq `<= applied` has been seen.
-    applied: u64,
-    /// Seen seqs above `applied` (arrived early), ascending. (Sorted queues rather than
-    /// B-trees here: each B-tree type added about 9 KB to the browser package, twiggy.)
-    early: VecDeque<u64>,
-    entries: HashMap<String, Entry>,
-    /// Deleted keys by the seq of their delete, pruned once `applied` passes it (no older
-    /// write can arrive after that: it would be a duplicate).
-    /// Ascending by seq.
-    tombstones: VecDeque<(u64, String)>,
-    /// Number of keys with a value.
-    live: usize,
+    /// Which writes won, with each key's value: the last upsert with every field patched
+    /// since written over it (kept, so reading it is a clone of a reference, and a patch
+    /// merges once). `None` for a key the ledger still remembers as deleted.
+    ledger: Ledger<String, Option<Json>>,
 }
 
 impl Collection {
     /// An empty collection at the start of `epoch`.
     pub fn new(epoch: u64) -> Self {
         Self {
-            epoch,
-            ..Self::default()
+            ledger: Ledger::new(epoch),
         }
     }
 
@@ -225,183 +167,95 @@ impl Collection {
 
     /// The epoch.
     pub fn epoch(&self) -> u64 {
-        self.epoch
+        self.ledger.epoch()
     }
 
     /// The contiguous high-water mark: every seq up to it has been applied.
     pub fn applied(&self) -> u64 {
-        self.applied
+        self.ledger.applied()
     }
 
     /// `(epoch, applied)`: where to resume from.
     pub fn position(&self) -> Position {
-        Position {
-            epoch: self.epoch,
-            seq: self.applied,
-        }
+        self.ledger.position()
     }
 
     /// Seqs missing between `applied` and the highest early seq, as ranges.
     pub fn missing(&self) -> Vec<Gap> {
-        let mut gaps = Vec::new();
-        let mut expected = self.applied + 1;
-        for &seq in &self.early {
-            if seq > expected {
-                gaps.push(Gap {
-                    from: expected,
-                    to: seq - 1,
-                });
-            }
-            expected = seq + 1;
-        }
-        gaps
+        self.ledger.missing()
     }
 
     /// Number of keys with a value.
     pub fn len(&self) -> usize {
-        self.live
+        self.ledger.len()
     }
 
     /// True if no key has a value.
     pub fn is_empty(&self) -> bool {
-        self.live == 0
+        self.ledger.is_empty()
     }
 
     /// The current value of `key`.
     pub fn get(&self, key: &str) -> Option<Json> {
-        self.entries.get(key).and_then(Entry::value)
+        self.ledger.value(key).cloned().flatten()
     }
 
     /// Whether `key` has a value.
     pub fn contains_key(&self, key: &str) -> bool {
-        self.entries
-            .get(key)
-            .is_some_and(|entry| !entry.is_tombstone())
+        self.ledger.has(key)
     }
 
     /// The seq that last changed `key` (also for deleted keys still remembered).
     pub fn key_seq(&self, key: &str) -> Option<u64> {
-        self.entries.get(key).map(Entry::seq)
+        self.ledger.key_seq(key)
     }
 
     /// Every `(key, value)` with a value, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, Json)> + '_ {
-        self.entries
+        self.ledger
             .iter()
-            .filter_map(|(key, entry)| entry.value().map(|value| (key.as_str(), value)))
+            .filter_map(|(key, _, value)| value.clone().map(|value| (key.as_str(), value)))
     }
 
     /// Keys with a value, in no particular order.
     pub fn keys(&self) -> impl Iterator<Item = &str> + '_ {
-        self.entries
-            .iter()
-            .filter(|(_, entry)| !entry.is_tombstone())
-            .map(|(key, _)| key.as_str())
+        self.ledger.iter().map(|(key, _, _)| key.as_str())
     }
 
     /// Whether `seq` is above every seq seen here: a write with it wins over every field of
     /// every record (a patch's new value is the old one with all its fields written over it).
     pub fn is_newest(&self, seq: u64) -> bool {
-        seq > self.early.back().copied().unwrap_or(self.applied)
+        self.ledger.is_newest(seq)
     }
 
     /// Applies one event. See the module docs for the rules.
     pub fn apply(&mut self, event: &Event<Json>) -> Outcome {
-        if event.op == Op::Message {
-            return Outcome::Ephemeral;
-        }
-        if event.epoch != self.epoch {
-            return Outcome::EpochMismatch {
-                current: self.epoch,
-                incoming: event.epoch,
-            };
-        }
-        let seq = event.seq;
-        if seq <= self.applied || self.early.binary_search(&seq).is_ok() {
-            return Outcome::Duplicate;
-        }
-        // On a view, `prev` equal to what we have means the seqs in between did not concern
-        // it: no gap.
-        let follows = seq == self.applied + 1 || event.prev == Some(self.applied);
-        let gap = (!follows).then(|| Gap {
-            from: self.applied + 1,
-            to: seq - 1,
-        });
-        if let (Some(gap), Some(_)) = (gap, event.prev) {
-            return Outcome::Unfollowed { gap };
-        }
-        self.mark_seen(seq, follows);
-        let change = self.write(&event.key, event.op, seq, &event.data);
-        self.prune_tombstones();
-        Outcome::Applied { change, gap }
-    }
-
-    fn mark_seen(&mut self, seq: u64, follows: bool) {
-        if follows {
-            self.applied = seq;
-            while self.early.front() == Some(&(self.applied + 1)) {
-                self.early.pop_front();
-                self.applied += 1;
-            }
-        } else if let Err(at) = self.early.binary_search(&seq) {
-            self.early.insert(at, seq);
-        }
-    }
-
-    fn write(&mut self, key: &str, op: Op, seq: u64, data: &Json) -> Option<Change> {
-        let entry = self.entries.entry(key.to_owned()).or_default();
-        let old = entry.value();
-        if !entry.apply(op, seq, data) {
-            if entry.base_seq == 0 && entry.is_tombstone() {
-                self.entries.remove(key);
-            }
-            return None;
-        }
-        let new = entry.value();
-        if entry.is_tombstone() {
-            let seq = entry.base_seq;
-            match self.tombstones.binary_search_by_key(&seq, |(seq, _)| *seq) {
-                Ok(at) => {
-                    if let Some(tombstone) = self.tombstones.get_mut(at) {
-                        tombstone.1 = key.to_owned();
-                    }
-                }
-                Err(at) => self.tombstones.insert(at, (seq, key.to_owned())),
-            }
-        }
-        match (old.is_some(), new.is_some()) {
-            (false, true) => self.live += 1,
-            (true, false) => self.live -= 1,
-            _ => {}
-        }
-        if old == new {
-            return None;
-        }
-        Some(Change {
-            key: key.to_owned(),
-            op,
-            seq,
-            old,
-            new,
+        let head = Head {
+            epoch: event.epoch,
+            seq: event.seq,
+            prev: event.prev,
+            key: event.key.as_str(),
+            op: event.op,
+        };
+        let patch = match event.op {
+            Op::Patch if event.data.is_object() => scan::object(event.data.as_str()).ok(),
+            _ => None,
+        };
+        let names = patch
+            .as_ref()
+            .map(|fields| fields.iter().map(|(name, _)| name).collect::<Vec<_>>());
+        let fields = patch.as_deref().unwrap_or_default();
+        self.ledger.apply(head, names.as_deref(), |value, wrote| {
+            let new = made(value.as_ref(), event.op, &event.data, fields, wrote.how);
+            let old = std::mem::replace(value, new.clone());
+            (old != new).then(|| Change {
+                key: event.key.clone(),
+                op: event.op,
+                seq: event.seq,
+                old,
+                new,
+            })
         })
-    }
-
-    fn prune_tombstones(&mut self) {
-        while let Some(&(seq, _)) = self.tombstones.front() {
-            if seq > self.applied {
-                break;
-            }
-            let Some((_, key)) = self.tombstones.pop_front() else {
-                break;
-            };
-            // A key deleted, revived and deleted again has several tombstone entries: only
-            // remove it once its *latest* delete is at or below the high-water mark.
-            let applied = self.applied;
-            let prunable = |entry: &Entry| entry.is_tombstone() && entry.base_seq <= applied;
-            if self.entries.get(&key).is_some_and(prunable) {
-                self.entries.remove(&key);
-            }
-        }
     }
 
     /// On a view: the relay says the view is complete up to `seq` (its `subscribed` after a
@@ -409,9 +263,7 @@ impl Collection {
     /// nothing is waiting above it; never backwards. Not for unfiltered subscriptions, where
     /// a seq not applied is a seq missed.
     pub fn complete_to(&mut self, seq: u64) {
-        if seq > self.applied && self.early.is_empty() {
-            self.applied = seq;
-        }
+        self.ledger.complete_to(seq);
     }
 
     /// Replaces the state with `snapshot` and returns the visible changes (keys that appeared,
@@ -422,23 +274,14 @@ impl Collection {
             .iter()
             .map(|(key, value)| (key.to_owned(), value))
             .collect();
-        self.epoch = snapshot.epoch;
-        self.applied = snapshot.seq;
-        self.early.clear();
-        self.tombstones.clear();
-        self.entries.clear();
-        self.live = 0;
+        let records = snapshot.records.iter();
+        self.ledger.load(
+            snapshot.epoch,
+            snapshot.seq,
+            records.map(|record| (record.key.clone(), record.seq, Some(record.data.clone()))),
+        );
         let mut changes = Vec::with_capacity(snapshot.records.len());
         for record in snapshot.records {
-            let entry = Entry {
-                base_seq: record.seq,
-                base: Some(record.data.clone()),
-                fields: Vec::new(),
-                value: Some(record.data.clone()),
-            };
-            if self.entries.insert(record.key.clone(), entry).is_none() {
-                self.live += 1;
-            }
             let old = old_values.remove(&record.key);
             if old.as_ref() != Some(&record.data) {
                 changes.push(Change {
@@ -469,20 +312,21 @@ impl Collection {
     /// key, for determinism).
     pub fn snapshot(&self) -> Snapshot<Json> {
         let mut records: Vec<Record<Json>> = self
-            .entries
+            .ledger
             .iter()
-            .filter_map(|(key, entry)| {
-                entry.value().map(|data| Record {
+            .filter_map(|(key, seq, value)| {
+                value.clone().map(|data| Record {
                     key: key.clone(),
-                    seq: entry.seq(),
+                    seq,
                     data,
                 })
             })
             .collect();
         records.sort_by(|a, b| a.seq.cmp(&b.seq).then_with(|| a.key.cmp(&b.key)));
+        let position = self.ledger.position();
         Snapshot {
-            epoch: self.epoch,
-            seq: self.applied,
+            epoch: position.epoch,
+            seq: position.seq,
             records,
         }
     }
@@ -563,7 +407,7 @@ mod tests {
         assert_eq!(value(&collection, "a"), None);
         assert!(collection.is_empty());
         // Once everything up to the delete is seen, the tombstone is pruned.
-        assert!(collection.entries.is_empty());
+        assert_eq!(collection.key_seq("a"), None);
     }
 
     #[test]

@@ -18,6 +18,7 @@
 //! | [`sse`] | the `text/event-stream` writer and parser |
 //! | [`json`] | [`Json`]: a value kept as its JSON text (the clients' records) |
 //! | [`collection`] | [`Collection`]: idempotent, order-independent application of events |
+//! | [`ledger`] | [`Ledger`](ledger::Ledger): the merge rules from seqs alone, for clients that keep their values elsewhere |
 //! | [`snapshot`] | [`Snapshot`] and reassembly of chunked snapshots |
 //! | [`merge_pool`] | [`MergePool`]: ephemeral last-writer-wins state with TTL (presence) |
 //! | [`codes`] | error codes and WebSocket close codes |
@@ -41,6 +42,7 @@ pub mod filter;
 #[cfg(feature = "test-util")]
 pub mod fixtures;
 pub mod json;
+pub mod ledger;
 pub mod limits;
 pub mod merge_pool;
 pub mod message;

@@ -6,10 +6,12 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 use tidewire_shared::cursor::Cursor;
+use tidewire_shared::ledger::{Head, How, Ledger};
 use tidewire_shared::message::{decode_client, decode_server, decode_server_json};
 use tidewire_shared::notify::{self, NotifyPayload};
 use tidewire_shared::{
-    ClientMessage, Collection, DecodeLimits, Event, Json, Op, Position, ServerMessage, StreamName,
+    ClientMessage, Collection, DecodeLimits, Event, Json, Op, Outcome, Position, ServerMessage,
+    StreamName,
 };
 
 /// The relay's `records` table semantics, applied in seq order: the reference model.
@@ -63,7 +65,7 @@ fn stream() -> StreamName {
 
 /// Random writes on a few keys (so they collide), numbered 1..=n in order.
 fn events() -> impl Strategy<Value = Vec<Event>> {
-    let write = (0..4u8, 0..3u8, 0..3u8, 0..5i64);
+    let write = (0..4u8, 0..5u8, 0..3u8, 0..5i64);
     prop::collection::vec(write, 0..40).prop_map(|writes| {
         writes
             .into_iter()
@@ -75,7 +77,12 @@ fn events() -> impl Strategy<Value = Vec<Event>> {
                         json!({ format!("f{field}"): value, "base": value }),
                     ),
                     1 => (Op::Delete, Value::Null),
-                    _ => (Op::Patch, json!({ format!("f{field}"): value })),
+                    2 => (Op::Patch, json!({ format!("f{field}"): value })),
+                    3 => (
+                        Op::Patch,
+                        json!({ format!("f{field}"): value, format!("f{}", (field + 1) % 3): -value }),
+                    ),
+                    _ => (Op::Upsert, json!(value)),
                 };
                 Event {
                     stream: stream(),
@@ -123,6 +130,65 @@ proptest! {
         prop_assert_eq!(shuffled.applied(), events.len() as u64);
         prop_assert_eq!(shuffled.len(), reference(&events).len());
         prop_assert!(shuffled.missing().is_empty());
+    }
+
+    #[test]
+    fn a_ledger_with_the_values_kept_elsewhere_converges(
+        (events, delivered) in shuffled_with_duplicates(),
+    ) {
+        // What a client that keeps its values outside the ledger does with its decisions
+        // (the ledger's module docs), with the values as trees.
+        let mut ledger: Ledger = Ledger::new(1);
+        let mut values: BTreeMap<String, Value> = BTreeMap::new();
+        for event in &delivered {
+            let names: Option<Vec<&str>> = event
+                .data
+                .as_object()
+                .map(|object| object.keys().map(String::as_str).collect());
+            let head = Head { epoch: 1, seq: event.seq, prev: None, key: event.key.as_str(), op: event.op };
+            let wrote = ledger.apply(head, names.as_deref(), |(), wrote| {
+                let old = values.get(&event.key);
+                let had = (wrote.had, old.is_some());
+                let object = |value: Option<&Value>| match value {
+                    Some(Value::Object(map)) => map.clone(),
+                    _ => Map::new(),
+                };
+                let new = match wrote.how {
+                    How::Replaced { kept } if kept.is_empty() => {
+                        (event.op == Op::Upsert).then(|| event.data.clone())
+                    }
+                    How::Replaced { kept } => {
+                        let mut new = object((event.op == Op::Upsert).then_some(&event.data));
+                        let old = object(old);
+                        for name in kept.names() {
+                            new.insert(name.to_owned(), old.get(name).cloned().unwrap_or(Value::Null));
+                        }
+                        Some(Value::Object(new))
+                    }
+                    How::Patched { won } => {
+                        let mut new = object(old);
+                        for &at in won {
+                            let name = names.as_ref().and_then(|names| names.get(at)).copied().unwrap_or_default();
+                            new.insert(name.to_owned(), event.data[name].clone());
+                        }
+                        Some(Value::Object(new))
+                    }
+                };
+                let has = (wrote.has, new.is_some());
+                match new {
+                    Some(new) => values.insert(event.key.clone(), new),
+                    None => values.remove(&event.key),
+                };
+                Some((had, has))
+            });
+            if let Outcome::Applied { change: Some((had, has)), .. } = wrote {
+                prop_assert_eq!(had.0, had.1, "had a value: the ledger, the values");
+                prop_assert_eq!(has.0, has.1, "has a value: the ledger, the values");
+            }
+        }
+        prop_assert_eq!(&values, &reference(&events));
+        prop_assert_eq!(ledger.len(), values.len());
+        prop_assert_eq!(ledger.applied(), events.len() as u64);
     }
 
     #[test]
