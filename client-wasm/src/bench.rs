@@ -1,9 +1,12 @@
 //! Benchmark-only exports (cargo feature `bench`, never in the published package): compares
 //! the two ways of handing a Rust `serde_json::Value` to JavaScript, and measures the floor of
-//! a client whose wasm decides from keys and seqs alone ([`BenchSeqs`]).
+//! a client whose wasm decides from keys and seqs alone: a per-key check ([`BenchSeqs`]) and
+//! the merge rules themselves ([`BenchLedger`]).
 
 use serde::Serialize;
 use serde_json::Value;
+use tidewire_shared::ledger::{Head, How, Ledger, Won};
+use tidewire_shared::{Op, Outcome};
 use wasm_bindgen::prelude::*;
 
 #[wasm_bindgen]
@@ -91,4 +94,101 @@ fn newer(last: &mut u64, seq: u32) -> bool {
         *last = seq;
     }
     newer
+}
+
+/// The shared merge rules ([`Ledger`]) with the values kept in JavaScript: what the
+/// redesigned client's wasm would do per message, keys numbered by JavaScript. Each event's
+/// answer tells JavaScript how to make the new value (see [`BenchLedger::event`]).
+#[wasm_bindgen(js_name = BenchLedger)]
+#[derive(Debug, Default)]
+pub struct BenchLedger {
+    ledger: Ledger<u32>,
+    /// The last event's kept or winning field names, when JavaScript needs them.
+    fields: Vec<String>,
+}
+
+#[wasm_bindgen(js_class = BenchLedger)]
+impl BenchLedger {
+    /// An empty ledger.
+    #[wasm_bindgen(constructor)]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A snapshot at `(epoch, seq)` was loaded (its records are JavaScript's).
+    pub fn load(&mut self, epoch: f64, seq: f64) {
+        self.ledger.load(whole(epoch), whole(seq));
+    }
+
+    /// One event (`op`: 0 upsert, 1 delete, 2 patch; `object`: a patch's data is an object;
+    /// `names`: its field names, which JavaScript lists only after an answer of 3). Returns -1
+    /// when nothing changes, 0 when the new value is the event's data (none for a delete), 1
+    /// when it is the old value with every field of the patch written over it, 2 otherwise
+    /// ([`fields`](Self::fields) then names the fields a replace keeps from the old value,
+    /// or the patch's fields that won), and 3 when the ledger needs a patch's names (the
+    /// event came out of order): call again with them.
+    pub fn event(
+        &mut self,
+        epoch: f64,
+        seq: f64,
+        id: u32,
+        op: u8,
+        object: bool,
+        names: Option<Vec<String>>,
+    ) -> i32 {
+        let op = match op {
+            0 => Op::Upsert,
+            1 => Op::Delete,
+            2 => Op::Patch,
+            _ => Op::Message,
+        };
+        let head = Head {
+            epoch: whole(epoch),
+            seq: whole(seq),
+            prev: None,
+            key: &id,
+            op,
+        };
+        if op == Op::Patch && object && names.is_none() && !self.ledger.in_order(head.seq, None) {
+            return 3;
+        }
+        let names = names.unwrap_or_default();
+        self.fields.clear();
+        let how = match self.ledger.apply(head, object, || names.clone()) {
+            Outcome::Applied {
+                change: Some(how), ..
+            } => how,
+            _ => return -1,
+        };
+        match how {
+            How::Replaced { kept: [] } => 0,
+            How::Patched { won: Won::All } => 1,
+            How::Replaced { kept } => {
+                self.fields.extend(kept.iter().cloned());
+                2
+            }
+            How::Patched {
+                won: Won::Some(won),
+            } => {
+                self.fields
+                    .extend(won.iter().filter_map(|&at| names.get(at)).cloned());
+                2
+            }
+        }
+    }
+
+    /// The field names of the last event that answered 2.
+    pub fn fields(&self) -> Vec<String> {
+        self.fields.clone()
+    }
+}
+
+/// A JavaScript number as a seq or epoch (0 for one that is not a whole number >= 0).
+fn whole(number: f64) -> u64 {
+    if number.is_finite() && number >= 0.0 && number.fract() == 0.0 {
+        // In range: JavaScript's whole numbers stop at 2^53.
+        number as u64
+    } else {
+        0
+    }
 }

@@ -28,7 +28,7 @@ use std::collections::HashMap;
 
 use crate::event::{Event, Op, Position};
 use crate::json::{scan, Json};
-use crate::ledger::{Head, How, Ledger};
+use crate::ledger::{Head, How, Ledger, Won};
 use crate::snapshot::{Record, Snapshot};
 
 /// One change to a key, as seen by the application.
@@ -56,7 +56,7 @@ pub struct Gap {
 }
 
 /// What applying one event did. `C` is the change reported: a [`Change`] for a
-/// [`Collection`], the caller's own for a [`Ledger`].
+/// [`Collection`], how to make the new value for a [`Ledger`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome<C = Change> {
     /// The event was new. `change` is `None` when it was superseded by a newer write to the
@@ -87,6 +87,24 @@ pub enum Outcome<C = Change> {
     },
 }
 
+impl<C> Outcome<C> {
+    /// The same outcome with its change, if any, turned into another (or dropped).
+    pub fn map_change<D>(self, change: impl FnOnce(C) -> Option<D>) -> Outcome<D> {
+        match self {
+            Outcome::Applied { change: made, gap } => Outcome::Applied {
+                change: made.and_then(change),
+                gap,
+            },
+            Outcome::Duplicate => Outcome::Duplicate,
+            Outcome::Ephemeral => Outcome::Ephemeral,
+            Outcome::Unfollowed { gap } => Outcome::Unfollowed { gap },
+            Outcome::EpochMismatch { current, incoming } => {
+                Outcome::EpochMismatch { current, incoming }
+            }
+        }
+    }
+}
+
 /// The value a winning write makes of `old` (see the [ledger's module docs](crate::ledger)):
 /// `data` is the event's, `patch` its fields when it is a patch.
 fn made(
@@ -97,27 +115,27 @@ fn made(
     how: How<'_>,
 ) -> Option<Json> {
     match how {
+        How::Replaced { kept: [] } => (op == Op::Upsert).then(|| data.clone()),
         How::Replaced { kept } => {
-            let base = (op == Op::Upsert).then_some(data);
-            if kept.is_empty() {
-                return base.cloned();
-            }
             // The kept fields' values are in the old value: it holds every patched field.
-            let fields = old
+            let mut fields = old
                 .and_then(|old| scan::object(old.as_str()).ok())
                 .unwrap_or_default();
-            let mut kept = fields
-                .iter()
-                .filter(|(name, _)| kept.contains(name))
-                .map(|(name, text)| (name.as_ref(), *text));
-            Some(Json::merged(base, &mut kept))
+            fields.retain(|(name, _)| {
+                kept.binary_search_by(|known| known.as_str().cmp(name))
+                    .is_ok()
+            });
+            Some(Json::merged((op == Op::Upsert).then_some(data), &fields))
         }
-        How::Patched { won } => {
-            let mut won = won
+        How::Patched { won: Won::All } => Some(Json::merged(old, patch)),
+        How::Patched {
+            won: Won::Some(won),
+        } => {
+            let won: Vec<_> = won
                 .iter()
-                .filter_map(|&at| patch.get(at))
-                .map(|(name, text)| (name.as_ref(), *text));
-            Some(Json::merged(old, &mut won))
+                .filter_map(|&at| patch.get(at).cloned())
+                .collect();
+            Some(Json::merged(old, &won))
         }
     }
 }
@@ -144,10 +162,11 @@ fn made(
 /// ```
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Collection {
-    /// Which writes won, with each key's value: the last upsert with every field patched
-    /// since written over it (kept, so reading it is a clone of a reference, and a patch
-    /// merges once). `None` for a key the ledger still remembers as deleted.
-    ledger: Ledger<String, Option<Json>>,
+    /// Which writes win.
+    ledger: Ledger,
+    /// Each key with a value: the highest seq of the writes that won it, and the value (the
+    /// last upsert with every field patched since written over it).
+    records: HashMap<String, (u64, Json)>,
 }
 
 impl Collection {
@@ -155,6 +174,7 @@ impl Collection {
     pub fn new(epoch: u64) -> Self {
         Self {
             ledger: Ledger::new(epoch),
+            records: HashMap::new(),
         }
     }
 
@@ -187,39 +207,39 @@ impl Collection {
 
     /// Number of keys with a value.
     pub fn len(&self) -> usize {
-        self.ledger.len()
+        self.records.len()
     }
 
     /// True if no key has a value.
     pub fn is_empty(&self) -> bool {
-        self.ledger.is_empty()
+        self.records.is_empty()
     }
 
     /// The current value of `key`.
     pub fn get(&self, key: &str) -> Option<Json> {
-        self.ledger.value(key).cloned().flatten()
+        self.records.get(key).map(|(_, value)| value.clone())
     }
 
     /// Whether `key` has a value.
     pub fn contains_key(&self, key: &str) -> bool {
-        self.ledger.has(key)
+        self.records.contains_key(key)
     }
 
-    /// The seq that last changed `key` (also for deleted keys still remembered).
+    /// The highest seq of the writes that made `key`'s value, while it has one.
     pub fn key_seq(&self, key: &str) -> Option<u64> {
-        self.ledger.key_seq(key)
+        self.records.get(key).map(|(seq, _)| *seq)
     }
 
     /// Every `(key, value)` with a value, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, Json)> + '_ {
-        self.ledger
+        self.records
             .iter()
-            .filter_map(|(key, _, value)| value.clone().map(|value| (key.as_str(), value)))
+            .map(|(key, (_, value))| (key.as_str(), value.clone()))
     }
 
     /// Keys with a value, in no particular order.
     pub fn keys(&self) -> impl Iterator<Item = &str> + '_ {
-        self.ledger.iter().map(|(key, _, _)| key.as_str())
+        self.records.keys().map(String::as_str)
     }
 
     /// Whether `seq` is above every seq seen here: a write with it wins over every field of
@@ -237,17 +257,31 @@ impl Collection {
             key: event.key.as_str(),
             op: event.op,
         };
+        let object = event.data.is_object();
         let patch = match event.op {
-            Op::Patch if event.data.is_object() => scan::object(event.data.as_str()).ok(),
-            _ => None,
+            Op::Patch if object => scan::object(event.data.as_str()).unwrap_or_default(),
+            _ => Vec::new(),
         };
-        let names = patch
-            .as_ref()
-            .map(|fields| fields.iter().map(|(name, _)| name).collect::<Vec<_>>());
-        let fields = patch.as_deref().unwrap_or_default();
-        self.ledger.apply(head, names.as_deref(), |value, wrote| {
-            let new = made(value.as_ref(), event.op, &event.data, fields, wrote.how);
-            let old = std::mem::replace(value, new.clone());
+        let names = || {
+            patch
+                .iter()
+                .map(|(name, _)| name.as_ref())
+                .collect::<Vec<&str>>()
+        };
+        let records = &mut self.records;
+        self.ledger.apply(head, object, names).map_change(|how| {
+            let held = records.get(&event.key);
+            let old = held.map(|(_, value)| value);
+            let new = made(old, event.op, &event.data, &patch, how);
+            let seq = held.map_or(event.seq, |(seq, _)| event.seq.max(*seq));
+            let old = match (records.get_mut(&event.key), &new) {
+                (Some(held), Some(new)) => Some(std::mem::replace(held, (seq, new.clone())).1),
+                (None, Some(new)) => {
+                    records.insert(event.key.clone(), (seq, new.clone()));
+                    None
+                }
+                (_, None) => records.remove(&event.key).map(|(_, old)| old),
+            };
             (old != new).then(|| Change {
                 key: event.key.clone(),
                 op: event.op,
@@ -270,19 +304,14 @@ impl Collection {
     /// disappeared or changed value), so a resync can be reported to the application.
     /// It takes the snapshot by value: the collection and the changes share each record's text.
     pub fn load_snapshot(&mut self, snapshot: Snapshot<Json>) -> Vec<Change> {
-        let mut old_values: HashMap<String, Json> = self
-            .iter()
-            .map(|(key, value)| (key.to_owned(), value))
-            .collect();
-        let records = snapshot.records.iter();
-        self.ledger.load(
-            snapshot.epoch,
-            snapshot.seq,
-            records.map(|record| (record.key.clone(), record.seq, Some(record.data.clone()))),
-        );
+        let mut old_values = std::mem::take(&mut self.records);
+        self.ledger.load(snapshot.epoch, snapshot.seq);
+        self.records.reserve(snapshot.records.len());
         let mut changes = Vec::with_capacity(snapshot.records.len());
         for record in snapshot.records {
-            let old = old_values.remove(&record.key);
+            self.records
+                .insert(record.key.clone(), (record.seq, record.data.clone()));
+            let old = old_values.remove(&record.key).map(|(_, old)| old);
             if old.as_ref() != Some(&record.data) {
                 changes.push(Change {
                     key: record.key,
@@ -295,7 +324,7 @@ impl Collection {
         }
         let mut removed: Vec<Change> = old_values
             .into_iter()
-            .map(|(key, old)| Change {
+            .map(|(key, (_, old))| Change {
                 key,
                 op: Op::Delete,
                 seq: snapshot.seq,
@@ -312,14 +341,12 @@ impl Collection {
     /// key, for determinism).
     pub fn snapshot(&self) -> Snapshot<Json> {
         let mut records: Vec<Record<Json>> = self
-            .ledger
+            .records
             .iter()
-            .filter_map(|(key, seq, value)| {
-                value.clone().map(|data| Record {
-                    key: key.clone(),
-                    seq,
-                    data,
-                })
+            .map(|(key, (seq, data))| Record {
+                key: key.clone(),
+                seq: *seq,
+                data: data.clone(),
             })
             .collect();
         records.sort_by(|a, b| a.seq.cmp(&b.seq).then_with(|| a.key.cmp(&b.key)));

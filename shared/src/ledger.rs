@@ -1,27 +1,30 @@
 //! The merge rules without the values: which writes win, from seqs alone.
 //!
-//! A [`Ledger`] keeps, for each key, the seq of its last replace (`upsert` or `delete`) and of
-//! each field patched since, and for the stream which seqs it has seen. Given an event's
-//! epoch, seq, `prev`, key, op and (for a patch) its field names, it says whether the event
-//! is new, whether seqs are missing before it, and what the write does to its key
-//! ([`Wrote`]). It never sees a value: each key carries one `V` of the caller's, handed to the
-//! caller with the decision so it can make the new value from the old one.
-//!
-//! [`Collection`](crate::Collection) is a ledger whose `V` is the record's JSON text. A client
-//! that keeps its values elsewhere (the browser client's JavaScript objects) keeps a ledger
-//! with `V = ()` and builds each new value from the decision:
+//! A [`Ledger`] follows one durable stream's seqs: which it has seen (the gap and view rules),
+//! and, for each key written by an event that arrived early (above the contiguous high-water
+//! mark `applied`), the seq of its last replace (`upsert` or `delete`) and of each field
+//! patched since. Given an event's epoch, seq, `prev`, key and op (and, when it asks, a patch's
+//! field names) it says whether the event is new, whether seqs are missing before it, and how
+//! the write changes its key ([`How`]). It never sees a value: the caller keeps them, and
+//! makes each new value from the old one:
 //!
 //! * [`How::Replaced`]: the write's data (nothing for a `delete`), with the current value of
 //!   each [kept](How::Replaced::kept) field written over it (an object started from `{}` when
 //!   the data is not one);
-//! * [`How::Patched`]: the current value (`{}` unless it is an object), with each
-//!   [won](How::Patched::won) field of the patch written over it.
+//! * [`How::Patched`]: the current value (`{}` unless it is an object), with the patch's
+//!   [winning](Won) fields written over it.
 //!
-//! The rules are in the [collection module docs](crate::collection).
+//! Only an early write can beat a later arrival: a write at or below `applied` is older than
+//! anything still to come (which is above `applied`, or a duplicate). So the ledger keeps a
+//! key's seqs only while an early write to it is above `applied`, and forgets them once
+//! `applied` passes. While events arrive in order it keeps nothing, and deciding an event
+//! takes no lookup and no field names: every write wins whole.
+//!
+//! [`Collection`](crate::Collection) is a ledger with the values as JSON text. The rules are
+//! in the [collection module docs](crate::collection) and PROTOCOL.md.
 
 use std::borrow::Borrow;
-use std::collections::{HashMap, VecDeque};
-use std::hash::Hash;
+use std::collections::VecDeque;
 
 use crate::collection::{Gap, Outcome};
 use crate::event::{Op, Position};
@@ -41,199 +44,118 @@ pub struct Head<'a, Q: ?Sized> {
     pub op: Op,
 }
 
-/// What a write that won did to its key, for the caller to make the new value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Wrote<'a> {
-    /// The key had a value before.
-    pub had: bool,
-    /// The key has a value after.
-    pub has: bool,
-    /// How the new value is made.
-    pub how: How<'a>,
-}
-
-/// How a write's new value is made from the old one (see the [module docs](self)).
+/// How a winning write's new value is made from the old one (see the [module docs](self)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum How<'a> {
     /// An `upsert` or `delete` replaced the key's value.
     Replaced {
-        /// Fields patched with a later seq than the replace: their current values stay,
-        /// written over the new one. Usually empty.
-        kept: Kept<'a>,
+        /// Fields patched with a later seq than the replace, sorted: their current values
+        /// stay, written over the new one. Empty unless events arrived out of order.
+        kept: &'a [String],
     },
-    /// A `patch` wrote some of its fields.
+    /// A `patch` wrote its fields, or some of them.
     Patched {
-        /// The indexes, among the field names given, of those newer than what the key had.
-        won: &'a [usize],
+        /// Which.
+        won: Won<'a>,
     },
 }
 
-/// The names of the fields a replace keeps.
+/// The fields of a patch that won.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Kept<'a>(&'a [(String, u64)]);
-
-impl<'a> Kept<'a> {
-    /// The names, sorted.
-    pub fn names(self) -> impl Iterator<Item = &'a str> {
-        self.0.iter().map(|(name, _)| name.as_str())
-    }
-
-    /// Whether `name` is one of them.
-    pub fn contains(self, name: &str) -> bool {
-        self.0
-            .binary_search_by(|(known, _)| known.as_str().cmp(name))
-            .is_ok()
-    }
-
-    /// Whether there is none.
-    pub fn is_empty(self) -> bool {
-        self.0.is_empty()
-    }
+pub enum Won<'a> {
+    /// Every one.
+    All,
+    /// These, by their index among the names given (in order; never empty, never all).
+    Some(&'a [usize]),
 }
 
-/// The state of one key.
-#[derive(Debug, Clone, PartialEq, Default)]
-struct Entry<V> {
-    /// Seq of the last upsert or delete.
+/// The seqs of one key written early.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+struct Entry {
+    /// Seq of the last upsert or delete (0: none since the key's seqs were forgotten).
     base_seq: u64,
-    /// The last replace was an upsert (a delete, or none, otherwise).
-    based: bool,
     /// Patched fields newer than `base_seq`, each with its seq, sorted by name. (A record has
     /// few fields; a `BTreeMap` here cost the browser package 3 KB.)
     fields: Vec<(String, u64)>,
-    /// The caller's.
-    value: V,
 }
 
-impl<V> Entry<V> {
-    fn has_value(&self) -> bool {
-        self.based || !self.fields.is_empty()
-    }
-
+impl Entry {
     fn seq(&self) -> u64 {
         self.fields
             .iter()
             .map(|(_, seq)| *seq)
             .fold(self.base_seq, u64::max)
     }
-
-    /// Applies one write; returns whether the entry changed. A patch's winning fields are
-    /// left in `won`.
-    fn apply<N: AsRef<str>>(
-        &mut self,
-        op: Op,
-        seq: u64,
-        names: Option<&[N]>,
-        won: &mut Vec<usize>,
-    ) -> bool {
-        match op {
-            Op::Upsert | Op::Delete => {
-                if seq <= self.base_seq {
-                    return false;
-                }
-                self.base_seq = seq;
-                self.based = op == Op::Upsert;
-                self.fields.retain(|(_, field_seq)| *field_seq > seq);
-                true
-            }
-            Op::Patch => {
-                won.clear();
-                let Some(names) = names.filter(|_| seq > self.base_seq) else {
-                    return false;
-                };
-                for (index, name) in names.iter().enumerate() {
-                    let name = name.as_ref();
-                    match self
-                        .fields
-                        .binary_search_by(|(known, _)| known.as_str().cmp(name))
-                    {
-                        Ok(at) => {
-                            if let Some(field) = self.fields.get_mut(at).filter(|f| f.1 < seq) {
-                                field.1 = seq;
-                                won.push(index);
-                            }
-                        }
-                        Err(at) => {
-                            self.fields.insert(at, (name.to_owned(), seq));
-                            won.push(index);
-                        }
-                    }
-                }
-                !won.is_empty()
-            }
-            Op::Message => false,
-        }
-    }
 }
 
-/// The seqs of one durable stream's keys, and a `V` per key for the caller.
+/// Which writes of one durable stream win (see the [module docs](self)).
 ///
 /// # Examples
 ///
 /// ```
-/// use tidewire_shared::ledger::{Head, How, Ledger};
+/// use tidewire_shared::ledger::{Head, How, Ledger, Won};
 /// use tidewire_shared::{Op, Outcome};
 /// let mut ledger: Ledger = Ledger::new(1);
 /// let head = |seq, op| Head { epoch: 1, seq, prev: None, key: "a", op };
-/// // A patch arriving before the upsert it follows: its field wins over the upsert's.
-/// let patched = ledger.apply(head(2, Op::Patch), Some(&["done"]), |_, wrote| {
-///     Some(matches!(wrote.how, How::Patched { won: [0] }))
-/// });
-/// assert!(matches!(patched, Outcome::Applied { change: Some(true), gap: Some(_) }));
-/// let upserted = ledger.apply(head(1, Op::Upsert), None::<&[&str]>, |_, wrote| {
-///     match wrote.how {
-///         How::Replaced { kept } => Some(kept.names().collect::<Vec<_>>().join(",")),
-///         How::Patched { .. } => None,
-///     }
-/// });
-/// assert_eq!(upserted, Outcome::Applied { change: Some("done".to_owned()), gap: None });
-/// assert_eq!(ledger.applied(), 2);
+/// // In order: the write wins whole, and the field names are not asked for.
+/// let first = ledger.apply(head(1, Op::Patch), true, || -> Vec<&str> { unreachable!() });
+/// assert_eq!(first, Outcome::Applied { change: Some(How::Patched { won: Won::All }), gap: None });
+/// // Seq 3 arrives before 2: it is early, and its fields are noted.
+/// ledger.apply(head(3, Op::Patch), true, || vec!["done"]);
+/// // Seq 2, an upsert older than that patch, keeps the patched field over its data.
+/// let late = ledger.apply(head(2, Op::Upsert), false, Vec::<&str>::new);
+/// assert_eq!(late, Outcome::Applied { change: Some(How::Replaced { kept: &["done".to_owned()] }), gap: None });
+/// assert_eq!(ledger.applied(), 3);
 /// ```
 #[derive(Debug, Clone)]
-pub struct Ledger<K = String, V = ()> {
+pub struct Ledger<K = String> {
     epoch: u64,
     /// Every seq `<= applied` has been seen.
     applied: u64,
     /// Seen seqs above `applied` (arrived early), ascending. (Sorted queues rather than
     /// B-trees here: each B-tree type added about 9 KB to the browser package, twiggy.)
     early: VecDeque<u64>,
-    entries: HashMap<K, Entry<V>>,
-    /// Deleted keys by the seq of their delete, pruned once `applied` passes it (no older
-    /// write can arrive after that: it would be a duplicate). Ascending by seq.
-    tombstones: VecDeque<(u64, K)>,
-    /// Number of keys with a value.
-    live: usize,
-    /// The last patch's winning fields (kept to spare an allocation per patch).
+    /// The keys written above `applied`, with their seqs, sorted by key. Empty when `early`
+    /// is. (A sorted vector, as `early` is, rather than a hash map: the map's code cost the
+    /// browser package 545 bytes gzipped, and this holds only what arrived out of order.)
+    entries: Vec<(K, Entry)>,
+    /// Each entry's key by its highest seq when it was written, ascending: the entry is
+    /// forgotten once `applied` passes its highest seq.
+    by_seq: VecDeque<(u64, K)>,
+    /// The last answer's kept fields and winning indexes (kept to spare an allocation).
+    kept: Vec<String>,
     won: Vec<usize>,
+    /// How many names the last patch had.
+    named: usize,
 }
 
-/// Equal when they hold the same state (the scratch buffer aside).
-impl<K: Hash + Eq, V: PartialEq> PartialEq for Ledger<K, V> {
+/// Equal when they follow the same seqs (the last answer aside).
+impl<K: Eq> PartialEq for Ledger<K> {
     fn eq(&self, other: &Self) -> bool {
         self.epoch == other.epoch
             && self.applied == other.applied
             && self.early == other.early
             && self.entries == other.entries
-            && self.tombstones == other.tombstones
-            && self.live == other.live
+            && self.by_seq == other.by_seq
     }
 }
 
-impl<K, V> Default for Ledger<K, V> {
+impl<K> Default for Ledger<K> {
     fn default() -> Self {
         Self {
             epoch: 0,
             applied: 0,
             early: VecDeque::new(),
-            entries: HashMap::new(),
-            tombstones: VecDeque::new(),
-            live: 0,
+            entries: Vec::new(),
+            by_seq: VecDeque::new(),
+            kept: Vec::new(),
             won: Vec::new(),
+            named: 0,
         }
     }
 }
 
-impl<K: Hash + Eq + Clone, V: Default> Ledger<K, V> {
+impl<K: Ord + Clone> Ledger<K> {
     /// An empty ledger at the start of `epoch`.
     pub fn new(epoch: u64) -> Self {
         Self {
@@ -276,71 +198,39 @@ impl<K: Hash + Eq + Clone, V: Default> Ledger<K, V> {
         gaps
     }
 
-    /// Number of keys with a value.
-    pub fn len(&self) -> usize {
-        self.live
-    }
-
-    /// True if no key has a value.
-    pub fn is_empty(&self) -> bool {
-        self.live == 0
-    }
-
-    /// The caller's value of `key`, if the ledger knows the key (deleted keys it still
-    /// remembers included).
-    pub fn value<Q>(&self, key: &Q) -> Option<&V>
-    where
-        K: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
-        self.entries.get(key).map(|entry| &entry.value)
-    }
-
-    /// Whether `key` has a value.
-    pub fn has<Q>(&self, key: &Q) -> bool
-    where
-        K: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
-        self.entries.get(key).is_some_and(Entry::has_value)
-    }
-
-    /// The seq that last changed `key` (also for deleted keys still remembered).
-    pub fn key_seq<Q>(&self, key: &Q) -> Option<u64>
-    where
-        K: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
-        self.entries.get(key).map(Entry::seq)
-    }
-
-    /// Every key with a value, with its seq and the caller's value, in no particular order.
-    pub fn iter(&self) -> impl Iterator<Item = (&K, u64, &V)> + '_ {
-        self.entries
-            .iter()
-            .filter(|(_, entry)| entry.has_value())
-            .map(|(key, entry)| (key, entry.seq(), &entry.value))
-    }
-
     /// Whether `seq` is above every seq seen here: a write with it wins over every field of
     /// every record (a patch's new value is the old one with all its fields written over it).
     pub fn is_newest(&self, seq: u64) -> bool {
         seq > self.early.back().copied().unwrap_or(self.applied)
     }
 
-    /// Applies one event. `names` are a patch's field names, `None` when its data is not an
-    /// object (such a patch changes nothing); other ops ignore them. When the write wins,
-    /// `update` gets the key's value and what the write did, and says what change to report
-    /// (`None`: none, for example when the new value equals the old).
-    pub fn apply<Q, N, C>(
+    /// Whether an event at `seq` (with `prev`, on a view) comes in order: it follows what was
+    /// applied and nothing arrived early. Such an event, unless a duplicate of nothing (it is
+    /// not: it follows), wins whole, and [`apply`](Self::apply) asks for no field names.
+    pub fn in_order(&self, seq: u64, prev: Option<u64>) -> bool {
+        (seq == self.applied + 1 || prev == Some(self.applied)) && self.early.is_empty()
+    }
+
+    /// Keys whose seqs are kept (written early, above `applied`): 0 while events arrive in
+    /// order.
+    pub fn remembered(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Applies one event. For a patch, `object` says whether its data is an object (a patch
+    /// of anything else changes nothing) and `names` lists its field names; they are asked
+    /// for only when events came out of order. A write that changes its key is answered with
+    /// how to make the new value (`change: Some`); one that lost to a newer write with
+    /// `change: None`.
+    pub fn apply<Q, N>(
         &mut self,
         head: Head<'_, Q>,
-        names: Option<&[N]>,
-        update: impl FnOnce(&mut V, Wrote<'_>) -> Option<C>,
-    ) -> Outcome<C>
+        object: bool,
+        names: impl FnOnce() -> Vec<N>,
+    ) -> Outcome<How<'_>>
     where
         K: Borrow<Q>,
-        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+        Q: Ord + ToOwned<Owned = K> + ?Sized,
         N: AsRef<str>,
     {
         if head.op == Op::Message {
@@ -366,9 +256,33 @@ impl<K: Hash + Eq + Clone, V: Default> Ledger<K, V> {
         if let (Some(gap), Some(_)) = (gap, head.prev) {
             return Outcome::Unfollowed { gap };
         }
+        if head.op == Op::Patch && !object {
+            self.mark_seen(seq, follows);
+            self.forget();
+            return Outcome::Applied { change: None, gap };
+        }
+        if follows && self.early.is_empty() {
+            // In order: nothing above `applied` can beat it, and nothing to come can lose to it.
+            self.applied = seq;
+            let how = match head.op {
+                Op::Patch => How::Patched { won: Won::All },
+                _ => How::Replaced { kept: &[] },
+            };
+            return Outcome::Applied {
+                change: Some(how),
+                gap: None,
+            };
+        }
+        let won = self.write(head.key, head.op, seq, names);
         self.mark_seen(seq, follows);
-        let change = self.write(head.key, head.op, seq, names, update);
-        self.prune_tombstones();
+        self.forget();
+        let change = won.then(|| match head.op {
+            Op::Patch if self.won.len() == self.named => How::Patched { won: Won::All },
+            Op::Patch => How::Patched {
+                won: Won::Some(&self.won),
+            },
+            _ => How::Replaced { kept: &self.kept },
+        });
         Outcome::Applied { change, gap }
     }
 
@@ -384,72 +298,107 @@ impl<K: Hash + Eq + Clone, V: Default> Ledger<K, V> {
         }
     }
 
-    fn write<Q, N, C>(
-        &mut self,
-        key: &Q,
-        op: Op,
-        seq: u64,
-        names: Option<&[N]>,
-        update: impl FnOnce(&mut V, Wrote<'_>) -> Option<C>,
-    ) -> Option<C>
+    /// Decides a write that came out of order against the key's seqs, notes it, and leaves
+    /// what it keeps or won in `kept` or `won`. Returns whether it won.
+    fn write<Q, N>(&mut self, key: &Q, op: Op, seq: u64, names: impl FnOnce() -> Vec<N>) -> bool
     where
         K: Borrow<Q>,
-        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+        Q: Ord + ToOwned<Owned = K> + ?Sized,
         N: AsRef<str>,
     {
-        if !self.entries.contains_key(key) {
-            self.entries.insert(key.to_owned(), Entry::default());
-        }
-        let entry = self.entries.get_mut(key)?;
-        let had = entry.has_value();
-        if !entry.apply(op, seq, names, &mut self.won) {
-            if entry.base_seq == 0 && !entry.has_value() {
-                self.entries.remove(key);
+        self.kept.clear();
+        self.won.clear();
+        let at = match self.find(key) {
+            Ok(at) => at,
+            Err(at) => {
+                self.entries.insert(at, (key.to_owned(), Entry::default()));
+                at
             }
-            return None;
+        };
+        let Some((_, entry)) = self.entries.get_mut(at) else {
+            return false;
+        };
+        if seq <= entry.base_seq {
+            return false;
         }
-        let has = entry.has_value();
-        if !has {
-            let seq = entry.base_seq;
-            match self.tombstones.binary_search_by_key(&seq, |(seq, _)| *seq) {
-                Ok(at) => {
-                    if let Some(tombstone) = self.tombstones.get_mut(at) {
-                        tombstone.1 = key.to_owned();
+        let before = entry.seq();
+        match op {
+            Op::Patch => {
+                let names = names();
+                self.named = names.len();
+                for (index, name) in names.iter().enumerate() {
+                    let name = name.as_ref();
+                    match entry
+                        .fields
+                        .binary_search_by(|(known, _)| known.as_str().cmp(name))
+                    {
+                        Ok(at) => {
+                            if let Some(field) = entry.fields.get_mut(at).filter(|f| f.1 < seq) {
+                                field.1 = seq;
+                                self.won.push(index);
+                            }
+                        }
+                        Err(at) => {
+                            entry.fields.insert(at, (name.to_owned(), seq));
+                            self.won.push(index);
+                        }
                     }
                 }
-                Err(at) => self.tombstones.insert(at, (seq, key.to_owned())),
+            }
+            _ => {
+                entry.base_seq = seq;
+                // Fields patched before the replace go; the later ones are kept over it.
+                let fields = std::mem::take(&mut entry.fields);
+                for (name, field_seq) in fields {
+                    if field_seq > seq {
+                        self.kept.push(name.clone());
+                        entry.fields.push((name, field_seq));
+                    }
+                }
             }
         }
-        match (had, has) {
-            (false, true) => self.live += 1,
-            (true, false) => self.live -= 1,
-            _ => {}
+        let after = entry.seq();
+        if after == 0 {
+            // A patch with no field, to a key with no seqs: nothing to keep.
+            self.entries.remove(at);
+            return false;
         }
-        let how = match op {
-            Op::Patch => How::Patched { won: &self.won },
-            _ => How::Replaced {
-                kept: Kept(&entry.fields),
-            },
-        };
-        update(&mut entry.value, Wrote { had, has, how })
+        if after > before {
+            let at = self.by_seq.partition_point(|(seq, _)| *seq <= after);
+            self.by_seq.insert(at, (after, key.to_owned()));
+        }
+        op != Op::Patch || !self.won.is_empty()
     }
 
-    fn prune_tombstones(&mut self) {
-        while let Some(&(seq, _)) = self.tombstones.front() {
+    /// Forgets the seqs of keys whose every write is at or below `applied` (nothing to come
+    /// can lose to them).
+    fn forget(&mut self) {
+        while let Some(&(seq, _)) = self.by_seq.front() {
             if seq > self.applied {
                 break;
             }
-            let Some((_, key)) = self.tombstones.pop_front() else {
+            let Some((_, key)) = self.by_seq.pop_front() else {
                 break;
             };
-            // A key deleted, revived and deleted again has several tombstone entries: only
-            // remove it once its *latest* delete is at or below the high-water mark.
-            let applied = self.applied;
-            let prunable = |entry: &Entry<V>| !entry.has_value() && entry.base_seq <= applied;
-            if self.entries.get(&key).is_some_and(prunable) {
-                self.entries.remove(&key);
+            if let Ok(at) = self.find(&key) {
+                if self
+                    .entries
+                    .get(at)
+                    .is_some_and(|(_, entry)| entry.seq() <= self.applied)
+                {
+                    self.entries.remove(at);
+                }
             }
         }
+    }
+
+    /// Where `key` is, or would go, in `entries`.
+    fn find<Q: Ord + ?Sized>(&self, key: &Q) -> Result<usize, usize>
+    where
+        K: Borrow<Q>,
+    {
+        self.entries
+            .binary_search_by(|(known, _)| known.borrow().cmp(key))
     }
 
     /// On a view: the relay says the view is complete up to `seq` (its `subscribed` after a
@@ -462,26 +411,14 @@ impl<K: Hash + Eq + Clone, V: Default> Ledger<K, V> {
         }
     }
 
-    /// Replaces the state with a snapshot at `(epoch, seq)` holding `records`: each key with
-    /// its seq and the caller's value.
-    pub fn load(&mut self, epoch: u64, seq: u64, records: impl IntoIterator<Item = (K, u64, V)>) {
+    /// Starts over from a snapshot at `(epoch, seq)`: every write it holds is at or below
+    /// `seq`, so none of them is kept.
+    pub fn load(&mut self, epoch: u64, seq: u64) {
         self.epoch = epoch;
         self.applied = seq;
         self.early.clear();
-        self.tombstones.clear();
         self.entries.clear();
-        self.live = 0;
-        for (key, seq, value) in records {
-            let entry = Entry {
-                base_seq: seq,
-                based: true,
-                fields: Vec::new(),
-                value,
-            };
-            if self.entries.insert(key, entry).is_none() {
-                self.live += 1;
-            }
-        }
+        self.by_seq.clear();
     }
 }
 
@@ -499,30 +436,28 @@ mod tests {
         }
     }
 
-    /// What a write did, as text: `+` or `-` for a value gained or lost, then the kept or won
-    /// fields.
+    /// What a write did, as text: the kept or won fields, `lost`, or the outcome.
     fn wrote(ledger: &mut Ledger, seq: u64, key: &str, op: Op, names: &[&str]) -> String {
-        let outcome = ledger.apply(head(seq, key, op), Some(names), |_, wrote| {
-            let sign = match (wrote.had, wrote.has) {
-                (false, true) => "+",
-                (true, false) => "-",
-                _ => "",
-            };
-            Some(match wrote.how {
-                How::Replaced { kept } => {
-                    format!(
-                        "{sign}replaced[{}]",
-                        kept.names().collect::<Vec<_>>().join(",")
-                    )
-                }
-                How::Patched { won } => {
-                    let won: Vec<&str> = won.iter().map(|&at| names[at]).collect();
-                    format!("{sign}patched[{}]", won.join(","))
-                }
-            })
-        });
-        match outcome {
-            Outcome::Applied { change, .. } => change.unwrap_or_else(|| "lost".to_owned()),
+        match ledger.apply(head(seq, key, op), true, || names.to_vec()) {
+            Outcome::Applied {
+                change: Some(How::Replaced { kept }),
+                ..
+            } => format!("replaced[{}]", kept.join(",")),
+            Outcome::Applied {
+                change: Some(How::Patched { won: Won::All }),
+                ..
+            } => "patched[*]".to_owned(),
+            Outcome::Applied {
+                change:
+                    Some(How::Patched {
+                        won: Won::Some(won),
+                    }),
+                ..
+            } => {
+                let won: Vec<&str> = won.iter().map(|&at| names[at]).collect();
+                format!("patched[{}]", won.join(","))
+            }
+            Outcome::Applied { change: None, .. } => "lost".to_owned(),
             other => format!("{other:?}"),
         }
     }
@@ -530,30 +465,55 @@ mod tests {
     #[test]
     fn each_field_goes_to_its_newest_write() {
         let mut ledger = Ledger::new(1);
-        assert_eq!(wrote(&mut ledger, 3, "a", Op::Patch, &["x"]), "+patched[x]");
+        assert_eq!(wrote(&mut ledger, 1, "a", Op::Upsert, &[]), "replaced[]");
+        assert_eq!(wrote(&mut ledger, 5, "a", Op::Patch, &["x"]), "patched[*]");
         assert_eq!(
-            wrote(&mut ledger, 2, "a", Op::Patch, &["x", "y"]),
+            wrote(&mut ledger, 4, "a", Op::Patch, &["x", "y"]),
             "patched[y]"
         );
-        assert_eq!(wrote(&mut ledger, 1, "a", Op::Upsert, &[]), "replaced[x,y]");
-        assert_eq!(wrote(&mut ledger, 4, "a", Op::Upsert, &[]), "replaced[]");
-        assert_eq!(wrote(&mut ledger, 5, "a", Op::Delete, &[]), "-replaced[]");
-        assert_eq!(wrote(&mut ledger, 7, "a", Op::Patch, &["z"]), "+patched[z]");
-        assert_eq!(wrote(&mut ledger, 6, "a", Op::Upsert, &[]), "replaced[z]");
-        assert_eq!(wrote(&mut ledger, 8, "a", Op::Patch, &["z"]), "patched[z]");
-        assert_eq!(ledger.key_seq("a"), Some(8));
-        assert_eq!(ledger.len(), 1);
+        assert_eq!(wrote(&mut ledger, 3, "a", Op::Upsert, &[]), "replaced[x,y]");
+        assert_eq!(wrote(&mut ledger, 7, "a", Op::Delete, &[]), "replaced[]");
+        assert_eq!(wrote(&mut ledger, 6, "a", Op::Upsert, &[]), "lost");
+        assert_eq!(wrote(&mut ledger, 9, "a", Op::Patch, &["z"]), "patched[*]");
+        assert_eq!(wrote(&mut ledger, 8, "a", Op::Upsert, &[]), "replaced[z]");
+        assert_eq!(ledger.missing(), vec![Gap { from: 2, to: 2 }]);
+        assert_eq!(ledger.remembered(), 1);
+        // Seq 2 fills the gap: everything is in order again and nothing is kept.
+        assert_eq!(wrote(&mut ledger, 2, "b", Op::Upsert, &[]), "replaced[]");
+        assert_eq!(ledger.applied(), 9);
+        assert_eq!(ledger.remembered(), 0);
+        assert_eq!(wrote(&mut ledger, 10, "a", Op::Patch, &["z"]), "patched[*]");
     }
 
     #[test]
-    fn older_writes_lose_and_leave_nothing_behind() {
+    fn in_order_nothing_is_kept_and_no_names_are_asked() {
+        let mut ledger: Ledger = Ledger::new(1);
+        for seq in 1..=100 {
+            let op = if seq % 2 == 0 { Op::Patch } else { Op::Upsert };
+            let outcome = ledger.apply(head(seq, "a", op), true, || -> Vec<&str> {
+                panic!("names asked for in order")
+            });
+            assert!(matches!(
+                outcome,
+                Outcome::Applied {
+                    change: Some(_),
+                    gap: None
+                }
+            ));
+        }
+        assert_eq!(ledger.remembered(), 0);
+        assert_eq!(
+            ledger.apply(head(50, "a", Op::Upsert), true, Vec::<&str>::new),
+            Outcome::Duplicate
+        );
+    }
+
+    #[test]
+    fn older_writes_and_patches_of_non_objects_lose() {
         let mut ledger = Ledger::new(1);
-        // A delete of a key never seen wins (and is remembered), but nothing had a value.
-        assert_eq!(wrote(&mut ledger, 2, "a", Op::Delete, &[]), "replaced[]");
-        assert_eq!(wrote(&mut ledger, 1, "a", Op::Upsert, &[]), "lost");
-        // Everything up to the delete is seen: its tombstone is pruned.
-        assert_eq!(ledger.key_seq("a"), None);
-        let outcome = ledger.apply(head(3, "b", Op::Patch), None::<&[&str]>, |_, _| Some(()));
+        assert_eq!(wrote(&mut ledger, 3, "a", Op::Delete, &[]), "replaced[]");
+        assert_eq!(wrote(&mut ledger, 2, "a", Op::Upsert, &[]), "lost");
+        let outcome = ledger.apply(head(1, "b", Op::Patch), false, Vec::<&str>::new);
         assert_eq!(
             outcome,
             Outcome::Applied {
@@ -561,64 +521,46 @@ mod tests {
                 gap: None
             }
         );
-        assert_eq!(
-            ledger.key_seq("b"),
-            None,
-            "a patch of a non-object keeps nothing"
-        );
-        assert!(ledger.is_empty());
         assert_eq!(ledger.applied(), 3);
+        assert_eq!(
+            ledger.remembered(),
+            0,
+            "everything up to the delete is seen"
+        );
     }
 
     #[test]
-    fn a_snapshot_load_replaces_everything() {
-        let mut ledger: Ledger<String, u32> = Ledger::new(1);
-        let upsert = |ledger: &mut Ledger<String, u32>, seq, key: &str, value| {
-            ledger.apply(head(seq, key, Op::Upsert), None::<&[&str]>, |held, _| {
-                *held = value;
-                Some(())
-            })
-        };
-        upsert(&mut ledger, 1, "a", 10);
-        upsert(&mut ledger, 3, "b", 30);
-        ledger.load(2, 9, [("c".to_owned(), 9, 90)]);
+    fn a_snapshot_load_starts_over() {
+        let mut ledger = Ledger::new(1);
+        assert_eq!(wrote(&mut ledger, 3, "a", Op::Upsert, &[]), "replaced[]");
+        ledger.load(2, 9);
         assert_eq!(ledger.position(), Position { epoch: 2, seq: 9 });
-        assert_eq!(ledger.value("c"), Some(&90));
-        assert!(!ledger.has("a") && ledger.value("b").is_none());
         assert!(ledger.missing().is_empty());
-        assert_eq!(ledger.iter().count(), 1);
-        assert_eq!(ledger.len(), 1);
+        assert_eq!(ledger.remembered(), 0);
+        assert!(ledger.is_newest(10) && !ledger.is_newest(9));
     }
 
     #[test]
     fn numbered_keys_work_as_well() {
         let mut ledger: Ledger<u32> = Ledger::new(1);
-        let head = |seq, key: &'static u32| Head {
-            epoch: 1,
-            seq,
-            prev: None,
-            key,
-            op: Op::Upsert,
-        };
-        let applied = |outcome: Outcome<()>| {
+        let upsert = |ledger: &mut Ledger<u32>, seq, key: &u32| {
+            let head = Head {
+                epoch: 1,
+                seq,
+                prev: None,
+                key,
+                op: Op::Upsert,
+            };
             matches!(
-                outcome,
+                ledger.apply(head, false, Vec::<&str>::new),
                 Outcome::Applied {
-                    change: Some(()),
+                    change: Some(_),
                     ..
                 }
             )
         };
-        assert!(applied(ledger.apply(
-            head(2, &7),
-            None::<&[&str]>,
-            |_, _| Some(())
-        )));
-        assert!(!applied(ledger.apply(
-            head(1, &7),
-            None::<&[&str]>,
-            |_, _| Some(())
-        )));
-        assert_eq!(ledger.key_seq(&7), Some(2));
+        assert!(upsert(&mut ledger, 2, &7));
+        assert!(!upsert(&mut ledger, 1, &7));
+        assert!(upsert(&mut ledger, 3, &7));
     }
 }

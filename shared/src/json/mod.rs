@@ -80,32 +80,26 @@ impl Json {
         self.0.starts_with('{')
     }
 
-    /// `base` with `fields` (each a name and its value's valid JSON text) written over it:
-    /// the object a patch makes. A base that is not an object starts from `{}`. Keys come out
-    /// sorted, as the relay writes them, so the result compares equal to the relay's text of
-    /// the same record. (The fields come as a `dyn` iterator: one copy of this function in
-    /// the browser package, where each caller's iterator type made its own, 600 bytes each.)
-    pub(crate) fn merged<'a>(
-        base: Option<&'a Json>,
-        fields: &mut dyn Iterator<Item = (&'a str, &'a str)>,
-    ) -> Json {
+    /// `base` with `fields` (each a name and its value's valid JSON text, as
+    /// [`scan::object`] lists them) written over it: the object a patch makes. A base that is
+    /// not an object starts from `{}`. Keys come out sorted, as the relay writes them, so the
+    /// result compares equal to the relay's text of the same record. (A slice, not an
+    /// iterator: one copy of this function in the browser package, where each caller's
+    /// iterator made its own.)
+    pub(crate) fn merged(base: Option<&Json>, fields: &[(Cow<'_, str>, &str)]) -> Json {
+        let base = base
+            .filter(|base| base.is_object())
+            .and_then(|base| scan::object(base.as_str()).ok())
+            .unwrap_or_default();
         // Kept sorted by name while it is built: a name written again replaces its value (a
         // field over the base). Records have few fields; a general sort would cost the browser
         // package 3.5 KB (twiggy).
-        let mut object: scan::Fields<'a> = Vec::new();
-        let mut put = |name: Cow<'a, str>, value: &'a str| match object
-            .binary_search_by(|(known, _)| known.as_ref().cmp(name.as_ref()))
-        {
-            Ok(at) => object[at].1 = value,
-            Err(at) => object.insert(at, (name, value)),
-        };
-        if let Some(base) = base.filter(|base| base.is_object()) {
-            for (name, value) in scan::object(base.as_str()).unwrap_or_default() {
-                put(name, value);
+        let mut object: Vec<(&str, &str)> = Vec::with_capacity(base.len() + fields.len());
+        for (name, value) in base.iter().chain(fields) {
+            match object.binary_search_by(|(known, _)| (*known).cmp(name.as_ref())) {
+                Ok(at) => object[at].1 = value,
+                Err(at) => object.insert(at, (name.as_ref(), value)),
             }
-        }
-        for (name, value) in fields {
-            put(Cow::Borrowed(name), value);
         }
         let size = object
             .iter()
@@ -216,20 +210,20 @@ mod tests {
         let tag = Json::from_value(&json!(["a"]));
         let merged = Json::merged(
             Some(&base),
-            &mut [("done", done.as_str()), ("a\"q", tag.as_str())].into_iter(),
+            &[
+                ("done".into(), done.as_str()),
+                ("a\"q".into(), tag.as_str()),
+            ],
         );
         let expected = json!({"title": "milk", "done": true, "n": {"x": 1}, "a\"q": ["a"]});
         assert_eq!(merged, Json::from_value(&expected));
         // Not an object: start from {}.
         let scalar = Json::from_value(&json!("scalar"));
         assert_eq!(
-            Json::merged(Some(&scalar), &mut [("done", done.as_str())].into_iter()),
+            Json::merged(Some(&scalar), &[("done".into(), done.as_str())]),
             Json::from_value(&json!({"done": true}))
         );
-        assert_eq!(
-            Json::merged(None, &mut [].into_iter()),
-            Json::from_value(&json!({}))
-        );
+        assert_eq!(Json::merged(None, &[]), Json::from_value(&json!({})));
     }
 
     #[test]
@@ -244,7 +238,7 @@ mod tests {
             fields,
             vec![("café".into(), "1".into()), ("x".into(), "2".into())]
         );
-        let merged = Json::merged(Some(&base), &mut [].into_iter());
+        let merged = Json::merged(Some(&base), &[]);
         assert_eq!(merged.to_value(), json!({"café": 1, "x": 2}));
     }
 

@@ -4,7 +4,8 @@
 //   1. apply a 10,000-record snapshot (20 chunks of 500, as the relay sends it);
 //   2. apply 10,000 live events (one message each, as they arrive);
 //   3. change-callback overhead: the same events with a no-op listener;
-//   3b. the floor of a redesign where wasm decides from keys and seqs alone (BenchSeqs);
+//   3b. the floor of a redesign where wasm decides from keys and seqs alone: a per-key check
+//       (BenchSeqs), and the shared merge rules themselves (BenchLedger);
 //   4. values handed to JavaScript: JSON text + JSON.parse vs serde-wasm-bindgen;
 //   5. a 10,000-record snapshot read over HTTP pages (`snapshot: "http"`, 20 pages of 500
 //      served by this script), from `collection()` to the last record shown.
@@ -62,7 +63,7 @@ const recordsModule = snippets.map((dir) => `/snippets/${dir}/js/records.js`).fi
 if (!recordsModule) throw new Error(`no js/records.js under ${pkg}/snippets`);
 
 const results = await page.evaluate(async (recordsModule) => {
-  const { TidewireClient, benchConvert, BenchSeqs } = window.t;
+  const { TidewireClient, benchConvert, BenchSeqs, BenchLedger } = window.t;
   const RECORDS = 10_000;
   const CHUNK = 500;
   const RUNS = 7;
@@ -177,9 +178,68 @@ const results = await page.evaluate(async (recordsModule) => {
     seqs.free();
     return { snapshotMs, eventsMs };
   };
-  for (const numbered of [false, true]) {
-    const runs = Array.from({ length: RUNS }, () => floor(numbered));
-    const name = numbered ? "floorNumbered" : "floorKeyed";
+  // The same with the shared merge rules deciding (`BenchLedger`: the `Ledger` the client's
+  // collections use, per-field seqs, gaps and duplicates included), keys numbered in
+  // JavaScript; JavaScript makes each new value from the answer as the ledger's docs say.
+  // The ledger asks for a patch's field names only when events come out of order.
+  const OPS = { upsert: 0, delete: 1, patch: 2 };
+  const pick = (object, names) => {
+    const picked = {};
+    for (const name of names) if (typeof object === "object" && object !== null && Object.prototype.hasOwnProperty.call(object, name)) picked[name] = object[name];
+    return picked;
+  };
+  const floorLedger = () => {
+    const ledger = new BenchLedger();
+    const records = new Map();
+    const ids = new Map();
+    const keyId = (key) => {
+      let id = ids.get(key);
+      if (id === undefined) {
+        id = ids.size;
+        ids.set(key, id);
+      }
+      return id;
+    };
+    const listener = () => (calls += 1);
+    const show = (key, op, seq, newValue) => {
+      const oldValue = records.get(key);
+      if (newValue === undefined) records.delete(key);
+      else records.set(key, freeze(newValue));
+      listener({ key, op, seq, newValue, oldValue, origin: "event" });
+    };
+    const snapshotMs = time(() => {
+      for (const text of chunks) {
+        const message = JSON.parse(text);
+        for (const record of message.records) show(record.key, "upsert", record.seq, record.data);
+        if (message.last) ledger.load(message.epoch, message.seq);
+      }
+    });
+    const eventsMs = time(() => {
+      for (const text of events) {
+        const message = JSON.parse(text);
+        const data = message.data;
+        const object = typeof data === "object" && data !== null && !Array.isArray(data);
+        const id = keyId(message.key);
+        const op = OPS[message.op] ?? 3;
+        let how = ledger.event(message.epoch, message.seq, id, op, object, undefined);
+        if (how === 3) how = ledger.event(message.epoch, message.seq, id, op, object, Object.keys(data));
+        if (how < 0) continue;
+        const old = records.get(message.key);
+        let value;
+        if (how === 0) value = message.op === "delete" ? undefined : data;
+        else if (how === 1) value = patched(old, data);
+        else if (message.op === "patch") value = patched(old, pick(data, ledger.fields()));
+        else value = patched(message.op === "delete" ? undefined : data, pick(old, ledger.fields()));
+        show(message.key, message.op, message.seq, value);
+      }
+    });
+    if (records.size !== RECORDS) throw new Error(`the ledger floor kept ${records.size} records`);
+    ledger.free();
+    return { snapshotMs, eventsMs };
+  };
+  for (const variant of ["keyed", "numbered", "ledger"]) {
+    const runs = Array.from({ length: RUNS }, () => (variant === "ledger" ? floorLedger() : floor(variant === "numbered")));
+    const name = { keyed: "floorKeyed", numbered: "floorNumbered", ledger: "floorLedger" }[variant];
     out[`${name}SnapshotMs`] = median(runs.map((run) => run.snapshotMs));
     out[`${name}EventsMs`] = median(runs.map((run) => run.eventsMs));
   }
@@ -261,10 +321,13 @@ const row = (what, value, target) => console.log(`  ${what.padEnd(46)} ${value.p
 console.log("ratios (targets of the client speed and size issue)");
 row("snapshot apply / JSON.parse", `${(results.snapshotMs / results.baselineSnapshotParseMs).toFixed(1)}x`, "target <= 2x");
 row("live events with a listener / JSON.parse", `${(results.eventsWithListenerMs / results.baselineEventsParseMs).toFixed(1)}x`, "target <= 3x");
-for (const [name, label] of [["floorKeyed", "string"], ["floorNumbered", "numbered"]]) {
-  const note = "floor: JS parses once, wasm sees keys and seqs (bench.rs)";
-  row(`floor, ${label} keys: snapshot / JSON.parse`, `${(results[`${name}SnapshotMs`] / results.baselineSnapshotParseMs).toFixed(1)}x`, note);
-  row(`floor, ${label} keys: events / JSON.parse`, `${(results[`${name}EventsMs`] / results.baselineEventsParseMs).toFixed(1)}x`, note);
+for (const [name, label, note] of [
+  ["floorKeyed", "string keys", "floor: JS parses once, wasm checks each key's seq (bench.rs)"],
+  ["floorNumbered", "numbered keys", "floor: JS parses once, wasm checks each key's seq (bench.rs)"],
+  ["floorLedger", "merge rules", "JS parses once, the shared Ledger decides (bench.rs)"],
+]) {
+  row(`floor, ${label}: snapshot / JSON.parse`, `${(results[`${name}SnapshotMs`] / results.baselineSnapshotParseMs).toFixed(1)}x`, note);
+  row(`floor, ${label}: events / JSON.parse`, `${(results[`${name}EventsMs`] / results.baselineEventsParseMs).toFixed(1)}x`, note);
 }
 row("HTTP-page snapshot less its fetches / JSON.parse", `${((results.httpSnapshotMs - results.fetchPagesMs) / results.baselinePagesParseMs).toFixed(1)}x`, "no target (the socket snapshot's is <= 2x)");
 row("get() per key", `${perKey(results.get10kMs).toFixed(3)} µs`, `target <= 0.2 µs (a JS Map: ${perKey(results.mapGet10kMs).toFixed(3)} µs)`);
