@@ -15,16 +15,17 @@
 //!   [winning](Won) fields written over it.
 //!
 //! Only an early write can beat a later arrival: a write at or below `applied` is older than
-//! anything still to come (which is above `applied`, or a duplicate). So the ledger keeps a
-//! key's seqs only while an early write to it is above `applied`, and forgets them once
-//! `applied` passes. While events arrive in order it keeps nothing, and deciding an event
-//! takes no lookup and no field names: every write wins whole.
+//! anything still to come (which is above `applied`, or a duplicate). So the ledger keeps the
+//! seqs of the keys written while something is missing below, and forgets them all once
+//! nothing is. While events arrive in order it keeps nothing, and deciding an event takes no
+//! lookup and no field names: every write wins whole.
 //!
 //! [`Collection`](crate::Collection) is a ledger with the values as JSON text. The rules are
 //! in the [collection module docs](crate::collection) and PROTOCOL.md.
 
 use std::borrow::Borrow;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::hash::Hash;
 
 use crate::collection::{Gap, Outcome};
 use crate::event::{Op, Position};
@@ -115,13 +116,10 @@ pub struct Ledger<K = String> {
     /// Seen seqs above `applied` (arrived early), ascending. (Sorted queues rather than
     /// B-trees here: each B-tree type added about 9 KB to the browser package, twiggy.)
     early: VecDeque<u64>,
-    /// The keys written above `applied`, with their seqs, sorted by key. Empty when `early`
-    /// is. (A sorted vector, as `early` is, rather than a hash map: the map's code cost the
-    /// browser package 545 bytes gzipped, and this holds only what arrived out of order.)
-    entries: Vec<(K, Entry)>,
-    /// Each entry's key by its highest seq when it was written, ascending: the entry is
-    /// forgotten once `applied` passes its highest seq.
-    by_seq: VecDeque<(u64, K)>,
+    /// The keys written while something was missing below, with their seqs: emptied when
+    /// `early` empties. (A key whose seqs all fell to or below `applied` meanwhile stays
+    /// until then, harmlessly: every write still to come is newer than all of them.)
+    entries: HashMap<K, Entry>,
     /// The last answer's kept fields and winning indexes (kept to spare an allocation).
     kept: Vec<String>,
     won: Vec<usize>,
@@ -130,13 +128,12 @@ pub struct Ledger<K = String> {
 }
 
 /// Equal when they follow the same seqs (the last answer aside).
-impl<K: Eq> PartialEq for Ledger<K> {
+impl<K: Hash + Eq> PartialEq for Ledger<K> {
     fn eq(&self, other: &Self) -> bool {
         self.epoch == other.epoch
             && self.applied == other.applied
             && self.early == other.early
             && self.entries == other.entries
-            && self.by_seq == other.by_seq
     }
 }
 
@@ -146,8 +143,7 @@ impl<K> Default for Ledger<K> {
             epoch: 0,
             applied: 0,
             early: VecDeque::new(),
-            entries: Vec::new(),
-            by_seq: VecDeque::new(),
+            entries: HashMap::new(),
             kept: Vec::new(),
             won: Vec::new(),
             named: 0,
@@ -155,7 +151,7 @@ impl<K> Default for Ledger<K> {
     }
 }
 
-impl<K: Ord + Clone> Ledger<K> {
+impl<K: Hash + Eq + Clone> Ledger<K> {
     /// An empty ledger at the start of `epoch`.
     pub fn new(epoch: u64) -> Self {
         Self {
@@ -211,8 +207,8 @@ impl<K: Ord + Clone> Ledger<K> {
         (seq == self.applied + 1 || prev == Some(self.applied)) && self.early.is_empty()
     }
 
-    /// Keys whose seqs are kept (written early, above `applied`): 0 while events arrive in
-    /// order.
+    /// Keys whose seqs are kept (written while something was missing below): 0 whenever
+    /// nothing is.
     pub fn remembered(&self) -> usize {
         self.entries.len()
     }
@@ -230,7 +226,7 @@ impl<K: Ord + Clone> Ledger<K> {
     ) -> Outcome<How<'_>>
     where
         K: Borrow<Q>,
-        Q: Ord + ToOwned<Owned = K> + ?Sized,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
         N: AsRef<str>,
     {
         if head.op == Op::Message {
@@ -258,7 +254,6 @@ impl<K: Ord + Clone> Ledger<K> {
         }
         if head.op == Op::Patch && !object {
             self.mark_seen(seq, follows);
-            self.forget();
             return Outcome::Applied { change: None, gap };
         }
         if follows && self.early.is_empty() {
@@ -275,7 +270,6 @@ impl<K: Ord + Clone> Ledger<K> {
         }
         let won = self.write(head.key, head.op, seq, names);
         self.mark_seen(seq, follows);
-        self.forget();
         let change = won.then(|| match head.op {
             Op::Patch if self.won.len() == self.named => How::Patched { won: Won::All },
             Op::Patch => How::Patched {
@@ -296,6 +290,10 @@ impl<K: Ord + Clone> Ledger<K> {
         } else if let Err(at) = self.early.binary_search(&seq) {
             self.early.insert(at, seq);
         }
+        if self.early.is_empty() {
+            // Nothing is missing: every write to come is newer than every one seen.
+            self.entries.clear();
+        }
     }
 
     /// Decides a write that came out of order against the key's seqs, notes it, and leaves
@@ -303,25 +301,20 @@ impl<K: Ord + Clone> Ledger<K> {
     fn write<Q, N>(&mut self, key: &Q, op: Op, seq: u64, names: impl FnOnce() -> Vec<N>) -> bool
     where
         K: Borrow<Q>,
-        Q: Ord + ToOwned<Owned = K> + ?Sized,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
         N: AsRef<str>,
     {
         self.kept.clear();
         self.won.clear();
-        let at = match self.find(key) {
-            Ok(at) => at,
-            Err(at) => {
-                self.entries.insert(at, (key.to_owned(), Entry::default()));
-                at
-            }
-        };
-        let Some((_, entry)) = self.entries.get_mut(at) else {
+        if !self.entries.contains_key(key) {
+            self.entries.insert(key.to_owned(), Entry::default());
+        }
+        let Some(entry) = self.entries.get_mut(key) else {
             return false;
         };
         if seq <= entry.base_seq {
             return false;
         }
-        let before = entry.seq();
         match op {
             Op::Patch => {
                 let names = names();
@@ -357,48 +350,12 @@ impl<K: Ord + Clone> Ledger<K> {
                 }
             }
         }
-        let after = entry.seq();
-        if after == 0 {
+        if entry.seq() == 0 {
             // A patch with no field, to a key with no seqs: nothing to keep.
-            self.entries.remove(at);
+            self.entries.remove(key);
             return false;
         }
-        if after > before {
-            let at = self.by_seq.partition_point(|(seq, _)| *seq <= after);
-            self.by_seq.insert(at, (after, key.to_owned()));
-        }
         op != Op::Patch || !self.won.is_empty()
-    }
-
-    /// Forgets the seqs of keys whose every write is at or below `applied` (nothing to come
-    /// can lose to them).
-    fn forget(&mut self) {
-        while let Some(&(seq, _)) = self.by_seq.front() {
-            if seq > self.applied {
-                break;
-            }
-            let Some((_, key)) = self.by_seq.pop_front() else {
-                break;
-            };
-            if let Ok(at) = self.find(&key) {
-                if self
-                    .entries
-                    .get(at)
-                    .is_some_and(|(_, entry)| entry.seq() <= self.applied)
-                {
-                    self.entries.remove(at);
-                }
-            }
-        }
-    }
-
-    /// Where `key` is, or would go, in `entries`.
-    fn find<Q: Ord + ?Sized>(&self, key: &Q) -> Result<usize, usize>
-    where
-        K: Borrow<Q>,
-    {
-        self.entries
-            .binary_search_by(|(known, _)| known.borrow().cmp(key))
     }
 
     /// On a view: the relay says the view is complete up to `seq` (its `subscribed` after a
@@ -418,7 +375,6 @@ impl<K: Ord + Clone> Ledger<K> {
         self.applied = seq;
         self.early.clear();
         self.entries.clear();
-        self.by_seq.clear();
     }
 }
 
