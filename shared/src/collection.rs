@@ -270,17 +270,21 @@ impl Collection {
         };
         let records = &mut self.records;
         self.ledger.apply(head, object, names).map_change(|how| {
-            let held = records.get(&event.key);
-            let old = held.map(|(_, value)| value);
+            // One lookup for the usual change (a key that has a value and keeps one).
+            let held = records.get_mut(&event.key);
+            let old = held.as_deref().map(|(_, value)| value);
             let new = made(old, event.op, &event.data, &patch, how);
-            let seq = held.map_or(event.seq, |(seq, _)| event.seq.max(*seq));
-            let old = match (records.get_mut(&event.key), &new) {
-                (Some(held), Some(new)) => Some(std::mem::replace(held, (seq, new.clone())).1),
+            let old = match (held, &new) {
+                (Some(held), Some(new)) => {
+                    let seq = event.seq.max(held.0);
+                    Some(std::mem::replace(held, (seq, new.clone())).1)
+                }
+                (Some(_), None) => records.remove(&event.key).map(|(_, old)| old),
                 (None, Some(new)) => {
-                    records.insert(event.key.clone(), (seq, new.clone()));
+                    records.insert(event.key.clone(), (event.seq, new.clone()));
                     None
                 }
-                (_, None) => records.remove(&event.key).map(|(_, old)| old),
+                (None, None) => None,
             };
             (old != new).then(|| Change {
                 key: event.key.clone(),
