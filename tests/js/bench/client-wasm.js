@@ -157,8 +157,9 @@ const results = await page.evaluate(async (recordsModule) => {
   // such a client could not go below, with the same listener, and the client's own freezing
   // and patching of records.
   const { freeze, patched } = await import(recordsModule);
-  const floor = (numbered) => {
-    const seqs = new BenchSeqs();
+  // What every floor keeps in JavaScript: the records, a number for each key, and how a change
+  // is shown (frozen into the Map, then the listener).
+  const floorState = () => {
     const records = new Map();
     const ids = new Map();
     const keyId = (key) => {
@@ -169,13 +170,19 @@ const results = await page.evaluate(async (recordsModule) => {
       }
       return id;
     };
-    const decide = numbered ? (key, seq) => seqs.decideId(keyId(key), seq) : (key, seq) => seqs.decide(key, seq);
     const listener = () => (calls += 1);
     const show = (key, op, seq, newValue) => {
       const oldValue = records.get(key);
-      records.set(key, freeze(newValue));
+      if (newValue === undefined) records.delete(key);
+      else records.set(key, freeze(newValue));
       listener({ key, op, seq, newValue, oldValue, origin: "event" });
     };
+    return { records, keyId, show };
+  };
+  const floor = (numbered) => {
+    const seqs = new BenchSeqs();
+    const { records, keyId, show } = floorState();
+    const decide = numbered ? (key, seq) => seqs.decideId(keyId(key), seq) : (key, seq) => seqs.decide(key, seq);
     const snapshotMs = time(() => {
       for (const text of chunks) {
         for (const record of JSON.parse(text).records) {
@@ -207,23 +214,7 @@ const results = await page.evaluate(async (recordsModule) => {
   };
   const floorLedger = () => {
     const ledger = new BenchLedger();
-    const records = new Map();
-    const ids = new Map();
-    const keyId = (key) => {
-      let id = ids.get(key);
-      if (id === undefined) {
-        id = ids.size;
-        ids.set(key, id);
-      }
-      return id;
-    };
-    const listener = () => (calls += 1);
-    const show = (key, op, seq, newValue) => {
-      const oldValue = records.get(key);
-      if (newValue === undefined) records.delete(key);
-      else records.set(key, freeze(newValue));
-      listener({ key, op, seq, newValue, oldValue, origin: "event" });
-    };
+    const { records, keyId, show } = floorState();
     const snapshotMs = time(() => {
       for (const text of chunks) {
         const message = JSON.parse(text);
