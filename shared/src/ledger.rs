@@ -181,7 +181,7 @@ impl<K: Hash + Eq + Clone> Ledger<K> {
     /// Seqs missing between `applied` and the highest early seq, as ranges.
     pub fn missing(&self) -> Vec<Gap> {
         let mut gaps = Vec::new();
-        let mut expected = self.applied + 1;
+        let mut expected = self.applied.saturating_add(1);
         for &seq in &self.early {
             if seq > expected {
                 gaps.push(Gap {
@@ -189,7 +189,7 @@ impl<K: Hash + Eq + Clone> Ledger<K> {
                     to: seq - 1,
                 });
             }
-            expected = seq + 1;
+            expected = seq.saturating_add(1);
         }
         gaps
     }
@@ -204,7 +204,7 @@ impl<K: Hash + Eq + Clone> Ledger<K> {
     /// applied and nothing arrived early. Such an event, unless a duplicate of nothing (it is
     /// not: it follows), wins whole, and [`apply`](Self::apply) asks for no field names.
     pub fn in_order(&self, seq: u64, prev: Option<u64>) -> bool {
-        (seq == self.applied + 1 || prev == Some(self.applied)) && self.early.is_empty()
+        self.follows(seq, prev) && self.early.is_empty()
     }
 
     /// Keys whose seqs are kept (written while something was missing below): 0 whenever
@@ -244,7 +244,7 @@ impl<K: Hash + Eq + Clone> Ledger<K> {
         }
         // On a view, `prev` equal to what we have means the seqs in between did not concern
         // it: no gap.
-        let follows = seq == self.applied + 1 || head.prev == Some(self.applied);
+        let follows = self.follows(seq, head.prev);
         let gap = (!follows).then(|| Gap {
             from: self.applied + 1,
             to: seq - 1,
@@ -280,10 +280,20 @@ impl<K: Hash + Eq + Clone> Ledger<K> {
         Outcome::Applied { change, gap }
     }
 
+    /// Whether `seq` (with `prev`, on a view) comes right after `applied`. (Checked: a seq
+    /// of `u64::MAX` from a broken relay must not overflow.)
+    fn follows(&self, seq: u64, prev: Option<u64>) -> bool {
+        self.applied.checked_add(1) == Some(seq) || prev == Some(self.applied)
+    }
+
     fn mark_seen(&mut self, seq: u64, follows: bool) {
         if follows {
             self.applied = seq;
-            while self.early.front() == Some(&(self.applied + 1)) {
+            while self
+                .early
+                .front()
+                .is_some_and(|&early| self.follows(early, None))
+            {
                 self.early.pop_front();
                 self.applied += 1;
             }
@@ -494,6 +504,39 @@ mod tests {
         assert!(ledger.missing().is_empty());
         assert_eq!(ledger.remembered(), 0);
         assert!(ledger.is_newest(10) && !ledger.is_newest(9));
+    }
+
+    #[test]
+    fn the_largest_seqs_do_not_overflow() {
+        let mut ledger = Ledger::new(1);
+        // A gap up to the largest seq, then the seq just below it.
+        assert_eq!(
+            wrote(&mut ledger, u64::MAX, "a", Op::Upsert, &[]),
+            "replaced[]"
+        );
+        assert_eq!(
+            ledger.missing(),
+            vec![Gap {
+                from: 1,
+                to: u64::MAX - 1
+            }]
+        );
+        ledger.load(1, u64::MAX - 2);
+        assert_eq!(
+            wrote(&mut ledger, u64::MAX, "a", Op::Patch, &["x"]),
+            "patched[*]"
+        );
+        assert_eq!(
+            wrote(&mut ledger, u64::MAX - 1, "a", Op::Upsert, &[]),
+            "replaced[x]"
+        );
+        assert_eq!(ledger.applied(), u64::MAX);
+        assert!(ledger.missing().is_empty());
+        assert!(!ledger.in_order(0, None) && !ledger.is_newest(u64::MAX));
+        assert_eq!(
+            wrote(&mut ledger, u64::MAX, "a", Op::Upsert, &[]),
+            "Duplicate"
+        );
     }
 
     #[test]
