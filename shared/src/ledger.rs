@@ -1,9 +1,8 @@
 //! The merge rules without the values: which writes win, from seqs alone.
 //!
 //! A [`Ledger`] follows one durable stream's seqs: which it has seen (the gap and view rules),
-//! and, for each key written by an event that arrived early (above the contiguous high-water
-//! mark `applied`), the seq of its last replace (`upsert` or `delete`) and of each field
-//! patched since. Given an event's epoch, seq, `prev`, key and op (and, when it asks, a patch's
+//! and, for each key written while some seq below was missing, the seq of its last replace
+//! (`upsert` or `delete`) and of each field patched since. Given an event's epoch, seq, `prev`, key and op (and, when it asks, a patch's
 //! field names) it says whether the event is new, whether seqs are missing before it, and how
 //! the write changes its key ([`How`]). It never sees a value: the caller keeps them, and
 //! makes each new value from the old one:
@@ -70,10 +69,10 @@ pub enum Won<'a> {
     Some(&'a [usize]),
 }
 
-/// The seqs of one key written early.
+/// The seqs of one key written while something was missing.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 struct Entry {
-    /// Seq of the last upsert or delete (0: none since the key's seqs were forgotten).
+    /// Seq of the last upsert or delete (0: none since something went missing).
     base_seq: u64,
     /// Patched fields newer than `base_seq`, each with its seq, sorted by name. (A record has
     /// few fields; a `BTreeMap` here cost the browser package 3 KB.)
@@ -201,8 +200,8 @@ impl<K: Hash + Eq + Clone> Ledger<K> {
     }
 
     /// Whether an event at `seq` (with `prev`, on a view) comes in order: it follows what was
-    /// applied and nothing arrived early. Such an event, unless a duplicate of nothing (it is
-    /// not: it follows), wins whole, and [`apply`](Self::apply) asks for no field names.
+    /// applied and nothing arrived early. Such an event wins whole, and
+    /// [`apply`](Self::apply) asks for no field names.
     pub fn in_order(&self, seq: u64, prev: Option<u64>) -> bool {
         self.follows(seq, prev) && self.early.is_empty()
     }
