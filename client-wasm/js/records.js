@@ -61,7 +61,8 @@ export function freeze(value) {
   return value;
 }
 
-const OPS = ["upsert", "delete", "patch", "message"];
+/** The ops by the index wasm gives them (`OPS` in src/parsed.rs). (Exported like `freeze`.) */
+export const OPS = ["upsert", "delete", "patch", "message"];
 const NONE = [];
 
 /** `base` (when a plain object; `{}` otherwise) with every field of `patch` written over it,

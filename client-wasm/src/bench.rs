@@ -120,7 +120,7 @@ impl BenchLedger {
         self.ledger.load(whole(epoch), whole(seq));
     }
 
-    /// One event (`op`: 0 upsert, 1 delete, 2 patch; `object`: a patch's data is an object;
+    /// One event (`op`: its index in `js/records.js`'s `OPS`; `object`: a patch's data is an object;
     /// `names`: its field names, which JavaScript lists only after an answer of 3). Returns -1
     /// when nothing changes, 0 when the new value is the event's data (none for a delete), 1
     /// when it is the old value with every field of the patch written over it, 2 otherwise
@@ -136,12 +136,10 @@ impl BenchLedger {
         object: bool,
         names: Option<Vec<String>>,
     ) -> i32 {
-        let op = match op {
-            0 => Op::Upsert,
-            1 => Op::Delete,
-            2 => Op::Patch,
-            _ => Op::Message,
-        };
+        let op = crate::parsed::OPS
+            .get(usize::from(op))
+            .copied()
+            .unwrap_or(Op::Message);
         let head = Head {
             epoch: whole(epoch),
             seq: whole(seq),
@@ -154,7 +152,8 @@ impl BenchLedger {
         }
         let names = names.unwrap_or_default();
         self.fields.clear();
-        let how = match self.ledger.apply(head, object, || names.clone()) {
+        let listed = || names.iter().map(String::as_str).collect::<Vec<_>>();
+        let how = match self.ledger.apply(head, object, listed) {
             Outcome::Applied {
                 change: Some(how), ..
             } => how,

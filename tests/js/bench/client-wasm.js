@@ -156,7 +156,7 @@ const results = await page.evaluate(async (recordsModule) => {
   // alone, given the key as a string or as a number JavaScript assigns. Not the client: what
   // such a client could not go below, with the same listener, and the client's own freezing
   // and patching of records.
-  const { freeze, patched } = await import(recordsModule);
+  const { freeze, patched, OPS } = await import(recordsModule);
   // What every floor keeps in JavaScript: the records, a number for each key, and how a change
   // is shown (frozen into the Map, then the listener).
   const floorState = () => {
@@ -206,7 +206,6 @@ const results = await page.evaluate(async (recordsModule) => {
   // collections use, per-field seqs, gaps and duplicates included), keys numbered in
   // JavaScript; JavaScript makes each new value from the answer as the ledger's docs say.
   // The ledger asks for a patch's field names only when events come out of order.
-  const OPS = { upsert: 0, delete: 1, patch: 2 };
   const pick = (object, names) => {
     const picked = {};
     for (const name of names) if (typeof object === "object" && object !== null && Object.prototype.hasOwnProperty.call(object, name)) picked[name] = object[name];
@@ -228,7 +227,7 @@ const results = await page.evaluate(async (recordsModule) => {
         const data = message.data;
         const object = typeof data === "object" && data !== null && !Array.isArray(data);
         const id = keyId(message.key);
-        const op = OPS[message.op] ?? 3;
+        const op = OPS.indexOf(message.op);
         let how = ledger.event(message.epoch, message.seq, id, op, object, undefined);
         if (how === 3) how = ledger.event(message.epoch, message.seq, id, op, object, Object.keys(data));
         if (how < 0) continue;
