@@ -112,82 +112,62 @@ const results = await page.evaluate(async (recordsModule) => {
   };
 
   const out = {};
-  const snapshotRuns = [];
-  const snapshotWithListener = [];
-  const eventRuns = [];
-  const eventWithListener = [];
-  const baselineSnapshot = [];
-  const baselineEvents = [];
-  const oneRuns = [];
-  const ratios = { snapshot: [], events: [], one: [], late: [] };
   let calls = 0;
-  // One more run first, not counted: wasm starts in V8's baseline compiler, and the first run
-  // measured up to twice the others.
-  for (let run = -1; run < RUNS; run += 1) {
-    if (run === 0) {
-      for (const runs of [snapshotRuns, snapshotWithListener, eventRuns, eventWithListener, baselineSnapshot, baselineEvents, oneRuns, ...Object.values(ratios)]) runs.length = 0;
-    }
-    for (const listener of [null, () => (calls += 1)]) {
-      const { client, collection } = live(listener);
-      const snapshotMs = time(() => {
-        for (const text of chunks) client._inject(text);
-        client._inject(subscribed);
-      });
-      if (collection.size !== RECORDS) throw new Error(`snapshot applied ${collection.size} records`);
-      const eventsMs = time(() => {
-        for (const text of events) client._inject(text);
-      });
-      if (collection.seq !== 2 * RECORDS) throw new Error(`events applied up to ${collection.seq}`);
-      (listener ? snapshotWithListener : snapshotRuns).push(snapshotMs);
-      (listener ? eventWithListener : eventRuns).push(eventsMs);
-      client.close();
-    }
-    {
-      const { client, collection } = live(() => (calls += 1));
-      for (const text of oneChunks) client._inject(text);
+  const count = () => (calls += 1);
+  // One client's run: the snapshot `snapshotTexts`, then the live `eventTexts`, each timed.
+  const apply = (listener, snapshotTexts, eventTexts, what) => {
+    const { client, collection } = live(listener);
+    const snapshotMs = time(() => {
+      for (const text of snapshotTexts) client._inject(text);
       client._inject(subscribed);
-      oneRuns.push(time(() => {
-        for (const text of oneEvents) client._inject(text);
-      }));
-      if (collection.seq !== 2 * RECORDS) throw new Error(`events of 1 applied up to ${collection.seq}`);
-      client.close();
-    }
-    baselineSnapshot.push(time(() => chunks.forEach((text) => JSON.parse(text))));
-    baselineEvents.push(time(() => events.forEach((text) => JSON.parse(text))));
-    // Each run's ratios against the JSON.parse of the same run: this machine's speed drifts
-    // by a third between runs, and a ratio of medians mixes runs.
-    const last = (values) => values[values.length - 1];
-    ratios.snapshot.push(last(snapshotRuns) / last(baselineSnapshot));
-    ratios.events.push(last(eventWithListener) / last(baselineEvents));
-    ratios.one.push(last(oneRuns) / last(baselineEvents));
-  }
+    });
+    if (collection.size !== RECORDS) throw new Error(`${what}: the snapshot applied ${collection.size} records`);
+    const eventsMs = time(() => {
+      for (const text of eventTexts) client._inject(text);
+    });
+    if (collection.seq !== 2 * RECORDS) throw new Error(`${what}: events applied up to ${collection.seq}`);
+    client.close();
+    return { snapshotMs, eventsMs };
+  };
+  // What any client must at least pay: JSON.parse of the same texts.
+  const parseMs = (texts) => time(() => texts.forEach((text) => JSON.parse(text)));
+  const measure = () => {
+    const plain = apply(null, chunks, events, "events");
+    const listened = apply(count, chunks, events, "events with a listener");
+    const one = apply(count, oneChunks, oneEvents, "events of 1");
+    const parsedSnapshotMs = parseMs(chunks);
+    const parsedEventsMs = parseMs(events);
+    return {
+      snapshotMs: plain.snapshotMs,
+      snapshotWithListenerMs: listened.snapshotMs,
+      eventsMs: plain.eventsMs,
+      eventsWithListenerMs: listened.eventsMs,
+      eventsOfOneMs: one.eventsMs,
+      baselineSnapshotParseMs: parsedSnapshotMs,
+      baselineEventsParseMs: parsedEventsMs,
+      // Each run's ratios against the JSON.parse of the same run: this machine's speed drifts
+      // by a third between runs, and a ratio of medians mixes runs.
+      ratios: {
+        snapshot: plain.snapshotMs / parsedSnapshotMs,
+        events: listened.eventsMs / parsedEventsMs,
+        one: one.eventsMs / parsedEventsMs,
+      },
+    };
+  };
+  // One run first, not counted: wasm starts in V8's baseline compiler, and the first run
+  // measured up to twice the others.
+  measure();
+  const runs = Array.from({ length: RUNS }, measure);
   // The same events with the first one held back until the end: every other event arrives
   // ahead of a missing seq, so the merge rules keep per-key seqs for all of them (the path a
   // replay after a gap takes). Not a target: a guard on that path's cost.
   const late = [...events.slice(1), events[0]];
-  const lateRuns = [];
-  for (let run = 0; run < RUNS; run += 1) {
-    const { client, collection } = live(() => (calls += 1));
-    for (const text of chunks) client._inject(text);
-    client._inject(subscribed);
-    lateRuns.push(time(() => {
-      for (const text of late) client._inject(text);
-    }));
-    if (collection.seq !== 2 * RECORDS) throw new Error(`late events applied up to ${collection.seq}`);
-    client.close();
-    ratios.late.push(lateRuns[lateRuns.length - 1] / time(() => events.forEach((text) => JSON.parse(text))));
-  }
-  out.eventsLateMs = median(lateRuns);
-  out.snapshotMs = median(snapshotRuns);
-  out.snapshotWithListenerMs = median(snapshotWithListener);
-  out.eventsMs = median(eventRuns);
-  out.eventsWithListenerMs = median(eventWithListener);
-  out.eventsOfOneMs = median(oneRuns);
+  const lateRatios = Array.from({ length: RUNS }, () => apply(count, chunks, late, "late events").eventsMs / parseMs(events));
+  for (const name of Object.keys(runs[0]).filter((name) => name !== "ratios")) out[name] = median(runs.map((run) => run[name]));
   // Each ratio's median over the runs, and its lowest and highest.
   const spread = (values) => ({ median: median([...values]), low: Math.min(...values), high: Math.max(...values) });
-  out.ratios = Object.fromEntries(Object.entries(ratios).map(([name, values]) => [name, spread(values)]));
-  out.baselineSnapshotParseMs = median(baselineSnapshot);
-  out.baselineEventsParseMs = median(baselineEvents);
+  out.ratios = Object.fromEntries(Object.keys(runs[0].ratios).map((name) => [name, spread(runs.map((run) => run.ratios[name]))]));
+  out.ratios.late = spread(lateRatios);
   out.callbacks = calls;
 
   // The floor of a redesign (`BenchSeqs` in client-wasm/src/bench.rs): JavaScript parses each
@@ -289,8 +269,8 @@ const results = await page.evaluate(async (recordsModule) => {
     const eventRatios = [];
     for (let run = 0; run < RUNS; run += 1) {
       const floorRun = variant === "ledger" ? floorLedger() : floor(variant === "numbered");
-      snapshotRatios.push(floorRun.snapshotMs / time(() => chunks.forEach((text) => JSON.parse(text))));
-      eventRatios.push(floorRun.eventsMs / time(() => events.forEach((text) => JSON.parse(text))));
+      snapshotRatios.push(floorRun.snapshotMs / parseMs(chunks));
+      eventRatios.push(floorRun.eventsMs / parseMs(events));
     }
     out.ratios[`${name}Snapshot`] = spread(snapshotRatios);
     out.ratios[`${name}Events`] = spread(eventRatios);
@@ -334,7 +314,7 @@ const results = await page.evaluate(async (recordsModule) => {
     });
     httpRuns.push(performance.now() - start);
     client.close();
-    baselinePages.push(time(() => pageTexts.forEach((text) => JSON.parse(text))));
+    baselinePages.push(parseMs(pageTexts));
   }
   out.httpSnapshotMs = median(httpRuns);
   out.fetchPagesMs = median(fetchRuns);
