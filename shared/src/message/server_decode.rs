@@ -278,7 +278,7 @@ impl<'a> Fields<'a> {
     /// looked at (`type`, `op`, a stream name), where an owned copy was an allocation per
     /// message for nothing.
     fn optional_text(&self, field: &str) -> Result<Option<Cow<'a, str>>, DecodeError> {
-        self.optional(field, scan::string)
+        self.optional(field, scan::scanned_string)
     }
 
     fn text(&self, field: &str) -> Result<Cow<'a, str>, DecodeError> {
@@ -351,7 +351,7 @@ impl<'a> Fields<'a> {
         self.array(field, false)?
             .into_iter()
             .map(|item| {
-                scan::string(item)
+                scan::scanned_string(item)
                     .map(Cow::into_owned)
                     .ok_or_else(|| self.bad(field))
             })
