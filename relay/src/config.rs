@@ -138,10 +138,10 @@ pub struct Options {
     #[arg(long, env = "TIDEWIRE_SNAPSHOT_SHARE_MS", default_value_t = 2000)]
     pub snapshot_share_ms: u64,
 
-    /// Threads that run the relay's connections, PostgreSQL I/O and timers; 0: one per core
-    /// (or `TOKIO_WORKER_THREADS`). Work handed between threads costs cache misses on
-    /// every delivery: on 2 cores shared with PostgreSQL, 1 thread fanned out 20-33% more events
-    /// of one per transaction than 2, and 8% fewer of 100 per transaction
+    /// Threads that run the relay's connections, PostgreSQL I/O and timers, at most
+    /// 1024; 0: one per core (or `TOKIO_WORKER_THREADS`). Work handed between threads costs
+    /// cache misses on every delivery: on 2 cores shared with PostgreSQL, 1 thread delivered
+    /// 7-57% more events of one per transaction than 2, and 8% fewer of 100 per transaction
     /// (docs/OPERATIONS.md, "Threads").
     #[arg(long, env = "TIDEWIRE_WORKER_THREADS", default_value_t = 0)]
     pub worker_threads: usize,
@@ -315,6 +315,10 @@ impl Default for Options {
 /// defeat its purpose.
 pub const MIN_WRITE_ID_WINDOW_MS: u64 = 1000;
 
+/// Most worker threads `--worker-threads` accepts: each is an OS thread with its own stack,
+/// and no machine this relay runs on has more cores.
+pub const MAX_WORKER_THREADS: usize = 1024;
+
 /// The validated configuration the relay runs with.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -359,6 +363,12 @@ impl Config {
                     reason: "must be at least 1".into(),
                 });
             }
+        }
+        if options.worker_threads > MAX_WORKER_THREADS {
+            return Err(ConfigError {
+                option: "worker-threads",
+                reason: format!("must be at most {MAX_WORKER_THREADS} (0: one per core)"),
+            });
         }
         let millis = [
             ("pg-health-interval-ms", options.pg_health_interval_ms),
@@ -508,6 +518,16 @@ mod tests {
         let config = Config::new(Options::default()).expect("defaults are valid");
         assert_eq!(config.options.listen.to_string(), "127.0.0.1:7300");
         assert_eq!(config.options.queue_capacity, 1024);
+    }
+
+    #[test]
+    fn worker_threads_are_bounded() {
+        let options = Options {
+            worker_threads: MAX_WORKER_THREADS + 1,
+            ..Options::default()
+        };
+        let error = Config::new(options).expect_err("too many threads");
+        assert_eq!(error.option, "worker-threads");
     }
 
     #[test]

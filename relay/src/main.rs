@@ -1,5 +1,6 @@
-//! `tidewire-relay` binary: parses flags and environment, sets up logging, binds the listen
-//! address and runs the relay library until SIGINT/SIGTERM.
+//! `tidewire-relay` binary: parses flags and environment, starts the async runtime with the
+//! threads `--worker-threads` asks for, sets up logging, binds the listen address and runs
+//! the relay library until SIGINT/SIGTERM.
 
 use anyhow::Context as _;
 use clap::Parser as _;
