@@ -141,8 +141,8 @@ pub struct Options {
     /// Threads that run the relay's connections, PostgreSQL I/O and timers, at most
     /// 1024; 0: one per core (or `TOKIO_WORKER_THREADS`). Work handed between threads costs
     /// cache misses on every delivery: on 2 cores shared with PostgreSQL, 1 thread delivered
-    /// 7-57% more events of one per transaction than 2, and 8% fewer of 100 per transaction
-    /// (docs/OPERATIONS.md, "Threads").
+    /// 7-57% more events of one per transaction than 2, and from 11% fewer to 20% more of 100
+    /// per transaction (docs/OPERATIONS.md, "Threads").
     #[arg(long, env = "TIDEWIRE_WORKER_THREADS", default_value_t = 0)]
     pub worker_threads: usize,
 
