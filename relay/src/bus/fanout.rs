@@ -1,6 +1,7 @@
-//! A stream's subscribers as the bus fans a delivery out to them: the plain ones, and the
-//! filtered ones indexed by the equality their filter requires, so a delivery costs
-//! O(matching subscribers), not O(subscribers).
+//! A stream's subscribers as the bus fans a delivery out to them: grouped by the delivery
+//! thread that runs each connection (see [`shard`](super::shard)), and in each group the plain
+//! ones and the filtered ones indexed by the equality their filter requires, so a delivery
+//! costs O(matching subscribers), not O(subscribers).
 //!
 //! A filter that requires `field = v` (or `field in [..]`) at its top level can only hold
 //! for a record whose `field` is one of those values, before or after the event. So a
@@ -21,9 +22,62 @@ use super::queue::Subscriber;
 use crate::delivery::{Change, Delivery};
 
 /// One immutable snapshot of a stream's subscribers, shared by every publish until the
-/// stream's membership changes.
-#[derive(Debug, Default)]
+/// stream's membership changes: one [`Group`] per delivery thread (one in all when the bus
+/// has no shards).
+#[derive(Debug)]
 pub struct Fanout {
+    groups: Vec<Group>,
+}
+
+impl Fanout {
+    /// Builds the snapshot from `(subscriber, filter)` pairs, each in the group of its
+    /// subscriber's shard (the last group for a shard beyond them).
+    pub fn build<'a>(
+        groups: usize,
+        members: impl Iterator<Item = (&'a Subscriber, Option<&'a Arc<Filter>>)>,
+    ) -> Self {
+        let mut fanout = Fanout {
+            groups: (0..groups.max(1)).map(|_| Group::default()).collect(),
+        };
+        let last = fanout.groups.len() - 1;
+        for (subscriber, filter) in members {
+            let index = subscriber.shard().min(last);
+            if let Some(group) = fanout.groups.get_mut(index) {
+                group.add(subscriber, filter);
+            }
+        }
+        fanout
+    }
+
+    /// Every subscriber, filtered or not.
+    pub fn len(&self) -> usize {
+        self.groups.iter().map(Group::len).sum()
+    }
+
+    /// Whether there is no subscriber.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Subscribers without a filter, in all groups.
+    pub fn plain_len(&self) -> usize {
+        self.groups.iter().map(|group| group.plain().len()).sum()
+    }
+
+    /// Every subscriber, group by group.
+    pub fn iter(&self) -> impl Iterator<Item = &Subscriber> {
+        self.groups.iter().flat_map(Group::iter)
+    }
+
+    /// The groups, indexed by shard.
+    pub fn groups(&self) -> &[Group] {
+        &self.groups
+    }
+}
+
+/// The subscribers of a stream that one delivery thread serves.
+#[derive(Debug, Default)]
+pub struct Group {
     plain: Vec<Subscriber>,
     filtered: Vec<Subscriber>,
     /// Field, then value, then positions in `filtered`.
@@ -32,33 +86,38 @@ pub struct Fanout {
     scanned: Vec<usize>,
 }
 
-impl Fanout {
-    /// Builds the snapshot from `(subscriber, filter)` pairs.
+impl Group {
+    /// Builds a group from `(subscriber, filter)` pairs.
     pub fn build<'a>(
         members: impl Iterator<Item = (&'a Subscriber, Option<&'a Arc<Filter>>)>,
     ) -> Self {
-        let mut fanout = Fanout::default();
+        let mut group = Group::default();
         for (subscriber, filter) in members {
-            let Some(filter) = filter else {
-                fanout.plain.push(subscriber.clone());
-                continue;
-            };
-            let position = fanout.filtered.len();
-            fanout.filtered.push(subscriber.clone());
-            match filter.index_terms() {
-                Some((field, values)) => {
-                    let by_value = fanout.index.entry(Arc::clone(field)).or_default();
-                    for value in values {
-                        let positions = by_value.entry(value.clone()).or_default();
-                        if positions.last() != Some(&position) {
-                            positions.push(position);
-                        }
+            group.add(subscriber, filter);
+        }
+        group
+    }
+
+    /// Adds one subscriber, indexed by its filter's equality if it has one.
+    fn add(&mut self, subscriber: &Subscriber, filter: Option<&Arc<Filter>>) {
+        let Some(filter) = filter else {
+            self.plain.push(subscriber.clone());
+            return;
+        };
+        let position = self.filtered.len();
+        self.filtered.push(subscriber.clone());
+        match filter.index_terms() {
+            Some((field, values)) => {
+                let by_value = self.index.entry(Arc::clone(field)).or_default();
+                for value in values {
+                    let positions = by_value.entry(value.clone()).or_default();
+                    if positions.last() != Some(&position) {
+                        positions.push(position);
                     }
                 }
-                None => fanout.scanned.push(position),
             }
+            None => self.scanned.push(position),
         }
-        fanout
     }
 
     /// Every subscriber, filtered or not.

@@ -57,16 +57,19 @@ mod last_sent;
 pub(crate) mod queue;
 pub mod registry;
 pub mod room;
+pub mod shard;
 mod stats;
 mod stream_map;
 
 use std::future::Future;
 use std::num::NonZeroUsize;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
+use self::fanout::Group;
 pub use self::last_sent::{Admit, LastSent};
 use self::queue::Offer;
 pub use self::queue::{ConnReceiver, Lagged, Received, Subscriber};
+use self::shard::{Inbox, Job};
 pub use self::stats::{BusStats, BusStatsSnapshot};
 pub use self::stream_map::StreamMap;
 use tidewire_shared::Filter;
@@ -81,6 +84,7 @@ pub use crate::delivery::{Delivery, DeliveryKind, Position};
 /// | `queue_capacity` | 1024 deliveries |
 /// | `spare_slots` | 2,097,152 deliveries (16 MiB of slots), relay-wide |
 /// | `burst` | 15,360 deliveries per connection |
+/// | `shards` | 0: the publisher offers to every queue itself |
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct BusConfig {
@@ -94,6 +98,10 @@ pub struct BusConfig {
     pub spare_slots: usize,
     /// Most slots one connection holds borrowed from the shared ones.
     pub burst: usize,
+    /// Delivery threads (see [`shard`]): with 1 or more, each delivery is handed once to each
+    /// thread with subscribers, whose [`Inbox`] offers it to that thread's connections. 0: the
+    /// publisher offers it to every queue itself.
+    pub shards: usize,
 }
 
 impl BusConfig {
@@ -124,6 +132,12 @@ impl BusConfig {
         self.burst = burst;
         self
     }
+
+    /// Sets the delivery threads. Default: 0 (none).
+    pub fn with_shards(mut self, shards: usize) -> Self {
+        self.shards = shards;
+        self
+    }
 }
 
 impl Default for BusConfig {
@@ -132,11 +146,14 @@ impl Default for BusConfig {
             queue_capacity: Self::DEFAULT_QUEUE_CAPACITY,
             spare_slots: Self::DEFAULT_SPARE_SLOTS,
             burst: Self::DEFAULT_BURST,
+            shards: 0,
         }
     }
 }
 
-/// What one [`Bus::publish`] did.
+/// What one [`Bus::publish`] did. With delivery threads the offers happen on those threads,
+/// later: `publish` then tells only `subscribers`, and the counters in [`Bus::stats`] get the
+/// rest.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PublishStats {
@@ -153,6 +170,19 @@ pub struct PublishStats {
     pub reaped: usize,
     /// Streams left with no subscriber by that reaping: stop listening for them.
     pub emptied_streams: Vec<Arc<str>>,
+}
+
+impl PublishStats {
+    /// Both groups' counts together.
+    fn add(mut self, other: PublishStats) -> PublishStats {
+        self.subscribers += other.subscribers;
+        self.delivered += other.delivered;
+        self.dropped += other.dropped;
+        self.newly_lagged += other.newly_lagged;
+        self.reaped += other.reaped;
+        self.emptied_streams.extend(other.emptied_streams);
+        self
+    }
 }
 
 /// The baseline a subscriber reads after subscribing: a snapshot or a replay, and the position
@@ -199,15 +229,33 @@ pub enum SubscribeError<E> {
 pub struct Bus {
     registry: Registry,
     stats: BusStats,
+    /// One per delivery thread; empty without shards.
+    inboxes: Vec<tokio::sync::mpsc::UnboundedSender<Job>>,
+    /// Their receiving ends until the threads take them ([`Bus::take_inboxes`]).
+    unclaimed: Mutex<Vec<Inbox>>,
 }
 
 impl Bus {
     /// A bus with no connection.
     pub fn new(config: BusConfig) -> Self {
+        let (inboxes, unclaimed) = shard::inboxes(config.shards);
         Self {
             registry: Registry::new(config),
             stats: BusStats::default(),
+            inboxes,
+            unclaimed: Mutex::new(unclaimed),
         }
+    }
+
+    /// The delivery threads' inboxes, for the threads to run; empty after the first call and
+    /// without shards. Until each runs, its deliveries wait in it.
+    pub fn take_inboxes(&self) -> Vec<Inbox> {
+        std::mem::take(
+            &mut *self
+                .unclaimed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
     }
 
     /// The connection registry: register, subscribe, unsubscribe, unregister.
@@ -225,34 +273,69 @@ impl Bus {
     ///
     /// Deliveries of one stream must be published in seq order from one task at a time.
     pub fn publish(&self, delivery: Arc<Delivery>) -> PublishStats {
-        let mut publish = PublishStats::default();
-        let mut deepest_queue = 0;
-        if let Some(fanout) = self.registry.subscribers(&delivery.stream) {
-            publish.subscribers = fanout.len();
-            let mut closed: Vec<ConnId> = Vec::new();
-            let mut candidates = Vec::new();
-            fanout.candidates(&delivery, &mut candidates);
-            for subscriber in fanout.plain().iter().chain(candidates) {
-                match subscriber.offer(&delivery) {
-                    Offer::Queued { depth } => {
-                        publish.delivered += 1;
-                        deepest_queue = deepest_queue.max(depth);
-                    }
-                    Offer::Lagged => {
-                        publish.dropped += 1;
-                        publish.newly_lagged += 1;
-                    }
-                    Offer::Dropped => publish.dropped += 1,
-                    Offer::Closed => closed.push(subscriber.id()),
-                }
+        let Some(fanout) = self.registry.subscribers(&delivery.stream) else {
+            self.stats.record_published();
+            return PublishStats::default();
+        };
+        if self.inboxes.is_empty() {
+            self.stats.record_published();
+            return fanout
+                .groups()
+                .iter()
+                .map(|group| self.offer_group(group, &delivery))
+                .fold(PublishStats::default(), PublishStats::add);
+        }
+        self.stats.record_published();
+        for (group, inbox) in fanout.groups().iter().zip(&self.inboxes) {
+            if group.is_empty() {
+                continue;
             }
-            if !closed.is_empty() {
-                let removed = self.registry.unregister_all(&closed);
-                publish.reaped = removed.connections;
-                publish.emptied_streams = removed.emptied_streams;
+            let job = Job {
+                fanout: Arc::clone(&fanout),
+                delivery: Arc::clone(&delivery),
+            };
+            if inbox.send(job).is_err() {
+                // The thread is gone (the relay is stopping): offer from here, in order,
+                // since nothing of it is left queued.
+                self.offer_group(group, &delivery);
             }
         }
-        self.stats.record(&publish, deepest_queue);
+        PublishStats {
+            subscribers: fanout.len(),
+            ..PublishStats::default()
+        }
+    }
+
+    /// Offers `delivery` to one group of its stream's subscribers and records what happened.
+    pub(crate) fn offer_group(&self, group: &Group, delivery: &Arc<Delivery>) -> PublishStats {
+        let mut publish = PublishStats {
+            subscribers: group.len(),
+            ..PublishStats::default()
+        };
+        let mut deepest_queue = 0;
+        let mut closed: Vec<ConnId> = Vec::new();
+        let mut candidates = Vec::new();
+        group.candidates(delivery, &mut candidates);
+        for subscriber in group.plain().iter().chain(candidates) {
+            match subscriber.offer(delivery) {
+                Offer::Queued { depth } => {
+                    publish.delivered += 1;
+                    deepest_queue = deepest_queue.max(depth);
+                }
+                Offer::Lagged => {
+                    publish.dropped += 1;
+                    publish.newly_lagged += 1;
+                }
+                Offer::Dropped => publish.dropped += 1,
+                Offer::Closed => closed.push(subscriber.id()),
+            }
+        }
+        if !closed.is_empty() {
+            let removed = self.registry.unregister_all(&closed);
+            publish.reaped = removed.connections;
+            publish.emptied_streams = removed.emptied_streams;
+        }
+        self.stats.record_offers(&publish, deepest_queue);
         publish
     }
 

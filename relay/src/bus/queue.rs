@@ -22,11 +22,13 @@ use crate::bus::registry::ConnId;
 /// borrowed from `pool` while a burst needs it.
 pub(crate) fn channel(
     id: ConnId,
+    shard: usize,
     capacity: usize,
     pool: Arc<SparePool>,
 ) -> (Subscriber, ConnReceiver) {
     let inner = Arc::new(SubscriberInner {
         id,
+        shard,
         queue: Mutex::new(Slots::default()),
         capacity: capacity.max(1),
         pool,
@@ -67,6 +69,8 @@ pub struct Subscriber(Arc<SubscriberInner>);
 #[derive(Debug)]
 struct SubscriberInner {
     id: ConnId,
+    /// The delivery thread that runs the connection (see [`shard`](super::shard)).
+    shard: usize,
     queue: Mutex<Slots<Arc<Delivery>>>,
     /// Deliveries the queue holds of its own; beyond them it borrows from `pool`, and when
     /// neither has room the connection is marked lagged.
@@ -116,6 +120,11 @@ impl Subscriber {
     /// The connection this queue belongs to.
     pub fn id(&self) -> ConnId {
         self.0.id
+    }
+
+    /// The delivery thread that runs the connection, which offers it its deliveries.
+    pub fn shard(&self) -> usize {
+        self.0.shard
     }
 
     /// Whether the connection dropped its [`ConnReceiver`].
@@ -438,7 +447,7 @@ mod tests {
         // Borrow a real id from a registry; the registry itself is not involved further.
         let registry = Registry::new(BusConfig::default());
         let id = registry.register().id();
-        channel(id, capacity, Arc::new(SparePool::new(0, 0)))
+        channel(id, 0, capacity, Arc::new(SparePool::new(0, 0)))
     }
 
     fn event(stream: &str, seq: u64) -> Arc<Delivery> {

@@ -110,6 +110,8 @@ pub struct Registry {
     queue_capacity: NonZeroUsize,
     /// The slots queues borrow beyond their capacity.
     spare: Arc<SparePool>,
+    /// Groups in each stream's [`Fanout`]: one per delivery thread, at least one.
+    groups: usize,
 }
 
 #[derive(Debug, Default)]
@@ -143,6 +145,7 @@ impl Registry {
             next_id: AtomicU64::new(1),
             queue_capacity: config.queue_capacity,
             spare: Arc::new(SparePool::new(config.spare_slots, config.burst)),
+            groups: config.shards.max(1),
         }
     }
 
@@ -170,11 +173,16 @@ impl Registry {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Registers a new connection with an empty queue and no stream.
+    /// Registers a new connection with an empty queue and no stream, served by the delivery
+    /// thread this is called on ([`shard::current`](crate::bus::shard::current)).
     pub fn register(&self) -> ConnReceiver {
         let id = ConnId(self.next_id.fetch_add(1, Ordering::Relaxed));
-        let (subscriber, receiver) =
-            crate::bus::queue::channel(id, self.queue_capacity.get(), Arc::clone(&self.spare));
+        let (subscriber, receiver) = crate::bus::queue::channel(
+            id,
+            crate::bus::shard::current(),
+            self.queue_capacity.get(),
+            Arc::clone(&self.spare),
+        );
         let connection = Connection {
             subscriber,
             streams: HashSet::new(),
@@ -327,6 +335,7 @@ impl Registry {
         } = entry;
         let snapshot = snapshot.get_or_insert_with(|| {
             Arc::new(Fanout::build(
+                self.groups,
                 members
                     .iter()
                     .map(|(id, subscriber)| (subscriber, filters.get(id))),
@@ -383,7 +392,7 @@ impl Registry {
             }
             if let Some(snapshot) = &entry.snapshot {
                 let fresh = snapshot.len() == entry.members.len()
-                    && snapshot.plain().len() + entry.filters.len() == entry.members.len()
+                    && snapshot.plain_len() + entry.filters.len() == entry.members.len()
                     && snapshot.iter().all(|subscriber| {
                         entry
                             .members
@@ -579,7 +588,10 @@ mod tests {
         registry.unregister(alice.id());
         let last = registry.subscribers("s").expect("bob is left");
         assert_eq!(last.len(), 1);
-        assert_eq!(last.plain()[0].id(), bob.id());
+        assert_eq!(
+            last.iter().map(Subscriber::id).collect::<Vec<_>>(),
+            [bob.id()]
+        );
         registry.check_invariants().expect("indexes agree");
     }
 

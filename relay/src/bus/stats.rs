@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Live fan-out counters, shared by every publisher.
 ///
-/// Each [`Bus::publish`](super::Bus::publish) call adds its totals once rather than once per
-/// subscriber, so the counters cost a handful of atomic adds per published delivery.
+/// Each publish adds its totals once per delivery thread (once without shards) rather than
+/// once per subscriber, so the counters cost a handful of atomic adds per published delivery.
 #[derive(Debug, Default)]
 pub struct BusStats {
     published: AtomicU64,
@@ -51,8 +51,11 @@ impl BusStats {
         }
     }
 
-    pub(super) fn record(&self, publish: &super::PublishStats, deepest_queue: usize) {
+    pub(super) fn record_published(&self) {
         self.published.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn record_offers(&self, publish: &super::PublishStats, deepest_queue: usize) {
         add(&self.delivered, publish.delivered);
         add(&self.dropped_lagged, publish.dropped);
         add(&self.lagged_events, publish.newly_lagged);

@@ -1,0 +1,104 @@
+//! Delivery by thread: with shards, each connection belongs to the delivery thread that runs
+//! it, and the bus hands each delivery once to each thread with subscribers, whose own
+//! dispatcher offers it to that thread's connections.
+//!
+//! Why: when the publisher offers a delivery to every subscriber's queue itself, each offer
+//! to a connection whose task runs on another core moves the queue's lock, its reference
+//! count and the wake-up between the cores. With one event per transaction to 1,000
+//! subscribers, a relay on one worker thread delivered 1.01-1.15M deliveries/s against
+//! 0.68-0.96M on two, with less CPU (docs/BENCHMARKS.md, "One thread or two"). Here each
+//! offer and each wake-up stays on the core that runs the connection, and every core works.
+//!
+//! Each thread offers its own copy of a delivery: every subscriber's queue and write takes
+//! and drops a reference to it, and one copy counted from two cores would move that count's
+//! cache line between them at every delivery.
+//!
+//! Order: a stream's deliveries are published in seq order from one task at a time, each
+//! thread's inbox is FIFO, and each connection is in one thread: so each connection still
+//! gets a stream's deliveries in publish order. The subscribers a delivery goes to are those
+//! of the stream when it was published (the [`Fanout`] snapshot travels with it), as without
+//! shards.
+
+use std::cell::Cell;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use super::fanout::Fanout;
+use super::{Bus, Delivery};
+
+thread_local! {
+    /// The delivery thread this is, 0 on any other thread.
+    static CURRENT: Cell<usize> = const { Cell::new(0) };
+}
+
+/// The delivery thread the caller runs on (0 on a thread that is none).
+pub fn current() -> usize {
+    CURRENT.with(Cell::get)
+}
+
+/// Marks the calling thread as delivery thread `index`: connections registered on it are
+/// offered their deliveries by `index`'s [`Inbox`].
+pub fn enter(index: usize) {
+    CURRENT.with(|current| current.set(index));
+}
+
+/// Deliveries handed to one thread: at most one job per delivery per thread.
+pub(super) struct Job {
+    pub(super) fanout: Arc<Fanout>,
+    pub(super) delivery: Arc<Delivery>,
+}
+
+/// Jobs queued per wake-up of a dispatcher before it yields to its connections: enough to
+/// take a whole transaction of 100 events in one turn, few enough that the thread's
+/// connections start writing before a burst of thousands is all offered.
+const JOBS_PER_TURN: usize = 256;
+
+/// The receiving end of one delivery thread's jobs; run it on that thread.
+#[derive(Debug)]
+pub struct Inbox {
+    index: usize,
+    jobs: mpsc::UnboundedReceiver<Job>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Job")
+            .field("stream", &self.delivery.stream)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One inbox per thread: the senders for the bus, the inboxes for the threads.
+pub(super) fn inboxes(threads: usize) -> (Vec<mpsc::UnboundedSender<Job>>, Vec<Inbox>) {
+    (0..threads)
+        .map(|index| {
+            let (sender, jobs) = mpsc::unbounded_channel();
+            (sender, Inbox { index, jobs })
+        })
+        .unzip()
+}
+
+impl Inbox {
+    /// The delivery thread this inbox belongs to.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// Offers every job to this thread's group of its fan-out, in order, until the bus is
+    /// gone. Run it on the thread marked with [`enter`]`(self.index())`.
+    pub async fn run(mut self, bus: Arc<Bus>) {
+        let mut jobs = Vec::with_capacity(JOBS_PER_TURN);
+        while self.jobs.recv_many(&mut jobs, JOBS_PER_TURN).await > 0 {
+            for job in jobs.drain(..) {
+                if let Some(group) = job.fanout.groups().get(self.index) {
+                    bus.offer_group(group, &Arc::new(job.delivery.own_copy()));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
