@@ -138,13 +138,21 @@ pub struct Options {
     #[arg(long, env = "TIDEWIRE_SNAPSHOT_SHARE_MS", default_value_t = 2000)]
     pub snapshot_share_ms: u64,
 
-    /// Threads that run the relay's connections, PostgreSQL I/O and timers, at most
-    /// 1024; 0: one per core (or `TOKIO_WORKER_THREADS`). Work handed between threads costs
-    /// cache misses on every delivery: on 2 cores shared with PostgreSQL, 1 thread delivered
-    /// 7-57% more events of one per transaction than 2, and from 11% fewer to 20% more of 100
-    /// per transaction (docs/OPERATIONS.md, "Threads").
+    /// Threads that run the relay's own work (accepting, PostgreSQL I/O, the janitor,
+    /// presence, capture, timers) and, with `--delivery-threads 0`, the connections; at most
+    /// 1024; 0: one per core (or `TOKIO_WORKER_THREADS`) (docs/OPERATIONS.md, "Threads").
     #[arg(long, env = "TIDEWIRE_WORKER_THREADS", default_value_t = 0)]
     pub worker_threads: usize,
+
+    /// Threads that serve client connections, each with an event loop of its own, at most
+    /// 1024. Each connection stays on one (taken in turn) and each event is handed once to
+    /// each, so a delivery's queueing, wake-up and write stay on one core; PostgreSQL I/O,
+    /// snapshot reads' queries and the relay's own timers stay on the worker threads. 0:
+    /// connections run on the worker threads. Default: half the cores, at least 1. On 2
+    /// cores shared with PostgreSQL, 1 delivered 1.2-1.6x the events of one per transaction
+    /// that 0 did, with less CPU (docs/OPERATIONS.md, "Threads").
+    #[arg(long, env = "TIDEWIRE_DELIVERY_THREADS", default_value_t = default_delivery_threads())]
+    pub delivery_threads: usize,
 
     /// Maximum concurrent client connections (WebSocket + SSE); beyond it: HTTP 503 or close 4503.
     #[arg(long, env = "TIDEWIRE_MAX_CONNECTIONS", default_value_t = 10_000)]
@@ -315,7 +323,14 @@ impl Default for Options {
 /// defeat its purpose.
 pub const MIN_WRITE_ID_WINDOW_MS: u64 = 1000;
 
-/// Most worker threads `--worker-threads` accepts: each is an OS thread with its own stack,
+/// `--delivery-threads` by default: half the cores, at least one. The other half is left to
+/// the worker threads, PostgreSQL and the kernel's network stack, which on a busy relay take
+/// as much CPU as the deliveries (measured on 2 cores; docs/OPERATIONS.md, "Threads").
+pub fn default_delivery_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |cores| (cores.get() / 2).max(1))
+}
+
+/// Most threads `--worker-threads` and `--delivery-threads` accept: each is an OS thread with its own stack,
 /// and no machine this relay runs on has more cores.
 pub const MAX_WORKER_THREADS: usize = 1024;
 
@@ -368,6 +383,12 @@ impl Config {
             return Err(ConfigError {
                 option: "worker-threads",
                 reason: format!("must be at most {MAX_WORKER_THREADS} (0: one per core)"),
+            });
+        }
+        if options.delivery_threads > MAX_WORKER_THREADS {
+            return Err(ConfigError {
+                option: "delivery-threads",
+                reason: format!("must be at most {MAX_WORKER_THREADS}"),
             });
         }
         let millis = [
@@ -542,9 +563,14 @@ mod tests {
             worker_threads: MAX_WORKER_THREADS + 1,
             ..Options::default()
         };
+        let too_many_delivery_threads = Options {
+            delivery_threads: MAX_WORKER_THREADS + 1,
+            ..Options::default()
+        };
         for (options, option) in [
             (zero_connections, "max-connections"),
             (too_many_threads, "worker-threads"),
+            (too_many_delivery_threads, "delivery-threads"),
         ] {
             let error = Config::new(options).expect_err("out of range");
             assert_eq!(error.option, option);

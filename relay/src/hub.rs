@@ -35,6 +35,9 @@ pub enum StartError {
     /// The reaper thread could not start.
     #[error("reaper thread")]
     Reaper(#[source] std::io::Error),
+    /// A delivery thread could not start.
+    #[error("delivery threads")]
+    Cores(#[source] std::io::Error),
     /// Capture could not start (for example `--capture logical` without wal_level=logical).
     #[error("capture: {0}")]
     Capture(#[from] crate::pg::capture::CaptureError),
@@ -47,6 +50,8 @@ pub struct Hub {
     pub config: Config,
     /// The fan-out bus and connection registry.
     pub bus: Arc<Bus>,
+    /// The threads that serve connections (`--delivery-threads`; none by default).
+    pub cores: crate::cores::Cores,
     /// The query pool (snapshots, replays, publishes).
     pub pool: Pool,
     /// Replay pages shared by sessions resuming the same range (`--replay-cache-bytes`).
@@ -122,8 +127,10 @@ impl Hub {
         let bus = Arc::new(Bus::new(
             BusConfig::default()
                 .with_queue_capacity(capacity)
-                .with_spare(options.queue_spare, options.queue_burst),
+                .with_spare(options.queue_spare, options.queue_burst)
+                .with_shards(options.delivery_threads),
         ));
+        let cores = crate::cores::Cores::start(&bus).map_err(StartError::Cores)?;
         let boot_epoch = rand::thread_rng().gen_range(1..(1u64 << 53));
         let relay_id = format!("{:08x}", rand::thread_rng().gen::<u32>());
         let listener = listener::spawn(
@@ -174,6 +181,7 @@ impl Hub {
             reaper,
             config,
             bus,
+            cores,
             pool,
             replay,
             snapshots,

@@ -28,6 +28,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod cores;
 #[cfg(test)]
 mod counting_waker;
 pub mod delivery;

@@ -42,6 +42,7 @@ pub async fn run(
     // logged as a stream of connection errors.
     hub.pool.close();
     hub.stop_embedded().await;
+    hub.cores.stop();
     Ok(())
 }
 
@@ -75,8 +76,7 @@ pub async fn serve(listener: TcpListener, hub: Arc<Hub>, shutdown: impl Future<O
         // Small writes (events) must not wait for Nagle.
         let _ = socket.set_nodelay(true);
         limit_unsent(&socket, hub.config.options.socket_unsent_bytes);
-        hub.tracker
-            .spawn(connection(Arc::clone(&hub), Arc::clone(&builder), socket));
+        spawn_connection(&hub, &builder, socket);
     }
     tracing::info!("shutting down: closing connections");
     hub.token.cancel();
@@ -88,6 +88,32 @@ pub async fn serve(listener: TcpListener, hub: Arc<Hub>, shutdown: impl Future<O
     {
         tracing::warn!(?grace, "connections did not drain in time; closing them");
     }
+}
+
+/// Runs an accepted connection's task on the next delivery thread (`--delivery-threads`), or
+/// on this runtime without them. The socket moves to that thread's event loop, so its
+/// readiness wakes that thread.
+fn spawn_connection(hub: &Arc<Hub>, builder: &Arc<http1::Builder>, socket: TcpStream) {
+    let (hub, builder) = (Arc::clone(hub), Arc::clone(builder));
+    let Some(core) = hub.cores.next().cloned() else {
+        hub.tracker
+            .spawn(connection(Arc::clone(&hub), builder, socket));
+        return;
+    };
+    let socket = match socket.into_std() {
+        Ok(socket) => socket,
+        Err(error) => {
+            tracing::warn!(%error, "cannot hand a connection to a delivery thread");
+            return;
+        }
+    };
+    let tracker = hub.tracker.clone();
+    core.spawn(tracker.track_future(async move {
+        match TcpStream::from_std(socket) {
+            Ok(socket) => connection(hub, builder, socket).await,
+            Err(error) => tracing::warn!(%error, "cannot serve a connection on a delivery thread"),
+        }
+    }));
 }
 
 /// Serves one accepted connection: an event stream asked for by its first request without

@@ -228,6 +228,7 @@ impl TestRelay {
             None => {}
         }
         self.hub.pool.close();
+        self.hub.cores.stop();
     }
 
     /// Drops every task and socket of a [`killable`](TestRelayBuilder::killable) relay at
@@ -238,7 +239,11 @@ impl TestRelay {
     /// When the relay was not built killable.
     pub fn kill(mut self) {
         match self.served.take() {
-            Some(Served::Runtime { runtime, .. }) => runtime.shutdown_background(),
+            Some(Served::Runtime { runtime, .. }) => {
+                // Connections run on the delivery threads: their event loops go too.
+                self.hub.cores.stop();
+                runtime.shutdown_background();
+            }
             other => panic!("bug: kill() needs TestRelay::builder(..).killable(), got {other:?}"),
         }
     }
@@ -251,6 +256,7 @@ impl Drop for TestRelay {
             let _ = stop.send(());
         }
         if let Some(Served::Runtime { runtime, .. }) = self.served.take() {
+            self.hub.cores.stop();
             runtime.shutdown_background();
         }
     }

@@ -380,9 +380,12 @@ async fn a_burst_borrows_shared_room_before_it_lags() {
     for n in 1..=30u64 {
         publish(&client, "bursty", &format!("k{n}"), "upsert", json!(n)).await;
     }
-    // Neither has read: wait until the bus has offered all 30.
+    // Neither has read: wait until the bus has offered all 30 to both (on the delivery
+    // thread, after `publish` handed them over).
     let deadline = tokio::time::Instant::now() + WAIT;
-    while hub.bus.stats().snapshot().published < 30 {
+    let offered =
+        |stats: tidewire_relay::bus::BusStatsSnapshot| stats.delivered + stats.dropped_lagged;
+    while offered(hub.bus.stats().snapshot()) < 60 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the bus saw every event"
