@@ -50,7 +50,8 @@ pub struct Hub {
     pub config: Config,
     /// The fan-out bus and connection registry.
     pub bus: Arc<Bus>,
-    /// The threads that serve connections (`--delivery-threads`; none by default).
+    /// The threads that serve connections (`--delivery-threads`: half the cores by default,
+    /// none with 0).
     pub cores: crate::cores::Cores,
     /// The query pool (snapshots, replays, publishes).
     pub pool: Pool,

@@ -49,11 +49,6 @@ pub(super) struct Job {
     pub(super) delivery: Arc<Delivery>,
 }
 
-/// Jobs queued per wake-up of a dispatcher before it yields to its connections: enough to
-/// take a whole transaction of 100 events in one turn, few enough that the thread's
-/// connections start writing before a burst of thousands is all offered.
-const JOBS_PER_TURN: usize = 256;
-
 /// The receiving end of one delivery thread's jobs; run it on that thread.
 #[derive(Debug)]
 pub struct Inbox {
@@ -88,14 +83,24 @@ impl Inbox {
 
     /// Offers every job to this thread's group of its fan-out, in order, until the bus is
     /// gone. Run it on the thread marked with [`enter`]`(self.index())`.
+    ///
+    /// Each turn takes every job queued, so the inbox never holds more than what was
+    /// published during one round of the thread's tasks: a backlog waits in the connections'
+    /// bounded queues, where a full one marks its connection lagged, not here.
     pub async fn run(mut self, bus: Arc<Bus>) {
-        let mut jobs = Vec::with_capacity(JOBS_PER_TURN);
-        while self.jobs.recv_many(&mut jobs, JOBS_PER_TURN).await > 0 {
+        let mut jobs = Vec::new();
+        loop {
+            let queued = self.jobs.len().max(1);
+            if self.jobs.recv_many(&mut jobs, queued).await == 0 {
+                break;
+            }
             for job in jobs.drain(..) {
                 if let Some(group) = job.fanout.groups().get(self.index) {
                     bus.offer_group(group, &Arc::new(job.delivery.own_copy()));
                 }
             }
+            // Let a burst's buffer go rather than keep its high-water mark.
+            jobs.shrink_to(64);
         }
     }
 }
