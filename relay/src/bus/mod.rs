@@ -273,19 +273,17 @@ impl Bus {
     ///
     /// Deliveries of one stream must be published in seq order from one task at a time.
     pub fn publish(&self, delivery: Arc<Delivery>) -> PublishStats {
+        self.stats.record_published();
         let Some(fanout) = self.registry.subscribers(&delivery.stream) else {
-            self.stats.record_published();
             return PublishStats::default();
         };
         if self.inboxes.is_empty() {
-            self.stats.record_published();
             return fanout
                 .groups()
                 .iter()
                 .map(|group| self.offer_group(group, &delivery))
                 .fold(PublishStats::default(), PublishStats::add);
         }
-        self.stats.record_published();
         for (group, inbox) in fanout.groups().iter().zip(&self.inboxes) {
             if group.is_empty() {
                 continue;

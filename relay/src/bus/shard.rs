@@ -5,9 +5,10 @@
 //! Why: when the publisher offers a delivery to every subscriber's queue itself, each offer
 //! to a connection whose task runs on another core moves the queue's lock, its reference
 //! count and the wake-up between the cores. With one event per transaction to 1,000
-//! subscribers, a relay on one worker thread delivered 1.01-1.15M deliveries/s against
-//! 0.68-0.96M on two, with less CPU (docs/BENCHMARKS.md, "One thread or two"). Here each
-//! offer and each wake-up stays on the core that runs the connection, and every core works.
+//! subscribers on 2 cores, connections on the two worker threads took 0.64-0.67 cores for
+//! 0.66-0.87M deliveries/s; on one delivery thread, 0.48 cores for 1.00-1.08M
+//! (docs/BENCHMARKS.md, "Delivery threads"). Here each offer and each wake-up stays on the
+//! core that runs the connection, and each thread can have a core of its own.
 //!
 //! Each thread offers its own copy of a delivery: every subscriber's queue and write takes
 //! and drops a reference to it, and one copy counted from two cores would move that count's
