@@ -146,11 +146,11 @@ pub struct Options {
 
     /// Threads that serve client connections, each with an event loop of its own, at most
     /// 1024. Each connection stays on one (taken in turn) and each event is handed once to
-    /// each, so a delivery's queueing, wake-up and write stay on one core; PostgreSQL I/O,
-    /// snapshot reads' queries and the relay's own timers stay on the worker threads. 0:
-    /// connections run on the worker threads. Default: half the cores, at least 1. On 2
-    /// cores shared with PostgreSQL, 1 delivered 1.2-1.6x the events of one per transaction
-    /// that 0 did, with less CPU (docs/OPERATIONS.md, "Threads").
+    /// each, so a delivery's queueing, wake-up and write stay on one core; the relay's own
+    /// tasks (the janitor, presence, capture) stay on the worker threads. 0: connections run
+    /// on the worker threads. Default: half the cores, at least 1. On 2 cores shared with
+    /// PostgreSQL, 1 delivered 1.15-1.6x the events of one per transaction that 0 did, with
+    /// less CPU (docs/OPERATIONS.md, "Threads").
     #[arg(long, env = "TIDEWIRE_DELIVERY_THREADS", default_value_t = default_delivery_threads())]
     pub delivery_threads: usize,
 
