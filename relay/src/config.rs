@@ -379,17 +379,21 @@ impl Config {
                 });
             }
         }
-        if options.worker_threads > MAX_WORKER_THREADS {
-            return Err(ConfigError {
-                option: "worker-threads",
-                reason: format!("must be at most {MAX_WORKER_THREADS} (0: one per core)"),
-            });
-        }
-        if options.delivery_threads > MAX_WORKER_THREADS {
-            return Err(ConfigError {
-                option: "delivery-threads",
-                reason: format!("must be at most {MAX_WORKER_THREADS}"),
-            });
+        let threads = [
+            (
+                "worker-threads",
+                options.worker_threads,
+                " (0: one per core)",
+            ),
+            ("delivery-threads", options.delivery_threads, ""),
+        ];
+        for (option, value, zero) in threads {
+            if value > MAX_WORKER_THREADS {
+                return Err(ConfigError {
+                    option,
+                    reason: format!("must be at most {MAX_WORKER_THREADS}{zero}"),
+                });
+            }
         }
         let millis = [
             ("pg-health-interval-ms", options.pg_health_interval_ms),

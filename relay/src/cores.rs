@@ -96,16 +96,6 @@ impl Cores {
             }
         }
     }
-
-    /// How many delivery threads run.
-    pub fn len(&self) -> usize {
-        self.threads.len()
-    }
-
-    /// Whether connections run on the runtime that accepts them.
-    pub fn is_empty(&self) -> bool {
-        self.threads.is_empty()
-    }
 }
 
 impl Drop for Cores {

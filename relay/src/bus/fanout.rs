@@ -87,17 +87,6 @@ pub struct Group {
 }
 
 impl Group {
-    /// Builds a group from `(subscriber, filter)` pairs.
-    pub fn build<'a>(
-        members: impl Iterator<Item = (&'a Subscriber, Option<&'a Arc<Filter>>)>,
-    ) -> Self {
-        let mut group = Group::default();
-        for (subscriber, filter) in members {
-            group.add(subscriber, filter);
-        }
-        group
-    }
-
     /// Adds one subscriber, indexed by its filter's equality if it has one.
     fn add(&mut self, subscriber: &Subscriber, filter: Option<&Arc<Filter>>) {
         let Some(filter) = filter else {

@@ -45,6 +45,7 @@ pub fn enter(index: usize) {
 }
 
 /// Deliveries handed to one thread: at most one job per delivery per thread.
+#[derive(Debug)]
 pub(super) struct Job {
     pub(super) fanout: Arc<Fanout>,
     pub(super) delivery: Arc<Delivery>,
@@ -55,15 +56,6 @@ pub(super) struct Job {
 pub struct Inbox {
     index: usize,
     jobs: mpsc::UnboundedReceiver<Job>,
-}
-
-impl std::fmt::Debug for Job {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter
-            .debug_struct("Job")
-            .field("stream", &self.delivery.stream)
-            .finish_non_exhaustive()
-    }
 }
 
 /// One inbox per thread: the senders for the bus, the inboxes for the threads.

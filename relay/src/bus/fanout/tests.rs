@@ -7,7 +7,7 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 use tidewire_shared::{Filter, Op};
 
-use super::Group;
+use super::Fanout;
 use crate::bus::registry::Registry;
 use crate::bus::BusConfig;
 use crate::delivery::{Change, Delivery};
@@ -42,7 +42,11 @@ fn candidates_are_the_filters_indexed_under_the_values_before_and_after() {
         .iter()
         .map(|receiver| registry.subscriber(receiver.id()).expect("registered"))
         .collect();
-    let fanout = Group::build(subscribers.iter().zip(filters.iter().map(Option::as_ref)));
+    let all = Fanout::build(
+        1,
+        subscribers.iter().zip(filters.iter().map(Option::as_ref)),
+    );
+    let fanout = &all.groups()[0];
     assert_eq!(
         (fanout.len(), fanout.plain().len(), fanout.filtered().len()),
         (5, 1, 4)
